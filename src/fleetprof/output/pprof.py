@@ -1,0 +1,182 @@
+"""pprof: a gzipped perftools.profiles.Profile, complete enough for `go tool pprof` and Go's PGO.
+
+Choices: the PROCESS root frame becomes the `process_name` label (use `go tool pprof -tagroot=process_name`
+to group by process); native frames keep their ELF file as a Mapping and an estimated runtime address
+(see frames.runtime_address); kernel frames share one pseudo mapping `[kernel.kallsyms]` with kernel
+addresses; Python and error frames belong to no mapping (mapping_id 0, address 0 for Python).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from typing import BinaryIO, TypeAlias
+
+from fleetprof.output.frames import (
+    KERNEL_MAPPING_NAME,
+    call_frames,
+    is_symbolized,
+    physical_frames,
+    runtime_address,
+)
+from fleetprof.output.interning import Interner, StringTable
+from fleetprof.output.proto import profile_pb2 as pb
+from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
+
+SAMPLE_TYPES = (("samples", "count"), ("cpu", "nanoseconds"))
+PERIOD_TYPE = ("cpu", "nanoseconds")
+LABEL_PID = "pid"
+LABEL_TID = "tid"
+LABEL_THREAD = "thread_name"
+LABEL_PROCESS = "process_name"
+LABEL_CONTAINER = "container_id"
+
+_KERNEL = "kernel"  # mapping key of the kernel pseudo mapping
+_MappingKey: TypeAlias = Mapping | str
+_FunctionKey: TypeAlias = tuple[str, str, str, int]
+_LocationKey: TypeAlias = tuple[_MappingKey | None, int, tuple[tuple[int, int], ...]]
+
+
+@dataclass(slots=True)
+class _MappingFacts:
+    """What the frames of one mapping reveal about its symbolization, for the has_* flags."""
+
+    functions: bool = True
+    filenames: bool = True
+    line_numbers: bool = True
+    inline_frames: bool = False
+    low: int = 0
+    high: int = 0
+
+    def observe(self, group: tuple[Frame, ...], address: int) -> None:
+        """Fold one location's frames into the facts."""
+        for frame in group:
+            self.functions &= is_symbolized(frame)
+            self.filenames &= bool(frame.file)
+            self.line_numbers &= frame.line > 0
+            self.inline_frames |= frame.inlined
+        self.low = address if self.low == 0 else min(self.low, address)
+        self.high = max(self.high, address + 1)
+
+
+class _PprofBuilder:
+    """Accumulates the tables of one pprof Profile while samples are added."""
+
+    def __init__(self) -> None:
+        self.strings = StringTable()
+        self.functions: Interner[_FunctionKey] = Interner()
+        self.locations: Interner[_LocationKey] = Interner()
+        self.mappings: Interner[_MappingKey] = Interner()
+        self.facts: dict[_MappingKey, _MappingFacts] = {}
+        self.out = pb.Profile()
+
+    def function_id(self, frame: Frame) -> int:
+        """1-based id of the frame's Function."""
+        key = (frame.function, frame.system_name, frame.file, frame.start_line)
+        return self.functions.add(key) + 1
+
+    def location_id(self, group: tuple[Frame, ...]) -> int:
+        """1-based id of the Location of one physical frame and its inlined callees."""
+        head = group[0]
+        mapping_key: _MappingKey | None = None
+        address = head.address
+        if head.kind is FrameKind.NATIVE and head.mapping is not None:
+            mapping_key = head.mapping
+            address = runtime_address(head)
+        elif head.kind is FrameKind.KERNEL:
+            mapping_key = _KERNEL
+        lines = tuple((self.function_id(frame), frame.line) for frame in reversed(group))
+        key = (mapping_key, address, lines)
+        if key not in self.locations and mapping_key is not None:
+            self.mappings.add(mapping_key)
+            self.facts.setdefault(mapping_key, _MappingFacts()).observe(group, address)
+        return self.locations.add(key) + 1
+
+    def add_sample(self, sample: Sample, period: int) -> None:
+        """Append one pprof Sample (leaf-first location ids, both values, the labels)."""
+        location_ids = [self.location_id(group) for group in physical_frames(call_frames(sample.stack))]
+        location_ids.reverse()
+        out = self.out.sample.add(location_id=location_ids, value=[sample.count, sample.count * period])
+        out.label.add(key=self.strings.add(LABEL_PID), num=sample.pid)
+        out.label.add(key=self.strings.add(LABEL_TID), num=sample.tid)
+        out.label.add(key=self.strings.add(LABEL_THREAD), str=self.strings.add(sample.thread_name))
+        out.label.add(key=self.strings.add(LABEL_PROCESS), str=self.strings.add(sample.process_name))
+        if sample.container_id:
+            out.label.add(key=self.strings.add(LABEL_CONTAINER), str=self.strings.add(sample.container_id))
+
+    def finish(self) -> pb.Profile:
+        """Emit the mapping, location and function tables and the string table."""
+        for index, key in enumerate(self.mappings.keys, start=1):
+            facts = self.facts[key]
+            mapping = self.out.mapping.add(id=index)
+            if isinstance(key, Mapping):
+                mapping.memory_start = key.start
+                mapping.memory_limit = key.limit
+                mapping.file_offset = key.offset
+                mapping.filename = self.strings.add(key.path)
+                mapping.build_id = self.strings.add(key.build_id)
+                mapping.has_functions = facts.functions
+                mapping.has_filenames = facts.filenames
+                mapping.has_line_numbers = facts.line_numbers
+                mapping.has_inline_frames = facts.inline_frames or facts.line_numbers
+            else:
+                mapping.memory_start = facts.low
+                mapping.memory_limit = facts.high
+                mapping.filename = self.strings.add(KERNEL_MAPPING_NAME)
+                mapping.has_functions = facts.functions
+        for index, (mapping_key, address, lines) in enumerate(self.locations.keys, start=1):
+            location = self.out.location.add(id=index, address=address)
+            if mapping_key is not None:
+                location.mapping_id = self.mappings.add(mapping_key) + 1
+            for function_id, line in lines:
+                location.line.add(function_id=function_id, line=line)
+        for index, (name, system_name, filename, start_line) in enumerate(self.functions.keys, start=1):
+            self.out.function.add(
+                id=index,
+                name=self.strings.add(name),
+                system_name=self.strings.add(system_name or name),
+                filename=self.strings.add(filename),
+                start_line=start_line,
+            )
+        self.out.string_table.extend(self.strings.keys)
+        return self.out
+
+
+def to_pprof(profile: Profile) -> pb.Profile:
+    """Convert a Profile to an (uncompressed) pprof Profile message."""
+    builder = _PprofBuilder()
+    strings = builder.strings
+    out = builder.out
+    for type_name, unit in SAMPLE_TYPES:
+        out.sample_type.add(type=strings.add(type_name), unit=strings.add(unit))
+    out.period_type.type = strings.add(PERIOD_TYPE[0])
+    out.period_type.unit = strings.add(PERIOD_TYPE[1])
+    out.period = profile.period_ns
+    out.time_nanos = profile.start_time_ns
+    out.duration_nanos = profile.duration_ns
+    out.default_sample_type = strings.add(SAMPLE_TYPES[1][0])
+    notes = [f"frequency_hz={profile.frequency_hz}"]
+    if profile.hostname:
+        notes.append(f"host={profile.hostname}")
+    if profile.kernel_release:
+        notes.append(f"kernel={profile.kernel_release}")
+    notes.extend(f"{name}={value}" for name, value in sorted(profile.stats.items()))
+    out.comment.extend(strings.add(note) for note in notes)
+    for sample in profile.samples:
+        if sample.count > 0:
+            builder.add_sample(sample, profile.period_ns)
+    return builder.finish()
+
+
+class PprofFormat:
+    """pprof's profile.proto, gzipped: for `go tool pprof`, Go PGO (`default.pgo`), Pyroscope, Parca."""
+
+    name = "pprof"
+    suffix = ".pb.gz"
+    binary = True
+
+    def write(self, profile: Profile, stream: BinaryIO) -> None:
+        """Write the gzipped profile; the gzip header carries no name or time, so output is reproducible."""
+        data = to_pprof(profile).SerializeToString()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=stream, compresslevel=6, mtime=0) as gz:
+            gz.write(data)

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0 */
+/* Layouts shared by the BPF sampler and the agent: sample records, frames, maps' keys and values, events.
+ *
+ * One source of truth for the kernel side; the Python mirror is fleetprof/tracer/layout.py and
+ * tests/unit/test_layouts.py compiles this header and checks that both agree.
+ */
+#ifndef FLEETPROF_SAMPLE_H
+#define FLEETPROF_SAMPLE_H
+
+#define MAX_FRAMES 384          /* kernel + user frames per sample */
+#define MAX_KERNEL_FRAMES 127   /* bpf_get_stack's usual limit (perf_event_max_stack) */
+#define MAX_USER_FRAMES (MAX_FRAMES - MAX_KERNEL_FRAMES)
+#define COMM_LEN 16
+
+/* Frame kinds (struct frame.kind). */
+#define FRAME_NATIVE 1      /* id = file id (64-bit key), addr = ELF virtual address */
+#define FRAME_NATIVE_RAW 2  /* id = 0, addr = virtual address: no mapping was known in the kernel */
+#define FRAME_KERNEL 3      /* id = 0, addr = kernel address */
+#define FRAME_PYTHON 4      /* id = code object address, addr = instruction offset (code units), aux = checksum */
+
+/* Frame flags. */
+#define FRAME_FLAG_RETURN_ADDRESS 1 /* addr is a return address: symbolize at addr - 1 */
+
+/* Why user-space unwinding stopped (struct sample_header.error). 0 means the stack is whole. */
+#define UNWIND_COMPLETE 0
+#define UNWIND_ERR_NO_MAPPING 1      /* pc outside every known mapping, and frame pointers failed too */
+#define UNWIND_ERR_NO_TABLE_ENTRY 2  /* pc inside a file but not covered by its unwind table */
+#define UNWIND_ERR_INVALID_RULE 3    /* the CFI for pc is unsupported or missing */
+#define UNWIND_ERR_DEPTH_LIMIT 4     /* more frames than fit in a record */
+#define UNWIND_ERR_READ_FAILED 5     /* user memory could not be read (paged out, bad pointer) */
+#define UNWIND_ERR_BAD_FRAME 6       /* the stack went the wrong way (loop) or a register was implausible */
+#define UNWIND_ERR_TAIL_CALLS 7      /* ran out of tail calls */
+#define UNWIND_ERR_PYTHON 8          /* the Python walker could not continue (details in stats) */
+#define UNWIND_ERR_NO_USER_REGS 9    /* user registers unavailable */
+#define UNWIND_ERR_FRAME_POINTER 10  /* frame-pointer fallback ended on a bad pointer */
+#define UNWIND_ERR_COUNT 11
+
+/* Sample flags (struct sample_header.flags). */
+#define SAMPLE_FLAG_KERNEL_THREAD 1  /* no user space at all (kernel worker) */
+#define SAMPLE_FLAG_IN_KERNEL 2      /* the sample interrupted kernel code */
+
+struct frame {
+	__u64 id;
+	__u64 addr;
+	__u32 aux;
+	__u8 kind;
+	__u8 flags;
+	__u16 reserved;
+};                          /* 24 bytes */
+
+struct sample_header {
+	__u64 ktime_ns;         /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 pid;              /* thread group id in the initial pid namespace */
+	__u32 tid;
+	__u32 cpu;
+	__u16 num_kernel;       /* frames[0, num_kernel): kernel frames, leaf first */
+	__u16 num_user;         /* frames[num_kernel, num_kernel + num_user): user frames, leaf first */
+	__u16 error;            /* UNWIND_* */
+	__u16 flags;            /* SAMPLE_FLAG_* */
+	__u32 reserved;
+	char comm[COMM_LEN];    /* thread name */
+	char pcomm[COMM_LEN];   /* process name (the thread group leader's comm) */
+};                          /* 64 bytes */
+
+struct sample {
+	struct sample_header hdr;
+	struct frame frames[MAX_FRAMES];
+};
+
+/* Key of the `mappings` LPM trie: (pid, address) with the address big-endian so prefixes work. */
+struct mapping_key {
+	__u32 prefixlen;        /* 32 (pid) + number of leading address bits that matter */
+	__u32 pid;
+	__u64 addr_be;
+};
+
+/* Mapping flags (struct mapping_info.flags). */
+#define MAPPING_FLAG_HAS_TABLE 1       /* an unwind table for file_id is (being) loaded */
+#define MAPPING_FLAG_INTERPRETER 2     /* the file holds an interpreter loop: check `interp_ranges` */
+#define MAPPING_FLAG_FRAME_POINTERS 4  /* unwind this file with frame pointers */
+
+struct mapping_info {
+	__u64 file_id;          /* first 64 bits of the 128-bit file id */
+	__u64 bias;             /* runtime address - ELF virtual address */
+	__u32 flags;            /* MAPPING_FLAG_* */
+	__u32 reserved;
+};
+
+/* Where a file's rows live in the global `unwind_rows` array. */
+struct file_table {
+	__u32 start;
+	__u32 count;
+};
+
+/* Interpreter loop ranges of a file, ELF virtual addresses; unused slots have start == end == 0. */
+#define MAX_INTERP_RANGES 4
+#define INTERP_PYTHON 1
+struct interp_ranges {
+	__u32 kind;             /* INTERP_* */
+	__u32 reserved;
+	__u64 start[MAX_INTERP_RANGES];
+	__u64 end[MAX_INTERP_RANGES];
+};
+
+/* Events from the kernel to the process tracker. */
+#define EVENT_NEW_PID 1     /* a sample named a pid the agent has not scanned */
+#define EVENT_UNKNOWN_PC 2  /* a pc of a known pid fell outside its known mappings */
+#define EVENT_EXEC 3
+#define EVENT_EXIT 4
+
+struct pid_event {
+	__u32 type;
+	__u32 pid;
+	__u64 addr;
+};
+
+/* Sampler configuration (the one entry of the `config` array). */
+#define FILTER_NONE 0       /* whole host */
+#define FILTER_PIDS 1       /* only pids in `pid_filter`; children are added on fork */
+
+struct sampler_config {
+	__u32 filter;
+	__u32 reserved;
+};
+
+/* Counters (index into the per-CPU `stats` array). */
+#define STAT_SAMPLES 0
+#define STAT_SAMPLES_SUBMITTED 1
+#define STAT_RINGBUF_FULL 2
+#define STAT_KERNEL_THREAD 3
+#define STAT_EVENTS 4
+#define STAT_EVENTS_LOST 5
+#define STAT_NATIVE_FRAMES 6
+#define STAT_FP_FRAMES 7
+#define STAT_TABLE_FRAMES 8
+#define STAT_SIGNAL_FRAMES 9
+#define STAT_PLT_FRAMES 10
+#define STAT_PYTHON_FRAMES 11
+#define STAT_TAIL_CALLS 12
+#define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
+#define STAT_COUNT 32
+
+/* Programs in the `progs` tail-call array. */
+#define PROG_NATIVE 0
+#define PROG_PYTHON 1
+#define PROG_COUNT 2
+
+#endif

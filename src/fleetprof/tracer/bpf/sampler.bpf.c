@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/* The sampler: on every cpu-clock tick, capture the kernel stack and unwind the user stack of the task on
+ * the CPU, then hand one record to userspace through a ring buffer.
+ *
+ * Program chain (tail calls through `progs`):
+ *   on_sample  - filters, fills the per-CPU record header, kernel stack, user registers
+ *   PROG_NATIVE - native frames: unwind tables compiled from .eh_frame (nativeunwind/), frame pointers as the
+ *                fallback; switches to an interpreter walker when the pc is in an interpreter loop
+ *   PROG_PYTHON - CPython frames (interpreters/python/)
+ * and the last program in the chain submits the record.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#include "sample.h"
+#include "unwind_table.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define MAX_TAIL_CALLS 29
+#define RATE_LIMIT_NS (250ULL * 1000 * 1000)
+
+/* ---- maps ---------------------------------------------------------------------------------------- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by the agent before load */
+} samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} events SEC(".maps");
+
+struct unwind_state {
+	__u64 pc;
+	__u64 sp;
+	__u64 fp;
+	__u64 py_frame;        /* interpreter walker: next Python frame to emit */
+	__u32 pid;
+	__u32 tail_calls;
+	__u8 return_address;   /* pc is a return address (not the interrupted instruction) */
+	__u8 next;             /* NEXT_* */
+	__u8 py_started;
+	__u8 reserved[5];
+};
+
+#define NEXT_SUBMIT 0
+#define NEXT_NATIVE 1
+#define NEXT_PYTHON 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sample);
+} scratch_sample SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct unwind_state);
+} scratch_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[MAX_KERNEL_FRAMES]);
+} scratch_kstack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sampler_config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+/* pids whose mappings the agent has loaded (value unused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} known_pids SEC(".maps");
+
+/* Rate limit for pid events: pid -> ktime of the last report. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} reported_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mapping_key);
+	__type(value, struct mapping_info);
+} mappings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct file_table);
+} file_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 21); /* resized by the agent before load */
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct unwind_rule);
+} unwind_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct interp_ranges);
+} interp_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, PROG_COUNT);
+	__type(key, __u32);
+	__type(value, __u32);
+} progs SEC(".maps");
+
+/* ---- helpers ------------------------------------------------------------------------------------- */
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void report_pid(__u32 type, __u32 pid, __u64 addr)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *last = bpf_map_lookup_elem(&reported_pids, &pid);
+	if (last && now - *last < RATE_LIMIT_NS)
+		return;
+	bpf_map_update_elem(&reported_pids, &pid, &now, BPF_ANY);
+	struct pid_event ev = {.type = type, .pid = pid, .addr = addr};
+	if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0) == 0)
+		count(STAT_EVENTS);
+	else
+		count(STAT_EVENTS_LOST);
+}
+
+static __always_inline struct sample *get_sample(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_sample, &zero);
+}
+
+static __always_inline struct unwind_state *get_state(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_state, &zero);
+}
+
+/* Appends a user frame; returns false when the record is full. */
+static __always_inline bool push_frame(struct sample *s, __u64 id, __u64 addr, __u32 aux, __u8 kind, __u8 flags)
+{
+	__u32 idx = (__u32)s->hdr.num_kernel + s->hdr.num_user;
+	if (idx >= MAX_FRAMES)
+		return false;
+	struct frame *f = &s->frames[idx];
+	f->id = id;
+	f->addr = addr;
+	f->aux = aux;
+	f->kind = kind;
+	f->flags = flags;
+	f->reserved = 0;
+	s->hdr.num_user++;
+	return true;
+}
+
+static __always_inline void stop(struct sample *s, struct unwind_state *st, __u16 error)
+{
+	s->hdr.error = error;
+	st->next = NEXT_SUBMIT;
+	count(STAT_ERROR_BASE + error);
+}
+
+static __always_inline int submit(struct sample *s)
+{
+	__u64 size = sizeof(struct sample_header) + ((__u64)s->hdr.num_kernel + s->hdr.num_user) * sizeof(struct frame);
+	if (size > sizeof(struct sample))
+		size = sizeof(struct sample);
+	if (bpf_ringbuf_output(&samples, s, size, 0) == 0)
+		count(STAT_SAMPLES_SUBMITTED);
+	else
+		count(STAT_RINGBUF_FULL);
+	return 0;
+}
+
+#include "native_unwind.bpf.h"
+
+/* ---- programs ------------------------------------------------------------------------------------ */
+
+SEC("perf_event")
+int unwind_native(struct bpf_perf_event_data *ctx)
+{
+	struct sample *s = get_sample();
+	struct unwind_state *st = get_state();
+	if (!s || !st)
+		return 0;
+	st->next = NEXT_SUBMIT;
+	bpf_loop(MAX_USER_FRAMES, native_step, NULL, 0);
+	if (st->next == NEXT_PYTHON) {
+		if (st->tail_calls < MAX_TAIL_CALLS) {
+			st->tail_calls++;
+			count(STAT_TAIL_CALLS);
+			bpf_tail_call(ctx, &progs, PROG_PYTHON);
+		}
+		stop(s, st, UNWIND_ERR_TAIL_CALLS);
+	} else if (st->next == NEXT_NATIVE) {
+		/* bpf_loop ran out of iterations with frames left: the record is full. */
+		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
+	}
+	return submit(s);
+}
+
+SEC("perf_event")
+int on_sample(struct bpf_perf_event_data *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 pid = pid_tgid >> 32;
+	__u32 tid = (__u32)pid_tgid;
+	if (pid == 0)
+		return 0; /* idle */
+
+	__u32 zero = 0;
+	struct sampler_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && cfg->filter == FILTER_PIDS && !bpf_map_lookup_elem(&pid_filter, &pid))
+		return 0;
+	count(STAT_SAMPLES);
+
+	struct sample *s = get_sample();
+	struct unwind_state *st = get_state();
+	if (!s || !st)
+		return 0;
+	s->hdr.ktime_ns = bpf_ktime_get_ns();
+	s->hdr.pid = pid;
+	s->hdr.tid = tid;
+	s->hdr.cpu = bpf_get_smp_processor_id();
+	s->hdr.num_kernel = 0;
+	s->hdr.num_user = 0;
+	s->hdr.error = UNWIND_COMPLETE;
+	s->hdr.flags = 0;
+	s->hdr.reserved = 0;
+	bpf_get_current_comm(s->hdr.comm, sizeof(s->hdr.comm));
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	BPF_CORE_READ_STR_INTO(&s->hdr.pcomm, task, group_leader, comm);
+
+	__builtin_memset(st, 0, sizeof(*st));
+	st->pid = pid;
+
+	__u64 cs = *(volatile __u64 *)&ctx->regs.cs; /* ctx fields must be read whole */
+	bool in_kernel = (cs & 3) != 3;
+	if (in_kernel) {
+		s->hdr.flags |= SAMPLE_FLAG_IN_KERNEL;
+		__u64 *kbuf = bpf_map_lookup_elem(&scratch_kstack, &zero);
+		if (kbuf) {
+			long n = bpf_get_stack(ctx, kbuf, MAX_KERNEL_FRAMES * sizeof(__u64), 0);
+			if (n > 0) {
+				__u32 nk = n / sizeof(__u64);
+				for (__u32 i = 0; i < MAX_KERNEL_FRAMES; i++) {
+					if (i >= nk)
+						break;
+					struct frame *f = &s->frames[i];
+					f->id = 0;
+					f->addr = kbuf[i];
+					f->aux = 0;
+					f->kind = FRAME_KERNEL;
+					f->flags = 0;
+					f->reserved = 0;
+				}
+				s->hdr.num_kernel = nk > MAX_KERNEL_FRAMES ? MAX_KERNEL_FRAMES : nk;
+			}
+		}
+		if (!BPF_CORE_READ(task, mm)) {
+			s->hdr.flags |= SAMPLE_FLAG_KERNEL_THREAD;
+			count(STAT_KERNEL_THREAD);
+			return submit(s);
+		}
+		struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
+		if (!uregs) {
+			stop(s, st, UNWIND_ERR_NO_USER_REGS);
+			return submit(s);
+		}
+		struct pt_regs regs;
+		if (bpf_probe_read_kernel(&regs, sizeof(regs), uregs)) {
+			stop(s, st, UNWIND_ERR_NO_USER_REGS);
+			return submit(s);
+		}
+		st->pc = regs.ip;
+		st->sp = regs.sp;
+		st->fp = regs.bp;
+	} else {
+		st->pc = ctx->regs.ip;
+		st->sp = ctx->regs.sp;
+		st->fp = ctx->regs.bp;
+	}
+	st->return_address = 0;
+	bpf_tail_call(ctx, &progs, PROG_NATIVE);
+	stop(s, st, UNWIND_ERR_TAIL_CALLS);
+	return submit(s);
+}
+
+/* ---- process lifecycle --------------------------------------------------------------------------- */
+
+SEC("tp_btf/sched_process_fork")
+int on_fork(__u64 *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx[0];
+	struct task_struct *child = (struct task_struct *)ctx[1];
+	__u32 zero = 0;
+	struct sampler_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->filter != FILTER_PIDS)
+		return 0;
+	__u32 ppid = BPF_CORE_READ(parent, tgid);
+	__u32 cpid = BPF_CORE_READ(child, tgid);
+	if (ppid != cpid && bpf_map_lookup_elem(&pid_filter, &ppid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&pid_filter, &cpid, &one, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int on_exec(__u64 *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	__u32 pid = BPF_CORE_READ(task, tgid);
+	bpf_map_delete_elem(&known_pids, &pid);
+	bpf_map_delete_elem(&reported_pids, &pid);
+	struct pid_event ev = {.type = EVENT_EXEC, .pid = pid};
+	if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0) == 0)
+		count(STAT_EVENTS);
+	else
+		count(STAT_EVENTS_LOST);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int on_exit(__u64 *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	__u32 pid = BPF_CORE_READ(task, pid);
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	if (pid != tgid)
+		return 0;
+	bpf_map_delete_elem(&known_pids, &tgid);
+	bpf_map_delete_elem(&reported_pids, &tgid);
+	struct pid_event ev = {.type = EVENT_EXIT, .pid = tgid};
+	if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0) == 0)
+		count(STAT_EVENTS);
+	else
+		count(STAT_EVENTS_LOST);
+	return 0;
+}
