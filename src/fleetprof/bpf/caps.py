@@ -51,7 +51,8 @@ def check_privileges(caps: int | None = None, euid: int | None = None) -> Missin
     if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
         return None
     return MissingCapability(
-        "privileges", "fleetprof needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs; run it with sudo"
+        "privileges",
+        "fleetprof needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs; run it with sudo",
     )
 
 
@@ -59,7 +60,9 @@ def check_btf(path: str = BTF_PATH) -> MissingCapability | None:
     """The kernel's own BTF, which CO-RE relocations and BTF tracepoints need."""
     if Path(path).is_file():
         return None
-    return MissingCapability("btf", f"the kernel has no BTF ({path} is missing; needs CONFIG_DEBUG_INFO_BTF=y)")
+    return MissingCapability(
+        "btf", f"the kernel has no BTF ({path} is missing; needs CONFIG_DEBUG_INFO_BTF=y)"
+    )
 
 
 def check_kernel(release: str | None = None) -> MissingCapability | None:
@@ -71,7 +74,9 @@ def check_kernel(release: str | None = None) -> MissingCapability | None:
     return MissingCapability("kernel", f"kernel {release} is too old: fleetprof needs Linux {want} or newer")
 
 
-def check_perf_events(paranoid_path: str = "/proc/sys/kernel/perf_event_paranoid") -> MissingCapability | None:
+def check_perf_events(
+    paranoid_path: str = "/proc/sys/kernel/perf_event_paranoid",
+) -> MissingCapability | None:
     """perf events must exist (perf_event_paranoid is there) — CAP_PERFMON overrides the paranoia level."""
     if Path(paranoid_path).exists():
         return None

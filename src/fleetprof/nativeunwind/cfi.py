@@ -3,14 +3,19 @@
 It follows the CFA, the return address (column 16) and rbp (column 6) through a CIE's initial instructions
 and an FDE's program, and turns each location's state into a table rule. Everything it cannot express
 becomes UW_CMD_INVALID with a reason; it never guesses. Malformed programs end in an INVALID row.
+
+Speed: a program is split by one C-level regex into (instructions, advance) pairs; the effect of each
+instruction run on a state is memoized, so most programs cost a few dict lookups. Anything the regex does
+not cover (expressions, set_loc, malformed bytes) goes through the plain byte-at-a-time interpreter.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fleetprof.nativeunwind.table import (
-    INVALID_RULE,
     STOP_RULE,
     UW_CFA_PLT,
     UW_CFA_RBP,
@@ -28,42 +33,47 @@ REG_RSP = 7
 REG_RA = 16
 
 CFA_EXPR = -1
-"""cfa_reg value meaning "the CFA is given by an expression" (see State.cfa_exp)."""
+"""cfa_reg value meaning "the CFA is given by an expression" (see the cfa_exp field)."""
 CFA_UNSET = -2
 """cfa_reg value before any DW_CFA_def_cfa*: no rule yet."""
 RA_AT_CFA_MINUS_8 = 0
 RA_UNDEFINED = 1
 
-MAX_STATE_STACK = 256
+MAX_STATE_STACK = 64
+MAX_LOC = 1 << 32
+"""Locations past 4 GiB cannot be in any FDE (rows hold 32-bit addresses)."""
 MAX_LEB_BYTES = 10
+_S32_MIN = -(1 << 31)
+_S32_END = 1 << 31
 
 CfaExp = tuple[int, int, int] | str
 """A recognized CFA expression as (cfa_kind, cfa_off, cfa_aux), or the reason it is unsupported."""
 RaRule = int | str
 """RA_AT_CFA_MINUS_8, RA_UNDEFINED, or the reason the return-address rule is unsupported."""
+Rules = tuple[int, int, CfaExp, int, int, str, RaRule]
+"""(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra): the tracked rules at one location."""
+State = tuple[int, int, CfaExp, int, int, str, RaRule, tuple[Rules, ...]]
+"""Rules plus the DW_CFA_remember_state stack."""
 
-
-@dataclass(frozen=True, slots=True)
-class State:
-    """The register rules the compiler tracks at one location."""
-
-    cfa_reg: int = CFA_UNSET
-    cfa_off: int = 0
-    cfa_exp: CfaExp = ""
-    rbp_kind: int = UW_RBP_SAME
-    rbp_off: int = 0
-    rbp_why: str = ""
-    ra: RaRule = "ra_unspecified"
+INITIAL_STATE: State = (CFA_UNSET, 0, "", UW_RBP_SAME, 0, "", "ra_unspecified", ())
 
 
 @dataclass(frozen=True, slots=True)
 class Program:
-    """The interpreted FDE program: rows relative to the FDE start, packed as loc << 32 | rule index."""
+    """An interpreted FDE program: rows as rule << 32 | loc (loc relative to the FDE start: add pc_begin)."""
 
     rows: tuple[int, ...]
     max_loc: int
     reasons: tuple[str, ...]
     position_dependent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetLoc:
+    """Decodes DW_CFA_set_loc operands, which depend on the FDE's position and pointer encoding."""
+
+    decode: Callable[[bytes, int], tuple[int, int]]
+    pc_begin: int
 
 
 class CfiError(Exception):
@@ -103,6 +113,8 @@ def read_sleb(data: bytes, i: int) -> tuple[int, int]:
 
 
 _EXPR_CACHE: dict[bytes, CfaExp] = {}
+_PLT_TAIL = (0x80, 0x3F, 0x1A, None, 0x2A, 0x33, 0x24, 0x22)
+"""DW_OP_breg16 0; lit15; and; lit11|lit10; ge; lit3; shl; plus — after DW_OP_breg7 off."""
 
 
 def _decode_expression(block: bytes) -> list[tuple[int, int]] | None:
@@ -117,7 +129,7 @@ def _decode_expression(block: bytes) -> list[tuple[int, int]] | None:
             arg, i = read_sleb(block, i)
         elif op == 0x23:  # DW_OP_plus_uconst uleb
             arg, i = read_uleb(block, i)
-        elif op in (0x06, 0x1A, 0x22, 0x24, 0x2A) or 0x30 <= op <= 0x4F:  # deref and ge shl plus litN
+        elif op in (0x06, 0x1A, 0x22, 0x24, 0x2A) or 0x30 <= op <= 0x4F:  # deref and plus shl ge litN
             arg = 0
         else:
             return None
@@ -134,20 +146,19 @@ def _match_expression(block: bytes) -> CfaExp:
     if not ops:
         return "cfa_expression_unsupported"
     first_op, off = ops[0]
-    if first_op in (0x77, 0x76) and -(1 << 31) <= off < (1 << 31):  # breg7 (rsp) / breg6 (rbp)
-        rsp = first_op == 0x77
-        tail = [op for op, _ in ops[1:]]
-        if not tail:
-            return (UW_CFA_RSP if rsp else UW_CFA_RBP, off, 0)
-        if tail == [0x06]:
-            return (UW_CFA_RSP_DEREF if rsp else UW_CFA_RBP_DEREF, off, 0)
-        if tail == [0x06, 0x23] and ops[2][1] < (1 << 31):
-            return (UW_CFA_RSP_DEREF if rsp else UW_CFA_RBP_DEREF, off, ops[2][1])
-        plt_tail = [0x80, 0x3F, 0x1A, None, 0x2A, 0x33, 0x24, 0x22]
-        if rsp and len(tail) == len(plt_tail) and ops[1][1] == 0:
-            lit = tail[3]
-            if lit in (0x3A, 0x3B) and all(a == b for a, b in zip(tail, plt_tail, strict=True) if b is not None):
-                return (UW_CFA_PLT, off, lit - 0x30)
+    if first_op not in (0x77, 0x76) or not _S32_MIN <= off < _S32_END:  # breg7 (rsp) / breg6 (rbp)
+        return "cfa_expression_unsupported"
+    rsp = first_op == 0x77
+    tail = tuple(op for op, _ in ops[1:])
+    if not tail:
+        return (UW_CFA_RSP if rsp else UW_CFA_RBP, off, 0)
+    if tail == (0x06,):
+        return (UW_CFA_RSP_DEREF if rsp else UW_CFA_RBP_DEREF, off, 0)
+    if tail == (0x06, 0x23) and ops[2][1] < _S32_END:
+        return (UW_CFA_RSP_DEREF if rsp else UW_CFA_RBP_DEREF, off, ops[2][1])
+    if rsp and len(tail) == len(_PLT_TAIL) and ops[1][1] == 0 and tail[3] in (0x3A, 0x3B):
+        if all(b is None or a == b for a, b in zip(tail, _PLT_TAIL, strict=True)):
+            return (UW_CFA_PLT, off, tail[3] - 0x30)
     return "cfa_expression_unsupported"
 
 
@@ -161,28 +172,12 @@ def match_cfa_expression(block: bytes) -> CfaExp:
     return found
 
 
-def rule_for(state: State, rules: RuleSet, reasons: list[str]) -> int:
-    """Rule index for `state`, appending the reason when it is INVALID or loses rbp."""
-    return _rule_index(
-        state.cfa_reg, state.cfa_off, state.cfa_exp, state.rbp_kind, state.rbp_off, state.rbp_why, state.ra, rules,
-        reasons,
-    )  # fmt: skip
-
-
-def _rule_index(
-    cfa_reg: int,
-    cfa_off: int,
-    cfa_exp: CfaExp,
-    rbp_kind: int,
-    rbp_off: int,
-    rbp_why: str,
-    ra: RaRule,
-    rules: RuleSet,
-    reasons: list[str],
-) -> int:
+def rule_index(rules: Rules, table: RuleSet, reasons: list[str]) -> int:
+    """Rule index for the tracked `rules`; appends why when the row is INVALID or loses rbp."""
+    cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra = rules
     if ra != RA_AT_CFA_MINUS_8:
         if ra == RA_UNDEFINED:
-            return rules.add(STOP_RULE)
+            return table.add(STOP_RULE)
         reasons.append(str(ra))
         return 0
     if cfa_reg == REG_RSP:
@@ -200,68 +195,31 @@ def _rule_index(
     else:
         reasons.append(f"cfa_register_r{cfa_reg}")
         return 0
-    if not -(1 << 31) <= cfa_off < (1 << 31) or not -(1 << 31) <= rbp_off < (1 << 31):
+    if not (_S32_MIN <= cfa_off < _S32_END and _S32_MIN <= rbp_off < _S32_END):
         reasons.append("offset_out_of_range")
         return 0
     if rbp_why:
         reasons.append(rbp_why)
-    key = (kind, rbp_kind, cfa_off, aux, rbp_off if rbp_kind == UW_RBP_AT_CFA else 0)
-    idx = rules.index.get(key)
-    if idx is None:
-        idx = rules.add(key)
-    return idx
+    return table.add((kind, rbp_kind, cfa_off, aux, rbp_off if rbp_kind == UW_RBP_AT_CFA else 0))
 
 
-def run_cie(initial: bytes, code_align: int, data_align: int) -> State:
-    """The state after a CIE's initial instructions (locations are ignored there)."""
-    prog, state = _run(initial, code_align, data_align, State(), None, None, None)
-    if prog is not None and prog.reasons and prog.reasons[-1].startswith("cfi_"):
-        raise CfiError(prog.reasons[-1])
-    return state
-
-
-def run_fde(
-    code: bytes,
-    code_align: int,
-    data_align: int,
-    init: State,
-    rules: RuleSet,
-    set_loc: SetLoc | None = None,
-) -> Program:
-    """Interpret one FDE program starting from the CIE's state `init`."""
-    prog, _ = _run(code, code_align, data_align, init, init, rules, set_loc)
-    assert prog is not None
-    return prog
-
-
-class SetLoc:
-    """Decodes DW_CFA_set_loc operands, which depend on the FDE's position and pointer encoding."""
-
-    __slots__ = ("decode", "pc_begin")
-
-    def __init__(self, decode: object, pc_begin: int) -> None:
-        self.decode = decode  # (code: bytes, index: int) -> (absolute address, next index)
-        self.pc_begin = pc_begin
-
-
-def _run(
+def interpret(
     code: bytes,
     caf: int,
     daf: int,
     start: State,
-    cie_state: State | None,
-    rules: RuleSet | None,
-    set_loc: SetLoc | None,
-) -> tuple[Program | None, State]:
-    """The interpreter loop: local variables for speed, one branch per opcode family."""
-    cfa_reg = start.cfa_reg
-    cfa_off = start.cfa_off
-    cfa_exp = start.cfa_exp
-    rbp_kind = start.rbp_kind
-    rbp_off = start.rbp_off
-    rbp_why = start.rbp_why
-    ra = start.ra
-    stack: list[tuple[int, int, CfaExp, int, int, str, RaRule]] = []
+    cie_rules: Rules | None,
+    table: RuleSet | None,
+    set_loc: SetLoc | None = None,
+) -> tuple[Program, State]:
+    """Byte-at-a-time interpreter: rows (when `table` is given) and the final state; never raises.
+
+    `cie_rules` are what DW_CFA_restore returns to (None inside a CIE). Without `table`, locations are
+    ignored (CIE initial instructions, memoized instruction runs). An error ends the rows with INVALID
+    at the current location and its reason is the last of `Program.reasons`.
+    """
+    cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, stack_t = start
+    stack = list(stack_t)
     rows: list[int] = []
     reasons: list[str] = []
     posdep = False
@@ -274,77 +232,49 @@ def _run(
         while i < n:
             op = code[i]
             i += 1
+            delta = 0
             if op >= 0x40:
                 reg = op & 0x3F
                 if op < 0x80:  # DW_CFA_advance_loc
-                    if reg and rules is not None:
-                        r = _rule_index(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rules, reasons)
-                        if r != last_rule:
-                            rows.append(loc << 32 | r)
-                            last_rule = r
-                    loc += reg * caf
-                    continue
-                if op < 0xC0:  # DW_CFA_offset
-                    val = code[i]
-                    i += 1
-                    if val & 0x80:
-                        val, i = read_uleb(code, i - 1)
+                    delta = reg * caf
+                elif op < 0xC0:  # DW_CFA_offset
+                    val, i = read_uleb(code, i)
                     if reg == REG_RBP:
                         rbp_kind, rbp_off, rbp_why = UW_RBP_AT_CFA, val * daf, ""
                     elif reg == REG_RA:
                         ra = RA_AT_CFA_MINUS_8 if val * daf == -8 else "ra_not_at_cfa-8"
                     continue
-                # DW_CFA_restore
-                if cie_state is not None:
-                    if reg == REG_RBP:
-                        rbp_kind, rbp_off, rbp_why = cie_state.rbp_kind, cie_state.rbp_off, cie_state.rbp_why
-                    elif reg == REG_RA:
-                        ra = cie_state.ra
+                else:  # DW_CFA_restore
+                    if cie_rules is not None and reg == REG_RBP:
+                        rbp_kind, rbp_off, rbp_why = cie_rules[3:6]
+                    elif cie_rules is not None and reg == REG_RA:
+                        ra = cie_rules[6]
+                    continue
+            elif op == 0x00:  # DW_CFA_nop
                 continue
-            if op == 0x0E:  # DW_CFA_def_cfa_offset
-                cfa_off = code[i]
-                i += 1
-                if cfa_off & 0x80:
-                    cfa_off, i = read_uleb(code, i - 1)
+            elif op == 0x01:  # DW_CFA_set_loc
+                if set_loc is None:
+                    fail = "cfi_set_loc_unsupported"
+                    break
+                target, i = set_loc.decode(code, i)
+                posdep = True
+                delta = target - set_loc.pc_begin - loc
+                if delta < 0:
+                    fail = "cfi_set_loc_backwards"
+                    break
+            elif op <= 0x04:  # DW_CFA_advance_loc1/2/4
+                size = 1 << (op - 2)
+                if i + size > n:
+                    raise IndexError
+                delta = int.from_bytes(code[i : i + size], "little") * caf
+                i += size
+            elif op == 0x0E:  # DW_CFA_def_cfa_offset
+                cfa_off, i = read_uleb(code, i)
                 continue
-            if op == 0x00:  # DW_CFA_nop
-                continue
-            if op <= 0x04:
-                if op == 0x01:  # DW_CFA_set_loc
-                    if set_loc is None:
-                        fail = "cfi_set_loc_unsupported"
-                        break
-                    target, i = set_loc.decode(code, i)  # type: ignore[operator]
-                    new_loc = target - set_loc.pc_begin
-                    posdep = True
-                    if new_loc < loc:
-                        fail = "cfi_set_loc_backwards"
-                        break
-                    delta = new_loc - loc
-                elif op == 0x02:
-                    delta = code[i] * caf
-                    i += 1
-                elif op == 0x03:
-                    if i + 2 > n:
-                        raise IndexError
-                    delta = int.from_bytes(code[i : i + 2], "little") * caf
-                    i += 2
-                else:
-                    if i + 4 > n:
-                        raise IndexError
-                    delta = int.from_bytes(code[i : i + 4], "little") * caf
-                    i += 4
-                if delta and rules is not None:
-                    r = _rule_index(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rules, reasons)
-                    if r != last_rule:
-                        rows.append(loc << 32 | r)
-                        last_rule = r
-                loc += delta
-                continue
-            if op == 0x0D:  # DW_CFA_def_cfa_register
+            elif op == 0x0D:  # DW_CFA_def_cfa_register
                 cfa_reg, i = read_uleb(code, i)
                 continue
-            if op == 0x0C or op == 0x12:  # DW_CFA_def_cfa, DW_CFA_def_cfa_sf
+            elif op == 0x0C or op == 0x12:  # DW_CFA_def_cfa, DW_CFA_def_cfa_sf
                 cfa_reg, i = read_uleb(code, i)
                 if op == 0x0C:
                     cfa_off, i = read_uleb(code, i)
@@ -352,26 +282,26 @@ def _run(
                     cfa_off, i = read_sleb(code, i)
                     cfa_off *= daf
                 continue
-            if op == 0x0A:  # DW_CFA_remember_state
+            elif op == 0x0A:  # DW_CFA_remember_state
                 if len(stack) >= MAX_STATE_STACK:
                     fail = "cfi_state_stack_overflow"
                     break
                 stack.append((cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra))
                 continue
-            if op == 0x0B:  # DW_CFA_restore_state
+            elif op == 0x0B:  # DW_CFA_restore_state
                 if not stack:
                     fail = "cfi_restore_state_underflow"
                     break
                 cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra = stack.pop()
                 continue
-            if op == 0x2E:  # DW_CFA_GNU_args_size: affects only exception landing, not the CFA
+            elif op == 0x2E:  # DW_CFA_GNU_args_size: matters for landing pads only, not for the CFA
                 _, i = read_uleb(code, i)
                 continue
-            if op == 0x13:  # DW_CFA_def_cfa_offset_sf
+            elif op == 0x13:  # DW_CFA_def_cfa_offset_sf
                 cfa_off, i = read_sleb(code, i)
                 cfa_off *= daf
                 continue
-            if op == 0x0F:  # DW_CFA_def_cfa_expression
+            elif op == 0x0F:  # DW_CFA_def_cfa_expression
                 size, i = read_uleb(code, i)
                 if i + size > n:
                     raise IndexError
@@ -379,7 +309,7 @@ def _run(
                 cfa_exp = match_cfa_expression(code[i : i + size])
                 i += size
                 continue
-            if op in (0x05, 0x11, 0x14, 0x15, 0x2F):  # offset_extended(_sf), val_offset(_sf), GNU_neg_offset_ext
+            elif op in (0x05, 0x11, 0x14, 0x15, 0x2F):  # offset_ext(_sf), val_offset(_sf), GNU_neg_offset_ext
                 reg, i = read_uleb(code, i)
                 if op == 0x11 or op == 0x15:
                     val, i = read_sleb(code, i)
@@ -396,22 +326,19 @@ def _run(
                 elif reg == REG_RA:
                     ra = RA_AT_CFA_MINUS_8 if val == -8 else "ra_not_at_cfa-8"
                 continue
-            if op in (0x06, 0x07, 0x08):  # restore_extended, undefined, same_value
+            elif op in (0x06, 0x07, 0x08):  # DW_CFA_restore_extended, undefined, same_value
                 reg, i = read_uleb(code, i)
-                if reg == REG_RBP:
-                    if op == 0x06:
-                        if cie_state is not None:
-                            rbp_kind, rbp_off, rbp_why = cie_state.rbp_kind, cie_state.rbp_off, cie_state.rbp_why
-                    else:
-                        rbp_kind, rbp_off, rbp_why = (UW_RBP_UNDEFINED if op == 0x07 else UW_RBP_SAME), 0, ""
+                if op == 0x06:
+                    if cie_rules is not None and reg == REG_RBP:
+                        rbp_kind, rbp_off, rbp_why = cie_rules[3:6]
+                    elif cie_rules is not None and reg == REG_RA:
+                        ra = cie_rules[6]
+                elif reg == REG_RBP:
+                    rbp_kind, rbp_off, rbp_why = (UW_RBP_UNDEFINED if op == 0x07 else UW_RBP_SAME), 0, ""
                 elif reg == REG_RA:
-                    if op == 0x06:
-                        if cie_state is not None:
-                            ra = cie_state.ra
-                    else:
-                        ra = RA_UNDEFINED if op == 0x07 else "ra_same_value"
+                    ra = RA_UNDEFINED if op == 0x07 else "ra_same_value"
                 continue
-            if op == 0x09:  # DW_CFA_register
+            elif op == 0x09:  # DW_CFA_register
                 reg, i = read_uleb(code, i)
                 other, i = read_uleb(code, i)
                 if reg == REG_RBP:
@@ -422,7 +349,7 @@ def _run(
                 elif reg == REG_RA:
                     ra = "ra_in_register"
                 continue
-            if op == 0x10 or op == 0x16:  # DW_CFA_expression, DW_CFA_val_expression
+            elif op == 0x10 or op == 0x16:  # DW_CFA_expression, DW_CFA_val_expression
                 reg, i = read_uleb(code, i)
                 size, i = read_uleb(code, i)
                 if i + size > n:
@@ -433,40 +360,158 @@ def _run(
                 elif reg == REG_RA:
                     ra = "ra_expression"
                 continue
-            if op == 0x1D:  # DW_CFA_MIPS_advance_loc8: never valid on x86-64
-                fail = "cfi_mips_advance_loc8"
+            else:
+                fail = f"cfi_unknown_opcode_{op:#04x}"
                 break
-            fail = f"cfi_unknown_opcode_{op:#04x}"
-            break
+            if delta and table is not None:
+                r = rule_index((cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra), table, reasons)
+                if r != last_rule:
+                    rows.append(r << 32 | loc)
+                    last_rule = r
+            loc += delta
+            if loc >= MAX_LOC:
+                fail = "cfi_location_beyond_4gib"
+                break
     except IndexError:
         fail = "cfi_truncated"
     except CfiError as exc:
         fail = f"cfi_{exc}"
-    state = State(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra)
-    if rules is None:
-        if fail:
-            return Program((), 0, (fail,), False), state
-        return None, state
+    rules: Rules = (cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra)
+    end: State = (*rules, tuple(stack))
     if fail:
         reasons.append(fail)
         r = 0
+    elif table is not None:
+        r = rule_index(rules, table, reasons)
     else:
-        r = _rule_index(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rules, reasons)
-    if r != last_rule:
-        rows.append(loc << 32 | r)
-    return Program(tuple(rows), loc, tuple(reasons), posdep), state
+        return Program((), loc, (), posdep), end
+    if r != last_rule and loc < MAX_LOC:
+        rows.append(r << 32 | loc)
+    return Program(tuple(rows), loc, tuple(reasons), posdep), end
 
 
-__all__ = [
-    "INVALID_RULE",
-    "CfiError",
-    "Program",
-    "SetLoc",
-    "State",
-    "match_cfa_expression",
-    "read_sleb",
-    "read_uleb",
-    "rule_for",
-    "run_cie",
-    "run_fde",
-]
+_LEB = rb"[\x80-\xff]*[\x00-\x7f]"
+_PLAIN = (
+    rb"[\x80-\xbf]" + _LEB
+    + rb"|[\xc0-\xff\x00\x0a\x0b]"
+    + rb"|[\x06\x07\x08\x0d\x0e\x13\x2e]" + _LEB
+    + rb"|[\x05\x09\x0c\x11\x12\x14\x15\x2f]" + _LEB + _LEB
+)  # fmt: skip
+_ADVANCE = rb"[\x40-\x7f]|\x02.|\x03..|\x04...."
+_SPLIT = re.compile(rb"((?:" + _PLAIN + rb")*)(?:(" + _ADVANCE + rb")|(.)|\Z)", re.DOTALL).findall
+"""Program -> [(instruction run, advance, unhandled byte)]: advances and runs found in C."""
+
+
+def _advance_delta(adv: bytes) -> int:
+    """The unfactored delta of an advance instruction matched by _ADVANCE."""
+    op = adv[0]
+    return op & 0x3F if op >= 0x40 else int.from_bytes(adv[1:], "little")
+
+
+class CfiContext:
+    """Interprets FDE programs for CIEs sharing alignment factors and initial rules; memoizes everything.
+
+    States are interned to ints; `_next[(state, run)]` is the state after an instruction run, so a program
+    costs one regex call plus a dict lookup per advance.
+    """
+
+    __slots__ = (
+        "_deltas", "_next", "_state_list", "_states", "_why", "caf", "cie_rules", "daf", "init", "memo", "rule_of",
+        "table",
+    )  # fmt: skip
+
+    def __init__(self, caf: int, daf: int, init: State, table: RuleSet) -> None:
+        self.caf = caf
+        self.daf = daf
+        self.init = init
+        self.cie_rules: Rules = init[:7]  # type: ignore[assignment]
+        self.table = table
+        self.memo: dict[bytes, Program] = {}
+        self._states: dict[State, int] = {}
+        self._state_list: list[State] = []
+        self.rule_of: list[int] = []
+        self._why: list[tuple[str, ...]] = []
+        self._next: dict[tuple[int, bytes], int] = {}
+        self._deltas: dict[bytes, int] = {}
+        self._intern(init)
+
+    def _intern(self, state: State) -> int:
+        sid = self._states.get(state)
+        if sid is None:
+            sid = self._states[state] = len(self._state_list)
+            self._state_list.append(state)
+            why: list[str] = []
+            self.rule_of.append(rule_index(state[:7], self.table, why))  # type: ignore[arg-type]
+            self._why.append(tuple(why))
+        return sid
+
+    def program(self, code: bytes, set_loc: SetLoc | None = None) -> Program:
+        """Rows of FDE program `code` (memoized unless it uses DW_CFA_set_loc)."""
+        prog = self.memo.get(code)
+        if prog is not None:
+            return prog
+        prog = self._fast(code)
+        if prog is None:
+            prog = interpret(code, self.caf, self.daf, self.init, self.cie_rules, self.table, set_loc)[0]
+        if not prog.position_dependent:
+            self.memo[code] = prog
+        return prog
+
+    def _fast(self, code: bytes) -> Program | None:
+        """The memoized path; None when the program needs the byte-at-a-time interpreter."""
+        state = 0
+        nxt = self._next
+        rule_of = self.rule_of
+        why_of = self._why
+        deltas = self._deltas
+        rows: list[int] = []
+        reasons: list[str] = []
+        last = -1
+        loc = 0
+        for run, adv, bad in _SPLIT(code):
+            if bad:
+                return None
+            if run:
+                new = nxt.get((state, run))
+                if new is None:
+                    new = self._step(state, run)
+                    if new < 0:
+                        return None
+                state = new
+            if adv:
+                delta = deltas.get(adv)
+                if delta is None:
+                    delta = deltas[adv] = _advance_delta(adv) * self.caf
+                if delta:
+                    r = rule_of[state]
+                    if why_of[state]:
+                        reasons.extend(why_of[state])
+                    if r != last:
+                        rows.append(r << 32 | loc)
+                        last = r
+                    loc += delta
+                    if loc >= MAX_LOC:
+                        return None
+        r = rule_of[state]
+        if why_of[state]:
+            reasons.extend(why_of[state])
+        if r != last:
+            rows.append(r << 32 | loc)
+        return Program(tuple(rows), loc, tuple(reasons), False)
+
+    def _step(self, state: int, run: bytes) -> int:
+        """Apply an instruction run (no advances) to interned state `state`; -1 if it fails."""
+        prog, end = interpret(run, self.caf, self.daf, self._state_list[state], self.cie_rules, None)
+        if prog.reasons:
+            return -1
+        new = self._intern(end)
+        self._next[(state, run)] = new
+        return new
+
+
+def run_cie(initial: bytes, code_align: int, data_align: int) -> State:
+    """The state after a CIE's initial instructions; raises CfiError when they are malformed."""
+    prog, state = interpret(initial, code_align, data_align, INITIAL_STATE, None, None)
+    if prog.reasons:
+        raise CfiError(prog.reasons[-1].removeprefix("cfi_"))
+    return state

@@ -88,9 +88,22 @@ class ElfView:
     def _parse_headers(self) -> None:
         m = self._map
         path = self.path
-        ident, etype, machine, _ver, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize, shnum, shstrndx = (
-            _EHDR.unpack_from(m, 0)
-        )
+        (
+            ident,
+            etype,
+            machine,
+            _ver,
+            _entry,
+            phoff,
+            shoff,
+            _fl,
+            _eh,
+            phentsize,
+            phnum,
+            shentsize,
+            shnum,
+            shstrndx,
+        ) = _EHDR.unpack_from(m, 0)
         if ident[:4] != b"\x7fELF":
             raise UnwindTableError(f"{path}: not an ELF file")
         if ident[4] != 2 or ident[5] != 1:
@@ -101,7 +114,9 @@ class ElfView:
         self.segments: list[Segment] = []
         if phnum and phentsize >= _PHDR.size and phoff + phnum * phentsize <= self.size:
             for i in range(phnum):
-                ptype, pflags, off, vaddr, _pa, filesz, memsz, _al = _PHDR.unpack_from(m, phoff + i * phentsize)
+                ptype, pflags, off, vaddr, _pa, filesz, memsz, _al = _PHDR.unpack_from(
+                    m, phoff + i * phentsize
+                )
                 self.segments.append(Segment(ptype, pflags, off, vaddr, filesz, memsz))
         self.sections: dict[str, Section] = {}
         if not shnum or shentsize < _SHDR.size or shoff + shnum * shentsize > self.size:

@@ -106,41 +106,43 @@ static __always_inline long signal_frame_step(struct sample *s, struct unwind_st
 	return 0;
 }
 
-static long native_step(__u32 index, void *unused)
+static __always_inline long native_step(struct sample *s, struct unwind_state *st)
 {
-	struct sample *s = get_sample();
-	struct unwind_state *st = get_state();
-	if (!s || !st)
-		return 1;
-
 	__u64 pc = st->pc;
-	__u8 fflags = st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
 	if (pc == 0)
 		return stack_complete(st);
 
-	struct mapping_key key = {.prefixlen = 96, .pid = st->pid, .addr_be = __builtin_bswap64(pc)};
-	struct mapping_info *m = bpf_map_lookup_elem(&mappings, &key);
-	if (!m) {
-		if (bpf_map_lookup_elem(&known_pids, &st->pid))
-			report_pid(EVENT_UNKNOWN_PC, st->pid, pc);
-		else
-			report_pid(EVENT_NEW_PID, st->pid, pc);
-		if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
+	if (st->resume) {
+		st->resume = 0; /* back from an interpreter walker: the frame at pc is emitted already */
+	} else {
+		__u8 fflags = st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
+		struct mapping_key key = {.prefixlen = 96, .pid = st->pid, .addr_be = __builtin_bswap64(pc)};
+		struct mapping_info *m = bpf_map_lookup_elem(&mappings, &key);
+		if (!m) {
+			if (bpf_map_lookup_elem(&known_pids, &st->pid))
+				report_pid(EVENT_UNKNOWN_PC, st->pid, pc);
+			else
+				report_pid(EVENT_NEW_PID, st->pid, pc);
+			if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
+				return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
+			return frame_pointer_step(s, st);
+		}
+		st->cur_file_id = m->file_id;
+		st->cur_bias = m->bias;
+		st->cur_flags = m->flags;
+		if (!push_frame(s, st->cur_file_id, pc - st->cur_bias, 0, FRAME_NATIVE, fflags))
 			return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
-		return frame_pointer_step(s, st);
+		count(STAT_NATIVE_FRAMES);
+		if ((st->cur_flags & MAPPING_FLAG_INTERPRETER) && in_interpreter(st->cur_file_id, pc - st->cur_bias)) {
+			st->mode = MODE_PYTHON;
+			st->resume = 1;
+			return 0;
+		}
 	}
 
-	__u64 file_id = m->file_id;
-	__u64 elf_pc = pc - m->bias;
-	__u32 mflags = m->flags;
-	if (!push_frame(s, file_id, elf_pc, 0, FRAME_NATIVE, fflags))
-		return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
-	count(STAT_NATIVE_FRAMES);
-
-	if ((mflags & MAPPING_FLAG_INTERPRETER) && in_interpreter(file_id, elf_pc)) {
-		st->next = NEXT_PYTHON;
-		return 1;
-	}
+	__u64 file_id = st->cur_file_id;
+	__u64 elf_pc = pc - st->cur_bias;
+	__u32 mflags = st->cur_flags;
 	if (!(mflags & MAPPING_FLAG_HAS_TABLE) || (mflags & MAPPING_FLAG_FRAME_POINTERS))
 		return frame_pointer_step(s, st);
 	struct file_table *t = bpf_map_lookup_elem(&file_tables, &file_id);

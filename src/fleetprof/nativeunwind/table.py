@@ -39,6 +39,8 @@ CFA_KIND_NAMES: dict[int, str] = {
 
 MAX_PC = 1 << 32
 """Rows hold 32-bit ELF virtual addresses: code at or above 4 GiB cannot be tabled."""
+MAX_ROWS = 1 << 24
+"""The BPF binary search takes at most 24 steps, so a file's table holds at most 2^24 rows."""
 
 
 class UnwindRule(ctypes.Structure):

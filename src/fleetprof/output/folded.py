@@ -7,17 +7,16 @@ from typing import BinaryIO
 
 from fleetprof.profile.model import Profile, Sample
 
-# Characters that would split a frame (`;`) or a line: `\n`, `\r` and everything str.splitlines() breaks on.
-_UNSAFE = str.maketrans(
-    {
-        ";": ":",
-        **dict.fromkeys(
-            ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"],
-            " ",
-        ),
-    }
-)
+# Everything str.splitlines() breaks on, `\n` and `\r` among them.
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_ONE_LINE = str.maketrans(dict.fromkeys(_LINE_BREAKS, " "))
+_UNSAFE = str.maketrans({";": ":", **dict.fromkeys(_LINE_BREAKS, " ")})
 UNKNOWN_FRAME = "[unknown]"
+
+
+def one_line(name: str) -> str:
+    """`name` with line breaks turned into spaces, for formats where a name must stay on one line."""
+    return name.translate(_ONE_LINE) or UNKNOWN_FRAME
 
 
 def sanitize(name: str) -> str:

@@ -21,7 +21,7 @@ from fleetprof.output.frames import (
 )
 from fleetprof.output.interning import Interner, StringTable
 from fleetprof.output.proto import profile_pb2 as pb
-from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
+from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample, Stack
 
 SAMPLE_TYPES = (("samples", "count"), ("cpu", "nanoseconds"))
 PERIOD_TYPE = ("cpu", "nanoseconds")
@@ -68,6 +68,7 @@ class _PprofBuilder:
         self.locations: Interner[_LocationKey] = Interner()
         self.mappings: Interner[_MappingKey] = Interner()
         self.facts: dict[_MappingKey, _MappingFacts] = {}
+        self.stacks: dict[Stack, list[int]] = {}  # many samples share a stack (other thread, other CPU)
         self.out = pb.Profile()
 
     def function_id(self, frame: Frame) -> int:
@@ -94,15 +95,20 @@ class _PprofBuilder:
 
     def add_sample(self, sample: Sample, period: int) -> None:
         """Append one pprof Sample (leaf-first location ids, both values, the labels)."""
-        location_ids = [self.location_id(group) for group in physical_frames(call_frames(sample.stack))]
-        location_ids.reverse()
+        location_ids = self.stacks.get(sample.stack)
+        if location_ids is None:
+            groups = physical_frames(call_frames(sample.stack))
+            location_ids = self.stacks[sample.stack] = [self.location_id(group) for group in reversed(groups)]
         out = self.out.sample.add(location_id=location_ids, value=[sample.count, sample.count * period])
         out.label.add(key=self.strings.add(LABEL_PID), num=sample.pid)
         out.label.add(key=self.strings.add(LABEL_TID), num=sample.tid)
-        out.label.add(key=self.strings.add(LABEL_THREAD), str=self.strings.add(sample.thread_name))
-        out.label.add(key=self.strings.add(LABEL_PROCESS), str=self.strings.add(sample.process_name))
-        if sample.container_id:
-            out.label.add(key=self.strings.add(LABEL_CONTAINER), str=self.strings.add(sample.container_id))
+        for key, text in (
+            (LABEL_THREAD, sample.thread_name),
+            (LABEL_PROCESS, sample.process_name),
+            (LABEL_CONTAINER, sample.container_id),
+        ):
+            if text:  # pprof reads a string label pointing at "" as no label at all
+                out.label.add(key=self.strings.add(key), str=self.strings.add(text))
 
     def finish(self) -> pb.Profile:
         """Emit the mapping, location and function tables and the string table."""
@@ -134,7 +140,7 @@ class _PprofBuilder:
             self.out.function.add(
                 id=index,
                 name=self.strings.add(name),
-                system_name=self.strings.add(system_name or name),
+                system_name=self.strings.add(system_name),
                 filename=self.strings.add(filename),
                 start_line=start_line,
             )

@@ -33,6 +33,8 @@ UNWIND_ERR_NO_USER_REGS = 9
 UNWIND_ERR_FRAME_POINTER = 10
 UNWIND_ERR_COUNT = 11
 
+PY_ERROR_NAMES: dict[int, str] = {0: "no process info", 1: "no thread state", 2: "unreadable", 3: "bad code object"}
+
 UNWIND_ERROR_NAMES: dict[int, str] = {
     UNWIND_ERR_NO_MAPPING: "no mapping",
     UNWIND_ERR_NO_TABLE_ENTRY: "no table entry",
@@ -78,6 +80,7 @@ STAT_PLT_FRAMES = 10
 STAT_PYTHON_FRAMES = 11
 STAT_TAIL_CALLS = 12
 STAT_ERROR_BASE = 16
+STAT_PY_ERROR_BASE = 28
 STAT_COUNT = 32
 
 STAT_NAMES: dict[int, str] = {
@@ -97,8 +100,7 @@ STAT_NAMES: dict[int, str] = {
 }
 
 PROG_NATIVE = 0
-PROG_PYTHON = 1
-PROG_COUNT = 2
+PROG_COUNT = 1
 
 
 class Frame(ctypes.Structure):

@@ -75,7 +75,9 @@ class Sampler:
             detail = _verifier_summary(exc.log)
             raise SamplerError(f"loading the BPF sampler failed: {exc}{detail}") from None
         progs = obj.map("progs")
-        progs.update(struct.pack("<I", layout.PROG_NATIVE), struct.pack("<I", obj.program("unwind_native").fd))
+        progs.update(
+            struct.pack("<I", layout.PROG_NATIVE), struct.pack("<I", obj.program("unwind_native").fd)
+        )
         if self.options.pids is not None:
             self.set_filter(self.options.pids)
 
@@ -137,7 +139,12 @@ class Sampler:
         for idx in range(layout.STAT_COUNT):
             values = m.lookup_percpu(struct.pack("<I", idx), self.ncpus_possible)
             total = sum(struct.unpack("<Q", v)[0] for v in values)
-            if idx >= layout.STAT_ERROR_BASE:
+            if idx >= layout.STAT_PY_ERROR_BASE:
+                name = layout.PY_ERROR_NAMES.get(idx - layout.STAT_PY_ERROR_BASE)
+                if name is None:
+                    continue
+                name = "python_error: " + name
+            elif idx >= layout.STAT_ERROR_BASE:
                 name = layout.UNWIND_ERROR_NAMES.get(idx - layout.STAT_ERROR_BASE)
                 if name is None:
                     continue

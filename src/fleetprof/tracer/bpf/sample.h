@@ -138,11 +138,13 @@ struct sampler_config {
 #define STAT_PYTHON_FRAMES 11
 #define STAT_TAIL_CALLS 12
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
+#define STAT_PY_ERROR_BASE 28 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
 #define STAT_COUNT 32
 
-/* Programs in the `progs` tail-call array. */
+/* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
+ * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks
+ * are not limited by the kernel's 33 tail calls. */
 #define PROG_NATIVE 0
-#define PROG_PYTHON 1
-#define PROG_COUNT 2
+#define PROG_COUNT 1
 
 #endif

@@ -4,10 +4,10 @@
  *
  * Program chain (tail calls through `progs`):
  *   on_sample  - filters, fills the per-CPU record header, kernel stack, user registers
- *   PROG_NATIVE - native frames: unwind tables compiled from .eh_frame (nativeunwind/), frame pointers as the
- *                fallback; switches to an interpreter walker when the pc is in an interpreter loop
- *   PROG_PYTHON - CPython frames (interpreters/python/)
- * and the last program in the chain submits the record.
+ *   PROG_NATIVE - a bounded loop (bpf_loop) of unwind steps: native frames from unwind tables compiled from
+ *                .eh_frame (nativeunwind/), frame pointers as the fallback; when the pc is in an interpreter
+ *                loop the next steps run that interpreter's walker (interpreters/python/) and then hand back;
+ *                then it submits the record.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -18,7 +18,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define MAX_TAIL_CALLS 29
 #define RATE_LIMIT_NS (250ULL * 1000 * 1000)
 
 /* ---- maps ---------------------------------------------------------------------------------------- */
@@ -33,22 +32,31 @@ struct {
 	__uint(max_entries, 256 << 10);
 } events SEC(".maps");
 
+/* The unwinder's registers and progress, carried across loop steps and tail calls. */
 struct unwind_state {
 	__u64 pc;
 	__u64 sp;
 	__u64 fp;
-	__u64 py_frame;        /* interpreter walker: next Python frame to emit */
+	__u64 cur_file_id;     /* mapping of the frame at pc, kept while an interpreter walker runs */
+	__u64 cur_bias;
+	__u64 py_frame;        /* Python walker: the next Python frame to emit */
 	__u32 pid;
+	__u32 tid;
+	__u32 cur_flags;
 	__u32 tail_calls;
 	__u8 return_address;   /* pc is a return address (not the interrupted instruction) */
-	__u8 next;             /* NEXT_* */
-	__u8 py_started;
-	__u8 reserved[5];
+	__u8 next;             /* NEXT_*: what runs after the loop */
+	__u8 mode;             /* MODE_*: which walker the next loop step runs */
+	__u8 resume;           /* the frame at pc was emitted already; just unwind it */
+	__u8 py_started;       /* the Python cursor was initialised from the thread state */
+	__u8 reserved[3];
 };
 
 #define NEXT_SUBMIT 0
 #define NEXT_NATIVE 1
-#define NEXT_PYTHON 2
+
+#define MODE_NATIVE 0
+#define MODE_PYTHON 1
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -225,6 +233,20 @@ static __always_inline int submit(struct sample *s)
 }
 
 #include "native_unwind.bpf.h"
+#include "python_unwind.bpf.h"
+
+/* One step of the unwind loop: a native frame, or a Python frame. */
+static long unwind_step(__u32 index, void *unused)
+{
+	struct sample *s = get_sample();
+	struct unwind_state *st = get_state();
+	if (!s || !st)
+		return 1;
+	st->next = NEXT_NATIVE;
+	if (st->mode == MODE_PYTHON)
+		return python_step(s, st);
+	return native_step(s, st);
+}
 
 /* ---- programs ------------------------------------------------------------------------------------ */
 
@@ -236,18 +258,10 @@ int unwind_native(struct bpf_perf_event_data *ctx)
 	if (!s || !st)
 		return 0;
 	st->next = NEXT_SUBMIT;
-	bpf_loop(MAX_USER_FRAMES, native_step, NULL, 0);
-	if (st->next == NEXT_PYTHON) {
-		if (st->tail_calls < MAX_TAIL_CALLS) {
-			st->tail_calls++;
-			count(STAT_TAIL_CALLS);
-			bpf_tail_call(ctx, &progs, PROG_PYTHON);
-		}
-		stop(s, st, UNWIND_ERR_TAIL_CALLS);
-	} else if (st->next == NEXT_NATIVE) {
-		/* bpf_loop ran out of iterations with frames left: the record is full. */
+	st->tail_calls++;
+	bpf_loop(MAX_USER_FRAMES + 64, unwind_step, NULL, 0);
+	if (st->next == NEXT_NATIVE) /* the loop ran out of steps with frames left */
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
-	}
 	return submit(s);
 }
 
@@ -286,6 +300,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 
 	__builtin_memset(st, 0, sizeof(*st));
 	st->pid = pid;
+	st->tid = tid;
 
 	__u64 cs = *(volatile __u64 *)&ctx->regs.cs; /* ctx fields must be read whole */
 	bool in_kernel = (cs & 3) != 3;

@@ -1,0 +1,205 @@
+"""The profiler core shared by `record`, `top` and the agent: the loaded sampler, the process tracker kept in
+step with the kernel's mapping and unwind-table maps, and the sample aggregator."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fleetprof.agent.tables import TableManager, TableRequest
+from fleetprof.nativeunwind.cache import UnwindTableCache
+from fleetprof.nativeunwind.loader import TableLoader
+from fleetprof.process.fileid import file_id_u64
+from fleetprof.process.tracker import ExecMapping, ProcessTracker
+from fleetprof.tracer import layout
+from fleetprof.tracer.aggregate import Aggregator
+from fleetprof.tracer.mapsync import MappingsMap, MappingValue
+from fleetprof.tracer.sampler import Sampler, SamplerOptions
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """Where compiled unwind tables and symbol caches live ($FLEETPROF_CACHE_DIR overrides)."""
+    env = os.environ.get("FLEETPROF_CACHE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/fleetprof")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetprof"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file some sampled process mapped: what symbolization needs to open and name it."""
+
+    file_id: str
+    open_path: str
+    path: str
+    build_id: str
+
+
+@dataclass(slots=True)
+class CoreOptions:
+    """What to sample and how."""
+
+    frequency_hz: int = 99
+    pids: tuple[int, ...] | None = None  # None: whole host
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    keep_timestamps: bool = True
+    unwind_rows: int = 1 << 21
+
+
+class ProfilerCore:
+    """Owns the BPF sampler and everything that keeps it fed with process knowledge."""
+
+    def __init__(self, options: CoreOptions) -> None:
+        self.options = options
+        self.sampler = Sampler(
+            SamplerOptions(
+                frequency_hz=options.frequency_hz, pids=options.pids, unwind_rows=options.unwind_rows
+            )
+        )
+        self.aggregator = Aggregator(keep_timestamps=options.keep_timestamps)
+        self.tracker = ProcessTracker(cache_dir=str(options.cache_dir))
+        self.tracker.add_listener(self)
+        self.files: dict[int, FileRef] = {}
+        self.started_ns = 0
+        self.stopped_ns = 0
+        self._mapsync: MappingsMap | None = None
+        self._tables: TableManager | None = None
+        self._rescan: set[int] = set()
+        self._exited: list[int] = []
+        self._lock = threading.Lock()
+        self.own_pid = os.getpid()
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load BPF and the maps' userspace owners (no sampling yet)."""
+        self.sampler.load()
+        self._mapsync = MappingsMap(self.sampler.map("mappings"), self.sampler.map("known_pids"))
+        loader = TableLoader(
+            self.sampler.map("unwind_rows"), self.sampler.map("unwind_rules"), self.sampler.map("file_tables")
+        )
+        self.options.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._tables = TableManager(loader, UnwindTableCache(self.options.cache_dir / "unwind"))
+        self.sampler.on_samples(self.aggregator.add_record)
+        self.sampler.on_events(self._on_event)
+
+    def scan(self, pids: Sequence[int] | None = None) -> None:
+        """Learn the mappings of `pids` (or of every process) before sampling starts."""
+        if pids is None:
+            self.tracker.scan_all()
+        else:
+            for pid in pids:
+                self._rescan_pid(pid)
+
+    def start(self) -> None:
+        """Attach: sampling begins."""
+        self.started_ns = time.time_ns()
+        self.sampler.attach()
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Consume samples and events; rescan processes the kernel asked about."""
+        self.sampler.poll(timeout_ms)
+        self.process_events()
+
+    def stop(self) -> None:
+        """Detach and drain what is left in the ring buffers."""
+        self.stopped_ns = time.time_ns()
+        self.sampler.detach()
+        self.sampler.drain()
+        self.process_events()
+
+    def close(self) -> None:
+        """Release everything (tables, maps, files)."""
+        if self._tables is not None:
+            self._tables.close()
+        for pid in self._exited:
+            self.tracker.on_exit(pid)
+        self._exited.clear()
+        self.sampler.close()
+
+    def wait_tables(self, timeout: float) -> bool:
+        """Wait for queued unwind-table compilations."""
+        return self._tables.wait_idle(timeout) if self._tables else True
+
+    # ---- events -----------------------------------------------------------------------------------
+
+    def _on_event(self, address: int, size: int) -> None:
+        import ctypes
+
+        etype, pid, _addr = layout.EVENT_STRUCT.unpack(ctypes.string_at(address, layout.EVENT_STRUCT.size))
+        if etype in (layout.EVENT_NEW_PID, layout.EVENT_UNKNOWN_PC):
+            self._rescan.add(pid)
+        elif etype == layout.EVENT_EXEC:
+            self.tracker.on_exec(pid)
+            self._rescan.add(pid)
+        elif etype == layout.EVENT_EXIT:
+            self._rescan.discard(pid)
+            if self._mapsync is not None:
+                self._mapsync.remove_pid(pid)
+            # Keep the tracker's knowledge (open files) until the profile is built.
+            self._exited.append(pid)
+
+    def process_events(self) -> None:
+        """Rescan the pids named by events since the last call."""
+        pending, self._rescan = self._rescan, set()
+        for pid in pending:
+            self._rescan_pid(pid)
+
+    def _rescan_pid(self, pid: int) -> None:
+        if pid == self.own_pid:
+            return
+        self.tracker.rescan(pid)
+        if self._mapsync is not None:
+            self._mapsync.mark_known(pid)
+
+    # ---- tracker listener ---------------------------------------------------------------------------
+
+    def mappings_added(self, pid: int, mappings: list[ExecMapping]) -> None:
+        """Push new mappings into BPF and request their files' unwind tables."""
+        assert self._mapsync is not None and self._tables is not None
+        for m in mappings:
+            if not m.file_id:
+                # Anonymous code (JIT) or an unreadable file: known to BPF, walked with frame pointers.
+                self._mapsync.add(pid, m.start, m.end, MappingValue(0, 0, layout.MAPPING_FLAG_FRAME_POINTERS))
+                continue
+            key = file_id_u64(m.file_id)
+            self.files.setdefault(key, FileRef(m.file_id, m.open_path, m.path, m.build_id))
+            self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, layout.MAPPING_FLAG_HAS_TABLE))
+            self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
+
+    def mappings_removed(self, pid: int, mappings: list[ExecMapping]) -> None:
+        """Drop gone mappings from BPF and release their tables."""
+        assert self._mapsync is not None and self._tables is not None
+        for m in mappings:
+            self._mapsync.remove(pid, m.start, m.end)
+            if m.file_id:
+                self._tables.release(file_id_u64(m.file_id))
+
+    def process_exited(self, pid: int) -> None:
+        """The tracker dropped a process."""
+        if self._mapsync is not None:
+            self._mapsync.remove_pid(pid)
+
+    # ---- reporting --------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Kernel counters, table usage and mapping counts."""
+        out = self.sampler.stats()
+        if self._tables is not None:
+            out.update(self._tables.usage())
+        if self._mapsync is not None:
+            out["lpm_entries"] = self._mapsync.entries
+        return out
+
+    def table_messages(self) -> list[str]:
+        """Files that fell back to frame pointers, one line each."""
+        return list(self._tables.messages) if self._tables else []

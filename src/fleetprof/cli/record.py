@@ -1,0 +1,233 @@
+"""`fleetprof record`: profile a command and its children, given pids, or the whole host, into a file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from fleetprof.agent.build import build_profile
+from fleetprof.agent.core import CoreOptions, ProfilerCore
+from fleetprof.bpf.caps import missing_capabilities
+from fleetprof.cli.errors import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    CapabilityError,
+    CliError,
+    UsageError,
+)
+from fleetprof.output.base import OutputFormat
+from fleetprof.output.registry import UnknownFormatError, format_for_path, format_names, get_format
+from fleetprof.tracer.sampler import SamplerError
+
+MAX_FREQUENCY = 10_000
+
+
+class RecordCommand:
+    """Record a profile of a command (`-- CMD ARGS…`), of pids (`--pid`), or of the whole host (`--all`)."""
+
+    name = "record"
+    help = "record a profile of a command, of pids, or of the whole host into a file"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        """Options per DESIGN.md."""
+        parser.add_argument(
+            "--frequency", "-F", type=int, default=99, metavar="HZ", help="samples per second per CPU"
+        )
+        parser.add_argument("--duration", "-d", type=float, metavar="S", help="stop after S seconds")
+        parser.add_argument("--format", "-f", metavar="FMT", help=f"one of {', '.join(format_names())}")
+        parser.add_argument("--output", "-o", metavar="FILE", help="where to write the profile")
+        target = parser.add_mutually_exclusive_group()
+        target.add_argument("--pid", "-p", type=int, nargs="+", metavar="PID", help="profile these processes")
+        target.add_argument("--all", "-a", action="store_true", help="profile every process on the host")
+        parser.add_argument(
+            "command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to profile"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Validate, sample, write."""
+        cmd = _command(args)
+        fmt, out_path = _output(args)
+        if args.frequency <= 0 or args.frequency > MAX_FREQUENCY:
+            raise UsageError(f"--frequency must be between 1 and {MAX_FREQUENCY} Hz")
+        if args.duration is not None and args.duration <= 0:
+            raise UsageError("--duration must be positive")
+        if not cmd and not args.pid and not args.all:
+            raise UsageError("say what to profile: -- CMD ARGS, --pid PID, or --all")
+        if args.pid:
+            for pid in args.pid:
+                if pid <= 0 or not Path(f"/proc/{pid}").exists():
+                    raise CliError(f"no process with pid {pid}")
+        exe = _resolve(cmd[0]) if cmd else None
+        missing = missing_capabilities()
+        if missing:
+            raise CapabilityError(missing[0].message)
+        stream = _open_output(out_path, fmt)
+        return Recording(args, cmd, exe, fmt, out_path, stream).run()
+
+
+class Recording:
+    """One `record` run from loading BPF to the summary line."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        cmd: list[str],
+        exe: str | None,
+        fmt: OutputFormat,
+        out_path: str,
+        stream: BinaryIO,
+    ) -> None:
+        self.args = args
+        self.cmd = cmd
+        self.exe = exe
+        self.fmt = fmt
+        self.out_path = out_path
+        self.stream = stream
+        self.child: subprocess.Popen[bytes] | None = None
+        self.tty = sys.stderr.isatty()
+
+    def run(self) -> int:
+        """Sample until the command exits, the duration ends, or Ctrl-C; then write the profile."""
+        own = os.getpid()
+        pids: tuple[int, ...] | None = None
+        if self.cmd:
+            pids = (own,)  # the fork tracepoint adds the child, then we leave the filter
+        elif self.args.pid:
+            pids = tuple(self.args.pid)
+        core = ProfilerCore(CoreOptions(frequency_hz=self.args.frequency, pids=pids))
+        status = 0
+        interrupted = False
+        try:
+            try:
+                core.load()
+                core.scan(list(self.args.pid) if self.args.pid else (None if self.args.all else []))
+                core.start()
+            except SamplerError as exc:
+                raise CliError(str(exc)) from None
+            if self.cmd:
+                self.child = self._spawn()
+                core.sampler.map("pid_filter").delete(own.to_bytes(4, "little"))
+            try:
+                self._loop(core)
+            except KeyboardInterrupt:
+                interrupted = True
+            if self.child is not None:
+                status = self._reap(interrupted)
+            core.stop()
+            profile = build_profile(core)
+        finally:
+            if self.tty:
+                sys.stderr.write("\r\033[K")
+            core.close()
+        self.stream.seek(0)
+        self.stream.truncate()
+        self.fmt.write(profile, self.stream)
+        self.stream.close()
+        share = core.aggregator.whole_share() * 100
+        nproc = len({s.pid for s in profile.samples})
+        secs = (core.stopped_ns - core.started_ns) / 1e9
+        print(
+            f"fleetprof: {profile.total:,} samples from {nproc} process{'es' if nproc != 1 else ''} "
+            f"in {secs:.1f} s, {share:.1f}% whole stacks; wrote {self.out_path} ({self.fmt.name})",
+            file=sys.stderr,
+        )
+        for line in core.table_messages()[:5]:
+            print(f"fleetprof: note: {line}", file=sys.stderr)
+        return status
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        assert self.exe is not None
+        try:
+            return subprocess.Popen([self.exe, *self.cmd[1:]], executable=self.exe)
+        except PermissionError:
+            raise CliError(f"{self.cmd[0]}: Permission denied", EXIT_NOT_EXECUTABLE) from None
+        except OSError as exc:
+            raise CliError(f"{self.cmd[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
+
+    def _loop(self, core: ProfilerCore) -> None:
+        deadline = time.monotonic() + self.args.duration if self.args.duration else None
+        last_progress = 0.0
+        begin = time.monotonic()
+        while True:
+            core.poll(100)
+            now = time.monotonic()
+            if self.child is not None and self.child.poll() is not None:
+                return
+            if deadline is not None and now >= deadline:
+                return
+            if self.tty and now - last_progress >= 0.5:
+                last_progress = now
+                agg = core.aggregator
+                sys.stderr.write(
+                    f"\rfleetprof: recording {now - begin:5.1f} s, {agg.samples:,} samples, "
+                    f"{len(agg.pids)} processes (Ctrl-C to stop)\033[K"
+                )
+                sys.stderr.flush()
+
+    def _reap(self, interrupted: bool) -> int:
+        child = self.child
+        assert child is not None
+        if interrupted and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+        try:
+            rc = child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            rc = child.wait()
+        return 128 - rc if rc < 0 else rc
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    cmd = list(args.command or [])
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if cmd and (args.pid or args.all):
+        raise UsageError("give either -- CMD, --pid or --all, not several")
+    return cmd
+
+
+def _resolve(name: str) -> str:
+    if "/" in name:
+        if not os.path.exists(name):
+            raise CliError(f"{name}: No such file or directory", EXIT_NOT_FOUND)
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise CliError(f"{name}: Permission denied", EXIT_NOT_EXECUTABLE)
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise CliError(f"{name}: command not found", EXIT_NOT_FOUND)
+    return found
+
+
+def _output(args: argparse.Namespace) -> tuple[OutputFormat, str]:
+    try:
+        fmt = get_format(args.format) if args.format else None
+    except UnknownFormatError as exc:
+        raise UsageError(str(exc)) from None
+    if args.output:
+        fmt = fmt or format_for_path(args.output) or get_format("html")
+        return fmt, args.output
+    fmt = fmt or get_format("html")
+    return fmt, f"fleetprof-{time.strftime('%Y%m%d-%H%M%S')}{fmt.suffix}"
+
+
+def _open_output(path: str, fmt: OutputFormat) -> BinaryIO:
+    """Open the output before sampling so an unwritable path fails at once."""
+    if path == "-":
+        if fmt.binary and sys.stdout.isatty():
+            raise UsageError(f"refusing to write {fmt.name} (binary) output to a terminal")
+        return os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"cannot write {path}: is a directory")
+    try:
+        return open(target, "ab+")  # noqa: SIM115 - kept open for the whole run, truncated when written
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None

@@ -1,0 +1,107 @@
+"""Address ranges of CPython's eval loop, including the `.cold` part GCC splits off hot functions.
+
+With a .symtab the `.cold` part is a local symbol. A stripped binary (Debian's python3.11) keeps only
+.dynsym, so the cold part is found from .eh_frame: the hot function jumps (jmp/jcc rel32) into it, and
+unlike a real function its FDE does not start with CFA = rsp + 8, because it runs inside the hot
+function's frame.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections import Counter
+from dataclasses import dataclass
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.dwarf.callframe import FDE
+
+from fleetprof.interpreters.python.elfsyms import ElfImage
+
+EVAL_FUNCTION = "_PyEval_EvalFrameDefault"
+COLD_SUFFIX = ".cold"
+_RSP = 7
+_MAX_SCAN = 1 << 20  # bytes of the hot function scanned for jumps
+_MIN_HITS = 2  # a single decoded "jump" into a fragment may be a misread byte pattern
+
+
+@dataclass(frozen=True, slots=True)
+class EvalRange:
+    """[start, end) in ELF virtual addresses of one part of the eval loop."""
+
+    start: int
+    end: int
+    name: str  # "_PyEval_EvalFrameDefault" or "_PyEval_EvalFrameDefault.cold"
+
+
+def eval_ranges(image: ElfImage) -> tuple[tuple[EvalRange, ...], str]:
+    """The eval loop's ranges, hot part first, and a note when the cold part could not be placed."""
+    symbols = image.symbols((EVAL_FUNCTION, EVAL_FUNCTION + COLD_SUFFIX))
+    hot = symbols.get(EVAL_FUNCTION)
+    if hot is None or hot.size == 0:
+        return (), f"no sized {EVAL_FUNCTION} symbol"
+    ranges = [EvalRange(hot.value, hot.value + hot.size, EVAL_FUNCTION)]
+    cold = symbols.get(EVAL_FUNCTION + COLD_SUFFIX)
+    if cold is not None:
+        ranges.append(EvalRange(cold.value, cold.value + max(cold.size, 1), EVAL_FUNCTION + COLD_SUFFIX))
+        return tuple(ranges), ""
+    if image.has_symtab:
+        return tuple(ranges), ""  # GCC always names split parts in .symtab: there is none
+    code = image.read(hot.value, min(hot.size, _MAX_SCAN))
+    outside = [t for t in _jump_targets(code or b"", hot.value) if not hot.value <= t < ranges[0].end]
+    if not outside:
+        return tuple(ranges), ""  # nothing jumps out of the function: no split part
+    found = _fragment_hit_most(image, outside)
+    if found is None:
+        return tuple(ranges), "eval loop .cold part not found (stripped, no jump into a split fragment)"
+    ranges.append(EvalRange(found[0], found[1], EVAL_FUNCTION + COLD_SUFFIX))
+    return tuple(ranges), ""
+
+
+def _fdes(image: ElfImage) -> list[FDE]:
+    try:
+        dwarf = image.elf.get_dwarf_info(relocate_dwarf_sections=False)
+        entries = dwarf.EH_CFI_entries() if dwarf.has_EH_CFI() else []
+    except (DWARFError, ELFError, struct.error, ValueError, KeyError):
+        return []
+    fdes = [entry for entry in entries if isinstance(entry, FDE)]
+    fdes.sort(key=lambda fde: fde.header["initial_location"])
+    return fdes
+
+
+def _jump_targets(code: bytes, start: int) -> list[int]:
+    """Targets of every byte pattern that reads as jmp rel32 (E9) or jcc rel32 (0F 80-8F)."""
+    targets = []
+    for i in range(len(code) - 5):
+        if code[i] == 0xE9:
+            targets.append(start + i + 5 + struct.unpack_from("<i", code, i + 1)[0])
+        elif code[i] == 0x0F and 0x80 <= code[i + 1] <= 0x8F and i + 6 <= len(code):
+            targets.append(start + i + 6 + struct.unpack_from("<i", code, i + 2)[0])
+    return targets
+
+
+def _starts_inside_a_frame(fde: FDE) -> bool:
+    """True when the FDE's first row is not a function entry (CFA = rsp + 8): a split-off fragment."""
+    try:
+        table = fde.get_decoded().table
+    except (DWARFError, KeyError, ValueError, struct.error):
+        return False
+    if not table:
+        return False
+    cfa = table[0]["cfa"]
+    return not (cfa.expr is None and cfa.reg == _RSP and cfa.offset == 8)
+
+
+def _fragment_hit_most(image: ElfImage, outside: list[int]) -> tuple[int, int] | None:
+    """The FDE range of the split-off fragment that most jump targets land in."""
+    fdes = _fdes(image)
+    starts = [fde.header["initial_location"] for fde in fdes]
+    hits: Counter[int] = Counter()
+    for target in outside:
+        index = bisect.bisect_right(starts, target) - 1
+        if index >= 0 and target < starts[index] + fdes[index].header["address_range"]:
+            hits[index] += 1
+    for index, count in hits.most_common():
+        if count >= _MIN_HITS and _starts_inside_a_frame(fdes[index]):
+            return starts[index], starts[index] + fdes[index].header["address_range"]
+    return None

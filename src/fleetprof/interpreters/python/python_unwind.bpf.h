@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* The in-kernel CPython walker: one Python frame per step of the unwind loop.
+ *
+ * The native unwinder hands over when its pc is inside the eval loop (`interp_ranges`); this walker emits
+ * the Python frames that eval-loop call runs (one on <= 3.10, up to the entry frame on 3.11, up to the shim
+ * frame on 3.12+) and hands back, so native frames between Python frames stay in place. Version knowledge
+ * lives in userspace (struct py_proc_info, python_offsets.h); nothing is symbolized here.
+ * Included by tracer/bpf/sampler.bpf.c after the shared maps and helpers.
+ */
+#ifndef FLEETPROF_PYTHON_UNWIND_BPF_H
+#define FLEETPROF_PYTHON_UNWIND_BPF_H
+
+#include "python_offsets.h"
+
+#define PY_MAX_THREADS 64 /* thread states examined when the tid cache misses */
+
+/* Python walker failures (STAT_PY_ERROR_BASE + PY_ERR_*). */
+#define PY_ERR_NO_PROC 0
+#define PY_ERR_NO_TSTATE 1
+#define PY_ERR_READ 2
+#define PY_ERR_BAD_CODE 3
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct py_proc_info);
+} py_procs SEC(".maps");
+
+/* tid -> PyThreadState address, verified on every use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} py_tstates SEC(".maps");
+
+static __always_inline __u64 read_u64(__u64 addr, bool *ok)
+{
+	__u64 v = 0;
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+		*ok = false;
+	return v;
+}
+
+static __always_inline long py_fail(struct sample *s, struct unwind_state *st, __u32 why)
+{
+	count(STAT_PY_ERROR_BASE + why);
+	stop(s, st, UNWIND_ERR_PYTHON);
+	return 1;
+}
+
+/* The PyThreadState of the sampled thread: pthread_self() (== fsbase on x86-64) matches tstate->thread_id. */
+static __always_inline __u64 find_tstate(struct py_proc_info *info, __u32 tid)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+	bool ok = true;
+	__u64 *cached = bpf_map_lookup_elem(&py_tstates, &tid);
+	if (cached) {
+		__u64 t = *cached;
+		if (t && read_u64(t + info->tstate_thread_id, &ok) == fsbase && ok)
+			return t;
+	}
+	ok = true;
+	__u64 interp = read_u64(info->runtime_addr + info->runtime_interp_head, &ok);
+	if (!ok || !interp)
+		return 0;
+	__u64 t = read_u64(interp + info->interp_tstate_head, &ok);
+	for (int i = 0; i < PY_MAX_THREADS; i++) {
+		if (!ok || !t)
+			return 0;
+		if (read_u64(t + info->tstate_thread_id, &ok) == fsbase && ok) {
+			bpf_map_update_elem(&py_tstates, &tid, &t, BPF_ANY);
+			return t;
+		}
+		t = read_u64(t + info->tstate_next, &ok);
+	}
+	return 0;
+}
+
+/* Emit the Python frame at `f`; false (with the stack marked) when it is not a plausible frame. */
+static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state *st, struct py_proc_info *info,
+					  __u64 f)
+{
+	bool ok = true;
+	__u64 code = read_u64(f + info->frame_code, &ok);
+	if (info->flags & PY_F_EXEC_TAGGED)
+		code &= ~3ULL;
+	if (!ok || !code) {
+		py_fail(s, st, PY_ERR_READ);
+		return false;
+	}
+	if (info->code_type_addr && read_u64(code + info->ob_type, &ok) != info->code_type_addr) {
+		py_fail(s, st, ok ? PY_ERR_BAD_CODE : PY_ERR_READ);
+		return false;
+	}
+	__u32 lasti = PY_LASTI_NONE;
+	if (info->flags & PY_F_LASTI_PTR) {
+		__u64 p = read_u64(f + info->frame_lasti, &ok);
+		__s64 d = (__s64)(p - (code + info->code_adaptive));
+		if (p && d >= 0)
+			lasti = (__u32)(d >> 1);
+	} else {
+		__s32 v = 0;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(f + info->frame_lasti)))
+			ok = false;
+		if (v >= 0)
+			lasti = (__u32)v >> (info->lasti_shift & 7);
+	}
+	__s32 ints[2] = {0, 0};
+	if (bpf_probe_read_user(&ints[0], 4, (void *)(code + info->code_firstlineno)) ||
+	    bpf_probe_read_user(&ints[1], 4, (void *)(code + info->code_argcount)))
+		ok = false;
+	__u64 filename = read_u64(code + info->code_filename, &ok);
+	__u64 name = read_u64(code + info->code_name, &ok);
+	if (!ok) {
+		py_fail(s, st, PY_ERR_READ);
+		return false;
+	}
+	__u32 csum = py_code_checksum((__u32)ints[0], (__u32)ints[1], filename, name);
+	if (!push_frame(s, code, lasti, csum, FRAME_PYTHON, 0)) {
+		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
+		return false;
+	}
+	count(STAT_PYTHON_FRAMES);
+	return true;
+}
+
+/* One step of the Python walker: emit (at most) one frame, or hand back to the native unwinder. */
+static __always_inline long python_step(struct sample *s, struct unwind_state *st)
+{
+	struct py_proc_info *info = bpf_map_lookup_elem(&py_procs, &st->pid);
+	if (!info) {
+		count(STAT_PY_ERROR_BASE + PY_ERR_NO_PROC);
+		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
+		return 0;
+	}
+	bool ok = true;
+	if (!st->py_started) {
+		st->py_started = 1;
+		__u64 tstate = find_tstate(info, st->tid);
+		if (!tstate) {
+			count(STAT_PY_ERROR_BASE + PY_ERR_NO_TSTATE);
+			st->py_frame = 0;
+		} else {
+			__u64 f = read_u64(tstate + info->tstate_frame, &ok);
+			if (ok && f && (info->flags & PY_F_CFRAME))
+				f = read_u64(f + info->cframe_current_frame, &ok);
+			if (!ok)
+				return py_fail(s, st, PY_ERR_READ);
+			st->py_frame = f;
+		}
+	}
+	__u64 f = st->py_frame;
+	if (!f) {
+		st->mode = MODE_NATIVE; /* no Python frame left for this eval-loop call */
+		return 0;
+	}
+	__u64 prev = read_u64(f + info->frame_previous, &ok);
+	if (!ok)
+		return py_fail(s, st, PY_ERR_READ);
+	if (prev == f)
+		return py_fail(s, st, PY_ERR_READ); /* a cycle: torn read of a frame being rewritten */
+
+	switch (info->walk_kind) {
+	case PY_WALK_FRAMEOBJECT:
+		if (!emit_py_frame(s, st, info, f))
+			return 1;
+		st->py_frame = prev;
+		st->mode = MODE_NATIVE;
+		return 0;
+	case PY_WALK_IS_ENTRY: {
+		__u8 entry = 0;
+		if (bpf_probe_read_user(&entry, 1, (void *)(f + info->frame_entry)))
+			return py_fail(s, st, PY_ERR_READ);
+		if (!emit_py_frame(s, st, info, f))
+			return 1;
+		st->py_frame = prev;
+		if (entry)
+			st->mode = MODE_NATIVE;
+		return 0;
+	}
+	case PY_WALK_SHIM: {
+		__u8 owner = 0;
+		if (bpf_probe_read_user(&owner, 1, (void *)(f + info->frame_entry)))
+			return py_fail(s, st, PY_ERR_READ);
+		st->py_frame = prev;
+		if (owner >= info->owner_shim_min) {
+			st->mode = MODE_NATIVE; /* the shim ends this eval-loop call; never shown */
+			return 0;
+		}
+		if (!emit_py_frame(s, st, info, f))
+			return 1;
+		return 0;
+	}
+	default:
+		return py_fail(s, st, PY_ERR_NO_PROC);
+	}
+}
+
+#endif

@@ -1,0 +1,309 @@
+"""Native symbolization: (file, ELF virtual addresses) -> frames, outermost function first.
+
+Sources, merged: the binary's .symtab/.dynsym and DWARF, and a separate debug file found by build id or
+`.gnu_debuglink` (CRC-checked). Each is turned into a `symbolic` SymCache once per file id (on disk
+and in a bounded in-memory LRU). A file that can't be read or parsed degrades its addresses to
+`module+0xADDR` and leaves a one-line reason in `problems`; nothing raises to the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from symbolic import Archive, SymCache
+from symbolic.exceptions import SymbolicError
+
+from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS, find_debug_file
+from fleetprof.elf.reader import ElfError, ElfInfo, read_elf_info
+from fleetprof.symbolize.demangle import demangle
+from fleetprof.symbolize.extents import CodeExtents, read_code_extents
+from fleetprof.symbolize.lru import BoundedLru
+from fleetprof.symbolize.startline import StartLines
+from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, SymcacheStore, default_cache_dir
+
+_COLD_SUFFIX = re.compile(r"\.cold(\.\d+)?$")
+_MEMO_LIMIT = 1 << 16
+_INLINE_ENTRY = 0xFFFFFFFF  # SymCache's entry address for inlined frames
+
+
+@dataclass(frozen=True, slots=True)
+class NativeFile:
+    """A file to symbolize: where to read it, how the process names it, and its identity."""
+
+    file_id: str  # 32 hex digits, see fleetprof.process.fileid
+    path: str  # path as the process sees it: module name, and where `.gnu_debuglink` files live
+    open_path: str = ""  # path to read (e.g. /proc/PID/map_files/…); `path` when empty
+    build_id: str = ""  # GNU build id (hex), when the caller already knows it
+    root: str = ""  # e.g. /proc/PID/root: debug files are searched there first (containers)
+
+    @property
+    def module(self) -> str:
+        """Basename used in `module+0xADDR` fallbacks."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1] or self.path
+
+
+@dataclass(frozen=True, slots=True)
+class NativeFrame:
+    """One symbolized native frame (an inlined function is its own frame)."""
+
+    function: str  # demangled name, or `module+0xADDR` when unknown
+    system_name: str = ""  # mangled name when it differs from `function`
+    file: str = ""  # source file from DWARF, "" when unknown
+    line: int = 0  # source line, 0 when unknown
+    inlined: bool = False  # True for every frame but the outermost (the real call frame)
+    start_line: int = 0  # DW_AT_decl_line of the function, 0 when unknown
+
+
+def fallback_frame(module: str, addr: int) -> NativeFrame:
+    """The frame for an address that can't be symbolized: `libfoo.so+0x1a2b`."""
+    return NativeFrame(function=f"{module}+0x{addr:x}")
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """A file's symbols as kept in memory."""
+
+    module: str
+    stored: StoredSymbols | None
+    failure: str = ""
+    dwarf_path: str = ""
+    start_lines: StartLines | None = None
+    memo: dict[int, tuple[NativeFrame, ...]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Release the DWARF mapping used for start lines."""
+        if self.start_lines is not None:
+            self.start_lines.close()
+            self.start_lines = None
+
+
+class NativeSymbolizer:
+    """Symbolizes ELF virtual addresses of native files; one instance per agent or server."""
+
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        persist: bool = True,
+        debug_dirs: tuple[str, ...] = DEFAULT_DEBUG_DIRS,
+        max_files: int = 32,
+        start_lines: bool = True,
+    ) -> None:
+        """`cache_dir` defaults to `default_cache_dir()`; `persist=False` keeps SymCaches in memory only."""
+        directory = (cache_dir or default_cache_dir()) if persist else None
+        self._store = SymcacheStore(directory)
+        self._debug_dirs = debug_dirs
+        self._want_start_lines = start_lines
+        self._files: BoundedLru[str, _Loaded] = BoundedLru(max_files, on_evict=_Loaded.close)
+        self.problems: dict[str, str] = {}  # module path -> why its addresses are degraded
+        self.notes: dict[str, str] = {}  # module path -> why its symbols are limited
+        self.stats: Counter[str] = Counter()
+
+    def symbolize(self, file: NativeFile, addresses: Iterable[int]) -> dict[int, tuple[NativeFrame, ...]]:
+        """Frames for each ELF address of `file`, outermost first; never raises for a bad file."""
+        loaded = self._loaded(file)
+        out: dict[int, tuple[NativeFrame, ...]] = {}
+        for addr in addresses:
+            self.stats["native.addresses"] += 1
+            frames = loaded.memo.get(addr)
+            if frames is None:
+                frames = self._lookup(loaded, addr)
+                if len(loaded.memo) >= _MEMO_LIMIT:
+                    loaded.memo.clear()
+                loaded.memo[addr] = frames
+            if not frames[0].file and frames[0].function == f"{loaded.module}+0x{addr:x}":
+                self.stats["native.unsymbolized"] += 1
+            out[addr] = frames
+        return out
+
+    def summary(self) -> list[str]:
+        """One line per degraded or limited file, for printing once at the end of a run."""
+        lines = [f"{path}: {reason}" for path, reason in sorted(self.problems.items())]
+        lines += [f"{path}: {note}" for path, note in sorted(self.notes.items())]
+        if self._store.disabled_reason:
+            lines.append(self._store.disabled_reason)
+        return lines
+
+    def close(self) -> None:
+        """Drop every loaded file (mmaps, open DWARF files)."""
+        self._files.clear()
+
+    def _loaded(self, file: NativeFile) -> _Loaded:
+        loaded = self._files.get(file.file_id)
+        if loaded is None:
+            try:
+                loaded = self._load(file)
+            except Exception as exc:  # last line of defense: one bad file must never stop a profile
+                loaded = _Loaded(file.module, None, failure=f"unexpected {type(exc).__name__}: {exc}")
+            if loaded.failure:
+                self.problems.setdefault(file.path, loaded.failure.splitlines()[0][:300])
+                self.stats["native.files_failed"] += 1
+            elif loaded.stored is not None and loaded.stored.note:
+                self.notes.setdefault(file.path, loaded.stored.note)
+            self._files.put(file.file_id, loaded)
+        return loaded
+
+    def _load(self, file: NativeFile) -> _Loaded:
+        self.stats["native.files"] += 1
+        stored = self._store.load(file.file_id)
+        if stored is not None and self._debug_file_appeared(file, stored):
+            stored = None
+        if stored is None:
+            built = self._build(file)
+            if isinstance(built, str):
+                return _Loaded(file.module, None, failure=built)
+            stored = self._store.save(built)
+            self.stats["native.cache_builds"] += 1
+        else:
+            self.stats["native.cache_loads"] += 1
+        dwarf_path = stored.dwarf_path
+        if dwarf_path == "self":
+            dwarf_path = file.open_path or file.path
+        return _Loaded(file.module, stored, dwarf_path=dwarf_path)
+
+    def _debug_file_appeared(self, file: NativeFile, stored: StoredSymbols) -> bool:
+        """True when a cached entry built without a debug file now has one under a build-id path."""
+        build_id = stored.build_id or file.build_id
+        if stored.debug_path or len(build_id) <= 2:
+            return False
+        name = f".build-id/{build_id[:2]}/{build_id[2:]}.debug"
+        return any(os.path.isfile(f"{root}{d}/{name}") for d in self._debug_dirs for root in {file.root, ""})
+
+    def _build(self, file: NativeFile) -> StoredSymbols | str:
+        """Build SymCaches and extents from the file and its debug file; a reason string on failure."""
+        open_path = file.open_path or file.path
+        try:
+            info = read_elf_info(open_path)
+        except ElfError as exc:
+            return str(exc)
+        build_id = info.build_id or file.build_id
+        notes: list[str] = []
+        debug = "" if info.has_debug_info else self._find_debug(file, info, build_id, notes)
+        parts: list[PartInfo] = []
+        caches: list[SymCache] = []
+        extents = CodeExtents()
+        dwarf_path = "self" if info.has_debug_info else ""
+        for role, path, elf in (("debug", debug, None), ("self", open_path, info)):
+            if not path:
+                continue
+            try:
+                elf = elf or read_elf_info(path)
+                cache = _make_symcache(path)
+                ext = read_code_extents(path)
+            except (ElfError, SymbolicError, OSError) as exc:
+                if role == "self":
+                    return f"{_one_line(exc)}"
+                notes.append(f"debug file {path} unusable ({_one_line(exc)})")
+                debug = ""
+                continue
+            parts.append(PartInfo(role, elf.loads[0].vaddr if elf.loads else 0, path))
+            caches.append(cache)
+            extents = extents.merged(ext) if extents.starts or extents.sections else ext
+            if role == "debug" and elf.has_debug_info:
+                dwarf_path = path
+        if not debug and not info.has_debug_info:
+            notes.append(
+                "no DWARF and no debug file: no file:line"
+                if info.has_symtab
+                else "stripped (.dynsym only) and no debug file: exported functions only"
+            )
+        return StoredSymbols(
+            file_id=file.file_id,
+            parts=parts,
+            symcaches=caches,
+            extents=extents,
+            dwarf_path=dwarf_path,
+            debug_path=debug,
+            build_id=build_id,
+            note="; ".join(n for n in notes if n),
+        )
+
+    def _find_debug(self, file: NativeFile, info: ElfInfo, build_id: str, notes: list[str]) -> str:
+        roots = [file.root, ""] if file.root else [""]
+        for root in roots:
+            found = find_debug_file(
+                file.path, build_id, info.debuglink, info.debuglink_crc, self._debug_dirs, root=root
+            )
+            if found:
+                return found
+        if info.debuglink:
+            notes.append(f"debug file {info.debuglink} not found")
+        return ""
+
+    def _lookup(self, loaded: _Loaded, addr: int) -> tuple[NativeFrame, ...]:
+        stored = loaded.stored
+        if stored is None:
+            return (fallback_frame(loaded.module, addr),)
+        for part, cache in zip(stored.parts, stored.symcaches, strict=True):
+            rel = addr - part.load_address
+            if not 0 <= rel <= 0xFFFFFFFF:
+                continue
+            try:
+                locs = cache.lookup(rel)
+            except SymbolicError:
+                continue
+            if not locs:
+                continue
+            outer = locs[-1]
+            symbol_only = outer.lang == "unknown" and not outer.full_path and not outer.line
+            if symbol_only and not stored.extents.covers(outer.sym_addr + part.load_address, addr):
+                continue
+            return self._frames(loaded, addr, locs, part.load_address)
+        return (fallback_frame(loaded.module, addr),)
+
+    def _frames(self, loaded: _Loaded, addr: int, locs: list, load_address: int) -> tuple[NativeFrame, ...]:
+        """Turn SymCache locations (innermost first) into frames (outermost first)."""
+        assert loaded.stored is not None
+        containing = loaded.stored.extents.containing(addr)
+        frames = []
+        for depth, loc in enumerate(reversed(locs)):
+            outermost = depth == 0
+            raw = loc.symbol or ""
+            entry: int | None = None
+            if outermost:
+                if containing is not None:
+                    raw = containing[1]
+                raw = _COLD_SUFFIX.sub("", raw)
+                entry = containing[0] if containing else loc.sym_addr + load_address
+                if loc.sym_addr == _INLINE_ENTRY:
+                    entry = None
+            function = demangle(raw) if raw else f"{loaded.module}+0x{addr:x}"
+            start = self._start_line(loaded, addr, loc.symbol or raw, raw, entry)
+            frames.append(
+                NativeFrame(
+                    function=function,
+                    system_name=raw if raw != function else "",
+                    file=loc.full_path or "",
+                    line=loc.line,
+                    inlined=depth != 0,
+                    start_line=start,
+                )
+            )
+        return tuple(frames)
+
+    def _start_line(self, loaded: _Loaded, addr: int, name: str, alt: str, entry: int | None) -> int:
+        if not self._want_start_lines or not loaded.dwarf_path:
+            return 0
+        if loaded.start_lines is None:
+            loaded.start_lines = StartLines(loaded.dwarf_path)
+        line = loaded.start_lines.start_line(addr, name, entry)
+        if not line and alt != name:
+            line = loaded.start_lines.start_line(addr, alt, entry)
+        return line
+
+
+def _make_symcache(path: str) -> SymCache:
+    """Build the SymCache of the (single) object in the ELF file at `path`."""
+    archive = Archive.open(path)
+    for obj in archive.iter_objects():
+        return obj.make_symcache()
+    raise ElfError(f"{path}: no object in file")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -1,0 +1,108 @@
+"""Aggregate raw sample records by (process, thread, stack) without decoding frames: the hot path.
+
+Each record's frame bytes are the aggregation key as they come; frames are decoded once per unique stack.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fleetprof.tracer import layout
+
+_HDR = layout.HEADER_STRUCT
+_HDR_SIZE = layout.HEADER_SIZE
+_FRAME = layout.FRAME_STRUCT
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """One decoded frame of a record (see tracer/bpf/sample.h for field meanings per kind)."""
+
+    kind: int
+    id: int
+    addr: int
+    aux: int
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class StackKey:
+    """Identity of an aggregated stack: who ran it and its raw frames (leaf first)."""
+
+    pid: int
+    tid: int
+    comm: bytes
+    pcomm: bytes
+    error: int
+    flags: int
+    num_kernel: int
+    frames: bytes
+
+
+@dataclass(slots=True)
+class StackCounts:
+    """How often a stack was seen, on which CPUs, and when (realtime ns)."""
+
+    count: int = 0
+    cpus: set[int] = field(default_factory=set)
+    timestamps_ns: list[int] = field(default_factory=list)
+
+
+def decode_frames(frames: bytes) -> list[RawFrame]:
+    """Decode packed frames."""
+    return [
+        RawFrame(kind=kind, id=fid, addr=addr, aux=aux, flags=flags)
+        for fid, addr, aux, kind, flags, _ in _FRAME.iter_unpack(frames)
+    ]
+
+
+class Aggregator:
+    """Counts records per StackKey; `on_new_stack` is called once for every new key (e.g. to symbolize
+    interpreter frames while the process is still alive)."""
+
+    def __init__(self, keep_timestamps: bool = True) -> None:
+        self.stacks: dict[StackKey, StackCounts] = {}
+        self.samples = 0
+        self.keep_timestamps = keep_timestamps
+        self.on_new_stack: Callable[[StackKey], None] | None = None
+        self.pids: set[int] = set()
+        self.first_ktime_ns = 0
+        self.last_ktime_ns = 0
+        # CLOCK_MONOTONIC (bpf_ktime_get_ns) to CLOCK_REALTIME
+        self.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def add_record(self, address: int, size: int) -> None:
+        """Ring-buffer callback: the record is only valid during the call, so copy what we keep."""
+        self.add_bytes(ctypes.string_at(address, size))
+
+    def add_bytes(self, data: bytes) -> None:
+        """Count one sample record (header + frames)."""
+        ktime, pid, tid, cpu, nk, nu, error, flags, _, comm, pcomm = _HDR.unpack_from(data)
+        end = _HDR_SIZE + (nk + nu) * layout.FRAME_SIZE
+        key = StackKey(
+            pid, tid, comm.rstrip(b"\0"), pcomm.rstrip(b"\0"), error, flags, nk, data[_HDR_SIZE:end]
+        )
+        entry = self.stacks.get(key)
+        if entry is None:
+            entry = self.stacks[key] = StackCounts()
+            self.pids.add(pid)
+            if self.on_new_stack is not None:
+                self.on_new_stack(key)
+        entry.count += 1
+        entry.cpus.add(cpu)
+        if self.keep_timestamps:
+            entry.timestamps_ns.append(ktime + self.realtime_offset_ns)
+        self.samples += 1
+        if not self.first_ktime_ns:
+            self.first_ktime_ns = ktime
+        self.last_ktime_ns = ktime
+
+    def whole_share(self) -> float:
+        """Share of samples whose user stack ended cleanly (or that had no user stack)."""
+        if not self.samples:
+            return 0.0
+        whole = sum(c.count for k, c in self.stacks.items() if k.error == layout.UNWIND_COMPLETE)
+        return whole / self.samples

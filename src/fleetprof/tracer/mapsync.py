@@ -1,0 +1,103 @@
+"""Mirror the process tracker's executable mappings into the BPF `mappings` LPM trie and `known_pids`.
+
+An address range becomes the set of aligned power-of-two blocks that cover it exactly; each block is one
+(pid, prefix) key, so a lookup of (pid, pc) finds the mapping in one trie walk.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+
+from fleetprof.bpf.libbpf import BpfError, Map
+from fleetprof.tracer import layout
+
+_KEY_HEAD = struct.Struct("<II")
+_ADDR_BE = struct.Struct(">Q")
+PID_BITS = 32
+
+
+def lpm_blocks(start: int, end: int) -> list[tuple[int, int]]:
+    """Aligned blocks (address, prefix bits of the 64-bit address) covering [start, end) exactly."""
+    out: list[tuple[int, int]] = []
+    while start < end:
+        size = (start & -start) if start else 1 << 64
+        while size > end - start:
+            size >>= 1
+        out.append((start, 64 - (size.bit_length() - 1)))
+        start += size
+    return out
+
+
+def mapping_key(pid: int, addr: int, addr_bits: int) -> bytes:
+    """The LPM key bytes for (pid, addr/addr_bits)."""
+    return _KEY_HEAD.pack(PID_BITS + addr_bits, pid) + _ADDR_BE.pack(addr)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingValue:
+    """What BPF learns about one mapping."""
+
+    file_id: int  # 64-bit key of the file id
+    bias: int  # runtime address - ELF virtual address
+    flags: int  # MAPPING_FLAG_*
+
+    def pack(self) -> bytes:
+        """struct mapping_info."""
+        return layout.MAPPING_INFO_STRUCT.pack(self.file_id, self.bias & 0xFFFFFFFFFFFFFFFF, self.flags, 0)
+
+
+class MappingsMap:
+    """Keeps the kernel's view of (pid, range) -> mapping in step with userspace; thread-safe."""
+
+    def __init__(self, mappings: Map, known_pids: Map) -> None:
+        self._map = mappings
+        self._known = known_pids
+        self._keys: dict[int, dict[tuple[int, int], list[bytes]]] = {}
+        self._lock = threading.Lock()
+        self.entries = 0
+        self.failures = 0
+
+    def add(self, pid: int, start: int, end: int, value: MappingValue) -> None:
+        """Insert or replace the mapping [start, end) of `pid`."""
+        packed = value.pack()
+        keys = [mapping_key(pid, addr, bits) for addr, bits in lpm_blocks(start, end)]
+        with self._lock:
+            per_pid = self._keys.setdefault(pid, {})
+            old = per_pid.get((start, end))
+            for key in keys:
+                try:
+                    self._map.update(key, packed)
+                except BpfError:
+                    self.failures += 1
+            if old is None:
+                self.entries += len(keys)
+            per_pid[(start, end)] = keys
+
+    def remove(self, pid: int, start: int, end: int) -> None:
+        """Drop the mapping [start, end) of `pid`."""
+        with self._lock:
+            keys = self._keys.get(pid, {}).pop((start, end), None)
+            for key in keys or ():
+                self._map.delete(key)
+                self.entries -= 1
+
+    def mark_known(self, pid: int) -> None:
+        """Tell BPF the pid has been scanned (so misses report EVENT_UNKNOWN_PC, not EVENT_NEW_PID)."""
+        self._known.update(struct.pack("<I", pid), b"\x01")
+
+    def remove_pid(self, pid: int) -> None:
+        """Drop every mapping of `pid` (exit or exec)."""
+        with self._lock:
+            ranges = self._keys.pop(pid, {})
+            for keys in ranges.values():
+                for key in keys:
+                    self._map.delete(key)
+                    self.entries -= 1
+        self._known.delete(struct.pack("<I", pid))
+
+    def pids(self) -> list[int]:
+        """Pids with mappings in the kernel."""
+        with self._lock:
+            return list(self._keys)
