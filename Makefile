@@ -9,7 +9,7 @@ BPF_SRC := $(BPF_DIR)/sampler.bpf.c $(wildcard $(BPF_DIR)/*.h) $(wildcard src/fl
 	$(wildcard src/fleetprof/interpreters/python/*.h)
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
 	-I$(BPF_DIR) -Isrc/fleetprof/nativeunwind -Isrc/fleetprof/interpreters/python
-DEB_PACKAGES := clang llvm libbpf1 libbpf-dev gcc g++ make binutils gdb linux-perf procps
+DEB_PACKAGES := clang llvm libbpf1 libbpf-dev gcc g++ make binutils gdb linux-perf procps chromium golang-go
 STAMP := .stamp
 DURATION ?= 10
 OUT ?= fleetprof.html

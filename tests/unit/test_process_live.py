@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -231,6 +232,10 @@ def test_remapped_text_is_attributed_to_the_executable(tracker, built):
 def test_main_thread_exited(tracker, built):
     with target(built.pie, "zombie") as t:
         tid = t.read_value("tid")
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{t.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.005)
         diff = tracker.rescan(t.pid)
         main = tracker.lookup(t.pid, t.values["hot"])
         assert diff.added and main is not None and main.status is FileStatus.OK

@@ -294,7 +294,7 @@ class ProcessTracker:
             self._forget(pid)
             old = None
         try:
-            entries, task = self._read_maps(pid, st)
+            entries, task = self._read_maps(pid)
         except OSError as exc:
             self._counters.inc(f"maps_{failure_reason(exc)}")
             if isinstance(exc, ProcessGone):
@@ -305,11 +305,11 @@ class ProcessTracker:
             entries, task = [], 0
         return self._commit(pid, st, old, entries, task, exec_event)
 
-    def _read_maps(self, pid: int, st: StatInfo) -> tuple[list[MapsEntry], int]:
+    def _read_maps(self, pid: int) -> tuple[list[MapsEntry], int]:
         """Executable mappings of `pid`, and the thread read through when the leader has exited."""
         raw = self._procfs.read_bytes(pid, "maps")
         task = 0
-        if not raw and st.state == "Z":
+        if not raw:  # the leader has exited (or is exiting) while other threads run on
             for tid in self._procfs.tids(pid):
                 if tid == pid:
                     continue
