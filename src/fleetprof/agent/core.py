@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,8 @@ from fleetprof.nativeunwind.loader import TableLoader
 from fleetprof.process.fileid import file_id_u64
 from fleetprof.process.tracker import ExecMapping, ProcessTracker
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import Aggregator
+from fleetprof.profile.model import Frame, Mapping
+from fleetprof.tracer.aggregate import Aggregator, RawFrame
 from fleetprof.tracer.mapsync import MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
@@ -69,6 +70,8 @@ class ProfilerCore:
         self.tracker = ProcessTracker(cache_dir=str(options.cache_dir))
         self.tracker.add_listener(self)
         self.files: dict[int, FileRef] = {}
+        self._pid_maps: dict[tuple[int, int], Mapping] = {}
+        self._containers: dict[int, str] = {}
         self.started_ns = 0
         self.stopped_ns = 0
         self._mapsync: MappingsMap | None = None
@@ -173,6 +176,7 @@ class ProfilerCore:
                 continue
             key = file_id_u64(m.file_id)
             self.files.setdefault(key, FileRef(m.file_id, m.open_path, m.path, m.build_id))
+            self.remember_mapping(pid, key, m)
             self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, layout.MAPPING_FLAG_HAS_TABLE))
             self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
 
@@ -188,6 +192,42 @@ class ProfilerCore:
         """The tracker dropped a process."""
         if self._mapsync is not None:
             self._mapsync.remove_pid(pid)
+
+    # ---- what symbolization needs -------------------------------------------------------------------
+
+    def remember_mapping(self, pid: int, file_key: int, m: ExecMapping) -> None:
+        """Keep the profile-model view of a process' mapping of a file (outlives the process)."""
+        self._pid_maps.setdefault((pid, file_key), m.to_model())
+        if pid not in self._containers:
+            info = self.tracker.process(pid)
+            self._containers[pid] = info.container_id if info else ""
+
+    def mapping_model(self, pid: int, file_key: int) -> Mapping | None:
+        """The Mapping of `file_key` in `pid`, or a process-less one when the process was never scanned."""
+        got = self._pid_maps.get((pid, file_key))
+        if got is None:
+            ref = self.files.get(file_key)
+            if ref is None:
+                return None
+            got = Mapping(file_id=ref.file_id, path=ref.path, build_id=ref.build_id)
+        return got
+
+    def container_id(self, pid: int) -> str:
+        """The container id of `pid`, "" outside containers or when unknown."""
+        return self._containers.get(pid, "")
+
+    def anonymous_name(self, pid: int, addr: int) -> str:
+        """A name for code outside any file: the mapping's label ([anon:...], memfd) or [unknown]."""
+        m = self.tracker.lookup(pid, addr)
+        if m is None:
+            return "[unknown]"
+        if m.path:
+            return os.path.basename(m.path) if m.path.startswith("/") else m.path
+        return "[anonymous]"
+
+    def python_resolver(self) -> Callable[[int, RawFrame], Frame] | None:
+        """Symbolizer for Python frames, when Python support is active."""
+        return None
 
     # ---- reporting --------------------------------------------------------------------------------
 

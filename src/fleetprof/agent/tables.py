@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.errors import UnwindTableError
-from fleetprof.nativeunwind.loader import TableLoader, TableSpaceError
+from fleetprof.nativeunwind.loader import RULE_SIZE, TableLoader, TableSpaceError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ class TableManager:
                 return  # every mapping went away meanwhile
         try:
             table = self._cache.get(req.open_path, req.file_id)
-            self._loader.acquire(req.file_key, table.rows_bytes(), table.rule_bytes())
+            packed = table.rules_bytes()
+            rules = [packed[i : i + RULE_SIZE] for i in range(0, len(packed), RULE_SIZE)]
+            self._loader.acquire(req.file_key, table.rows_bytes(), rules)
             self.compiled += 1
         except (UnwindTableError, TableSpaceError, OSError) as exc:
             reason = f"{req.display_path}: no unwind table ({exc}); using frame pointers"

@@ -158,9 +158,10 @@ class ProcessTracker:
             self._listeners.append(listener)
 
     def remove_listener(self, listener: TrackerListener) -> None:
-        """Stop sending changes to `listener`."""
+        """Stop sending changes to `listener` (no-op when it was not added)."""
         with self._lock:
-            self._listeners.remove(listener)
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def rescan(self, pid: int) -> MappingDiff | None:
         """Re-read /proc/PID/maps and commit the difference; None when the process is gone."""
@@ -346,7 +347,7 @@ class ProcessTracker:
         kept = [m for key, m in old_by_key.items() if key in new_keys]
         removed = [m for key, m in old_by_key.items() if key not in new_keys]
         mappings = tuple(sorted(kept + added, key=lambda m: m.start))
-        exe = self._procfs.exe(pid) if old is None or exec_event else old.info.exe
+        exe = self._procfs.exe(pid) or (old.info.exe if old is not None and not exec_event else "")
         info = ProcessInfo(
             pid=pid,
             start_time=st.start_time,

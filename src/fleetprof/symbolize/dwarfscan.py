@@ -1,4 +1,4 @@
-"""A narrow DWARF 2–5 reader for one fact SymCache drops: each subprogram's DW_AT_decl_line.
+"""A narrow DWARF 2-5 reader for one fact SymCache drops: each subprogram's DW_AT_decl_line.
 
 pyelftools parses every attribute of every DIE (~40 µs each; ~0.1 s per libpython compile unit), so
 this scanner decodes only names, low_pc, decl_line and references of DW_TAG_subprogram DIEs, skips all
@@ -9,6 +9,7 @@ truncated data raise DwarfScanError for that one compile unit. Sections come fro
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -136,10 +137,8 @@ class DwarfSections:
         """Release the mapping and the file."""
         self.data = {}
         if getattr(self, "_map", None) is not None:
-            try:
+            with contextlib.suppress(BufferError):  # a view still points into it; the GC unmaps it
                 self._map.close()
-            except BufferError:  # a memoryview still points into it; the GC will unmap it
-                pass
         self._file.close()
 
     def has_info(self) -> bool:

@@ -147,7 +147,7 @@ def _collect(elf: ELFFile, stream: BinaryIO) -> CodeExtents:
     sections = sorted(
         (headers[i]["sh_addr"], headers[i]["sh_addr"] + headers[i]["sh_size"]) for i in exec_index
     )
-    best: dict[int, tuple[int, int, int, int]] = {}  # start -> (size, binding rank, table, name offset)
+    best: dict[int, tuple[int, int, int, int]] = {}  # start -> (size, binding rank, -table, name offset)
     tables: list[bytes] = []
     layout = _symbol_layout(elf.elfclass, elf.little_endian)
     for header in headers:
@@ -164,10 +164,10 @@ def _collect(elf: ELFFile, stream: BinaryIO) -> CodeExtents:
         for name, info, shndx, value, size in _iter_symbols(layout, raw, elf.elfclass):
             if info & 0xF not in (STT_FUNC, STT_GNU_IFUNC) or shndx not in exec_index or not value:
                 continue
-            rank = (size, _BIND_RANK.get(info >> 4, 0), -table)
-            if value not in best or rank > best[value][:2] + (-best[value][2],):
-                best[value] = (size, rank[1], table, name)
-    return _build(sections, {v: (b[0], _cstring(tables[b[2]], b[3])) for v, b in best.items()})
+            candidate = (size, _BIND_RANK.get(info >> 4, 0), -table, name)
+            if value not in best or candidate[:3] > best[value][:3]:
+                best[value] = candidate
+    return _build(sections, {v: (b[0], _cstring(tables[-b[2]], b[3])) for v, b in best.items()})
 
 
 _BIND_RANK = {1: 3, 2: 2, 0: 1}  # GLOBAL, WEAK, LOCAL: which alias names a shared address

@@ -27,6 +27,8 @@ from fleetprof.symbolize.startline import StartLines
 from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, SymcacheStore, default_cache_dir
 
 _COLD_SUFFIX = re.compile(r"\.cold(\.\d+)?$")
+# GCC clone suffixes (foo.constprop.0, foo.isra.0, foo.part.1, foo.cold): DWARF and addr2line call it foo.
+_CLONE_SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|lto_priv|localalias)(\.\d+)?)+$")
 _MEMO_LIMIT = 1 << 16
 _INLINE_ENTRY = 0xFFFFFFFF  # SymCache's entry address for inlined frames
 
@@ -265,13 +267,11 @@ class NativeSymbolizer:
             raw = loc.symbol or ""
             entry: int | None = None
             if outermost:
-                if containing is not None:
-                    raw = containing[1]
-                raw = _COLD_SUFFIX.sub("", raw)
-                entry = containing[0] if containing else loc.sym_addr + load_address
-                if loc.sym_addr == _INLINE_ENTRY:
-                    entry = None
-            function = demangle(raw) if raw else f"{loaded.module}+0x{addr:x}"
+                entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
+                if containing is not None and (containing[0] != entry or _COLD_SUFFIX.search(raw)):
+                    entry, raw = containing
+            base = _CLONE_SUFFIX.sub("", raw) if outermost else raw
+            function = demangle(base) if base else f"{loaded.module}+0x{addr:x}"
             start = self._start_line(loaded, addr, loc.symbol or raw, raw, entry)
             frames.append(
                 NativeFrame(

@@ -1,0 +1,193 @@
+"""Turn aggregated raw stacks into a symbolized `Profile`: kernel frames from kallsyms, native frames by file
+and ELF address (batched per file), Python frames from the interpreter symbolizer, and an error frame where
+unwinding stopped early."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from collections import defaultdict
+from collections.abc import Callable
+
+from fleetprof.agent.core import ProfilerCore
+from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
+from fleetprof.symbolize.kernel import KernelSymbols
+from fleetprof.symbolize.native import NativeFile, NativeFrame, NativeSymbolizer
+from fleetprof.tracer import layout
+from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
+
+PythonResolver = Callable[[int, RawFrame], Frame]
+
+
+def _error_frame(code: int) -> Frame:
+    return Frame(kind=FrameKind.ERROR, function=f"[unwind: {layout.UNWIND_ERROR_NAMES.get(code, str(code))}]")
+
+
+class ProfileBuilder:
+    """Symbolizes the stacks of one ProfilerCore; reusable across windows (caches persist)."""
+
+    def __init__(
+        self,
+        core: ProfilerCore,
+        native: NativeSymbolizer | None = None,
+        kernel: KernelSymbols | None = None,
+        python: PythonResolver | None = None,
+    ) -> None:
+        self.core = core
+        self.native = native or NativeSymbolizer(cache_dir=core.options.cache_dir / "symbols")
+        self.kernel = kernel or KernelSymbols.load()
+        self.python = python
+        self._kernel_memo: dict[int, Frame] = {}
+
+    def build(self, stacks: dict[StackKey, object] | None = None) -> Profile:
+        """A Profile of `stacks` (default: everything the core's aggregator holds)."""
+        core = self.core
+        agg_stacks = core.aggregator.stacks if stacks is None else stacks
+        decoded: dict[StackKey, list[RawFrame]] = {key: decode_frames(key.frames) for key in agg_stacks}
+        native = self._symbolize_native(decoded)
+        samples: list[Sample] = []
+        for key, counts in agg_stacks.items():
+            if key.pid == core.own_pid:
+                continue
+            frames = decoded[key]
+            user = frames[key.num_kernel :]
+            kern = frames[: key.num_kernel]
+            stack: list[Frame] = [Frame(kind=FrameKind.PROCESS, function=_name(key.pcomm) or f"pid {key.pid}")]
+            if key.error != layout.UNWIND_COMPLETE:
+                stack.append(_error_frame(key.error))
+            for raw in reversed(user):
+                stack.extend(self._user_frames(key.pid, raw, native))
+            for raw in reversed(kern):
+                stack.append(self._kernel_frame(raw.addr))
+            samples.append(
+                Sample(
+                    stack=tuple(stack),
+                    pid=key.pid,
+                    tid=key.tid,
+                    process_name=_name(key.pcomm),
+                    thread_name=_name(key.comm),
+                    count=counts.count,  # type: ignore[attr-defined]
+                    cpus=set(counts.cpus),  # type: ignore[attr-defined]
+                    timestamps_ns=list(counts.timestamps_ns),  # type: ignore[attr-defined]
+                    container_id=core.container_id(key.pid),
+                )
+            )
+        start = core.started_ns or 0
+        end = core.stopped_ns or start
+        stats = dict(core.stats())
+        return Profile(
+            samples=samples,
+            frequency_hz=core.options.frequency_hz,
+            start_time_ns=start,
+            duration_ns=max(end - start, 0),
+            hostname=socket.gethostname(),
+            kernel_release=platform.release(),
+            stats=stats,
+        )
+
+    # ---- native -----------------------------------------------------------------------------------
+
+    def _symbolize_native(self, decoded: dict[StackKey, list[RawFrame]]) -> dict[tuple[int, int], tuple[NativeFrame, ...]]:
+        wanted: dict[int, set[int]] = defaultdict(set)
+        for frames in decoded.values():
+            for raw in frames:
+                if raw.kind == layout.FRAME_NATIVE and raw.id:
+                    wanted[raw.id].add(_lookup_addr(raw))
+        out: dict[tuple[int, int], tuple[NativeFrame, ...]] = {}
+        for file_key, addrs in wanted.items():
+            ref = self.core.files.get(file_key)
+            if ref is None:
+                continue
+            nf = NativeFile(file_id=ref.file_id, path=ref.path, open_path=ref.open_path, build_id=ref.build_id)
+            for addr, frames in self.native.symbolize(nf, sorted(addrs)).items():
+                out[(file_key, addr)] = frames
+        return out
+
+    def _user_frames(
+        self, pid: int, raw: RawFrame, native: dict[tuple[int, int], tuple[NativeFrame, ...]]
+    ) -> list[Frame]:
+        if raw.kind == layout.FRAME_PYTHON:
+            if self.python is not None:
+                return [self.python(pid, raw)]
+            return [Frame(kind=FrameKind.PYTHON, function="<python frame>")]
+        if raw.kind == layout.FRAME_NATIVE_RAW:
+            return self._raw_frames(pid, raw, native)
+        if raw.kind != layout.FRAME_NATIVE:
+            return [Frame(kind=FrameKind.ERROR, function=f"[unknown frame kind {raw.kind}]")]
+        if raw.id == 0:
+            return [self._anonymous_frame(pid, raw.addr)]
+        addr = _lookup_addr(raw)
+        mapping = self.core.mapping_model(pid, raw.id)
+        frames = native.get((raw.id, addr))
+        if frames is None:
+            ref = self.core.files.get(raw.id)
+            module = os.path.basename(ref.path) if ref else "[unknown]"
+            return [Frame(kind=FrameKind.NATIVE, function=f"{module}+0x{addr:x}", mapping=mapping, address=addr)]
+        return [
+            Frame(
+                kind=FrameKind.NATIVE,
+                function=f.function,
+                file=f.file,
+                line=f.line,
+                mapping=mapping,
+                address=addr,
+                inlined=f.inlined,
+                start_line=f.start_line,
+                system_name=f.system_name,
+            )
+            for f in frames
+        ]
+
+    def _raw_frames(
+        self, pid: int, raw: RawFrame, native: dict[tuple[int, int], tuple[NativeFrame, ...]]
+    ) -> list[Frame]:
+        """A frame BPF could not place (no mapping known yet): place it with the tracker now."""
+        m = self.core.tracker.lookup(pid, raw.addr)
+        if m is None or not m.file_id:
+            return [self._anonymous_frame(pid, raw.addr)]
+        from fleetprof.process.fileid import file_id_u64
+
+        key = file_id_u64(m.file_id)
+        elf = m.elf_address(raw.addr)
+        addr = elf - 1 if raw.flags & layout.FRAME_FLAG_RETURN_ADDRESS else elf
+        if (key, addr) not in native:
+            nf = NativeFile(file_id=m.file_id, path=m.path, open_path=m.open_path, build_id=m.build_id)
+            native.update({(key, a): f for a, f in self.native.symbolize(nf, [addr]).items()})
+        resolved = RawFrame(kind=layout.FRAME_NATIVE, id=key, addr=elf, aux=0, flags=raw.flags)
+        self.core.remember_mapping(pid, key, m)
+        return self._user_frames(pid, resolved, native)
+
+    def _anonymous_frame(self, pid: int, addr: int) -> Frame:
+        name = self.core.anonymous_name(pid, addr)
+        return Frame(kind=FrameKind.NATIVE, function=f"{name}+0x{addr:x}", address=addr)
+
+    # ---- kernel -----------------------------------------------------------------------------------
+
+    def _kernel_frame(self, addr: int) -> Frame:
+        frame = self._kernel_memo.get(addr)
+        if frame is None:
+            frame = Frame(kind=FrameKind.KERNEL, function=self.kernel.name(addr), address=addr)
+            self._kernel_memo[addr] = frame
+        return frame
+
+
+def _lookup_addr(raw: RawFrame) -> int:
+    """The address to symbolize: inside the call instruction for return addresses."""
+    return raw.addr - 1 if raw.flags & layout.FRAME_FLAG_RETURN_ADDRESS else raw.addr
+
+
+def _name(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def build_profile(core: ProfilerCore) -> Profile:
+    """Symbolize everything the core has aggregated."""
+    builder = ProfileBuilder(core, python=core.python_resolver())
+    try:
+        return builder.build()
+    finally:
+        builder.native.close()
+
+
+__all__ = ["Mapping", "ProfileBuilder", "build_profile"]

@@ -1,0 +1,130 @@
+"""`fleetprof top`: live top functions (self and total CPU) of the whole host or given pids, in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from fleetprof.agent.build import ProfileBuilder
+from fleetprof.agent.core import CoreOptions, ProfilerCore
+from fleetprof.bpf.caps import missing_capabilities
+from fleetprof.cli.errors import CapabilityError, CliError, UsageError
+from fleetprof.profile.model import Frame, FrameKind, Profile
+from fleetprof.tracer.sampler import SamplerError
+
+
+@dataclass(frozen=True, slots=True)
+class TopRow:
+    """One function's share of a window."""
+
+    name: str
+    self_samples: int
+    total_samples: int
+
+
+def function_label(frame: Frame) -> str:
+    """How a function is named in the table: name plus module, source file or the kernel mark."""
+    if frame.kind is FrameKind.PYTHON:
+        return f"{frame.function} ({frame.file})" if frame.file else frame.function
+    return frame.folded_name()
+
+
+def top_rows(profile: Profile) -> tuple[list[TopRow], int]:
+    """Self and total samples per function (recursion counted once per stack); and the sample total."""
+    self_counts: Counter[str] = Counter()
+    total_counts: Counter[str] = Counter()
+    total = 0
+    for sample in profile.samples:
+        frames = [f for f in sample.stack if f.kind is not FrameKind.PROCESS]
+        if not frames:
+            continue
+        total += sample.count
+        self_counts[function_label(frames[-1])] += sample.count
+        for name in {function_label(f) for f in frames}:
+            total_counts[name] += sample.count
+    rows = [TopRow(n, self_counts.get(n, 0), t) for n, t in total_counts.items()]
+    rows.sort(key=lambda r: (-r.self_samples, -r.total_samples, r.name))
+    return rows, total
+
+
+def render(rows: list[TopRow], total: int, limit: int, width: int, header: str) -> str:
+    """The table as text."""
+    lines = [header, f"{'SELF%':>6} {'TOTAL%':>6} {'SAMPLES':>8}  FUNCTION"]
+    for row in rows[:limit]:
+        pct_self = 100.0 * row.self_samples / total if total else 0.0
+        pct_total = 100.0 * row.total_samples / total if total else 0.0
+        line = f"{pct_self:6.1f} {pct_total:6.1f} {row.self_samples:8d}  {row.name}"
+        lines.append(line[:width])
+    if not rows:
+        lines.append("(no samples yet)")
+    return "\n".join(lines)
+
+
+class TopCommand:
+    """Show the functions using the most CPU right now, refreshed every interval."""
+
+    name = "top"
+    help = "live top functions of the whole host or of given pids"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        """Options."""
+        parser.add_argument("--pid", "-p", type=int, nargs="+", metavar="PID", help="only these processes")
+        parser.add_argument("--frequency", "-F", type=int, default=99, metavar="HZ", help="samples per second per CPU")
+        parser.add_argument("--interval", "-i", type=float, default=2.0, metavar="S", help="refresh period")
+        parser.add_argument("--limit", "-n", type=int, default=25, metavar="N", help="rows to show")
+        parser.add_argument("--iterations", type=int, metavar="K", help="stop after K refreshes")
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Sample and redraw until Ctrl-C (or --iterations)."""
+        if args.interval <= 0 or args.limit <= 0 or args.frequency <= 0:
+            raise UsageError("--interval, --limit and --frequency must be positive")
+        for pid in args.pid or ():
+            if pid <= 0 or not Path(f"/proc/{pid}").exists():
+                raise CliError(f"no process with pid {pid}")
+        missing = missing_capabilities()
+        if missing:
+            raise CapabilityError(missing[0].message)
+        pids = tuple(args.pid) if args.pid else None
+        core = ProfilerCore(CoreOptions(frequency_hz=args.frequency, pids=pids, keep_timestamps=False))
+        try:
+            try:
+                core.load()
+                core.scan(list(pids) if pids else None)
+                core.start()
+            except SamplerError as exc:
+                raise CliError(str(exc)) from None
+            builder = ProfileBuilder(core, python=core.python_resolver())
+            try:
+                self._loop(core, builder, args, sys.stdout)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                builder.native.close()
+        finally:
+            core.close()
+        return 0
+
+    def _loop(self, core: ProfilerCore, builder: ProfileBuilder, args: argparse.Namespace, out: TextIO) -> None:
+        tty = out.isatty()
+        shown = 0
+        while args.iterations is None or shown < args.iterations:
+            deadline = time.monotonic() + args.interval
+            while time.monotonic() < deadline:
+                core.poll(100)
+            window = core.aggregator.stacks
+            core.aggregator.stacks = {}
+            profile = builder.build(window)
+            rows, total = top_rows(profile)
+            width = shutil.get_terminal_size((120, 40)).columns if tty else 200
+            stamp = time.strftime("%H:%M:%S")
+            header = f"fleetprof top — {stamp}, {total} samples in {args.interval:g} s at {args.frequency} Hz"
+            text = render(rows, total, args.limit, width, header)
+            out.write(("\033[H\033[2J" if tty else "") + text + "\n\n")
+            out.flush()
+            shown += 1
