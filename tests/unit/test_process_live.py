@@ -30,6 +30,18 @@ NM = shutil.which("nm")
 pytestmark = pytest.mark.skipif(GCC is None or NM is None, reason="needs gcc and nm")
 
 
+def _map_files_readable() -> bool:
+    """/proc/PID/map_files needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE); deleted files need it."""
+    try:
+        os.stat(os.path.join("/proc/self/map_files", os.listdir("/proc/self/map_files")[0]))
+    except (OSError, IndexError):
+        return False
+    return True
+
+
+needs_map_files = pytest.mark.skipif(not _map_files_readable(), reason="needs map_files access (root)")
+
+
 def _gcc(*args: str) -> None:
     subprocess.run([GCC, *args], check=True, capture_output=True)
 
@@ -203,6 +215,7 @@ def test_lld_like_layout_bias(tracker, built):
         assert lib.elf_address(address) == _symbol(built.odd_lib, "fleet_lib_func")
 
 
+@needs_map_files
 def test_library_loaded_from_memfd(tracker, built):
     with target(built.pie, "memfd", built.lib) as t:
         tracker.rescan(t.pid)
@@ -244,6 +257,7 @@ def test_main_thread_exited(tracker, built):
         assert tracker.stats()["maps_via_thread"] == 1
 
 
+@needs_map_files
 def test_deleted_executable_stays_readable_after_exit(tracker, built, tmp_path):
     copy = tmp_path / "doomed"
     shutil.copyfile(built.pie, copy)

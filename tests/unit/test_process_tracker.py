@@ -397,10 +397,13 @@ def test_exec_refreshes_names_and_mappings(fake, tracker, elf):
     fake.set_stat(100, comm="true", start_time=1000)
     (base / "maps").write_text(_text_line(TEXT, 0x4000, "/usr/bin/true"))
     fake.map_file(100, TEXT, TEXT + 0x4000, elf)
-    assert tracker.rescan(100).added and tracker.process(100).exe == "/bin/sh"
     diff = tracker.on_exec(100)
-    assert not diff.new_process and tracker.process(100).exe == "/usr/bin/true"
-    assert tracker.process(100).comm == "true"
+    assert not diff.new_process and [m.path for m in diff.added] == ["/usr/bin/true"]
+    assert (tracker.process(100).exe, tracker.process(100).comm) == ("/usr/bin/true", "true")
+    os.unlink(base / "exe")  # unreadable later (main thread exited): the last known value stays
+    tracker.rescan(100)
+    assert tracker.process(100).exe == "/usr/bin/true"
+    assert tracker.stats()["execs"] == 1
 
 
 def test_thread_names_are_cached_and_survive_thread_exit(fake, tracker, clock):
@@ -474,6 +477,20 @@ def test_vdso_unreadable_with_no_known_image(fake, tracker):
     assert mapping.status is FileStatus.UNREADABLE and mapping.file_id == ""
 
 
+def test_vdso_kept_in_a_memfd_when_the_cache_is_not_writable(fake, tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    vdso = _own_vdso()
+    fake.add(100, f"10000-{0x10000 + len(vdso):x} r-xp 00000000 00:00 0 [vdso]\n")
+    with open(fake.root / "100" / "mem", "wb") as mem:
+        mem.seek(0x10000)
+        mem.write(vdso)
+    with ProcessTracker(proc_root=str(fake.root), cache_dir=str(blocker)) as tracker:
+        mapping = tracker.rescan(100).added[0]
+        assert mapping.status is FileStatus.OK and Path(mapping.open_path).read_bytes() == vdso
+        assert tracker.stats()["vdso_cache_unwritable"] == 1
+
+
 def _own_vdso() -> bytes:
     for line in Path("/proc/self/maps").read_text().splitlines():
         if line.endswith("[vdso]"):
@@ -491,3 +508,49 @@ def test_procfs_stat_parses_awkward_comm(fake):
     (fake.root / "100" / "stat").write_text("garbage")
     with pytest.raises(ProcessGone):
         ProcFS(str(fake.root)).stat(100)
+
+
+def test_unreadable_mapping_is_retried_on_rescan(fake, tracker, elf):
+    fake.add(100, _text_line(TEXT, 0x4000, "/usr/bin/true"))
+    first = tracker.rescan(100).added[0]
+    assert first.status is FileStatus.UNREADABLE
+    assert not tracker.rescan(100).changed  # still unreadable: no churn for listeners
+    fake.map_file(100, TEXT, TEXT + 0x4000, elf)
+    diff = tracker.rescan(100)
+    assert diff.removed == (first,) and diff.added[0].status is FileStatus.OK
+    assert tracker.lookup(100, TEXT).status is FileStatus.OK
+    assert tracker.stats()["unreadable_recovered"] == 1
+
+
+def test_lookups_while_another_thread_rescans(fake, tracker, elf):
+    import threading
+
+    fake.add(100, _text_line(TEXT, 0x4000, "/usr/bin/true"))
+    fake.map_file(100, TEXT, TEXT + 0x4000, elf)
+    lib = 0x7F00_0000_2000
+    fake.map_file(100, lib, lib + 0x4000, elf)
+    tracker.rescan(100)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def poll():
+        try:
+            while not stop.is_set():
+                found = tracker.lookup(100, TEXT + 0x10)
+                assert found is None or found.contains(TEXT + 0x10)
+                tracker.process(100)
+                tracker.thread_name(100, 100)
+        except BaseException as exc:
+            errors.append(exc)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    maps = fake.root / "100" / "maps"
+    for round_ in range(50):
+        text = _text_line(TEXT, 0x4000, "/usr/bin/true")
+        maps.write_text(text + _text_line(lib, 0x4000, "/usr/lib/x.so", inode=8) if round_ % 2 else text)
+        tracker.rescan(100)
+    stop.set()
+    poller.join()
+    assert errors == []
+    assert tracker.stats()["open_files"] == 1

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,6 +76,23 @@ class Parked:
         return self.process.pid
 
 
+def _wait_blocked_in_read(pid: int, fd: int, count: int, timeout: float = 10.0) -> None:
+    """Wait until `count` threads of `pid` sit in read(fd, ...) (x86-64 syscall 0)."""
+    deadline = time.monotonic() + timeout
+    prefix = f"0 {fd:#x} "
+    while time.monotonic() < deadline:
+        blocked = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                blocked += (task / "syscall").read_text().startswith(prefix)
+            except OSError:
+                continue
+        if blocked >= count:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"pid {pid}: its threads did not all block in read({fd})")
+
+
 @contextmanager
 def parked_chain(interpreter: Interpreter) -> Iterator[Parked]:
     """Run chain.py under `interpreter` until every thread is parked; kill it afterwards."""
@@ -92,6 +110,7 @@ def parked_chain(interpreter: Interpreter) -> Iterator[Parked]:
         if not line:
             pytest.fail(f"{interpreter.name}: chain.py exited with {process.wait(timeout=10)}")
         info = json.loads(line)
+        _wait_blocked_in_read(process.pid, read_end, len(info["threads"]))
         yield Parked(process, info["threads"], tuple(info["version"]))
     finally:
         process.kill()

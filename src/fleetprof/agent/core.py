@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.tables import TableManager, TableRequest
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.loader import TableLoader
@@ -77,6 +78,7 @@ class ProfilerCore:
         self._mapsync: MappingsMap | None = None
         self._tables: TableManager | None = None
         self._rescan: set[int] = set()
+        self._quiet_until: dict[int, tuple[float, float]] = {}
         self._exited: list[int] = []
         self._lock = threading.Lock()
         self.own_pid = os.getpid()
@@ -129,6 +131,18 @@ class ProfilerCore:
         self._exited.clear()
         self.sampler.close()
 
+    def prewarm(self, paths: Sequence[str]) -> None:
+        """Load the unwind tables of files a process is about to map (held until `close`)."""
+        assert self._tables is not None
+        for path in paths:
+            ident = file_identity(path)
+            if ident is None:
+                continue
+            fid, build_id = ident
+            key = file_id_u64(fid)
+            self.files.setdefault(key, FileRef(fid, path, path, build_id))
+            self._tables.acquire(TableRequest(key, fid, path, path))
+
     def wait_tables(self, timeout: float) -> bool:
         """Wait for queued unwind-table compilations."""
         return self._tables.wait_idle(timeout) if self._tables else True
@@ -139,13 +153,17 @@ class ProfilerCore:
         import ctypes
 
         etype, pid, _addr = layout.EVENT_STRUCT.unpack(ctypes.string_at(address, layout.EVENT_STRUCT.size))
-        if etype in (layout.EVENT_NEW_PID, layout.EVENT_UNKNOWN_PC):
+        if etype == layout.EVENT_NEW_PID:
             self._rescan.add(pid)
+        elif etype == layout.EVENT_UNKNOWN_PC:
+            if time.monotonic() >= self._quiet_until.get(pid, (0.0, 0.0))[0]:
+                self._rescan.add(pid)
         elif etype == layout.EVENT_EXEC:
             self.tracker.on_exec(pid)
             self._rescan.add(pid)
         elif etype == layout.EVENT_EXIT:
             self._rescan.discard(pid)
+            self._quiet_until.pop(pid, None)
             if self._mapsync is not None:
                 self._mapsync.remove_pid(pid)
             # Keep the tracker's knowledge (open files) until the profile is built.
@@ -160,7 +178,16 @@ class ProfilerCore:
     def _rescan_pid(self, pid: int) -> None:
         if pid == self.own_pid:
             return
-        self.tracker.rescan(pid)
+        diff = self.tracker.rescan(pid)
+        if diff is None:
+            return
+        if diff.changed or diff.new_process:
+            self._quiet_until.pop(pid, None)
+        else:
+            # A pc outside every mapping that a rescan can't explain: back off (1 s, doubling to 30 s).
+            _, backoff = self._quiet_until.get(pid, (0.0, 0.5))
+            backoff = min(backoff * 2, 30.0)
+            self._quiet_until[pid] = (time.monotonic() + backoff, backoff)
         if self._mapsync is not None:
             self._mapsync.mark_known(pid)
 

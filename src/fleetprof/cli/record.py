@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from fleetprof.agent.build import build_profile
 from fleetprof.agent.core import CoreOptions, ProfilerCore
+from fleetprof.agent.prewarm import files_for_command
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import (
     EXIT_NOT_EXECUTABLE,
@@ -27,6 +28,7 @@ from fleetprof.output.registry import UnknownFormatError, format_for_path, forma
 from fleetprof.tracer.sampler import SamplerError
 
 MAX_FREQUENCY = 10_000
+PREWARM_TIMEOUT_S = 30.0
 
 
 class RecordCommand:
@@ -112,6 +114,9 @@ class Recording:
             except SamplerError as exc:
                 raise CliError(str(exc)) from None
             if self.cmd:
+                assert self.exe is not None
+                core.prewarm(files_for_command(self.exe))
+                core.wait_tables(PREWARM_TIMEOUT_S)
                 self.child = self._spawn()
                 core.sampler.map("pid_filter").delete(own.to_bytes(4, "little"))
             try:

@@ -69,12 +69,12 @@ def run_readelf(path: str) -> str:
 def parse_readelf(text: str) -> Iterator[OracleRow]:
     """Rows of every FDE in readelf -wF output; an FDE without rows inherits its CIE's initial row."""
     section = ""
-    cie_init: dict[int, tuple[list[str], list[str], bool]] = {}
-    cie_signal: dict[int, bool] = {}
+    cie_init: dict[tuple[str, int], tuple[list[str], list[str]]] = {}
+    cie_signal: dict[tuple[str, int], bool] = {}
     cols: list[str] = []
     pending: list[tuple[int, list[str]]] = []
-    fde: tuple[int, int, int] | None = None
-    cur_cie: int | None = None
+    fde: tuple[tuple[str, int], int, int] | None = None
+    cur_cie: tuple[str, int] | None = None
 
     def flush() -> Iterator[OracleRow]:
         if fde is None:
@@ -84,7 +84,7 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
         rows = pending
         header = cols
         if not rows and cie_off in cie_init:
-            header, init_vals, _ = cie_init[cie_off]
+            header, init_vals = cie_init[cie_off]
             rows = [(lo, init_vals)]
         for k, (pc, vals) in enumerate(rows):
             end = rows[k + 1][0] if k + 1 < len(rows) else hi
@@ -101,14 +101,14 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
             continue
         if m := _FDE_RE.match(line):
             yield from flush()
-            fde = (int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16))
+            fde = ((section, int(m.group(1), 16)), int(m.group(2), 16), int(m.group(3), 16))
             cur_cie = None
             pending = []
             continue
         if m := _CIE_RE.match(line):
             yield from flush()
             fde = None
-            cur_cie = int(m.group(1), 16)
+            cur_cie = (section, int(m.group(1), 16))
             cie_signal[cur_cie] = "S" in m.group(2)
             continue
         stripped = _TOKEN_RE.findall(line)
@@ -121,7 +121,7 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
             if fde is not None:
                 pending.append((int(stripped[0], 16), stripped[1:]))
             elif cur_cie is not None and cur_cie not in cie_init:
-                cie_init[cur_cie] = (cols, stripped[1:], False)
+                cie_init[cur_cie] = (cols, stripped[1:])
     yield from flush()
 
 

@@ -47,6 +47,7 @@ static __always_inline long frame_pointer_step(struct sample *s, struct unwind_s
 	st->pc = frame[1];
 	st->sp = fp + 16;
 	st->return_address = 1;
+	st->via_frame_pointer = 1;
 	if (st->pc == 0)
 		return stack_complete(st);
 	return 0;
@@ -119,10 +120,10 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		struct mapping_key key = {.prefixlen = 96, .pid = st->pid, .addr_be = __builtin_bswap64(pc)};
 		struct mapping_info *m = bpf_map_lookup_elem(&mappings, &key);
 		if (!m) {
-			if (bpf_map_lookup_elem(&known_pids, &st->pid))
-				report_pid(EVENT_UNKNOWN_PC, st->pid, pc);
-			else
+			if (!bpf_map_lookup_elem(&known_pids, &st->pid))
 				report_pid(EVENT_NEW_PID, st->pid, pc);
+			else if (!st->via_frame_pointer)
+				report_pid(EVENT_UNKNOWN_PC, st->pid, pc); /* fp-derived pcs may be garbage: no rescans */
 			if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
 				return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
 			return frame_pointer_step(s, st);
@@ -208,6 +209,7 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	st->sp = cfa;
 	st->pc = ra;
 	st->return_address = 1;
+	st->via_frame_pointer = 0;
 	if (ra == 0)
 		return stack_complete(st);
 	return 0;

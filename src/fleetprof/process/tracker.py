@@ -337,15 +337,23 @@ class ProcessTracker:
         exec_event: bool,
     ) -> MappingDiff | None:
         old_by_key = {m.key: m for m in old.info.mappings} if old is not None else {}
-        resolved = [self._resolve(pid, entry, task) for entry in entries if entry.key not in old_by_key]
-        added = [r.mapping for r in resolved]
-        if any(r.maybe_gone for r in resolved) and not self._alive(pid, st.start_time):
-            self._release(added)
+        by_key = {entry.key: entry for entry in entries}
+        fresh = [self._resolve(pid, entry, task) for key, entry in by_key.items() if key not in old_by_key]
+        retried = [
+            self._resolve(pid, by_key[key], task)
+            for key, m in old_by_key.items()
+            if key in by_key and m.status is FileStatus.UNREADABLE
+        ]
+        if any(r.maybe_gone for r in fresh + retried) and not self._alive(pid, st.start_time):
+            self._release(r.mapping for r in fresh + retried)
             self._forget(pid)
             return None
-        new_keys = {entry.key for entry in entries}
-        kept = [m for key, m in old_by_key.items() if key in new_keys]
-        removed = [m for key, m in old_by_key.items() if key not in new_keys]
+        recovered = [r.mapping for r in retried if r.mapping.status is not FileStatus.UNREADABLE]
+        self._counters.inc("unreadable_recovered", len(recovered))
+        added = [r.mapping for r in fresh] + recovered
+        stale = {m.key for m in recovered}
+        kept = [m for key, m in old_by_key.items() if key in by_key and key not in stale]
+        removed = [m for key, m in old_by_key.items() if key not in by_key or key in stale]
         mappings = tuple(sorted(kept + added, key=lambda m: m.start))
         exe = self._procfs.exe(pid) or (old.info.exe if old is not None and not exec_event else "")
         info = ProcessInfo(

@@ -6,6 +6,7 @@ directory, named by content, and one file id; it then symbolizes like any other 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -91,9 +92,15 @@ class VdsoStore:
         if os.path.exists(path):
             return path
         os.makedirs(self._dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self._dir, prefix=".vdso-", delete=False) as out:
-            out.write(data)
-        os.replace(out.name, path)
+        fd, partial = tempfile.mkstemp(dir=self._dir, prefix=".vdso-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(partial, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
         return path
 
     def close(self) -> None:

@@ -135,13 +135,14 @@ def find_python(pid: int) -> PythonProcess | None:
         return None
     for path in _candidates(pid, mappings):
         readable = f"/proc/{pid}/root{path}"
+        readable = readable if os.path.exists(readable) else path
         try:
-            binary = inspect_python_binary(readable if os.path.exists(readable) else path)
+            binary = inspect_python_binary(readable)
         except UnsupportedPython:
             continue
         if binary is None:
             continue
-        bias = load_bias(binary.path, [(m.start, m.offset) for m in mappings if m.path == path])
+        bias = load_bias(readable, [(m.start, m.offset) for m in mappings if m.path == path])
         if bias is not None:
             return PythonProcess(pid, binary, bias, start_time)
     return None

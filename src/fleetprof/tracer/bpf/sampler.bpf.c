@@ -18,7 +18,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define RATE_LIMIT_NS (250ULL * 1000 * 1000)
+#define RATE_LIMIT_NS (10ULL * 1000 * 1000) /* per pid; userspace backs off further */
 
 /* ---- maps ---------------------------------------------------------------------------------------- */
 
@@ -49,7 +49,8 @@ struct unwind_state {
 	__u8 mode;             /* MODE_*: which walker the next loop step runs */
 	__u8 resume;           /* the frame at pc was emitted already; just unwind it */
 	__u8 py_started;       /* the Python cursor was initialised from the thread state */
-	__u8 reserved[3];
+	__u8 via_frame_pointer; /* pc came from a frame-pointer step (less trustworthy) */
+	__u8 reserved[2];
 };
 
 #define NEXT_SUBMIT 0
