@@ -81,7 +81,13 @@ def test_remember_restore_state_and_restore():
 def test_restore_extended_and_same_value():
     code = bytes([0x41, 0x86, 2, 0x41, 0x06, 6, 0x41, 0x86, 2, 0x41, 0x08, 6])
     rows, _ = rows_of(code)
-    assert [r for _, r in rows] == [rsp(8), rsp(8, UW_RBP_AT_CFA, -16), rsp(8), rsp(8, UW_RBP_AT_CFA, -16), rsp(8)]
+    assert [r for _, r in rows] == [
+        rsp(8),
+        rsp(8, UW_RBP_AT_CFA, -16),
+        rsp(8),
+        rsp(8, UW_RBP_AT_CFA, -16),
+        rsp(8),
+    ]
 
 
 def test_undefined_return_address_stops():
@@ -252,7 +258,9 @@ _instruction = st.one_of(
     st.tuples(st.sampled_from([0x05, 0x09, 0x0C, 0x11, 0x12, 0x14, 0x15, 0x2F]), _reg, _uleb_small).map(
         lambda t: bytes(t[:2]) + t[2]
     ),
-    st.sampled_from([bytes([0x0F, len(PLT_EXPR)]) + PLT_EXPR, b"\x0f\x03\x76\x78\x06", b"\x10\x06\x02\x76\x00"]),
+    st.sampled_from(
+        [bytes([0x0F, len(PLT_EXPR)]) + PLT_EXPR, b"\x0f\x03\x76\x78\x06", b"\x10\x06\x02\x76\x00"]
+    ),
 )
 
 

@@ -15,7 +15,11 @@ import pytest
 from test_python_support import Interpreter, interpreter_params
 
 from fleetprof.interpreters.python import procinfo
-from fleetprof.interpreters.python.debug_offsets import layout_from_debug_offsets, parse_debug_offsets, struct_size
+from fleetprof.interpreters.python.debug_offsets import (
+    layout_from_debug_offsets,
+    parse_debug_offsets,
+    struct_size,
+)
 from fleetprof.interpreters.python.discovery import inspect_python_binary
 from fleetprof.interpreters.python.elfsyms import ElfImage
 from fleetprof.interpreters.python.layouts import NONE, SEMANTICS, table_layout
@@ -79,7 +83,9 @@ def _compile(tmp_path: Path, body: str) -> list[str]:
     return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
 
 
-@pytest.mark.parametrize(("name", "mirror"), [("py_proc_info", PyProcInfo), ("py_frame_record", PyFrameRecord)])
+@pytest.mark.parametrize(
+    ("name", "mirror"), [("py_proc_info", PyProcInfo), ("py_frame_record", PyFrameRecord)]
+)
 def test_header_matches_python_mirror(tmp_path: Path, name: str, mirror: type[ctypes.Structure]) -> None:
     lines = [f'printf("%zu\\n", sizeof(struct {name}));']
     lines += [f'printf("%zu\\n", offsetof(struct {name}, {f[0]}));' for f in mirror._fields_]
@@ -91,7 +97,9 @@ def test_header_matches_python_mirror(tmp_path: Path, name: str, mirror: type[ct
 
 
 def test_header_constants_match_python(tmp_path: Path) -> None:
-    names = [n for n in dir(procinfo) if n.startswith(("PY_F_", "PY_WALK_", "PY_CSUM_", "PY_OFF_", "PY_LASTI_"))]
+    names = [
+        n for n in dir(procinfo) if n.startswith(("PY_F_", "PY_WALK_", "PY_CSUM_", "PY_OFF_", "PY_LASTI_"))
+    ]
     out = _compile(tmp_path, "\n".join(f'printf("%llu\\n", (unsigned long long){n});' for n in names))
     assert [int(v) for v in out] == [getattr(procinfo, n) for n in names]
 
@@ -99,8 +107,13 @@ def test_header_constants_match_python(tmp_path: Path) -> None:
 def test_checksum_matches_c(tmp_path: Path) -> None:
     rng = random.Random(4)
     cases = [(1, 0, 0, 0), (0xFFFFFFFF, 7, (1 << 64) - 1, 0x7F00DEADBEEF)]
-    cases += [(rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(64), rng.getrandbits(64)) for _ in range(50)]
-    body = "\n".join(f'printf("%u\\n", py_code_checksum({a}u, {b}u, {c}ull, {d}ull));' for a, b, c, d in cases)
+    cases += [
+        (rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(64), rng.getrandbits(64))
+        for _ in range(50)
+    ]
+    body = "\n".join(
+        f'printf("%u\\n", py_code_checksum({a}u, {b}u, {c}ull, {d}ull));' for a, b, c, d in cases
+    )
     assert [int(v) for v in _compile(tmp_path, body)] == [code_checksum(*case) for case in cases]
 
 
@@ -113,7 +126,14 @@ def test_proc_info_mirrors_the_layout(interpreter: Interpreter) -> None:
     assert info.runtime_addr == binary.runtime_addr + 0x1000
     assert info.version == 0x300 | interpreter.minor
     assert info.walk_kind == SEMANTICS[(interpreter.minor, False)].walk_kind
-    for name in ("tstate_frame", "frame_previous", "frame_code", "frame_lasti", "code_firstlineno", "code_name"):
+    for name in (
+        "tstate_frame",
+        "frame_previous",
+        "frame_code",
+        "frame_lasti",
+        "code_firstlineno",
+        "code_name",
+    ):
         assert getattr(info, name) == getattr(layout, name)
     assert (info.tstate_native_tid == procinfo.PY_OFF_NONE) == (interpreter.minor < 11)
     assert (info.frame_entry == procinfo.PY_OFF_NONE) == (interpreter.minor < 11)

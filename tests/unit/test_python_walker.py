@@ -3,14 +3,16 @@ BPF walker must hand back to native unwinding."""
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 from test_python_support import CHAIN, Interpreter, chain_lines, interpreter_params, parked_chain
 
-from fleetprof.interpreters.python.procinfo import PY_WALK_FRAMEOBJECT
 from fleetprof.interpreters.python.process import find_python, proc_info
+from fleetprof.interpreters.python.procinfo import PY_WALK_FRAMEOBJECT
 from fleetprof.interpreters.python.walker import ThreadStack, walk_thread_stacks
 from fleetprof.profile.model import FrameKind
 
@@ -50,23 +52,35 @@ def test_walker_returns_every_threads_stack(interpreter: Interpreter) -> None:
         ("<module>", LINES["module"]),
     ]
     assert _chain(stacks["worker"]) == [park, ("worker_loop", LINES["worker_loop"])]
-    assert _chain(stacks["generator"]) == [park, ("producer", LINES["producer"]), ("consumer", LINES["consumer"])]
+    assert _chain(stacks["generator"]) == [
+        park,
+        ("producer", LINES["producer"]),
+        ("consumer", LINES["consumer"]),
+    ]
     assert _chain(stacks["coroutine"]) == [
         park,
         ("coro_leaf", LINES["coro_leaf"]),
         ("coro_main", LINES["coro_main"]),
         ("run_coroutine", LINES["run_coroutine"]),
     ]
-    assert _chain(stacks["unicode"]) == [park, (_name(interpreter.minor, "Ünïcode.méthode"), LINES["méthode"])]
+    assert _chain(stacks["unicode"]) == [
+        park,
+        (_name(interpreter.minor, "Ünïcode.méthode"), LINES["méthode"]),
+    ]
     assert _chain(stacks["callback"]) == [
         park,
         ("sort_key", LINES["sort_key"]),
         ("sort_with_callback", LINES["sort_with_callback"]),
     ]
+    assert _chain(stacks["recursive"]) == [
+        park,
+        ("recurse", LINES["recurse_bottom"]),
+        *[("recurse", LINES["recurse"])] * 200,
+    ]
     exec_frames = [(f.function, f.line) for f in stacks["exec"].frames[:2]]
     assert exec_frames == [park, ("exec_fn", 2)]
     assert stacks["exec"].frames[1].file == "<exec-string>"
-    for name in ("worker", "generator", "coroutine", "unicode", "exec", "callback"):
+    for name in ("worker", "generator", "coroutine", "unicode", "exec", "callback", "recursive"):
         bottom = stacks[name].frames[-1]
         assert bottom.function == _name(interpreter.minor, "Thread._bootstrap")
         assert bottom.file.endswith("threading.py")
@@ -83,7 +97,10 @@ def test_eval_call_boundaries_match_the_version(interpreter: Interpreter) -> Non
         process = find_python(child.pid)
     assert process is not None
     ends = {
-        name: [(f.function.rsplit(".", 1)[-1], raw.ends_eval_call) for f, raw in zip(s.frames, s.raw, strict=True)]
+        name: [
+            (f.function.rsplit(".", 1)[-1], raw.ends_eval_call)
+            for f, raw in zip(s.frames, s.raw, strict=True)
+        ]
         for name, s in stacks.items()
     }
     if proc_info(process.binary, process.bias).walk_kind == PY_WALK_FRAMEOBJECT:
@@ -119,3 +136,20 @@ def test_no_python_in_a_process_gives_no_stacks() -> None:
         sleeper.kill()
         sleeper.wait()
     assert walk_thread_stacks(sleeper.pid) == []
+
+
+def _fsbase() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = ctypes.c_ulong()
+    assert libc.syscall(158, 0x1003, ctypes.byref(value)) == 0  # arch_prctl(ARCH_GET_FS)
+    return value.value
+
+
+def test_pthread_self_is_the_thread_pointer() -> None:
+    """What the BPF relies on to match thread states: tstate->thread_id (pthread_self) == task fsbase."""
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append((threading.get_ident(), _fsbase())))
+    worker.start()
+    worker.join()
+    assert seen[0][0] == seen[0][1]
+    assert threading.get_ident() == _fsbase()

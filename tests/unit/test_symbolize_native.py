@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ h = importlib.util.module_from_spec(_spec)
 sys.modules["symbolize_helpers"] = h
 _spec.loader.exec_module(h)
 
-pytestmark = pytest.mark.skipif(not h.have("gcc", "g++", "addr2line", "nm", "objcopy"), reason="needs binutils+gcc")
+pytestmark = pytest.mark.skipif(
+    not h.have("gcc", "g++", "addr2line", "nm", "objcopy"), reason="needs binutils+gcc"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,8 @@ def bins(tmp_path_factory):
     h.run("gcc", "-g", "-O2", "-Wl,--build-id", "-o", out / "cprog", c_src)
     h.run("g++", "-g", "-O2", "-Wl,--build-id", "-o", out / "cxxprog", cpp_src)
     h.run("gcc", "-g", "-O2", "-no-pie", "-fno-pie", "-Wl,--build-id", "-o", out / "cprog_nopie", c_src)
+    if h.have("clang++"):
+        h.run("clang++", "-g", "-O2", "-Wl,--build-id", "-o", out / "cxxprog_clang", cpp_src)
     return out
 
 
@@ -44,27 +49,49 @@ def symbolizer(tmp_path: Path, **kw) -> NativeSymbolizer:
     return NativeSymbolizer(cache_dir=tmp_path / "cache", **kw)
 
 
-def check_against_addr2line(sym: NativeSymbolizer, path: Path, addrs: list[int], file: NativeFile | None = None):
+def agrees(mine, theirs) -> bool:
+    """Same chain of frames: names (modulo clone suffixes), source files and lines."""
+    return len(mine) == len(theirs) and all(
+        h.same_function(frame.function, name)
+        and (
+            os.path.normpath(frame.file).endswith(os.path.normpath(src).lstrip("./"))
+            if src
+            else not frame.file
+        )
+        and frame.line == line
+        and frame.inlined == (depth > 0)
+        for depth, (frame, (name, src, line)) in enumerate(zip(mine, theirs, strict=True))
+    )
+
+
+def check_against_addr2line(
+    sym: NativeSymbolizer, path: Path, addrs: list[int], file: NativeFile | None = None
+):
+    """Every address agrees with addr2line, or else with llvm-symbolizer.
+
+    addr2line 2.40 misnames inlined static functions in namespaces and drops inline frames on
+    line-0 rows (clang); llvm-symbolizer is the second opinion there.
+    """
     result = sym.symbolize(file or nfile(path), addrs)
     reference = h.addr2line(path, addrs)
-    second = None  # llvm-symbolizer, consulted where addr2line 2.40 misnames inlined static functions
+    second = None
     for addr in addrs:
-        mine, theirs = result[addr], reference[addr]
-        assert len(mine) == len(theirs), (hex(addr), mine, theirs)
-        for depth, (frame, (name, src, line)) in enumerate(zip(mine, theirs, strict=True)):
-            if not h.same_function(frame.function, name):
-                second = second if second is not None else h.llvm_symbolizer(path, addrs)
-                assert addr in second and h.same_function(frame.function, second[addr][depth]), (
-                    hex(addr), frame, name)
-            assert frame.file.endswith(src.lstrip("./")) if src else not frame.file, (hex(addr), frame, src)
-            assert frame.line == line, (hex(addr), frame, line)
-            assert frame.inlined == (depth > 0)
+        if agrees(result[addr], reference[addr]):
+            continue
+        second = second if second is not None else h.llvm_symbolizer(path, addrs)
+        assert addr in second and agrees(result[addr], second[addr]), (
+            hex(addr),
+            result[addr],
+            reference[addr],
+        )
     return result
 
 
-@pytest.mark.parametrize("name", ["cprog", "cxxprog", "cprog_nopie"])
+@pytest.mark.parametrize("name", ["cprog", "cxxprog", "cprog_nopie", "cxxprog_clang"])
 def test_matches_addr2line_on_every_function(bins, tmp_path, name):
     path = bins / name
+    if not path.exists():
+        pytest.skip("no clang++")
     addrs = h.sample(h.nm_functions(path), step=1)
     assert len(addrs) > 150
     check_against_addr2line(symbolizer(tmp_path), path, addrs)
@@ -163,7 +190,7 @@ def test_debug_file_installed_later_rebuilds_cache(bins, tmp_path):
     debug_root = tmp_path / "debug"
     hot = next(s for s, _, n in h.nm_functions(src) if n == "hot_loop")
     first = symbolizer(tmp_path, debug_dirs=(str(debug_root),)).symbolize(nfile(stripped), [hot])[hot]
-    assert first[0].function == "cprog+0x%x" % hot
+    assert first[0].function == f"cprog+0x{hot:x}"
     build_id = read_elf_info(src).build_id
     target = debug_root / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
     target.parent.mkdir(parents=True)
@@ -189,7 +216,11 @@ def test_addresses_outside_code_fall_back_to_module_offset(bins, tmp_path):
     path = bins / "cprog"
     sym = symbolizer(tmp_path)
     result = sym.symbolize(nfile(path, original="/opt/app/bin/cprog"), [0x10, 0x7FFFFFFF, 1 << 40])
-    assert [f[0].function for f in result.values()] == ["cprog+0x10", "cprog+0x7fffffff", "cprog+0x10000000000"]
+    assert [f[0].function for f in result.values()] == [
+        "cprog+0x10",
+        "cprog+0x7fffffff",
+        "cprog+0x10000000000",
+    ]
     assert sym.stats["native.unsymbolized"] == 3
 
 
@@ -260,7 +291,9 @@ def test_memory_only_and_lru_eviction(bins, tmp_path):
 def test_model_frames_convenience(bins, tmp_path):
     path = bins / "cprog"
     info = read_elf_info(path)
-    mapping = Mapping(file_id=file_id(str(path), info.build_id), path="/usr/bin/cprog", build_id=info.build_id)
+    mapping = Mapping(
+        file_id=file_id(str(path), info.build_id), path="/usr/bin/cprog", build_id=info.build_id
+    )
     hot = next(s for s, _, n in h.nm_functions(path) if n == "hot_loop")
     frames = symbolize_mapping(symbolizer(tmp_path), mapping, [hot], open_path=str(path))[hot]
     assert frames[0].kind is FrameKind.NATIVE and frames[0].mapping is mapping and frames[0].address == hot

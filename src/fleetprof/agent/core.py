@@ -3,6 +3,7 @@ step with the kernel's mapping and unwind-table maps, and the sample aggregator.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -12,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetprof.agent.prewarm import file_identity
+from fleetprof.agent.python import PythonSupport
 from fleetprof.agent.tables import TableManager, TableRequest
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.loader import TableLoader
 from fleetprof.process.fileid import file_id_u64
+from fleetprof.process.files import FileStatus
 from fleetprof.process.tracker import ExecMapping, ProcessTracker
 from fleetprof.tracer import layout
 from fleetprof.profile.model import Frame, Mapping
@@ -76,10 +79,11 @@ class ProfilerCore:
         self.started_ns = 0
         self.stopped_ns = 0
         self._mapsync: MappingsMap | None = None
+        self.python: PythonSupport | None = None
         self._tables: TableManager | None = None
-        self._rescan: set[int] = set()
+        self._rescan: dict[int, list[int]] = {}
         self._quiet_until: dict[int, tuple[float, float]] = {}
-        self._exited: list[int] = []
+        self._pinned: set[str] = set()
         self._lock = threading.Lock()
         self.own_pid = os.getpid()
 
@@ -94,6 +98,8 @@ class ProfilerCore:
         )
         self.options.cache_dir.mkdir(parents=True, exist_ok=True)
         self._tables = TableManager(loader, UnwindTableCache(self.options.cache_dir / "unwind"))
+        self.python = PythonSupport(self.sampler.map("py_procs"), self.sampler.map("interp_ranges"))
+        self.aggregator.on_new_stack = self.python.on_new_stack
         self.sampler.on_samples(self.aggregator.add_record)
         self.sampler.on_events(self._on_event)
 
@@ -126,14 +132,16 @@ class ProfilerCore:
         """Release everything (tables, maps, files)."""
         if self._tables is not None:
             self._tables.close()
-        for pid in self._exited:
-            self.tracker.on_exit(pid)
-        self._exited.clear()
+        for fid in self._pinned:
+            self.tracker.unpin(fid)
+        self._pinned.clear()
+        self.tracker.close()
         self.sampler.close()
 
     def prewarm(self, paths: Sequence[str]) -> None:
         """Load the unwind tables of files a process is about to map (held until `close`)."""
         assert self._tables is not None
+        self.tracker.warm(paths)
         for path in paths:
             ident = file_identity(path)
             if ident is None:
@@ -150,46 +158,47 @@ class ProfilerCore:
     # ---- events -----------------------------------------------------------------------------------
 
     def _on_event(self, address: int, size: int) -> None:
-        import ctypes
-
-        etype, pid, _addr = layout.EVENT_STRUCT.unpack(ctypes.string_at(address, layout.EVENT_STRUCT.size))
+        etype, pid, addr = layout.EVENT_STRUCT.unpack(ctypes.string_at(address, layout.EVENT_STRUCT.size))
         if etype == layout.EVENT_NEW_PID:
-            self._rescan.add(pid)
+            self._rescan.setdefault(pid, [])
         elif etype == layout.EVENT_UNKNOWN_PC:
             if time.monotonic() >= self._quiet_until.get(pid, (0.0, 0.0))[0]:
-                self._rescan.add(pid)
+                self._rescan.setdefault(pid, []).append(addr)
         elif etype == layout.EVENT_EXEC:
-            self.tracker.on_exec(pid)
-            self._rescan.add(pid)
-        elif etype == layout.EVENT_EXIT:
-            self._rescan.discard(pid)
             self._quiet_until.pop(pid, None)
-            if self._mapsync is not None:
-                self._mapsync.remove_pid(pid)
-            # Keep the tracker's knowledge (open files) until the profile is built.
-            self._exited.append(pid)
+            if self.python is not None:
+                self.python.process_gone(pid)
+            self.tracker.on_exec(pid)
+            self._rescan.setdefault(pid, [])
+        elif etype == layout.EVENT_EXIT:
+            self._rescan.pop(pid, None)
+            self._quiet_until.pop(pid, None)
+            # Mappings and tables go now; the files stay open (pinned) for symbolization.
+            self.tracker.on_exit(pid)
 
     def process_events(self) -> None:
         """Rescan the pids named by events since the last call."""
-        pending, self._rescan = self._rescan, set()
-        for pid in pending:
-            self._rescan_pid(pid)
+        pending, self._rescan = self._rescan, {}
+        for pid, addrs in pending.items():
+            self._rescan_pid(pid, addrs)
 
-    def _rescan_pid(self, pid: int) -> None:
+    def _rescan_pid(self, pid: int, unknown_pcs: Sequence[int] = ()) -> None:
         if pid == self.own_pid:
             return
+        if unknown_pcs and all(self.tracker.lookup(pid, a) is not None for a in unknown_pcs):
+            return  # already known (the event raced with an earlier rescan)
         diff = self.tracker.rescan(pid)
         if diff is None:
             return
-        if diff.changed or diff.new_process:
-            self._quiet_until.pop(pid, None)
-        else:
-            # A pc outside every mapping that a rescan can't explain: back off (1 s, doubling to 30 s).
+        if self._mapsync is not None:
+            self._mapsync.mark_known(pid)
+        if any(self.tracker.lookup(pid, a) is None for a in unknown_pcs):
+            # A pc no mapping explains (a stale or garbage return address): back off, 1 s doubling to 30 s.
             _, backoff = self._quiet_until.get(pid, (0.0, 0.5))
             backoff = min(backoff * 2, 30.0)
             self._quiet_until[pid] = (time.monotonic() + backoff, backoff)
-        if self._mapsync is not None:
-            self._mapsync.mark_known(pid)
+        else:
+            self._quiet_until.pop(pid, None)
 
     # ---- tracker listener ---------------------------------------------------------------------------
 
@@ -197,14 +206,21 @@ class ProfilerCore:
         """Push new mappings into BPF and request their files' unwind tables."""
         assert self._mapsync is not None and self._tables is not None
         for m in mappings:
-            if not m.file_id:
-                # Anonymous code (JIT) or an unreadable file: known to BPF, walked with frame pointers.
+            if not m.file_id or m.status is not FileStatus.OK:
+                # Anonymous code (JIT), an unreadable or non-ELF file: known to BPF, walked with frame pointers.
                 self._mapsync.add(pid, m.start, m.end, MappingValue(0, 0, layout.MAPPING_FLAG_FRAME_POINTERS))
                 continue
             key = file_id_u64(m.file_id)
-            self.files.setdefault(key, FileRef(m.file_id, m.open_path, m.path, m.build_id))
+            if key not in self.files:
+                self.files[key] = FileRef(m.file_id, m.open_path, m.path, m.build_id)
+                if m.file_id not in self._pinned:
+                    self.tracker.pin(m.file_id)  # readable for symbolization after the process is gone
+                    self._pinned.add(m.file_id)
             self.remember_mapping(pid, key, m)
-            self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, layout.MAPPING_FLAG_HAS_TABLE))
+            flags = layout.MAPPING_FLAG_HAS_TABLE
+            if self.python is not None:
+                flags |= self.python.interpreter_flags(pid, m)
+            self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, flags))
             self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
 
     def mappings_removed(self, pid: int, mappings: list[ExecMapping]) -> None:
@@ -212,13 +228,16 @@ class ProfilerCore:
         assert self._mapsync is not None and self._tables is not None
         for m in mappings:
             self._mapsync.remove(pid, m.start, m.end)
-            if m.file_id:
+            if m.file_id and m.status is FileStatus.OK:
                 self._tables.release(file_id_u64(m.file_id))
 
     def process_exited(self, pid: int) -> None:
         """The tracker dropped a process."""
         if self._mapsync is not None:
             self._mapsync.remove_pid(pid)
+        if self.python is not None:
+            self.python.process_gone(pid)
+            self.python.symbolizer.forget(pid)
 
     # ---- what symbolization needs -------------------------------------------------------------------
 
@@ -254,7 +273,7 @@ class ProfilerCore:
 
     def python_resolver(self) -> Callable[[int, RawFrame], Frame] | None:
         """Symbolizer for Python frames, when Python support is active."""
-        return None
+        return self.python.resolve if self.python is not None else None
 
     # ---- reporting --------------------------------------------------------------------------------
 
@@ -265,6 +284,8 @@ class ProfilerCore:
             out.update(self._tables.usage())
         if self._mapsync is not None:
             out["lpm_entries"] = self._mapsync.entries
+        if self.python is not None:
+            out.update(self.python.stats())
         return out
 
     def table_messages(self) -> list[str]:

@@ -100,7 +100,7 @@ class Recording:
         own = os.getpid()
         pids: tuple[int, ...] | None = None
         if self.cmd:
-            pids = (own,)  # the fork tracepoint adds the child, then we leave the filter
+            pids = ()  # the child joins at fork time (see _spawn)
         elif self.args.pid:
             pids = tuple(self.args.pid)
         core = ProfilerCore(CoreOptions(frequency_hz=self.args.frequency, pids=pids))
@@ -117,8 +117,13 @@ class Recording:
                 assert self.exe is not None
                 core.prewarm(files_for_command(self.exe))
                 core.wait_tables(PREWARM_TIMEOUT_S)
-                self.child = self._spawn()
-                core.sampler.map("pid_filter").delete(own.to_bytes(4, "little"))
+                # While fleetprof is in the filter, the fork tracepoint adds the child it forks (and the
+                # child's children later); then fleetprof leaves the filter.
+                core.sampler.add_pid_to_filter(own)
+                try:
+                    self.child = self._spawn()
+                finally:
+                    core.sampler.remove_pid_from_filter(own)
             try:
                 self._loop(core)
             except KeyboardInterrupt:

@@ -49,20 +49,6 @@ class ElfInfo:
     has_symtab: bool
     has_debug_info: bool
 
-    def segment_for_offset(self, file_offset: int) -> LoadSegment | None:
-        """The PT_LOAD segment whose file range holds `file_offset` (used to compute load bias)."""
-        for seg in self.loads:
-            if seg.offset <= file_offset < seg.offset + max(seg.filesz, 1):
-                return seg
-        return None
-
-    def bias_for_mapping(self, map_start: int, map_offset: int) -> int:
-        """Load bias: runtime address minus ELF virtual address, for a mapping at (start, file offset)."""
-        seg = self.segment_for_offset(map_offset)
-        if seg is None:
-            return map_start - map_offset
-        return map_start - (seg.vaddr + (map_offset - seg.offset))
-
 
 def _open_elf(stream: BinaryIO, path: str) -> ELFFile:
     head = stream.read(4)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fleetprof.nativeunwind.compiler import compile_unwind_table
 from fleetprof.nativeunwind.errors import UnwindTableError
-from fleetprof.nativeunwind.table import RULE_STRUCT, ROW_STRUCT, UnwindStats, UnwindTable
+from fleetprof.nativeunwind.table import ROW_STRUCT, RULE_STRUCT, UnwindStats, UnwindTable
 
 CACHE_MAGIC = b"FPUWTAB\0"
 CACHE_VERSION = 1
@@ -105,11 +105,21 @@ class UnwindTableCache:
             return str(meta.get("error", "cannot be tabled"))
         rows = array("Q")
         rows.frombytes(blob[_HEADER.size : rows_end])
-        rules = [(k, rk, off, aux, roff) for k, rk, _, off, aux, roff in RULE_STRUCT.iter_unpack(blob[rows_end:rules_end])]
+        rules = [
+            (k, rk, off, aux, roff)
+            for k, rk, _, off, aux, roff in RULE_STRUCT.iter_unpack(blob[rows_end:rules_end])
+        ]
         return UnwindTable(rows, rules, UnwindStats.from_dict(meta))
 
     def _store(
-        self, entry: Path, kind: int, rows: bytes, rules: bytes, meta: dict[str, object], n_rows: int, n_rules: int
+        self,
+        entry: Path,
+        kind: int,
+        rows: bytes,
+        rules: bytes,
+        meta: dict[str, object],
+        n_rows: int,
+        n_rules: int,
     ) -> None:
         """Write an entry atomically (temporary file + rename); a failure to write only costs a recompile."""
         payload = rows + rules + json.dumps(meta, separators=(",", ":")).encode()

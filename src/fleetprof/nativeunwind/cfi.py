@@ -156,9 +156,14 @@ def _match_expression(block: bytes) -> CfaExp:
         return (UW_CFA_RSP_DEREF if rsp else UW_CFA_RBP_DEREF, off, 0)
     if tail == (0x06, 0x23) and ops[2][1] < _S32_END:
         return (UW_CFA_RSP_DEREF if rsp else UW_CFA_RBP_DEREF, off, ops[2][1])
-    if rsp and len(tail) == len(_PLT_TAIL) and ops[1][1] == 0 and tail[3] in (0x3A, 0x3B):
-        if all(b is None or a == b for a, b in zip(tail, _PLT_TAIL, strict=True)):
-            return (UW_CFA_PLT, off, tail[3] - 0x30)
+    if (
+        rsp
+        and len(tail) == len(_PLT_TAIL)
+        and ops[1][1] == 0
+        and tail[3] in (0x3A, 0x3B)
+        and all(b is None or a == b for a, b in zip(tail, _PLT_TAIL, strict=True))
+    ):
+        return (UW_CFA_PLT, off, tail[3] - 0x30)
     return "cfa_expression_unsupported"
 
 
@@ -411,13 +416,13 @@ def _advance_delta(adv: bytes) -> int:
 class CfiContext:
     """Interprets FDE programs for CIEs sharing alignment factors and initial rules; memoizes everything.
 
-    States are interned to ints; `_next[(state, run)]` is the state after an instruction run, so a program
+    States are interned to ints; `_next[state][run]` is the state after an instruction run, so a program
     costs one regex call plus a dict lookup per advance.
     """
 
     __slots__ = (
-        "_deltas", "_next", "_state_list", "_states", "_why", "caf", "cie_rules", "daf", "init", "memo", "rule_of",
-        "table",
+        "_deltas", "_next", "_state_list", "_states", "_why",
+        "caf", "cie_rules", "daf", "init", "memo", "rule_of", "table",
     )  # fmt: skip
 
     def __init__(self, caf: int, daf: int, init: State, table: RuleSet) -> None:
@@ -431,7 +436,7 @@ class CfiContext:
         self._state_list: list[State] = []
         self.rule_of: list[int] = []
         self._why: list[tuple[str, ...]] = []
-        self._next: dict[tuple[int, bytes], int] = {}
+        self._next: list[dict[bytes, int]] = []
         self._deltas: dict[bytes, int] = {}
         self._intern(init)
 
@@ -440,6 +445,7 @@ class CfiContext:
         if sid is None:
             sid = self._states[state] = len(self._state_list)
             self._state_list.append(state)
+            self._next.append({})
             why: list[str] = []
             self.rule_of.append(rule_index(state[:7], self.table, why))  # type: ignore[arg-type]
             self._why.append(tuple(why))
@@ -472,7 +478,7 @@ class CfiContext:
             if bad:
                 return None
             if run:
-                new = nxt.get((state, run))
+                new = nxt[state].get(run)
                 if new is None:
                     new = self._step(state, run)
                     if new < 0:
@@ -505,7 +511,7 @@ class CfiContext:
         if prog.reasons:
             return -1
         new = self._intern(end)
-        self._next[(state, run)] = new
+        self._next[state][run] = new
         return new
 
 

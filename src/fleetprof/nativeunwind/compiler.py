@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetprof.elf.debugfile import find_debug_file
-from fleetprof.elf.reader import ElfError, read_elf_info
+from fleetprof.elf.reader import read_elf_info
 from fleetprof.nativeunwind.assemble import assemble_table
 from fleetprof.nativeunwind.ehframe import FrameSection, RowSink, covered_ranges, walk_frames
 from fleetprof.nativeunwind.elfview import ET_REL, ElfView
@@ -89,7 +89,7 @@ def _find_debug_file(path: str) -> str | None:
     """The separate debug file of `path` by build id or `.gnu_debuglink`, None when there is none."""
     try:
         info = read_elf_info(path)
-    except ElfError:
+    except Exception:  # ElfError, or anything pyelftools raises on a corrupt file: the search is optional
         return None
     if not info.build_id and not info.debuglink:
         return None

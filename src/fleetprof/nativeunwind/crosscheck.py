@@ -126,7 +126,7 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
 
 
 def expected_rule(row: OracleRow) -> Rule | None:
-    """The rule the table must hold for `row`, or None when readelf's output cannot settle it (expressions)."""
+    """The rule the table must hold for `row`, or None when readelf cannot settle it (expressions)."""
     if row.signal:
         return SIGNAL_RULE
     if row.ra == "u":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleetprof.nativeunwind.cfi import (
@@ -150,7 +149,9 @@ def _parse_cie_into(cie: Cie, data: bytes, offset: int, is_eh: bool) -> None:
     i += 1
     if version not in (1, 3, 4):
         raise FrameError(f"version_{version}")
-    aug_end = data.index(b"\0", i, end)
+    aug_end = data.find(b"\0", i, end)
+    if aug_end < 0:
+        raise FrameError("augmentation_unterminated")
     aug = data[i:aug_end].decode("latin-1")
     i = aug_end + 1
     if aug.startswith("eh"):
@@ -185,7 +186,8 @@ def _parse_cie_into(cie: Cie, data: bytes, offset: int, is_eh: bool) -> None:
                 break
         i = aug_data_end
     elif aug not in ("", "eh"):
-        raise FrameError(f"augmentation_{aug[:8]}")
+        shown = aug[:8] if aug[:8].isascii() and aug[:8].isprintable() else aug[:8].encode("latin-1").hex()
+        raise FrameError(f"augmentation_{shown}")
     if i > end:
         raise FrameError("truncated")
     if cie.ra_reg != REG_RA:

@@ -113,10 +113,17 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	if (pc == 0)
 		return stack_complete(st);
 
+	__u8 fflags = st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
 	if (st->resume) {
-		st->resume = 0; /* back from an interpreter walker: the frame at pc is emitted already */
+		/* Back from an interpreter walker. Its frames stand for this eval-loop frame; keep the native frame
+		 * only when the walker emitted nothing. */
+		st->resume = 0;
+		if (!st->interp_emitted) {
+			if (!push_frame(s, st->cur_file_id, pc - st->cur_bias, 0, FRAME_NATIVE, fflags))
+				return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
+			count(STAT_NATIVE_FRAMES);
+		}
 	} else {
-		__u8 fflags = st->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
 		struct mapping_key key = {.prefixlen = 96, .pid = st->pid, .addr_be = __builtin_bswap64(pc)};
 		struct mapping_info *m = bpf_map_lookup_elem(&mappings, &key);
 		if (!m) {
@@ -131,14 +138,15 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		st->cur_file_id = m->file_id;
 		st->cur_bias = m->bias;
 		st->cur_flags = m->flags;
-		if (!push_frame(s, st->cur_file_id, pc - st->cur_bias, 0, FRAME_NATIVE, fflags))
-			return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
-		count(STAT_NATIVE_FRAMES);
 		if ((st->cur_flags & MAPPING_FLAG_INTERPRETER) && in_interpreter(st->cur_file_id, pc - st->cur_bias)) {
 			st->mode = MODE_PYTHON;
 			st->resume = 1;
+			st->interp_emitted = 0;
 			return 0;
 		}
+		if (!push_frame(s, st->cur_file_id, pc - st->cur_bias, 0, FRAME_NATIVE, fflags))
+			return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
+		count(STAT_NATIVE_FRAMES);
 	}
 
 	__u64 file_id = st->cur_file_id;

@@ -46,7 +46,7 @@ def _eh_frame_from_hdr(elf: ElfView, hdr: bytes, hdr_vaddr: int) -> FrameSection
             f"{elf.path}: .eh_frame_hdr points at {eh_vaddr:#x}, outside the file's segments"
         )
     offset, avail = extent
-    if table_enc == TABLE_DATAREL_SDATA4 and 0 < count and i + count * 8 <= len(hdr):
+    if table_enc == TABLE_DATAREL_SDATA4 and count > 0 and i + count * 8 <= len(hdr):
         last_fde = hdr_vaddr + max(struct.unpack_from(f"<{count * 2}i", hdr, i)[1::2])
         last_off = last_fde - eh_vaddr
         if 0 <= last_off <= avail - 4:

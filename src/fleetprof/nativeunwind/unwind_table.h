@@ -16,7 +16,7 @@
 #define UW_CFA_RBP 1          /* CFA = rbp + cfa_off */
 #define UW_CFA_RSP_DEREF 2    /* CFA = *(u64 *)(rsp + cfa_off) + cfa_aux   (DW_OP_breg7 off; deref; [plus_uconst aux]) */
 #define UW_CFA_RBP_DEREF 3    /* CFA = *(u64 *)(rbp + cfa_off) + cfa_aux   (stack realignment: breg6 -8; deref) */
-#define UW_CFA_PLT 4          /* the standard PLT expression: CFA = rsp + 8 + ((pc & 15) >= 11 ? 8 : 0) */
+#define UW_CFA_PLT 4          /* the standard PLT expression: CFA = rsp + cfa_off + ((pc & 15) >= cfa_aux ? 8 : 0) */
 #define UW_CMD_STOP 5         /* outermost frame (return address undefined): the stack is complete */
 #define UW_CMD_SIGNAL 6       /* signal trampoline (__restore_rt): registers come from the ucontext at rsp */
 #define UW_CMD_FRAME_POINTER 7 /* no CFI for this range: follow the rbp chain */

@@ -247,6 +247,14 @@ class ProcessTracker:
         """Whether `root` is `pid` or an ancestor of it (parent links cached, fork events honoured)."""
         return self._lineage.is_descendant(pid, root)
 
+    def warm(self, paths: Iterable[str]) -> None:
+        """Parse and hold files a process is about to map, so its first rescan finds them cached."""
+        for path in paths:
+            try:
+                self._files.acquire([path])
+            except FileUnavailable:
+                continue
+
     def pin(self, file_id: str) -> str:
         """Keep a file id's fd open until `unpin` (e.g. until symbolized); returns its path or ""."""
         return self._files.pin(file_id)

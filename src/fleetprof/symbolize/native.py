@@ -270,6 +270,7 @@ class NativeSymbolizer:
                 entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
                 if containing is not None and (containing[0] != entry or _COLD_SUFFIX.search(raw)):
                     entry, raw = containing
+                raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
             base = _CLONE_SUFFIX.sub("", raw) if outermost else raw
             function = demangle(base) if base else f"{loaded.module}+0x{addr:x}"
             start = self._start_line(loaded, addr, loc.symbol or raw, raw, entry)
@@ -285,14 +286,20 @@ class NativeSymbolizer:
             )
         return tuple(frames)
 
-    def _start_line(self, loaded: _Loaded, addr: int, name: str, alt: str, entry: int | None) -> int:
+    def _lines(self, loaded: _Loaded) -> StartLines | None:
         if not self._want_start_lines or not loaded.dwarf_path:
-            return 0
+            return None
         if loaded.start_lines is None:
             loaded.start_lines = StartLines(loaded.dwarf_path)
-        line = loaded.start_lines.start_line(addr, name, entry)
+        return loaded.start_lines
+
+    def _start_line(self, loaded: _Loaded, addr: int, name: str, alt: str, entry: int | None) -> int:
+        lines = self._lines(loaded)
+        if lines is None:
+            return 0
+        line = lines.start_line(addr, name, entry)
         if not line and alt != name:
-            line = loaded.start_lines.start_line(addr, alt, entry)
+            line = lines.start_line(addr, alt, entry)
         return line
 
 

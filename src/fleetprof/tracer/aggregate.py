@@ -83,7 +83,7 @@ class Aggregator:
         ktime, pid, tid, cpu, nk, nu, error, flags, _, comm, pcomm = _HDR.unpack_from(data)
         end = _HDR_SIZE + (nk + nu) * layout.FRAME_SIZE
         key = StackKey(
-            pid, tid, comm.rstrip(b"\0"), pcomm.rstrip(b"\0"), error, flags, nk, data[_HDR_SIZE:end]
+            pid, tid, comm.split(b"\0", 1)[0], pcomm.split(b"\0", 1)[0], error, flags, nk, data[_HDR_SIZE:end]
         )
         entry = self.stacks.get(key)
         if entry is None:

@@ -7,11 +7,12 @@
  * _Py_DebugOffsets (3.13+). Every offset is a byte offset inside the named C struct; PY_OFF_NONE marks a
  * field this version does not have. All pointers are user-space addresses of the target process.
  *
- * Walk, per sampled thread (pseudo-code in docs of fleetprof.interpreters.python, summarised here):
- *   tstate: cached per tid; else interp = *(runtime_addr + runtime_interp_head), and for each interp
- *           (via interp_next) each tstate (from interp_tstate_head via tstate_next), pick the one whose
+ * Walk, per sampled thread (interpreters/python/walker.py does exactly this in userspace, as a reference):
+ *   tstate: cached per tid (re-check its thread_id on use); else interp = *(runtime_addr + runtime_interp_head),
+ *           and for each interp (via interp_next; the main one is enough without subinterpreters) each
+ *           tstate (from interp_tstate_head via tstate_next), pick the one whose
  *           u64 at tstate_thread_id == task fsbase (pthread_t == thread pointer on x86-64 glibc and musl),
- *           or, with PY_F_NATIVE_TID and a task in the root pid namespace, u32/u64 at tstate_native_tid == tid.
+ *           or, with PY_F_NATIVE_TID and a task in the root pid namespace, u64 at tstate_native_tid == tid.
  *   first frame: f = *(tstate + tstate_frame); with PY_F_CFRAME, f = *(f + cframe_current_frame).
  *   each time the native unwinder's PC is in the eval loop, emit frames from the saved cursor f:
  *     PY_WALK_FRAMEOBJECT (3.8-3.10): emit f, cursor = *(f + frame_previous); back to native (one frame).

@@ -124,6 +124,7 @@ static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state 
 		return false;
 	}
 	count(STAT_PYTHON_FRAMES);
+	st->interp_emitted = 1;
 	return true;
 }
 

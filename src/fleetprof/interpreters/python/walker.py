@@ -7,7 +7,7 @@ BPF. It also lists every thread, which the BPF (one thread per sample) does not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fleetprof.interpreters.python.process import find_python, proc_info
 from fleetprof.interpreters.python.procinfo import (
@@ -148,7 +148,7 @@ def walk_frames(
                 return frames, "frame unreadable"
             if info.walk_kind == PY_WALK_SHIM and entry[0] >= info.owner_shim_min:
                 if frames:
-                    frames[-1] = RawFrame(frames[-1].code, frames[-1].lasti, frames[-1].checksum, True)
+                    frames[-1] = replace(frames[-1], ends_eval_call=True)
                 frame = previous
                 continue
             ends_call = info.walk_kind == PY_WALK_IS_ENTRY and entry[0] != 0

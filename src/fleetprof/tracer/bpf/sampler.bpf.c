@@ -50,7 +50,8 @@ struct unwind_state {
 	__u8 resume;           /* the frame at pc was emitted already; just unwind it */
 	__u8 py_started;       /* the Python cursor was initialised from the thread state */
 	__u8 via_frame_pointer; /* pc came from a frame-pointer step (less trustworthy) */
-	__u8 reserved[2];
+	__u8 interp_emitted;   /* the interpreter walker emitted frames for the current eval-loop frame */
+	__u8 reserved[1];
 };
 
 #define NEXT_SUBMIT 0
@@ -185,6 +186,14 @@ static __always_inline void report_pid(__u32 type, __u32 pid, __u64 addr)
 		count(STAT_EVENTS_LOST);
 }
 
+/* Whether the sampler looks at this process (whole host, or the pid filter). */
+static __always_inline bool wanted(__u32 pid)
+{
+	__u32 zero = 0;
+	struct sampler_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	return !cfg || cfg->filter != FILTER_PIDS || bpf_map_lookup_elem(&pid_filter, &pid);
+}
+
 static __always_inline struct sample *get_sample(void)
 {
 	__u32 zero = 0;
@@ -275,11 +284,10 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (pid == 0)
 		return 0; /* idle */
 
-	__u32 zero = 0;
-	struct sampler_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (cfg && cfg->filter == FILTER_PIDS && !bpf_map_lookup_elem(&pid_filter, &pid))
+	if (!wanted(pid))
 		return 0;
 	count(STAT_SAMPLES);
+	__u32 zero = 0;
 
 	struct sample *s = get_sample();
 	struct unwind_state *st = get_state();
@@ -380,6 +388,8 @@ int on_exec(__u64 *ctx)
 {
 	struct task_struct *task = (struct task_struct *)ctx[0];
 	__u32 pid = BPF_CORE_READ(task, tgid);
+	if (!wanted(pid))
+		return 0;
 	bpf_map_delete_elem(&known_pids, &pid);
 	bpf_map_delete_elem(&reported_pids, &pid);
 	struct pid_event ev = {.type = EVENT_EXEC, .pid = pid};
@@ -396,7 +406,7 @@ int on_exit(__u64 *ctx)
 	struct task_struct *task = (struct task_struct *)ctx[0];
 	__u32 pid = BPF_CORE_READ(task, pid);
 	__u32 tgid = BPF_CORE_READ(task, tgid);
-	if (pid != tgid)
+	if (pid != tgid || !wanted(tgid))
 		return 0;
 	bpf_map_delete_elem(&known_pids, &tgid);
 	bpf_map_delete_elem(&reported_pids, &tgid);

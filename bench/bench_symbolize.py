@@ -1,0 +1,203 @@
+"""Symbolization speed and agreement on the largest binaries here, against addr2line and llvm-symbolizer.
+
+For each binary: 20,000 addresses sampled inside function symbols (nm -S); time to build the cache
+(cold), to load it (warm), lookups per second, and the same addresses through `addr2line -f -i -C`
+and `llvm-symbolizer` (one process each, addresses on stdin) in the same run. Prints ratios; the last
+line is the headline figure.
+
+    .venv/bin/python bench/bench_symbolize.py [--count N] [BINARY ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fleetprof.elf.debugfile import find_debug_file
+from fleetprof.elf.reader import read_elf_info
+from fleetprof.process.fileid import file_id
+from fleetprof.symbolize import NativeFile, NativeSymbolizer
+
+DEFAULT_BINARIES = [
+    "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0",
+    "/usr/bin/node",
+    "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+]
+_CLONE = re.compile(r"( \[clone [^\]]+\]|\.(cold|constprop|isra|part|lto_priv)(\.\d+)?)+$")
+
+
+def functions(path: str) -> tuple[list[tuple[int, int]], dict[str, int]]:
+    """(start, size) of sized text symbols (.symtab, else .dynsym), and demangled name -> start.
+
+    Aliases also come from the separate debug file's .symtab, when there is one.
+    """
+    info = read_elf_info(path)
+    debug = find_debug_file(path, info.build_id, info.debuglink, info.debuglink_crc)
+    funcs, starts = _nm(path)
+    if debug:
+        starts = {**_nm(debug)[1], **starts}
+    return funcs, starts
+
+
+def _nm(path: str) -> tuple[list[tuple[int, int]], dict[str, int]]:
+    for flags in (["-S"], ["-D", "-S"]):
+        out = subprocess.run(
+            ["nm", "-C", *flags, "--defined-only", path], capture_output=True, text=True
+        ).stdout
+        funcs, starts = [], {}
+        for line in out.splitlines():
+            parts = line.split(maxsplit=3)
+            if len(parts) == 4 and parts[2] in "tTwWi" and int(parts[1], 16) > 0:
+                funcs.append((int(parts[0], 16), int(parts[1], 16)))
+                starts[_CLONE.sub("", parts[3].split("@")[0])] = int(parts[0], 16)
+        if funcs:
+            return funcs, starts
+    return [], {}
+
+
+def sample(funcs: list[tuple[int, int]], count: int) -> list[int]:
+    rng = random.Random(42)
+    addrs: set[int] = set()
+    while len(addrs) < count:
+        start, size = rng.choice(funcs)
+        addrs.add(start + rng.randrange(size))
+    return sorted(addrs)
+
+
+def run_tool(cmd: list[str], addrs: list[int]) -> tuple[float, str]:
+    text = "\n".join(hex(a) for a in addrs) + "\n"
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, input=text, capture_output=True, text=True)
+    return time.perf_counter() - t0, done.stdout
+
+
+def addr2line_names(output: str) -> dict[int, list[str]]:
+    """Function names per address, outermost first, from `addr2line -a -f -i -C`."""
+    result: dict[int, list[str]] = {}
+    blocks = re.split(r"^(0x[0-9a-f]+)\n", output, flags=re.M)[1:]
+    for head, body in zip(blocks[::2], blocks[1::2], strict=True):
+        result[int(head, 16)] = body.rstrip("\n").splitlines()[::2][::-1]
+    return result
+
+
+def same(mine: str, theirs: str, starts: dict[str, int]) -> bool:
+    """Same function: equal names (modulo clone suffixes), a bare DWARF name, or aliases of one address."""
+    a, b = _CLONE.sub("", mine), _CLONE.sub("", theirs)
+    if a == b or (a in starts and starts.get(a) == starts.get(b)):
+        return True
+    short = b if "::" not in b else a if "::" not in a else ""
+    other = a if short is b else b
+    return bool(short) and (other.endswith("::" + short) or f"::{short}(" in other)
+
+
+def bench_one(path: str, count: int) -> dict[str, float] | None:
+    if not os.path.exists(path):
+        print(f"{path}: missing, skipped")
+        return None
+    funcs, starts = functions(path)
+    if not funcs:
+        print(f"{path}: no function symbols, skipped")
+        return None
+    addrs = sample(funcs, min(count, sum(size for _, size in funcs)))
+    info = read_elf_info(path)
+    file = NativeFile(file_id(path, info.build_id), path)
+    cache = tempfile.mkdtemp(prefix="fleetprof-bench-")
+    try:
+        cold = NativeSymbolizer(cache_dir=cache)
+        t0 = time.perf_counter()
+        cold.symbolize(file, addrs[:1])
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mine = cold.symbolize(file, addrs)
+        lookup = time.perf_counter() - t0
+        warm = NativeSymbolizer(cache_dir=cache)
+        t0 = time.perf_counter()
+        warm.symbolize(file, addrs[:1])
+        load = time.perf_counter() - t0
+        bare = NativeSymbolizer(cache_dir=cache, start_lines=False)
+        bare.symbolize(file, addrs[:1])
+        t0 = time.perf_counter()
+        bare.symbolize(file, addrs)
+        lookup_bare = time.perf_counter() - t0
+        cache_bytes = sum(p.stat().st_size for p in Path(cache).rglob("*") if p.is_file())
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    a2l_time, a2l_out = run_tool(["addr2line", "-a", "-f", "-i", "-C", "-e", path], addrs)
+    llvm_time = math.nan
+    if shutil.which("llvm-symbolizer"):
+        llvm_time, _ = run_tool(["llvm-symbolizer", f"--obj={path}", "-f", "-i", "-C"], addrs)
+    theirs = addr2line_names(a2l_out)
+    outer_ok = chain_ok = 0
+    for addr in addrs:
+        ours = [f.function for f in mine[addr]]
+        ref = theirs.get(addr, [])
+        ref = [] if ref == ["??"] else ref
+        unknown_both = not ref and "+0x" in ours[0]
+        if (ref and same(ours[0], ref[0], starts)) or unknown_both:
+            outer_ok += 1
+        chain = len(ours) == len(ref) and all(same(x, y, starts) for x, y in zip(ours, ref, strict=True))
+        if chain or unknown_both:
+            chain_ok += 1
+    n = len(addrs)
+    row = {
+        "build": build,
+        "load": load,
+        "rate": n / lookup,
+        "rate_bare": n / lookup_bare,
+        "a2l_rate": n / a2l_time,
+        "llvm_rate": n / llvm_time if llvm_time == llvm_time else math.nan,
+        "outer": outer_ok / n,
+        "chain": chain_ok / n,
+    }
+    name = os.path.basename(path)
+    size_mb = os.path.getsize(path) / 1e6
+    print(
+        f"{name} ({size_mb:.0f} MB, {'DWARF' if info.has_debug_info else 'no DWARF'}, {n} addrs): "
+        f"cold build {build:.2f} s, warm load {load * 1e3:.1f} ms, cache {cache_bytes / 1e6:.1f} MB"
+    )
+    print(
+        f"  lookups/s: fleetprof {row['rate']:,.0f} (no start lines {row['rate_bare']:,.0f}), "
+        f"addr2line {row['a2l_rate']:,.0f}, llvm-symbolizer {row['llvm_rate']:,.0f}"
+    )
+    print(
+        f"  ratios: vs addr2line x{row['rate'] / row['a2l_rate']:.1f}, "
+        f"vs llvm-symbolizer x{row['rate'] / row['llvm_rate']:.1f}; "
+        f"warm vs addr2line whole run x{(a2l_time) / (load + lookup):.1f}; "
+        f"agreement with addr2line: outer function {row['outer']:.2%}, whole inline chain {row['chain']:.2%}"
+    )
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("binaries", nargs="*", default=DEFAULT_BINARIES)
+    parser.add_argument("--count", type=int, default=20_000)
+    args = parser.parse_args()
+    rows = [r for r in (bench_one(p, args.count) for p in args.binaries) if r is not None]
+    if not rows:
+        print("headline: no binaries to measure")
+        return 1
+    geo = math.exp(sum(math.log(r["rate"] / r["a2l_rate"]) for r in rows) / len(rows))
+    worst_build = max(r["build"] for r in rows)
+    worst_load = max(r["load"] for r in rows)
+    outer = sum(r["outer"] for r in rows) / len(rows)
+    print(
+        f"headline: {len(rows)} binaries, lookups x{geo:.1f} addr2line (geo-mean), "
+        f"cold build <= {worst_build:.2f} s, warm load <= {worst_load * 1e3:.0f} ms, "
+        f"outer-name agreement {outer:.2%}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""CPython support for the profiler core: recognise CPython in new mappings, tell BPF where the eval loop is
+and how to walk each process (struct py_proc_info), and symbolize Python frames while processes live."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+
+from fleetprof.bpf.libbpf import BpfError, Map
+from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPython, inspect_python_binary
+from fleetprof.interpreters.python.process import proc_info
+from fleetprof.interpreters.python.symbolizer import PythonSymbolizer
+from fleetprof.process.fileid import file_id_u64
+from fleetprof.process.tracker import ExecMapping
+from fleetprof.profile.model import Frame
+from fleetprof.tracer import layout
+from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
+
+log = logging.getLogger(__name__)
+
+# Only files that look like CPython are inspected (libpython3.X.so…, python3.X, python3, python).
+_CANDIDATE = re.compile(r"^(lib)?python\d?(\.\d+)?[a-z]*(\.so.*)?$|^libpython")
+
+PyFrameKey = tuple[int, int, int, int]  # pid, code object, lasti, checksum
+
+
+class PythonSupport:
+    """Keeps `py_procs` and `interp_ranges` in step with the processes that run CPython."""
+
+    def __init__(self, py_procs: Map, interp_ranges: Map) -> None:
+        self._procs = py_procs
+        self._ranges = interp_ranges
+        self._lock = threading.Lock()
+        self._pids: dict[int, int] = {}  # pid -> file key of its interpreter
+        self._files: dict[int, PythonBinary] = {}
+        self.symbolizer = PythonSymbolizer()
+        self.frames: dict[PyFrameKey, Frame] = {}
+        self.notes: dict[str, str] = {}  # path -> why its Python frames can't be walked
+
+    def interpreter_flags(self, pid: int, m: ExecMapping) -> int:
+        """MAPPING_FLAG_INTERPRETER when `m` maps a CPython binary (registering the process), else 0."""
+        if not _CANDIDATE.match(os.path.basename(m.path)):
+            return 0
+        key = file_id_u64(m.file_id)
+        binary = self._files.get(key)
+        if binary is None:
+            try:
+                binary = inspect_python_binary(m.open_path or m.path, m.file_id)
+            except UnsupportedPython as exc:
+                self.notes[m.path] = str(exc)
+                return 0
+            except OSError as exc:
+                self.notes[m.path] = f"cannot inspect: {exc}"
+                return 0
+            if binary is None:
+                return 0
+            self._register_file(key, binary)
+        with self._lock:
+            if self._pids.get(pid) != key:
+                info = proc_info(binary, m.bias)
+                try:
+                    self._procs.update(struct.pack("<I", pid), bytes(info))
+                except BpfError as exc:
+                    self.notes[m.path] = f"py_procs map full ({exc})"
+                    return 0
+                self._pids[pid] = key
+        return layout.MAPPING_FLAG_INTERPRETER
+
+    def _register_file(self, key: int, binary: PythonBinary) -> None:
+        value = layout.InterpRanges()
+        value.kind = layout.INTERP_PYTHON
+        for i, rng in enumerate(binary.eval_ranges[: layout.MAX_INTERP_RANGES]):
+            value.start[i] = rng.start
+            value.end[i] = rng.end
+        self._ranges.update(struct.pack("<Q", key), bytes(value))
+        self._files[key] = binary
+
+    def process_gone(self, pid: int) -> None:
+        """Forget a process (exit or exec)."""
+        with self._lock:
+            if self._pids.pop(pid, None) is not None:
+                self._procs.delete(struct.pack("<I", pid))
+
+    def on_new_stack(self, key: StackKey) -> None:
+        """Symbolize the Python frames of a stack seen for the first time, while the process still lives."""
+        if key.pid not in self._pids:
+            return
+        for raw in decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :]):
+            if raw.kind == layout.FRAME_PYTHON:
+                fkey = (key.pid, raw.id, raw.addr, raw.aux)
+                if fkey not in self.frames:
+                    self.frames[fkey] = self.symbolizer.symbolize(key.pid, raw.id, raw.addr, raw.aux)
+
+    def resolve(self, pid: int, raw: RawFrame) -> Frame:
+        """The symbolized frame (symbolized now if it was not seen live)."""
+        fkey = (pid, raw.id, raw.addr, raw.aux)
+        frame = self.frames.get(fkey)
+        if frame is None:
+            frame = self.frames[fkey] = self.symbolizer.symbolize(pid, raw.id, raw.addr, raw.aux)
+        return frame
+
+    def stats(self) -> dict[str, int]:
+        """Python processes and symbolization failures by reason."""
+        out = {"python_processes": len(self._pids)}
+        for reason, n in self.symbolizer.stats.items():
+            out[f"python_symbolize: {reason}"] = n
+        return out
