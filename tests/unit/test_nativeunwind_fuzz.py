@@ -158,6 +158,28 @@ def test_absurd_lengths_and_pointers():
     assert table is not None and table.stats.skipped_fdes == {"fde_outside_code": 1}
 
 
+def test_dwarf64_records():
+    """64-bit DWARF records (length escape 0xffffffff) in both .debug_frame and .eh_frame flavours."""
+    initial = bytes([0x0C, 7, 8, 0x90, 1])
+    program = bytes([0x41, 0x0E, 16])
+    cie_body = struct.pack("<Q", (1 << 64) - 1) + b"\x01\x00\x01\x78\x10" + initial
+    cie64 = struct.pack("<IQ", 0xFFFFFFFF, len(cie_body)) + cie_body
+    fde_body = struct.pack("<QQQ", 0, CODE_LO, 0x20) + program
+    debug = cie64 + struct.pack("<IQ", 0xFFFFFFFF, len(fde_body)) + fde_body
+    table = compile_frame_sections([FrameSection(".debug_frame", debug, 0, False)], CODE_LO, CODE_HI)
+    check(table)
+    assert table.lookup(CODE_LO + 1)[2] == 16 and table.stats.fde_count == 1  # type: ignore[index]
+    eh_cie_body = struct.pack("<Q", 0) + b"\x01zR\x00\x01\x78\x10\x01\x1b" + initial
+    eh = struct.pack("<IQ", 0xFFFFFFFF, len(eh_cie_body)) + eh_cie_body
+    fde_at = len(eh)
+    rel = CODE_LO - (VADDR + fde_at + 20)
+    eh_fde_body = struct.pack("<QiIB", fde_at + 12, rel, 0x20, 0) + program
+    eh += struct.pack("<IQ", 0xFFFFFFFF, len(eh_fde_body)) + eh_fde_body
+    table = compile_frame_sections([FrameSection(".eh_frame", eh, VADDR, True)], CODE_LO, CODE_HI)
+    check(table)
+    assert table.lookup(CODE_LO + 1)[2] == 16 and table.stats.fde_count == 1  # type: ignore[index]
+
+
 def test_overlapping_fdes_are_truncated_not_mixed():
     prog = bytes([0x41, 0x0E, 16])
     table = compile_bytes(eh_frame([(0x1000, 0x100, prog), (0x1040, 0x20, prog)]))

@@ -81,7 +81,7 @@ class ProfilerCore:
         self._mapsync: MappingsMap | None = None
         self.python: PythonSupport | None = None
         self._tables: TableManager | None = None
-        self._rescan: dict[int, list[int]] = {}
+        self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
@@ -98,7 +98,9 @@ class ProfilerCore:
         )
         self.options.cache_dir.mkdir(parents=True, exist_ok=True)
         self._tables = TableManager(loader, UnwindTableCache(self.options.cache_dir / "unwind"))
-        self.python = PythonSupport(self.sampler.map("py_procs"), self.sampler.map("interp_ranges"))
+        self.python = PythonSupport(
+            self.sampler.map("py_procs"), self.sampler.map("interp_ranges"), self.options.cache_dir / "python"
+        )
         self.aggregator.on_new_stack = self.python.on_new_stack
         self.sampler.on_samples(self.aggregator.add_record)
         self.sampler.on_events(self._on_event)
@@ -150,6 +152,8 @@ class ProfilerCore:
             key = file_id_u64(fid)
             self.files.setdefault(key, FileRef(fid, path, path, build_id))
             self._tables.acquire(TableRequest(key, fid, path, path))
+            if self.python is not None:
+                self.python.prewarm(path, fid)
 
     def wait_tables(self, timeout: float) -> bool:
         """Wait for queued unwind-table compilations."""
@@ -158,28 +162,31 @@ class ProfilerCore:
     # ---- events -----------------------------------------------------------------------------------
 
     def _on_event(self, address: int, size: int) -> None:
-        etype, pid, addr = layout.EVENT_STRUCT.unpack(ctypes.string_at(address, layout.EVENT_STRUCT.size))
-        if etype == layout.EVENT_NEW_PID:
-            self._rescan.setdefault(pid, [])
-        elif etype == layout.EVENT_UNKNOWN_PC:
-            if time.monotonic() >= self._quiet_until.get(pid, (0.0, 0.0))[0]:
-                self._rescan.setdefault(pid, []).append(addr)
-        elif etype == layout.EVENT_EXEC:
-            self._quiet_until.pop(pid, None)
-            if self.python is not None:
-                self.python.process_gone(pid)
-            self.tracker.on_exec(pid)
-            self._rescan.setdefault(pid, [])
-        elif etype == layout.EVENT_EXIT:
-            self._rescan.pop(pid, None)
-            self._quiet_until.pop(pid, None)
-            # Mappings and tables go now; the files stay open (pinned) for symbolization.
-            self.tracker.on_exit(pid)
+        """Ring-buffer callback: only queue (rescans can be slow and must not stall sample consumption)."""
+        self._events.append(layout.EVENT_STRUCT.unpack(ctypes.string_at(address, layout.EVENT_STRUCT.size)))
 
     def process_events(self) -> None:
-        """Rescan the pids named by events since the last call."""
-        pending, self._rescan = self._rescan, {}
-        for pid, addrs in pending.items():
+        """Act on the events since the last call: forget exited processes, rescan the ones asked about."""
+        events, self._events = self._events, []
+        rescan: dict[int, list[int]] = {}
+        for etype, pid, addr in events:
+            if etype == layout.EVENT_NEW_PID:
+                rescan.setdefault(pid, [])
+            elif etype == layout.EVENT_UNKNOWN_PC:
+                if time.monotonic() >= self._quiet_until.get(pid, (0.0, 0.0))[0]:
+                    rescan.setdefault(pid, []).append(addr)
+            elif etype == layout.EVENT_EXEC:
+                self._quiet_until.pop(pid, None)
+                if self.python is not None:
+                    self.python.process_gone(pid)
+                self.tracker.on_exec(pid)
+                rescan.setdefault(pid, [])
+            elif etype == layout.EVENT_EXIT:
+                rescan.pop(pid, None)
+                self._quiet_until.pop(pid, None)
+                # Mappings and tables go now; the files stay open (pinned) for symbolization.
+                self.tracker.on_exit(pid)
+        for pid, addrs in rescan.items():
             self._rescan_pid(pid, addrs)
 
     def _rescan_pid(self, pid: int, unknown_pcs: Sequence[int] = ()) -> None:

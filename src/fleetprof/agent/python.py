@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import struct
 import threading
+from pathlib import Path
 
 from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPython, inspect_python_binary
@@ -24,13 +26,15 @@ log = logging.getLogger(__name__)
 # Only files that look like CPython are inspected (libpython3.X.so…, python3.X, python3, python).
 _CANDIDATE = re.compile(r"^(lib)?python\d?(\.\d+)?[a-z]*(\.so.*)?$|^libpython")
 
+_CACHE_VERSION = 1  # bump when PythonBinary or discovery changes
 PyFrameKey = tuple[int, int, int, int]  # pid, code object, lasti, checksum
 
 
 class PythonSupport:
     """Keeps `py_procs` and `interp_ranges` in step with the processes that run CPython."""
 
-    def __init__(self, py_procs: Map, interp_ranges: Map) -> None:
+    def __init__(self, py_procs: Map, interp_ranges: Map, cache_dir: Path | None = None) -> None:
+        self._cache_dir = cache_dir
         self._procs = py_procs
         self._ranges = interp_ranges
         self._lock = threading.Lock()
@@ -48,7 +52,7 @@ class PythonSupport:
         binary = self._files.get(key)
         if binary is None:
             try:
-                binary = inspect_python_binary(m.open_path or m.path, m.file_id)
+                binary = self._inspect(m.open_path or m.path, m.file_id)
             except UnsupportedPython as exc:
                 self.notes[m.path] = str(exc)
                 return 0
@@ -68,6 +72,35 @@ class PythonSupport:
                     return 0
                 self._pids[pid] = key
         return layout.MAPPING_FLAG_INTERPRETER
+
+    def prewarm(self, path: str, file_id: str) -> None:
+        """Discover (and cache) CPython in a file a process is about to map."""
+        if _CANDIDATE.match(os.path.basename(path)):
+            try:
+                self._inspect(path, file_id)
+            except (UnsupportedPython, OSError):
+                pass
+
+    def _inspect(self, path: str, file_id: str) -> PythonBinary | None:
+        """inspect_python_binary, cached on disk per file id (discovery of a stripped binary takes ~1 s)."""
+        cached = self._cache_dir / f"{file_id}.pickle" if self._cache_dir else None
+        if cached is not None:
+            try:
+                version, binary = pickle.loads(cached.read_bytes())
+                if version == _CACHE_VERSION and isinstance(binary, PythonBinary):
+                    return binary
+            except (OSError, pickle.PickleError, ValueError, TypeError, EOFError, AttributeError):
+                pass
+        binary = inspect_python_binary(path, file_id)
+        if binary is not None and cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(pickle.dumps((_CACHE_VERSION, binary)))
+                tmp.replace(cached)
+            except OSError as exc:
+                log.debug("cannot cache %s: %s", path, exc)
+        return binary
 
     def _register_file(self, key: int, binary: PythonBinary) -> None:
         value = layout.InterpRanges()

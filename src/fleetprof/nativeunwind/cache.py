@@ -88,6 +88,7 @@ class UnwindTableCache:
         return parsed
 
     def _parse(self, blob: bytes) -> UnwindTable | str | None:
+        """Decode an entry, checking magic, version, lengths and checksum before trusting any of it."""
         if len(blob) < _HEADER.size:
             return None
         magic, version, kind, n_rows, n_rules, meta_len, crc = _HEADER.unpack_from(blob)

@@ -395,15 +395,14 @@ def interpret(
     return Program(tuple(rows), loc, tuple(reasons), posdep), end
 
 
-_LEB = rb"[\x80-\xff]*[\x00-\x7f]"
+_LEB = rb"[\x80-\xff]*+[\x00-\x7f]"
 _PLAIN = (
-    rb"[\x80-\xbf]" + _LEB
-    + rb"|[\xc0-\xff\x00\x0a\x0b]"
-    + rb"|[\x06\x07\x08\x0d\x0e\x13\x2e]" + _LEB
-    + rb"|[\x05\x09\x0c\x11\x12\x14\x15\x2f]" + _LEB + _LEB
+    rb"[\x80-\xbf\x06\x07\x08\x0d\x0e\x13\x2e]" + _LEB  # offset, and the one-operand ops
+    + rb"|[\xc0-\xff\x00\x0a\x0b]"  # restore, nop, remember_state, restore_state
+    + rb"|[\x05\x09\x0c\x11\x12\x14\x15\x2f]" + _LEB + _LEB  # the two-operand ops
 )  # fmt: skip
 _ADVANCE = rb"[\x40-\x7f]|\x02.|\x03..|\x04...."
-_SPLIT = re.compile(rb"((?:" + _PLAIN + rb")*)(?:(" + _ADVANCE + rb")|(.)|\Z)", re.DOTALL).findall
+_SPLIT = re.compile(rb"((?:" + _PLAIN + rb")*+)(?:(" + _ADVANCE + rb")|(.)|\Z)", re.DOTALL).findall
 """Program -> [(instruction run, advance, unhandled byte)]: advances and runs found in C."""
 
 
@@ -441,6 +440,7 @@ class CfiContext:
         self._intern(init)
 
     def _intern(self, state: State) -> int:
+        """The id of `state`; a new state gets its rule (and reasons) computed once here."""
         sid = self._states.get(state)
         if sid is None:
             sid = self._states[state] = len(self._state_list)

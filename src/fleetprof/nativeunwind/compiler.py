@@ -12,7 +12,7 @@ from fleetprof.nativeunwind.sources import debug_frame_section, eh_frame_section
 from fleetprof.nativeunwind.table import MAX_PC, RuleSet, UnwindStats, UnwindTable
 
 DEBUG_FILE_COVERAGE = 0.5
-"""Look for a separate debug file when in-file CFI covers less than this share of the executable bytes."""
+"""Look for a separate debug file when the file's FDE ranges add up to less than this share of its code."""
 
 
 def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug: bool = True) -> UnwindTable:
@@ -37,7 +37,7 @@ def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug
     sink = RowSink(RuleSet(), UnwindStats(), code_lo, code_hi)
     for sec in sections:
         walk_section(sec, sink)
-    if debug_path is None and find_debug and _coverage(sink) < DEBUG_FILE_COVERAGE * exec_bytes:
+    if debug_path is None and find_debug and sink.covered < DEBUG_FILE_COVERAGE * exec_bytes:
         debug_path = _find_debug_file(path)
     if debug_path is not None:
         debug_sec = _debug_file_section(debug_path)
@@ -71,12 +71,6 @@ def walk_section(sec: FrameSection, sink: RowSink) -> None:
         sink.stats.eh_frame_bytes += len(sec.data)
     else:
         sink.stats.debug_frame_bytes += len(sec.data)
-
-
-def _coverage(sink: RowSink) -> int:
-    """Bytes of code covered by the FDEs walked so far."""
-    starts, ends = covered_ranges(sink)
-    return sum(ends) - sum(starts)
 
 
 def _top_reasons(counts: dict[str, int]) -> str:

@@ -77,6 +77,7 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
     cur_cie: tuple[str, int] | None = None
 
     def flush() -> Iterator[OracleRow]:
+        """Rows of the FDE just finished, with their end addresses."""
         if fde is None:
             return
         cie_off, lo, hi = fde

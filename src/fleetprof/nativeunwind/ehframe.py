@@ -1,7 +1,7 @@
 """Walk `.eh_frame` / `.debug_frame` records: CIEs, FDEs and their pointer encodings.
 
-The walk is the hot loop of the compiler: FDE programs are memoized per CIE (most functions share a handful
-of prologue patterns), and rows are emitted as packed integers `pc << 32 | rule` without per-row objects.
+The walk is the compiler's hot loop: FDE programs are memoized per interpretation context (most functions
+share a few prologue patterns), and each FDE is recorded as one (pc_begin, pc_end, program) entry.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _read_range(data: bytes, i: int, enc: int) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class Cie:
-    """A parsed Common Information Entry plus the FDE-program memo shared by its FDEs."""
+    """A parsed Common Information Entry: what its FDEs need to be decoded and interpreted."""
 
     offset: int
     code_align: int = 1
@@ -102,7 +102,6 @@ class Cie:
     signal: bool = False
     error: str = ""
     init: State = INITIAL_STATE
-    ctx: CfiContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +127,7 @@ def parse_cie(data: bytes, offset: int, is_eh: bool) -> Cie:
 
 
 def _parse_cie_into(cie: Cie, data: bytes, offset: int, is_eh: bool) -> None:
+    """Fill `cie` from the record at `offset`; raises FrameError/CfiError/IndexError on malformed input."""
     length = _U32.unpack_from(data, offset)[0]
     i = offset + 4
     if length == 0xFFFFFFFF:
@@ -210,6 +210,7 @@ class RowSink:
     code_lo: int
     code_hi: int
     entries: list[tuple[int, int, Program]] = field(default_factory=list)
+    covered: int = 0
     keys: list[int] = field(default_factory=list)
     exclude_starts: list[int] = field(default_factory=list)
     exclude_ends: list[int] = field(default_factory=list)
@@ -217,13 +218,15 @@ class RowSink:
 
 
 def walk_frames(sec: FrameSection, sink: RowSink) -> None:
-    """Interpret every FDE of `sec` and record it in `sink`; bad records are counted and skipped."""
+    """Interpret every FDE of `sec` and record it in `sink`; bad records are counted and skipped.
+
+    The hot loop: per-CIE facts are looked up once per FDE as a tuple, and programs come from the memo.
+    """
     data = sec.data
     n = len(data)
     is_eh = sec.is_eh
     vaddr = sec.vaddr
     stats = sink.stats
-    rules = sink.rules
     entries = sink.entries
     add_entry = entries.append
     add_key = sink.keys.append
@@ -232,87 +235,59 @@ def walk_frames(sec: FrameSection, sink: RowSink) -> None:
     excl_starts = sink.exclude_starts
     excl_ends = sink.exclude_ends
     cies: dict[int, Cie] = {}
-    contexts = sink.contexts
-    u32 = _U32.unpack_from
-    u64 = _U64.unpack_from
+    views: dict[int, CieView] = {}
     fast_unpack = _FAST_FDE.unpack_from
-    signal_program = Program((rules.add(SIGNAL_RULE) << 32,), 0, (), False)
+    signal_program = Program((sink.rules.add(SIGNAL_RULE) << 32,), 0, (), False)
     skipped = stats.note_skipped
     fde_count = 0
+    covered = 0
     pos = 0
     while pos + 4 <= n:
         if pos + 16 <= n:
             length, cie_ptr, rel, pc_range = fast_unpack(data, pos)
+            if length == 0xFFFFFFFF or length == 0:
+                length, cie_ptr, fields, end = _slow_header(data, pos)
+            else:
+                fields = pos + 8
+                end = fields - 4 + length
         else:
-            length = u32(data, pos)[0]
-            cie_ptr = u32(data, pos + 4)[0] if pos + 8 <= n else 0
-        if length == 0:
-            if is_eh:
-                break
-            pos += 4
-            continue
-        if length != 0xFFFFFFFF:
-            end = pos + 4 + length
-            fields = pos + 8
-            if end > n or length < 4:
-                skipped("truncated_record")
-                break
-            is_cie = cie_ptr == 0 if is_eh else cie_ptr == 0xFFFFFFFF
-            cie_pos = pos + 4 - cie_ptr if is_eh else cie_ptr
-        else:
-            if pos + 20 > n:
-                skipped("truncated_record")
-                break
-            end = pos + 12 + u64(data, pos + 4)[0]
-            fields = pos + 20
-            if end > n or end < fields:
-                skipped("truncated_record")
-                break
-            cie_ptr = u64(data, pos + 12)[0]
-            is_cie = cie_ptr == 0 if is_eh else cie_ptr == _MASK64
-            cie_pos = pos + 12 - cie_ptr if is_eh else cie_ptr
-        if is_cie:
+            length, cie_ptr, fields, end = _slow_header(data, pos)
+        if end > n or end < fields:
+            if length == 0:
+                if is_eh:
+                    break
+                pos += 4
+                continue
+            skipped("truncated_record")
+            break
+        if cie_ptr == (0 if is_eh else _CIE_ID[fields - pos]):
             if pos not in cies:
                 cies[pos] = parse_cie(data, pos, is_eh)
             pos = end
             continue
         fde_count += 1
-        cie = cies.get(cie_pos)
-        if cie is None:
-            cie = cies[cie_pos] = _cie_at(data, cie_pos, is_eh)
-        ctx = cie.ctx
-        if ctx is None:
-            if cie.error:
-                skipped(cie.error)
-                pos = end
-                continue
-            ctx_key = (cie.code_align, cie.data_align, cie.init)
-            ctx = cie.ctx = contexts.get(ctx_key)
-            if ctx is None:
-                ctx = cie.ctx = contexts[ctx_key] = CfiContext(
-                    cie.code_align, cie.data_align, cie.init, rules
-                )
-        if cie.fde_enc == PCREL_SDATA4 and fields == pos + 8 and length >= 13:
-            pc_begin = vaddr + pos + 8 + rel
+        cie_pos = (fields - 4 if fields - pos == 8 else fields - 8) - cie_ptr if is_eh else cie_ptr
+        view = views.get(cie_pos)
+        if view is None:
+            view = views[cie_pos] = _cie_view(cies, data, cie_pos, is_eh, sink)
+        ctx, memo, enc, has_aug, signal, error = view
+        if error:
+            skipped(error)
+            pos = end
+            continue
+        if enc == PCREL_SDATA4 and fields == pos + 8 and length >= 13:
+            pc_begin = vaddr + fields + rel
             i = pos + 16
         else:
             try:
-                pc_begin, i = read_encoded(data, fields, cie.fde_enc, vaddr)
-                pc_range, i = _read_range(data, i, cie.fde_enc)
+                pc_begin, i = read_encoded(data, fields, enc, vaddr)
+                pc_range, i = _read_range(data, i, enc)
             except (FrameError, CfiError, IndexError) as exc:
                 skipped(f"fde_{exc}" if str(exc) else "fde_truncated")
                 pos = end
                 continue
-        if cie.has_aug_data:
-            aug_len = data[i] if i < end else 0x80
-            if aug_len < 0x80:
-                i += 1 + aug_len
-            else:
-                try:
-                    aug_len, i = read_uleb(data, i)
-                except (IndexError, CfiError):
-                    aug_len, i = 0, end + 1
-                i += aug_len
+        if has_aug:
+            i = _skip_augmentation(data, i, end)
             if i > end:
                 skipped("fde_truncated")
                 pos = end
@@ -325,24 +300,84 @@ def walk_frames(sec: FrameSection, sink: RowSink) -> None:
         if excl_starts:
             k = bisect_right(excl_starts, pc_begin) - 1
             if k >= 0 and pc_begin < excl_ends[k]:
-                skipped("fde_covered_by_eh_frame")
+                skipped("fde_covered_by_earlier_section")
                 pos = end
                 continue
-        if cie.signal:
+        if signal:
             prog = signal_program
         else:
             code = data[i:end]
-            prog = ctx.memo.get(code)  # type: ignore[assignment]
+            prog = memo.get(code)  # type: ignore[assignment]
             if prog is None:
-                prog = ctx.program(code, _set_loc(cie.fde_enc, vaddr + i, pc_begin) if 1 in code else None)
+                set_loc = _set_loc(enc, vaddr + i, pc_begin) if 1 in code else None
+                prog = ctx.program(code, set_loc)  # type: ignore[union-attr]  # ctx is set when error is ""
             if prog.reasons:
                 for why in prog.reasons:
                     stats.note_invalid(why)
         add_key(pc_begin << 32 | len(entries))
         add_entry((pc_begin, pc_end, prog))
+        covered += pc_range
         pos = end
+    sink.covered += covered
     stats.fde_count += fde_count
     stats.cie_count += sum(1 for c in cies.values() if not c.error)
+
+
+CieView = tuple[CfiContext | None, dict[bytes, Program], int, bool, bool, str]
+"""What the walk needs of an FDE's CIE: (context, its memo, fde encoding, 'z', signal frame, error)."""
+_CIE_ID = {8: 0xFFFFFFFF, 20: _MASK64}
+""".debug_frame CIE ids by header size (32-bit DWARF: 8 bytes to the fields, 64-bit: 20)."""
+
+
+def _slow_header(data: bytes, pos: int) -> tuple[int, int, int, int]:
+    """(length, CIE pointer, offset of the fields after it, end) of a 64-bit, zero or tail record.
+
+    A zero length comes back with end < fields, like a truncated record; the caller tells them apart.
+    """
+    n = len(data)
+    length = _U32.unpack_from(data, pos)[0]
+    if length == 0:
+        return 0, 0, pos + 8, pos + 4
+    if length != 0xFFFFFFFF:
+        if pos + 8 > n:
+            return length, 0, pos + 8, n + 1
+        return length, _U32.unpack_from(data, pos + 4)[0], pos + 8, pos + 4 + length
+    if pos + 20 > n:
+        return length, 0, pos + 20, n + 1
+    return (
+        length,
+        _U64.unpack_from(data, pos + 12)[0],
+        pos + 20,
+        pos + 12 + _U64.unpack_from(data, pos + 4)[0],
+    )
+
+
+def _cie_view(cies: dict[int, Cie], data: bytes, cie_pos: int, is_eh: bool, sink: RowSink) -> CieView:
+    """Parse (once) the CIE at `cie_pos` and bind it to the interpretation context it shares with its kind."""
+    cie = cies.get(cie_pos)
+    if cie is None:
+        cie = cies[cie_pos] = _cie_at(data, cie_pos, is_eh)
+    if cie.error:
+        return (None, {}, 0, False, False, cie.error)
+    key = (cie.code_align, cie.data_align, cie.init)
+    ctx = sink.contexts.get(key)
+    if ctx is None:
+        ctx = sink.contexts[key] = CfiContext(cie.code_align, cie.data_align, cie.init, sink.rules)
+    return (ctx, ctx.memo, cie.fde_enc, cie.has_aug_data, cie.signal, "")
+
+
+def _skip_augmentation(data: bytes, i: int, end: int) -> int:
+    """Index past an FDE's augmentation data (its ULEB128 length, then that many bytes); > end if bad."""
+    if i >= end:
+        return end + 1
+    size = data[i]
+    if size < 0x80:
+        return i + 1 + size
+    try:
+        size, i = read_uleb(data, i)
+    except (IndexError, CfiError):
+        return end + 1
+    return i + size
 
 
 def _cie_at(data: bytes, cie_pos: int, is_eh: bool) -> Cie:

@@ -86,6 +86,7 @@ class ElfView:
         self.close()
 
     def _parse_headers(self) -> None:
+        """Read the ELF header, program headers and (when present and sane) section headers."""
         m = self._map
         path = self.path
         (
@@ -184,6 +185,7 @@ class ElfView:
         return data
 
     def _decompress(self, name: str, data: bytes) -> bytes:
+        """Inflate an SHF_COMPRESSED section (zlib only: zstd would need a package the agent lacks)."""
         if len(data) < _CHDR.size:
             raise UnwindTableError(f"{self.path}: section {name} has a truncated compression header")
         ctype, _res, size, _align = _CHDR.unpack_from(data, 0)
@@ -192,6 +194,7 @@ class ElfView:
         return self._inflate(name, data[_CHDR.size :], size)
 
     def _inflate(self, name: str, data: bytes, size: int) -> bytes:
+        """zlib-inflate exactly `size` bytes, refusing absurd sizes before allocating."""
         if size > MAX_SECTION_BYTES:
             raise UnwindTableError(f"{self.path}: section {name} claims an absurd size ({size} bytes)")
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from fleetprof.nativeunwind.ehframe import FrameError, FrameSection, read_encoded
+from fleetprof.nativeunwind.ehframe import DW_EH_PE_omit, FrameError, FrameSection, read_encoded
 from fleetprof.nativeunwind.elfview import PT_GNU_EH_FRAME, SHT_NOBITS, ElfView
 from fleetprof.nativeunwind.errors import UnwindTableError
 
@@ -37,7 +37,9 @@ def _eh_frame_from_hdr(elf: ElfView, hdr: bytes, hdr_vaddr: int) -> FrameSection
     ptr_enc, count_enc, table_enc = hdr[1], hdr[2], hdr[3]
     try:
         eh_vaddr, i = read_encoded(hdr, 4, ptr_enc, hdr_vaddr, hdr_vaddr)
-        count, i = read_encoded(hdr, i, count_enc, hdr_vaddr, hdr_vaddr) if count_enc != 0xFF else (0, i)
+        count, i = (
+            read_encoded(hdr, i, count_enc, hdr_vaddr, hdr_vaddr) if count_enc != DW_EH_PE_omit else (0, i)
+        )
     except (FrameError, IndexError) as exc:
         raise UnwindTableError(f"{elf.path}: corrupt .eh_frame_hdr ({exc or 'truncated'})") from None
     extent = elf.vaddr_extent(eh_vaddr)

@@ -10,6 +10,7 @@ import ctypes
 import struct
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 UW_CFA_RSP = 0
 UW_CFA_RBP = 1
@@ -139,16 +140,16 @@ class UnwindStats:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> UnwindStats:
+    def from_dict(cls, raw: dict[str, Any]) -> UnwindStats:
         """Inverse of `to_dict`; unknown keys are ignored."""
         return cls(
-            fde_count=int(raw.get("fde_count", 0)),  # type: ignore[arg-type]
-            cie_count=int(raw.get("cie_count", 0)),  # type: ignore[arg-type]
-            sources=[str(s) for s in raw.get("sources", [])],  # type: ignore[attr-defined]
-            eh_frame_bytes=int(raw.get("eh_frame_bytes", 0)),  # type: ignore[arg-type]
-            debug_frame_bytes=int(raw.get("debug_frame_bytes", 0)),  # type: ignore[arg-type]
-            invalid={str(k): int(v) for k, v in raw.get("invalid", {}).items()},  # type: ignore[attr-defined]
-            skipped_fdes={str(k): int(v) for k, v in raw.get("skipped_fdes", {}).items()},  # type: ignore[attr-defined]
+            fde_count=int(raw.get("fde_count", 0)),
+            cie_count=int(raw.get("cie_count", 0)),
+            sources=[str(s) for s in raw.get("sources", [])],
+            eh_frame_bytes=int(raw.get("eh_frame_bytes", 0)),
+            debug_frame_bytes=int(raw.get("debug_frame_bytes", 0)),
+            invalid={str(k): int(v) for k, v in raw.get("invalid", {}).items()},
+            skipped_fdes={str(k): int(v) for k, v in raw.get("skipped_fdes", {}).items()},
         )
 
 

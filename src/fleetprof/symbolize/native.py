@@ -113,7 +113,11 @@ class NativeSymbolizer:
             self.stats["native.addresses"] += 1
             frames = loaded.memo.get(addr)
             if frames is None:
-                frames = self._lookup(loaded, addr)
+                try:
+                    frames = self._lookup(loaded, addr)
+                except Exception as exc:  # a library bug on one address must not lose the profile
+                    self.problems.setdefault(file.path, f"unexpected {type(exc).__name__}: {_one_line(exc)}")
+                    frames = (fallback_frame(loaded.module, addr),)
                 if len(loaded.memo) >= _MEMO_LIMIT:
                     loaded.memo.clear()
                 loaded.memo[addr] = frames
