@@ -32,13 +32,15 @@ def header_defines(path: Path) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, expr in re.findall(r"^#define\s+([A-Z_0-9]+)\s+(.+?)\s*(?:/\*.*)?$", path.read_text(), re.M):
         try:
-            out[name] = int(eval(expr, {}, dict(out)))  # noqa: S307 - our own header
-        except Exception:  # noqa: BLE001 - non-integer macros are skipped
+            out[name] = int(eval(expr, {}, dict(out)))
+        except Exception:
             continue
     return out
 
 
-def c_layout(tmp_path: Path, header: Path, structs: dict[str, type[ctypes.Structure]], prelude: str = "") -> dict:
+def c_layout(
+    tmp_path: Path, header: Path, structs: dict[str, type[ctypes.Structure]], prelude: str = ""
+) -> dict:
     """Compile a program that prints sizeof and every field offset of `structs` as declared in `header`."""
     lines = [
         "#include <stdio.h>",
@@ -73,8 +75,8 @@ def test_sample_h_structs_match_python(tmp_path: Path) -> None:
 
 
 def test_fast_decoders_match_structs() -> None:
-    assert layout.HEADER_SIZE == ctypes.sizeof(layout.SampleHeader)
-    assert layout.FRAME_SIZE == ctypes.sizeof(layout.Frame)
+    assert ctypes.sizeof(layout.SampleHeader) == layout.HEADER_SIZE
+    assert ctypes.sizeof(layout.Frame) == layout.FRAME_SIZE
     assert layout.EVENT_STRUCT.size == ctypes.sizeof(layout.PidEvent)
     assert layout.MAPPING_KEY_STRUCT.size == ctypes.sizeof(layout.MappingKey)
     assert layout.MAPPING_INFO_STRUCT.size == ctypes.sizeof(layout.MappingInfo)

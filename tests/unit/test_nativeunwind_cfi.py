@@ -264,7 +264,13 @@ _instruction = st.one_of(
 )
 
 
-@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.lists(_instruction, max_size=24).map(b"".join), st.binary(max_size=3))
 def test_memoized_path_matches_the_plain_interpreter(code, tail):
     """The regex/memo path and the byte-at-a-time interpreter agree on rows and reasons, garbage included."""

@@ -20,7 +20,9 @@ from fleetprof.nativeunwind.table import MAX_PC, UW_CMD_INVALID, UnwindTable
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nativeunwind"
 VADDR = 0x2000
 CODE_LO, CODE_HI = 0x1000, 0x1800
-FUZZ = settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=300, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def cie(initial: bytes = bytes([0x0C, 7, 8, 0x90, 1]), aug: bytes = b"zR", enc: int = 0x1B) -> bytes:
@@ -203,7 +205,9 @@ def small_elf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return out.read_bytes()
 
 
-@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=60, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(st.data())
 def test_mutated_elf_files(small_elf, tmp_path_factory, data):
     """Header, program-header and section bytes overwritten: a table or UnwindTableError, nothing else."""

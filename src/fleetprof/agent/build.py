@@ -53,7 +53,9 @@ class ProfileBuilder:
             frames = decoded[key]
             user = frames[key.num_kernel :]
             kern = frames[: key.num_kernel]
-            stack: list[Frame] = [Frame(kind=FrameKind.PROCESS, function=_name(key.pcomm) or f"pid {key.pid}")]
+            stack: list[Frame] = [
+                Frame(kind=FrameKind.PROCESS, function=_name(key.pcomm) or f"pid {key.pid}")
+            ]
             if key.error != layout.UNWIND_COMPLETE:
                 stack.append(_error_frame(key.error))
             for raw in reversed(user):
@@ -88,7 +90,9 @@ class ProfileBuilder:
 
     # ---- native -----------------------------------------------------------------------------------
 
-    def _symbolize_native(self, decoded: dict[StackKey, list[RawFrame]]) -> dict[tuple[int, int], tuple[NativeFrame, ...]]:
+    def _symbolize_native(
+        self, decoded: dict[StackKey, list[RawFrame]]
+    ) -> dict[tuple[int, int], tuple[NativeFrame, ...]]:
         wanted: dict[int, set[int]] = defaultdict(set)
         for frames in decoded.values():
             for raw in frames:
@@ -99,7 +103,9 @@ class ProfileBuilder:
             ref = self.core.files.get(file_key)
             if ref is None:
                 continue
-            nf = NativeFile(file_id=ref.file_id, path=ref.path, open_path=ref.open_path, build_id=ref.build_id)
+            nf = NativeFile(
+                file_id=ref.file_id, path=ref.path, open_path=ref.open_path, build_id=ref.build_id
+            )
             for addr, frames in self.native.symbolize(nf, sorted(addrs)).items():
                 out[(file_key, addr)] = frames
         return out
@@ -123,7 +129,9 @@ class ProfileBuilder:
         if frames is None:
             ref = self.core.files.get(raw.id)
             module = os.path.basename(ref.path) if ref else "[unknown]"
-            return [Frame(kind=FrameKind.NATIVE, function=f"{module}+0x{addr:x}", mapping=mapping, address=addr)]
+            return [
+                Frame(kind=FrameKind.NATIVE, function=f"{module}+0x{addr:x}", mapping=mapping, address=addr)
+            ]
         return [
             Frame(
                 kind=FrameKind.NATIVE,

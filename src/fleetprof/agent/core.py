@@ -20,8 +20,8 @@ from fleetprof.nativeunwind.loader import TableLoader
 from fleetprof.process.fileid import file_id_u64
 from fleetprof.process.files import FileStatus
 from fleetprof.process.tracker import ExecMapping, ProcessTracker
-from fleetprof.tracer import layout
 from fleetprof.profile.model import Frame, Mapping
+from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import Aggregator, RawFrame
 from fleetprof.tracer.mapsync import MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
@@ -214,7 +214,7 @@ class ProfilerCore:
         assert self._mapsync is not None and self._tables is not None
         for m in mappings:
             if not m.file_id or m.status is not FileStatus.OK:
-                # Anonymous code (JIT), an unreadable or non-ELF file: known to BPF, walked with frame pointers.
+                # Anonymous code (JIT), an unreadable or non-ELF file: walked with frame pointers.
                 self._mapsync.add(pid, m.start, m.end, MappingValue(0, 0, layout.MAPPING_FLAG_FRAME_POINTERS))
                 continue
             key = file_id_u64(m.file_id)

@@ -3,6 +3,7 @@ and how to walk each process (struct py_proc_info), and symbolize Python frames 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -76,10 +77,8 @@ class PythonSupport:
     def prewarm(self, path: str, file_id: str) -> None:
         """Discover (and cache) CPython in a file a process is about to map."""
         if _CANDIDATE.match(os.path.basename(path)):
-            try:
+            with contextlib.suppress(UnsupportedPython, OSError):
                 self._inspect(path, file_id)
-            except (UnsupportedPython, OSError):
-                pass
 
     def _inspect(self, path: str, file_id: str) -> PythonBinary | None:
         """inspect_python_binary, cached on disk per file id (discovery of a stripped binary takes ~1 s)."""

@@ -294,7 +294,7 @@ class RingBuffer:
         self._error: BaseException | None = None
 
     def add(self, m: Map, fn: Callable[[int, int], None]) -> None:
-        """Register `fn(address, size)` for every record of map `m`; the data is valid only during the call."""
+        """Call `fn(address, size)` for every record of map `m`; the data is valid only during the call."""
 
         def _cb(_ctx: int, data: int, size: int) -> int:
             try:

@@ -238,6 +238,6 @@ def _open_output(path: str, fmt: OutputFormat) -> BinaryIO:
     if target.is_dir():
         raise CliError(f"cannot write {path}: is a directory")
     try:
-        return open(target, "ab+")  # noqa: SIM115 - kept open for the whole run, truncated when written
+        return open(target, "ab+")
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None

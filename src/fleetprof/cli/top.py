@@ -1,4 +1,4 @@
-"""`fleetprof top`: live top functions (self and total CPU) of the whole host or given pids, in the terminal."""
+"""`fleetprof top`: live top functions (self and total CPU) of the host or of given pids, in the terminal."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ class TopCommand:
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         """Options."""
         parser.add_argument("--pid", "-p", type=int, nargs="+", metavar="PID", help="only these processes")
-        parser.add_argument("--frequency", "-F", type=int, default=99, metavar="HZ", help="samples per second per CPU")
+        parser.add_argument(
+            "--frequency", "-F", type=int, default=99, metavar="HZ", help="samples per second per CPU"
+        )
         parser.add_argument("--interval", "-i", type=float, default=2.0, metavar="S", help="refresh period")
         parser.add_argument("--limit", "-n", type=int, default=25, metavar="N", help="rows to show")
         parser.add_argument("--iterations", type=int, metavar="K", help="stop after K refreshes")
@@ -110,7 +112,9 @@ class TopCommand:
             core.close()
         return 0
 
-    def _loop(self, core: ProfilerCore, builder: ProfileBuilder, args: argparse.Namespace, out: TextIO) -> None:
+    def _loop(
+        self, core: ProfilerCore, builder: ProfileBuilder, args: argparse.Namespace, out: TextIO
+    ) -> None:
         tty = out.isatty()
         shown = 0
         while args.iterations is None or shown < args.iterations:

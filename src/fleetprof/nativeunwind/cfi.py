@@ -487,7 +487,9 @@ class CfiContext:
             if adv:
                 delta = deltas.get(adv)
                 if delta is None:
-                    delta = deltas[adv] = _advance_delta(adv) * self.caf
+                    delta = _advance_delta(adv) * self.caf
+                    if len(adv) <= 2:  # the 4-byte forms are too varied to be worth keeping
+                        deltas[adv] = delta
                 if delta:
                     r = rule_of[state]
                     if why_of[state]:

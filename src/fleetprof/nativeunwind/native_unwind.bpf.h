@@ -31,17 +31,18 @@ static __always_inline long fail(struct sample *s, struct unwind_state *st, __u1
 	return 1;
 }
 
-/* One frame by the frame-pointer chain; `error` is what a failure is reported as. rbp == 0 ends the stack
- * only when it was loaded from a frame record: in a register it may be any value (code without frame
- * pointers uses rbp freely), so an unwind that starts there has not proven it reached the outermost frame. */
-static __always_inline long frame_pointer_step(struct sample *s, struct unwind_state *st, __u16 error)
+/* One frame by the frame-pointer chain; `error` is what a failure is reported as. rbp == 0 marks the
+ * outermost frame only when `zero_ends`: when rbp was restored from the stack. The leaf's rbp is the live
+ * register, which code without frame pointers uses freely, so there it proves nothing. */
+static __always_inline long frame_pointer_step(struct sample *s, struct unwind_state *st, __u16 error,
+					       bool zero_ends)
 {
 	__u64 fp = st->fp;
 	__u64 frame[2];
 
 	count(STAT_FP_FRAMES);
 	if (fp == 0)
-		return st->via_frame_pointer ? stack_complete(st) : fail(s, st, error);
+		return zero_ends ? stack_complete(st) : fail(s, st, error);
 	if (fp < st->sp || (fp & 7))
 		return fail(s, st, error);
 	if (bpf_probe_read_user(frame, sizeof(frame), (void *)fp))
@@ -136,7 +137,9 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 				report_pid(EVENT_UNKNOWN_PC, st->pid, pc); /* fp-derived pcs may be garbage: no rescans */
 			if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
 				return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
-			return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING);
+			/* An unknown pc: trust rbp == 0 only from a frame record (an unscanned process walked
+			 * with frame pointers), not from registers or a table step of unknown provenance. */
+			return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING, st->via_frame_pointer);
 		}
 		st->cur_file_id = m->file_id;
 		st->cur_bias = m->bias;
@@ -156,10 +159,10 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	__u64 elf_pc = pc - st->cur_bias;
 	__u32 mflags = st->cur_flags;
 	if (!(mflags & MAPPING_FLAG_HAS_TABLE) || (mflags & MAPPING_FLAG_FRAME_POINTERS))
-		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER);
+		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address);
 	struct file_table *t = bpf_map_lookup_elem(&file_tables, &file_id);
 	if (!t)
-		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER); /* table not loaded (yet) */
+		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address); /* table not loaded (yet) */
 
 	__u32 target = (__u32)(elf_pc - (st->return_address ? 1 : 0));
 	long ri = find_row(t->start, t->count, target);
@@ -201,7 +204,7 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	case UW_CMD_SIGNAL:
 		return signal_frame_step(s, st);
 	case UW_CMD_FRAME_POINTER:
-		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER);
+		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address);
 	default:
 		return fail(s, st, UNWIND_ERR_INVALID_RULE);
 	}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ctypes
 import struct
 
-MAX_FRAMES = 384
+MAX_FRAMES = 1024
 MAX_KERNEL_FRAMES = 127
 MAX_USER_FRAMES = MAX_FRAMES - MAX_KERNEL_FRAMES
 COMM_LEN = 16
@@ -33,7 +33,12 @@ UNWIND_ERR_NO_USER_REGS = 9
 UNWIND_ERR_FRAME_POINTER = 10
 UNWIND_ERR_COUNT = 11
 
-PY_ERROR_NAMES: dict[int, str] = {0: "no process info", 1: "no thread state", 2: "unreadable", 3: "bad code object"}
+PY_ERROR_NAMES: dict[int, str] = {
+    0: "no process info",
+    1: "no thread state",
+    2: "unreadable",
+    3: "bad code object",
+}
 
 UNWIND_ERROR_NAMES: dict[int, str] = {
     UNWIND_ERR_NO_MAPPING: "no mapping",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ZOO_DIR = Path(__file__).resolve().parent
-FP_FLAGS = ("-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls")
+FP_FLAGS = ("-O2", "-g", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-fno-optimize-sibling-calls")
 NOFP_FLAGS = ("-O2", "-g", "-fomit-frame-pointer")
 LIBC = r"libc\.so\.6"
 LD_SO = r"ld-linux-x86-64\.so\.2"
@@ -130,6 +130,14 @@ def record_args(output: Path, frequency: int = 999, fmt: str | None = None) -> l
     return args
 
 
+def record_env(cache_dir: Path | None) -> dict[str, str]:
+    """The environment for fleetprof: this one, with its cache under `cache_dir` when given."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["FLEETPROF_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
 def record(
     target: Sequence[str],
     output: Path,
@@ -138,11 +146,15 @@ def record(
     fmt: str | None = None,
     timeout: float = 120,
     cwd: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> RecordRun:
     """Run `fleetprof record … TARGET` (`["--", cmd…]`, `["--pid", …]`, `["--all", …]`) to the end."""
     args = [*record_args(output, frequency, fmt), *target]
+    env = record_env(cache_dir)
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise ZooError(f"fleetprof record did not finish in {timeout} s: {exc.stderr!r}") from None
     return RecordRun(proc.returncode, proc.stderr, output)
@@ -188,6 +200,7 @@ class Stack:
     count: int
     pid: int = 0
     thread: str = ""
+    tid: int = 0
 
     @property
     def user(self) -> tuple[Frame, ...]:
@@ -278,6 +291,7 @@ def pprof_stacks(prof: object) -> list[Stack]:
                 int(s.value[0]),
                 int(labels.get("pid", 0)),
                 str(labels.get("thread_name", "")),
+                int(labels.get("tid", 0)),
             )
         )
     return out
@@ -330,6 +344,11 @@ def many(module: str | None = None, name: str = ".*") -> Step:
 Chain = tuple[Step, ...]
 
 
+def plt(exe: str) -> Step:
+    """A PLT stub of `exe`: named `sym@plt`, or `exe+0x…` when the symbolizer names no PLT entries."""
+    return fn(rf".*@plt|{re.escape(exe)}\+0x[0-9a-f]+", re.escape(exe))
+
+
 def main_root(exe: str) -> Chain:
     """`_start` (in `exe`) -> glibc's start-up -> `main`, for a dynamically linked C program."""
     return (
@@ -338,6 +357,11 @@ def main_root(exe: str) -> Chain:
         fn("__libc_start_call_main", LIBC),
         fn("main", exe),
     )
+
+
+def thread_root() -> Chain:
+    """A thread's outermost frames: clone3 -> start_thread (libc), before the thread function."""
+    return (fn(r"(__)?clone3?", LIBC), fn("start_thread", LIBC))
 
 
 def exit_path(exe: str, libc: str = LIBC) -> Chain:
@@ -352,11 +376,10 @@ def exit_path(exe: str, libc: str = LIBC) -> Chain:
 
 
 def clock_path(root: Chain, exe: str) -> Chain:
-    """The zoo's own bookkeeping under `main`: zoo_more -> zoo_now (inlined) -> clock_gettime -> vDSO."""
+    """The zoo's own bookkeeping under the loop: zoo.h's inlined helpers -> clock_gettime (libc) -> vDSO."""
     return (
         *root,
-        fn("zoo_more", exe, inline=True),
-        fn("zoo_now", exe, inline=True),
+        Step(r"zoo_(more|now|start)", exe, many=True, inline=True),
         many(LIBC, r".*clock_gettime.*"),
         many(VDSO),
     )
@@ -430,8 +453,11 @@ def render(frames: Iterable[Frame]) -> str:
     return ";".join(out)
 
 
-def judge(stacks: Iterable[Stack], chains: Sequence[Chain], process: str | None = None) -> Completeness:
-    """Completeness of the stacks of `process` (all when None) against `chains`."""
+def judge(
+    stacks: Iterable[Stack], chains: Sequence[Chain], process: str | None = None, leaf: str | None = None
+) -> Completeness:
+    """Completeness of the stacks of `process` (all when None) against `chains`; with `leaf` (a regex),
+    only samples whose user leaf is named like it count as in the chain."""
     result = Completeness()
     for stack in stacks:
         if process is not None and stack.process != process:
@@ -439,6 +465,8 @@ def judge(stacks: Iterable[Stack], chains: Sequence[Chain], process: str | None 
         result.total += stack.count
         user = stack.user
         if not user or not leaf_in_chains(user[-1], chains):
+            continue
+        if leaf is not None and not re.fullmatch(leaf, user[-1].name):
             continue
         result.selected += stack.count
         if not stack.has_error and any(match_prefix(user, chain) for chain in chains):

@@ -7,7 +7,7 @@
 #ifndef FLEETPROF_SAMPLE_H
 #define FLEETPROF_SAMPLE_H
 
-#define MAX_FRAMES 384          /* kernel + user frames per sample */
+#define MAX_FRAMES 1024         /* kernel + user frames per sample (24 KiB: per-CPU values may be 32 KiB) */
 #define MAX_KERNEL_FRAMES 127   /* bpf_get_stack's usual limit (perf_event_max_stack) */
 #define MAX_USER_FRAMES (MAX_FRAMES - MAX_KERNEL_FRAMES)
 #define COMM_LEN 16
