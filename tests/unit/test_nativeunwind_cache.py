@@ -90,6 +90,16 @@ def test_failures_are_cached(tmp_path, counting):
     assert len(counting) == 1
 
 
+def test_unreadable_files_are_not_cached(tmp_path, binary, counting):
+    cache = UnwindTableCache(tmp_path / "c")
+    missing = tmp_path / "later"
+    with pytest.raises(UnwindTableError, match="cannot open"):
+        cache.get(str(missing), "later")
+    missing.write_bytes(Path(binary).read_bytes())
+    assert cache.get(str(missing), "later").row_count > 0
+    assert len(counting) == 2
+
+
 def test_unsafe_file_ids_are_hashed(tmp_path):
     cache = UnwindTableCache(tmp_path)
     path = cache.entry_path("../../etc/passwd")

@@ -31,8 +31,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nativeunwind"
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("gcc") and shutil.which("readelf") and shutil.which("objcopy")),
-    reason="needs gcc and binutils",
+    not all(shutil.which(tool) for tool in ("gcc", "g++", "readelf", "objcopy", "strip", "nm")),
+    reason="needs gcc, g++ and binutils",
 )
 
 
@@ -156,6 +156,7 @@ def test_plt_rows(built):
     assert table.lookup(start) == (UW_CFA_RSP, UW_RBP_SAME, 16, 0, 0)  # the PLT0 push
 
 
+@pytest.mark.skipif(not Path(LIBC).exists(), reason="needs the system glibc")
 def test_libc_signal_trampoline_and_thread_entry_points():
     table = compile_unwind_table(LIBC)
     assert_well_formed(table)
@@ -193,6 +194,19 @@ def test_eh_frame_hdr_when_section_headers_are_gone(built):
     hdr = compile_unwind_table(str(built["hdr_only"]))
     assert hdr.stats.sources == [".eh_frame (via PT_GNU_EH_FRAME)"]
     assert hdr.rows == full.rows and hdr.rules == full.rules
+
+
+def test_corrupt_eh_frame_hdr_is_a_clear_error(built, tmp_path):
+    data = bytearray(built["hdr_only"].read_bytes())
+    phoff, phentsize, phnum = struct.unpack_from("<Q", data, 0x20)[0], *struct.unpack_from("<HH", data, 0x36)
+    for k in range(phnum):
+        ptype, _, offset = struct.unpack_from("<IIQ", data, phoff + k * phentsize)
+        if ptype == 0x6474E550:  # PT_GNU_EH_FRAME
+            data[offset] = 7  # version
+    bad = tmp_path / "bad_hdr"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UnwindTableError, match=r"unsupported \.eh_frame_hdr"):
+        compile_unwind_table(str(bad), find_debug=False)
 
 
 def test_stack_realignment(built):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from fleetprof.symbolize.demangle import demangle
 
-V0_AVAILABLE = pytest.importorskip("pycxxfilt") is not None
+V0_AVAILABLE = importlib.util.find_spec("pycxxfilt") is not None
 
 
 @pytest.mark.parametrize(

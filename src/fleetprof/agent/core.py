@@ -57,7 +57,7 @@ class CoreOptions:
     pids: tuple[int, ...] | None = None  # None: whole host
     cache_dir: Path = field(default_factory=default_cache_dir)
     keep_timestamps: bool = True
-    unwind_rows: int = 1 << 21
+    unwind_rows: int = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
 
 
 class ProfilerCore:

@@ -57,7 +57,8 @@ class UnwindTableCache:
     def get(self, path: str, file_id: str, debug_path: str | None = None) -> UnwindTable:
         """The table of `path` (identified by `file_id`): from the cache, else compiled and stored.
 
-        Raises UnwindTableError for a file that cannot be tabled; that outcome is cached too.
+        Raises UnwindTableError for a file that cannot be tabled; that outcome is cached too, unless the
+        file could not even be read (a transient failure).
         """
         entry = self.entry_path(file_id)
         cached = self._load(entry)
@@ -70,7 +71,8 @@ class UnwindTableCache:
         try:
             table = compile_unwind_table(path, debug_path)
         except UnwindTableError as exc:
-            self._store(entry, _KIND_ERROR, b"", b"", {"error": str(exc)}, 0, 0)
+            if not exc.transient:
+                self._store(entry, _KIND_ERROR, b"", b"", {"error": str(exc)}, 0, 0)
             raise
         self._store(entry, _KIND_TABLE, table.rows_bytes(), table.rules_bytes(), table.stats.to_dict(),
                     table.row_count, len(table.rules))  # fmt: skip

@@ -32,7 +32,11 @@ def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug
             raise UnwindTableError(
                 f"{path}: code lies above 4 GiB ({code_hi:#x}); rows hold 32-bit addresses"
             )
-        sections = [s for s in (eh_frame_section(elf), debug_frame_section(elf)) if s is not None]
+        try:
+            eh_frame, eh_error = eh_frame_section(elf), ""
+        except UnwindTableError as exc:  # a corrupt .eh_frame_hdr: .debug_frame may still serve
+            eh_frame, eh_error = None, str(exc)
+        sections = [s for s in (eh_frame, debug_frame_section(elf)) if s is not None]
         exec_bytes = elf.exec_bytes()
     sink = RowSink(RuleSet(), UnwindStats(), code_lo, code_hi)
     for sec in sections:
@@ -45,7 +49,9 @@ def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug
             walk_section(debug_sec, sink)
             sections.append(debug_sec)
     if not sections:
-        raise UnwindTableError(f"{path}: no .eh_frame or .debug_frame (nothing to unwind with)")
+        raise UnwindTableError(eh_error or f"{path}: no .eh_frame or .debug_frame (nothing to unwind with)")
+    if eh_error:
+        sink.stats.note_skipped("eh_frame_hdr_corrupt")
     if not sink.entries:
         raise UnwindTableError(f"{path}: no usable FDE ({_top_reasons(sink.stats.skipped_fdes)})")
     return assemble_table(sink)

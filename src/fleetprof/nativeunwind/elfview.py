@@ -62,14 +62,14 @@ class ElfView:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise UnwindTableError(f"{path}: cannot open ({exc.strerror or exc})") from None
+            raise UnwindTableError(f"{path}: cannot open ({exc.strerror or exc})", transient=True) from None
         try:
             size = os.fstat(fd).st_size
             if size < _EHDR.size:
                 raise UnwindTableError(f"{path}: too short for an ELF header ({size} bytes)")
             self._map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         except (OSError, ValueError) as exc:
-            raise UnwindTableError(f"{path}: cannot map ({exc})") from None
+            raise UnwindTableError(f"{path}: cannot map ({exc})", transient=True) from None
         finally:
             os.close(fd)
         self.size = size

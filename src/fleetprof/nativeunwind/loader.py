@@ -80,7 +80,6 @@ class TableLoader:
         self._rows_map = rows
         self._rules_map = rules
         self._file_tables = file_tables
-        self._rows_mm = mmap.mmap(rows.fd, rows.max_entries * ROW_SIZE, mmap.MAP_SHARED)
         self._rules_mm = mmap.mmap(rules.fd, rules.max_entries * RULE_SIZE, mmap.MAP_SHARED)
         self._alloc = RangeAllocator(rows.max_entries)
         self._rule_ids: dict[bytes, int] = {}
@@ -107,8 +106,7 @@ class TableLoader:
             start = self._alloc.alloc(count)
             words = array("I", rows)
             words[1::2] = array("I", [lut[i] for i in words[1::2]])
-            off = start * ROW_SIZE
-            self._rows_mm[off : off + count * ROW_SIZE] = words.tobytes()
+            self._write_rows(start, words.tobytes())
             key = struct.pack("<Q", file_key)
             try:
                 self._file_tables.update(key, layout.FILE_TABLE_STRUCT.pack(start, count))
@@ -139,6 +137,14 @@ class TableLoader:
             self._file_tables.delete(struct.pack("<Q", file_key))
             self._alloc.free(got.start, got.count)
 
+    def _write_rows(self, start: int, data: bytes) -> None:
+        """Copy rows into the array through a temporary window, so the agent's RSS doesn't keep them."""
+        off = start * ROW_SIZE
+        base = off - off % mmap.ALLOCATIONGRANULARITY
+        length = off - base + len(data)
+        with mmap.mmap(self._rows_map.fd, length, mmap.MAP_SHARED, offset=base) as window:
+            window[off - base : length] = data
+
     def _rule_id(self, rule: bytes) -> int:
         rid = self._rule_ids.get(rule)
         if rid is None:
@@ -162,6 +168,5 @@ class TableLoader:
             }
 
     def close(self) -> None:
-        """Unmap the arrays."""
-        self._rows_mm.close()
+        """Unmap the rule array."""
         self._rules_mm.close()

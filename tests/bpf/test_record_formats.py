@@ -1,0 +1,175 @@
+"""Each output format of a real `fleetprof record` run: the folded contract, pprof through the protobuf schema
+with the right build ids, speedscope against its schema, and the self-contained HTML flame graph."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+from zoo.build import (
+    FP_FLAGS,
+    ZOO_DIR,
+    ZooError,
+    build_c,
+    build_ids,
+    clock_path,
+    exit_path,
+    fn,
+    judge,
+    load_pprof,
+    main_root,
+    parse_folded,
+    parse_speedscope,
+    pprof_stacks,
+    record,
+    split_folded,
+)
+
+from fleetprof.output.proto import profile_pb2
+
+EXE = "zoo_fp"
+SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "output" / "speedscope-file-format.schema.json"
+MIN_SHARE = 0.99
+KERNEL_SUFFIX = "_[k]"
+BARE_ADDRESS = re.compile(r"(\[unknown\]\+)?0x[0-9a-f]+")
+
+
+@pytest.fixture(scope="module")
+def exe(build_dir: Path) -> Path:
+    """zoo/fp_chain.c with frame pointers."""
+    try:
+        return build_c(EXE, ["fp_chain.c"], build_dir, FP_FLAGS)
+    except ZooError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def outputs(exe: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One recording per format, named by suffix so `--output` picks the format."""
+    out_dir = tmp_path_factory.mktemp("formats")
+    cache = tmp_path_factory.mktemp("cache")
+    files = {
+        "folded": out_dir / "p.folded",
+        "pprof": out_dir / "p.pb.gz",
+        "speedscope": out_dir / "p.speedscope.json",
+        "html": out_dir / "p.html",
+    }
+    for fmt, path in files.items():
+        run = record(["--", str(exe), "1"], path, cache_dir=cache)
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+        assert f"({fmt})" in run.stderr, "the suffix chose the format"
+    return files
+
+
+def chains() -> list[tuple]:
+    """fp_chain.c's paths."""
+    root = main_root(EXE)
+    return [
+        (*root, fn("outer", EXE), fn("middle", EXE), fn("inner", EXE), fn("hot", EXE)),
+        clock_path(root, EXE),
+        exit_path(EXE),
+    ]
+
+
+def _source_line(pattern: str) -> int:
+    for number, line in enumerate((ZOO_DIR / "fp_chain.c").read_text().splitlines(), 1):
+        if pattern in line:
+            return number
+    raise AssertionError(pattern)
+
+
+def test_folded_follows_the_contract(outputs: dict[str, Path]) -> None:
+    """One line per unique stack, `;`-joined root first, a space and a count; process name first; native
+    frames `name [module]`, kernel frames `name_[k]` leafward of user frames; no bare addresses."""
+    lines = outputs["folded"].read_text().splitlines()
+    assert lines
+    seen: set[str] = set()
+    for line in lines:
+        assert re.fullmatch(r"\S.* [1-9]\d*", line), line
+        frames, _ = split_folded(line)
+        stack = ";".join(frames)
+        assert stack not in seen, f"stack listed twice: {stack}"
+        seen.add(stack)
+        assert all(frames), line
+        process, rest = frames[0], frames[1:]
+        assert " [" not in process and not process.endswith(KERNEL_SUFFIX), line
+        kinds = []
+        for frame in rest:
+            if frame.endswith(KERNEL_SUFFIX):
+                kinds.append("k")
+            elif frame.startswith("[unwind:"):
+                kinds.append("e")
+            else:
+                assert re.fullmatch(r".+ \[[^\[\]]+\]|.+ \[\[[^\[\]]+\]\]", frame), f"no [module]: {frame!r}"
+                name = frame.rpartition(" [")[0]
+                assert not BARE_ADDRESS.fullmatch(name), f"bare address {frame!r} in {line}"
+                kinds.append("u")
+        assert "".join(kinds) == "".join(sorted(kinds, key="eu k".index)), f"frame order: {line}"
+    stacks = parse_folded(outputs["folded"].read_text())
+    assert {s.process for s in stacks} <= {EXE, "fleetprof"}, "only the command's processes"
+    got = judge(stacks, chains(), process=EXE)
+    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
+
+
+def test_pprof_round_trips_and_names_build_ids(outputs: dict[str, Path], exe: Path) -> None:
+    """The pprof file parses with profile.proto, re-encodes to the same message, references only what it
+    defines, labels samples, gives DWARF start lines, and names each file's GNU build id."""
+    prof = load_pprof(outputs["pprof"])
+    assert isinstance(prof, profile_pb2.Profile)
+    again = profile_pb2.Profile()
+    again.ParseFromString(prof.SerializeToString())
+    assert again == prof
+    st = prof.string_table
+    assert st[0] == ""
+    assert [(st[t.type], st[t.unit]) for t in prof.sample_type][0][1] == "count"
+    assert (st[prof.period_type.type], st[prof.period_type.unit]) == ("cpu", "nanoseconds")
+    assert prof.period == 1_000_000_000 // 999
+    mappings = {m.id: m for m in prof.mapping}
+    functions = {f.id: f for f in prof.function}
+    locations = {loc.id: loc for loc in prof.location}
+    assert len(mappings) == len(prof.mapping) and 0 not in mappings
+    for f in prof.function:
+        assert max(f.name, f.system_name, f.filename) < len(st)
+    for loc in prof.location:
+        assert loc.mapping_id == 0 or loc.mapping_id in mappings
+        assert all(line.function_id in functions for line in loc.line)
+    for s in prof.sample:
+        assert len(s.value) == len(prof.sample_type)
+        assert all(lid in locations for lid in s.location_id)
+        labels = {st[lb.key] for lb in s.label}
+        assert {"pid", "tid", "thread_name"} <= labels, labels
+    on_disk = [m for m in prof.mapping if st[m.filename].startswith("/") and os.path.exists(st[m.filename])]
+    exe_maps = [m for m in on_disk if st[m.filename] == str(exe)]
+    assert exe_maps, [st[m.filename] for m in prof.mapping]
+    assert any(os.path.basename(st[m.filename]) == "libc.so.6" for m in on_disk)
+    for m in on_disk:
+        expected = build_ids(Path(st[m.filename]))
+        assert expected and st[m.build_id] == expected, st[m.filename]
+    by_name = {st[f.name]: f for f in prof.function}
+    assert by_name["hot"].start_line == _source_line("unsigned long hot(")
+    assert st[by_name["hot"].filename].endswith("fp_chain.c")
+    got = judge(pprof_stacks(prof), chains(), process=EXE)
+    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
+
+
+def test_speedscope_validates(outputs: dict[str, Path]) -> None:
+    """speedscope output validates against the schema and carries the same whole chains."""
+    doc = json.loads(outputs["speedscope"].read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    names = [p["name"] for p in doc["profiles"]]
+    assert any(re.fullmatch(rf"{EXE} \(\d+\)", n) for n in names), names
+    got = judge(parse_speedscope(doc), chains(), process=EXE)
+    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
+
+
+def test_html_is_self_contained(outputs: dict[str, Path]) -> None:
+    """The HTML flame graph loads nothing from the network and holds the profiled functions."""
+    text = outputs["html"].read_text()
+    assert text.lstrip().lower().startswith("<!doctype html")
+    assert not re.search(r"""<(script|link)[^>]+(src|href)=["']?https?:""", text, re.IGNORECASE)
+    for name in ("outer", "middle", "inner", "hot"):
+        assert name in text
