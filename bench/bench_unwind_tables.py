@@ -105,8 +105,8 @@ def main() -> int:
         "speed vs readelf/symbolic/pyelftools"
     )
     results: dict[str, tuple[float, float, float, float | None]] = {}
-    cache_dir = tempfile.mkdtemp(prefix="bench-unwind-")
-    cache = UnwindTableCache(cache_dir)
+    cache_dir = tempfile.TemporaryDirectory(prefix="bench-unwind-")
+    cache = UnwindTableCache(cache_dir.name)
     for path in binaries:
         name = Path(path).name
         mb = eh_frame_mb(path)
@@ -138,6 +138,7 @@ def main() -> int:
                 f"{check.not_comparable} expression rows"
             )
         results[name] = (mb, ours, reload, peer_readelf)
+    cache_dir.cleanup()
     total_mb = sum(r[0] for r in results.values())
     total_ms = sum(r[1] for r in results.values())
     if results:

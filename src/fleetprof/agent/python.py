@@ -14,9 +14,10 @@ from pathlib import Path
 
 from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPython, inspect_python_binary
-from fleetprof.interpreters.python.process import proc_info
+from fleetprof.interpreters.python.process import PythonProcess, proc_info
 from fleetprof.interpreters.python.symbolizer import PythonSymbolizer
 from fleetprof.process.fileid import file_id_u64
+from fleetprof.process.memory import process_start_time
 from fleetprof.process.tracker import ExecMapping
 from fleetprof.profile.model import Frame
 from fleetprof.tracer import layout
@@ -65,6 +66,9 @@ class PythonSupport:
             self._register_file(key, binary)
         with self._lock:
             if self._pids.get(pid) != key:
+                start_time = process_start_time(pid)
+                if start_time is not None:
+                    self.symbolizer.register(PythonProcess(pid, binary, m.bias, start_time))
                 info = proc_info(binary, m.bias)
                 try:
                     self._procs.update(struct.pack("<I", pid), bytes(info))

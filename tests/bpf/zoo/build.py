@@ -454,10 +454,13 @@ def render(frames: Iterable[Frame]) -> str:
 
 
 def judge(
-    stacks: Iterable[Stack], chains: Sequence[Chain], process: str | None = None, leaf: str | None = None
+    stacks: Iterable[Stack],
+    chains: Sequence[Chain],
+    process: str | None = None,
+    leaf: str | Sequence[Step] | None = None,
 ) -> Completeness:
-    """Completeness of the stacks of `process` (all when None) against `chains`; with `leaf` (a regex),
-    only samples whose user leaf is named like it count as in the chain."""
+    """Completeness of the stacks of `process` (all when None) against `chains`; with `leaf` (a name regex,
+    or steps), only samples whose user leaf fits it count as in the chain."""
     result = Completeness()
     for stack in stacks:
         if process is not None and stack.process != process:
@@ -466,7 +469,9 @@ def judge(
         user = stack.user
         if not user or not leaf_in_chains(user[-1], chains):
             continue
-        if leaf is not None and not re.fullmatch(leaf, user[-1].name):
+        if isinstance(leaf, str) and not re.fullmatch(leaf, user[-1].name):
+            continue
+        if leaf is not None and not isinstance(leaf, str) and not any(s.accepts(user[-1]) for s in leaf):
             continue
         result.selected += stack.count
         if not stack.has_error and any(match_prefix(user, chain) for chain in chains):

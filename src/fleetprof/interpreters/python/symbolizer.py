@@ -92,6 +92,15 @@ class PythonSymbolizer:
             return unknown_frame()
         return symbolizer.symbolize(code, lasti, checksum)
 
+    def register(self, process: PythonProcess) -> None:
+        """Use what the caller already knows about a process (binary, bias) instead of rediscovering it."""
+        entry = self._processes.get(process.pid)
+        if entry is not None and entry[0] is not None and entry[1] == process.start_time:
+            return
+        self.forget(process.pid)
+        symbolizer = ProcessSymbolizer(process, stats=self.stats)
+        self._processes[process.pid] = (symbolizer, process.start_time, time.monotonic())
+
     def forget(self, pid: int) -> None:
         """Drop everything about `pid` (call on process exit)."""
         entry = self._processes.pop(pid, None)

@@ -1,0 +1,316 @@
+"""The zoo: frame-pointer-free programs with known call chains, shared by the tests and the benchmarks.
+
+Each program names the paths its samples may legitimately take (`chains`, root first) and groups of leaves
+reported on their own (`groups`), e.g. the four activities of the C++ program.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoo.build import (
+    LD_SO,
+    LIBC,
+    NOFP_FLAGS,
+    VDSO,
+    Chain,
+    Step,
+    build_c,
+    build_rust,
+    clock_path,
+    exit_path,
+    fn,
+    main_root,
+    many,
+    plt,
+    rename_module,
+    strip_all,
+    thread_root,
+    without_inline,
+)
+
+LIBSTDCXX = r"libstdc\+\+\.so\.6.*"
+LIBGCC = r"libgcc_s\.so\.1"
+RECURSION_DEPTH = 150
+
+
+@dataclass(frozen=True)
+class ZooProgram:
+    """A zoo program: how to build and run it, and what its stacks must look like."""
+
+    name: str  # binary and process name (<= 15 characters, the kernel's comm)
+    what: str
+    command: Callable[[Path, float], list[str]]  # (build dir, seconds) -> argv; builds on first use
+    chains: tuple[Chain, ...]
+    groups: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+
+
+def _args(exe: Path, seconds: float) -> list[str]:
+    return [str(exe), f"{seconds:g}"]
+
+
+def _not(*names: str) -> str:
+    """A name regex matching anything but these names (regexes) at the start."""
+    return rf"(?!({'|'.join(names)})\b).*"
+
+
+def c_chain(exe: str, *, inline: bool = True, libc: str = LIBC, hidden: str = "hidden") -> tuple[Chain, ...]:
+    """zoo/chain.c: main -> outer -> middle -> [blend, inlined] -> inner -> hot -> hidden."""
+    root = main_root(exe)
+    chains: list[Chain] = [
+        (
+            *root,
+            fn("outer", exe),
+            fn("middle", exe),
+            fn("blend", exe, inline=True),
+            fn("inner", exe),
+            fn("hot", exe),
+            fn(hidden, exe),
+        ),
+        clock_path(root, exe),
+        exit_path(exe),
+    ]
+    if not inline:
+        chains = without_inline(chains)
+    if libc != LIBC:
+        chains = rename_module(chains, LIBC, libc)
+    return tuple(chains)
+
+
+def _c_groups(exe: str, hidden: str = "hidden") -> dict[str, tuple[Step, ...]]:
+    return {"chain": (fn(rf"outer|middle|blend|inner|hot|{hidden}", exe),)}
+
+
+def _c(name: str, extra: tuple[str, ...] = ()) -> Callable[[Path, float], list[str]]:
+    return lambda out, secs: _args(build_c(name, ["chain.c"], out, (*NOFP_FLAGS, *extra)), secs)
+
+
+def _stripped(out: Path, secs: float) -> list[str]:
+    full = build_c("zoo_c_dyn", ["chain.c"], out, (*NOFP_FLAGS, "-rdynamic"))
+    return _args(strip_all(full, "zoo_c_stripped"), secs)
+
+
+def _cxx_chains() -> tuple[Chain, ...]:
+    exe = "zoo_cxx"
+    root = main_root(exe)
+    internals = many(exe, _not("main", "_start", r"run_\w+", "thrower", r"zoo_cxx\+0x"))
+    libs = many(rf"{LIBSTDCXX}|{LIBGCC}|{LIBC}|{LD_SO}")
+    return (
+        (*root, fn(r"run_sort\(.*", exe), internals, fn(r"run_sort\(.*\)::\{lambda.*", exe)),
+        (*root, fn(r"run_templates\(.*", exe), fn(r".*accumulate<Kernel<\d> >\(.*", exe), fn(r"Kernel<\d>::.*", exe)),
+        (*root, fn(r"run_virtual\(.*", exe), fn(r"(Square|Circle)::area\(.*", exe)),
+        (*root, fn(r"run_throw\(.*", exe), Step(r"thrower\(.*", exe, many=True), Step(plt(exe).name, exe, many=True), libs),
+        (*root, Step(r"std::.*|operator new.*|.*unique_ptr.*|.*make_unique.*", exe, many=True), libs),
+        clock_path(root, exe),
+        exit_path(exe),
+    )
+
+
+def _cxx_groups() -> dict[str, tuple[Step, ...]]:
+    exe = "zoo_cxx"
+    return {
+        "sort+lambda": (fn(_not("main", "_start", r"run_(templates|virtual|throw)", "thrower", "Kernel", "Circle",
+                                "Square", r"unsigned long accumulate", r"zoo_cxx\+0x", r"zoo_(more|now|start)"), exe),),
+        "templates": (fn(r"run_templates\(.*|.*accumulate<.*|Kernel<\d>::.*", exe),),
+        "virtual": (fn(r"run_virtual\(.*|(Square|Circle)::area\(.*", exe),),
+        "exceptions": (fn(r"run_throw\(.*|thrower\(.*", exe), Step(module=rf"{LIBSTDCXX}|{LIBGCC}|{LD_SO}")),
+    }  # fmt: skip
+
+
+def _stdcxx_chains() -> tuple[Chain, ...]:
+    exe = "zoo_stdcxx"
+    root = main_root(exe)
+    internals = many(exe, _not("main", "_start", "run_strings", "sort_strings"))
+    libs = many(rf"{LIBSTDCXX}|{LIBC}")
+    return (
+        (*root, fn(r"run_strings\(.*", exe), internals, libs),
+        (*root, fn(r"sort_strings\(.*", exe), internals, libs),
+        (*root, internals, libs),  # the vector of strings built and freed by main
+        clock_path(root, exe),
+        exit_path(exe),
+    )
+
+
+def _libc_chains() -> tuple[Chain, ...]:
+    exe = "zoo_libc"
+    root = main_root(exe)
+    return (
+        (*root, fn("copy_buffers", exe), Step(plt(exe).name, exe, many=True), many(LIBC, r".*mem(cpy|move).*")),
+        (
+            *root,
+            fn("sort_records", exe),
+            Step(plt(exe).name, exe, many=True),
+            many(LIBC, r".*qsort.*|msort_with_tmp.*"),
+            fn("compare_records", exe),
+        ),
+        (*root, fn("sort_records", exe), many(LIBC, r".*qsort.*|msort_with_tmp.*"), many(LIBC, r".*mem(cpy|move).*")),
+        (*root, fn("prefault", exe)),
+        (*root, many(LIBC, r".*(malloc|mmap).*")),
+        clock_path(root, exe),
+        exit_path(exe),
+    )  # fmt: skip
+
+
+def _sys_chains() -> tuple[Chain, ...]:
+    exe = "zoo_sys"
+    root = main_root(exe)
+    return (
+        (*root, fn("syscall_loop", exe), plt(exe)),
+        (*root, fn("syscall_loop", exe), many(LIBC)),
+        (*root, many(LIBC, r".*open.*")),
+        clock_path(root, exe),
+        exit_path(exe),
+    )
+
+
+def _dl_chains() -> tuple[Chain, ...]:
+    exe, lib = "zoo_dl", r"libzooplugin\.so"
+    root = main_root(exe)
+    return (
+        (*root, fn("run_plugin", exe), fn("plugin_entry", lib), fn("plugin_mid", lib), fn("plugin_leaf", lib)),
+        (*root, many(rf"{LIBC}|{LD_SO}")),  # dlopen, dlsym, nanosleep
+        (*root, Step(r"zoo_now", exe, many=True, inline=True), many(LIBC, r".*clock_gettime.*"), many(VDSO)),
+        exit_path(exe),
+    )
+
+
+def _dl(out: Path, secs: float) -> list[str]:
+    exe = build_c("zoo_dl", ["dl_host.c"], out, NOFP_FLAGS, libs=["-ldl"])
+    lib = build_c("libzooplugin.so", ["plugin.c"], out, (*NOFP_FLAGS, "-fPIC", "-shared"))
+    return [str(exe), "0.3", str(lib), f"{secs:g}"]
+
+
+def _threads_chains() -> tuple[Chain, ...]:
+    exe = "zoo_threads"
+    chains: list[Chain] = []
+    for who in ("alpha", "beta"):
+        root = (*thread_root(), fn(f"{who}_main", exe))
+        chains += [(*root, fn(f"{who}_work", exe), fn(f"{who}_spin", exe)), clock_path(root, exe)]
+    root = main_root(exe)
+    chains += [(*root, many(LIBC, r".*pthread.*|.*clone.*|.*mmap.*|.*mprotect.*")), exit_path(exe)]
+    return tuple(chains)
+
+
+def _recurse_chains() -> tuple[Chain, ...]:
+    exe = "zoo_recurse"
+    root = main_root(exe)
+    return (
+        (*root, *[fn("recurse", exe)] * RECURSION_DEPTH, fn("burn", exe)),
+        clock_path(root, exe),
+        exit_path(exe),
+    )
+
+
+def _rust_chains() -> tuple[Chain, ...]:
+    exe = "zoo_rust"
+    runtime = many(exe, r"std::.*|core::.*|<.*>::.*")
+    root = (*main_root(exe), runtime, fn("zoo_rust::main", exe))
+    work = (*root, fn("zoo_rust::outer", exe), fn("zoo_rust::middle", exe), fn("zoo_rust::inner", exe))
+    return (
+        (*work, fn("zoo_rust::hot", exe)),
+        (*work, fn(r"zoo_rust::fold_squares(::\{closure.*)?", exe), runtime),
+        (*root, runtime, many(LIBC), many(VDSO)),  # Instant::now, println!
+        (*main_root(exe), runtime, many(LIBC)),  # runtime start-up and exit
+        exit_path(exe),
+    )
+
+
+def _rust(out: Path, secs: float) -> list[str]:
+    return _args(build_rust("zoo_rust", out), secs)
+
+
+def catalog() -> dict[str, ZooProgram]:
+    """Every zoo program by name."""
+    cxx_exe, std_exe = "zoo_cxx", "zoo_stdcxx"
+    programs = [
+        ZooProgram("zoo_c", "C -O2 -fomit-frame-pointer, PIE", _c("zoo_c"), c_chain("zoo_c"), _c_groups("zoo_c")),
+        ZooProgram(
+            "zoo_c_nopie",
+            "C -O2 -fomit-frame-pointer, non-PIE",
+            _c("zoo_c_nopie", ("-no-pie", "-fno-pie")),
+            c_chain("zoo_c_nopie"),
+            _c_groups("zoo_c_nopie"),
+        ),
+        ZooProgram(
+            "zoo_c_static",
+            "C -O2 -fomit-frame-pointer, -static",
+            _c("zoo_c_static", ("-static",)),
+            c_chain("zoo_c_static", libc=re.escape("zoo_c_static")),
+            _c_groups("zoo_c_static"),
+        ),
+        ZooProgram(
+            "zoo_c_stripped",
+            "C -O2 -fomit-frame-pointer -rdynamic, stripped of .symtab and DWARF",
+            _stripped,
+            c_chain("zoo_c_stripped", inline=False, hidden=r"zoo_c_stripped\+0x[0-9a-f]+"),
+            _c_groups("zoo_c_stripped", hidden=r"zoo_c_stripped\+0x[0-9a-f]+"),
+        ),
+        ZooProgram(
+            cxx_exe,
+            "C++ templates, lambda in std::sort, virtual calls, exceptions",
+            lambda out, secs: _args(build_c(cxx_exe, ["cxx.cc"], out, NOFP_FLAGS, cxx=True), secs),
+            _cxx_chains(),
+            _cxx_groups(),
+        ),
+        ZooProgram(
+            std_exe,
+            "libstdc++: ostringstream, std::string, std::hash, std::sort of strings",
+            lambda out, secs: _args(build_c(std_exe, ["stdcxx.cc"], out, NOFP_FLAGS, cxx=True), secs),
+            _stdcxx_chains(),
+            {
+                "leaf in libstdc++": (Step(module=LIBSTDCXX),),
+                "leaf in libc": (Step(module=LIBC),),
+                "leaf in the binary": (Step(module=std_exe),),
+            },
+        ),
+        ZooProgram(
+            "zoo_libc",
+            "libc: memcpy of 16 MB buffers, qsort with a callback",
+            lambda out, secs: _args(build_c("zoo_libc", ["libc_work.c"], out, NOFP_FLAGS), secs),
+            _libc_chains(),
+            {
+                "memcpy": (fn(r".*mem(cpy|move).*", LIBC),),
+                "qsort callback": (fn("compare_records", "zoo_libc"),),
+                "qsort": (fn(r".*qsort.*|msort_with_tmp.*", LIBC),),
+            },
+        ),
+        ZooProgram(
+            "zoo_sys",
+            "syscalls: write(/dev/null) and getppid, kernel + user stacks",
+            lambda out, secs: _args(build_c("zoo_sys", ["syscalls.c"], out, NOFP_FLAGS), secs),
+            _sys_chains(),
+            {"syscall wrappers": (fn(r".*(write|getppid).*", LIBC),)},
+        ),
+        ZooProgram(
+            "zoo_dl",
+            "a library loaded with dlopen 0.3 s after start",
+            _dl,
+            _dl_chains(),
+            {"in the library": (Step(module=r"libzooplugin\.so"),)},
+        ),
+        ZooProgram(
+            "zoo_threads",
+            "two named threads",
+            lambda out, secs: _args(build_c("zoo_threads", ["threads.c"], out, NOFP_FLAGS, libs=["-lpthread"]), secs),
+            _threads_chains(),
+            {"alpha": (fn(r"alpha_\w+", "zoo_threads"),), "beta": (fn(r"beta_\w+", "zoo_threads"),)},
+        ),
+        ZooProgram(
+            "zoo_recurse",
+            f"recursion {RECURSION_DEPTH} deep",
+            lambda out, secs: _args(build_c("zoo_recurse", ["recurse.c"], out, NOFP_FLAGS), secs),
+            _recurse_chains(),
+            {"recursion": (fn("recurse|burn", "zoo_recurse"),)},
+        ),
+        ZooProgram(
+            "zoo_rust",
+            "Rust, cargo --release",
+            _rust,
+            _rust_chains(),
+            {"chain": (fn(r"zoo_rust::(outer|middle|inner|hot|fold_squares).*", "zoo_rust"),)},
+        ),
+    ]  # fmt: skip
+    return {p.name: p for p in programs}
