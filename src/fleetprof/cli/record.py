@@ -49,6 +49,9 @@ class RecordCommand:
         target.add_argument("--pid", "-p", type=int, nargs="+", metavar="PID", help="profile these processes")
         target.add_argument("--all", "-a", action="store_true", help="profile every process on the host")
         parser.add_argument(
+            "--verbose", "-v", action="store_true", help="print the profiler's counters at the end"
+        )
+        parser.add_argument(
             "command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to profile"
         )
 
@@ -150,6 +153,10 @@ class Recording:
         )
         for line in core.table_messages()[:5]:
             print(f"fleetprof: note: {line}", file=sys.stderr)
+        if self.args.verbose:
+            for name, value in sorted(profile.stats.items()):
+                if value:
+                    print(f"fleetprof: {name}: {value:,}", file=sys.stderr)
         return status
 
     def _spawn(self) -> subprocess.Popen[bytes]:
