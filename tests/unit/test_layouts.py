@@ -87,3 +87,26 @@ def test_sample_h_constants_match_python(name: str) -> None:
     if name.startswith("FLEETPROF_"):
         return
     assert getattr(layout, name) == header_defines(SAMPLE_H)[name]
+
+
+UNWIND_H = SRC / "nativeunwind" / "unwind_table.h"
+
+
+def test_unwind_table_h_structs_match_python(tmp_path: Path) -> None:
+    from fleetprof.nativeunwind import table
+
+    structs = {"unwind_rule": table.UnwindRule, "unwind_row": table.UnwindRow}
+    got = c_layout(tmp_path, UNWIND_H, structs)
+    for name, cls in structs.items():
+        assert got[(name, "size")] == ctypes.sizeof(cls), name
+        for field in cls._fields_:
+            assert got[(name, field[0])] == getattr(cls, field[0]).offset, (name, field[0])
+    assert table.RULE_STRUCT.size == ctypes.sizeof(table.UnwindRule)
+    assert table.ROW_STRUCT.size == ctypes.sizeof(table.UnwindRow)
+
+
+@pytest.mark.parametrize("name", sorted(header_defines(UNWIND_H)))
+def test_unwind_table_h_constants_match_python(name: str) -> None:
+    from fleetprof.nativeunwind import table
+
+    assert getattr(table, name) == header_defines(UNWIND_H)[name]

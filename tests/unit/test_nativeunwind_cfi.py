@@ -25,6 +25,7 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
     UW_RBP_AT_CFA,
+    UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
     RuleSet,
@@ -156,11 +157,17 @@ def test_def_cfa_register_after_expression_uses_the_old_offset():
 
 
 def test_rbp_rules_that_cannot_be_expressed_lose_rbp_only():
-    code = bytes([0x41, 0x14, 6, 2, 0x41, 0x10, 6, 2, 0x76, 0, 0x41, 0x09, 6, 3, 0x41, 0x09, 6, 6])
+    code = bytes([0x41, 0x14, 6, 2, 0x41, 0x16, 6, 2, 0x76, 0, 0x41, 0x09, 6, 3, 0x41, 0x09, 6, 6])
     rows, reasons = rows_of(code)
     assert [r for _, r in rows] == [rsp(8), rsp(8, UW_RBP_UNDEFINED), rsp(8)]
     assert [loc for loc, _ in rows] == [0, 1, 4]
     assert set(reasons) == {"rbp_val_offset", "rbp_expression", "rbp_in_register"}
+
+
+def test_rbp_saved_at_rbp_by_expression():
+    rows, reasons = rows_of(bytes([0x41, 0x10, 6, 2, 0x76, 0x70]))  # DW_CFA_expression rbp: breg6 -16
+    assert rows[-1] == (1, rsp(8, UW_RBP_AT_RBP, -16))
+    assert not reasons
 
 
 def test_gnu_args_size_and_nops_are_ignored():

@@ -22,6 +22,7 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_RSP_DEREF,
     UW_CMD_INVALID,
     UW_RBP_AT_CFA,
+    UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
     UnwindTable,
@@ -216,10 +217,9 @@ def test_stack_realignment(built):
     rules = [table.lookup(pc) for pc in range(addr, addr + size)]
     deref = [r for r in rules if r and r[0] == UW_CFA_RBP_DEREF]
     assert deref and all(r[2] < 0 and r[3] == 0 for r in deref), "CFA = *(rbp + off) once the DRAP is saved"
-    assert all(r[1] == UW_RBP_UNDEFINED for r in deref), "rbp saved by DW_CFA_expression is not expressible"
+    assert all(r[1] == UW_RBP_AT_RBP and r[4] == 0 for r in deref), "rbp saved at [rbp] (DW_CFA_expression)"
     assert any(r and r[0] == UW_CMD_INVALID for r in rules), "the r10 (DRAP) windows are INVALID"
     assert table.stats.invalid.get("cfa_register_r10", 0) >= 1
-    assert table.stats.invalid.get("rbp_expression", 0) >= 1
     addr, size = syms["fp_realign"]
     assert {table.lookup(pc)[0] for pc in range(addr, addr + size)} == {0, 1}  # type: ignore[index]
 
@@ -235,7 +235,7 @@ def test_hand_written_cases(built):
     assert at("sig_trampoline") == SIGNAL_RULE
     assert at("outermost") == STOP_RULE
     assert at("cfa_in_r10", 5)[0] == UW_CMD_INVALID  # type: ignore[index]
-    assert at("cfa_in_r10", 0x1B - 0x08) == (UW_CFA_RBP_DEREF, UW_RBP_UNDEFINED, -8, 0, 0)
+    assert at("cfa_in_r10", 0x1B - 0x08) == (UW_CFA_RBP_DEREF, UW_RBP_AT_RBP, -8, 0, 0)
     assert at("deref_plus", 4) == (UW_CFA_RSP_DEREF, UW_RBP_SAME, 16, 8, 0)
     assert at("states", 5) == (1, UW_RBP_AT_CFA, 16, 0, -16)  # rbp+16 after mov %rsp,%rbp
     assert at("states", 0x138 - 0x12E) == (UW_CFA_RSP, UW_RBP_SAME, 8, 0, 0)  # after .cfi_restore rbp

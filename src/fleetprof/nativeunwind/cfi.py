@@ -23,6 +23,7 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
     UW_RBP_AT_CFA,
+    UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
     RuleSet,
@@ -167,6 +168,14 @@ def _match_expression(block: bytes) -> CfaExp:
     return "cfa_expression_unsupported"
 
 
+def _rbp_relative(block: bytes) -> int | None:
+    """The offset of `DW_OP_breg6 off` (rbp saved at rbp + off, as gcc's stack realignment says)."""
+    ops = _decode_expression(block)
+    if ops is None or len(ops) != 1 or ops[0][0] != 0x76 or not _S32_MIN <= ops[0][1] < _S32_END:
+        return None
+    return ops[0][1]
+
+
 def match_cfa_expression(block: bytes) -> CfaExp:
     """Classify a CFA expression (memoized: the same few blocks recur thousands of times)."""
     found = _EXPR_CACHE.get(block)
@@ -205,7 +214,8 @@ def rule_index(rules: Rules, table: RuleSet, reasons: list[str]) -> int:
         return 0
     if rbp_why:
         reasons.append(rbp_why)
-    return table.add((kind, rbp_kind, cfa_off, aux, rbp_off if rbp_kind == UW_RBP_AT_CFA else 0))
+    keep_off = rbp_kind in (UW_RBP_AT_CFA, UW_RBP_AT_RBP)
+    return table.add((kind, rbp_kind, cfa_off, aux, rbp_off if keep_off else 0))
 
 
 def interpret(
@@ -361,7 +371,11 @@ def interpret(
                     raise IndexError
                 i += size
                 if reg == REG_RBP:
-                    rbp_kind, rbp_off, rbp_why = UW_RBP_UNDEFINED, 0, "rbp_expression"
+                    at_rbp = _rbp_relative(code[i - size : i]) if op == 0x10 else None
+                    if at_rbp is not None:
+                        rbp_kind, rbp_off, rbp_why = UW_RBP_AT_RBP, at_rbp, ""
+                    else:
+                        rbp_kind, rbp_off, rbp_why = UW_RBP_UNDEFINED, 0, "rbp_expression"
                 elif reg == REG_RA:
                     ra = "ra_expression"
                 continue

@@ -215,8 +215,9 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	__u64 ra;
 	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)))
 		return fail(s, st, UNWIND_ERR_READ_FAILED);
-	if (r->rbp_kind == UW_RBP_AT_CFA) {
-		if (bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(cfa + (__s64)r->rbp_off)))
+	if (r->rbp_kind == UW_RBP_AT_CFA || r->rbp_kind == UW_RBP_AT_RBP) {
+		__u64 base = r->rbp_kind == UW_RBP_AT_CFA ? cfa : st->fp;
+		if (bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(base + (__s64)r->rbp_off)))
 			return fail(s, st, UNWIND_ERR_READ_FAILED);
 		st->fp = tmp;
 	}

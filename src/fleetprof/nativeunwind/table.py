@@ -25,6 +25,7 @@ UW_CMD_INVALID = 8
 UW_RBP_SAME = 0
 UW_RBP_AT_CFA = 1
 UW_RBP_UNDEFINED = 2
+UW_RBP_AT_RBP = 3
 
 CFA_KIND_NAMES: dict[int, str] = {
     UW_CFA_RSP: "rsp",
@@ -104,6 +105,8 @@ def describe_rule(rule: Rule) -> str:
     else:
         cfa = f"{CFA_KIND_NAMES.get(kind, kind)}{off:+d}"
     rbp = {UW_RBP_SAME: "same", UW_RBP_UNDEFINED: "undefined"}.get(rbp_kind, f"c{rbp_off:+d}")
+    if rbp_kind == UW_RBP_AT_RBP:
+        rbp = f"[rbp{rbp_off:+d}]"
     return f"cfa={cfa} rbp={rbp}"
 
 

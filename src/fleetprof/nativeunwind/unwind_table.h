@@ -15,7 +15,7 @@
 #define UW_CFA_RSP 0          /* CFA = rsp + cfa_off */
 #define UW_CFA_RBP 1          /* CFA = rbp + cfa_off */
 #define UW_CFA_RSP_DEREF 2    /* CFA = *(u64 *)(rsp + cfa_off) + cfa_aux   (DW_OP_breg7 off; deref; [plus_uconst aux]) */
-#define UW_CFA_RBP_DEREF 3    /* CFA = *(u64 *)(rbp + cfa_off) + cfa_aux   (stack realignment: breg6 -8; deref) */
+#define UW_CFA_RBP_DEREF 3    /* CFA = *(u64 *)(rbp + cfa_off) + cfa_aux   (stack realignment: breg6 off; deref) */
 #define UW_CFA_PLT 4          /* the standard PLT expression: CFA = rsp + cfa_off + ((pc & 15) >= cfa_aux ? 8 : 0) */
 #define UW_CMD_STOP 5         /* outermost frame (return address undefined): the stack is complete */
 #define UW_CMD_SIGNAL 6       /* signal trampoline (__restore_rt): registers come from the ucontext at rsp */
@@ -26,14 +26,15 @@
 #define UW_RBP_SAME 0         /* not saved: the caller's rbp is the current rbp */
 #define UW_RBP_AT_CFA 1       /* saved at CFA + rbp_off */
 #define UW_RBP_UNDEFINED 2    /* unrecoverable (clobbered); unwinding may go on if rbp is not needed */
+#define UW_RBP_AT_RBP 3       /* saved at rbp + rbp_off (DW_CFA_expression breg6; gcc's stack realignment) */
 
 struct unwind_rule {
 	__u8 cfa_kind;   /* UW_CFA_* or UW_CMD_* */
 	__u8 rbp_kind;   /* UW_RBP_* */
 	__u16 reserved;  /* zero */
 	__s32 cfa_off;
-	__s32 cfa_aux;   /* only for *_DEREF kinds */
-	__s32 rbp_off;   /* only for UW_RBP_AT_CFA */
+	__s32 cfa_aux;   /* *_DEREF: added after the dereference; UW_CFA_PLT: the (pc & 15) threshold */
+	__s32 rbp_off;   /* for UW_RBP_AT_CFA and UW_RBP_AT_RBP */
 };                   /* 16 bytes */
 
 struct unwind_row {

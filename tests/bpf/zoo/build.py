@@ -344,9 +344,15 @@ def many(module: str | None = None, name: str = ".*") -> Step:
 Chain = tuple[Step, ...]
 
 
-def plt(exe: str) -> Step:
-    """A PLT stub of `exe`: named `sym@plt`, or `exe+0x…` when the symbolizer names no PLT entries."""
-    return fn(rf".*@plt|{re.escape(exe)}\+0x[0-9a-f]+", re.escape(exe))
+def plt(module: str) -> Step:
+    """A PLT stub of `module` (a regex): named `sym@plt`, or `module+0x…` when the symbolizer names none."""
+    return fn(rf".*@plt|({module})\+0x[0-9a-f]+", module)
+
+
+def ld_startup() -> Chain:
+    """The dynamic loader at process start: its entry (unnamed in .dynsym) -> _dl_start or _dl_init -> …,
+    then the libraries' initialisers it calls."""
+    return (fn(rf"_start|_dl_start_user|({LD_SO})\+0x[0-9a-f]+", LD_SO), many(LD_SO), many())
 
 
 def main_root(exe: str) -> Chain:

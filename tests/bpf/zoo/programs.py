@@ -17,15 +17,20 @@ from zoo.build import (
     NOFP_FLAGS,
     VDSO,
     Chain,
+    Stack,
     Step,
+    ZooError,
     build_c,
     build_rust,
     clock_path,
     exit_path,
     fn,
+    ld_startup,
+    load_stacks,
     main_root,
     many,
     plt,
+    record,
     rename_module,
     strip_all,
     thread_root,
@@ -76,8 +81,8 @@ def c_chain(exe: str, *, inline: bool = True, libc: str = LIBC, hidden: str = "h
     if not inline:
         chains = without_inline(chains)
     if libc != LIBC:
-        chains = rename_module(chains, LIBC, libc)
-    return tuple(chains)
+        return tuple(rename_module(chains, LIBC, libc))
+    return (*chains, ld_startup())
 
 
 def _c_groups(exe: str, hidden: str = "hidden") -> dict[str, tuple[Step, ...]]:
@@ -106,6 +111,7 @@ def _cxx_chains() -> tuple[Chain, ...]:
         (*root, Step(r"std::.*|operator new.*|.*unique_ptr.*|.*make_unique.*", exe, many=True), libs),
         clock_path(root, exe),
         exit_path(exe),
+        ld_startup(),
     )
 
 
@@ -116,7 +122,11 @@ def _cxx_groups() -> dict[str, tuple[Step, ...]]:
                                 "Square", r"unsigned long accumulate", r"zoo_cxx\+0x", r"zoo_(more|now|start)"), exe),),
         "templates": (fn(r"run_templates\(.*|.*accumulate<.*|Kernel<\d>::.*", exe),),
         "virtual": (fn(r"run_virtual\(.*|(Square|Circle)::area\(.*", exe),),
-        "exceptions": (fn(r"run_throw\(.*|thrower\(.*", exe), Step(module=rf"{LIBSTDCXX}|{LIBGCC}|{LD_SO}")),
+        "exceptions": (
+            fn(r"run_throw\(.*|thrower\(.*", exe),
+            Step(module=rf"{LIBSTDCXX}|{LIBGCC}"),
+            fn(r".*(find_object|dlfo).*", LD_SO),
+        ),
     }  # fmt: skip
 
 
@@ -131,6 +141,7 @@ def _stdcxx_chains() -> tuple[Chain, ...]:
         (*root, internals, libs),  # the vector of strings built and freed by main
         clock_path(root, exe),
         exit_path(exe),
+        ld_startup(),
     )
 
 
@@ -146,11 +157,18 @@ def _libc_chains() -> tuple[Chain, ...]:
             many(LIBC, r".*qsort.*|msort_with_tmp.*"),
             fn("compare_records", exe),
         ),
-        (*root, fn("sort_records", exe), many(LIBC, r".*qsort.*|msort_with_tmp.*"), many(LIBC, r".*mem(cpy|move).*")),
+        (
+            *root,
+            fn("sort_records", exe),
+            many(LIBC, r".*qsort.*|msort_with_tmp.*"),
+            Step(plt(LIBC).name, LIBC, many=True),
+            many(LIBC, r".*mem(cpy|move).*"),
+        ),
         (*root, fn("prefault", exe)),
         (*root, many(LIBC, r".*(malloc|mmap).*")),
         clock_path(root, exe),
         exit_path(exe),
+        ld_startup(),
     )  # fmt: skip
 
 
@@ -163,6 +181,7 @@ def _sys_chains() -> tuple[Chain, ...]:
         (*root, many(LIBC, r".*open.*")),
         clock_path(root, exe),
         exit_path(exe),
+        ld_startup(),
     )
 
 
@@ -174,6 +193,7 @@ def _dl_chains() -> tuple[Chain, ...]:
         (*root, many(rf"{LIBC}|{LD_SO}")),  # dlopen, dlsym, nanosleep
         (*root, Step(r"zoo_now", exe, many=True, inline=True), many(LIBC, r".*clock_gettime.*"), many(VDSO)),
         exit_path(exe),
+        ld_startup(),
     )
 
 
@@ -190,7 +210,7 @@ def _threads_chains() -> tuple[Chain, ...]:
         root = (*thread_root(), fn(f"{who}_main", exe))
         chains += [(*root, fn(f"{who}_work", exe), fn(f"{who}_spin", exe)), clock_path(root, exe)]
     root = main_root(exe)
-    chains += [(*root, many(LIBC, r".*pthread.*|.*clone.*|.*mmap.*|.*mprotect.*")), exit_path(exe)]
+    chains += [(*root, many(LIBC, r".*pthread.*|.*clone.*|.*mmap.*|.*mprotect.*")), exit_path(exe), ld_startup()]
     return tuple(chains)
 
 
@@ -201,6 +221,7 @@ def _recurse_chains() -> tuple[Chain, ...]:
         (*root, *[fn("recurse", exe)] * RECURSION_DEPTH, fn("burn", exe)),
         clock_path(root, exe),
         exit_path(exe),
+        ld_startup(),
     )
 
 
@@ -215,6 +236,7 @@ def _rust_chains() -> tuple[Chain, ...]:
         (*root, runtime, many(LIBC), many(VDSO)),  # Instant::now, println!
         (*main_root(exe), runtime, many(LIBC)),  # runtime start-up and exit
         exit_path(exe),
+        ld_startup(),
     )
 
 
@@ -314,3 +336,14 @@ def catalog() -> dict[str, ZooProgram]:
         ),
     ]  # fmt: skip
     return {p.name: p for p in programs}
+
+
+def profile(program: ZooProgram, build_dir: Path, out_dir: Path, cache_dir: Path, seconds: float) -> list[Stack]:
+    """Build `program`, record it with `fleetprof record -F 999` (speedscope: samples in time order) and
+    return its stacks; raises ZooError when the build or the recording fails."""
+    argv = program.command(build_dir, seconds)
+    out = out_dir / f"{program.name}.speedscope.json"
+    run = record(["--", *argv], out, cache_dir=cache_dir)
+    if run.returncode != 0 or "Traceback" in run.stderr:
+        raise ZooError(f"fleetprof record -- {' '.join(argv)}: exit {run.returncode}\n{run.stderr}")
+    return load_stacks(out)

@@ -17,9 +17,7 @@ ZOO_NOINLINE unsigned long burn(unsigned long n)
 
 ZOO_NOINLINE unsigned long recurse(int depth, unsigned long n)
 {
-	if (depth <= 1)
-		return burn(n);
-	unsigned long r = recurse(depth - 1, n);
+	unsigned long r = depth <= 1 ? burn(n) : recurse(depth - 1, n);
 	ZOO_KEEP(r);
 	return r + (unsigned long)depth;
 }
