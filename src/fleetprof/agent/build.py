@@ -18,6 +18,7 @@ from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
 
 PythonResolver = Callable[[int, RawFrame], Frame]
+ThreadNamer = Callable[[int, int, str, str], str]  # (pid, tid, OS thread name, process name) -> label
 
 
 def _error_frame(code: int) -> Frame:
@@ -33,11 +34,13 @@ class ProfileBuilder:
         native: NativeSymbolizer | None = None,
         kernel: KernelSymbols | None = None,
         python: PythonResolver | None = None,
+        thread_names: ThreadNamer | None = None,
     ) -> None:
         self.core = core
         self.native = native or NativeSymbolizer(cache_dir=core.options.cache_dir / "symbols")
         self.kernel = kernel or KernelSymbols.load()
         self.python = python
+        self.thread_names = thread_names
         self._kernel_memo: dict[int, Frame] = {}
 
     def build(self, stacks: dict[StackKey, object] | None = None) -> Profile:
@@ -68,7 +71,7 @@ class ProfileBuilder:
                     pid=key.pid,
                     tid=key.tid,
                     process_name=_name(key.pcomm),
-                    thread_name=_name(key.comm),
+                    thread_name=self._thread_name(key),
                     count=counts.count,  # type: ignore[attr-defined]
                     cpus=set(counts.cpus),  # type: ignore[attr-defined]
                     timestamps_ns=list(counts.timestamps_ns),  # type: ignore[attr-defined]
@@ -87,6 +90,10 @@ class ProfileBuilder:
             kernel_release=platform.release(),
             stats=stats,
         )
+
+    def _thread_name(self, key: StackKey) -> str:
+        comm = _name(key.comm)
+        return self.thread_names(key.pid, key.tid, comm, _name(key.pcomm)) if self.thread_names else comm
 
     # ---- native -----------------------------------------------------------------------------------
 
@@ -191,7 +198,8 @@ def _name(raw: bytes) -> str:
 
 def build_profile(core: ProfilerCore) -> Profile:
     """Symbolize everything the core has aggregated."""
-    builder = ProfileBuilder(core, python=core.python_resolver())
+    thread_names = core.python.thread_name if core.python is not None else None
+    builder = ProfileBuilder(core, python=core.python_resolver(), thread_names=thread_names)
     try:
         return builder.build()
     finally:

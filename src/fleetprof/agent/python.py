@@ -16,6 +16,7 @@ from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPython, inspect_python_binary
 from fleetprof.interpreters.python.process import PythonProcess, proc_info
 from fleetprof.interpreters.python.symbolizer import PythonSymbolizer
+from fleetprof.interpreters.python.threadnames import ThreadNames
 from fleetprof.process.fileid import file_id_u64
 from fleetprof.process.memory import process_start_time
 from fleetprof.process.tracker import ExecMapping
@@ -43,6 +44,7 @@ class PythonSupport:
         self._pids: dict[int, int] = {}  # pid -> file key of its interpreter
         self._files: dict[int, PythonBinary] = {}
         self.symbolizer = PythonSymbolizer()
+        self.thread_names = ThreadNames()
         self.frames: dict[PyFrameKey, Frame] = {}
         self.notes: dict[str, str] = {}  # path -> why its Python frames can't be walked
 
@@ -68,7 +70,9 @@ class PythonSupport:
             if self._pids.get(pid) != key:
                 start_time = process_start_time(pid)
                 if start_time is not None:
-                    self.symbolizer.register(PythonProcess(pid, binary, m.bias, start_time))
+                    process = PythonProcess(pid, binary, m.bias, start_time)
+                    self.symbolizer.register(process)
+                    self.thread_names.register(process)
                 info = proc_info(binary, m.bias)
                 try:
                     self._procs.update(struct.pack("<I", pid), bytes(info))
@@ -119,11 +123,14 @@ class PythonSupport:
         with self._lock:
             if self._pids.pop(pid, None) is not None:
                 self._procs.delete(struct.pack("<I", pid))
+        self.thread_names.forget(pid)
 
     def on_new_stack(self, key: StackKey) -> None:
         """Symbolize the Python frames of a stack seen for the first time, while the process still lives."""
         if key.pid not in self._pids:
             return
+        if key.comm == key.pcomm:
+            self.thread_names.observe(key.pid, key.tid)
         for raw in decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :]):
             if raw.kind == layout.FRAME_PYTHON:
                 fkey = (key.pid, raw.id, raw.addr, raw.aux)
@@ -137,6 +144,10 @@ class PythonSupport:
         if frame is None:
             frame = self.frames[fkey] = self.symbolizer.symbolize(pid, raw.id, raw.addr, raw.aux)
         return frame
+
+    def thread_name(self, pid: int, tid: int, os_name: str, process_name: str) -> str:
+        """A sample's thread name: the OS one when the application set it, else the Python thread name."""
+        return self.thread_names.thread_name(pid, tid, os_name, process_name)
 
     def stats(self) -> dict[str, int]:
         """Python processes and symbolization failures by reason."""

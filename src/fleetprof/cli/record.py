@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from fleetprof.cli.errors import (
 )
 from fleetprof.output.base import OutputFormat
 from fleetprof.output.registry import UnknownFormatError, format_for_path, format_names, get_format
+from fleetprof.profile.model import Profile
 from fleetprof.tracer.sampler import SamplerError
 
 MAX_FREQUENCY = 10_000
@@ -73,8 +75,11 @@ class RecordCommand:
         missing = missing_capabilities()
         if missing:
             raise CapabilityError(missing[0].message)
+        existed = out_path != "-" and os.path.lexists(out_path)
         stream = _open_output(out_path, fmt)
-        return Recording(args, cmd, exe, fmt, out_path, stream).run()
+        recording = Recording(args, cmd, exe, fmt, out_path, stream)
+        recording.created = not existed and out_path != "-"
+        return recording.run()
 
 
 class Recording:
@@ -97,6 +102,7 @@ class Recording:
         self.stream = stream
         self.child: subprocess.Popen[bytes] | None = None
         self.tty = sys.stderr.isatty()
+        self.created = False  # the output file did not exist before this run
 
     def run(self) -> int:
         """Sample until the command exits, the duration ends, or Ctrl-C; then write the profile."""
@@ -109,6 +115,7 @@ class Recording:
         core = ProfilerCore(CoreOptions(frequency_hz=self.args.frequency, pids=pids))
         status = 0
         interrupted = False
+        done = False
         try:
             try:
                 core.load()
@@ -135,14 +142,14 @@ class Recording:
                 status = self._reap(interrupted)
             core.stop()
             profile = build_profile(core)
+            done = True
         finally:
             if self.tty:
                 sys.stderr.write("\r\033[K")
             core.close()
-        self.stream.seek(0)
-        self.stream.truncate()
-        self.fmt.write(profile, self.stream)
-        self.stream.close()
+            if not done:
+                self._discard()
+        self._write(profile)
         share = core.aggregator.whole_share() * 100
         nproc = len({s.pid for s in profile.samples})
         secs = (core.stopped_ns - core.started_ns) / 1e9
@@ -158,6 +165,23 @@ class Recording:
                 if value:
                     print(f"fleetprof: {name}: {value:,}", file=sys.stderr)
         return status
+
+    def _write(self, profile: Profile) -> None:
+        if self.stream.seekable():
+            self.stream.seek(0)
+            self.stream.truncate()
+        try:
+            self.fmt.write(profile, self.stream)
+            self.stream.close()
+        except OSError as exc:
+            raise CliError(f"cannot write {self.out_path}: {exc.strerror or exc}") from None
+
+    def _discard(self) -> None:
+        """The run failed before writing: leave no empty file behind (unless it existed before)."""
+        self.stream.close()
+        if self.created:
+            with contextlib.suppress(OSError):
+                os.unlink(self.out_path)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         assert self.exe is not None
