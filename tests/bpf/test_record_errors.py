@@ -129,4 +129,3 @@ def test_sigint_during_all_writes_the_profile(build_dir: Path, tmp_path: Path, c
     assert sum(s.count for s in stacks) > 100
     assert "zoo_fp" in {s.process for s in stacks}
     assert len({s.pid for s in stacks}) >= 2, "the whole host, not one process"
-

@@ -1,4 +1,5 @@
-"""`fleetprof record -- CMD` on frame-pointer builds: whole chains, kernel frames, children, dlopen, threads."""
+"""`fleetprof record -- CMD` on frame-pointer builds: whole chains, kernel frames, children, dlopen and
+threads."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_RBP_DEREF,
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
+    UW_CMD_FRAME_POINTER,
     UW_CMD_INVALID,
     UW_RBP_AT_CFA,
     UW_RBP_AT_RBP,
@@ -106,7 +107,7 @@ def assert_well_formed(table: UnwindTable) -> None:
     pcs = [pc for pc, _ in rows]
     assert pcs == sorted(set(pcs)), "rows strictly increasing"
     assert all(a[1] != b[1] for a, b in pairwise(rows)), "equal neighbours merged"
-    assert table.rules[rows[-1][1]][0] == UW_CMD_INVALID, "a final INVALID row ends the table"
+    assert table.rules[rows[-1][1]][0] == UW_CMD_FRAME_POINTER, "a final frame-pointer row ends the table"
     assert len(set(table.rules)) == len(table.rules), "rules deduplicated"
 
 
@@ -256,7 +257,7 @@ def test_separate_debug_file(built):
     whole = compile_unwind_table(str(built["debugframe"]))
     bare = compile_unwind_table(str(built["split"]), find_debug=False)
     addr, _ = symbols(built["debugframe"])["level2"]
-    assert bare.lookup(addr) is None or bare.lookup(addr)[0] == UW_CMD_INVALID  # type: ignore[index]
+    assert bare.lookup(addr) is None or bare.lookup(addr)[0] in (UW_CMD_INVALID, UW_CMD_FRAME_POINTER)  # type: ignore[index]
     explicit = compile_unwind_table(str(built["split"]), str(built["split"]) + ".debug")
     found = compile_unwind_table(str(built["split"]))  # via .gnu_debuglink, CRC checked
     for table in (explicit, found):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from fleetprof.nativeunwind.compiler import compile_frame_sections, compile_unwind_table
 from fleetprof.nativeunwind.ehframe import FrameSection
 from fleetprof.nativeunwind.errors import UnwindTableError
-from fleetprof.nativeunwind.table import MAX_PC, UW_CMD_INVALID, UnwindTable
+from fleetprof.nativeunwind.table import MAX_PC, UW_CMD_FRAME_POINTER, UnwindTable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nativeunwind"
 VADDR = 0x2000
@@ -56,7 +56,7 @@ def check(table: UnwindTable, lo: int = CODE_LO, hi: int = CODE_HI) -> None:
     assert all(0 <= rule < len(table.rules) for _, rule in rows)
     assert all(a[1] != b[1] for a, b in pairwise(rows))
     if rows:
-        assert table.rules[rows[-1][1]][0] == UW_CMD_INVALID
+        assert table.rules[rows[-1][1]][0] == UW_CMD_FRAME_POINTER
     assert len(table.rows_bytes()) == 8 * len(rows)
 
 
@@ -188,7 +188,7 @@ def test_overlapping_fdes_are_truncated_not_mixed():
     assert table is not None
     assert table.stats.skipped_fdes == {"fde_overlap_truncated": 1}
     assert table.lookup(0x1041)[2] == 16  # type: ignore[index]
-    assert table.lookup(0x1060)[0] == UW_CMD_INVALID  # type: ignore[index]
+    assert table.lookup(0x1060)[0] == UW_CMD_FRAME_POINTER  # type: ignore[index]
 
 
 def test_code_above_4gib_is_refused():

@@ -52,11 +52,12 @@ def test_header_compiles_to_the_same_layout(tmp_path):
     assert [int(v) for v in out] == [16, 8, 4, 8, 12, 4]
 
 
-def test_rule_set_reserves_invalid_at_zero():
+def test_rule_set_reserves_invalid_and_gap_rules():
     rules = t.RuleSet()
     assert rules.rules[0] == t.INVALID_RULE
+    assert rules.rules[t.GAP_RULE_INDEX] == t.FRAME_POINTER_RULE
     a = rules.add(t.STOP_RULE)
-    assert rules.add(t.STOP_RULE) == a == 1
+    assert rules.add(t.STOP_RULE) == a == 2
     assert rules.add(t.INVALID_RULE) == 0
 
 

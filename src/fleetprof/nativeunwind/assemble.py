@@ -1,4 +1,4 @@
-"""Lay out a file's rows: FDEs in address order, INVALID rows at gaps and at the end, equal rules merged."""
+"""Lay out rows: FDEs in address order, frame-pointer rows at gaps and at the end, equal rules merged."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from array import array
 
 from fleetprof.nativeunwind.ehframe import RowSink
 from fleetprof.nativeunwind.errors import UnwindTableError
-from fleetprof.nativeunwind.table import MAX_ROWS, UnwindTable
+from fleetprof.nativeunwind.table import GAP_RULE_INDEX, MAX_ROWS, UnwindTable
 
 _LOW32 = 0xFFFFFFFF
+_GAP = GAP_RULE_INDEX << 32
 
 
 def assemble_table(sink: RowSink) -> UnwindTable:
@@ -33,9 +34,9 @@ def assemble_table(sink: RowSink) -> UnwindTable:
                 while out and out[-1] & _LOW32 >= pc_begin:
                     out.pop()
                 last_rule = out[-1] >> 32 if out else -1
-            elif last_rule > 0:
-                append(cur_end)  # INVALID (rule 0) over the gap between FDEs
-                last_rule = 0
+            elif last_rule >= 0 and last_rule != GAP_RULE_INDEX:
+                append(cur_end | _GAP)  # code without CFI between FDEs: frame pointers
+                last_rule = GAP_RULE_INDEX
         rows = prog.rows
         if prog.max_loc >= pc_end - pc_begin:
             span = pc_end - pc_begin
@@ -50,8 +51,8 @@ def assemble_table(sink: RowSink) -> UnwindTable:
                 extend([pc_begin + r for r in rows])
                 last_rule = rows[-1] >> 32
         cur_end = pc_end
-    if last_rule > 0:
-        append(cur_end)
+    if last_rule >= 0 and last_rule != GAP_RULE_INDEX:
+        append(cur_end | _GAP)
     if overlaps:
         sink.stats.note_skipped("fde_overlap_truncated", overlaps)
     if len(out) > MAX_ROWS:

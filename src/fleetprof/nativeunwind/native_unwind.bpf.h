@@ -166,8 +166,8 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 
 	__u32 target = (__u32)(elf_pc - (st->return_address ? 1 : 0));
 	long ri = find_row(t->start, t->count, target);
-	if (ri < 0)
-		return fail(s, st, UNWIND_ERR_NO_TABLE_ENTRY);
+	if (ri < 0) /* before the first FDE: code without CFI, try frame pointers */
+		return frame_pointer_step(s, st, UNWIND_ERR_NO_TABLE_ENTRY, st->return_address);
 	__u32 row_idx = ri;
 	struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &row_idx);
 	if (!row)

@@ -73,16 +73,19 @@ Rule = tuple[int, int, int, int, int]
 INVALID_RULE: Rule = (UW_CMD_INVALID, UW_RBP_SAME, 0, 0, 0)
 STOP_RULE: Rule = (UW_CMD_STOP, UW_RBP_SAME, 0, 0, 0)
 SIGNAL_RULE: Rule = (UW_CMD_SIGNAL, UW_RBP_SAME, 0, 0, 0)
+FRAME_POINTER_RULE: Rule = (UW_CMD_FRAME_POINTER, UW_RBP_SAME, 0, 0, 0)
+GAP_RULE_INDEX = 1  # code no FDE covers (e.g. V8's embedded builtins): follow frame pointers
 
 
 class RuleSet:
-    """Deduplicating rule registry; index 0 is always the INVALID rule so it sorts first at equal pcs."""
+    """Deduplicating rule registry: index 0 is the INVALID rule (it sorts first at equal pcs), index 1 the
+    frame-pointer rule used for gaps between FDEs."""
 
     __slots__ = ("index", "rules")
 
     def __init__(self) -> None:
-        self.rules: list[Rule] = [INVALID_RULE]
-        self.index: dict[Rule, int] = {INVALID_RULE: 0}
+        self.rules: list[Rule] = [INVALID_RULE, FRAME_POINTER_RULE]
+        self.index: dict[Rule, int] = {INVALID_RULE: 0, FRAME_POINTER_RULE: GAP_RULE_INDEX}
 
     def add(self, rule: Rule) -> int:
         """Return the index of `rule`, registering it on first sight."""

@@ -4,7 +4,8 @@
  * tests/unit/test_layouts.py checks the two agree (sizes, offsets, constants).
  *
  * A file's table is a sorted array of rows. Row i covers ELF virtual addresses [pc_i, pc_{i+1}) of that
- * file and names a rule. Rules are deduplicated across all files into one global array.
+ * file and names a rule. Code between FDEs and after the last one (no CFI, e.g. V8's embedded builtins)
+ * gets UW_CMD_FRAME_POINTER rows. Rules are deduplicated across all files into one global array.
  * Addresses are ELF virtual addresses (what nm/addr2line print): runtime pc - load bias.
  * The return address is always at CFA - 8 (x86-64); the compiler marks any other RA rule INVALID.
  */

@@ -1,5 +1,8 @@
-"""Profiled by tests/bpf/test_python_stacks.py: <module> -> main -> outer -> middle -> inner -> hot, where hot
-is a pure-Python loop. argv[1]: seconds to run (default 2)."""
+"""<module> -> main -> outer -> middle -> inner -> hot, hot being a pure-Python loop; argv[1]: seconds (2).
+
+Profiled by tests/bpf/test_python_stacks.py. In every script here a `# calls: f` comment marks the line its
+function shows while f runs.
+"""
 
 import sys
 import time
@@ -15,21 +18,21 @@ def hot(n):
 
 
 def inner(n):
-    return hot(n)
+    return hot(n)  # calls: hot
 
 
 def middle(n):
-    return inner(n)
+    return inner(n)  # calls: inner
 
 
 def outer(n):
-    return middle(n)
+    return middle(n)  # calls: middle
 
 
 def main():
     deadline = time.monotonic() + SECONDS
     while time.monotonic() < deadline:
-        outer(20000)
+        outer(20000)  # calls: outer
 
 
-main()
+main()  # calls: main

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ZOO_DIR = Path(__file__).resolve().parent
-FP_FLAGS = ("-O2", "-g", "-fno-omit-frame-pointer", "-mno-omit-leaf-frame-pointer", "-fno-optimize-sibling-calls")
+FP_FLAGS = (
+    "-O2",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-fno-optimize-sibling-calls",
+)
 NOFP_FLAGS = ("-O2", "-g", "-fomit-frame-pointer")
 LIBC = r"libc\.so\.6"
 LD_SO = r"ld-linux-x86-64\.so\.2"
@@ -352,7 +358,8 @@ def plt(module: str) -> Step:
 def ld_startup() -> Chain:
     """The dynamic loader at process start: its entry (unnamed in .dynsym) -> _dl_start or _dl_init -> …,
     then the libraries' initialisers it calls."""
-    return (fn(rf"_start|_dl_start_user|({LD_SO})\+0x[0-9a-f]+", LD_SO), many(LD_SO), many())
+    libs = r"lib[\w.+-]*\.so[\d.]*"
+    return (fn(rf"_start|_dl_start_user|({LD_SO})\+0x[0-9a-f]+", LD_SO), many(LD_SO), many(libs))
 
 
 def main_root(exe: str) -> Chain:
@@ -455,7 +462,9 @@ def render(frames: Iterable[Frame]) -> str:
     """Frames as a compact `;`-joined string."""
     out = []
     for f in frames:
-        out.append(f"{f.name}_[k]" if f.kind == "kernel" else f"{f.name} [{f.module}]" if f.module else f.name)
+        out.append(
+            f"{f.name}_[k]" if f.kind == "kernel" else f"{f.name} [{f.module}]" if f.module else f.name
+        )
     return ";".join(out)
 
 
@@ -487,7 +496,9 @@ def judge(
     return result
 
 
-def by_time(stacks: Sequence[Stack], chains: Sequence[Chain], process: str, first: int) -> tuple[Completeness, Completeness]:
+def by_time(
+    stacks: Sequence[Stack], chains: Sequence[Chain], process: str, first: int
+) -> tuple[Completeness, Completeness]:
     """Completeness of the first `first` samples of `process` (time order, speedscope) and of the rest."""
     early: list[Stack] = []
     late: list[Stack] = []

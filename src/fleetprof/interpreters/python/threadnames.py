@@ -4,8 +4,8 @@ CPython <= 3.13 does not give the OS thread its Python name, so a sampled thread
 The name lives in the target's `threading` module: _PyRuntime -> each interpreter -> its modules dict
 (`sys.modules`) -> `threading` -> its `_active` dict (ident -> Thread) -> each Thread's `_name`.
 
-Kernel tid -> Thread: every Thread stores `_native_id`, the value `threading.get_native_id()` (gettid) returned
-in that very thread; `_bootstrap_inner` sets it before the thread enters `_active`, and the main and dummy
+Kernel tid -> Thread: every Thread stores `_native_id`, what `threading.get_native_id()` (gettid) returned in
+that very thread; `_bootstrap_inner` sets it before the thread enters `_active`, and the main and dummy
 threads set it in their constructors, on every version 3.8+ on Linux. That maps a tid to its Thread without
 going through pthread_t (which would need the thread's fsbase, or glibc's private `struct pthread.tid`
 offset on <= 3.10). It is the tid in the process's own pid namespace; samples carry the root-namespace tid,
@@ -26,7 +26,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from elftools.common.exceptions import ELFError
 
@@ -40,9 +40,9 @@ MAX_INTERPRETERS = 8
 MAX_ENTRIES = 1 << 16  # entries of one dict (sys.modules of a big application has a few thousand)
 MAX_THREADS = 4096  # Thread objects read per refresh
 MAX_DIGITS = 3  # a tid fits in two 30-bit digits
-REFRESH_SECONDS = 2.0  # a known name is re-read this often (threads are renamed, idents reused)
-RETRY_SECONDS = 0.25  # a process is re-read at most this often for a tid it did not name yet
-NAMES_KEPT = 1 << 16  # (pid, tid) names kept, also for processes that exited (profiles are built later)
+REFRESH_SECONDS = 2.0  # a thread's name is re-checked this often (threads are renamed)
+RETRY_SECONDS = 0.02  # first re-check of a tid not named yet (it may not be in `_active` yet); doubles
+NAMES_KEPT = 1 << 16  # (pid, tid) entries kept, also for processes that exited (profiles are built later)
 
 _TPFLAGS_MANAGED_DICT = 1 << 4  # 3.11+: the instance dict (or values) lives before the object header
 _TPFLAGS_INLINE_VALUES = 1 << 2  # 3.13+: the instance values live inline after tp_basicsize
@@ -61,7 +61,7 @@ class InstanceDict(enum.IntEnum):
     """Where a plain Python object's attributes live."""
 
     DICTOFFSET = 1  # 3.8-3.10: a dict pointer at tp_dictoffset
-    MANAGED_311 = 2  # 3.11: values pointer at obj - 32 (keys: type's ht_cached_keys), dict pointer at obj - 24
+    MANAGED_311 = 2  # 3.11: values pointer at obj - 32 (keys: the type's ht_cached_keys), dict at obj - 24
     MANAGED_312 = 3  # 3.12: obj - 24 holds a dict pointer, or (values pointer - 1) tagged by bit 0
     INLINE_313 = 4  # 3.13: values inline at tp_basicsize while `valid`, dict pointer at obj - 24
 
@@ -182,9 +182,8 @@ class NameReader:
         self.mem = mem
         self.layout = layout
         self.strings = ObjectReader(mem, process.binary.layout, process.types)
-        bias = process.bias
         self.dict_type, self.module_type, self.long_type = (
-            addr + bias if addr else 0 for addr in _type_symbols(process)
+            addr + process.bias if addr else 0 for addr in _type_symbols(process)
         )
         self._threading: dict[int, int] = {}  # interpreter -> threading module dict (stable while it lives)
 
@@ -251,7 +250,7 @@ class NameReader:
         return self.keys_items(keys, values + lay.values_array if values else 0)
 
     def keys_items(self, keys: int, values: int = 0) -> list[tuple[int, int]] | None:
-        """(key, value) pairs of a PyDictKeysObject; a split table's values come from the array at `values`."""
+        """(key, value) pairs of a PyDictKeysObject; a split table's values are the array at `values`."""
         lay = self.layout
         header = self.mem.read(keys, lay.keys_indices)
         if header is None:
@@ -264,12 +263,10 @@ class NameReader:
             width = 1 if slots <= 0xFF else 2 if slots <= 0xFFFF else 4
             entries, entry_size, key_at = keys + lay.keys_indices + slots * width, 24, 8
         else:
-            log2_size, log2_index_bytes, kind = header[lay.keys_size], header[lay.keys_index_bytes], header[
-                lay.keys_kind
-            ]
+            log2_size, log2_index_bytes = header[lay.keys_size], header[lay.keys_index_bytes]
             if log2_size > 20 or not log2_size <= log2_index_bytes <= log2_size + 3:
                 return None
-            general = kind == _DICT_KEYS_GENERAL
+            general = header[lay.keys_kind] == _DICT_KEYS_GENERAL
             entry_size, key_at = (24, 8) if general else (16, 0)
             entries = keys + lay.keys_indices + (1 << log2_index_bytes)
         if not 0 <= count <= MAX_ENTRIES:
@@ -286,9 +283,7 @@ class NameReader:
                 return None
             value_words = struct.unpack(f"<{count}Q", array)
         else:
-            value_words = [
-                _PTR.unpack_from(raw, i * entry_size + key_at + 8)[0] for i in range(count)
-            ]
+            value_words = [_PTR.unpack_from(raw, i * entry_size + key_at + 8)[0] for i in range(count)]
         out = []
         for i in range(count):
             key = _PTR.unpack_from(raw, i * entry_size + key_at)[0]
@@ -393,15 +388,38 @@ def choose_thread_name(os_name: str, process_name: str, python_name: str | None)
 
 
 @dataclass(slots=True)
+class _Tid:
+    ns_tid: int  # the tid in the process's pid namespace
+    name: str | None = None
+    checked_at: float = float("-inf")
+    misses: int = 0  # consecutive checks that did not find the tid
+
+
+@dataclass(slots=True)
 class _Process:
-    reader: NameReader | None  # None: no layout for this CPython (or its memory is unreadable)
+    process: PythonProcess
     mem: ProcessMemory
-    names: dict[int, str]  # namespace tid -> name, as last read
-    read_at: float  # monotonic time of the last read, -inf before the first
+    reader: NameReader | None = None  # made on the first read
+    unsupported: bool = False  # no layout for this CPython (or its _Py_DebugOffsets are unreadable)
+    names: dict[int, str] = field(default_factory=dict)  # namespace tid -> name, as last read
+    read_at: float = float("-inf")  # monotonic time of the last read
+
+    def read(self) -> dict[int, str] | None:
+        """Every thread's name (see NameReader.read); None when the process cannot be read."""
+        if self.reader is None and not self.unsupported:
+            layout = layout_for(self.process, self.mem)
+            self.unsupported = layout is None
+            self.reader = NameReader(self.process, self.mem, layout) if layout is not None else None
+        return self.reader.read() if self.reader is not None else None
 
 
 class ThreadNames:
-    """Python thread names per (pid, tid): read from process memory on demand, cached, refreshed."""
+    """Python thread names per (pid, tid): read from process memory on demand, cached, refreshed.
+
+    One read names every thread of a process. A tid is re-checked every `refresh_seconds` (renames); a tid
+    not found (a thread that is not in `_active` yet, or a C thread that never will be) after
+    `retry_seconds`, doubling up to `refresh_seconds`. A process is read at most once per `retry_seconds`.
+    """
 
     def __init__(
         self,
@@ -412,70 +430,75 @@ class ThreadNames:
         self.refresh_seconds = refresh_seconds
         self.retry_seconds = retry_seconds
         self.clock = clock
-        self.reads = 0  # process reads done (each reads every thread of one process)
+        self.reads = 0  # process reads done
         self._lock = threading.Lock()
         self._processes: dict[int, _Process] = {}
-        self._names: OrderedDict[tuple[int, int], tuple[str, float]] = OrderedDict()  # -> (name, when)
-        self._ns_tids: dict[tuple[int, int], int] = {}
+        self._tids: dict[int, dict[int, _Tid]] = {}  # pid -> tid -> state, kept after the process exits
+        self._lru: OrderedDict[tuple[int, int], None] = OrderedDict()  # bounds _tids to NAMES_KEPT
 
     def register(self, process: PythonProcess) -> None:
-        """Start tracking a process (a new one with a reused pid replaces the old one and its names)."""
+        """Start reading a process (a new process with a reused pid replaces the old one and its names)."""
         with self._lock:
             old = self._processes.get(process.pid)
-            if old is not None:
-                if old.reader is not None and old.reader.process.start_time == process.start_time:
-                    return
-                self._drop(process.pid, names=True)
-            mem = ProcessMemory(process.pid)
-            layout = layout_for(process, mem)
-            reader = NameReader(process, mem, layout) if layout is not None else None
-            self._processes[process.pid] = _Process(reader, mem, {}, float("-inf"))
+            if old is not None and old.process.start_time == process.start_time:
+                return
+            self._drop(process.pid)
+            for tid in self._tids.pop(process.pid, {}):
+                self._lru.pop((process.pid, tid), None)
+            self._processes[process.pid] = _Process(process, ProcessMemory(process.pid))
 
     def forget(self, pid: int) -> None:
         """Stop reading `pid` (exit or exec); the names already read stay for profiles built later."""
         with self._lock:
-            self._drop(pid, names=False)
+            self._drop(pid)
 
-    def _drop(self, pid: int, names: bool) -> None:
+    def _drop(self, pid: int) -> None:
         entry = self._processes.pop(pid, None)
         if entry is not None:
             entry.mem.close()
-        self._ns_tids = {k: v for k, v in self._ns_tids.items() if k[0] != pid}
-        if names:
-            for key in [k for k in self._names if k[0] == pid]:
-                del self._names[key]
 
     def observe(self, pid: int, tid: int) -> None:
-        """Make sure the name of (pid, tid) is known and fresh, reading the process when needed."""
+        """Make sure the name of (pid, tid) is known and fresh, reading the process when it is due."""
         with self._lock:
             entry = self._processes.get(pid)
-            if entry is None or entry.reader is None:
+            if entry is None or entry.unsupported:
                 return
             now = self.clock()
-            known = self._names.get((pid, tid))
-            if known is not None and now - known[1] < self.refresh_seconds:
+            tids = self._tids.setdefault(pid, {})
+            state = tids.get(tid)
+            if state is None:
+                state = tids[tid] = _Tid(namespace_tid(pid, tid))
+                self._lru[(pid, tid)] = None
+                while len(self._lru) > NAMES_KEPT:
+                    old_pid, old_tid = self._lru.popitem(last=False)[0]
+                    self._tids[old_pid].pop(old_tid, None)
+                    if not self._tids[old_pid]:
+                        del self._tids[old_pid]
+            elif now - state.checked_at < self._wait(state):
                 return
-            if now - entry.read_at >= (self.retry_seconds if known is None else self.refresh_seconds):
-                names = entry.reader.read()
+            self._lru.move_to_end((pid, tid))
+            if now - entry.read_at >= self.retry_seconds:
                 self.reads += 1
                 entry.read_at = now
+                names = entry.read()
                 if names is not None:
                     entry.names = names
-            ns_tid = self._ns_tids.get((pid, tid))
-            if ns_tid is None:
-                ns_tid = self._ns_tids[(pid, tid)] = namespace_tid(pid, tid)
-            name = entry.names.get(ns_tid)
-            if name is not None:
-                self._names[(pid, tid)] = (name, entry.read_at)
-                self._names.move_to_end((pid, tid))
-                while len(self._names) > NAMES_KEPT:
-                    self._names.popitem(last=False)
+                    for other in tids.values():
+                        other.name = names.get(other.ns_tid, other.name)
+            state.checked_at = now
+            state.name = entry.names.get(state.ns_tid, state.name)
+            state.misses = 0 if state.ns_tid in entry.names else state.misses + 1
+
+    def _wait(self, state: _Tid) -> float:
+        if state.name is not None:
+            return self.refresh_seconds
+        return min(self.retry_seconds * (1 << min(state.misses, 16)), self.refresh_seconds)
 
     def python_name(self, pid: int, tid: int) -> str | None:
         """The last Python thread name read for (pid, tid), None when unknown."""
         with self._lock:
-            known = self._names.get((pid, tid))
-        return known[0] if known is not None else None
+            state = self._tids.get(pid, {}).get(tid)
+        return state.name if state is not None else None
 
     def thread_name(self, pid: int, tid: int, os_name: str, process_name: str) -> str:
         """The name to label a sample of (pid, tid) with: see `choose_thread_name`."""

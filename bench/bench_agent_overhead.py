@@ -1,0 +1,326 @@
+"""Agent overhead, whole host: fleetprof `record --all` at 999 Hz on every CPU with ~300 sleeping processes
+and two busy ones (agent CPU per 1,000 samples, peak RSS, BPF map memory), then the slowdown of a CPU-bound
+workload (the zoo's C chain, fixed work, one copy per CPU) under fleetprof at 99 and 999 Hz against no
+profiler and `perf record -a --call-graph dwarf` at the same rates, rounds interleaved, medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "bpf"))
+
+from zoo.build import record_args, record_env  # noqa: E402
+from zoo.programs import CATALOG  # noqa: E402
+
+PERF = "/usr/bin/perf"
+TICK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+
+
+@dataclass(slots=True)
+class Usage:
+    """What one profiler process used, sampled from /proc while it ran."""
+
+    cpu_s: float = 0.0  # whole life
+    cpu_start_s: float = 0.0  # when sampling began (BPF loaded, processes scanned, attached)
+    cpu_sampling_s: float = 0.0  # while sampling (perf event fds open)
+    wall_sampling_s: float = 0.0
+    rss_mb: float = 0.0
+    rss_sampling_mb: float = 0.0  # peak RSS up to the end of sampling (before symbolizing and writing)
+    map_mb: float = 0.0
+    samples: int = 0
+    data_mb: float = 0.0
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _hwm_mb(pid: int) -> float | None:
+    try:
+        m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return None
+    return int(m.group(1)) / 1024 if m else None
+
+
+def _map_mb(pid: int) -> float:
+    """memlock of the BPF maps the process holds open, from /proc/PID/fdinfo."""
+    total, seen = 0, set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return 0.0
+    for fd in fds:
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        mid = re.search(r"^map_id:\s+(\d+)", info, re.M)
+        mem = re.search(r"^memlock:\s+(\d+)", info, re.M)
+        if mid and mem and mid.group(1) not in seen:
+            seen.add(mid.group(1))
+            total += int(mem.group(1))
+    return total / 2**20
+
+
+def _sampling(pid: int) -> bool:
+    """The process holds perf events open: attached and sampling."""
+    try:
+        return any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]"
+            for fd in os.listdir(f"/proc/{pid}/fd")
+        )
+    except OSError:
+        return False
+
+
+class Profiler:
+    """A whole-host profiler process, watched through /proc until it exits."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, data: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.data = data
+        self.usage = Usage()
+        self._began: float | None = None
+
+    def watch(self) -> None:
+        """Refresh CPU (split at the sampling phase), peak RSS and map memory."""
+        pid = self.proc.pid
+        cpu, hwm = _cpu_s(pid), _hwm_mb(pid)
+        if cpu is not None:
+            self.usage.cpu_s = cpu
+            if _sampling(pid):
+                now = time.monotonic()
+                if self._began is None:
+                    self._began = now
+                    self.usage.cpu_start_s = cpu
+                self.usage.cpu_sampling_s = cpu - self.usage.cpu_start_s
+                self.usage.wall_sampling_s = now - self._began
+                self.usage.rss_sampling_mb = max(self.usage.rss_sampling_mb, hwm or 0.0)
+        if hwm is not None:
+            self.usage.rss_mb = max(self.usage.rss_mb, hwm)
+        self.usage.map_mb = max(self.usage.map_mb, _map_mb(pid))
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the profiler samples (perf event fds open), then a little longer for its first poll."""
+        end = time.monotonic() + timeout
+        while not _sampling(self.proc.pid):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"profiler did not start: {self.proc.communicate()[1]}")
+            time.sleep(0.05)
+        self.watch()
+        time.sleep(0.5)
+        self.watch()
+
+    def stop(self, interrupt: bool = True) -> Usage:
+        """SIGINT (or let a --duration run end), collect stderr, parse the sample count."""
+        if interrupt and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        while self.proc.poll() is None:
+            self.watch()
+            time.sleep(0.1)
+        err = self.proc.communicate()[1]
+        m = re.search(r"([\d,]+) samples", err)
+        self.usage.samples = int(m.group(1).replace(",", "")) if m else 0
+        if self.data is not None and self.data.exists():
+            self.usage.data_mb = self.data.stat().st_size / 2**20
+        return self.usage
+
+    def run_to_end(self) -> Usage:
+        """Watch a --duration run until it exits by itself."""
+        while self.proc.poll() is None:
+            self.watch()
+            time.sleep(0.05)
+        return self.stop(interrupt=False)
+
+    def sampling_cpu(self, action: Callable[[], float]) -> tuple[float, float]:
+        """Run `action` while sampling; (its result, profiler CPU seconds spent meanwhile)."""
+        self.watch()
+        before = self.usage.cpu_s
+        result = action()
+        self.watch()
+        return result, self.usage.cpu_s - before
+
+
+def fleetprof(out: Path, hz: int, cache: Path, duration: float = 3600) -> Profiler:
+    """`fleetprof record --all`."""
+    argv = [*record_args(out, hz), "--all", "--duration", f"{duration:g}"]
+    return Profiler(argv, env=record_env(cache))
+
+
+def perf_dwarf(out: Path, hz: int) -> Profiler:
+    """`perf record -a --call-graph dwarf`."""
+    return Profiler(
+        [PERF, "record", "-q", "-a", "-F", str(hz), "--call-graph", "dwarf", "-o", str(out)], data=out
+    )
+
+
+def workload(exe: str, rounds: int) -> float:
+    """Wall seconds for one copy per CPU of the fixed-work chain program."""
+    begin = time.monotonic()
+    procs = [subprocess.Popen([exe, "-n", str(rounds)]) for _ in range(NCPU)]
+    for p in procs:
+        p.wait()
+    return time.monotonic() - begin
+
+
+def calibrate(exe: str, target_s: float) -> int:
+    """Rounds that take about `target_s` for one copy."""
+    begin = time.monotonic()
+    subprocess.run([exe, "-n", "200"], check=True)
+    per_round = (time.monotonic() - begin) / 200
+    return max(int(target_s / per_round), 200)
+
+
+def agent_cost(out_dir: Path, cache: Path, busy_exe: str, seconds: float) -> tuple[Usage, Usage]:
+    """`--all -F 999` with both CPUs busy: first with empty caches (every file's unwind table and symbols
+    built), then again with them warm."""
+    busy = [subprocess.Popen([busy_exe, "120"]) for _ in range(NCPU)]
+    try:
+        cold = fleetprof(out_dir / "cold.pb.gz", 999, cache, duration=seconds).run_to_end()
+        warm = fleetprof(out_dir / "warm.pb.gz", 999, cache, duration=seconds).run_to_end()
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    return cold, warm
+
+
+def main() -> int:
+    """Measure, print the tables; the last line is the headline."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sleepers", type=int, default=300, help="idle processes started on the host")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the slowdown runs")
+    parser.add_argument("--work", type=float, default=3.0, help="seconds of one workload run, unprofiled")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the agent-cost recordings")
+    args = parser.parse_args()
+    if not Path(PERF).exists():
+        print("needs /usr/bin/perf", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="fleetprof-bench-"))
+    (work / "build").mkdir()
+    cache = work / "cache"
+    exe = CATALOG["zoo_c"].command(work / "build", 1)[0]
+    sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(args.sleepers)]
+    try:
+        cold, warm = agent_cost(work, cache, exe, args.seconds)
+        rounds = calibrate(exe, args.work)
+        configs = {
+            "no profiler": None,
+            "fleetprof 99 Hz": lambda: fleetprof(work / "f99.pb.gz", 99, cache),
+            "fleetprof 999 Hz": lambda: fleetprof(work / "f999.pb.gz", 999, cache),
+            "perf dwarf 99 Hz": lambda: perf_dwarf(work / "p99.data", 99),
+            "perf dwarf 999 Hz": lambda: perf_dwarf(work / "p999.data", 999),
+        }
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        usages: dict[str, list[Usage]] = {name: [] for name in configs}
+        cpus: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(args.rounds):
+            for name, start in configs.items():
+                prof = start() if start else None
+                if prof is None:
+                    times[name].append(workload(exe, rounds))
+                    continue
+                prof.wait_ready()
+                wall, cpu = prof.sampling_cpu(lambda: workload(exe, rounds))
+                times[name].append(wall)
+                cpus[name].append(cpu)
+                usages[name].append(prof.stop())
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return report(args, cold, warm, times, cpus, usages)
+
+
+def report(args: argparse.Namespace, cold: Usage, warm: Usage, times: dict, cpus: dict, usages: dict) -> int:
+    """Print both tables and the headline."""
+    print(
+        f"agent cost: fleetprof record --all -F 999 for {args.seconds:g} s on {NCPU} CPUs, "
+        f"{NCPU} busy + {args.sleepers} sleeping processes"
+    )
+    head = (
+        "caches",
+        "samples",
+        "start CPU",
+        "sampling CPU",
+        "ms/1k samples",
+        "CPU share",
+        "end CPU",
+        "peak RSS",
+    )
+    print("".join(f"{h:>14s}" for h in (*head, "BPF maps")))
+    for label, u in (("cold", cold), ("warm", warm)):
+        per_k = 1e6 * u.cpu_sampling_s / u.samples if u.samples else float("nan")
+        share = u.cpu_sampling_s / (u.wall_sampling_s * NCPU) if u.wall_sampling_s else float("nan")
+        end = u.cpu_s - u.cpu_start_s - u.cpu_sampling_s
+        cells = (
+            label,
+            f"{u.samples:,d}",
+            f"{u.cpu_start_s:.2f} s",
+            f"{u.cpu_sampling_s:.2f} s",
+            f"{per_k:.1f} ms",
+            f"{100 * share:.1f}%",
+            f"{end:.2f} s",
+            f"{u.rss_sampling_mb:.0f} MB",
+            f"{u.rss_mb:.0f} MB",
+            f"{u.map_mb:.0f} MB",
+        )
+        print("".join(f"{c:>14s}" for c in cells))
+    print()
+    base = statistics.median(times["no profiler"])
+    print(
+        f"workload slowdown: {NCPU} copies of zoo_c (fixed work), median of {args.rounds} interleaved rounds"
+    )
+    cols = ("profiler", "wall s", "slowdown", "min..max", "profiler CPU", "CPU share", "data")
+    print("".join(f"{c:>20s}" if i == 0 else f"{c:>13s}" for i, c in enumerate(cols)))
+    for name, ts in times.items():
+        wall = statistics.median(ts)
+        cpu = statistics.median(cpus[name]) if cpus[name] else 0.0
+        data = statistics.median([u.data_mb for u in usages[name]]) if usages[name] else 0.0
+        spread = f"{min(ts) / base:.2f}..{max(ts) / base:.2f}"
+        cells = (
+            f"{wall:.2f}",
+            f"{wall / base:.3f}x",
+            spread,
+            f"{cpu:.2f} s",
+            f"{100 * cpu / (wall * NCPU):.1f}%",
+        )
+        print(f"{name:>20s}" + "".join(f"{c:>13s}" for c in cells) + f"{data:>10.0f} MB")
+    f99 = statistics.median(times["fleetprof 99 Hz"]) / base
+    f999 = statistics.median(times["fleetprof 999 Hz"]) / base
+    p999 = statistics.median(times["perf dwarf 999 Hz"]) / base
+    per_k = 1e6 * warm.cpu_sampling_s / warm.samples if warm.samples else float("nan")
+    print(
+        f"headline: fleetprof --all 999 Hz: {per_k:.0f} ms agent CPU per 1k samples, "
+        f"peak RSS {warm.rss_mb:.0f} MB (goal <= 150), BPF maps {warm.map_mb:.0f} MB; "
+        f"workload slowdown {100 * (f99 - 1):.1f}% at 99 Hz, {100 * (f999 - 1):.1f}% at 999 Hz "
+        f"vs perf --call-graph dwarf {100 * (p999 - 1):.1f}% at 999 Hz"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

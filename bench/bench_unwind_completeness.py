@@ -1,0 +1,265 @@
+"""Unwind completeness on the zoo: fleetprof vs `perf record -g` vs `perf record --call-graph dwarf`, one run.
+
+Every zoo program (tests/bpf/zoo, no frame pointers) is recorded at 999 Hz by each profiler. perf's
+callchains are symbolized with fleetprof's own symbolizer (same names, same inline frames), so the same
+criterion applies to all three: the share of samples whose leaf is in the program's chain that carry the
+whole chain, root to leaf. Also printed: bytes each produced (fleetprof: ring-buffer records, 64 + 24 per
+frame, and the pprof file; perf: perf.data) and, from a second fleetprof run with a cold unwind-table cache,
+the share among each process's first samples against the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "bpf"))
+
+from zoo.build import (  # noqa: E402
+    Completeness,
+    Frame,
+    Stack,
+    ZooError,
+    by_time,
+    load_pprof,
+    load_stacks,
+    pprof_stacks,
+    record,
+)
+from zoo.programs import CATALOG, ZooProgram, evaluate  # noqa: E402
+
+from fleetprof.process.fileid import file_id  # noqa: E402
+from fleetprof.symbolize.native import NativeFile, NativeSymbolizer  # noqa: E402
+
+PERF = "/usr/bin/perf"
+FREQ = 999
+HEADER_BYTES = 64
+FRAME_BYTES = 24
+FIRST_SAMPLES = 50
+_FRAME_LINE = re.compile(r"^\s+([0-9a-f]+) \((.*)\)$")
+_HEAD_LINE = re.compile(r"^(.*\S)\s+(\d+)/(\d+)\s*$")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One profiler on one program."""
+
+    stacks: list[Stack] = field(default_factory=list)
+    bytes: int = 0  # data produced (ring-buffer records for fleetprof, perf.data for perf)
+    file_bytes: int = 0  # the file written
+    seconds: float = 0.0  # wall time of recording + post-processing
+    error: str = ""
+
+
+def fleetprof_run(program: ZooProgram, argv: list[str], out: Path, cache: Path) -> Outcome:
+    """`fleetprof record` into pprof; ring bytes rebuilt from the samples' physical frames."""
+    begin = time.monotonic()
+    run = record(["--", *argv], out, cache_dir=cache)
+    if run.returncode != 0:
+        return Outcome(error=run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed")
+    prof = load_pprof(out)
+    ring = sum(s.value[0] * (HEADER_BYTES + FRAME_BYTES * len(s.location_id)) for s in prof.sample)
+    return Outcome(pprof_stacks(prof), ring, out.stat().st_size, time.monotonic() - begin)
+
+
+class PerfSymbols:
+    """Names perf's (file, address) frames with fleetprof's symbolizer."""
+
+    def __init__(self, cache: Path) -> None:
+        self.native = NativeSymbolizer(cache_dir=cache / "symbols")
+        self.files: dict[str, NativeFile | None] = {}
+
+    def frames(self, dso: str, addr: int) -> list[Frame]:
+        """The frames (outermost first) at ELF address `addr` of `dso`."""
+        module = Path(dso).name
+        if dso.startswith("[") or not dso.startswith("/"):
+            return [Frame(f"{dso}+0x{addr:x}", dso if dso.startswith("[") else "")]
+        nf = self.files.get(dso, None)
+        if dso not in self.files:
+            try:
+                nf = NativeFile(file_id=file_id(dso, ""), path=dso)
+            except OSError:
+                nf = None
+            self.files[dso] = nf
+        if nf is None:
+            return [Frame(f"{module}+0x{addr:x}", module)]
+        got = self.native.symbolize(nf, [addr]).get(addr, ())
+        return [Frame(f.function, module) for f in got] or [Frame(f"{module}+0x{addr:x}", module)]
+
+
+def perf_stacks(data: Path, program: ZooProgram, symbols: PerfSymbols, return_minus_one: bool) -> list[Stack]:
+    """Stacks of a perf.data file via `perf script`; `return_minus_one` for callchains of raw return
+    addresses (frame pointers), which perf prints as they are; its DWARF unwinder prints call sites."""
+    text = subprocess.run(
+        [PERF, "script", "--no-inline", "-i", str(data), "-F", "comm,pid,tid,ip,dso"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    counts: dict[tuple[str, int, tuple[Frame, ...]], int] = defaultdict(int)
+    for block in text.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.strip()]
+        if not lines:
+            continue
+        head = _HEAD_LINE.match(lines[0])
+        if head is None:
+            continue
+        comm, pid = head.group(1), int(head.group(2))
+        leaf_first: list[list[Frame]] = []
+        for i, line in enumerate(lines[1:]):
+            m = _FRAME_LINE.match(line)
+            if m is None:
+                continue
+            addr, dso = int(m.group(1), 16), m.group(2)
+            if dso == "[kernel.kallsyms]" or addr >= 1 << 63:
+                leaf_first.append([Frame("kernel", "", "kernel")])
+                continue
+            if return_minus_one and i > 0 and leaf_first and leaf_first[-1][0].kind != "kernel":
+                addr -= 1
+            leaf_first.append(symbols.frames(dso, addr))
+        frames = tuple(f for group in reversed(leaf_first) for f in group)
+        process = "perf" if comm == "perf" else program.name
+        counts[(process, pid, frames)] += 1
+    return [Stack(p, frames, n, pid) for (p, pid, frames), n in counts.items()]
+
+
+def perf_run(program: ZooProgram, argv: list[str], out: Path, mode: str, symbols: PerfSymbols) -> Outcome:
+    """`perf record -F 999` with `-g` or `--call-graph dwarf`."""
+    callgraph = ["-g"] if mode == "fp" else ["--call-graph", "dwarf"]
+    begin = time.monotonic()
+    proc = subprocess.run(
+        [PERF, "record", "-q", "-F", str(FREQ), *callgraph, "-o", str(out), "--", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not out.exists():
+        return Outcome(error=(proc.stderr.strip().splitlines() or ["failed"])[-1])
+    stacks = perf_stacks(out, program, symbols, return_minus_one=mode == "fp")
+    size = out.stat().st_size
+    return Outcome(stacks, size, size, time.monotonic() - begin)
+
+
+def _cell(got: Completeness | None) -> str:
+    if got is None:
+        return "n/a"
+    return f"{100 * got.share:5.1f}% ({got.selected:5d})"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:7.2f} MB" if n >= 100_000 else f"{n / 1e3:7.1f} kB"
+
+
+def main() -> int:
+    """Run every profiler on every zoo program and print the tables; the last line is the headline."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="run time of each program")
+    parser.add_argument("programs", nargs="*", default=list(CATALOG), help="zoo programs (default: all)")
+    args = parser.parse_args()
+    if not Path(PERF).exists() or shutil.which("gcc") is None:
+        print("needs /usr/bin/perf and gcc", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="fleetprof-bench-"))
+    build, warm = work / "build", work / "cache-warm"
+    build.mkdir()
+    symbols = PerfSymbols(work / "cache-perf")
+    rows: list[tuple[str, dict[str, Outcome]]] = []
+    early: list[tuple[str, Completeness, Completeness]] = []
+    try:
+        for name in args.programs:
+            program = CATALOG[name]
+            try:
+                argv = program.command(build, args.seconds)
+            except ZooError as exc:
+                print(f"{name}: build failed: {exc}", file=sys.stderr)
+                continue
+            runs = {
+                "fleetprof": fleetprof_run(program, argv, work / f"{name}.pb.gz", warm),
+                "perf -g": perf_run(program, argv, work / f"{name}.fp.data", "fp", symbols),
+                "perf dwarf": perf_run(program, argv, work / f"{name}.dwarf.data", "dwarf", symbols),
+            }
+            rows.append((name, runs))
+            speed = work / f"{name}.speedscope.json"
+            if record(["--", *argv], speed, cache_dir=work / f"cache-cold-{name}").returncode == 0:
+                first, rest = by_time(load_stacks(speed), program.chains, name, FIRST_SAMPLES)
+                early.append((name, first, rest))
+            for what, got in runs.items():
+                if got.error:
+                    print(f"{name}: {what}: {got.error}", file=sys.stderr)
+    finally:
+        symbols.native.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return report(rows, early, args.seconds)
+
+
+def report(rows: list[tuple[str, dict[str, Outcome]]], early: list, seconds: float) -> int:
+    """Print the tables and the headline."""
+    tools = ["fleetprof", "perf -g", "perf dwarf"]
+    print(f"whole-chain share of in-chain samples (count), {FREQ} Hz, {seconds:g} s per program")
+    print(f"{'program':16s}" + "".join(f"{t:>20s}" for t in tools))
+    minimum = {t: 1.0 for t in tools}
+    results: dict[tuple[str, str], Completeness] = {}
+    for name, runs in rows:
+        cells = []
+        for t in tools:
+            got = None if runs[t].error else evaluate(CATALOG[name], runs[t].stacks)["program"]
+            if got is not None:
+                results[(name, t)] = got
+                minimum[t] = min(minimum[t], got.share)
+            cells.append(_cell(got))
+        print(f"{name:16s}" + "".join(f"{c:>20s}" for c in cells))
+    print()
+    print("per leaf group (fleetprof / perf dwarf)")
+    for name, runs in rows:
+        if runs["fleetprof"].error or runs["perf dwarf"].error:
+            continue
+        ours = evaluate(CATALOG[name], runs["fleetprof"].stacks)
+        theirs = evaluate(CATALOG[name], runs["perf dwarf"].stacks)
+        for group in CATALOG[name].groups:
+            print(f"  {name:16s} {group:20s} {_cell(ours[group]):>18s} {_cell(theirs[group]):>18s}")
+    print()
+    print("data produced")
+    cols = ("fleetprof ring", "fleetprof pprof", "perf -g", "perf dwarf", "dwarf/ring")
+    print(f"{'program':16s}" + "".join(f"{c:>16s}" for c in cols))
+    ring_total = dwarf_total = 0
+    for name, runs in rows:
+        ring, pprof = runs["fleetprof"].bytes, runs["fleetprof"].file_bytes
+        fp, dwarf = runs["perf -g"].bytes, runs["perf dwarf"].bytes
+        ratio = f"{dwarf / ring:.1f}x" if ring else "n/a"
+        ring_total += ring
+        dwarf_total += dwarf
+        cells = (_size(ring), _size(pprof), _size(fp), _size(dwarf), ratio)
+        print(f"{name:16s}" + "".join(f"{c:>16s}" for c in cells))
+    print()
+    print(f"first {FIRST_SAMPLES} samples of each process vs the rest (fleetprof, cold unwind-table cache)")
+    for name, first, rest in early:
+        print(f"  {name:16s} first: {first.summary():40s} rest: {rest.summary()}")
+    print()
+    for t in tools[1:]:
+        pairs = [(results[(n, "fleetprof")], results[(n, t)]) for n, _ in rows if (n, t) in results]
+        ours = sum(a.whole for a, _ in pairs) / max(sum(a.selected for a, _ in pairs), 1)
+        theirs = sum(b.whole for _, b in pairs) / max(sum(b.selected for _, b in pairs), 1)
+        ratio = f"{ours / theirs:.2f}x" if theirs else "inf (peer at 0)"
+        print(
+            f"pooled whole-chain share: fleetprof {100 * ours:.1f}% vs {t} {100 * theirs:.1f}%, ratio {ratio}"
+        )
+    byte_ratio = dwarf_total / ring_total if ring_total else 0.0
+    print(
+        f"headline: worst zoo program whole-chain share: fleetprof {100 * minimum['fleetprof']:.1f}%, "
+        f"perf -g {100 * minimum['perf -g']:.1f}%, perf dwarf {100 * minimum['perf dwarf']:.1f}%; "
+        f"perf dwarf wrote {byte_ratio:.0f}x the bytes of fleetprof's ring buffer"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
