@@ -14,6 +14,7 @@ from fleetprof.agent.core import ProfilerCore
 from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
 from fleetprof.symbolize.kernel import KernelSymbols
 from fleetprof.symbolize.native import NativeFile, NativeFrame, NativeSymbolizer
+from fleetprof.symbolize.perfmap import PerfMap, load_perf_map
 from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
 
@@ -42,6 +43,7 @@ class ProfileBuilder:
         self.python = python
         self.thread_names = thread_names
         self._kernel_memo: dict[int, Frame] = {}
+        self._perf_maps: dict[int, PerfMap | None] = {}
 
     def build(self, stacks: dict[StackKey, object] | None = None) -> Profile:
         """A Profile of `stacks` (default: everything the core's aggregator holds)."""
@@ -174,8 +176,14 @@ class ProfileBuilder:
         return self._user_frames(pid, resolved, native)
 
     def _anonymous_frame(self, pid: int, addr: int) -> Frame:
-        name = self.core.anonymous_name(pid, addr)
-        return Frame(kind=FrameKind.NATIVE, function=f"{name}+0x{addr:x}", address=addr)
+        module = self.core.anonymous_name(pid, addr)
+        if pid not in self._perf_maps:
+            self._perf_maps[pid] = load_perf_map(pid)
+        perf_map = self._perf_maps[pid]
+        name = perf_map.lookup(addr) if perf_map is not None else None
+        if name is not None:
+            return Frame(kind=FrameKind.NATIVE, function=name, mapping=_jit_mapping(module), address=addr)
+        return Frame(kind=FrameKind.NATIVE, function=f"{module}+0x{addr:x}", address=addr)
 
     # ---- kernel -----------------------------------------------------------------------------------
 
@@ -185,6 +193,11 @@ class ProfileBuilder:
             frame = Frame(kind=FrameKind.KERNEL, function=self.kernel.name(addr), address=addr)
             self._kernel_memo[addr] = frame
         return frame
+
+
+def _jit_mapping(module: str) -> Mapping:
+    """The pseudo mapping of JIT code named by a perf map (`name [jit]` in folded output)."""
+    return Mapping(file_id="", path=module.strip("[]"))
 
 
 def _lookup_addr(raw: RawFrame) -> int:

@@ -76,6 +76,7 @@ class ProfilerCore:
         self.files: dict[int, FileRef] = {}
         self._pid_maps: dict[tuple[int, int], Mapping] = {}
         self._containers: dict[int, str] = {}
+        self._anon: dict[int, list[tuple[int, int, str]]] = {}  # outlives the process, for naming
         self.started_ns = 0
         self.stopped_ns = 0
         self._mapsync: MappingsMap | None = None
@@ -216,6 +217,7 @@ class ProfilerCore:
             if not m.file_id or m.status is not FileStatus.OK:
                 # Anonymous code (JIT), an unreadable or non-ELF file: walked with frame pointers.
                 self._mapsync.add(pid, m.start, m.end, MappingValue(0, 0, layout.MAPPING_FLAG_FRAME_POINTERS))
+                self._anon.setdefault(pid, []).append((m.start, m.end, m.path))
                 continue
             key = file_id_u64(m.file_id)
             if key not in self.files:
@@ -270,13 +272,14 @@ class ProfilerCore:
         return self._containers.get(pid, "")
 
     def anonymous_name(self, pid: int, addr: int) -> str:
-        """A name for code outside any file: the mapping's label ([anon:...], memfd) or [unknown]."""
-        m = self.tracker.lookup(pid, addr)
-        if m is None:
-            return "[unknown]"
-        if m.path:
-            return os.path.basename(m.path) if m.path.startswith("/") else m.path
-        return "[anonymous]"
+        """A module name for code outside ELF files: the mapping's label ([anon:...], memfd), [jit] for
+        anonymous code, or [unknown] outside every mapping."""
+        for start, end, path in self._anon.get(pid, ()):
+            if start <= addr < end:
+                if path:
+                    return os.path.basename(path) if path.startswith("/") else path
+                return "[jit]"
+        return "[unknown]"
 
     def python_resolver(self) -> Callable[[int, RawFrame], Frame] | None:
         """Symbolizer for Python frames, when Python support is active."""

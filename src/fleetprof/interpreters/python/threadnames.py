@@ -492,7 +492,7 @@ class ThreadNames:
     def _wait(self, state: _Tid) -> float:
         if state.name is not None:
             return self.refresh_seconds
-        return min(self.retry_seconds * (1 << min(state.misses, 16)), self.refresh_seconds)
+        return min(self.retry_seconds * (1 << min(max(state.misses - 1, 0), 16)), self.refresh_seconds)
 
     def python_name(self, pid: int, tid: int) -> str | None:
         """The last Python thread name read for (pid, tid), None when unknown."""
