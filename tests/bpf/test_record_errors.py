@@ -117,13 +117,18 @@ def test_sigint_during_all_writes_the_profile(build_dir: Path, tmp_path: Path, c
         time.sleep(4)
         assert proc.poll() is None, proc.communicate()[1]
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=25)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"still recording 20 s after SIGINT; stderr:\n{proc.communicate()[1]}")
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         worker.kill()
         worker.wait()
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     assert proc.returncode in (0, 130), err
     stacks = pprof_stacks(load_pprof(out))
     assert sum(s.count for s in stacks) > 100

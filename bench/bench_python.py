@@ -1,0 +1,437 @@
+"""CPython stacks against py-spy, same scripts, same interpreters, same run.
+
+1. Completeness and lines: tests/bpf/pyscripts/chain.py and callback.py under every interpreter, recorded
+   whole by `fleetprof record -F 999` and by `py-spy record -r 999 -f raw` (`--native` for callback.py).
+   Per tool: share of `hot` samples with the whole chain <module> > main > outer > middle > inner > hot;
+   share with every line right too (callers on their call lines, hot in its body); overlap of the two
+   tools' distributions of hot's line; share of json `pydefault` samples with the C encoder's frames
+   between iterencode and pydefault (py-spy merges native frames only with --native).
+2. Cost of Python unwinding, per 1,000 Python samples of chain.py: the agent's CPU while sampling
+   (ProfilerCore in this process, after a warm-up), the symbolization at the end, and the BPF programs' run
+   time (BPF_ENABLE_STATS); py-spy's CPU for the same samples (marginal: a 6 s minus a 2 s run).
+3. Target slowdown: a fixed amount of Python work (it times itself) alone, under fleetprof at 999 Hz, under
+   py-spy at 999 Hz (pausing, its default) and py-spy --nonblocking; rounds interleaved, medians.
+
+    .venv/bin/python bench/bench_python.py [--quick] [--interpreters 3.8.18,3.12.1,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "bpf"))
+
+from test_python_common import (  # noqa: E402
+    INTERPRETERS,
+    SCRIPTS,
+    Frame,
+    Interpreter,
+    Stack,
+    body_lines,
+    chain,
+    fleetprof_command,
+    load_pprof,
+    python_mismatch,
+)
+
+from fleetprof.agent.build import build_profile  # noqa: E402
+from fleetprof.agent.core import CoreOptions, ProfilerCore  # noqa: E402
+from fleetprof.tracer import layout  # noqa: E402
+from fleetprof.tracer.aggregate import decode_frames  # noqa: E402
+
+PYSPY = str(Path(sys.executable).with_name("py-spy"))
+RATE = 999
+CHAIN = ["<module>", "main", "outer", "middle", "inner", "hot"]
+_NR_BPF = 321  # x86-64
+_BPF_ENABLE_STATS = 32
+WORK = """
+import sys, time
+def hot(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+def inner(n): return hot(n)
+def middle(n): return inner(n)
+def outer(n): return middle(n)
+start = time.perf_counter()
+for _ in range(int(sys.argv[1])):
+    outer(20000)
+print(time.perf_counter() - start, flush=True)
+"""
+
+
+# ---- running the tools ----------------------------------------------------------------------------------
+
+
+def fleetprof_stacks(cmd: list[str], out: Path, cache: Path) -> list[Stack]:
+    """`fleetprof record -F 999 --format pprof -- CMD` to the end; its stacks."""
+    args = [*fleetprof_command(), "record", "-F", str(RATE), "--format", "pprof", "-o", str(out), "--", *cmd]
+    env = dict(os.environ, FLEETPROF_CACHE_DIR=str(cache))
+    subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
+    return load_pprof(out)[0]
+
+
+def pyspy_frame(text: str) -> Frame:
+    """One py-spy raw frame: `name (file:line)` (Python or native with --native) or `0xaddr (module)`."""
+    m = re.fullmatch(r"(.*) \((.*?)(?::(\d+))?\)", text)
+    if m is None:
+        return Frame("native", text)
+    name, where, line = m.group(1), m.group(2), int(m.group(3) or 0)
+    if where.endswith(".py") or where.startswith("<"):
+        return Frame("python", name, where, line)
+    return Frame("native", name, os.path.basename(where))
+
+
+def pyspy_stacks(args: list[str], out: Path) -> tuple[list[Stack], float]:
+    """`py-spy record -r 999 -f raw ARGS` to the end: its stacks and the CPU seconds py-spy used."""
+    proc = subprocess.Popen(
+        [PYSPY, "record", "-r", str(RATE), "-f", "raw", "-o", str(out), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        print(f"  (py-spy {' '.join(args[:3])}… exited with {proc.returncode})")
+    stacks = []
+    for line in out.read_text(errors="replace").splitlines() if out.exists() else []:
+        text, _, count = line.rpartition(" ")
+        frames = tuple(pyspy_frame(f) for f in text.split(";"))
+        stacks.append(Stack(0, 0, "", "", frames, int(count)))
+    return stacks, usage.ru_utime + usage.ru_stime
+
+
+# ---- section 1: completeness and lines --------------------------------------------------------------------
+
+
+def share(stacks: Iterable[Stack], ok: Callable[[Stack], bool]) -> tuple[float, int]:
+    """(share of samples passing `ok`, samples) over `stacks`, weighted by count."""
+    total = good = 0
+    for s in stacks:
+        total += s.count
+        good += s.count if ok(s) else 0
+    return (good / total if total else float("nan")), total
+
+
+def leaf(stacks: list[Stack], name: str) -> list[Stack]:
+    return [s for s in stacks if s.leaf_python == name]
+
+
+@dataclass
+class ChainResult:
+    whole: float
+    lines: float
+    samples: int
+    hot_lines: Counter[int]
+
+
+def judge_chain(stacks: list[Stack]) -> ChainResult:
+    """Whole-chain and right-lines shares of `hot` samples, and the distribution of hot's line."""
+    expected = chain("chain.py", CHAIN, body_lines("chain.py", "hot"))
+    hot = leaf(stacks, "hot")
+    whole, n = share(hot, lambda s: [f.short for f in s.python] == CHAIN and not s.has_error)
+    lines, _ = share(hot, lambda s: not s.has_error and python_mismatch(s, expected, "chain.py") == "")
+    dist: Counter[int] = Counter()
+    for s in hot:
+        if [f.short for f in s.python] == CHAIN:
+            dist[s.python[-1].line] += s.count
+    return ChainResult(whole, lines, n, dist)
+
+
+def overlap(a: Counter[int], b: Counter[int]) -> float:
+    """Sum over lines of min(share in a, share in b): 1.0 when both tools see the same line mix."""
+    ta, tb = sum(a.values()), sum(b.values())
+    if not ta or not tb:
+        return float("nan")
+    return sum(min(a[k] / ta, b[k] / tb) for k in a.keys() | b.keys())
+
+
+def encoder_between(stack: Stack) -> bool:
+    """The C encoder's frames sit between iterencode and pydefault (a whole json callback stack)."""
+    names = [f.short for f in stack.python]
+    if names[-2:] != ["iterencode", "pydefault"] or stack.has_error:
+        return False
+    between = stack.between(len(names) - 2, len(names) - 1)
+    return any(f.where.startswith("_json") or f.name.startswith("encoder_") for f in between)
+
+
+def section_completeness(interps: list[Interpreter], seconds: float, work: Path) -> dict[str, float]:
+    print(f"== 1. completeness and lines, {seconds:g} s per run, {RATE} Hz")
+    print(
+        f"{'interpreter':<13} {'whole chain fp / py-spy':>24} {'lines right fp / py-spy':>24} "
+        f"{'hot-line overlap':>17} {'json natives fp / py-spy':>25}"
+    )
+    totals: dict[str, list[float]] = {"fp_whole": [], "ps_whole": [], "fp_lines": [], "ps_lines": []}
+    for i in interps:
+        cmd = [str(i.executable), str(SCRIPTS / "chain.py"), str(seconds)]
+        fp = judge_chain(fleetprof_stacks(cmd, work / f"fp-chain-{i.name}.pb.gz", work / "cache"))
+        ps = judge_chain(pyspy_stacks(["--", *cmd], work / f"ps-chain-{i.name}.txt")[0])
+        cb = [str(i.executable), str(SCRIPTS / "callback.py"), str(seconds)]
+        fp_cb = fleetprof_stacks(cb, work / f"fp-cb-{i.name}.pb.gz", work / "cache")
+        ps_cb = pyspy_stacks(["--native", "--", *cb], work / f"ps-cb-{i.name}.txt")[0]
+        fp_json, _ = share(leaf(fp_cb, "pydefault"), encoder_between)
+        ps_json, _ = share(leaf(ps_cb, "pydefault"), encoder_between)
+        print(
+            f"{i.name:<13} {pct(fp.whole):>11} / {pct(ps.whole):<10} {pct(fp.lines):>11} / "
+            f"{pct(ps.lines):<10} {pct(overlap(fp.hot_lines, ps.hot_lines)):>17} "
+            f"{pct(fp_json):>12} / {pct(ps_json):<10}"
+        )
+        for key, value in (("fp_whole", fp.whole), ("ps_whole", ps.whole), ("fp_lines", fp.lines)):
+            totals[key].append(value)
+        totals["ps_lines"].append(ps.lines)
+    return {k: min(v) for k, v in totals.items()}
+
+
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{x:.1%}"
+
+
+# ---- section 2: cost --------------------------------------------------------------------------------------
+
+
+def enable_bpf_stats() -> int | None:
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run-time accounting while the returned fd stays open."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(16)  # union bpf_attr { struct { __u32 type; } enable_stats; }
+    fd = libc.syscall(_NR_BPF, _BPF_ENABLE_STATS, attr, ctypes.sizeof(attr))
+    return fd if fd >= 0 else None
+
+
+def bpf_run_time_ns() -> int:
+    """Run time of every BPF program this process holds (from fdinfo prog ids and bpftool)."""
+    total = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^prog_id:\s+(\d+)", info, re.M)
+        if m:
+            out = subprocess.run(
+                ["bpftool", "prog", "show", "id", m.group(1), "--json"], capture_output=True, text=True
+            ).stdout
+            total += json.loads(out).get("run_time_ns", 0) if out else 0
+    return total
+
+
+def python_samples(core: ProfilerCore, pid: int) -> int:
+    """Samples of `pid` with at least one Python frame, aggregated so far."""
+    n = 0
+    for key, counts in core.aggregator.stacks.items():
+        if key.pid == pid and any(
+            f.kind == layout.FRAME_PYTHON
+            for f in decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
+        ):
+            n += counts.count
+    return n
+
+
+@dataclass
+class Cost:
+    agent_ms: float  # agent CPU while sampling, per 1,000 Python samples
+    bpf_ms: float  # BPF programs' run time (in the target's context), per 1,000 Python samples
+    build_s: float  # building the profile at the end (symbolization), once
+    pyspy_ms: float  # py-spy CPU per 1,000 samples (pausing)
+    pyspy_nb_ms: float  # py-spy --nonblocking
+
+    @property
+    def total_ms(self) -> float:
+        """fleetprof's CPU per 1,000 Python samples, agent and BPF."""
+        return self.agent_ms + self.bpf_ms
+
+
+def section_cost(interps: list[Interpreter], seconds: float, work: Path) -> dict[str, Cost]:
+    print(
+        f"\n== 2. CPU per 1,000 Python samples of chain.py while sampling ({RATE} Hz, {seconds:g} s measured)"
+    )
+    print(
+        f"{'interpreter':<13} {'fleetprof agent':>16} {'+ BPF':>9} {'= total':>9} {'py-spy':>9} "
+        f"{'py-spy nonblocking':>19} {'py-spy / fleetprof':>19} {'profile build, once':>20}"
+    )
+    stats_fd = enable_bpf_stats()
+    out: dict[str, Cost] = {}
+    try:
+        for i in interps:
+            target = subprocess.Popen([str(i.executable), str(SCRIPTS / "chain.py"), str(4 * seconds + 30)])
+            try:
+                time.sleep(0.5)
+                core = ProfilerCore(
+                    CoreOptions(frequency_hz=RATE, pids=(target.pid,), cache_dir=work / "cache")
+                )
+                core.load()
+                core.scan([target.pid])
+                core.start()
+                warm_until = time.monotonic() + 1.0
+                while time.monotonic() < warm_until:
+                    core.poll(50)
+                cpu0, bpf0, n0 = time.process_time(), bpf_run_time_ns(), python_samples(core, target.pid)
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    core.poll(50)
+                cpu1, bpf1, n1 = time.process_time(), bpf_run_time_ns(), python_samples(core, target.pid)
+                core.stop()
+                build0 = time.process_time()
+                build_profile(core)
+                build1 = time.process_time()
+                core.close()
+                pyspy = marginal_pyspy(target.pid, seconds, work, [])
+                pyspy_nb = marginal_pyspy(target.pid, seconds, work, ["--nonblocking"])
+            finally:
+                target.kill()
+                target.wait()
+            n = max(n1 - n0, 1)
+            cost = Cost(
+                agent_ms=(cpu1 - cpu0) / n * 1e6,
+                bpf_ms=(bpf1 - bpf0) / n / 1e3 if stats_fd is not None else float("nan"),
+                build_s=build1 - build0,
+                pyspy_ms=pyspy,
+                pyspy_nb_ms=pyspy_nb,
+            )
+            out[i.name] = cost
+            print(
+                f"{i.name:<13} {cost.agent_ms:>13.1f} ms {cost.bpf_ms:>6.1f} ms {cost.total_ms:>6.1f} ms "
+                f"{cost.pyspy_ms:>6.1f} ms {cost.pyspy_nb_ms:>16.1f} ms "
+                f"{cost.pyspy_ms / cost.total_ms:>18.1f}x {cost.build_s:>18.2f} s"
+            )
+    finally:
+        if stats_fd is not None:
+            os.close(stats_fd)
+    return out
+
+
+def marginal_pyspy(pid: int, seconds: float, work: Path, flags: list[str]) -> float:
+    """py-spy CPU ms per 1,000 samples: (long run - short run) / (their sample difference)."""
+    runs = []
+    for duration in (2, 2 + round(seconds)):  # py-spy takes whole seconds
+        stacks, cpu = pyspy_stacks(["--pid", str(pid), "-d", str(duration), *flags], work / "ps-cost.txt")
+        runs.append((cpu, sum(s.count for s in stacks if s.python)))
+    (c0, n0), (c1, n1) = runs
+    return (c1 - c0) / max(n1 - n0, 1) * 1e6
+
+
+# ---- section 3: slowdown ----------------------------------------------------------------------------------
+
+
+def timed_work(
+    cmd_prefix: list[str],
+    output: Path | None,
+    python: str,
+    script: Path,
+    iterations: int,
+    env: dict[str, str],
+) -> tuple[float, int]:
+    """(seconds the fixed work took as the work script measured it, samples the profiler wrote to `output`)
+    under `cmd_prefix` (a profiler, or nothing)."""
+    if output is not None:
+        output.unlink(missing_ok=True)
+    out = subprocess.run(
+        [*cmd_prefix, python, str(script), str(iterations)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=600,
+    ).stdout
+    seconds = float(next(line for line in reversed(out.splitlines()) if re.fullmatch(r"[0-9.e+-]+", line)))
+    samples = 0
+    if output is not None and output.exists():
+        samples = sum(int(line.rpartition(" ")[2]) for line in output.read_text().splitlines() if line)
+    return seconds, samples
+
+
+def section_slowdown(interps: list[Interpreter], rounds: int, work: Path) -> dict[str, dict[str, float]]:
+    print(f"\n== 3. target slowdown, fixed work, {RATE} Hz asked, median of {rounds} interleaved rounds")
+    script = work / "work.py"
+    script.write_text(WORK)
+    env = dict(os.environ, FLEETPROF_CACHE_DIR=str(work / "cache"))
+    folded, raw = work / "slow.folded", work / "slow.txt"
+    fp = [*fleetprof_command(), "record", "-F", str(RATE), "-o", str(folded), "--"]
+    ps = [PYSPY, "record", "-r", str(RATE), "-f", "raw", "-o", str(raw)]
+    configs: dict[str, tuple[list[str], Path | None]] = {
+        "none": ([], None),
+        "fleetprof": (fp, folded),
+        "py-spy": ([*ps, "--"], raw),
+        "py-spy --nonblocking": ([*ps, "--nonblocking", "--"], raw),
+    }
+    print(f"{'interpreter':<13} " + " ".join(f"{name:>27}" for name in configs))
+    out: dict[str, dict[str, float]] = {}
+    for i in interps:
+        python = str(i.executable)
+        probe, _ = timed_work([], None, python, script, 20, env)
+        iterations = max(20, int(20 * 1.5 / max(probe, 1e-3)))  # about 1.5 s of work without a profiler
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        rates: dict[str, list[float]] = {name: [] for name in configs}
+        for _ in range(rounds):
+            for name, (prefix, output) in configs.items():
+                seconds, samples = timed_work(prefix, output, python, script, iterations, env)
+                times[name].append(seconds)
+                rates[name].append(samples / seconds)
+        medians = {name: statistics.median(v) for name, v in times.items()}
+        base = medians["none"]
+        out[i.name] = {name: m / base - 1 for name, m in medians.items()}
+        cells = []
+        for name, m in medians.items():
+            if name == "none":
+                cells.append(f"{m:>25.2f} s")
+            else:
+                cells.append(
+                    f"{m:>6.2f} s {m / base - 1:>+6.1%} {statistics.median(rates[name]):>6.0f} Hz got"
+                )
+        print(f"{i.name:<13} " + " ".join(cells))
+    return out
+
+
+# ---- main -------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--interpreters", help="comma-separated names (default: all present)")
+    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
+    args = parser.parse_args()
+    present = [i for i in INTERPRETERS if i.executable.exists()]
+    if args.interpreters:
+        wanted = set(args.interpreters.split(","))
+        present = [i for i in present if i.name in wanted]
+    missing = [i.name for i in INTERPRETERS if not i.executable.exists()]
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)}")
+    seconds = 1.5 if args.quick else 3.0
+    heavy = [i for i in present if i.name in ("3.8.18", "3.12.1")] or present[:1]
+    with tempfile.TemporaryDirectory(prefix="bench-python-") as tmp:
+        work = Path(tmp)
+        complete = section_completeness(present, seconds, work)
+        costs = section_cost(heavy, 2.0 if args.quick else 4.0, work)
+        slow = section_slowdown(heavy, 2 if args.quick else 3, work)
+    agent = max(c.total_ms for c in costs.values())
+    pyspy = min(c.pyspy_ms for c in costs.values())
+    fp_slow = max(s["fleetprof"] for s in slow.values())
+    ps_slow = min(s["py-spy"] for s in slow.values())
+    nb_slow = min(s["py-spy --nonblocking"] for s in slow.values())
+    print(
+        f"\nheadline: whole Python chains (worst interpreter) fleetprof {pct(complete['fp_whole'])} vs "
+        f"py-spy {pct(complete['ps_whole'])}, lines right {pct(complete['fp_lines'])} vs "
+        f"{pct(complete['ps_lines'])}; "
+        f"CPU per 1,000 Python samples {agent:.0f} ms vs py-spy {pyspy:.0f} ms ({pyspy / agent:.1f}x less); "
+        f"target slowdown at {RATE} Hz {fp_slow:+.1%} vs py-spy {ps_slow:+.1%} (pausing), "
+        f"{nb_slow:+.1%} (--nonblocking)"
+    )
+
+
+if __name__ == "__main__":
+    main()
