@@ -248,7 +248,7 @@
   function buildSummary() {
     const meta = payload.meta || {};
     const parts = [`${fmt(grandTotal)} samples`];
-    if (meta.processes) parts.push(`${fmt(meta.processes)} processes`);
+    if (meta.processes) parts.push(`${fmt(meta.processes)} ${meta.processes === 1 ? "process" : "processes"}`);
     if (meta.duration_ns) parts.push(`${(meta.duration_ns / 1e9).toFixed(1)} s`);
     if (meta.frequency_hz) parts.push(`${meta.frequency_hz} Hz`);
     if (meta.hostname) parts.push(meta.hostname);

@@ -272,7 +272,10 @@ class NativeSymbolizer:
             entry: int | None = None
             if outermost:
                 entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
-                if containing is not None and (containing[0] != entry or _COLD_SUFFIX.search(raw)):
+                # The sized symbol holding addr names the function: it prefers a global name over local
+                # aliases at the same address (__libc_start_main, not __libc_start_main_alias_2) and a
+                # function over another one's .cold part.
+                if containing is not None:
                     entry, raw = containing
                 raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
             base = _CLONE_SUFFIX.sub("", raw) if outermost else raw
