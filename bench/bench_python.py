@@ -55,6 +55,9 @@ from fleetprof.tracer.aggregate import decode_frames  # noqa: E402
 
 PYSPY = str(Path(sys.executable).with_name("py-spy"))
 RATE = 999
+OLD_PYTHON = Interpreter(
+    "3.7.16", Path("/root/.pyenv/versions/3.7.16/bin/python3.7"), 7, "libpython3.7m.so.1.0", True
+)
 CHAIN = ["<module>", "main", "outer", "middle", "inner", "hot"]
 _NR_BPF = 321  # x86-64
 _BPF_ENABLE_STATS = 32
@@ -170,13 +173,27 @@ def encoder_between(stack: Stack) -> bool:
     return any(f.where.startswith("_json") or f.name.startswith("encoder_") for f in between)
 
 
+def sort_between(stack: Stack) -> bool:
+    """Native frames (builtin_sorted, list_sort... in libpython) sit between sort_caller and pykey."""
+    names = [f.short for f in stack.python]
+    if names[-2:] != ["sort_caller", "pykey"] or stack.has_error:
+        return False
+    return any(f.kind == "native" for f in stack.between(len(names) - 2, len(names) - 1))
+
+
+def cell(fp: tuple[float, int], ps: tuple[float, int]) -> str:
+    """`fp% (n) / py-spy% (n)`."""
+    return f"{pct(fp[0])} ({fp[1]}) / {pct(ps[0])} ({ps[1]})"
+
+
 def section_completeness(interps: list[Interpreter], seconds: float, work: Path) -> dict[str, float]:
-    print(f"== 1. completeness and lines, {seconds:g} s per run, {RATE} Hz")
+    print(f"== 1. completeness and lines, {seconds:g} s per run, {RATE} Hz (fleetprof / py-spy)")
     print(
-        f"{'interpreter':<13} {'whole chain fp / py-spy':>24} {'lines right fp / py-spy':>24} "
-        f"{'hot-line overlap':>17} {'json natives fp / py-spy':>25}"
+        f"{'interpreter':<13} {'whole chain':>17} {'lines right':>17} {'hot-line overlap':>17} "
+        f"{'json: C encoder frames in place':>33} {'sorted: C frames in place':>30}"
     )
-    totals: dict[str, list[float]] = {"fp_whole": [], "ps_whole": [], "fp_lines": [], "ps_lines": []}
+    totals: dict[str, list[float]] = {k: [] for k in ("fp_whole", "ps_whole", "fp_lines", "ps_lines")}
+    totals.update({k: [] for k in ("fp_json", "ps_json", "fp_sort", "ps_sort")})
     for i in interps:
         cmd = [str(i.executable), str(SCRIPTS / "chain.py"), str(seconds)]
         fp = judge_chain(fleetprof_stacks(cmd, work / f"fp-chain-{i.name}.pb.gz", work / "cache"))
@@ -184,17 +201,28 @@ def section_completeness(interps: list[Interpreter], seconds: float, work: Path)
         cb = [str(i.executable), str(SCRIPTS / "callback.py"), str(seconds)]
         fp_cb = fleetprof_stacks(cb, work / f"fp-cb-{i.name}.pb.gz", work / "cache")
         ps_cb = pyspy_stacks(["--native", "--", *cb], work / f"ps-cb-{i.name}.txt")[0]
-        fp_json, _ = share(leaf(fp_cb, "pydefault"), encoder_between)
-        ps_json, _ = share(leaf(ps_cb, "pydefault"), encoder_between)
+        fp_json = share(leaf(fp_cb, "pydefault"), encoder_between)
+        ps_json = share(leaf(ps_cb, "pydefault"), encoder_between)
+        fp_sort = share(leaf(fp_cb, "pykey"), sort_between)
+        ps_sort = share(leaf(ps_cb, "pykey"), sort_between)
         print(
-            f"{i.name:<13} {pct(fp.whole):>11} / {pct(ps.whole):<10} {pct(fp.lines):>11} / "
-            f"{pct(ps.lines):<10} {pct(overlap(fp.hot_lines, ps.hot_lines)):>17} "
-            f"{pct(fp_json):>12} / {pct(ps_json):<10}"
+            f"{i.name:<13} {pct(fp.whole):>8} / {pct(ps.whole):<6} {pct(fp.lines):>8} / {pct(ps.lines):<6} "
+            f"{pct(overlap(fp.hot_lines, ps.hot_lines)):>17} {cell(fp_json, ps_json):>33} "
+            f"{cell(fp_sort, ps_sort):>30}"
         )
-        for key, value in (("fp_whole", fp.whole), ("ps_whole", ps.whole), ("fp_lines", fp.lines)):
+        values = {
+            "fp_whole": fp.whole,
+            "ps_whole": ps.whole,
+            "fp_lines": fp.lines,
+            "ps_lines": ps.lines,
+            "fp_json": fp_json[0],
+            "ps_json": ps_json[0],
+            "fp_sort": fp_sort[0],
+            "ps_sort": ps_sort[0],
+        }
+        for key, value in values.items():
             totals[key].append(value)
-        totals["ps_lines"].append(ps.lines)
-    return {k: min(v) for k, v in totals.items()}
+    return {k: min((x for x in v if x == x), default=float("nan")) for k, v in totals.items()}
 
 
 def pct(x: float) -> str:
@@ -229,85 +257,101 @@ def bpf_run_time_ns() -> int:
     return total
 
 
-def python_samples(core: ProfilerCore, pid: int) -> int:
-    """Samples of `pid` with at least one Python frame, aggregated so far."""
-    n = 0
+def target_samples(core: ProfilerCore, pid: int) -> tuple[int, int]:
+    """(samples of `pid`, those with at least one Python frame), aggregated so far."""
+    n = py = 0
     for key, counts in core.aggregator.stacks.items():
-        if key.pid == pid and any(
-            f.kind == layout.FRAME_PYTHON
-            for f in decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
-        ):
+        if key.pid == pid:
             n += counts.count
-    return n
+            frames = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
+            py += counts.count if any(f.kind == layout.FRAME_PYTHON for f in frames) else 0
+    return n, py
 
 
 @dataclass
 class Cost:
-    agent_ms: float  # agent CPU while sampling, per 1,000 Python samples
-    bpf_ms: float  # BPF programs' run time (in the target's context), per 1,000 Python samples
+    agent_ms: float  # agent CPU while sampling, per 1,000 samples of the Python process
+    bpf_ms: float  # BPF programs' run time (in the target's context), per 1,000 samples
+    python_share: float  # share of those samples with Python frames
     build_s: float  # building the profile at the end (symbolization), once
-    pyspy_ms: float  # py-spy CPU per 1,000 samples (pausing)
+    pyspy_ms: float  # py-spy CPU per 1,000 samples (pausing); nan when not measured
     pyspy_nb_ms: float  # py-spy --nonblocking
 
     @property
     def total_ms(self) -> float:
-        """fleetprof's CPU per 1,000 Python samples, agent and BPF."""
+        """fleetprof's CPU per 1,000 samples, agent and BPF."""
         return self.agent_ms + self.bpf_ms
 
 
-def section_cost(interps: list[Interpreter], seconds: float, work: Path) -> dict[str, Cost]:
-    print(
-        f"\n== 2. CPU per 1,000 Python samples of chain.py while sampling ({RATE} Hz, {seconds:g} s measured)"
+def fleetprof_cost(interp: Interpreter, seconds: float, work: Path, with_pyspy: bool) -> Cost:
+    """Profile chain.py under `interp` in this process (after a 1 s warm-up) for `seconds`; then py-spy."""
+    target = subprocess.Popen([str(interp.executable), str(SCRIPTS / "chain.py"), str(4 * seconds + 30)])
+    try:
+        time.sleep(0.5)
+        core = ProfilerCore(CoreOptions(frequency_hz=RATE, pids=(target.pid,), cache_dir=work / "cache"))
+        core.load()
+        core.scan([target.pid])
+        core.start()
+        warm_until = time.monotonic() + 1.0
+        while time.monotonic() < warm_until:
+            core.poll(50)
+        cpu0, bpf0, (n0, py0) = time.process_time(), bpf_run_time_ns(), target_samples(core, target.pid)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            core.poll(50)
+        cpu1, bpf1, (n1, py1) = time.process_time(), bpf_run_time_ns(), target_samples(core, target.pid)
+        core.stop()
+        build0 = time.process_time()
+        build_profile(core)
+        build1 = time.process_time()
+        core.close()
+        nan = float("nan")
+        pyspy = marginal_pyspy(target.pid, seconds, work, []) if with_pyspy else nan
+        pyspy_nb = marginal_pyspy(target.pid, seconds, work, ["--nonblocking"]) if with_pyspy else nan
+    finally:
+        target.kill()
+        target.wait()
+    n = max(n1 - n0, 1)
+    return Cost(
+        agent_ms=(cpu1 - cpu0) / n * 1e6,
+        bpf_ms=(bpf1 - bpf0) / n / 1e3,
+        python_share=(py1 - py0) / n,
+        build_s=build1 - build0,
+        pyspy_ms=pyspy,
+        pyspy_nb_ms=pyspy_nb,
     )
+
+
+def section_cost(interps: list[Interpreter], seconds: float, work: Path) -> dict[str, Cost]:
+    print(f"\n== 2. CPU per 1,000 samples of chain.py while sampling ({RATE} Hz, {seconds:g} s measured)")
     print(
-        f"{'interpreter':<13} {'fleetprof agent':>16} {'+ BPF':>9} {'= total':>9} {'py-spy':>9} "
-        f"{'py-spy nonblocking':>19} {'py-spy / fleetprof':>19} {'profile build, once':>20}"
+        f"{'interpreter':<13} {'Python':>7} {'fleetprof agent':>16} {'+ BPF':>9} {'= total':>9} "
+        f"{'py-spy':>9} {'py-spy nonblocking':>19} {'py-spy / fleetprof':>19} {'profile build, once':>20}"
     )
     stats_fd = enable_bpf_stats()
+    if stats_fd is None:
+        print("  (BPF_ENABLE_STATS refused: BPF time not measured)")
     out: dict[str, Cost] = {}
+    baseline = OLD_PYTHON if OLD_PYTHON.executable.exists() else None
     try:
-        for i in interps:
-            target = subprocess.Popen([str(i.executable), str(SCRIPTS / "chain.py"), str(4 * seconds + 30)])
-            try:
-                time.sleep(0.5)
-                core = ProfilerCore(
-                    CoreOptions(frequency_hz=RATE, pids=(target.pid,), cache_dir=work / "cache")
-                )
-                core.load()
-                core.scan([target.pid])
-                core.start()
-                warm_until = time.monotonic() + 1.0
-                while time.monotonic() < warm_until:
-                    core.poll(50)
-                cpu0, bpf0, n0 = time.process_time(), bpf_run_time_ns(), python_samples(core, target.pid)
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    core.poll(50)
-                cpu1, bpf1, n1 = time.process_time(), bpf_run_time_ns(), python_samples(core, target.pid)
-                core.stop()
-                build0 = time.process_time()
-                build_profile(core)
-                build1 = time.process_time()
-                core.close()
-                pyspy = marginal_pyspy(target.pid, seconds, work, [])
-                pyspy_nb = marginal_pyspy(target.pid, seconds, work, ["--nonblocking"])
-            finally:
-                target.kill()
-                target.wait()
-            n = max(n1 - n0, 1)
-            cost = Cost(
-                agent_ms=(cpu1 - cpu0) / n * 1e6,
-                bpf_ms=(bpf1 - bpf0) / n / 1e3 if stats_fd is not None else float("nan"),
-                build_s=build1 - build0,
-                pyspy_ms=pyspy,
-                pyspy_nb_ms=pyspy_nb,
-            )
-            out[i.name] = cost
+        for i in [*interps, *([baseline] if baseline else [])]:
+            cost = fleetprof_cost(i, seconds, work, with_pyspy=i is not baseline)
+            if stats_fd is None:
+                cost.bpf_ms = float("nan")
             print(
-                f"{i.name:<13} {cost.agent_ms:>13.1f} ms {cost.bpf_ms:>6.1f} ms {cost.total_ms:>6.1f} ms "
-                f"{cost.pyspy_ms:>6.1f} ms {cost.pyspy_nb_ms:>16.1f} ms "
+                f"{i.name:<13} {pct(cost.python_share):>7} {cost.agent_ms:>13.1f} ms {cost.bpf_ms:>6.1f} ms "
+                f"{cost.total_ms:>6.1f} ms {cost.pyspy_ms:>6.1f} ms {cost.pyspy_nb_ms:>16.1f} ms "
                 f"{cost.pyspy_ms / cost.total_ms:>18.1f}x {cost.build_s:>18.2f} s"
             )
+            if i is baseline:
+                walked = [c.bpf_ms for c in out.values()]
+                extra = statistics.mean(walked) - cost.bpf_ms if walked else float("nan")
+                print(
+                    f"  {i.name} is not walked (too old): its BPF time is native unwinding alone; walking "
+                    f"Python frames adds about {extra:.1f} ms per 1,000 samples ({extra:.1f} µs a sample)"
+                )
+            else:
+                out[i.name] = cost
     finally:
         if stats_fd is not None:
             os.close(stats_fd)
@@ -420,16 +464,18 @@ def main() -> None:
         slow = section_slowdown(heavy, 2 if args.quick else 3, work)
     agent = max(c.total_ms for c in costs.values())
     pyspy = min(c.pyspy_ms for c in costs.values())
+    pyspy_nb = min(c.pyspy_nb_ms for c in costs.values())
     fp_slow = max(s["fleetprof"] for s in slow.values())
     ps_slow = min(s["py-spy"] for s in slow.values())
     nb_slow = min(s["py-spy --nonblocking"] for s in slow.values())
+    c = complete
     print(
-        f"\nheadline: whole Python chains (worst interpreter) fleetprof {pct(complete['fp_whole'])} vs "
-        f"py-spy {pct(complete['ps_whole'])}, lines right {pct(complete['fp_lines'])} vs "
-        f"{pct(complete['ps_lines'])}; "
-        f"CPU per 1,000 Python samples {agent:.0f} ms vs py-spy {pyspy:.0f} ms ({pyspy / agent:.1f}x less); "
-        f"target slowdown at {RATE} Hz {fp_slow:+.1%} vs py-spy {ps_slow:+.1%} (pausing), "
-        f"{nb_slow:+.1%} (--nonblocking)"
+        f"\nheadline (worst interpreter): whole Python chains fleetprof {pct(c['fp_whole'])} vs py-spy "
+        f"{pct(c['ps_whole'])}, lines right {pct(c['fp_lines'])} vs {pct(c['ps_lines'])}, "
+        f"C frames in place (json/sorted) {pct(c['fp_json'])}/{pct(c['fp_sort'])} vs "
+        f"{pct(c['ps_json'])}/{pct(c['ps_sort'])}; CPU per 1,000 samples {agent:.0f} ms vs "
+        f"py-spy {pyspy:.0f} ms (pausing) / {pyspy_nb:.0f} ms (--nonblocking); target slowdown at {RATE} Hz "
+        f"{fp_slow:+.1%} vs py-spy {ps_slow:+.1%} (pausing) / {nb_slow:+.1%} (--nonblocking)"
     )
 
 

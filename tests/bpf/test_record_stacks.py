@@ -3,6 +3,8 @@ threads."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,21 @@ def test_threads_keep_their_stacks_and_names(build_dir: Path, cache_dir: Path, t
     assert len(tids["zoo-alpha"]) == 1 and len(tids["zoo-beta"]) == 1, tids
     assert tids["zoo-alpha"] != tids["zoo-beta"]
     assert all(s.pid == mine[0].pid for s in mine), "threads of one process share its pid"
+
+
+def test_pid_of_a_running_process(build_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """`--pid PID --duration S` on a process that started before fleetprof: its chain, whole, and only it."""
+    exe = _build("zoo_fp", ["fp_chain.c"], build_dir)
+    target = subprocess.Popen([str(exe), "5"])
+    try:
+        time.sleep(0.3)
+        out = tmp_path / "pid.folded"
+        run = record(["--pid", str(target.pid), "--duration", "1.2"], out, cache_dir=cache_dir)
+    finally:
+        target.kill()
+        target.wait()
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    stacks = load_stacks(out)
+    assert {s.process for s in stacks} == {"zoo_fp"}
+    got = judge(stacks, chain_of("zoo_fp"), process="zoo_fp", leaf="hot")
+    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"

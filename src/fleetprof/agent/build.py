@@ -181,9 +181,8 @@ class ProfileBuilder:
             self._perf_maps[pid] = load_perf_map(pid)
         perf_map = self._perf_maps[pid]
         name = perf_map.lookup(addr) if perf_map is not None else None
-        if name is not None:
-            return Frame(kind=FrameKind.NATIVE, function=name, mapping=_jit_mapping(module), address=addr)
-        return Frame(kind=FrameKind.NATIVE, function=f"{module}+0x{addr:x}", address=addr)
+        name = name or f"{module}+0x{addr:x}"
+        return Frame(kind=FrameKind.NATIVE, function=name, mapping=_pseudo_mapping(module), address=addr)
 
     # ---- kernel -----------------------------------------------------------------------------------
 
@@ -195,8 +194,8 @@ class ProfileBuilder:
         return frame
 
 
-def _jit_mapping(module: str) -> Mapping:
-    """The pseudo mapping of JIT code named by a perf map (`name [jit]` in folded output)."""
+def _pseudo_mapping(module: str) -> Mapping:
+    """The mapping of code outside ELF files: `name [jit]`, `[unknown]+0x… [unknown]` in folded output."""
     return Mapping(file_id="", path=module.strip("[]"))
 
 

@@ -13,13 +13,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from fleetprof.output.proto import profile_pb2
 
 ZOO_DIR = Path(__file__).resolve().parent
 FP_FLAGS = (
@@ -166,13 +167,6 @@ def record(
     return RecordRun(proc.returncode, proc.stderr, output)
 
 
-def interrupt(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
-    """SIGINT `proc` (a fleetprof process) and collect its exit status and stderr."""
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err
-
-
 # ---- parsing outputs -------------------------------------------------------------------------------
 
 
@@ -256,23 +250,20 @@ def parse_speedscope(doc: dict[str, object], period_ns: int = PERIOD_NS_999) -> 
     return out
 
 
-def load_pprof(path: Path) -> object:
+def load_pprof(path: Path) -> profile_pb2.Profile:
     """The perftools Profile message of a gzipped pprof file."""
-    from fleetprof.output.proto import profile_pb2
-
     prof = profile_pb2.Profile()
     prof.ParseFromString(gzip.decompress(path.read_bytes()))
     return prof
 
 
-def pprof_stacks(prof: object) -> list[Stack]:
+def pprof_stacks(p: profile_pb2.Profile) -> list[Stack]:
     """Stacks of a pprof Profile, with its pid, thread and process labels; inline lines become frames."""
-    p: object = prof
-    st = p.string_table  # type: ignore[attr-defined]
-    funcs = {f.id: f for f in p.function}  # type: ignore[attr-defined]
-    maps = {m.id: m for m in p.mapping}  # type: ignore[attr-defined]
-    locs = {}
-    for loc in p.location:  # type: ignore[attr-defined]
+    st = p.string_table
+    funcs = {f.id: f for f in p.function}
+    maps = {m.id: m for m in p.mapping}
+    locs: dict[int, tuple[Frame, ...]] = {}
+    for loc in p.location:
         mapping = maps.get(loc.mapping_id)
         module = os.path.basename(st[mapping.filename]) if mapping is not None else ""
         kernel = module == "[kernel.kallsyms]"
@@ -287,7 +278,7 @@ def pprof_stacks(prof: object) -> list[Stack]:
                 frames.append(Frame(name, module, "native"))
         locs[loc.id] = tuple(frames)
     out = []
-    for s in p.sample:  # type: ignore[attr-defined]
+    for s in p.sample:
         labels = {st[lb.key]: (st[lb.str] if lb.str else lb.num) for lb in s.label}
         frames = tuple(f for lid in reversed(s.location_id) for f in locs[lid])
         out.append(
@@ -317,11 +308,8 @@ def load_stacks(path: Path) -> list[Stack]:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One element of a chain: a frame whose name (and module, when given) fully match the regexes.
-
-    `many` makes it zero or more such frames; `inline` marks a frame that only DWARF inline info produces
-    (absent for a stripped binary or a profiler that shows no inline frames).
-    """
+    """A chain element: a frame whose name (and module) fully match the regexes; `many`: zero or more such
+    frames; `inline`: a frame only DWARF inline info produces (absent without DWARF)."""
 
     name: str = ".*"
     module: str | None = None

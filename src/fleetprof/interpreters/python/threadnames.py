@@ -116,8 +116,8 @@ def _row(minor: int, modules: int, **fields: int) -> NamesLayout:
     return NamesLayout(minor=minor, interp_modules=modules, **{**base, **fields})  # type: ignore[arg-type]
 
 
-# From the DWARF of pyenv 3.8.18-3.13.0 (gdb `print &((T *)0)->field`); 3.13's modules offset is the
-# fallback only, _Py_DebugOffsets.interpreter_state.imports_modules is read from the target.
+# From the DWARF of pyenv 3.8.18-3.13.0 (gdb `print &((T *)0)->field`). 3.13+ read the modules offset from
+# the target's _Py_DebugOffsets (interpreter_state.imports_modules); the row's value is what tests compare.
 LAYOUTS: dict[int, NamesLayout] = {
     8: _row(8, 56),
     9: _row(9, 856),
@@ -351,8 +351,9 @@ class NameReader:
         if not addr:
             return None
         lay = self.layout
-        raw = self.mem.read(addr, lay.long_digits + 4 * MAX_DIGITS)
-        if raw is None or (self.long_type and _PTR.unpack_from(raw, 8)[0] != self.long_type):
+        raw = self.mem.read(addr, lay.long_digits + 4)  # the header and one digit: what a tid needs
+        ob_type = self.process.binary.layout.ob_type
+        if raw is None or (self.long_type and _PTR.unpack_from(raw, ob_type)[0] != self.long_type):
             return None
         word = struct.unpack_from("<q", raw, lay.long_size)[0]
         if lay.long_format is LongFormat.OB_SIZE:
@@ -361,6 +362,10 @@ class NameReader:
             digits, sign = word >> 3, 1 - (word & 3)
         if not 0 <= digits <= MAX_DIGITS:
             return None
+        if digits > 1:
+            raw = self.mem.read(addr, lay.long_digits + 4 * digits)
+            if raw is None:
+                return None
         value = 0
         for i in reversed(range(digits)):
             value = (value << 30) | (struct.unpack_from("<I", raw, lay.long_digits + 4 * i)[0] & 0x3FFFFFFF)
