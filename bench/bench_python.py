@@ -82,11 +82,16 @@ print(time.perf_counter() - start, flush=True)
 
 
 def fleetprof_stacks(cmd: list[str], out: Path, cache: Path) -> list[Stack]:
-    """`fleetprof record -F 999 --format pprof -- CMD` to the end; its stacks."""
+    """`fleetprof record -F 999 --format pprof -- CMD` to the end; its stacks (a note when few are Python)."""
     args = [*fleetprof_command(), "record", "-F", str(RATE), "--format", "pprof", "-o", str(out), "--", *cmd]
     env = dict(os.environ, FLEETPROF_CACHE_DIR=str(cache))
     subprocess.run(args, env=env, check=True, capture_output=True, timeout=300)
-    return load_pprof(out)[0]
+    stacks, stats = load_pprof(out)
+    with_python = sum(s.count for s in stacks if s.python)
+    if with_python < sum(s.count for s in stacks) / 2:  # these scripts spend their time in Python code
+        counters = {k: v for k, v in stats.items() if k.startswith("python")}
+        print(f"  (fleetprof: few samples with Python frames, {with_python}, in {cmd[1]}: {counters})")
+    return stacks
 
 
 def pyspy_frame(text: str) -> Frame:
@@ -226,7 +231,15 @@ def section_completeness(interps: list[Interpreter], seconds: float, work: Path)
 
 
 def pct(x: float) -> str:
-    return "n/a" if x != x else f"{x:.1%}"
+    return "-" if x != x else f"{x:.1%}"
+
+
+def ms(x: float) -> str:
+    return "-" if x != x else f"{x:.1f} ms"
+
+
+def times(x: float) -> str:
+    return "-" if x != x else f"{x:.1f}x"
 
 
 # ---- section 2: cost --------------------------------------------------------------------------------------
@@ -339,9 +352,9 @@ def section_cost(interps: list[Interpreter], seconds: float, work: Path) -> dict
             if stats_fd is None:
                 cost.bpf_ms = float("nan")
             print(
-                f"{i.name:<13} {pct(cost.python_share):>7} {cost.agent_ms:>13.1f} ms {cost.bpf_ms:>6.1f} ms "
-                f"{cost.total_ms:>6.1f} ms {cost.pyspy_ms:>6.1f} ms {cost.pyspy_nb_ms:>16.1f} ms "
-                f"{cost.pyspy_ms / cost.total_ms:>18.1f}x {cost.build_s:>18.2f} s"
+                f"{i.name:<13} {pct(cost.python_share):>7} {ms(cost.agent_ms):>16} {ms(cost.bpf_ms):>9} "
+                f"{ms(cost.total_ms):>9} {ms(cost.pyspy_ms):>9} {ms(cost.pyspy_nb_ms):>19} "
+                f"{times(cost.pyspy_ms / cost.total_ms):>19} {cost.build_s:>18.2f} s"
             )
             if i is baseline:
                 walked = [c.bpf_ms for c in out.values()]

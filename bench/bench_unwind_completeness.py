@@ -3,7 +3,7 @@
 Every zoo program (tests/bpf/zoo, no frame pointers) is recorded at 999 Hz by each profiler. perf's
 callchains are symbolized with fleetprof's own symbolizer (same names, same inline frames), so the same
 criterion applies to all three: the share of samples whose leaf is in the program's chain that carry the
-whole chain, root to leaf. Also printed: bytes each produced (fleetprof: ring-buffer records, 64 + 24 per
+whole chain, root to leaf. Also printed: bytes each produced (fleetprof: ring-buffer records, 72 + 24 per
 frame, and the pprof file; perf: perf.data) and, from a second fleetprof run with a cold unwind-table cache,
 the share among each process's first samples against the rest.
 """
@@ -20,6 +20,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bpf"))
@@ -42,8 +45,8 @@ from fleetprof.symbolize.native import NativeFile, NativeSymbolizer  # noqa: E40
 
 PERF = "/usr/bin/perf"
 FREQ = 999
-HEADER_BYTES = 64
-FRAME_BYTES = 24
+HEADER_BYTES = 8 + 64  # BPF ring-buffer record header + struct sample_header
+FRAME_BYTES = 24  # struct frame
 FIRST_SAMPLES = 50
 _FRAME_LINE = re.compile(r"^\s+([0-9a-f]+) \((.*)\)$")
 _HEAD_LINE = re.compile(r"^(.*\S)\s+(\d+)/(\d+)\s*$")
@@ -72,35 +75,46 @@ def fleetprof_run(program: ZooProgram, argv: list[str], out: Path, cache: Path) 
 
 
 class PerfSymbols:
-    """Names perf's (file, address) frames with fleetprof's symbolizer."""
+    """Names perf's (file, file offset) frames with fleetprof's symbolizer."""
 
     def __init__(self, cache: Path) -> None:
         self.native = NativeSymbolizer(cache_dir=cache / "symbols")
-        self.files: dict[str, NativeFile | None] = {}
+        self.files: dict[str, tuple[NativeFile, list[tuple[int, int, int]]] | None] = {}
 
-    def frames(self, dso: str, addr: int) -> list[Frame]:
-        """The frames (outermost first) at ELF address `addr` of `dso`."""
-        module = Path(dso).name
-        if dso.startswith("[") or not dso.startswith("/"):
-            return [Frame(f"{dso}+0x{addr:x}", dso if dso.startswith("[") else "")]
-        nf = self.files.get(dso, None)
+    def _file(self, dso: str) -> tuple[NativeFile, list[tuple[int, int, int]]] | None:
         if dso not in self.files:
             try:
-                nf = NativeFile(file_id=file_id(dso, ""), path=dso)
-            except OSError:
-                nf = None
-            self.files[dso] = nf
-        if nf is None:
-            return [Frame(f"{module}+0x{addr:x}", module)]
-        got = self.native.symbolize(nf, [addr]).get(addr, ())
-        return [Frame(f.function, module) for f in got] or [Frame(f"{module}+0x{addr:x}", module)]
+                with open(dso, "rb") as f:
+                    loads = [
+                        (seg["p_offset"], seg["p_filesz"], seg["p_vaddr"])
+                        for seg in ELFFile(f).iter_segments()
+                        if seg["p_type"] == "PT_LOAD"
+                    ]
+                self.files[dso] = (NativeFile(file_id=file_id(dso, ""), path=dso), loads)
+            except (OSError, ELFError):
+                self.files[dso] = None
+        return self.files[dso]
+
+    def frames(self, dso: str, offset: int) -> list[Frame]:
+        """The frames (outermost first) at file offset `offset` of `dso` (perf prints file offsets, which
+        differ from ELF addresses for non-PIE executables and lld's layouts)."""
+        module = Path(dso).name
+        if dso.startswith("[") or not dso.startswith("/"):
+            return [Frame(f"{dso}+0x{offset:x}", dso if dso.startswith("[") else "")]
+        got = self._file(dso)
+        if got is None:
+            return [Frame(f"{module}+0x{offset:x}", module)]
+        nf, loads = got
+        addr = next((va + offset - off for off, size, va in loads if off <= offset < off + size), offset)
+        named = self.native.symbolize(nf, [addr]).get(addr, ())
+        return [Frame(f.function, module) for f in named] or [Frame(f"{module}+0x{addr:x}", module)]
 
 
 def perf_stacks(data: Path, program: ZooProgram, symbols: PerfSymbols, return_minus_one: bool) -> list[Stack]:
     """Stacks of a perf.data file via `perf script`; `return_minus_one` for callchains of raw return
     addresses (frame pointers), which perf prints as they are; its DWARF unwinder prints call sites."""
     text = subprocess.run(
-        [PERF, "script", "--no-inline", "-i", str(data), "-F", "comm,pid,tid,ip,dso"],
+        [PERF, "script", "--no-inline", "--max-stack", "1024", "-i", str(data), "-F", "comm,pid,tid,ip,dso"],
         capture_output=True,
         text=True,
         check=False,
@@ -248,7 +262,7 @@ def report(rows: list[tuple[str, dict[str, Outcome]]], early: list, seconds: flo
         pairs = [(results[(n, "fleetprof")], results[(n, t)]) for n, _ in rows if (n, t) in results]
         ours = sum(a.whole for a, _ in pairs) / max(sum(a.selected for a, _ in pairs), 1)
         theirs = sum(b.whole for _, b in pairs) / max(sum(b.selected for _, b in pairs), 1)
-        ratio = f"{ours / theirs:.2f}x" if theirs else "inf (peer at 0)"
+        ratio = f"{ours / theirs:.2f}x" if theirs >= 0.01 else "n/a (peer below 1%)"
         print(
             f"pooled whole-chain share: fleetprof {100 * ours:.1f}% vs {t} {100 * theirs:.1f}%, ratio {ratio}"
         )

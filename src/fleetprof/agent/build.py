@@ -13,6 +13,7 @@ from collections.abc import Callable
 from fleetprof.agent.core import ProfilerCore
 from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
 from fleetprof.symbolize.kernel import KernelSymbols
+from fleetprof.symbolize.modelframes import kernel_model_frame, native_model_frames
 from fleetprof.symbolize.native import NativeFile, NativeFrame, NativeSymbolizer
 from fleetprof.symbolize.perfmap import PerfMap, load_perf_map
 from fleetprof.tracer import layout
@@ -141,20 +142,8 @@ class ProfileBuilder:
             return [
                 Frame(kind=FrameKind.NATIVE, function=f"{module}+0x{addr:x}", mapping=mapping, address=addr)
             ]
-        return [
-            Frame(
-                kind=FrameKind.NATIVE,
-                function=f.function,
-                file=f.file,
-                line=f.line,
-                mapping=mapping,
-                address=addr,
-                inlined=f.inlined,
-                start_line=f.start_line,
-                system_name=f.system_name,
-            )
-            for f in frames
-        ]
+        assert mapping is not None  # symbolized, so the file is known
+        return list(native_model_frames(mapping, addr, frames))
 
     def _raw_frames(
         self, pid: int, raw: RawFrame, native: dict[tuple[int, int], tuple[NativeFrame, ...]]
@@ -189,7 +178,7 @@ class ProfileBuilder:
     def _kernel_frame(self, addr: int) -> Frame:
         frame = self._kernel_memo.get(addr)
         if frame is None:
-            frame = Frame(kind=FrameKind.KERNEL, function=self.kernel.name(addr), address=addr)
+            frame = kernel_model_frame(self.kernel, addr)
             self._kernel_memo[addr] = frame
         return frame
 

@@ -14,9 +14,9 @@ from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPyt
 from fleetprof.interpreters.python.layouts import NONE
 from fleetprof.interpreters.python.objects import TypeAddresses
 from fleetprof.interpreters.python.procinfo import PY_OFF_NONE, PyProcInfo
+from fleetprof.process.bias import load_bias as mapping_bias
+from fleetprof.process.maps import MapKind, MapsEntry, parse_maps
 from fleetprof.process.memory import process_start_time
-
-_PAGE_MASK = ~0xFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,41 +82,30 @@ def proc_info(binary: PythonBinary, bias: int) -> PyProcInfo:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Mapping:
-    start: int
-    offset: int
-    path: str
-
-
-def _file_mappings(pid: int) -> list[_Mapping]:
-    out = []
+def _file_mappings(pid: int) -> list[MapsEntry]:
+    """Executable file-backed mappings of `pid`."""
     try:
-        with open(f"/proc/{pid}/maps") as maps:
-            for line in maps:
-                parts = line.split(maxsplit=5)
-                if len(parts) == 6 and parts[5].startswith("/"):
-                    start = int(parts[0].split("-", 1)[0], 16)
-                    out.append(_Mapping(start, int(parts[2], 16), parts[5].rstrip("\n")))
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/maps", "rb") as maps:
+            entries, _ = parse_maps(maps.read())
+    except OSError:
         return []
-    return out
+    return [e for e in entries if e.kind is MapKind.FILE]
 
 
 def load_bias(path: str, mappings: list[tuple[int, int]]) -> int | None:
-    """Load bias of ELF `path` from its mappings' (start, file offset), via the PT_LOAD they map."""
+    """Load bias of ELF `path` from its executable mappings' (start, file offset)."""
     try:
-        loads = read_elf_info(path).loads
+        info = read_elf_info(path)
     except ElfError:
         return None
     for start, offset in mappings:
-        for seg in loads:
-            if seg.offset & _PAGE_MASK == offset:
-                return start - (seg.vaddr & _PAGE_MASK)
+        bias = mapping_bias(info, start, offset)
+        if bias is not None:
+            return bias
     return None
 
 
-def _candidates(pid: int, mappings: list[_Mapping]) -> list[str]:
+def _candidates(pid: int, mappings: list[MapsEntry]) -> list[str]:
     """Mapped files that may hold CPython: the executable, then anything named like libpython."""
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
