@@ -29,6 +29,8 @@ from zoo.programs import CATALOG  # noqa: E402
 PERF = "/usr/bin/perf"
 TICK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
+PROG_TYPE_PERF_EVENT = "7"
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 @dataclass(slots=True)
@@ -42,8 +44,11 @@ class Usage:
     rss_mb: float = 0.0
     rss_sampling_mb: float = 0.0  # peak RSS up to the end of sampling (before symbolizing and writing)
     map_mb: float = 0.0
+    bpf_ns: int = 0  # run time of the perf-event programs (kernel.bpf_stats_enabled)
+    bpf_runs: int = 0
     samples: int = 0
     data_mb: float = 0.0
+    sigint_resent: int = 0  # SIGINTs sent again because the profiler kept sampling
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -82,6 +87,27 @@ def _map_mb(pid: int) -> float:
     return total / 2**20
 
 
+def _prog_stats(pid: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the perf-event BPF programs the process holds open."""
+    progs: dict[str, tuple[int, int]] = {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return 0, 0
+    for fd in fds:
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        kind = re.search(r"^prog_type:\s+(\d+)", info, re.M)
+        pid_ = re.search(r"^prog_id:\s+(\d+)", info, re.M)
+        ns = re.search(r"^run_time_ns:\s+(\d+)", info, re.M)
+        cnt = re.search(r"^run_cnt:\s+(\d+)", info, re.M)
+        if kind and kind.group(1) == PROG_TYPE_PERF_EVENT and pid_ and ns and cnt:
+            progs[pid_.group(1)] = (int(ns.group(1)), int(cnt.group(1)))
+    return sum(v[0] for v in progs.values()), sum(v[1] for v in progs.values())
+
+
 def _sampling(pid: int) -> bool:
     """The process holds perf events open: attached and sampling."""
     try:
@@ -103,6 +129,7 @@ class Profiler:
         self.data = data
         self.usage = Usage()
         self._began: float | None = None
+        self.resent = 0
 
     def watch(self) -> None:
         """Refresh CPU (split at the sampling phase), peak RSS and map memory."""
@@ -121,6 +148,9 @@ class Profiler:
         if hwm is not None:
             self.usage.rss_mb = max(self.usage.rss_mb, hwm)
         self.usage.map_mb = max(self.usage.map_mb, _map_mb(pid))
+        ns, runs = _prog_stats(pid)
+        if runs >= self.usage.bpf_runs:
+            self.usage.bpf_ns, self.usage.bpf_runs = ns, runs
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the profiler samples (perf event fds open), then a little longer for its first poll."""
@@ -137,10 +167,16 @@ class Profiler:
         """SIGINT (or let a --duration run end), collect stderr, parse the sample count."""
         if interrupt and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
         while self.proc.poll() is None:
             self.watch()
+            if interrupt and time.monotonic() - sent > 5 and _sampling(self.proc.pid):
+                self.resent += 1  # still sampling: the SIGINT was lost, send it again
+                self.proc.send_signal(signal.SIGINT)
+                sent = time.monotonic()
             time.sleep(0.1)
         err = self.proc.communicate()[1]
+        self.usage.sigint_resent = self.resent
         m = re.search(r"([\d,]+) samples", err)
         self.usage.samples = int(m.group(1).replace(",", "")) if m else 0
         if self.data is not None and self.data.exists():
@@ -197,10 +233,13 @@ def agent_cost(out_dir: Path, cache: Path, busy_exe: str, seconds: float) -> tup
     """`--all -F 999` with both CPUs busy: first with empty caches (every file's unwind table and symbols
     built), then again with them warm."""
     busy = [subprocess.Popen([busy_exe, "120"]) for _ in range(NCPU)]
+    stats_before = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")  # run time per BPF program, for these two runs only
     try:
         cold = fleetprof(out_dir / "cold.pb.gz", 999, cache, duration=seconds).run_to_end()
         warm = fleetprof(out_dir / "warm.pb.gz", 999, cache, duration=seconds).run_to_end()
     finally:
+        BPF_STATS.write_text(stats_before)
         for p in busy:
             p.kill()
             p.wait()
@@ -218,6 +257,7 @@ def main() -> int:
     if not Path(PERF).exists():
         print("needs /usr/bin/perf", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the processes started below
     work = Path(tempfile.mkdtemp(prefix="fleetprof-bench-"))
     (work / "build").mkdir()
     cache = work / "cache"
@@ -225,11 +265,13 @@ def main() -> int:
     sleepers = [subprocess.Popen(["sleep", "3600"]) for _ in range(args.sleepers)]
     try:
         cold, warm = agent_cost(work, cache, exe, args.seconds)
+        print_agent_cost(args, cold, warm)
         rounds = calibrate(exe, args.work)
+        cap = 10 * args.work + 60  # --duration: a run never outlives the bench even if SIGINT is lost
         configs = {
             "no profiler": None,
-            "fleetprof 99 Hz": lambda: fleetprof(work / "f99.pb.gz", 99, cache),
-            "fleetprof 999 Hz": lambda: fleetprof(work / "f999.pb.gz", 999, cache),
+            "fleetprof 99 Hz": lambda: fleetprof(work / "f99.pb.gz", 99, cache, cap),
+            "fleetprof 999 Hz": lambda: fleetprof(work / "f999.pb.gz", 999, cache, cap),
             "perf dwarf 99 Hz": lambda: perf_dwarf(work / "p99.data", 99),
             "perf dwarf 999 Hz": lambda: perf_dwarf(work / "p999.data", 999),
         }
@@ -252,11 +294,11 @@ def main() -> int:
             p.kill()
             p.wait()
         shutil.rmtree(work, ignore_errors=True)
-    return report(args, cold, warm, times, cpus, usages)
+    return print_slowdown(args, warm, times, cpus, usages)
 
 
-def report(args: argparse.Namespace, cold: Usage, warm: Usage, times: dict, cpus: dict, usages: dict) -> int:
-    """Print both tables and the headline."""
+def print_agent_cost(args: argparse.Namespace, cold: Usage, warm: Usage) -> None:
+    """The agent-cost table."""
     print(
         f"agent cost: fleetprof record --all -F 999 for {args.seconds:g} s on {NCPU} CPUs, "
         f"{NCPU} busy + {args.sleepers} sleeping processes"
@@ -269,9 +311,11 @@ def report(args: argparse.Namespace, cold: Usage, warm: Usage, times: dict, cpus
         "ms/1k samples",
         "CPU share",
         "end CPU",
+        "RSS sampling",
         "peak RSS",
+        "BPF maps",
     )
-    print("".join(f"{h:>14s}" for h in (*head, "BPF maps")))
+    print("".join(f"{h:>14s}" for h in (*head, "BPF us/sample")))
     for label, u in (("cold", cold), ("warm", warm)):
         per_k = 1e6 * u.cpu_sampling_s / u.samples if u.samples else float("nan")
         share = u.cpu_sampling_s / (u.wall_sampling_s * NCPU) if u.wall_sampling_s else float("nan")
@@ -287,9 +331,14 @@ def report(args: argparse.Namespace, cold: Usage, warm: Usage, times: dict, cpus
             f"{u.rss_sampling_mb:.0f} MB",
             f"{u.rss_mb:.0f} MB",
             f"{u.map_mb:.0f} MB",
+            f"{u.bpf_ns / u.bpf_runs / 1000:.1f}" if u.bpf_runs else "n/a",
         )
         print("".join(f"{c:>14s}" for c in cells))
-    print()
+    print(flush=True)
+
+
+def print_slowdown(args: argparse.Namespace, warm: Usage, times: dict, cpus: dict, usages: dict) -> int:
+    """The slowdown table and the headline."""
     base = statistics.median(times["no profiler"])
     print(
         f"workload slowdown: {NCPU} copies of zoo_c (fixed work), median of {args.rounds} interleaved rounds"
@@ -309,13 +358,17 @@ def report(args: argparse.Namespace, cold: Usage, warm: Usage, times: dict, cpus
             f"{100 * cpu / (wall * NCPU):.1f}%",
         )
         print(f"{name:>20s}" + "".join(f"{c:>13s}" for c in cells) + f"{data:>10.0f} MB")
+    lost = {name: sum(u.sigint_resent for u in us) for name, us in usages.items() if us}
+    if any(lost.values()):
+        print(f"SIGINT lost and sent again: {', '.join(f'{n}: {c}x' for n, c in lost.items() if c)}")
     f99 = statistics.median(times["fleetprof 99 Hz"]) / base
     f999 = statistics.median(times["fleetprof 999 Hz"]) / base
     p999 = statistics.median(times["perf dwarf 999 Hz"]) / base
     per_k = 1e6 * warm.cpu_sampling_s / warm.samples if warm.samples else float("nan")
     print(
         f"headline: fleetprof --all 999 Hz: {per_k:.0f} ms agent CPU per 1k samples, "
-        f"peak RSS {warm.rss_mb:.0f} MB (goal <= 150), BPF maps {warm.map_mb:.0f} MB; "
+        f"peak RSS {warm.rss_mb:.0f} MB (goal <= 150), BPF maps {warm.map_mb:.0f} MB, "
+        f"BPF {warm.bpf_ns / max(warm.bpf_runs, 1) / 1000:.1f} us/sample; "
         f"workload slowdown {100 * (f99 - 1):.1f}% at 99 Hz, {100 * (f999 - 1):.1f}% at 999 Hz "
         f"vs perf --call-graph dwarf {100 * (p999 - 1):.1f}% at 999 Hz"
     )

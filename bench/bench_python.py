@@ -149,11 +149,14 @@ class ChainResult:
 
 
 def judge_chain(stacks: list[Stack]) -> ChainResult:
-    """Whole-chain and right-lines shares of `hot` samples, and the distribution of hot's line."""
+    """Whole-chain and right-lines shares of `hot` samples, and the distribution of hot's line. chain.py
+    spends nearly all its time in hot: a run without any hot sample lost its Python frames and scores 0."""
     expected = chain("chain.py", CHAIN, body_lines("chain.py", "hot"))
     hot = leaf(stacks, "hot")
     whole, n = share(hot, lambda s: [f.short for f in s.python] == CHAIN and not s.has_error)
     lines, _ = share(hot, lambda s: not s.has_error and python_mismatch(s, expected, "chain.py") == "")
+    if n == 0:
+        whole = lines = 0.0
     dist: Counter[int] = Counter()
     for s in hot:
         if [f.short for f in s.python] == CHAIN:
@@ -474,13 +477,13 @@ def main() -> None:
         work = Path(tmp)
         complete = section_completeness(present, seconds, work)
         costs = section_cost(heavy, 2.0 if args.quick else 4.0, work)
-        slow = section_slowdown(heavy, 2 if args.quick else 3, work)
+        slow = section_slowdown(heavy, 2 if args.quick else 5, work)
     agent = max(c.total_ms for c in costs.values())
-    pyspy = min(c.pyspy_ms for c in costs.values())
-    pyspy_nb = min(c.pyspy_nb_ms for c in costs.values())
+    pyspy = max(c.pyspy_ms for c in costs.values())
+    pyspy_nb = max(c.pyspy_nb_ms for c in costs.values())
     fp_slow = max(s["fleetprof"] for s in slow.values())
-    ps_slow = min(s["py-spy"] for s in slow.values())
-    nb_slow = min(s["py-spy --nonblocking"] for s in slow.values())
+    ps_slow = max(s["py-spy"] for s in slow.values())
+    nb_slow = max(s["py-spy --nonblocking"] for s in slow.values())
     c = complete
     print(
         f"\nheadline (worst interpreter): whole Python chains fleetprof {pct(c['fp_whole'])} vs py-spy "

@@ -8,6 +8,7 @@ from functools import cache
 
 import pytest
 from test_python_common import (
+    Check,
     Expected,
     Interpreter,
     Recording,
@@ -57,7 +58,7 @@ def test_chain_is_whole_with_lines(interp: Interpreter) -> None:
 CALLBACK = "callback.py"
 
 
-def _natives_check(expected: Expected, outer: str, inner: str, natives_ok) -> object:
+def _natives_check(expected: Expected, outer: str, inner: str, natives_ok) -> Check:
     names = [name for name, _ in expected]
     i, j = names.index(outer), names.index(inner)
 

@@ -20,6 +20,7 @@ from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
 
 PythonResolver = Callable[[int, RawFrame], Frame]
+EVAL_LOOP_FUNCTIONS = frozenset({"_PyEval_EvalFrameDefault", "PyEval_EvalFrameEx", "_PyEval_EvalFrame"})
 ThreadNamer = Callable[[int, int, str, str], str]  # (pid, tid, OS thread name, process name) -> label
 
 
@@ -37,8 +38,10 @@ class ProfileBuilder:
         kernel: KernelSymbols | None = None,
         python: PythonResolver | None = None,
         thread_names: ThreadNamer | None = None,
+        python_problem: Callable[[int], str] | None = None,
     ) -> None:
         self.core = core
+        self.python_problem = python_problem  # pid -> why its CPython frames can't be walked, or ""
         self.native = native or NativeSymbolizer(cache_dir=core.options.cache_dir / "symbols")
         self.kernel = kernel or KernelSymbols.load()
         self.python = python
@@ -66,6 +69,9 @@ class ProfileBuilder:
                 stack.append(_error_frame(key.error))
             for raw in reversed(user):
                 stack.extend(self._user_frames(key.pid, raw, native))
+            unwalkable = self.python_problem(key.pid) if self.python_problem else ""
+            if unwalkable:
+                _mark_unwalked_python(stack, unwalkable)
             for raw in reversed(kern):
                 stack.append(self._kernel_frame(raw.addr))
             samples.append(
@@ -183,6 +189,15 @@ class ProfileBuilder:
         return frame
 
 
+def _mark_unwalked_python(stack: list[Frame], why: str) -> None:
+    """Put an error frame where the Python frames of an unwalkable CPython would be: under its outermost
+    eval-loop frame, so the native structure of the stack stays as it is."""
+    for i, frame in enumerate(stack):
+        if frame.kind is FrameKind.NATIVE and frame.function in EVAL_LOOP_FUNCTIONS:
+            stack.insert(i + 1, Frame(kind=FrameKind.ERROR, function=f"[unwind: python: {why}]"))
+            return
+
+
 def _pseudo_mapping(module: str) -> Mapping:
     """The mapping of code outside ELF files: `name [jit]`, `[unknown]+0x… [unknown]` in folded output."""
     return Mapping(file_id="", path=module.strip("[]"))
@@ -197,14 +212,24 @@ def _name(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def builder_for(core: ProfilerCore) -> ProfileBuilder:
+    """A builder wired to the core's runtime support (Python frames, thread names, unwalkable CPython)."""
+    py = core.python
+    return ProfileBuilder(
+        core,
+        python=core.python_resolver(),
+        thread_names=py.thread_name if py is not None else None,
+        python_problem=py.unsupported.get if py is not None else None,
+    )
+
+
 def build_profile(core: ProfilerCore) -> Profile:
     """Symbolize everything the core has aggregated."""
-    thread_names = core.python.thread_name if core.python is not None else None
-    builder = ProfileBuilder(core, python=core.python_resolver(), thread_names=thread_names)
+    builder = builder_for(core)
     try:
         return builder.build()
     finally:
         builder.native.close()
 
 
-__all__ = ["Mapping", "ProfileBuilder", "build_profile"]
+__all__ = ["Mapping", "ProfileBuilder", "build_profile", "builder_for"]

@@ -181,6 +181,7 @@ class ProfilerCore:
                 if self.python is not None:
                     self.python.process_gone(pid)
                 self.tracker.on_exec(pid)
+                self._resync_python(pid)
                 rescan.setdefault(pid, [])
             elif etype == layout.EVENT_EXIT:
                 rescan.pop(pid, None)
@@ -207,6 +208,16 @@ class ProfilerCore:
             self._quiet_until[pid] = (time.monotonic() + backoff, backoff)
         else:
             self._quiet_until.pop(pid, None)
+
+    def _resync_python(self, pid: int) -> None:
+        """Register CPython again from the current mappings: an earlier rescan may already have seen the
+        new image, so the exec's own diff adds nothing that would."""
+        info = self.tracker.process(pid)
+        if info is None or self.python is None:
+            return
+        for m in info.mappings:
+            if m.file_id and m.status is FileStatus.OK:
+                self.python.interpreter_flags(pid, m)
 
     # ---- tracker listener ---------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class PythonSupport:
         self.thread_names = ThreadNames()
         self.frames: dict[PyFrameKey, Frame] = {}
         self.notes: dict[str, str] = {}  # path -> why its Python frames can't be walked
+        self.unsupported: dict[int, str] = {}  # pid -> why its CPython can't be walked
 
     def interpreter_flags(self, pid: int, m: ExecMapping) -> int:
         """MAPPING_FLAG_INTERPRETER when `m` maps a CPython binary (registering the process), else 0."""
@@ -59,6 +60,7 @@ class PythonSupport:
                 binary = self._inspect(m.open_path or m.path, m.file_id)
             except UnsupportedPython as exc:
                 self.notes[m.path] = str(exc)
+                self.unsupported[pid] = str(exc)
                 return 0
             except OSError as exc:
                 self.notes[m.path] = f"cannot inspect: {exc}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.errors import UnwindTableError
 from fleetprof.nativeunwind.loader import RULE_SIZE, TableLoader, TableSpaceError
+from fleetprof.nativeunwind.table import UnwindTable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class TableManager:
                 return
             self._pending.add(req.file_key)
             self._idle.clear()
+        if self._load_cached(req):
+            return
         self._queue.put(req)
 
     def release(self, file_key: int) -> None:
@@ -81,27 +84,55 @@ class TableManager:
                     if not self._pending:
                         self._idle.set()
 
+    def _load_cached(self, req: TableRequest) -> bool:
+        """Load a table the disk cache already has, right away (compilations queue behind each other)."""
+        try:
+            table = self._cache.cached(req.file_id)
+        except UnwindTableError:
+            table = None  # a known failure: the worker records it
+        if table is None:
+            return False
+        try:
+            self._install(req, table)
+        finally:
+            with self._lock:
+                self._pending.discard(req.file_key)
+                if not self._pending:
+                    self._idle.set()
+        return True
+
     def _load(self, req: TableRequest) -> None:
         with self._lock:
             if req.file_key not in self._refs:
                 return  # every mapping went away meanwhile
         try:
             table = self._cache.get(req.open_path, req.file_id)
-            packed = table.rules_bytes()
-            rules = [packed[i : i + RULE_SIZE] for i in range(0, len(packed), RULE_SIZE)]
-            self._loader.acquire(req.file_key, table.rows_bytes(), rules)
-            self.compiled += 1
-        except (UnwindTableError, TableSpaceError, OSError) as exc:
-            reason = f"{req.display_path}: no unwind table ({exc}); using frame pointers"
-            with self._lock:
-                self._failed[req.file_key] = reason
-            self.messages.append(reason)
-            log.info(reason)
+        except (UnwindTableError, OSError) as exc:
+            self._fail(req, str(exc))
             return
+        self._install(req, table)
+
+    def _install(self, req: TableRequest, table: UnwindTable) -> None:
+        """Put a table into the kernel, unless every mapping of its file went away meanwhile."""
+        packed = table.rules_bytes()
+        rules = [packed[i : i + RULE_SIZE] for i in range(0, len(packed), RULE_SIZE)]
+        try:
+            self._loader.acquire(req.file_key, table.rows_bytes(), rules)
+        except TableSpaceError as exc:
+            self._fail(req, str(exc))
+            return
+        self.compiled += 1
         with self._lock:
             still_used = req.file_key in self._refs
         if not still_used:
             self._loader.release(req.file_key)
+
+    def _fail(self, req: TableRequest, why: str) -> None:
+        reason = f"{req.display_path}: no unwind table ({why}); using frame pointers"
+        with self._lock:
+            self._failed[req.file_key] = reason
+        self.messages.append(reason)
+        log.info(reason)
 
     def usage(self) -> dict[str, int]:
         """Loader sizes plus files that fell back."""

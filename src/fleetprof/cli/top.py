@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from fleetprof.agent.build import ProfileBuilder
+from fleetprof.agent.build import ProfileBuilder, builder_for
 from fleetprof.agent.core import CoreOptions, ProfilerCore
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import CapabilityError, CliError, UsageError
@@ -101,7 +101,7 @@ class TopCommand:
                 core.start()
             except SamplerError as exc:
                 raise CliError(str(exc)) from None
-            builder = ProfileBuilder(core, python=core.python_resolver())
+            builder = builder_for(core)
             try:
                 self._loop(core, builder, args, sys.stdout)
             except KeyboardInterrupt:

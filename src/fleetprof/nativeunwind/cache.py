@@ -78,6 +78,17 @@ class UnwindTableCache:
                     table.row_count, len(table.rules))  # fmt: skip
         return table
 
+    def cached(self, file_id: str) -> UnwindTable | None:
+        """The table of `file_id` if the cache holds it (no compilation); raises UnwindTableError for a
+        file known not to be tabled."""
+        found = self._load(self.entry_path(file_id))
+        if found is None:
+            return None
+        self.counters.hits += 1
+        if isinstance(found, str):
+            raise UnwindTableError(found)
+        return found
+
     def _load(self, entry: Path) -> UnwindTable | str | None:
         """A cached table, a cached error message, or None when absent or unusable."""
         try:

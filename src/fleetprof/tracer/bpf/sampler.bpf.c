@@ -269,7 +269,9 @@ int unwind_native(struct bpf_perf_event_data *ctx)
 		return 0;
 	st->next = NEXT_SUBMIT;
 	st->tail_calls++;
-	bpf_loop(MAX_USER_FRAMES + 64, unwind_step, NULL, 0);
+	/* An eval-loop frame takes up to three steps (detect, Python frame, resume), so budget three per frame;
+	 * the loop ends as soon as the stack does, and the record bounds what is kept. */
+	bpf_loop(3 * MAX_USER_FRAMES, unwind_step, NULL, 0);
 	if (st->next == NEXT_NATIVE) /* the loop ran out of steps with frames left */
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 	return submit(s);
