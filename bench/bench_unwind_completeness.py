@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,7 +221,7 @@ def report(rows: list[tuple[str, dict[str, Outcome]]], early: list, seconds: flo
     tools = ["fleetprof", "perf -g", "perf dwarf"]
     print(f"whole-chain share of in-chain samples (count), {FREQ} Hz, {seconds:g} s per program")
     print(f"{'program':16s}" + "".join(f"{t:>20s}" for t in tools))
-    minimum = {t: 1.0 for t in tools}
+    worst = {t: (1.0, "") for t in tools}
     results: dict[tuple[str, str], Completeness] = {}
     for name, runs in rows:
         cells = []
@@ -228,7 +229,7 @@ def report(rows: list[tuple[str, dict[str, Outcome]]], early: list, seconds: flo
             got = None if runs[t].error else evaluate(CATALOG[name], runs[t].stacks)["program"]
             if got is not None:
                 results[(name, t)] = got
-                minimum[t] = min(minimum[t], got.share)
+                worst[t] = min(worst[t], (got.share, name))
             cells.append(_cell(got))
         print(f"{name:16s}" + "".join(f"{c:>20s}" for c in cells))
     print()
@@ -244,13 +245,13 @@ def report(rows: list[tuple[str, dict[str, Outcome]]], early: list, seconds: flo
     print("data produced")
     cols = ("fleetprof ring", "fleetprof pprof", "perf -g", "perf dwarf", "dwarf/ring")
     print(f"{'program':16s}" + "".join(f"{c:>16s}" for c in cols))
-    ring_total = dwarf_total = 0
+    byte_ratios = []
     for name, runs in rows:
         ring, pprof = runs["fleetprof"].bytes, runs["fleetprof"].file_bytes
         fp, dwarf = runs["perf -g"].bytes, runs["perf dwarf"].bytes
         ratio = f"{dwarf / ring:.1f}x" if ring else "n/a"
-        ring_total += ring
-        dwarf_total += dwarf
+        if ring and dwarf:
+            byte_ratios.append(dwarf / ring)
         cells = (_size(ring), _size(pprof), _size(fp), _size(dwarf), ratio)
         print(f"{name:16s}" + "".join(f"{c:>16s}" for c in cells))
     print()
@@ -258,19 +259,20 @@ def report(rows: list[tuple[str, dict[str, Outcome]]], early: list, seconds: flo
     for name, first, rest in early:
         print(f"  {name:16s} first: {first.summary():40s} rest: {rest.summary()}")
     print()
+    pooled = {}
+    for t in tools:
+        got = [results[(n, t)] for n, _ in rows if (n, t) in results]
+        pooled[t] = sum(c.whole for c in got) / max(sum(c.selected for c in got), 1)
     for t in tools[1:]:
-        pairs = [(results[(n, "fleetprof")], results[(n, t)]) for n, _ in rows if (n, t) in results]
-        ours = sum(a.whole for a, _ in pairs) / max(sum(a.selected for a, _ in pairs), 1)
-        theirs = sum(b.whole for _, b in pairs) / max(sum(b.selected for _, b in pairs), 1)
-        ratio = f"{ours / theirs:.2f}x" if theirs >= 0.01 else "n/a (peer below 1%)"
-        print(
-            f"pooled whole-chain share: fleetprof {100 * ours:.1f}% vs {t} {100 * theirs:.1f}%, ratio {ratio}"
-        )
-    byte_ratio = dwarf_total / ring_total if ring_total else 0.0
+        ratio = f"{pooled['fleetprof'] / pooled[t]:.2f}x" if pooled[t] >= 0.01 else "n/a (peer below 1%)"
+        ours, theirs = 100 * pooled["fleetprof"], 100 * pooled[t]
+        print(f"pooled whole-chain share: fleetprof {ours:.1f}% vs {t} {theirs:.1f}%: {ratio}")
+    low = ", ".join(f"{t} {100 * worst[t][0]:.1f}% ({worst[t][1]})" for t in tools)
+    median = statistics.median(byte_ratios) if byte_ratios else 0.0
     print(
-        f"headline: worst zoo program whole-chain share: fleetprof {100 * minimum['fleetprof']:.1f}%, "
-        f"perf -g {100 * minimum['perf -g']:.1f}%, perf dwarf {100 * minimum['perf dwarf']:.1f}%; "
-        f"perf dwarf wrote {byte_ratio:.0f}x the bytes of fleetprof's ring buffer"
+        f"headline: pooled whole-chain share fleetprof {100 * pooled['fleetprof']:.1f}%, "
+        f"perf -g {100 * pooled['perf -g']:.1f}%, perf dwarf {100 * pooled['perf dwarf']:.1f}%; "
+        f"worst program: {low}; perf dwarf wrote {median:.0f}x the bytes of fleetprof's ring buffer (median)"
     )
     return 0
 

@@ -155,7 +155,7 @@ class ProfileBuilder:
         self, pid: int, raw: RawFrame, native: dict[tuple[int, int], tuple[NativeFrame, ...]]
     ) -> list[Frame]:
         """A frame BPF could not place (no mapping known yet): place it with the tracker now."""
-        m = self.core.tracker.lookup(pid, raw.addr)
+        m = self.core.lookup_mapping(pid, raw.addr)
         if m is None or not m.file_id:
             return [self._anonymous_frame(pid, raw.addr)]
         from fleetprof.process.fileid import file_id_u64
@@ -167,7 +167,6 @@ class ProfileBuilder:
             nf = NativeFile(file_id=m.file_id, path=m.path, open_path=m.open_path, build_id=m.build_id)
             native.update({(key, a): f for a, f in self.native.symbolize(nf, [addr]).items()})
         resolved = RawFrame(kind=layout.FRAME_NATIVE, id=key, addr=elf, aux=0, flags=raw.flags)
-        self.core.remember_mapping(pid, key, m)
         return self._user_frames(pid, resolved, native)
 
     def _anonymous_frame(self, pid: int, addr: int) -> Frame:

@@ -77,6 +77,7 @@ class ProfilerCore:
         self._pid_maps: dict[tuple[int, int], Mapping] = {}
         self._containers: dict[int, str] = {}
         self._anon: dict[int, list[tuple[int, int, str]]] = {}  # outlives the process, for naming
+        self._seen: dict[int, list[ExecMapping]] = {}  # every file mapping a pid had, outliving it
         self.started_ns = 0
         self.stopped_ns = 0
         self._mapsync: MappingsMap | None = None
@@ -263,10 +264,22 @@ class ProfilerCore:
 
     def remember_mapping(self, pid: int, file_key: int, m: ExecMapping) -> None:
         """Keep the profile-model view of a process' mapping of a file (outlives the process)."""
-        self._pid_maps.setdefault((pid, file_key), m.to_model())
+        if (pid, file_key) not in self._pid_maps:
+            self._pid_maps[(pid, file_key)] = m.to_model()
+        self._seen.setdefault(pid, []).append(m)
         if pid not in self._containers:
             info = self.tracker.process(pid)
             self._containers[pid] = info.container_id if info else ""
+
+    def lookup_mapping(self, pid: int, addr: int) -> ExecMapping | None:
+        """The file mapping holding `addr` in `pid`, also after the process is gone (latest first)."""
+        m = self.tracker.lookup(pid, addr)
+        if m is not None:
+            return m
+        for old in reversed(self._seen.get(pid, ())):
+            if old.start <= addr < old.end:
+                return old
+        return None
 
     def mapping_model(self, pid: int, file_key: int) -> Mapping | None:
         """The Mapping of `file_key` in `pid`, or a process-less one when the process was never scanned."""

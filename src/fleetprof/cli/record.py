@@ -18,12 +18,14 @@ from fleetprof.agent.core import CoreOptions, ProfilerCore
 from fleetprof.agent.prewarm import files_for_command
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import (
+    EXIT_INTERRUPTED,
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     CapabilityError,
     CliError,
     UsageError,
 )
+from fleetprof.cli.stopping import StopRequest
 from fleetprof.output.base import OutputFormat
 from fleetprof.output.registry import UnknownFormatError, format_for_path, format_names, get_format
 from fleetprof.profile.model import Profile
@@ -116,30 +118,23 @@ class Recording:
         status = 0
         interrupted = False
         done = False
+        stop = StopRequest()
         try:
-            try:
-                core.load()
-                core.scan(list(self.args.pid) if self.args.pid else (None if self.args.all else []))
-                core.start()
-            except SamplerError as exc:
-                raise CliError(str(exc)) from None
-            if self.cmd:
-                assert self.exe is not None
-                core.prewarm(files_for_command(self.exe))
-                core.wait_tables(PREWARM_TIMEOUT_S)
-                # While fleetprof is in the filter, the fork tracepoint adds the child it forks (and the
-                # child's children later); then fleetprof leaves the filter.
-                core.sampler.add_pid_to_filter(own)
+            with stop.catching():  # from here on, Ctrl-C/SIGTERM stop sampling and write what there is
                 try:
-                    self.child = self._spawn()
-                finally:
-                    core.sampler.remove_pid_from_filter(own)
-            try:
-                self._loop(core)
-            except KeyboardInterrupt:
-                interrupted = True
+                    core.load()
+                    core.scan(list(self.args.pid) if self.args.pid else (None if self.args.all else []))
+                    core.start()
+                except SamplerError as exc:
+                    raise CliError(str(exc)) from None
+                if self.cmd and not stop.is_set():
+                    self._start_command(core, own, stop)
+                self._loop(core, stop)
+            interrupted = stop.is_set()
             if self.child is not None:
                 status = self._reap(interrupted)
+            elif self.cmd:
+                status = EXIT_INTERRUPTED  # stopped before the command could start
             core.stop()
             profile = build_profile(core)
             done = True
@@ -192,11 +187,28 @@ class Recording:
         except OSError as exc:
             raise CliError(f"{self.cmd[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
 
-    def _loop(self, core: ProfilerCore) -> None:
+    def _start_command(self, core: ProfilerCore, own: int, stop: StopRequest) -> None:
+        """Prewarm the command's files, then start it inside the pid filter."""
+        assert self.exe is not None
+        core.prewarm(files_for_command(self.exe))
+        deadline = time.monotonic() + PREWARM_TIMEOUT_S
+        while not core.wait_tables(0.1) and time.monotonic() < deadline and not stop.is_set():
+            pass
+        if stop.is_set():
+            return
+        # While fleetprof is in the filter, the fork tracepoint adds the child it forks (and the child's
+        # children later); then fleetprof leaves the filter.
+        core.sampler.add_pid_to_filter(own)
+        try:
+            self.child = self._spawn()
+        finally:
+            core.sampler.remove_pid_from_filter(own)
+
+    def _loop(self, core: ProfilerCore, stop: StopRequest) -> None:
         deadline = time.monotonic() + self.args.duration if self.args.duration else None
         last_progress = 0.0
         begin = time.monotonic()
-        while True:
+        while not stop.is_set():
             core.poll(100)
             now = time.monotonic()
             if self.child is not None and self.child.poll() is not None:

@@ -15,6 +15,7 @@ from fleetprof.agent.build import ProfileBuilder, builder_for
 from fleetprof.agent.core import CoreOptions, ProfilerCore
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import CapabilityError, CliError, UsageError
+from fleetprof.cli.stopping import StopRequest
 from fleetprof.profile.model import Frame, FrameKind, Profile
 from fleetprof.tracer.sampler import SamplerError
 
@@ -102,10 +103,10 @@ class TopCommand:
             except SamplerError as exc:
                 raise CliError(str(exc)) from None
             builder = builder_for(core)
+            stop = StopRequest()
             try:
-                self._loop(core, builder, args, sys.stdout)
-            except KeyboardInterrupt:
-                pass
+                with stop.catching():
+                    self._loop(core, builder, args, sys.stdout, stop)
             finally:
                 builder.native.close()
         finally:
@@ -113,14 +114,21 @@ class TopCommand:
         return 0
 
     def _loop(
-        self, core: ProfilerCore, builder: ProfileBuilder, args: argparse.Namespace, out: TextIO
+        self,
+        core: ProfilerCore,
+        builder: ProfileBuilder,
+        args: argparse.Namespace,
+        out: TextIO,
+        stop: StopRequest,
     ) -> None:
         tty = out.isatty()
         shown = 0
         while args.iterations is None or shown < args.iterations:
             deadline = time.monotonic() + args.interval
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not stop.is_set():
                 core.poll(100)
+            if stop.is_set():
+                return
             window = core.aggregator.stacks
             core.aggregator.stacks = {}
             profile = builder.build(window)
