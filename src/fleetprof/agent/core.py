@@ -120,7 +120,7 @@ class ProfilerCore:
         self.started_ns = time.time_ns()
         self.sampler.attach()
 
-    def poll(self, timeout_ms: int = 100) -> None:
+    def poll(self, timeout_ms: int = 25) -> None:
         """Consume samples and events; rescan processes the kernel asked about."""
         self.sampler.poll(timeout_ms)
         self.process_events()

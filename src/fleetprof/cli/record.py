@@ -209,7 +209,7 @@ class Recording:
         last_progress = 0.0
         begin = time.monotonic()
         while not stop.is_set():
-            core.poll(100)
+            core.poll()
             now = time.monotonic()
             if self.child is not None and self.child.poll() is not None:
                 return

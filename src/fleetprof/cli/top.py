@@ -126,7 +126,7 @@ class TopCommand:
         while args.iterations is None or shown < args.iterations:
             deadline = time.monotonic() + args.interval
             while time.monotonic() < deadline and not stop.is_set():
-                core.poll(100)
+                core.poll()
             if stop.is_set():
                 return
             window = core.aggregator.stacks

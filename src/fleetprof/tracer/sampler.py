@@ -125,8 +125,10 @@ class Sampler:
         self._rb.add(self.map("events"), fn)
 
     def poll(self, timeout_ms: int) -> int:
-        """Consume ring-buffer records, waiting up to `timeout_ms`."""
-        return self._rb.poll(timeout_ms)
+        """Wait up to `timeout_ms` for a wakeup (an event, or a filling sample ring), then drain every ring:
+        samples don't wake the agent one by one."""
+        n = self._rb.poll(timeout_ms)
+        return n + self._rb.consume()
 
     def drain(self) -> int:
         """Consume what is already there."""

@@ -235,7 +235,12 @@ static __always_inline int submit(struct sample *s)
 	__u64 size = sizeof(struct sample_header) + ((__u64)s->hdr.num_kernel + s->hdr.num_user) * sizeof(struct frame);
 	if (size > sizeof(struct sample))
 		size = sizeof(struct sample);
-	if (bpf_ringbuf_output(&samples, s, size, 0) == 0)
+	/* Samples don't wake the agent, which drains them in batches (a wakeup per sample costs more than
+	 * the sample); a ring an eighth full does, so bursts can't overflow it between batches. */
+	__u64 pending = bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA);
+	__u64 ring = bpf_ringbuf_query(&samples, BPF_RB_RING_SIZE);
+	__u64 flags = pending + size >= ring / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&samples, s, size, flags) == 0)
 		count(STAT_SAMPLES_SUBMITTED);
 	else
 		count(STAT_RINGBUF_FULL);
