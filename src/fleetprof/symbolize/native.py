@@ -23,6 +23,7 @@ from fleetprof.elf.reader import ElfError, ElfInfo, read_elf_info
 from fleetprof.symbolize.demangle import demangle
 from fleetprof.symbolize.extents import CodeExtents, read_code_extents
 from fleetprof.symbolize.lru import BoundedLru
+from fleetprof.symbolize.plt import PltNames, read_plt_names
 from fleetprof.symbolize.startline import StartLines
 from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, SymcacheStore, default_cache_dir
 
@@ -76,6 +77,17 @@ class _Loaded:
     dwarf_path: str = ""
     start_lines: StartLines | None = None
     memo: dict[int, tuple[NativeFrame, ...]] = field(default_factory=dict)
+    read_path: str = ""  # where the file itself can be read (for PLT stub names), "" when it can't
+    plt: PltNames | None = None
+
+    def plt_name(self, addr: int) -> str | None:
+        """`name@plt` (demangled) when `addr` is in a PLT stub of the file."""
+        if self.plt is None:
+            self.plt = read_plt_names(self.read_path) if self.read_path else PltNames()
+        name = self.plt.lookup(addr)
+        if name is None:
+            return None
+        return demangle(name.removesuffix("@plt")) + "@plt"
 
     def close(self) -> None:
         """Release the DWARF mapping used for start lines."""
@@ -169,7 +181,7 @@ class NativeSymbolizer:
         dwarf_path = stored.dwarf_path
         if dwarf_path == "self":
             dwarf_path = file.open_path or file.path
-        return _Loaded(file.module, stored, dwarf_path=dwarf_path)
+        return _Loaded(file.module, stored, dwarf_path=dwarf_path, read_path=file.open_path or file.path)
 
     def _debug_file_appeared(self, file: NativeFile, stored: StoredSymbols) -> bool:
         """True when a cached entry built without a debug file now has one under a build-id path."""
@@ -244,6 +256,9 @@ class NativeSymbolizer:
         stored = loaded.stored
         if stored is None:
             return (fallback_frame(loaded.module, addr),)
+        plt = loaded.plt_name(addr)
+        if plt is not None:
+            return (NativeFrame(function=plt),)
         for part, cache in zip(stored.parts, stored.symcaches, strict=True):
             rel = addr - part.load_address
             if not 0 <= rel <= 0xFFFFFFFF:
