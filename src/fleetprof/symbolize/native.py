@@ -256,9 +256,6 @@ class NativeSymbolizer:
         stored = loaded.stored
         if stored is None:
             return (fallback_frame(loaded.module, addr),)
-        plt = loaded.plt_name(addr)
-        if plt is not None:
-            return (NativeFrame(function=plt),)
         for part, cache in zip(stored.parts, stored.symcaches, strict=True):
             rel = addr - part.load_address
             if not 0 <= rel <= 0xFFFFFFFF:
@@ -274,6 +271,9 @@ class NativeSymbolizer:
             if symbol_only and not stored.extents.covers(outer.sym_addr + part.load_address, addr):
                 continue
             return self._frames(loaded, addr, locs, part.load_address)
+        plt = loaded.plt_name(addr)  # stubs have no symbols: only addresses that found none pay for this
+        if plt is not None:
+            return (NativeFrame(function=plt),)
         return (fallback_frame(loaded.module, addr),)
 
     def _frames(self, loaded: _Loaded, addr: int, locs: list, load_address: int) -> tuple[NativeFrame, ...]:
