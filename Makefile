@@ -56,8 +56,8 @@ run: setup ## record the whole host for $(DURATION) s into $(OUT), an HTML flame
 	$(VENV)/bin/fleetprof record --all --duration $(DURATION) --output $(OUT)
 
 lint: setup ## ruff
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 
 format: setup
 	$(VENV)/bin/ruff format src tests bench

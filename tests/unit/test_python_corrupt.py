@@ -16,6 +16,7 @@ from fleetprof.interpreters.python.process import PythonProcess, proc_info
 from fleetprof.interpreters.python.procinfo import PY_LASTI_NONE
 from fleetprof.interpreters.python.symbolizer import UNKNOWN_FUNCTION, ProcessSymbolizer
 from fleetprof.interpreters.python.walker import thread_states, walk_frames
+from fleetprof.process.memory import MemoryReader
 from fleetprof.profile.model import FrameKind
 
 CODE_TYPE = 0x7000_0000_1000
@@ -24,7 +25,7 @@ BYTES_TYPE = 0x7000_0000_3000
 RUNTIME = 0x7000_0000_8000
 
 
-class FakeMemory:
+class FakeMemory(MemoryReader):
     """A sparse address space: reads inside one written region succeed, anything else is None."""
 
     def __init__(self) -> None:
@@ -38,20 +39,6 @@ class FakeMemory:
         for start, data in self.regions.items():
             if start <= addr and addr + size <= start + len(data):
                 return bytes(data[addr - start : addr - start + size])
-        return None
-
-    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes | None]:
-        return [self.read(addr, size) for addr, size in requests]
-
-    def u64(self, addr: int) -> int | None:
-        data = self.read(addr, 8)
-        return None if data is None else struct.unpack("<Q", data)[0]
-
-    def u32(self, addr: int) -> int | None:
-        data = self.read(addr, 4)
-        return None if data is None else struct.unpack("<I", data)[0]
-
-    def close(self) -> None:
         return None
 
 

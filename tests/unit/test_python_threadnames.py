@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import re
-import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from fleetprof.interpreters.python.threadnames import (
     layout_for,
     namespace_tid,
 )
-from fleetprof.process.memory import ProcessMemory
+from fleetprof.process.memory import MemoryReader, ProcessMemory
 
 PYENV_ROOT = Path("/root/.pyenv/versions")
 PYENV = ("3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0")
@@ -363,7 +362,7 @@ def test_namespace_tid_of_a_host_thread_is_itself() -> None:
     assert namespace_tid(os.getpid(), 1 << 30) == 1 << 30
 
 
-class RandomMemory:
+class RandomMemory(MemoryReader):
     """Every read succeeds with bytes from a seeded stream: pointers, counts and strings are garbage."""
 
     def __init__(self, data: bytes) -> None:
@@ -377,20 +376,6 @@ class RandomMemory:
             return None
         start = addr % len(self.data)
         return ((self.data[start:] + self.data) * (size // len(self.data) + 2))[:size]
-
-    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes | None]:
-        return [self.read(a, s) for a, s in requests]
-
-    def u64(self, addr: int) -> int | None:
-        data = self.read(addr, 8)
-        return None if data is None else struct.unpack("<Q", data)[0]
-
-    def u32(self, addr: int) -> int | None:
-        data = self.read(addr, 4)
-        return None if data is None else struct.unpack("<I", data)[0]
-
-    def close(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,34 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
-class ProcessMemory:
+class MemoryReader:
+    """Typed reads on top of `read`; process memory, core files and test fakes share these."""
+
+    last_error = ""
+
+    def read(self, addr: int, size: int) -> bytes | None:
+        """`size` bytes at `addr`, or None unless all of them could be read."""
+        raise NotImplementedError
+
+    def read_many(self, requests: Sequence[tuple[int, int]]) -> list[bytes | None]:
+        """Each (address, size) request's bytes, or None for a request that could not be read in full."""
+        return [self.read(addr, size) for addr, size in requests]
+
+    def u64(self, addr: int) -> int | None:
+        """An unsigned 64-bit little-endian value, or None."""
+        data = self.read(addr, 8)
+        return None if data is None else struct.unpack("<Q", data)[0]
+
+    def u32(self, addr: int) -> int | None:
+        """An unsigned 32-bit little-endian value, or None."""
+        data = self.read(addr, 4)
+        return None if data is None else struct.unpack("<I", data)[0]
+
+    def close(self) -> None:
+        """Release what the reader holds."""
+
+
+class ProcessMemory(MemoryReader):
     """Reads of one process's address space, batched into as few system calls as possible."""
 
     def __init__(self, pid: int) -> None:
@@ -96,16 +123,6 @@ class ProcessMemory:
         for start in range(0, len(todo), _IOV_MAX):
             self._read_batch(requests, todo[start : start + _IOV_MAX], results)
         return results
-
-    def u64(self, addr: int) -> int | None:
-        """An unsigned 64-bit little-endian value, or None."""
-        data = self.read(addr, 8)
-        return None if data is None else struct.unpack("<Q", data)[0]
-
-    def u32(self, addr: int) -> int | None:
-        """An unsigned 32-bit little-endian value, or None."""
-        data = self.read(addr, 4)
-        return None if data is None else struct.unpack("<I", data)[0]
 
     def _read_batch(
         self, requests: Sequence[tuple[int, int]], batch: list[int], results: list[bytes | None]
