@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from zoo.programs import Profiler
 
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.tracer.sampler import object_path
@@ -32,3 +33,10 @@ def _bpf_capable() -> None:
         if os.environ.get("FLEETPROF_SKIP_BPF") == "1":
             pytest.skip("; ".join(missing))
         pytest.fail("; ".join(missing))
+
+
+@pytest.fixture(scope="module")
+def zoo(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiler:
+    """Profiles of the zoo programs a test module uses, recorded on first use, with that module's own
+    unwind-table cache (so each module also sees first-run behaviour)."""
+    return Profiler(build_dir, tmp_path_factory.mktemp("profiles"), tmp_path_factory.mktemp("cache"))

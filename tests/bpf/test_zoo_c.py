@@ -14,12 +14,6 @@ MIN_SHARE = 0.99
 MIN_SAMPLES = 300
 
 
-@pytest.fixture(scope="module")
-def zoo(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiler:
-    """Profiles of this module's zoo programs, recorded on first use."""
-    return Profiler(build_dir, tmp_path_factory.mktemp("profiles"), tmp_path_factory.mktemp("cache"))
-
-
 def _stacks(zoo: Profiler, name: str) -> list:
     try:
         return zoo.stacks(name)

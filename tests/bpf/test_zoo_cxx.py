@@ -3,19 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from zoo.build import ZooError
 from zoo.programs import CATALOG, Profiler, evaluate
 
 MIN_SHARE = 0.99
-
-
-@pytest.fixture(scope="module")
-def zoo(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiler:
-    """Profiles of this module's zoo programs, recorded on first use."""
-    return Profiler(build_dir, tmp_path_factory.mktemp("profiles"), tmp_path_factory.mktemp("cache"))
 
 
 def _check(zoo: Profiler, name: str, min_group: int) -> None:

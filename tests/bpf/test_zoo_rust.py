@@ -4,19 +4,12 @@ Rust runtime's start-up frames, whole in >= 99 %."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from zoo.build import ZooError
 from zoo.programs import CATALOG, Profiler, evaluate
 
 MIN_SHARE = 0.99
-
-
-@pytest.fixture(scope="module")
-def zoo(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Profiler:
-    """Profiles of this module's zoo programs, recorded on first use."""
-    return Profiler(build_dir, tmp_path_factory.mktemp("profiles"), tmp_path_factory.mktemp("cache"))
 
 
 def test_rust_release_chain_is_whole(zoo: Profiler) -> None:

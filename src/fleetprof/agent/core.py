@@ -27,6 +27,7 @@ from fleetprof.tracer.mapsync import MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
 log = logging.getLogger(__name__)
+FOLLOWUP_S = 0.003
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +58,7 @@ class CoreOptions:
     pids: tuple[int, ...] | None = None  # None: whole host
     cache_dir: Path = field(default_factory=default_cache_dir)
     keep_timestamps: bool = True
+    follow_new_processes: bool = False  # rescan new processes once more shortly after they appear
     unwind_rows: int = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
 
 
@@ -85,6 +87,8 @@ class ProfilerCore:
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
+        self._followups: dict[int, float] = {}  # pid -> when to rescan it again
+        self._followed: set[int] = set()
         self._pinned: set[str] = set()
         self._lock = threading.Lock()
         self.own_pid = os.getpid()
@@ -122,6 +126,9 @@ class ProfilerCore:
 
     def poll(self, timeout_ms: int = 25) -> None:
         """Consume samples and events; rescan processes the kernel asked about."""
+        if self._followups:
+            wait = min(self._followups.values()) - time.monotonic()
+            timeout_ms = max(0, min(timeout_ms, int(wait * 1000)))
         self.sampler.poll(timeout_ms)
         self.process_events()
 
@@ -189,8 +196,23 @@ class ProfilerCore:
                 self._quiet_until.pop(pid, None)
                 # Mappings and tables go now; the files stay open (pinned) for symbolization.
                 self.tracker.on_exit(pid)
+        now = time.monotonic()
+        for pid, due in list(self._followups.items()):
+            if due <= now:
+                del self._followups[pid]
+                rescan.setdefault(pid, [])
         for pid, addrs in rescan.items():
             self._rescan_pid(pid, addrs)
+        if self.options.follow_new_processes:
+            # The dynamic loader maps a new image's libraries right after exec: look again shortly, so
+            # samples in them don't wait for an unknown-pc event and its rescan.
+            for etype, pid, _ in events:
+                new_image = etype == layout.EVENT_EXEC or (
+                    etype == layout.EVENT_NEW_PID and pid not in self._followed
+                )
+                if new_image and pid in rescan:
+                    self._followed.add(pid)
+                    self._followups[pid] = now + FOLLOWUP_S
 
     def _rescan_pid(self, pid: int, unknown_pcs: Sequence[int] = ()) -> None:
         if pid == self.own_pid:

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from fleetprof.agent.build import build_profile
 from fleetprof.agent.core import CoreOptions, ProfilerCore
+from fleetprof.agent.launch import launch_stopped
 from fleetprof.agent.prewarm import files_for_command
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import (
@@ -108,13 +109,14 @@ class Recording:
 
     def run(self) -> int:
         """Sample until the command exits, the duration ends, or Ctrl-C; then write the profile."""
-        own = os.getpid()
         pids: tuple[int, ...] | None = None
         if self.cmd:
             pids = ()  # the child joins at fork time (see _spawn)
         elif self.args.pid:
             pids = tuple(self.args.pid)
-        core = ProfilerCore(CoreOptions(frequency_hz=self.args.frequency, pids=pids))
+        core = ProfilerCore(
+            CoreOptions(frequency_hz=self.args.frequency, pids=pids, follow_new_processes=pids is not None)
+        )
         status = 0
         interrupted = False
         done = False
@@ -128,7 +130,7 @@ class Recording:
                 except SamplerError as exc:
                     raise CliError(str(exc)) from None
                 if self.cmd and not stop.is_set():
-                    self._start_command(core, own, stop)
+                    self._start_command(core, stop)
                 self._loop(core, stop)
             interrupted = stop.is_set()
             if self.child is not None:
@@ -178,16 +180,23 @@ class Recording:
             with contextlib.suppress(OSError):
                 os.unlink(self.out_path)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, core: ProfilerCore) -> subprocess.Popen[bytes]:
+        """Start the command stopped at its exec; learn its mappings and put it in the pid filter (its
+        children join at fork time) before it runs."""
         assert self.exe is not None
+
+        def at_exec(pid: int) -> None:
+            core.sampler.add_pid_to_filter(pid)
+            core.scan([pid])
+
         try:
-            return subprocess.Popen([self.exe, *self.cmd[1:]], executable=self.exe)
+            return launch_stopped([self.exe, *self.cmd[1:]], self.exe, at_exec)
         except PermissionError:
             raise CliError(f"{self.cmd[0]}: Permission denied", EXIT_NOT_EXECUTABLE) from None
         except OSError as exc:
             raise CliError(f"{self.cmd[0]}: {exc.strerror}", EXIT_NOT_EXECUTABLE) from None
 
-    def _start_command(self, core: ProfilerCore, own: int, stop: StopRequest) -> None:
+    def _start_command(self, core: ProfilerCore, stop: StopRequest) -> None:
         """Prewarm the command's files, then start it inside the pid filter."""
         assert self.exe is not None
         core.prewarm(files_for_command(self.exe))
@@ -196,13 +205,7 @@ class Recording:
             pass
         if stop.is_set():
             return
-        # While fleetprof is in the filter, the fork tracepoint adds the child it forks (and the child's
-        # children later); then fleetprof leaves the filter.
-        core.sampler.add_pid_to_filter(own)
-        try:
-            self.child = self._spawn()
-        finally:
-            core.sampler.remove_pid_from_filter(own)
+        self.child = self._spawn(core)
 
     def _loop(self, core: ProfilerCore, stop: StopRequest) -> None:
         deadline = time.monotonic() + self.args.duration if self.args.duration else None
