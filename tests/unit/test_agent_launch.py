@@ -23,7 +23,7 @@ def test_stops_at_entry_with_libraries_mapped(build_dir: Path) -> None:
         seen["state"] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
     child = launch_stopped([str(exe), "x"], str(exe), at_start)
-    out, _ = child.communicate(timeout=10)
+    child.wait(timeout=10)
     assert seen["state"] == "t", "stopped (traced) while the callback runs"
     assert "libc.so" in seen["maps"], "the loader had mapped the DT_NEEDED libraries"
     assert child.returncode == 7
