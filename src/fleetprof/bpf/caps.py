@@ -52,7 +52,7 @@ def check_privileges(caps: int | None = None, euid: int | None = None) -> Missin
         return None
     return MissingCapability(
         "privileges",
-        "fleetprof needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs; run it with sudo",
+        "needs root (or CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo",
     )
 
 
