@@ -274,13 +274,15 @@ def call_lines(script: str) -> dict[str, int]:
 
 
 def body_lines(script: str, function: str) -> set[int]:
-    """Lines of the statements in the body of `function` (a def at any level of the script)."""
+    """Lines `function` can be sampled at: its body's statements, and its first line (co_firstlineno),
+    where CPython itself places a frame sampled as it is entered, before its first instruction."""
     tree = ast.parse((SCRIPTS / script).read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
             first = node.body[0].lineno
             last = node.end_lineno or first
-            return set(range(first, last + 1))
+            firstlineno = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            return {firstlineno, *range(first, last + 1)}
     raise AssertionError(f"no function {function} in {script}")
 
 
