@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetprof.agent.build import ProfileBuilder
-from fleetprof.agent.core import FileRef
 from fleetprof.output.folded import folded_lines
 from fleetprof.process.fileid import file_id, file_id_u64
 from fleetprof.profile.model import Mapping
 from fleetprof.symbolize.kernel import KernelSymbols
-from fleetprof.symbolize.native import NativeSymbolizer
+from fleetprof.symbolize.native import NativeFile, NativeSymbolizer
 from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import Aggregator
 from tests.conftest import compile_c
@@ -57,7 +56,7 @@ class FakeCore:
     """What ProfileBuilder reads from a ProfilerCore."""
 
     aggregator: Aggregator
-    files: dict[int, FileRef]
+    files: dict[int, NativeFile]
     options: _Options = field(default_factory=_Options)
     own_pid: int = -1
     started_ns: int = 1
@@ -97,7 +96,7 @@ def test_builder_symbolizes_recorded_samples(build_dir: Path, tmp_path: Path) ->
         6, 42, 43, 0, 0, 1, layout.UNWIND_ERR_NO_TABLE_ENTRY, 0, 0, b"worker", b"rec"
     )
     agg.add_bytes(err_hdr + layout.FRAME_STRUCT.pack(key, sym["leaf"], 0, layout.FRAME_NATIVE, 0, 0))
-    core = FakeCore(agg, {key: FileRef(fid, str(exe), str(exe), "")})
+    core = FakeCore(agg, {key: NativeFile(fid, str(exe), str(exe), "")})
     native = NativeSymbolizer(cache_dir=tmp_path, persist=False)
     profile = ProfileBuilder(core, native=native, kernel=kernel).build()  # type: ignore[arg-type]
     lines = sorted(folded_lines(profile))

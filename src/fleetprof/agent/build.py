@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from fleetprof.agent.core import ProfilerCore
+from fleetprof.process.fileid import file_id_u64
 from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
 from fleetprof.symbolize.kernel import KernelSymbols
 from fleetprof.symbolize.modelframes import kernel_model_frame, native_model_frames
@@ -55,6 +56,7 @@ class ProfileBuilder:
         agg_stacks = core.aggregator.stacks if stacks is None else stacks
         decoded: dict[StackKey, list[RawFrame]] = {key: decode_frames(key.frames) for key in agg_stacks}
         native = self._symbolize_native(decoded)
+        memo: dict[tuple[int, RawFrame], list[Frame]] = {}  # the same frame recurs in many stacks
         samples: list[Sample] = []
         for key, counts in agg_stacks.items():
             if key.pid == core.own_pid:
@@ -68,7 +70,10 @@ class ProfileBuilder:
             if key.error != layout.UNWIND_COMPLETE:
                 stack.append(_error_frame(key.error))
             for raw in reversed(user):
-                stack.extend(self._user_frames(key.pid, raw, native))
+                converted = memo.get((key.pid, raw))
+                if converted is None:
+                    converted = memo[(key.pid, raw)] = self._user_frames(key.pid, raw, native)
+                stack.extend(converted)
             unwalkable = self.python_problem(key.pid) if self.python_problem else ""
             if unwalkable:
                 _mark_unwalked_python(stack, unwalkable)
@@ -116,13 +121,10 @@ class ProfileBuilder:
                     wanted[raw.id].add(_lookup_addr(raw))
         out: dict[tuple[int, int], tuple[NativeFrame, ...]] = {}
         for file_key, addrs in wanted.items():
-            ref = self.core.files.get(file_key)
-            if ref is None:
+            file = self.core.files.get(file_key)
+            if file is None:
                 continue
-            nf = NativeFile(
-                file_id=ref.file_id, path=ref.path, open_path=ref.open_path, build_id=ref.build_id
-            )
-            for addr, frames in self.native.symbolize(nf, sorted(addrs)).items():
+            for addr, frames in self.native.symbolize(file, sorted(addrs)).items():
                 out[(file_key, addr)] = frames
         return out
 
@@ -158,8 +160,6 @@ class ProfileBuilder:
         m = self.core.lookup_mapping(pid, raw.addr)
         if m is None or not m.file_id:
             return [self._anonymous_frame(pid, raw.addr)]
-        from fleetprof.process.fileid import file_id_u64
-
         key = file_id_u64(m.file_id)
         elf = m.elf_address(raw.addr)
         addr = elf - 1 if raw.flags & layout.FRAME_FLAG_RETURN_ADDRESS else elf
@@ -216,7 +216,7 @@ def builder_for(core: ProfilerCore) -> ProfileBuilder:
     py = core.python
     return ProfileBuilder(
         core,
-        python=core.python_resolver(),
+        python=py.resolve if py is not None else None,
         thread_names=py.thread_name if py is not None else None,
         python_problem=py.unsupported.get if py is not None else None,
     )

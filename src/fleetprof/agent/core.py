@@ -6,9 +6,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from fleetprof.nativeunwind.loader import TableLoader
 from fleetprof.process.fileid import file_id_u64
 from fleetprof.process.files import FileStatus
 from fleetprof.process.tracker import ExecMapping, ProcessTracker
-from fleetprof.profile.model import Frame, Mapping
+from fleetprof.profile.model import Mapping
+from fleetprof.symbolize.native import NativeFile
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import Aggregator, RawFrame
+from fleetprof.tracer.aggregate import Aggregator
 from fleetprof.tracer.mapsync import MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
@@ -38,16 +38,6 @@ def default_cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/fleetprof")
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetprof"
-
-
-@dataclass(frozen=True, slots=True)
-class FileRef:
-    """A file some sampled process mapped: what symbolization needs to open and name it."""
-
-    file_id: str
-    open_path: str
-    path: str
-    build_id: str
 
 
 @dataclass(slots=True)
@@ -75,11 +65,12 @@ class ProfilerCore:
         self.aggregator = Aggregator(keep_timestamps=options.keep_timestamps)
         self.tracker = ProcessTracker(cache_dir=str(options.cache_dir))
         self.tracker.add_listener(self)
-        self.files: dict[int, FileRef] = {}
-        self._pid_maps: dict[tuple[int, int], Mapping] = {}
+        self.files: dict[int, NativeFile] = {}  # 64-bit BPF file key -> how to read and name the file
+        # Every mapping a pid had (files and anonymous code) and its Mapping per file: kept after the
+        # process is gone, because the profile is symbolized at the end.
+        self._history: dict[int, list[ExecMapping]] = {}
+        self._models: dict[tuple[int, int], Mapping] = {}
         self._containers: dict[int, str] = {}
-        self._anon: dict[int, list[tuple[int, int, str]]] = {}  # outlives the process, for naming
-        self._seen: dict[int, list[ExecMapping]] = {}  # every file mapping a pid had, outliving it
         self.started_ns = 0
         self.stopped_ns = 0
         self._mapsync: MappingsMap | None = None
@@ -90,7 +81,6 @@ class ProfilerCore:
         self._followups: dict[int, float] = {}  # pid -> when to rescan it again
         self._followed: set[int] = set()
         self._pinned: set[str] = set()
-        self._lock = threading.Lock()
         self.own_pid = os.getpid()
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -159,7 +149,7 @@ class ProfilerCore:
                 continue
             fid, build_id = ident
             key = file_id_u64(fid)
-            self.files.setdefault(key, FileRef(fid, path, path, build_id))
+            self.files.setdefault(key, NativeFile(file_id=fid, path=path, build_id=build_id))
             self._tables.acquire(TableRequest(key, fid, path, path))
             if self.python is not None:
                 self.python.prewarm(path, fid)
@@ -247,19 +237,21 @@ class ProfilerCore:
     def mappings_added(self, pid: int, mappings: list[ExecMapping]) -> None:
         """Push new mappings into BPF and request their files' unwind tables."""
         assert self._mapsync is not None and self._tables is not None
+        if pid not in self._containers:
+            info = self.tracker.process(pid)
+            self._containers[pid] = info.container_id if info else ""
+        self._history.setdefault(pid, []).extend(mappings)
         for m in mappings:
             if not m.file_id or m.status is not FileStatus.OK:
                 # Anonymous code (JIT), an unreadable or non-ELF file: walked with frame pointers.
                 self._mapsync.add(pid, m.start, m.end, MappingValue(0, 0, layout.MAPPING_FLAG_FRAME_POINTERS))
-                self._anon.setdefault(pid, []).append((m.start, m.end, m.path))
                 continue
             key = file_id_u64(m.file_id)
-            if key not in self.files:
-                self.files[key] = FileRef(m.file_id, m.open_path, m.path, m.build_id)
-                if m.file_id not in self._pinned:
-                    self.tracker.pin(m.file_id)  # readable for symbolization after the process is gone
-                    self._pinned.add(m.file_id)
-            self.remember_mapping(pid, key, m)
+            self.files.setdefault(key, NativeFile(m.file_id, m.path, m.open_path, m.build_id))
+            self._models.setdefault((pid, key), m.to_model())
+            if m.file_id not in self._pinned:
+                self.tracker.pin(m.file_id)  # readable for symbolization after the process is gone
+                self._pinned.add(m.file_id)
             flags = layout.MAPPING_FLAG_HAS_TABLE
             if self.python is not None:
                 flags |= self.python.interpreter_flags(pid, m)
@@ -284,28 +276,19 @@ class ProfilerCore:
 
     # ---- what symbolization needs -------------------------------------------------------------------
 
-    def remember_mapping(self, pid: int, file_key: int, m: ExecMapping) -> None:
-        """Keep the profile-model view of a process' mapping of a file (outlives the process)."""
-        if (pid, file_key) not in self._pid_maps:
-            self._pid_maps[(pid, file_key)] = m.to_model()
-        self._seen.setdefault(pid, []).append(m)
-        if pid not in self._containers:
-            info = self.tracker.process(pid)
-            self._containers[pid] = info.container_id if info else ""
-
     def lookup_mapping(self, pid: int, addr: int) -> ExecMapping | None:
-        """The file mapping holding `addr` in `pid`, also after the process is gone (latest first)."""
+        """The mapping holding `addr` in `pid`, also after the process is gone (the latest one)."""
         m = self.tracker.lookup(pid, addr)
         if m is not None:
             return m
-        for old in reversed(self._seen.get(pid, ())):
-            if old.start <= addr < old.end:
+        for old in reversed(self._history.get(pid, ())):
+            if old.contains(addr):
                 return old
         return None
 
     def mapping_model(self, pid: int, file_key: int) -> Mapping | None:
         """The Mapping of `file_key` in `pid`, or a process-less one when the process was never scanned."""
-        got = self._pid_maps.get((pid, file_key))
+        got = self._models.get((pid, file_key))
         if got is None:
             ref = self.files.get(file_key)
             if ref is None:
@@ -320,16 +303,12 @@ class ProfilerCore:
     def anonymous_name(self, pid: int, addr: int) -> str:
         """A module name for code outside ELF files: the mapping's label ([anon:...], memfd), [jit] for
         anonymous code, or [unknown] outside every mapping."""
-        for start, end, path in self._anon.get(pid, ()):
-            if start <= addr < end:
-                if path:
-                    return os.path.basename(path) if path.startswith("/") else path
-                return "[jit]"
-        return "[unknown]"
-
-    def python_resolver(self) -> Callable[[int, RawFrame], Frame] | None:
-        """Symbolizer for Python frames, when Python support is active."""
-        return self.python.resolve if self.python is not None else None
+        m = self.lookup_mapping(pid, addr)
+        if m is None:
+            return "[unknown]"
+        if m.path:
+            return os.path.basename(m.path) if m.path.startswith("/") else m.path
+        return "[jit]"
 
     # ---- reporting --------------------------------------------------------------------------------
 

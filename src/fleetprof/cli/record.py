@@ -151,9 +151,8 @@ class Recording:
         nproc = len({s.pid for s in profile.samples})
         secs = (core.stopped_ns - core.started_ns) / 1e9
         print(
-            f"fleetprof: {profile.total:,} sample{'s' if profile.total != 1 else ''} "
-            f"from {nproc} process{'es' if nproc != 1 else ''} "
-            f"in {secs:.1f} s, {share:.1f}% whole stacks; wrote {self.out_path} ({self.fmt.name})",
+            f"fleetprof: wrote {self.out_path} ({self.fmt.name}): samples {profile.total:,}, "
+            f"processes {nproc}, {secs:.1f} s, whole stacks {share:.1f}%",
             file=sys.stderr,
         )
         for line in core.table_messages()[:5]:

@@ -9,6 +9,7 @@ import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from fleetprof.tracer import layout
 
@@ -17,20 +18,21 @@ _HDR_SIZE = layout.HEADER_SIZE
 _FRAME = layout.FRAME_STRUCT
 
 
-@dataclass(frozen=True, slots=True)
-class RawFrame:
-    """One decoded frame of a record (see tracer/bpf/sample.h for field meanings per kind)."""
+class RawFrame(NamedTuple):
+    """One decoded frame of a record, fields in struct frame's order (tracer/bpf/sample.h says what they
+    mean per kind). A tuple: built straight from struct.iter_unpack, hashed in C."""
 
-    kind: int
     id: int
     addr: int
     aux: int
+    kind: int
     flags: int
+    reserved: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class StackKey:
-    """Identity of an aggregated stack: who ran it and its raw frames (leaf first)."""
+class StackKey(NamedTuple):
+    """Identity of an aggregated stack: who ran it and its raw frames (leaf first). A tuple, because one
+    is built and hashed per sample."""
 
     pid: int
     tid: int
@@ -53,10 +55,7 @@ class StackCounts:
 
 def decode_frames(frames: bytes) -> list[RawFrame]:
     """Decode packed frames."""
-    return [
-        RawFrame(kind=kind, id=fid, addr=addr, aux=aux, flags=flags)
-        for fid, addr, aux, kind, flags, _ in _FRAME.iter_unpack(frames)
-    ]
+    return list(map(RawFrame._make, _FRAME.iter_unpack(frames)))
 
 
 class Aggregator:
