@@ -319,6 +319,7 @@ class ProfilerCore:
             out.update(self._tables.usage())
         if self._mapsync is not None:
             out["lpm_entries"] = self._mapsync.entries
+            out["lpm_update_failures"] = self._mapsync.failures
         if self.python is not None:
             out.update(self.python.stats())
         return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.errors import UnwindTableError
-from fleetprof.nativeunwind.loader import RULE_SIZE, TableLoader, TableSpaceError
+from fleetprof.nativeunwind.loader import TableLoader, TableSpaceError
 from fleetprof.nativeunwind.table import UnwindTable
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ class TableManager:
         self._thread = threading.Thread(target=self._work, name="fleetprof-tables", daemon=True)
         self._thread.start()
         self.messages: list[str] = []  # one line per file that had to fall back to frame pointers
-        self.compiled = 0
 
     def acquire(self, req: TableRequest) -> None:
         """A mapping of this file appeared."""
@@ -65,7 +64,7 @@ class TableManager:
                 self._refs[file_key] = n
                 return
             self._refs.pop(file_key, None)
-        self._loader.release(file_key)
+        self._loader.unload(file_key)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until queued compilations are done (used by `record` before it starts a command)."""
@@ -114,18 +113,15 @@ class TableManager:
 
     def _install(self, req: TableRequest, table: UnwindTable) -> None:
         """Put a table into the kernel, unless every mapping of its file went away meanwhile."""
-        packed = table.rules_bytes()
-        rules = [packed[i : i + RULE_SIZE] for i in range(0, len(packed), RULE_SIZE)]
         try:
-            self._loader.acquire(req.file_key, table.rows_bytes(), rules)
+            self._loader.load(req.file_key, table)
         except TableSpaceError as exc:
             self._fail(req, str(exc))
             return
-        self.compiled += 1
         with self._lock:
             still_used = req.file_key in self._refs
         if not still_used:
-            self._loader.release(req.file_key)
+            self._loader.unload(req.file_key)
 
     def _fail(self, req: TableRequest, why: str) -> None:
         reason = f"{req.display_path}: no unwind table ({why}); using frame pointers"

@@ -66,7 +66,7 @@ def lib() -> ctypes.CDLL:
     if _lib is not None:
         return _lib
     so = _load_lib()
-    vp, ip, cp, u32, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_size_t
+    vp, ip, cp, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32
     protos: dict[str, tuple[Any, list[Any]]] = {
         "libbpf_set_print": (vp, [PRINT_FN]),
         "bpf_object__open_file": (vp, [cp, vp]),
@@ -75,7 +75,6 @@ def lib() -> ctypes.CDLL:
         "bpf_object__find_map_by_name": (vp, [vp, cp]),
         "bpf_object__find_program_by_name": (vp, [vp, cp]),
         "bpf_program__fd": (ip, [vp]),
-        "bpf_program__set_autoload": (ip, [vp, ctypes.c_bool]),
         "bpf_program__attach": (vp, [vp]),
         "bpf_program__attach_perf_event": (vp, [vp, ip]),
         "bpf_link__destroy": (ip, [vp]),
@@ -87,15 +86,11 @@ def lib() -> ctypes.CDLL:
         "bpf_map_update_elem": (ip, [ip, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (ip, [ip, vp, vp]),
         "bpf_map_delete_elem": (ip, [ip, vp]),
-        "bpf_map_get_next_key": (ip, [ip, vp, vp]),
-        "bpf_map_update_batch": (ip, [ip, vp, vp, ctypes.POINTER(u32), vp]),
-        "bpf_map_delete_batch": (ip, [ip, vp, ctypes.POINTER(u32), vp]),
         "ring_buffer__new": (vp, [ip, SAMPLE_FN, vp, vp]),
         "ring_buffer__add": (ip, [vp, ip, SAMPLE_FN, vp]),
         "ring_buffer__poll": (ip, [vp, ip]),
         "ring_buffer__consume": (ip, [vp]),
         "ring_buffer__free": (None, [vp]),
-        "libbpf_probe_bpf_helper": (ip, [ip, ip, vp]),
         "libbpf_get_error": (ctypes.c_long, [vp]),
     }
     for name, (restype, argtypes) in protos.items():
@@ -103,7 +98,6 @@ def lib() -> ctypes.CDLL:
         fn.restype = restype
         fn.argtypes = argtypes
     so.libbpf_set_print(_print_cb)
-    _ = sz
     _lib = so
     return so
 
@@ -167,34 +161,6 @@ class Map:
     def delete(self, key: bytes) -> bool:
         """Remove `key`; False when it was not there."""
         return lib().bpf_map_delete_elem(self.fd, key) == 0
-
-    def keys(self) -> list[bytes]:
-        """All keys (a snapshot; the map may change meanwhile)."""
-        out: list[bytes] = []
-        cur = ctypes.create_string_buffer(self.key_size)
-        nxt = ctypes.create_string_buffer(self.key_size)
-        prev: Any = None
-        while lib().bpf_map_get_next_key(self.fd, prev, nxt) == 0:
-            out.append(nxt.raw)
-            ctypes.memmove(cur, nxt, self.key_size)
-            prev = cur
-            if len(out) > 10_000_000:
-                break
-        return out
-
-    def update_batch(self, keys: bytes, values: bytes, count: int) -> None:
-        """Insert `count` entries with one syscall (keys and values packed back to back)."""
-        n = ctypes.c_uint32(count)
-        rc = lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(n), None)
-        _check_rc(rc, f"batch update of map {self.name}")
-
-    def delete_batch(self, keys: bytes, count: int) -> None:
-        """Delete `count` keys with one syscall; missing keys are an error for the kernel, so fall back."""
-        n = ctypes.c_uint32(count)
-        rc = lib().bpf_map_delete_batch(self.fd, keys, ctypes.byref(n), None)
-        if rc < 0:
-            for i in range(count):
-                self.delete(keys[i * self.key_size : (i + 1) * self.key_size])
 
 
 class Link:

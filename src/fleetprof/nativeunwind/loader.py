@@ -1,8 +1,8 @@
 """Load compiled unwind tables into the BPF maps: rows into the mmap'ed `unwind_rows` array, deduplicated
 rules into `unwind_rules`, and each file's (start, count) into `file_tables`.
 
-Tables are shared by every process mapping the same file and reference-counted; the last release frees
-their rows. When a table can't fit, that file falls back to frame pointers and the caller is told once.
+One table per file, shared by every process mapping it (agent/tables.py counts the mappings and unloads the
+table with the last). When a table can't fit, that file falls back to frame pointers and the caller says so.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import mmap
 import struct
 import threading
 from array import array
-from dataclasses import dataclass
 
 from fleetprof.bpf.libbpf import BpfError, Map
+from fleetprof.nativeunwind.table import ROW_STRUCT, RULE_STRUCT, Rule, UnwindTable
 from fleetprof.tracer import layout
 
-ROW_SIZE = 8
-RULE_SIZE = 16
+ROW_SIZE = ROW_STRUCT.size
+RULE_SIZE = RULE_STRUCT.size
 
 
 class TableSpaceError(Exception):
@@ -66,13 +66,6 @@ class RangeAllocator:
         return self.size - sum(length for _, length in self._free)
 
 
-@dataclass(slots=True)
-class _Loaded:
-    start: int
-    count: int
-    refs: int
-
-
 class TableLoader:
     """Owns the kernel's unwind-table maps; thread-safe."""
 
@@ -82,29 +75,22 @@ class TableLoader:
         self._file_tables = file_tables
         self._rules_mm = mmap.mmap(rules.fd, rules.max_entries * RULE_SIZE, mmap.MAP_SHARED)
         self._alloc = RangeAllocator(rows.max_entries)
-        self._rule_ids: dict[bytes, int] = {}
-        self._loaded: dict[int, _Loaded] = {}
+        self._rule_ids: dict[Rule, int] = {}  # rules deduplicated across files
+        self._loaded: dict[int, tuple[int, int]] = {}  # file key -> (first row, row count)
         self._lock = threading.Lock()
 
-    def has(self, file_key: int) -> bool:
-        """Whether the table for this 64-bit file key is loaded."""
+    def load(self, file_key: int, table: UnwindTable) -> None:
+        """Put a file's table into the kernel (once per file; its users are counted by the caller).
+        Raises TableSpaceError when it does not fit."""
         with self._lock:
-            return file_key in self._loaded
-
-    def acquire(self, file_key: int, rows: bytes, rules: list[bytes]) -> None:
-        """Load (or share) a table. `rows` are packed {u32 pc; u32 local rule index}; `rules` packed 16-byte
-        rules indexed by the local index. Raises TableSpaceError when it does not fit."""
-        with self._lock:
-            got = self._loaded.get(file_key)
-            if got is not None:
-                got.refs += 1
+            if file_key in self._loaded:
                 return
-            count = len(rows) // ROW_SIZE
+            count = table.row_count
             if count == 0:
                 raise TableSpaceError("empty table")
-            lut = array("I", (self._rule_id(rule) for rule in rules))
+            lut = array("I", (self._rule_id(rule) for rule in table.rules))
             start = self._alloc.alloc(count)
-            words = array("I", rows)
+            words = array("I", table.rows_bytes())  # {u32 pc; u32 file-local rule} -> global rule ids
             words[1::2] = array("I", [lut[i] for i in words[1::2]])
             self._write_rows(start, words.tobytes())
             key = struct.pack("<Q", file_key)
@@ -113,29 +99,16 @@ class TableLoader:
             except BpfError as exc:
                 self._alloc.free(start, count)
                 raise TableSpaceError(f"file_tables map is full ({exc})") from None
-            self._loaded[file_key] = _Loaded(start, count, 1)
+            self._loaded[file_key] = (start, count)
 
-    def add_ref(self, file_key: int) -> bool:
-        """Share an already loaded table; False when it is not loaded."""
+    def unload(self, file_key: int) -> None:
+        """Take a file's table out of the kernel and free its rows."""
         with self._lock:
-            got = self._loaded.get(file_key)
-            if got is None:
-                return False
-            got.refs += 1
-            return True
-
-    def release(self, file_key: int) -> None:
-        """Drop one reference; the last one unloads the table."""
-        with self._lock:
-            got = self._loaded.get(file_key)
+            got = self._loaded.pop(file_key, None)
             if got is None:
                 return
-            got.refs -= 1
-            if got.refs > 0:
-                return
-            del self._loaded[file_key]
             self._file_tables.delete(struct.pack("<Q", file_key))
-            self._alloc.free(got.start, got.count)
+            self._alloc.free(*got)
 
     def _write_rows(self, start: int, data: bytes) -> None:
         """Copy rows into the array through a temporary window, so the agent's RSS doesn't keep them."""
@@ -145,13 +118,14 @@ class TableLoader:
         with mmap.mmap(self._rows_map.fd, length, mmap.MAP_SHARED, offset=base) as window:
             window[off - base : length] = data
 
-    def _rule_id(self, rule: bytes) -> int:
+    def _rule_id(self, rule: Rule) -> int:
         rid = self._rule_ids.get(rule)
         if rid is None:
             rid = len(self._rule_ids)
             if rid >= self._rules_map.max_entries:
                 raise TableSpaceError(f"unwind rule array full ({rid} rules)")
-            self._rules_mm[rid * RULE_SIZE : (rid + 1) * RULE_SIZE] = rule
+            kind, rbp_kind, off, aux, rbp_off = rule
+            RULE_STRUCT.pack_into(self._rules_mm, rid * RULE_SIZE, kind, rbp_kind, 0, off, aux, rbp_off)
             self._rule_ids[rule] = rid
         return rid
 

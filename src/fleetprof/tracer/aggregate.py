@@ -68,8 +68,6 @@ class Aggregator:
         self.keep_timestamps = keep_timestamps
         self.on_new_stack: Callable[[StackKey], None] | None = None
         self.pids: set[int] = set()
-        self.first_ktime_ns = 0
-        self.last_ktime_ns = 0
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) to CLOCK_REALTIME
         self.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
 
@@ -95,9 +93,6 @@ class Aggregator:
         if self.keep_timestamps:
             entry.timestamps_ns.append(ktime + self.realtime_offset_ns)
         self.samples += 1
-        if not self.first_ktime_ns:
-            self.first_ktime_ns = ktime
-        self.last_ktime_ns = ktime
 
     def whole_share(self) -> float:
         """Share of samples whose user stack ended cleanly (or that had no user stack)."""

@@ -96,8 +96,3 @@ class MappingsMap:
                     self._map.delete(key)
                     self.entries -= 1
         self._known.delete(struct.pack("<I", pid))
-
-    def pids(self) -> list[int]:
-        """Pids with mappings in the kernel."""
-        with self._lock:
-            return list(self._keys)

@@ -92,10 +92,6 @@ class Sampler:
         """Include one more pid in the filter."""
         self.map("pid_filter").update(struct.pack("<I", pid), b"\x01")
 
-    def remove_pid_from_filter(self, pid: int) -> None:
-        """Stop sampling one pid (its future children are no longer added either)."""
-        self.map("pid_filter").delete(struct.pack("<I", pid))
-
     def attach(self) -> None:
         """Start sampling: perf events on every online CPU, then the lifecycle tracepoints."""
         obj = self._require()
