@@ -43,11 +43,11 @@ struct unwind_state {
 	__u32 pid;
 	__u32 tid;
 	__u32 cur_flags;
-	__u32 tail_calls;
+	__u32 reserved0;
 	__u8 return_address;   /* pc is a return address (not the interrupted instruction) */
 	__u8 next;             /* NEXT_*: what runs after the loop */
 	__u8 mode;             /* MODE_*: which walker the next loop step runs */
-	__u8 resume;           /* the frame at pc was emitted already; just unwind it */
+	__u8 resume;           /* back from an interpreter walker: unwind the eval-loop frame at pc */
 	__u8 py_started;       /* the Python cursor was initialised from the thread state */
 	__u8 via_frame_pointer; /* pc came from a frame-pointer step (less trustworthy) */
 	__u8 interp_emitted;   /* the interpreter walker emitted frames for the current eval-loop frame */
@@ -273,7 +273,7 @@ int unwind_native(struct bpf_perf_event_data *ctx)
 	if (!s || !st)
 		return 0;
 	st->next = NEXT_SUBMIT;
-	st->tail_calls++;
+	count(STAT_TAIL_CALLS);
 	/* An eval-loop frame takes up to three steps (detect, Python frame, resume), so budget three per frame;
 	 * the loop ends as soon as the stack does, and the record bounds what is kept. */
 	bpf_loop(3 * MAX_USER_FRAMES, unwind_step, NULL, 0);
