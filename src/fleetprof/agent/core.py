@@ -14,6 +14,7 @@ from pathlib import Path
 from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.python import PythonSupport
 from fleetprof.agent.tables import TableManager, TableRequest
+from fleetprof.cachedir import default_cache_dir
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.loader import TableLoader
 from fleetprof.process.fileid import file_id_u64
@@ -28,16 +29,6 @@ from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
 log = logging.getLogger(__name__)
 FOLLOWUP_S = 0.003
-
-
-def default_cache_dir() -> Path:
-    """Where compiled unwind tables and symbol caches live ($FLEETPROF_CACHE_DIR overrides)."""
-    env = os.environ.get("FLEETPROF_CACHE_DIR")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/cache/fleetprof")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetprof"
 
 
 @dataclass(slots=True)
