@@ -8,7 +8,6 @@ from fleetprof.symbolize.demangle import demangle
 from fleetprof.symbolize.kernel import KernelSymbol, KernelSymbols
 from fleetprof.symbolize.modelframes import kernel_model_frame, native_model_frames, symbolize_mapping
 from fleetprof.symbolize.native import NativeFile, NativeFrame, NativeSymbolizer, fallback_frame
-from fleetprof.symbolize.symcache_store import default_cache_dir
 
 __all__ = [
     "KernelSymbol",
@@ -16,7 +15,6 @@ __all__ = [
     "NativeFile",
     "NativeFrame",
     "NativeSymbolizer",
-    "default_cache_dir",
     "demangle",
     "fallback_frame",
     "kernel_model_frame",

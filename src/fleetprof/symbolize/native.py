@@ -12,20 +12,23 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from symbolic import Archive, SymCache
 from symbolic.exceptions import SymbolicError
 
+from fleetprof.cachedir import default_cache_dir
 from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS, find_debug_file
 from fleetprof.elf.reader import ElfError, ElfInfo, read_elf_info
 from fleetprof.symbolize.demangle import demangle
 from fleetprof.symbolize.extents import CodeExtents, read_code_extents
 from fleetprof.symbolize.lru import BoundedLru
+from fleetprof.symbolize.minidebuginfo import SECTION, minidebuginfo_file
 from fleetprof.symbolize.plt import PltNames, read_plt_names
 from fleetprof.symbolize.startline import StartLines
-from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, SymcacheStore, default_cache_dir
+from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, SymcacheStore
 
 _COLD_SUFFIX = re.compile(r"\.cold(\.\d+)?$")
 # GCC clone suffixes (foo.constprop.0, foo.isra.0, foo.part.1, foo.cold): DWARF and addr2line call it foo.
@@ -107,8 +110,9 @@ class NativeSymbolizer:
         max_files: int = 32,
         start_lines: bool = True,
     ) -> None:
-        """`cache_dir` defaults to `default_cache_dir()`; `persist=False` keeps SymCaches in memory only."""
-        directory = (cache_dir or default_cache_dir()) if persist else None
+        """`cache_dir` defaults to symbols/ under the cache directory (`fleetprof.cachedir`);
+        `persist=False` keeps SymCaches in memory only."""
+        directory = (cache_dir or default_cache_dir() / "symbols") if persist else None
         self._store = SymcacheStore(directory)
         self._debug_dirs = debug_dirs
         self._want_start_lines = start_lines
@@ -205,28 +209,42 @@ class NativeSymbolizer:
         caches: list[SymCache] = []
         extents = CodeExtents()
         dwarf_path = "self" if info.has_debug_info else ""
-        for role, path, elf in (("debug", debug, None), ("self", open_path, info)):
-            if not path:
-                continue
-            try:
-                elf = elf or read_elf_info(path)
-                cache = _make_symcache(path)
-                ext = read_code_extents(path)
-            except (ElfError, SymbolicError, OSError) as exc:
-                if role == "self":
-                    return f"{_one_line(exc)}"
-                notes.append(f"debug file {path} unusable ({_one_line(exc)})")
-                debug = ""
-                continue
-            parts.append(PartInfo(role, elf.loads[0].vaddr if elf.loads else 0, path))
-            caches.append(cache)
-            extents = extents.merged(ext) if extents.starts or extents.sections else ext
-            if role == "debug" and elf.has_debug_info:
-                dwarf_path = path
+        mini_used = False
+        with ExitStack() as stack:
+            mini = ""
+            if not debug and not info.has_symtab:
+                try:
+                    mini = stack.enter_context(minidebuginfo_file(open_path)) or ""
+                except (ElfError, OSError) as exc:
+                    notes.append(f"MiniDebugInfo unusable ({_one_line(exc)})")
+            sources = (("debug", debug, None), ("mini", mini, None), ("self", open_path, info))
+            for role, path, elf in sources:
+                if not path:
+                    continue
+                try:
+                    elf = elf or read_elf_info(path)
+                    cache = _make_symcache(path)
+                    ext = read_code_extents(path)
+                except (ElfError, SymbolicError, OSError) as exc:
+                    if role == "self":
+                        return f"{_one_line(exc)}"
+                    what = f"debug file {path}" if role == "debug" else "MiniDebugInfo"
+                    notes.append(f"{what} unusable ({_one_line(exc)})")
+                    debug = "" if role == "debug" else debug
+                    continue
+                source = f"{open_path}[{SECTION}]" if role == "mini" else path
+                parts.append(PartInfo(role, elf.loads[0].vaddr if elf.loads else 0, source))
+                caches.append(cache)
+                extents = extents.merged(ext) if extents.starts or extents.sections else ext
+                mini_used = mini_used or role == "mini"
+                if role == "debug" and elf.has_debug_info:
+                    dwarf_path = path
         if not debug and not info.has_debug_info:
             notes.append(
                 "no DWARF and no debug file: no file:line"
                 if info.has_symtab
+                else "stripped, no debug file: names from MiniDebugInfo (.gnu_debugdata), no file:line"
+                if mini_used
                 else "stripped (.dynsym only) and no debug file: exported functions only"
             )
         return StoredSymbols(

@@ -51,15 +51,6 @@ class StoredSymbols:
     note: str = ""  # why symbols are limited (e.g. stripped, no debug file), "" when complete
 
 
-def default_cache_dir() -> Path:
-    """$FLEETPROF_CACHE_DIR, else $XDG_CACHE_HOME/fleetprof, else ~/.cache/fleetprof; plus /symbols."""
-    base = os.environ.get("FLEETPROF_CACHE_DIR")
-    if base:
-        return Path(base) / "symbols"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "fleetprof" / "symbols"
-
-
 class SymcacheStore:
     """Load and save `StoredSymbols` under one directory; never raises for I/O trouble."""
 
