@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from fleetprof.cachedir import default_cache_dir
 from fleetprof.process.bias import covered_by_text, load_bias
 from fleetprof.process.container import container_id_from_cgroup
 from fleetprof.process.counters import Counters
@@ -24,7 +25,7 @@ from fleetprof.process.files import FileStatus, FileTable, FileUnavailable
 from fleetprof.process.lineage import Lineage
 from fleetprof.process.maps import MapKind, MappingKey, MapsEntry, mapping_key, parse_maps
 from fleetprof.process.procfs import ProcessGone, ProcFS, StatInfo, failure_reason
-from fleetprof.process.vdso import VdsoStore, default_cache_dir
+from fleetprof.process.vdso import VdsoStore
 from fleetprof.profile.model import Mapping
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class ProcessTracker:
         self._procfs = ProcFS(proc_root)
         self._counters = Counters()
         self._files = FileTable(self._counters, linger_s=linger_s, clock=clock)
-        self._vdso = VdsoStore(self._procfs, cache_dir or default_cache_dir(), self._counters)
+        self._vdso = VdsoStore(self._procfs, cache_dir or str(default_cache_dir()), self._counters)
         self._lineage = Lineage(self._procfs)
         self._clock = clock
         self._thread_ttl = thread_name_ttl_s

@@ -30,12 +30,6 @@ class VdsoImage:
     size: int
 
 
-def default_cache_dir() -> str:
-    """`$XDG_CACHE_HOME/fleetprof`, else `~/.cache/fleetprof`."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fleetprof")
-
-
 class VdsoStore:
     """Distinct vDSO images by content digest; falls back to a known image of the same size."""
 
