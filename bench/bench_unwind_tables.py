@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fleetprof.elf.view import ElfView
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.compiler import compile_unwind_table
 from fleetprof.nativeunwind.crosscheck import crosscheck, parse_readelf, run_readelf
-from fleetprof.nativeunwind.elfview import ElfView
 
 DEFAULT_BINARIES = [
     "/usr/lib/x86_64-linux-gnu/libc.so.6",

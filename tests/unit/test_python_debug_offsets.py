@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_python_support import FIXTURES, interpreters, parked_chain
 
+from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.python.debug_offsets import (
     DebugOffsetsError,
     layout_from_debug_offsets,
@@ -18,7 +19,6 @@ from fleetprof.interpreters.python.debug_offsets import (
     struct_size,
 )
 from fleetprof.interpreters.python.discovery import inspect_python_binary
-from fleetprof.interpreters.python.elfsyms import ElfImage
 from fleetprof.interpreters.python.layouts import NONE, LineTable
 from fleetprof.interpreters.python.process import find_python
 from fleetprof.interpreters.python.procinfo import PY_F_EXEC_TAGGED, PY_F_LASTI_PTR, PY_WALK_SHIM
@@ -35,9 +35,8 @@ def _python313():
 
 
 def _file_bytes(library: Path) -> bytes:
-    with open(library, "rb") as stream:
-        image = ElfImage(stream)
-        data = image.read(image.symbols(["_PyRuntime"])["_PyRuntime"].value, struct_size(13) or 0)
+    with ElfView(str(library)) as image:
+        data = image.read_vaddr(image.symbols(["_PyRuntime"])["_PyRuntime"].value, struct_size(13) or 0)
     assert data is not None
     return data
 

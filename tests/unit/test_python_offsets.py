@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_python_support import Interpreter, interpreter_params
 
+from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.python import procinfo
 from fleetprof.interpreters.python.debug_offsets import (
     layout_from_debug_offsets,
@@ -21,7 +22,6 @@ from fleetprof.interpreters.python.debug_offsets import (
     struct_size,
 )
 from fleetprof.interpreters.python.discovery import inspect_python_binary
-from fleetprof.interpreters.python.elfsyms import ElfImage
 from fleetprof.interpreters.python.layouts import NONE, SEMANTICS, table_layout
 from fleetprof.interpreters.python.process import proc_info
 from fleetprof.interpreters.python.procinfo import PyFrameRecord, PyProcInfo, code_checksum
@@ -49,10 +49,9 @@ def test_layout_matches_dwarf(interpreter: Interpreter) -> None:
     dwarf = _dwarf_tool().dwarf_offsets(str(interpreter.library), interpreter.minor)
     layout = table_layout(interpreter.minor)
     if layout is None:  # 3.13+: the layout comes from the file's own _Py_DebugOffsets
-        with open(interpreter.library, "rb") as stream:
-            image = ElfImage(stream)
+        with ElfView(str(interpreter.library)) as image:
             runtime = image.symbols(["_PyRuntime"])["_PyRuntime"].value
-            data = image.read(runtime, struct_size(interpreter.minor) or 0)
+            data = image.read_vaddr(runtime, struct_size(interpreter.minor) or 0)
         assert data is not None
         layout = layout_from_debug_offsets(parse_debug_offsets(data, interpreter.minor))
     checked = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 
 from fleetprof.elf.reader import ElfError, read_elf_info
@@ -13,6 +14,7 @@ from fleetprof.process.fileid import file_id
 _LD_SO_CANDIDATES = ("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
 _LIST_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x[0-9a-f]+\)")
 MAX_SHEBANG_DEPTH = 4
+_ENV_OPTIONS_WITH_ARG = frozenset({"-u", "--unset", "-C", "--chdir"})
 
 
 def _interpreter(path: str) -> str | None:
@@ -27,11 +29,22 @@ def _interpreter(path: str) -> str | None:
     words = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split()
     if not words:
         return None
-    if os.path.basename(words[0]) == "env" and len(words) > 1:
-        from shutil import which
-
-        return which(words[1])
+    if os.path.basename(words[0]) == "env":
+        command = _env_command(words[1:])
+        return shutil.which(command) if command else None
     return words[0]
+
+
+def _env_command(words: list[str]) -> str | None:
+    """The command that `env WORDS…` runs: the first word after env's options (`-S` included, which is how
+    a shebang line passes several arguments) and NAME=VALUE assignments."""
+    rest = iter(words)
+    for word in rest:
+        if word in _ENV_OPTIONS_WITH_ARG:
+            next(rest, None)
+        elif not word.startswith("-") and "=" not in word:
+            return word
+    return None
 
 
 def files_for_command(exe: str) -> list[str]:

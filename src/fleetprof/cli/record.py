@@ -78,11 +78,9 @@ class RecordCommand:
         missing = missing_capabilities()
         if missing:
             raise CapabilityError(missing[0].message)
-        existed = out_path != "-" and os.path.lexists(out_path)
+        created = out_path != "-" and not os.path.lexists(out_path)
         stream = _open_output(out_path, fmt)
-        recording = Recording(args, cmd, exe, fmt, out_path, stream)
-        recording.created = not existed and out_path != "-"
-        return recording.run()
+        return Recording(args, cmd, exe, fmt, out_path, stream, created).run()
 
 
 class Recording:
@@ -96,6 +94,7 @@ class Recording:
         fmt: OutputFormat,
         out_path: str,
         stream: BinaryIO,
+        created: bool,
     ) -> None:
         self.args = args
         self.cmd = cmd
@@ -105,13 +104,13 @@ class Recording:
         self.stream = stream
         self.child: subprocess.Popen[bytes] | None = None
         self.tty = sys.stderr.isatty()
-        self.created = False  # the output file did not exist before this run
+        self.created = created  # the output file did not exist before this run
 
     def run(self) -> int:
         """Sample until the command exits, the duration ends, or Ctrl-C; then write the profile."""
         pids: tuple[int, ...] | None = None
         if self.cmd:
-            pids = ()  # the child joins at fork time (see _spawn)
+            pids = ()  # the command joins once it is stopped at its entry point (see _spawn)
         elif self.args.pid:
             pids = tuple(self.args.pid)
         core = ProfilerCore(
@@ -125,7 +124,7 @@ class Recording:
             with stop.catching():  # from here on, Ctrl-C/SIGTERM stop sampling and write what there is
                 try:
                     core.load()
-                    core.scan(list(self.args.pid) if self.args.pid else (None if self.args.all else []))
+                    core.scan(None if self.args.all else self.args.pid or ())
                     core.start()
                 except SamplerError as exc:
                     raise CliError(str(exc)) from None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fleetprof.elf.debugfile import find_debug_file
 from fleetprof.elf.reader import read_elf_info
+from fleetprof.elf.view import ET_REL, ElfError
 from fleetprof.nativeunwind.assemble import assemble_table
 from fleetprof.nativeunwind.ehframe import FrameSection, RowSink, covered_ranges, walk_frames
-from fleetprof.nativeunwind.elfview import ET_REL, ElfView
 from fleetprof.nativeunwind.errors import UnwindTableError
-from fleetprof.nativeunwind.sources import debug_frame_section, eh_frame_section
+from fleetprof.nativeunwind.sources import debug_frame_section, eh_frame_section, open_elf
 from fleetprof.nativeunwind.table import MAX_PC, RuleSet, UnwindStats, UnwindTable
 
 DEBUG_FILE_COVERAGE = 0.5
@@ -22,7 +22,7 @@ def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug
     uncovered. Without it, when the file's own CFI covers under half its code, the debug file is looked up
     (build id, then `.gnu_debuglink`) unless `find_debug` is False.
     """
-    with ElfView(path) as elf:
+    with open_elf(path) as elf:
         if elf.elf_type == ET_REL:
             raise UnwindTableError(f"{path}: relocatable object files cannot be tabled")
         code_lo, code_hi = elf.exec_span()
@@ -89,7 +89,7 @@ def _find_debug_file(path: str) -> str | None:
     """The separate debug file of `path` by build id or `.gnu_debuglink`, None when there is none."""
     try:
         info = read_elf_info(path)
-    except Exception:  # ElfError, or anything pyelftools raises on a corrupt file: the search is optional
+    except ElfError:  # the search is optional
         return None
     if not info.build_id and not info.debuglink:
         return None
@@ -98,5 +98,5 @@ def _find_debug_file(path: str) -> str | None:
 
 def _debug_file_section(debug_path: str) -> FrameSection | None:
     """The `.debug_frame` of a separate debug file (its addresses are the main file's)."""
-    with ElfView(debug_path) as dbg:
+    with open_elf(debug_path) as dbg:
         return debug_frame_section(dbg, f"{debug_path}:.debug_frame")

@@ -1,11 +1,16 @@
-"""Find a file's CFI sections: `.eh_frame` (by section or via PT_GNU_EH_FRAME) and `.debug_frame`."""
+"""Find a file's CFI sections: `.eh_frame` (by section or via PT_GNU_EH_FRAME) and `.debug_frame`.
+
+ELF problems surface as UnwindTableError, the compiler's one exception.
+"""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from fleetprof.elf.view import EM_X86_64, PT_GNU_EH_FRAME, SHT_NOBITS, ElfError, ElfView
 from fleetprof.nativeunwind.ehframe import DW_EH_PE_omit, FrameError, FrameSection, read_encoded
-from fleetprof.nativeunwind.elfview import PT_GNU_EH_FRAME, SHT_NOBITS, ElfView
 from fleetprof.nativeunwind.errors import UnwindTableError
 
 EH_FRAME_HDR_VERSION = 1
@@ -13,8 +18,29 @@ TABLE_DATAREL_SDATA4 = 0x3B
 _U32 = struct.Struct("<I")
 
 
+@contextmanager
+def open_elf(path: str) -> Iterator[ElfView]:
+    """An x86-64 ELF64 little-endian file opened for tabling; ELF errors become UnwindTableError."""
+    try:
+        with ElfView(path) as elf:
+            if elf.elf_class != 64 or not elf.little_endian:
+                raise UnwindTableError(f"{path}: not a 64-bit little-endian ELF file")
+            if elf.machine != EM_X86_64:
+                raise UnwindTableError(f"{path}: machine {elf.machine} is not x86-64")
+            yield elf
+    except ElfError as exc:
+        raise UnwindTableError(str(exc), transient=exc.transient) from None
+
+
 def eh_frame_section(elf: ElfView) -> FrameSection | None:
     """The `.eh_frame` bytes from its section header, or via `.eh_frame_hdr` when headers are stripped."""
+    try:
+        return _eh_frame_section(elf)
+    except ElfError as exc:
+        raise UnwindTableError(str(exc)) from None
+
+
+def _eh_frame_section(elf: ElfView) -> FrameSection | None:
     sec = elf.sections.get(".eh_frame")
     if sec is not None and sec.type != SHT_NOBITS and sec.size:
         data = elf.section_data(".eh_frame")
@@ -61,7 +87,10 @@ def _eh_frame_from_hdr(elf: ElfView, hdr: bytes, hdr_vaddr: int) -> FrameSection
 def debug_frame_section(elf: ElfView, label: str = ".debug_frame") -> FrameSection | None:
     """The `.debug_frame` (or `.zdebug_frame`) bytes; its pointers are absolute addresses."""
     for name in (".debug_frame", ".zdebug_frame"):
-        data = elf.section_data(name)
+        try:
+            data = elf.section_data(name)
+        except ElfError as exc:
+            raise UnwindTableError(str(exc)) from None
         if data:
             return FrameSection(label, data, 0, False)
     return None

@@ -34,8 +34,8 @@ def _asset(name: str) -> str:
 def flamegraph_payload(profile: Profile) -> dict[str, Any]:
     """The call tree of `profile` in the page's compact form (see module docstring)."""
     strings: Interner[str] = Interner(ROOT_NAME)
-    names: dict[Frame, int] = {}
-    name_of, kind_of, self_of = [strings.add(ROOT_NAME)], [ROOT_KIND], [0]
+    keys: dict[Frame, tuple[int, int]] = {}  # frame -> (name, kind): a node's identity under its parent
+    node_keys, self_of = [(strings.add(ROOT_NAME), ROOT_KIND)], [0]
     children: list[dict[tuple[int, int], int]] = [{}]
     for sample in profile.samples:
         if sample.count <= 0:
@@ -43,30 +43,34 @@ def flamegraph_payload(profile: Profile) -> dict[str, Any]:
         stack = sample.stack or (Frame(FrameKind.PROCESS, sample.process_name),)
         node = 0
         for frame in stack:
-            name = names.get(frame)
-            if name is None:
-                name = names[frame] = strings.add(utf8_safe(one_line(frame.folded_name())))
-            key = (name, int(frame.kind))
-            child = children[node].get(key)
+            key = keys.get(frame)
+            if key is None:
+                key = keys[frame] = (strings.add(utf8_safe(one_line(frame.folded_name()))), int(frame.kind))
+            siblings = children[node]
+            child = siblings.get(key)
             if child is None:
-                child = children[node][key] = len(name_of)
-                name_of.append(name)
-                kind_of.append(int(frame.kind))
+                child = siblings[key] = len(node_keys)
+                node_keys.append(key)
                 self_of.append(0)
                 children.append({})
             node = child
         self_of[node] += sample.count
+    # Depth first from the root, siblings by name: parents come before their children.
     order: list[int] = []
-    parent_of_old = [-1] * len(name_of)
+    parent_of = [-1] * len(node_keys)  # by old index
     todo = [0]
     while todo:
         node = todo.pop()
         order.append(node)
-        kids = sorted(children[node].values(), key=lambda kid: (strings.keys[name_of[kid]], kind_of[kid]))
+        kids = list(children[node].values())
+        if len(kids) > 1:
+            kids.sort(key=lambda kid: (strings.keys[node_keys[kid][0]], node_keys[kid][1]), reverse=True)
         for kid in kids:
-            parent_of_old[kid] = node
-        todo.extend(reversed(kids))
-    new_index = {old: new for new, old in enumerate(order)}
+            parent_of[kid] = node
+        todo.extend(kids)
+    new_index = [0] * len(order)
+    for new, old in enumerate(order):
+        new_index[old] = new
     return {
         "version": 1,
         "meta": {
@@ -78,10 +82,10 @@ def flamegraph_payload(profile: Profile) -> dict[str, Any]:
             "processes": len({sample.pid for sample in profile.samples if sample.count > 0}),
         },
         "strings": strings.keys,
-        "name": [name_of[old] for old in order],
-        "parent": [new_index.get(parent_of_old[old], -1) for old in order],
+        "name": [node_keys[old][0] for old in order],
+        "parent": [new_index[parent_of[old]] if old else -1 for old in order],
         "self": [self_of[old] for old in order],
-        "kind": [kind_of[old] for old in order],
+        "kind": [node_keys[old][1] for old in order],
     }
 
 

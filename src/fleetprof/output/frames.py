@@ -1,11 +1,20 @@
-"""Stack helpers shared by the structured formats (pprof, OTLP, speedscope)."""
+"""Stack helpers shared by the structured formats (pprof, OTLP, speedscope), and the function, mapping and
+location tables pprof and OTLP both build."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from fleetprof.output.interning import Interner
 from fleetprof.profile.model import Frame, FrameKind, Mapping, Stack
 
 # Pseudo file name for kernel frames, as perf and pprof's perf converter name it.
 KERNEL_MAPPING_NAME = "[kernel.kallsyms]"
+KERNEL = "kernel"  # mapping key of the kernel pseudo mapping
+
+MappingKey: TypeAlias = Mapping | str  # a file's Mapping, or KERNEL
+FunctionKey: TypeAlias = tuple[str, str, str, int]  # name, system name, file, start line
 
 
 def call_frames(stack: Stack) -> Stack:
@@ -60,3 +69,87 @@ def runtime_address(frame: Frame) -> int:
     if mapping.start <= frame.address < mapping.limit:
         return frame.address
     return max(mapping.start + frame.address - mapping.offset, 0)
+
+
+@dataclass(slots=True)
+class MappingFacts:
+    """What the frames of one mapping's locations reveal: symbolization quality and the address range."""
+
+    functions: bool = True
+    filenames: bool = True
+    line_numbers: bool = True
+    inline_frames: bool = False
+    low: int = 0
+    high: int = 0  # exclusive
+
+    def observe(self, group: tuple[Frame, ...]) -> None:
+        """Fold one location's frames into the facts."""
+        for frame in group:
+            self.functions &= is_symbolized(frame)
+            self.filenames &= bool(frame.file)
+            self.line_numbers &= frame.line > 0
+            self.inline_frames |= frame.inlined
+        address = group[0].address
+        self.low = address if self.low == 0 else min(self.low, address)
+        self.high = max(self.high, address + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """One physical frame: mapping (None for Python and error frames), ELF or kernel address, and one
+    (function index, line) per frame, innermost first. `head` is the physical frame itself."""
+
+    mapping: MappingKey | None
+    address: int
+    lines: tuple[tuple[int, int], ...]
+    kind: FrameKind
+    head: Frame = field(compare=False)
+
+
+class LocationTables:
+    """Functions, mappings and locations interned in first-seen order and numbered from 1 (pprof ids; OTLP
+    indexes, whose tables start with a zero value): the entry numbered i is `keys[i - 1]`."""
+
+    def __init__(self) -> None:
+        self.functions: Interner[FunctionKey] = Interner()
+        self.mappings: Interner[MappingKey] = Interner()
+        self.locations: Interner[Location] = Interner()
+        self.facts: dict[MappingKey, MappingFacts] = {}
+        self._groups: dict[tuple[Frame, ...], int] = {}
+        self._stacks: dict[Stack, tuple[int, ...]] = {}  # many samples share a stack (thread, CPU)
+
+    def stack(self, stack: Stack) -> tuple[int, ...]:
+        """Location numbers of a model stack (root first, PROCESS frames included), leaf first."""
+        found = self._stacks.get(stack)
+        if found is None:
+            groups = physical_frames(call_frames(stack))
+            found = self._stacks[stack] = tuple(self.location(group) for group in reversed(groups))
+        return found
+
+    def location(self, group: tuple[Frame, ...]) -> int:
+        """Number of the Location of one physical frame and its inlined callees (root first)."""
+        number = self._groups.get(group)
+        if number is not None:
+            return number
+        head = group[0]
+        mapping: MappingKey | None = None
+        if head.kind is FrameKind.NATIVE and head.mapping is not None:
+            mapping = head.mapping
+        elif head.kind is FrameKind.KERNEL:
+            mapping = KERNEL
+        functions = self.functions
+        lines = tuple(
+            (functions.add((f.function, f.system_name, f.file, f.start_line)) + 1, f.line)
+            for f in reversed(group)
+        )
+        known = len(self.locations)
+        location = Location(mapping, head.address, lines, head.kind, head)
+        number = self._groups[group] = self.locations.add(location) + 1
+        if number > known and mapping is not None:  # a new location
+            self.mappings.add(mapping)
+            self.facts.setdefault(mapping, MappingFacts()).observe(group)
+        return number
+
+    def mapping_number(self, location: Location) -> int:
+        """Number of a location's mapping, 0 for none."""
+        return 0 if location.mapping is None else self.mappings.add(location.mapping) + 1

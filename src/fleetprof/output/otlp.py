@@ -21,9 +21,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as otlp
 
 from fleetprof import __version__
-from fleetprof.output.frames import KERNEL_MAPPING_NAME, call_frames, physical_frames
+from fleetprof.output.frames import KERNEL, KERNEL_MAPPING_NAME, LocationTables, MappingKey
 from fleetprof.output.interning import Interner, StringTable, utf8_safe
-from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample, Stack
+from fleetprof.profile.model import FrameKind, Mapping, Profile, Sample
 
 SAMPLE_TYPE = ("samples", "count")
 PERIOD_TYPE = ("cpu", "nanoseconds")
@@ -35,12 +35,8 @@ ATTR_THREAD_NAME = "thread.name"
 ATTR_CPU = "cpu.logical_number"
 FRAME_TYPES = {FrameKind.NATIVE: "native", FrameKind.KERNEL: "kernel", FrameKind.PYTHON: "cpython"}
 
-_KERNEL = "kernel"  # mapping key of the kernel pseudo mapping
 _Scalar: TypeAlias = str | int
 _AttributeKey: TypeAlias = tuple[str, _Scalar]
-_MappingKey: TypeAlias = Mapping | str
-_FunctionKey: TypeAlias = tuple[str, str, str, int]
-_LocationKey: TypeAlias = tuple[int, int, tuple[tuple[int, int], ...], tuple[int, ...]]
 _ProcessKey: TypeAlias = tuple[int, str, str]
 _SampleKey: TypeAlias = tuple[int, tuple[int, ...]]
 
@@ -72,13 +68,9 @@ class _Dictionary:
 
     def __init__(self) -> None:
         self.strings = StringTable()
+        self.tables = LocationTables()
         self.attributes: Interner[_AttributeKey | None] = Interner(None)
-        self.functions: Interner[_FunctionKey | None] = Interner(None)
-        self.locations: Interner[_LocationKey | None] = Interner(None)
-        self.mappings: Interner[_MappingKey | None] = Interner(None)
         self.stacks: Interner[tuple[int, ...]] = Interner(())
-        self.stack_cache: dict[Stack, int] = {}  # many samples share a stack (other thread, other CPU)
-        self.kernel_range = [0, 0]
 
     def attribute(self, key: str, value: _Scalar) -> int:
         """Index of the attribute `key=value`."""
@@ -88,45 +80,8 @@ class _Dictionary:
         """Sorted attribute indexes of `pairs`: a canonical form for sample identity."""
         return tuple(sorted(self.attribute(key, value) for key, value in pairs))
 
-    def function(self, frame: Frame) -> int:
-        """Index of the frame's Function."""
-        return self.functions.add((frame.function, frame.system_name, frame.file, frame.start_line))
-
-    def mapping(self, frame: Frame) -> int:
-        """Index of the frame's Mapping, 0 for frames outside any file (Python, errors)."""
-        if frame.kind is FrameKind.NATIVE and frame.mapping is not None:
-            return self.mappings.add(frame.mapping)
-        if frame.kind is FrameKind.KERNEL:
-            low, high = self.kernel_range
-            self.kernel_range = [
-                frame.address if low == 0 else min(low, frame.address),
-                max(high, frame.address + 1),
-            ]
-            return self.mappings.add(_KERNEL)
-        return 0
-
-    def location(self, group: tuple[Frame, ...]) -> int:
-        """Index of the Location of one physical frame and its inlined callees (innermost line first)."""
-        head = group[0]
-        lines = tuple((self.function(frame), frame.line) for frame in reversed(group))
-        frame_type = FRAME_TYPES.get(head.kind)
-        attributes = (self.attribute(ATTR_FRAME_TYPE, frame_type),) if frame_type else ()
-        return self.locations.add((self.mapping(head), head.address, lines, attributes))
-
-    def stack(self, stack: Stack) -> int:
-        """Index of the Stack (leaf first) of a model stack (root first)."""
-        index = self.stack_cache.get(stack)
-        if index is None:
-            groups = physical_frames(call_frames(stack))
-            index = self.stack_cache[stack] = self.stacks.add(
-                tuple(self.location(g) for g in reversed(groups))
-            )
-        return index
-
-    def mapping_message(self, key: _MappingKey | None) -> otlp.Mapping:
+    def mapping_message(self, key: MappingKey) -> otlp.Mapping:
         """The Mapping table entry for one key."""
-        if key is None:
-            return otlp.Mapping()
         if isinstance(key, Mapping):
             attributes = [self.attribute(ATTR_FILE_ID, key.file_id)] if key.file_id else []
             if key.build_id:
@@ -138,34 +93,38 @@ class _Dictionary:
                 filename_strindex=self.strings.add(key.path),
                 attribute_indices=attributes,
             )
+        facts = self.tables.facts[KERNEL]
         return otlp.Mapping(
-            memory_start=self.kernel_range[0],
-            memory_limit=self.kernel_range[1],
+            memory_start=facts.low,
+            memory_limit=facts.high,
             filename_strindex=self.strings.add(KERNEL_MAPPING_NAME),
         )
 
     def message(self) -> otlp.ProfilesDictionary:
         """Emit every table; the string and attribute tables last, as the others add to them."""
+        tables = self.tables
         out = otlp.ProfilesDictionary()
         out.link_table.add()
-        out.mapping_table.extend(self.mapping_message(key) for key in self.mappings.keys)
-        for key in self.locations.keys:
-            location = out.location_table.add()
-            if key is not None:
-                mapping_index, address, lines, attributes = key
-                location.mapping_index = mapping_index
-                location.address = address
-                location.attribute_indices.extend(attributes)
-                for function_index, line in lines:
-                    location.lines.add(function_index=function_index, line=line)
-        for key in self.functions.keys:
-            function = out.function_table.add()
-            if key is not None:
-                name, system_name, filename, start_line = key
-                function.name_strindex = self.strings.add(name)
-                function.system_name_strindex = self.strings.add(system_name)
-                function.filename_strindex = self.strings.add(filename)
-                function.start_line = start_line
+        out.mapping_table.add()
+        out.mapping_table.extend(self.mapping_message(key) for key in tables.mappings.keys)
+        out.location_table.add()
+        for key in tables.locations.keys:
+            frame_type = FRAME_TYPES.get(key.kind)
+            location = out.location_table.add(
+                mapping_index=tables.mapping_number(key),
+                address=key.address,
+                attribute_indices=[self.attribute(ATTR_FRAME_TYPE, frame_type)] if frame_type else [],
+            )
+            for function_index, line in key.lines:
+                location.lines.add(function_index=function_index, line=line)
+        out.function_table.add()
+        for name, system_name, filename, start_line in tables.functions.keys:
+            out.function_table.add(
+                name_strindex=self.strings.add(name),
+                system_name_strindex=self.strings.add(system_name),
+                filename_strindex=self.strings.add(filename),
+                start_line=start_line,
+            )
         out.stack_table.extend(otlp.Stack(location_indices=key) for key in self.stacks.keys)
         for key in self.attributes.keys:
             attribute = out.attribute_table.add()
@@ -225,7 +184,8 @@ def to_otlp_request(profile: Profile) -> ExportProfilesServiceRequest:
         if sample.count <= 0:
             continue
         process = (sample.pid, sample.process_name, sample.container_id)
-        key = (dictionary.stack(sample.stack), dictionary.attribute_set(_sample_attributes(sample)))
+        stack = dictionary.stacks.add(dictionary.tables.stack(sample.stack))
+        key = (stack, dictionary.attribute_set(_sample_attributes(sample)))
         processes.setdefault(process, {}).setdefault(key, _Aggregate()).add(sample)
     request = ExportProfilesServiceRequest()
     scope = InstrumentationScope(name="fleetprof", version=__version__)

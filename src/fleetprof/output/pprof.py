@@ -9,19 +9,12 @@ addresses; Python and error frames belong to no mapping (mapping_id 0, address 0
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO
 
-from fleetprof.output.frames import (
-    KERNEL_MAPPING_NAME,
-    call_frames,
-    is_symbolized,
-    physical_frames,
-    runtime_address,
-)
-from fleetprof.output.interning import Interner, StringTable
+from fleetprof.output.frames import KERNEL_MAPPING_NAME, LocationTables, runtime_address
+from fleetprof.output.interning import StringTable
 from fleetprof.output.proto import profile_pb2 as pb
-from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample, Stack
+from fleetprof.profile.model import Mapping, Profile, Sample
 
 SAMPLE_TYPES = (("samples", "count"), ("cpu", "nanoseconds"))
 PERIOD_TYPE = ("cpu", "nanoseconds")
@@ -31,75 +24,20 @@ LABEL_THREAD = "thread_name"
 LABEL_PROCESS = "process_name"
 LABEL_CONTAINER = "container_id"
 
-_KERNEL = "kernel"  # mapping key of the kernel pseudo mapping
-_MappingKey: TypeAlias = Mapping | str
-_FunctionKey: TypeAlias = tuple[str, str, str, int]
-_LocationKey: TypeAlias = tuple[_MappingKey | None, int, tuple[tuple[int, int], ...]]
-
-
-@dataclass(slots=True)
-class _MappingFacts:
-    """What the frames of one mapping reveal about its symbolization, for the has_* flags."""
-
-    functions: bool = True
-    filenames: bool = True
-    line_numbers: bool = True
-    inline_frames: bool = False
-    low: int = 0
-    high: int = 0
-
-    def observe(self, group: tuple[Frame, ...], address: int) -> None:
-        """Fold one location's frames into the facts."""
-        for frame in group:
-            self.functions &= is_symbolized(frame)
-            self.filenames &= bool(frame.file)
-            self.line_numbers &= frame.line > 0
-            self.inline_frames |= frame.inlined
-        self.low = address if self.low == 0 else min(self.low, address)
-        self.high = max(self.high, address + 1)
-
 
 class _PprofBuilder:
     """Accumulates the tables of one pprof Profile while samples are added."""
 
     def __init__(self) -> None:
         self.strings = StringTable()
-        self.functions: Interner[_FunctionKey] = Interner()
-        self.locations: Interner[_LocationKey] = Interner()
-        self.mappings: Interner[_MappingKey] = Interner()
-        self.facts: dict[_MappingKey, _MappingFacts] = {}
-        self.stacks: dict[Stack, list[int]] = {}  # many samples share a stack (other thread, other CPU)
+        self.tables = LocationTables()
         self.out = pb.Profile()
-
-    def function_id(self, frame: Frame) -> int:
-        """1-based id of the frame's Function."""
-        key = (frame.function, frame.system_name, frame.file, frame.start_line)
-        return self.functions.add(key) + 1
-
-    def location_id(self, group: tuple[Frame, ...]) -> int:
-        """1-based id of the Location of one physical frame and its inlined callees."""
-        head = group[0]
-        mapping_key: _MappingKey | None = None
-        address = head.address
-        if head.kind is FrameKind.NATIVE and head.mapping is not None:
-            mapping_key = head.mapping
-            address = runtime_address(head)
-        elif head.kind is FrameKind.KERNEL:
-            mapping_key = _KERNEL
-        lines = tuple((self.function_id(frame), frame.line) for frame in reversed(group))
-        key = (mapping_key, address, lines)
-        if key not in self.locations and mapping_key is not None:
-            self.mappings.add(mapping_key)
-            self.facts.setdefault(mapping_key, _MappingFacts()).observe(group, address)
-        return self.locations.add(key) + 1
 
     def add_sample(self, sample: Sample, period: int) -> None:
         """Append one pprof Sample (leaf-first location ids, both values, the labels)."""
-        location_ids = self.stacks.get(sample.stack)
-        if location_ids is None:
-            groups = physical_frames(call_frames(sample.stack))
-            location_ids = self.stacks[sample.stack] = [self.location_id(group) for group in reversed(groups)]
-        out = self.out.sample.add(location_id=location_ids, value=[sample.count, sample.count * period])
+        out = self.out.sample.add(
+            location_id=self.tables.stack(sample.stack), value=[sample.count, sample.count * period]
+        )
         out.label.add(key=self.strings.add(LABEL_PID), num=sample.pid)
         out.label.add(key=self.strings.add(LABEL_TID), num=sample.tid)
         for key, text in (
@@ -112,16 +50,16 @@ class _PprofBuilder:
 
     def finish(self) -> pb.Profile:
         """Emit the mapping, location and function tables and the string table."""
-        for index, key in enumerate(self.mappings.keys, start=1):
-            facts = self.facts[key]
-            mapping = self.out.mapping.add(id=index)
+        tables = self.tables
+        for index, key in enumerate(tables.mappings.keys, start=1):
+            facts = tables.facts[key]
+            mapping = self.out.mapping.add(id=index, has_functions=facts.functions)
             if isinstance(key, Mapping):
                 mapping.memory_start = key.start
                 mapping.memory_limit = key.limit
                 mapping.file_offset = key.offset
                 mapping.filename = self.strings.add(key.path)
                 mapping.build_id = self.strings.add(key.build_id)
-                mapping.has_functions = facts.functions
                 mapping.has_filenames = facts.filenames
                 mapping.has_line_numbers = facts.line_numbers
                 mapping.has_inline_frames = facts.inline_frames or facts.line_numbers
@@ -129,14 +67,13 @@ class _PprofBuilder:
                 mapping.memory_start = facts.low
                 mapping.memory_limit = facts.high
                 mapping.filename = self.strings.add(KERNEL_MAPPING_NAME)
-                mapping.has_functions = facts.functions
-        for index, (mapping_key, address, lines) in enumerate(self.locations.keys, start=1):
-            location = self.out.location.add(id=index, address=address)
-            if mapping_key is not None:
-                location.mapping_id = self.mappings.add(mapping_key) + 1
-            for function_id, line in lines:
-                location.line.add(function_id=function_id, line=line)
-        for index, (name, system_name, filename, start_line) in enumerate(self.functions.keys, start=1):
+        for index, location in enumerate(tables.locations.keys, start=1):
+            out = self.out.location.add(
+                id=index, mapping_id=tables.mapping_number(location), address=runtime_address(location.head)
+            )
+            for function_id, line in location.lines:
+                out.line.add(function_id=function_id, line=line)
+        for index, (name, system_name, filename, start_line) in enumerate(tables.functions.keys, start=1):
             self.out.function.add(
                 id=index,
                 name=self.strings.add(name),

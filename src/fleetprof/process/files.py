@@ -66,6 +66,10 @@ class _Held:
     permanent: bool = False
 
 
+def _stat_key(st: os.stat_result) -> StatKey:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def fd_path(fd: int) -> str:
     """A path to our own open fd that other processes (addr2line, a symbolizer child) can open too."""
     return f"/proc/{os.getpid()}/fd/{fd}"
@@ -123,9 +127,8 @@ class FileTable:
         st = os.stat(candidate)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, f"{candidate}: not a regular file")
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
-            facts = self._cached_facts(key)
+            facts = self._cached_facts(_stat_key(st))
             if facts is not None and facts.file_id in self._held:
                 self._counters.inc("elf_cache_hit")
                 return facts, self._ref(facts.file_id)
@@ -137,8 +140,7 @@ class FileTable:
             self._counters.inc("fd_limit_unstable_path")
             return facts, candidate
         try:
-            st = os.fstat(fd)
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            key = _stat_key(os.fstat(fd))
             with self._lock:
                 facts = self._cached_facts(key)
             if facts is None:

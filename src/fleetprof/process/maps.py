@@ -26,11 +26,6 @@ class MapKind(enum.Enum):
 MappingKey = tuple[int, int, int, int, int]  # (start, end, offset, dev, inode): what a diff compares
 
 
-def mapping_key(start: int, end: int, offset: int, dev: int, inode: int, remapped: bool) -> MappingKey:
-    """Diff identity of a mapping; remapped text is anonymous in maps, so inferred file fields stay out."""
-    return (start, end, 0, 0, 0) if remapped else (start, end, offset, dev, inode)
-
-
 @dataclass(frozen=True, slots=True)
 class MapsEntry:
     """One executable mapping as /proc/PID/maps describes it.
@@ -54,8 +49,11 @@ class MapsEntry:
 
     @property
     def key(self) -> MappingKey:
-        """Identity used to diff two scans: the maps line's own fields (zeros for remapped text)."""
-        return mapping_key(self.start, self.end, self.offset, self.dev, self.inode, self.remapped)
+        """Identity used to diff two scans: the maps line's own fields (remapped text is anonymous in maps,
+        so its inferred file fields stay out)."""
+        if self.remapped:
+            return self.start, self.end, 0, 0, 0
+        return self.start, self.end, self.offset, self.dev, self.inode
 
     @property
     def open_range(self) -> tuple[int, int]:

@@ -12,14 +12,12 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 
+from fleetprof.process.procfs import ProcFS
+
 MAX_READ = 1 << 20  # one read larger than this is refused: a corrupt length, not a real object
 _IOV_MAX = 1024
 _PROCESS_GONE = -1  # _readv: ESRCH, stop reading
 _SYSCALL_UNUSABLE = -2  # _readv: ENOSYS or EPERM (seccomp, sandbox): use /proc/PID/mem from now on
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
 
 
 def _load_readv() -> Callable[..., int] | None:
@@ -28,14 +26,9 @@ def _load_readv() -> Callable[..., int] | None:
         func = libc.process_vm_readv
     except (OSError, AttributeError):
         return None
-    func.argtypes = (
-        ctypes.c_int,
-        ctypes.POINTER(_IoVec),
-        ctypes.c_ulong,
-        ctypes.POINTER(_IoVec),
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    )
+    # The iovec arrays are passed as packed bytes: (iov_base, iov_len) pairs of u64.
+    iovecs, count = ctypes.c_void_p, ctypes.c_ulong
+    func.argtypes = (ctypes.c_int, iovecs, count, iovecs, count, ctypes.c_ulong)
     func.restype = ctypes.c_ssize_t
     return func
 
@@ -46,14 +39,8 @@ _process_vm_readv = _load_readv()
 def process_start_time(pid: int) -> int | None:
     """Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
+        return ProcFS().stat(pid).start_time
     except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
         return None
 
 
@@ -152,17 +139,16 @@ class ProcessMemory(MemoryReader):
         count = len(batch)
         sizes = [requests[i][1] for i in batch]
         buffer = ctypes.create_string_buffer(sum(sizes))
-        base = ctypes.addressof(buffer)
-        local = (_IoVec * count)()
-        remote = (_IoVec * count)()
-        offset = 0
-        for slot, (index, size) in enumerate(zip(batch, sizes, strict=True)):
-            local[slot].iov_base = base + offset
-            local[slot].iov_len = size
-            remote[slot].iov_base = requests[index][0]
-            remote[slot].iov_len = size
+        local: list[int] = []
+        remote: list[int] = []
+        offset = ctypes.addressof(buffer)
+        for index, size in zip(batch, sizes, strict=True):
+            local += (offset, size)
+            remote += (requests[index][0], size)
             offset += size
-        got = _process_vm_readv(self.pid, local, count, remote, count, 0)
+        iovecs = f"<{2 * count}Q"
+        local_iov, remote_iov = struct.pack(iovecs, *local), struct.pack(iovecs, *remote)
+        got = _process_vm_readv(self.pid, local_iov, count, remote_iov, count, 0)
         if got < 0:
             err = ctypes.get_errno()
             self.last_error = errno.errorcode.get(err, str(err))

@@ -14,16 +14,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 from fleetprof.cachedir import default_cache_dir
 from fleetprof.process.bias import covered_by_text, load_bias
 from fleetprof.process.container import container_id_from_cgroup
 from fleetprof.process.counters import Counters
-from fleetprof.process.files import FileStatus, FileTable, FileUnavailable
+from fleetprof.process.files import FileFacts, FileStatus, FileTable, FileUnavailable
 from fleetprof.process.lineage import Lineage
-from fleetprof.process.maps import MapKind, MappingKey, MapsEntry, mapping_key, parse_maps
+from fleetprof.process.maps import MapKind, MapsEntry, parse_maps
 from fleetprof.process.procfs import ProcessGone, ProcFS, StatInfo, failure_reason
 from fleetprof.process.vdso import VdsoStore
 from fleetprof.profile.model import Mapping
@@ -32,30 +32,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class ExecMapping:
-    """One executable mapping of a process, with what symbolization and unwinding need to know."""
+class ExecMapping(MapsEntry):
+    """One executable mapping of a process (its maps line), with what symbolization and unwinding need."""
 
-    start: int
-    end: int  # exclusive
-    offset: int  # file offset of `start`
-    dev: int  # os.makedev(major, minor) from maps
-    inode: int
-    path: str  # as the process sees it, without " (deleted)"; "[vdso]", "" or "[anon:x]" for no file
-    kind: MapKind
-    perms: str
-    deleted: bool = False
-    remapped: bool = False  # anonymous copy of file text (huge-page remap), attributed to that file
     status: FileStatus = FileStatus.NO_FILE
     file_id: str = ""  # 32 hex digits; "" when UNREADABLE or NO_FILE
     build_id: str = ""
     bias: int = 0  # runtime address - ELF virtual address
     open_path: str = ""  # stable path reading the mapped file, valid while the file id is held
     error: str = ""  # one line when status is BAD_ELF or UNREADABLE
-
-    @property
-    def key(self) -> MappingKey:
-        """(start, end, offset, dev, inode) as in maps: what diffs compare."""
-        return mapping_key(self.start, self.end, self.offset, self.dev, self.inode, self.remapped)
 
     def contains(self, address: int) -> bool:
         """Whether `address` falls inside this mapping."""
@@ -158,12 +143,6 @@ class ProcessTracker:
         with self._lock:
             self._listeners.append(listener)
 
-    def remove_listener(self, listener: TrackerListener) -> None:
-        """Stop sending changes to `listener` (no-op when it was not added)."""
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
     def rescan(self, pid: int) -> MappingDiff | None:
         """Re-read /proc/PID/maps and commit the difference; None when the process is gone."""
         with self._lock:
@@ -192,8 +171,7 @@ class ProcessTracker:
         """Rescan every process on the host (startup) and drop tracked ones that are gone."""
         pids = self._procfs.pids()
         diffs = [diff for pid in pids if (diff := self.rescan(pid)) is not None]
-        present = set(pids)
-        for pid in [pid for pid in list(self._procs) if pid not in present]:
+        for pid in set(self._procs).difference(pids):
             self.on_exit(pid)
         return diffs
 
@@ -201,11 +179,7 @@ class ProcessTracker:
         """Drop tracked processes that have exited or whose pid was reused; returns their pids."""
         dropped = []
         for pid, entry in list(self._procs.items()):
-            try:
-                alive = self._procfs.stat(pid).start_time == entry.info.start_time
-            except OSError:
-                alive = False
-            if not alive:
+            if not self._alive(pid, entry.info.start_time):
                 self.on_exit(pid)
                 dropped.append(pid)
         return dropped
@@ -384,18 +358,7 @@ class ProcessTracker:
         return MappingDiff(pid, tuple(added), tuple(removed), old is None)
 
     def _resolve(self, pid: int, entry: MapsEntry, task: int) -> _Resolved:
-        base = ExecMapping(
-            start=entry.start,
-            end=entry.end,
-            offset=entry.offset,
-            dev=entry.dev,
-            inode=entry.inode,
-            path=entry.path,
-            kind=entry.kind,
-            perms=entry.perms,
-            deleted=entry.deleted,
-            remapped=entry.remapped,
-        )
+        base = ExecMapping(**{f.name: getattr(entry, f.name) for f in fields(MapsEntry)})
         if entry.kind is MapKind.ANON:
             return _Resolved(base, False)
         if entry.kind is MapKind.VDSO:
@@ -416,49 +379,37 @@ class ProcessTracker:
                 error=f"cannot open the mapped file ({exc.reason})",
             )
             return _Resolved(unreadable, exc.reason == "gone")
-        if facts.elf is None:
-            bad = replace(
-                base,
-                status=FileStatus.BAD_ELF,
-                file_id=facts.file_id,
-                bias=entry.start - entry.offset,
-                open_path=open_path,
-                error=facts.error,
-            )
-            return _Resolved(bad, False)
-        if entry.remapped and not covered_by_text(facts.elf, entry.offset, entry.end - entry.start):
+        length = entry.end - entry.start
+        if entry.remapped and facts.elf is not None and not covered_by_text(facts.elf, entry.offset, length):
+            # The file's ELF does not confirm the copy: plain anonymous code.
             self._files.release(facts.file_id)
             self._counters.inc("remap_rejected")
-            return _Resolved(
-                replace(base, offset=0, dev=0, inode=0, path="", kind=MapKind.ANON, remapped=False), False
-            )
-        bias = load_bias(facts.elf, entry.start, entry.offset)
-        if bias is None:
-            self._counters.inc("bias_no_segment")
-            bias = entry.start - entry.offset
-        mapping = replace(
-            base,
-            status=FileStatus.OK,
-            file_id=facts.file_id,
-            build_id=facts.build_id,
-            bias=bias,
-            open_path=open_path,
-        )
-        return _Resolved(mapping, False)
+            anonymous = replace(base, offset=0, dev=0, inode=0, path="", kind=MapKind.ANON, remapped=False)
+            return _Resolved(anonymous, False)
+        return _Resolved(self._with_file(base, facts, open_path), False)
 
     def _resolve_vdso(self, pid: int, base: ExecMapping) -> ExecMapping:
         image = self._vdso.resolve(pid, base.start, base.end)
         if image is None:
             return replace(base, status=FileStatus.UNREADABLE, error="cannot read the vDSO")
-        self._files.add_permanent(image.file_id, image.path)
-        bias = load_bias(image.elf, base.start, 0) if image.elf is not None else None
+        self._files.add_permanent(image.facts.file_id, image.path)
+        return self._with_file(base, image.facts, image.path)
+
+    def _with_file(self, base: ExecMapping, facts: FileFacts, open_path: str) -> ExecMapping:
+        """`base` with its file's identity and load bias (`start - offset` when no PT_LOAD explains it)."""
+        bias = load_bias(facts.elf, base.start, base.offset) if facts.elf is not None else None
+        if bias is None:
+            if facts.elf is not None:
+                self._counters.inc("bias_no_segment")
+            bias = base.start - base.offset
         return replace(
             base,
-            status=FileStatus.OK if image.elf is not None else FileStatus.BAD_ELF,
-            file_id=image.file_id,
-            build_id=image.build_id,
-            bias=base.start if bias is None else bias,
-            open_path=image.path,
+            status=facts.status,
+            file_id=facts.file_id,
+            build_id=facts.build_id,
+            bias=bias,
+            open_path=open_path,
+            error=facts.error,
         )
 
     def _alive(self, pid: int, start_time: int) -> bool:

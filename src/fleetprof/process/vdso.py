@@ -13,21 +13,17 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-from fleetprof.elf.reader import ElfInfo
 from fleetprof.process.counters import Counters
-from fleetprof.process.files import examine, fd_path
+from fleetprof.process.files import FileFacts, examine, fd_path
 from fleetprof.process.procfs import ProcFS, failure_reason
 
 
 @dataclass(frozen=True, slots=True)
 class VdsoImage:
-    """One distinct vDSO image and where its bytes are kept."""
+    """One distinct vDSO image: where its bytes are kept, and what they are."""
 
-    file_id: str
-    build_id: str
     path: str  # file in the cache directory (or a memfd when the directory is not writable)
-    elf: ElfInfo | None
-    size: int
+    facts: FileFacts
 
 
 class VdsoStore:
@@ -75,11 +71,10 @@ class VdsoStore:
             self._memfds.append(fd)
             path, keep = fd_path(fd), True
         try:
-            facts = examine(fd)
+            return VdsoImage(path, examine(fd))
         finally:
             if not keep:
                 os.close(fd)
-        return VdsoImage(facts.file_id, facts.build_id, path, facts.elf, len(data))
 
     def _write(self, digest: str, data: bytes) -> str:
         path = os.path.join(self._dir, f"vdso-{digest[:32]}.so")

@@ -3,8 +3,8 @@
 pyelftools parses every attribute of every DIE (~40 µs each; ~0.1 s per libpython compile unit), so
 this scanner decodes only names, low_pc, decl_line and references of DW_TAG_subprogram DIEs, skips all
 other attributes by form, and jumps over function bodies with DW_AT_sibling. Unknown forms or
-truncated data raise DwarfScanError for that one compile unit. Sections come from pyelftools
-(which also decompresses them); uncompressed ones are read through mmap.
+truncated data raise DwarfScanError for that one compile unit. Sections are found by `elf.view` (which
+also decompresses them); uncompressed ones are read through mmap.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 
-from elftools.elf.elffile import ELFFile
-
-SHF_COMPRESSED = 0x800
+from fleetprof.elf.view import SHF_COMPRESSED, SHT_NOBITS, ElfView
 
 TAG_COMPILE_UNIT = 0x11
 TAG_PARTIAL_UNIT = 0x3C
@@ -114,20 +112,20 @@ class DwarfSections:
         self._file = open(path, "rb")  # noqa: SIM115 - owned for the life of the mmap
         try:
             self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-            elf = ELFFile(self._file)
-            self.little = elf.little_endian
             self.data: dict[str, memoryview | bytes] = {}
-            for section in elf.iter_sections():
-                name = section.name
-                if name.startswith(".zdebug_"):
-                    name = ".debug_" + name[len(".zdebug_") :]
-                if name not in _SECTIONS or section["sh_type"] == "SHT_NOBITS":
-                    continue
-                if section["sh_flags"] & SHF_COMPRESSED or section.name.startswith(".zdebug_"):
-                    self.data[name] = section.data()
-                else:
-                    off, size = section["sh_offset"], section["sh_size"]
-                    self.data[name] = memoryview(self._map)[off : off + size]
+            with ElfView(path) as elf:
+                self.little = elf.little_endian
+                for section in elf.section_list:
+                    name = section.name
+                    if name.startswith(".zdebug_"):
+                        name = ".debug_" + name[len(".zdebug_") :]
+                    if name not in _SECTIONS or section.type == SHT_NOBITS:
+                        continue
+                    if section.flags & SHF_COMPRESSED or section.name.startswith(".zdebug_"):
+                        self.data[name] = elf.section_data(section) or b""
+                    else:
+                        off, size = section.offset, section.size
+                        self.data[name] = memoryview(self._map)[off : off + size]
         except BaseException:
             self.close()
             raise

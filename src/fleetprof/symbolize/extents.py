@@ -13,18 +13,9 @@ import bisect
 import struct
 from array import array
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from itertools import accumulate
 
-from elftools.common.exceptions import ELFError as _PyElfError
-from elftools.elf.elffile import ELFFile
-
-from fleetprof.elf.reader import ELF_MAGIC, ElfError
-
-SHF_EXECINSTR = 0x4
-STT_FUNC = 2
-STT_GNU_IFUNC = 10
-SHN_UNDEF = 0
-SHN_LORESERVE = 0xFF00
+from fleetprof.elf.view import SHF_EXECINSTR, STT_FUNC, STT_GNU_IFUNC, ElfError, ElfView
 
 
 @dataclass(slots=True)
@@ -67,19 +58,21 @@ class CodeExtents:
 
     def name_at(self, index: int) -> str:
         """Name of the symbol at position `index`."""
+        return self._raw_name_at(index).decode("utf-8", "replace")
+
+    def _raw_name_at(self, index: int) -> bytes:
         off = self.name_offsets[index]
         end = self.names.find(b"\0", off)
-        return self.names[off : end if end >= 0 else len(self.names)].decode("utf-8", "replace")
+        return self.names[off : end if end >= 0 else len(self.names)]
 
     def merged(self, other: CodeExtents) -> CodeExtents:
         """Union of two files' symbols (a binary and its debug file); sections from whichever has them."""
-        table: dict[int, tuple[int, int, str]] = {}
+        table: dict[int, tuple[int, bytes]] = {}
         for ext in (self, other):
             for i, start in enumerate(ext.starts):
-                rank = (ext.sizes[i], 0)
-                if start not in table or rank > table[start][:2]:
-                    table[start] = (ext.sizes[i], 0, ext.name_at(i))
-        return _build(self.sections or other.sections, {s: (v[0], v[2]) for s, v in table.items()})
+                if start not in table or ext.sizes[i] > table[start][0]:
+                    table[start] = (ext.sizes[i], ext._raw_name_at(i))
+        return _build(self.sections or other.sections, table)
 
     def to_bytes(self) -> bytes:
         """Compact serialization for the on-disk cache."""
@@ -108,83 +101,54 @@ class CodeExtents:
         return cls(sections, starts, sizes, name_offsets, bytes(data[off:]))
 
 
-def _build(sections: list[tuple[int, int]], table: dict[int, tuple[int, str]]) -> CodeExtents:
-    """Extents from start -> (size, name)."""
+def _build(sections: list[tuple[int, int]], table: dict[int, tuple[int, bytes]]) -> CodeExtents:
+    """Extents from start -> (size, UTF-8 name)."""
     ordered = sorted(table)
-    blob = bytearray()
-    offsets = array("Q")
-    for start in ordered:
-        offsets.append(len(blob))
-        blob += table[start][1].encode("utf-8", "replace") + b"\0"
+    picked = [table[start] for start in ordered]
+    names = [name for _, name in picked]
     return CodeExtents(
         sections=sections,
         starts=array("Q", ordered),
-        sizes=array("Q", (table[s][0] for s in ordered)),
-        name_offsets=offsets,
-        names=bytes(blob),
+        sizes=array("Q", [size for size, _ in picked]),
+        name_offsets=array("Q", [0, *accumulate([len(name) + 1 for name in names[:-1]])] if names else []),
+        names=b"\0".join(names) + b"\0" if names else b"",
     )
 
 
 def read_code_extents(path: str) -> CodeExtents:
     """Read executable sections and FUNC/IFUNC symbols from .symtab and .dynsym; raises ElfError."""
-    try:
-        with open(path, "rb") as stream:
-            if stream.read(4) != ELF_MAGIC:
-                raise ElfError(f"{path}: not an ELF file")
-            stream.seek(0)
-            return _collect(ELFFile(stream), stream)
-    except OSError as exc:
-        raise ElfError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (_PyElfError, struct.error, ValueError, KeyError, IndexError) as exc:
-        raise ElfError(f"{path}: corrupt ELF file ({exc})") from None
+    with ElfView(path) as elf:
+        if elf.problem:
+            raise ElfError(f"{path}: corrupt ELF file ({elf.problem})")
+        return _collect(elf)
 
 
-def _collect(elf: ELFFile, stream: BinaryIO) -> CodeExtents:
-    headers = [section.header for section in elf.iter_sections()]
-    exec_index = {
-        i for i, h in enumerate(headers) if h["sh_flags"] & SHF_EXECINSTR and h["sh_size"] and h["sh_addr"]
+def _collect(elf: ElfView) -> CodeExtents:
+    exec_index = {s.index for s in elf.section_list if s.flags & SHF_EXECINSTR and s.size and s.addr}
+    sections = sorted((s.addr, s.addr + s.size) for s in elf.section_list if s.index in exec_index)
+    best: dict[int, tuple[int, int, int, int]] = {}  # start -> (size, binding rank, table, name offset)
+    rank_of = _BIND_RANK.get
+    tables = elf.symbol_tables()
+    for table, symtab in enumerate(tables):
+        functions = [e for e in symtab.entries() if e[1] & 0xF in _FUNC_KINDS and e[2] in exec_index and e[3]]
+        for name, info, _shndx, value, size in functions:
+            rank = rank_of(info >> 4, 0)
+            held = best.get(value)
+            if held is None or size > held[0] or (size == held[0] and rank > held[1]):  # ties: earlier table
+                best[value] = (size, rank, table, name)
+    strings = [symtab.strings + b"\0" for symtab in tables]  # a NUL at the end: `find` always succeeds
+    named = {
+        start: (b[0], strings[b[2]][b[3] : strings[b[2]].find(b"\0", b[3])]) for start, b in best.items()
     }
-    sections = sorted(
-        (headers[i]["sh_addr"], headers[i]["sh_addr"] + headers[i]["sh_size"]) for i in exec_index
-    )
-    best: dict[int, tuple[int, int, int, int]] = {}  # start -> (size, binding rank, -table, name offset)
-    tables: list[bytes] = []
-    layout = _symbol_layout(elf.elfclass, elf.little_endian)
-    for header in headers:
-        if header["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM") or header["sh_entsize"] != layout.size:
-            continue
-        link = header["sh_link"]
-        if not 0 <= link < len(headers) or headers[link]["sh_type"] != "SHT_STRTAB":
-            continue
-        stream.seek(header["sh_offset"])
-        raw = stream.read(header["sh_size"] - header["sh_size"] % layout.size)
-        stream.seek(headers[link]["sh_offset"])
-        tables.append(stream.read(headers[link]["sh_size"]))
-        table = len(tables) - 1
-        for name, info, shndx, value, size in _iter_symbols(layout, raw, elf.elfclass):
-            if info & 0xF not in (STT_FUNC, STT_GNU_IFUNC) or shndx not in exec_index or not value:
-                continue
-            candidate = (size, _BIND_RANK.get(info >> 4, 0), -table, name)
-            if value not in best or candidate[:3] > best[value][:3]:
-                best[value] = candidate
-    return _build(sections, {v: (b[0], _cstring(tables[-b[2]], b[3])) for v, b in best.items()})
+    if not all(s.isascii() for s in strings):  # as a UTF-8 decode/encode round trip would leave them
+        named = {start: (size, _utf8(raw)) for start, (size, raw) in named.items()}
+    return _build(sections, named)
+
+
+def _utf8(raw: bytes) -> bytes:
+    """`raw` with invalid UTF-8 sequences replaced by U+FFFD."""
+    return raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
 
 
 _BIND_RANK = {1: 3, 2: 2, 0: 1}  # GLOBAL, WEAK, LOCAL: which alias names a shared address
-
-
-def _cstring(table: bytes, offset: int) -> str:
-    end = table.find(b"\0", offset)
-    return table[offset : end if end >= 0 else len(table)].decode("utf-8", "replace")
-
-
-def _symbol_layout(elfclass: int, little: bool) -> struct.Struct:
-    order = "<" if little else ">"
-    return struct.Struct(order + ("IBBHQQ" if elfclass == 64 else "IIIBBH"))
-
-
-def _iter_symbols(layout: struct.Struct, raw: bytes, elfclass: int) -> list[tuple[int, int, int, int, int]]:
-    """(st_name, st_info, st_shndx, st_value, st_size) for every entry of a symbol table."""
-    if elfclass == 64:
-        return [(n, info, shndx, value, size) for n, info, _o, shndx, value, size in layout.iter_unpack(raw)]
-    return [(n, info, shndx, value, size) for n, value, size, info, _o, shndx in layout.iter_unpack(raw)]
+_FUNC_KINDS = frozenset((STT_FUNC, STT_GNU_IFUNC))

@@ -1,20 +1,19 @@
 """Name PLT stubs (`write@plt`) the way objdump does: each stub's `jmp *disp(%rip)` names a GOT slot, and the
-dynamic relocation of that slot names the symbol. Covers .plt, .plt.sec (IBT) and .plt.got."""
+dynamic relocation of that slot names the symbol. Covers .plt, .plt.sec (IBT) and .plt.got.
+
+Relocations and symbols are read raw: pyelftools' per-symbol objects would cost ~0.5 s on a large library."""
 
 from __future__ import annotations
 
 import bisect
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+from fleetprof.elf.view import ElfError, ElfView
 
 PLT_SECTIONS = (".plt", ".plt.sec", ".plt.got")
 _JMP_RIP = b"\xff\x25"  # jmp *disp32(%rip), optionally after bnd (f2) or endbr64
-_RELA = struct.Struct("<QQq")  # Elf64_Rela
-_SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym
+_DISP = struct.Struct("<i")
 
 
 @dataclass(slots=True)
@@ -33,32 +32,17 @@ class PltNames:
         return None
 
 
-def _slot_names(elf: ELFFile, stream: BinaryIO, wanted: set[int]) -> dict[int, str]:
-    """GOT slot address -> symbol name for the `wanted` slots, from the raw dynamic relocations (RELA only,
-    64-bit: what x86-64 uses); pyelftools' per-symbol objects would cost ~0.5 s on a large library."""
+def _slot_names(elf: ElfView, wanted: set[int]) -> dict[int, str]:
+    """GOT slot address -> symbol name for the `wanted` slots, from the raw dynamic relocations."""
     out: dict[int, str] = {}
-    for sec in elf.iter_sections():
-        if sec["sh_type"] != "SHT_RELA" or sec["sh_entsize"] != _RELA.size:
-            continue
-        symtab = elf.get_section(sec["sh_link"])
-        if symtab is None or symtab["sh_entsize"] != _SYM.size:
-            continue
-        strtab = elf.get_section(symtab["sh_link"])
-        if strtab is None:
-            continue
-        stream.seek(sec["sh_offset"])
-        relocs = stream.read(sec["sh_size"] - sec["sh_size"] % _RELA.size)
-        stream.seek(symtab["sh_offset"])
-        syms = stream.read(symtab["sh_size"])
-        stream.seek(strtab["sh_offset"])
-        names = stream.read(strtab["sh_size"])
-        for r_offset, r_info, _ in _RELA.iter_unpack(relocs):
-            index = r_info >> 32
-            if r_offset not in wanted or not index or (index + 1) * _SYM.size > len(syms):
+    for relocs in elf.relocation_tables():
+        symbols = relocs.symbols
+        for r_offset, r_info, _ in relocs.entries():
+            if r_offset not in wanted:
                 continue
-            (name_off,) = _SYM.unpack_from(syms, index * _SYM.size)[:1]
-            end = names.find(b"\0", name_off)
-            name = names[name_off : end if end >= 0 else len(names)].decode("utf-8", "replace")
+            index = relocs.symbol_index(r_info)
+            entry = symbols.entry(index) if index else None
+            name = symbols.string(entry[0]) if entry is not None else ""
             if name:
                 out[r_offset] = name.partition("@")[0]
     return out
@@ -74,27 +58,26 @@ def read_plt_names(path: str) -> PltNames:
     """The PLT stubs of the ELF file at `path`; empty for files without them or that can't be parsed."""
     out = PltNames()
     try:
-        with open(path, "rb") as stream:
-            elf = ELFFile(stream)
-            if elf.elfclass != 64:
+        with ElfView(path) as elf:
+            if elf.elf_class != 64 or not elf.little_endian:
                 return out
             stubs: list[tuple[int, int, int]] = []  # start, end, GOT slot
-            for sec in (s for s in (elf.get_section_by_name(n) for n in PLT_SECTIONS) if s is not None):
-                data = sec.data()
-                base = sec["sh_addr"]
+            for sec in (s for s in map(elf.sections.get, PLT_SECTIONS) if s is not None):
+                data = elf.section_data(sec) or b""
+                base = sec.addr
                 size = _stub_size(sec.name, data)
                 for off in range(0, len(data) - size + 1, size):
                     stub = data[off : off + size]
                     at = stub.find(_JMP_RIP)
                     if at < 0 or at + 6 > len(stub):
                         continue
-                    (disp,) = struct.unpack_from("<i", stub, at + 2)
+                    (disp,) = _DISP.unpack_from(stub, at + 2)
                     stubs.append((base + off, base + off + size, base + off + at + 6 + disp))
             if not stubs:
                 return out
-            slots = _slot_names(elf, stream, {slot for _, _, slot in stubs})
+            slots = _slot_names(elf, {slot for _, _, slot in stubs})
             entries = [(start, end, f"{slots[slot]}@plt") for start, end, slot in stubs if slot in slots]
-    except (OSError, ELFError, struct.error, ValueError, KeyError, AttributeError):
+    except ElfError:
         return PltNames()
     for start, end, name in sorted(entries):
         out.starts.append(start)

@@ -110,30 +110,33 @@ _GROUPS_14: _Groups = (
 
 GROUPS: dict[int, _Groups] = {13: _GROUPS_13, 14: _GROUPS_14}
 
-# Offsets fleetprof reads, each checked to lie inside its group's sizeof: group -> (field, bytes read).
-_USED: dict[str, tuple[tuple[str, int], ...]] = {
-    "runtime_state": (("interpreters_head", 8),),
-    "interpreter_state": (("next", 8), ("threads_head", 8)),
-    "thread_state": (
-        ("next", 8),
-        ("interp", 8),
-        ("current_frame", 8),
-        ("thread_id", 8),
-        ("native_thread_id", 8),
-    ),
-    "interpreter_frame": (("previous", 8), ("executable", 8), ("instr_ptr", 8), ("owner", 1)),
-    "code_object": (
-        ("filename", 8),
-        ("name", 8),
-        ("qualname", 8),
-        ("linetable", 8),
-        ("firstlineno", 4),
-        ("argcount", 4),
-        ("co_code_adaptive", 2),
-    ),
-    "pyobject": (("ob_type", 8),),
-    "bytes_object": (("ob_size", 8), ("ob_sval", 1)),
-    "unicode_object": (("state", 4), ("length", 8)),
+# PyLayout field -> (group, field, bytes fleetprof reads there): the offsets a 3.13+ layout takes from
+# _Py_DebugOffsets, each checked to lie inside its group's sizeof.
+_LAYOUT_FIELDS: dict[str, tuple[str, str, int]] = {
+    "runtime_interp_head": ("runtime_state", "interpreters_head", 8),
+    "interp_next": ("interpreter_state", "next", 8),
+    "interp_tstate_head": ("interpreter_state", "threads_head", 8),
+    "tstate_next": ("thread_state", "next", 8),
+    "tstate_interp": ("thread_state", "interp", 8),
+    "tstate_frame": ("thread_state", "current_frame", 8),
+    "tstate_thread_id": ("thread_state", "thread_id", 8),
+    "tstate_native_tid": ("thread_state", "native_thread_id", 8),
+    "frame_previous": ("interpreter_frame", "previous", 8),
+    "frame_code": ("interpreter_frame", "executable", 8),
+    "frame_lasti": ("interpreter_frame", "instr_ptr", 8),
+    "frame_entry": ("interpreter_frame", "owner", 1),
+    "code_filename": ("code_object", "filename", 8),
+    "code_name": ("code_object", "name", 8),
+    "code_qualname": ("code_object", "qualname", 8),
+    "code_linetable": ("code_object", "linetable", 8),
+    "code_firstlineno": ("code_object", "firstlineno", 4),
+    "code_argcount": ("code_object", "argcount", 4),
+    "code_adaptive": ("code_object", "co_code_adaptive", 2),
+    "ob_type": ("pyobject", "ob_type", 8),
+    "var_ob_size": ("bytes_object", "ob_size", 8),
+    "bytes_sval": ("bytes_object", "ob_sval", 1),
+    "unicode_state": ("unicode_object", "state", 4),
+    "unicode_length": ("unicode_object", "length", 8),
 }
 
 
@@ -210,16 +213,15 @@ def parse_debug_offsets(data: bytes, expected_minor: int | None = None) -> Debug
 
 
 def _validate(values: dict[str, dict[str, int]], name: str) -> None:
-    for group, used in _USED.items():
+    for group, field, width in _LAYOUT_FIELDS.values():
         size = values[group]["size"]
         if not 0 < size < 1 << 20:
             raise DebugOffsetsError(f"{name} _Py_DebugOffsets: implausible sizeof {group} = {size}")
-        for field, width in used:
-            offset = values[group][field]
-            if offset + width > size or offset > _MAX_OFFSET:
-                raise DebugOffsetsError(
-                    f"{name} _Py_DebugOffsets: {group}.{field} = {offset} is outside sizeof {group} = {size}"
-                )
+        offset = values[group][field]
+        if offset + width > size or offset > _MAX_OFFSET:
+            raise DebugOffsetsError(
+                f"{name} _Py_DebugOffsets: {group}.{field} = {offset} is outside sizeof {group} = {size}"
+            )
     unicode = values["unicode_object"]
     if not unicode["state"] < unicode["asciiobject_size"] <= unicode["size"] - 8:
         raise DebugOffsetsError(f"{name} _Py_DebugOffsets: inconsistent unicode_object sizes {unicode}")
@@ -238,42 +240,19 @@ def layout_from_debug_offsets(offsets: DebugOffsets) -> PyLayout:
                 else ""
             )
         )
-    v = offsets.get
-    unicode_data = v("unicode_object", "size") - 8  # PyUnicodeObject = PyCompactUnicodeObject + data pointer
+    fields = {name: offsets.get(group, field) for name, (group, field, _) in _LAYOUT_FIELDS.items()}
+    unicode_data = offsets.get("unicode_object", "size") - 8  # PyUnicodeObject: PyCompactUnicodeObject + data
     return PyLayout(
         minor=offsets.minor,
         free_threaded=offsets.free_threaded,
         source="_Py_DebugOffsets",
         semantics=semantics,
-        runtime_interp_head=v("runtime_state", "interpreters_head"),
-        interp_next=v("interpreter_state", "next"),
-        interp_tstate_head=v("interpreter_state", "threads_head"),
-        tstate_next=v("thread_state", "next"),
-        tstate_interp=v("thread_state", "interp"),
-        tstate_thread_id=v("thread_state", "thread_id"),
-        tstate_native_tid=v("thread_state", "native_thread_id"),
-        tstate_frame=v("thread_state", "current_frame"),
         cframe_current_frame=NONE,
-        frame_previous=v("interpreter_frame", "previous"),
-        frame_code=v("interpreter_frame", "executable"),
-        frame_lasti=v("interpreter_frame", "instr_ptr"),
-        frame_entry=v("interpreter_frame", "owner"),
-        code_read_size=v("code_object", "co_code_adaptive"),
-        code_adaptive=v("code_object", "co_code_adaptive"),
+        code_read_size=fields["code_adaptive"],
         code_code=NONE,
-        code_firstlineno=v("code_object", "firstlineno"),
-        code_argcount=v("code_object", "argcount"),
-        code_filename=v("code_object", "filename"),
-        code_name=v("code_object", "name"),
-        code_qualname=v("code_object", "qualname"),
-        code_linetable=v("code_object", "linetable"),
-        ob_type=v("pyobject", "ob_type"),
-        var_ob_size=v("bytes_object", "ob_size"),
-        bytes_sval=v("bytes_object", "ob_sval"),
-        unicode_length=v("unicode_object", "length"),
-        unicode_state=v("unicode_object", "state"),
-        unicode_ascii_size=v("unicode_object", "asciiobject_size"),
+        unicode_ascii_size=offsets.get("unicode_object", "asciiobject_size"),
         unicode_compact_size=unicode_data,
         unicode_data=unicode_data,
+        **fields,
         **STATE_BITS,
     )

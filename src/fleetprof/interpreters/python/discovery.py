@@ -13,16 +13,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-
-from fleetprof.elf.reader import ElfError, read_elf_info
+from fleetprof.elf.reader import read_elf_info
+from fleetprof.elf.view import ElfError, ElfView, Symbol
 from fleetprof.interpreters.python.debug_offsets import (
     DebugOffsetsError,
     layout_from_debug_offsets,
     parse_debug_offsets,
     struct_size,
 )
-from fleetprof.interpreters.python.elfsyms import ElfImage, Symbol
 from fleetprof.interpreters.python.evalloop import EVAL_FUNCTION, EvalRange, eval_ranges
 from fleetprof.interpreters.python.layouts import MIN_MINOR, PyLayout, table_layout
 from fleetprof.process.fileid import file_id as compute_file_id
@@ -84,14 +82,15 @@ def inspect_python_binary(path: str | Path, file_id: str | None = None) -> Pytho
 
 def _inspect(path: str, file_id: str) -> PythonBinary | None:
     try:
-        with open(path, "rb") as stream:
-            image = ElfImage(stream)
+        with ElfView(path) as image:
+            if image.elf_class != 64 or not image.little_endian:
+                return None
             return _describe(image, path, file_id)
-    except (OSError, ELFError, struct.error, ValueError):
+    except (ElfError, struct.error, ValueError):
         return None
 
 
-def _describe(image: ElfImage, path: str, file_id: str) -> PythonBinary | None:
+def _describe(image: ElfView, path: str, file_id: str) -> PythonBinary | None:
     symbols = image.symbols((*_MARKERS, *_TYPES))
     if not any(name in symbols for name in _MARKERS):
         return None
@@ -120,14 +119,14 @@ def _describe(image: ElfImage, path: str, file_id: str) -> PythonBinary | None:
     )
 
 
-def _version(image: ElfImage, path: str, symbols: dict[str, Symbol]) -> tuple[tuple[int, int, int], str]:
+def _version(image: ElfView, path: str, symbols: dict[str, Symbol]) -> tuple[tuple[int, int, int], str]:
     """(major, minor, micro) from Py_Version (3.11+), else the file name or a version string in .rodata."""
     symbol = symbols.get("Py_Version")
-    raw = image.read(symbol.value, 4) if symbol is not None else None
+    raw = image.read_vaddr(symbol.value, 4) if symbol is not None else None
     if raw is not None:
         hexversion = struct.unpack("<I", raw)[0]
         return (hexversion >> 24, (hexversion >> 16) & 0xFF, (hexversion >> 8) & 0xFF), "Py_Version"
-    rodata = image.section_data(".rodata")
+    rodata = image.section_data(".rodata") or b""
     named = _NAME_VERSION.search(Path(path).name)
     if named is not None:
         minor = int(named.group(2))
@@ -142,7 +141,7 @@ def _version(image: ElfImage, path: str, symbols: dict[str, Symbol]) -> tuple[tu
     )
 
 
-def _layout(image: ElfImage, path: str, version: tuple[int, int, int], runtime: int) -> PyLayout:
+def _layout(image: ElfView, path: str, version: tuple[int, int, int], runtime: int) -> PyLayout:
     layout = table_layout(version[1])
     if layout is not None:
         return layout
@@ -151,7 +150,7 @@ def _layout(image: ElfImage, path: str, version: tuple[int, int, int], runtime: 
         raise UnsupportedPython(
             f"{path}: no layout for CPython 3.{version[1]} (no table, unknown _Py_DebugOffsets)"
         )
-    data = image.read(runtime, size)
+    data = image.read_vaddr(runtime, size)
     if data is None:
         raise UnsupportedPython(f"{path}: {RUNTIME} has no initialised data in the file")
     try:

@@ -13,14 +13,14 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.dwarf.callframe import FDE
-
-from fleetprof.interpreters.python.elfsyms import ElfImage
+from fleetprof.elf.view import ElfView
+from fleetprof.nativeunwind.ehframe import RowSink, walk_frames
+from fleetprof.nativeunwind.errors import UnwindTableError
+from fleetprof.nativeunwind.sources import eh_frame_section
+from fleetprof.nativeunwind.table import UW_CFA_RSP, UW_CMD_STOP, Rule, RuleSet, UnwindStats
 
 EVAL_FUNCTION = "_PyEval_EvalFrameDefault"
 COLD_SUFFIX = ".cold"
-_RSP = 7
 _MAX_SCAN = 1 << 20  # bytes of the hot function scanned for jumps
 _MIN_HITS = 2  # a single decoded "jump" into a fragment may be a misread byte pattern
 
@@ -34,7 +34,7 @@ class EvalRange:
     name: str  # "_PyEval_EvalFrameDefault" or "_PyEval_EvalFrameDefault.cold"
 
 
-def eval_ranges(image: ElfImage) -> tuple[tuple[EvalRange, ...], str]:
+def eval_ranges(image: ElfView) -> tuple[tuple[EvalRange, ...], str]:
     """The eval loop's ranges, hot part first, and a note when the cold part could not be placed."""
     symbols = image.symbols((EVAL_FUNCTION, EVAL_FUNCTION + COLD_SUFFIX))
     hot = symbols.get(EVAL_FUNCTION)
@@ -45,9 +45,9 @@ def eval_ranges(image: ElfImage) -> tuple[tuple[EvalRange, ...], str]:
     if cold is not None:
         ranges.append(EvalRange(cold.value, cold.value + max(cold.size, 1), EVAL_FUNCTION + COLD_SUFFIX))
         return tuple(ranges), ""
-    if image.has_symtab:
+    if ".symtab" in image.sections:
         return tuple(ranges), ""  # GCC always names split parts in .symtab: there is none
-    code = image.read(hot.value, min(hot.size, _MAX_SCAN))
+    code = image.read_vaddr(hot.value, min(hot.size, _MAX_SCAN))
     outside = [t for t in _jump_targets(code or b"", hot.value) if not hot.value <= t < ranges[0].end]
     if not outside:
         return tuple(ranges), ""  # nothing jumps out of the function: no split part
@@ -58,14 +58,22 @@ def eval_ranges(image: ElfImage) -> tuple[tuple[EvalRange, ...], str]:
     return tuple(ranges), ""
 
 
-def _fdes(image: ElfImage) -> list[FDE]:
+def _fdes(image: ElfView) -> list[tuple[int, int, bool]]:
+    """(start, end, starts inside a frame) of every `.eh_frame` FDE, sorted by start; [] when unreadable."""
     try:
-        dwarf = image.elf.get_dwarf_info(relocate_dwarf_sections=False)
-        entries = dwarf.EH_CFI_entries() if dwarf.has_EH_CFI() else []
-    except (DWARFError, ELFError, struct.error, ValueError, KeyError):
+        section = eh_frame_section(image)
+    except UnwindTableError:
         return []
-    fdes = [entry for entry in entries if isinstance(entry, FDE)]
-    fdes.sort(key=lambda fde: fde.header["initial_location"])
+    if section is None:
+        return []
+    sink = RowSink(RuleSet(), UnwindStats(), 0, 1 << 64)
+    walk_frames(section, sink)
+    rules = sink.rules.rules
+    fdes = [
+        (lo, hi, bool(prog.rows) and _starts_inside_a_frame(rules[prog.rows[0] >> 32]))
+        for lo, hi, prog in sink.entries
+    ]
+    fdes.sort(key=lambda fde: fde[0])
     return fdes
 
 
@@ -80,28 +88,25 @@ def _jump_targets(code: bytes, start: int) -> list[int]:
     return targets
 
 
-def _starts_inside_a_frame(fde: FDE) -> bool:
-    """True when the FDE's first row is not a function entry (CFA = rsp + 8): a split-off fragment."""
-    try:
-        table = fde.get_decoded().table
-    except (DWARFError, KeyError, ValueError, struct.error):
-        return False
-    if not table:
-        return False
-    cfa = table[0]["cfa"]
-    return not (cfa.expr is None and cfa.reg == _RSP and cfa.offset == 8)
+def _starts_inside_a_frame(first_rule: Rule) -> bool:
+    """True when an FDE's first row is not a function entry (CFA = rsp + 8): a split-off fragment.
+
+    A STOP row (return address undefined: `_start`) is an entry too; an INVALID one has a CFA no entry has.
+    """
+    kind, _rbp, cfa_offset = first_rule[:3]
+    return kind != UW_CMD_STOP and not (kind == UW_CFA_RSP and cfa_offset == 8)
 
 
-def _fragment_hit_most(image: ElfImage, outside: list[int]) -> tuple[int, int] | None:
+def _fragment_hit_most(image: ElfView, outside: list[int]) -> tuple[int, int] | None:
     """The FDE range of the split-off fragment that most jump targets land in."""
     fdes = _fdes(image)
-    starts = [fde.header["initial_location"] for fde in fdes]
+    starts = [start for start, _, _ in fdes]
     hits: Counter[int] = Counter()
     for target in outside:
         index = bisect.bisect_right(starts, target) - 1
-        if index >= 0 and target < starts[index] + fdes[index].header["address_range"]:
+        if index >= 0 and target < fdes[index][1]:
             hits[index] += 1
     for index, count in hits.most_common():
-        if count >= _MIN_HITS and _starts_inside_a_frame(fdes[index]):
-            return starts[index], starts[index] + fdes[index].header["address_range"]
+        if count >= _MIN_HITS and fdes[index][2]:
+            return fdes[index][0], fdes[index][1]
     return None

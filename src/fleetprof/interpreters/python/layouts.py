@@ -205,8 +205,6 @@ _ROWS: dict[int, dict[str, int]] = {
     },
 }
 
-TABLE_MINORS = tuple(sorted(_ROWS))
-
 
 def table_layout(minor: int) -> PyLayout | None:
     """The compiled-in layout of CPython 3.`minor` (3.8-3.12), None for other versions."""

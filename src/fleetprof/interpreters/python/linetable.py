@@ -49,8 +49,8 @@ def decode(kind: LineTable, table: bytes, firstlineno: int) -> LineRanges:
     if kind is LineTable.LNOTAB:
         return _lnotab(table, firstlineno)
     if kind is LineTable.LINETABLE_310:
-        return _ranges(_linetable_310(table, firstlineno), firstlineno)
-    return _ranges(_locations(table, firstlineno), firstlineno)
+        return _linetable_310(table, firstlineno)
+    return _locations(table, firstlineno)
 
 
 def _lnotab(table: bytes, firstlineno: int) -> LineRanges:
@@ -71,24 +71,22 @@ def _lnotab(table: bytes, firstlineno: int) -> LineRanges:
     return LineRanges(firstlineno, tuple(starts), tuple(lines), addr, bounded=False)
 
 
-def _linetable_310(table: bytes, firstlineno: int) -> list[tuple[int, int, int | None]]:
+def _linetable_310(table: bytes, firstlineno: int) -> LineRanges:
     """3.10: (byte delta u8, line delta s8) pairs; -128 = no line; zero-length ranges are skipped."""
-    out = []
+    starts: list[int] = []
+    lines: list[int | None] = []
     end = 0
     line = firstlineno
     for i in range(0, len(table) - 1, 2):
         start = end
         end += table[i]
         delta = table[i + 1] - 256 if table[i + 1] >= 128 else table[i + 1]
-        current: int | None
-        if delta == _NO_LINE_310:
-            current = None
-        else:
+        if delta != _NO_LINE_310:
             line += delta
-            current = line
         if end > start:
-            out.append((start, end, current))
-    return out
+            starts.append(start)
+            lines.append(None if delta == _NO_LINE_310 else line)
+    return LineRanges(firstlineno, tuple(starts), tuple(lines), end if starts else 0, bounded=True)
 
 
 def _varint(table: bytes, pos: int) -> tuple[int, int]:
@@ -109,31 +107,26 @@ def _signed_varint(table: bytes, pos: int) -> tuple[int, int]:
     return (-(value >> 1) if value & 1 else value >> 1), pos
 
 
-def _locations(table: bytes, firstlineno: int) -> list[tuple[int, int, int | None]]:
+def _locations(table: bytes, firstlineno: int) -> LineRanges:
     """3.11+: location entries; first byte 1kkkklll (kind, length - 1 in code units)."""
-    out = []
+    starts: list[int] = []
+    lines: list[int | None] = []
     end = 0
     line = firstlineno
     pos = 0
-    while pos < len(table):
+    size = len(table)
+    while pos < size:
         first = table[pos]
         kind = (first >> 3) & 15
-        start = end
+        starts.append(end)
         end += ((first & 7) + 1) * 2
         if kind in (_KIND_NO_COLUMNS, _KIND_LONG):
             delta, _ = _signed_varint(table, pos + 1)
             line += delta
         elif _KIND_ONE_LINE0 <= kind < _KIND_NO_COLUMNS:
             line += kind - _KIND_ONE_LINE0
-        out.append((start, end, None if kind == _KIND_NONE else line))
+        lines.append(None if kind == _KIND_NONE else line)
         pos += 1
-        while pos < len(table) and not table[pos] & 128:
+        while pos < size and not table[pos] & 128:
             pos += 1
-    return out
-
-
-def _ranges(ranges: list[tuple[int, int, int | None]], firstlineno: int) -> LineRanges:
-    starts = tuple(start for start, _, _ in ranges)
-    lines = tuple(line for _, _, line in ranges)
-    end = ranges[-1][1] if ranges else 0
-    return LineRanges(firstlineno, starts, lines, end, bounded=True)
+    return LineRanges(firstlineno, tuple(starts), tuple(lines), end, bounded=True)

@@ -7,12 +7,13 @@ checked when the type's address is known, and a failure is a reason string, neve
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fleetprof.interpreters.python.layouts import NONE, PyLayout
 from fleetprof.interpreters.python.linetable import LineRanges, decode
 from fleetprof.interpreters.python.procinfo import code_checksum
-from fleetprof.process.memory import ProcessMemory
+from fleetprof.process.memory import MemoryReader
 
 MAX_STRING = 4096  # characters of a name or file name
 MAX_TABLE = 1 << 18  # bytes of a line table
@@ -44,13 +45,16 @@ class CodeInfo:
 class ObjectReader:
     """Reads objects of one process with one layout; `read_code` is the entry point."""
 
-    def __init__(self, mem: ProcessMemory, layout: PyLayout, types: TypeAddresses) -> None:
+    def __init__(self, mem: MemoryReader, layout: PyLayout, types: TypeAddresses) -> None:
         self.mem = mem
         self.layout = layout
         self.types = types
 
     def read_code(self, addr: int) -> CodeInfo | str:
-        """The code object at `addr`, or a short reason why it cannot be read."""
+        """The code object at `addr`, or a short reason why it cannot be read.
+
+        Three batched reads: the code object, the headers of the objects it points to, their contents.
+        """
         lay = self.layout
         raw = self.mem.read(addr, lay.code_read_size)
         if raw is None:
@@ -61,32 +65,49 @@ class ObjectReader:
         argcount = struct.unpack_from("<i", raw, lay.code_argcount)[0]
         filename_addr, name_addr = _ptr(raw, lay.code_filename), _ptr(raw, lay.code_name)
         qualname_addr = _ptr(raw, lay.code_qualname) if lay.code_qualname != NONE else name_addr
-        checksum = code_checksum(firstlineno, argcount, filename_addr, name_addr)
-        strings = self.read_strings((filename_addr, qualname_addr))
-        if strings[0] is None or strings[1] is None:
+        table_addr = _ptr(raw, lay.code_linetable)
+        str_header = lay.unicode_state + 4
+        requests = [(filename_addr, str_header), (qualname_addr, str_header), (table_addr, lay.bytes_sval)]
+        if lay.code_code != NONE:  # <= 3.10: the bytecode length is co_code's size
+            requests.append((_ptr(raw, lay.code_code), lay.bytes_sval))
+        headers = self.mem.read_many(requests)
+        filename, qualname = self._string_plan(headers[0]), self._string_plan(headers[1])
+        table_size = self._bytes_size(headers[2])
+        contents = self.mem.read_many(
+            [
+                (filename_addr + filename[0], filename[1]) if filename else (0, 0),
+                (qualname_addr + qualname[0], qualname[1]) if qualname else (0, 0),
+                (table_addr + lay.bytes_sval, table_size) if table_size is not None else (0, 0),
+            ]
+        )
+        if filename is None or qualname is None or contents[0] is None or contents[1] is None:
             return "code object names unreadable"
-        table = self.read_bytes(_ptr(raw, lay.code_linetable))
-        if table is None:
+        if table_size is None or contents[2] is None:
             return "line table unreadable"
         if lay.code_code != NONE:
-            code_bytes = self._bytes_size(_ptr(raw, lay.code_code))
+            code_bytes = self._bytes_size(headers[3])
             units = -1 if code_bytes is None else code_bytes // 2
         else:
             units = struct.unpack_from("<q", raw, lay.var_ob_size)[0]
         if not 0 <= units <= MAX_CODE_UNITS:
             return "bytecode length unreadable"
-        lines = decode(lay.semantics.line_table, table, firstlineno)
-        return CodeInfo(strings[1], strings[0], firstlineno, checksum, units, lines)
+        lines = decode(lay.semantics.line_table, contents[2], firstlineno)
+        return CodeInfo(
+            qualname=contents[1].decode(qualname[2], errors="replace"),
+            filename=contents[0].decode(filename[2], errors="replace"),
+            firstlineno=firstlineno,
+            checksum=code_checksum(firstlineno, argcount, filename_addr, name_addr),
+            code_units=units,
+            lines=lines,
+        )
 
-    def read_strings(self, addrs: tuple[int, ...]) -> list[str | None]:
+    def read_strings(self, addrs: Sequence[int]) -> list[str | None]:
         """Decode several str objects with two batched reads (headers, then characters)."""
-        lay = self.layout
-        headers = self.mem.read_many([(a, lay.unicode_state + 4) for a in addrs])
+        headers = self.mem.read_many([(addr, self.layout.unicode_state + 4) for addr in addrs])
         plans = [self._string_plan(header) for header in headers]
-        spans = [
-            (addr + plan[0], plan[1]) if plan else (0, 0) for plan, addr in zip(plans, addrs, strict=True)
-        ]
-        datas = self.mem.read_many(spans)
+        datas = self.mem.read_many(
+            [(addr + plan[0], plan[1]) if plan else (0, 0) for plan, addr in zip(plans, addrs, strict=True)]
+        )
         return [
             data.decode(plan[2], errors="replace") if plan and data is not None else None
             for plan, data in zip(plans, datas, strict=True)
@@ -110,22 +131,26 @@ class ObjectReader:
             return (lay.unicode_ascii_size, length, "ascii") if kind == 1 else None
         return lay.unicode_compact_size, length * kind, _ENCODINGS[kind]
 
-    def read_bytes(self, addr: int) -> bytes | None:
-        """The contents of a bytes object, None if unreadable or implausible."""
-        size = self._bytes_size(addr)
-        if size is None:
-            return None
-        return self.mem.read(addr + self.layout.bytes_sval, size) if size else b""
-
-    def _bytes_size(self, addr: int) -> int | None:
+    def _bytes_size(self, header: bytes | None) -> int | None:
+        """ob_size of a bytes object's header, None if it is not a plausible bytes object."""
         lay = self.layout
-        header = self.mem.read(addr, lay.bytes_sval)
         if header is None:
             return None
         if self.types.bytes and _ptr(header, lay.ob_type) != self.types.bytes:
             return None
         size = struct.unpack_from("<q", header, lay.var_ob_size)[0]
         return size if 0 <= size <= MAX_TABLE else None
+
+
+def linked_list(mem: MemoryReader, first: int, next_offset: int, limit: int) -> list[int]:
+    """Nodes of a linked list from `first`, following the pointer at `next_offset`: at most `limit`, up to a
+    null, unreadable or already seen pointer (memory is untrusted: lists may loop)."""
+    nodes: dict[int, None] = {}  # insertion ordered, O(1) membership
+    node = first
+    while node and node not in nodes and len(nodes) < limit:
+        nodes[node] = None
+        node = mem.u64(node + next_offset) or 0
+    return list(nodes)
 
 
 def _ptr(raw: bytes, offset: int) -> int:

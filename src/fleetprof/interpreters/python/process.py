@@ -14,9 +14,30 @@ from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPyt
 from fleetprof.interpreters.python.layouts import NONE
 from fleetprof.interpreters.python.objects import TypeAddresses
 from fleetprof.interpreters.python.procinfo import PY_OFF_NONE, PyProcInfo
-from fleetprof.process.bias import load_bias as mapping_bias
+from fleetprof.process.bias import load_bias
 from fleetprof.process.maps import MapKind, MapsEntry, parse_maps
-from fleetprof.process.memory import process_start_time
+from fleetprof.process.procfs import ProcFS
+
+# PyProcInfo offsets copied from the PyLayout field of the same name (NONE becomes PY_OFF_NONE).
+_OFFSETS = (
+    "runtime_interp_head",
+    "interp_next",
+    "interp_tstate_head",
+    "tstate_next",
+    "tstate_thread_id",
+    "tstate_native_tid",
+    "tstate_frame",
+    "cframe_current_frame",
+    "frame_previous",
+    "frame_code",
+    "frame_lasti",
+    "frame_entry",
+    "code_firstlineno",
+    "code_argcount",
+    "code_filename",
+    "code_name",
+    "ob_type",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,69 +82,40 @@ def proc_info(binary: PythonBinary, bias: int) -> PyProcInfo:
         flags=sem.flags,
         owner_shim_min=sem.owner_shim_min,
         lasti_shift=sem.lasti_shift,
-        runtime_interp_head=_off(lay.runtime_interp_head),
-        interp_next=_off(lay.interp_next),
-        interp_tstate_head=_off(lay.interp_tstate_head),
-        tstate_next=_off(lay.tstate_next),
-        tstate_thread_id=_off(lay.tstate_thread_id),
-        tstate_native_tid=_off(lay.tstate_native_tid),
-        tstate_frame=_off(lay.tstate_frame),
-        cframe_current_frame=_off(lay.cframe_current_frame),
-        frame_previous=_off(lay.frame_previous),
-        frame_code=_off(lay.frame_code),
-        frame_lasti=_off(lay.frame_lasti),
-        frame_entry=_off(lay.frame_entry),
         code_adaptive=max(lay.code_adaptive, 0),
-        code_firstlineno=_off(lay.code_firstlineno),
-        code_argcount=_off(lay.code_argcount),
-        code_filename=_off(lay.code_filename),
-        code_name=_off(lay.code_name),
-        ob_type=_off(lay.ob_type),
+        **{name: _off(getattr(lay, name)) for name in _OFFSETS},
     )
 
 
-def _file_mappings(pid: int) -> list[MapsEntry]:
-    """Executable file-backed mappings of `pid`."""
-    try:
-        with open(f"/proc/{pid}/maps", "rb") as maps:
-            entries, _ = parse_maps(maps.read())
-    except OSError:
-        return []
-    return [e for e in entries if e.kind is MapKind.FILE]
-
-
-def load_bias(path: str, mappings: list[tuple[int, int]]) -> int | None:
-    """Load bias of ELF `path` from its executable mappings' (start, file offset)."""
+def _file_bias(path: str, mappings: list[MapsEntry]) -> int | None:
+    """Load bias of ELF `path` from the first of its mappings that a PT_LOAD explains."""
     try:
         info = read_elf_info(path)
     except ElfError:
         return None
-    for start, offset in mappings:
-        bias = mapping_bias(info, start, offset)
+    for mapping in mappings:
+        bias = load_bias(info, mapping.start, mapping.offset)
         if bias is not None:
             return bias
     return None
 
 
-def _candidates(pid: int, mappings: list[MapsEntry]) -> list[str]:
-    """Mapped files that may hold CPython: the executable, then anything named like libpython."""
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    names = [exe] if exe else []
-    names += [m.path for m in mappings if "libpython" in os.path.basename(m.path) and m.path not in names]
-    return list(dict.fromkeys(names))
-
-
 def find_python(pid: int) -> PythonProcess | None:
-    """The CPython this process runs, with its load bias; None when there is none (or it is unsupported)."""
-    start_time = process_start_time(pid)
-    mappings = _file_mappings(pid)
-    if start_time is None or not mappings:
+    """The CPython this process runs, with its load bias; None when there is none (or it is unsupported).
+
+    Candidates: the executable, then mapped files named like libpython; deleted files are skipped (their
+    path now names another file, or none).
+    """
+    procfs = ProcFS()
+    try:
+        start_time = procfs.stat(pid).start_time
+        entries, _ = parse_maps(procfs.read_bytes(pid, "maps"))
+    except OSError:
         return None
-    for path in _candidates(pid, mappings):
-        readable = f"/proc/{pid}/root{path}"
+    mappings = [e for e in entries if e.kind is MapKind.FILE and not e.deleted]
+    names = [procfs.exe(pid)] + [m.path for m in mappings if "libpython" in os.path.basename(m.path)]
+    for path in dict.fromkeys(name for name in names if name):
+        readable = procfs.rooted(pid, path)
         readable = readable if os.path.exists(readable) else path
         try:
             binary = inspect_python_binary(readable)
@@ -131,7 +123,7 @@ def find_python(pid: int) -> PythonProcess | None:
             continue
         if binary is None:
             continue
-        bias = load_bias(readable, [(m.start, m.offset) for m in mappings if m.path == path])
+        bias = _file_bias(readable, [m for m in mappings if m.path == path])
         if bias is not None:
             return PythonProcess(pid, binary, bias, start_time)
     return None

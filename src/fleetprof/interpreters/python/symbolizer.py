@@ -8,59 +8,70 @@ a reason counter in `stats`; nothing here raises for bad input.
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
+from dataclasses import dataclass, field
 
 from fleetprof.interpreters.python.objects import CodeInfo, ObjectReader
 from fleetprof.interpreters.python.process import PythonProcess, find_python
 from fleetprof.interpreters.python.procinfo import PY_LASTI_NONE
-from fleetprof.process.memory import ProcessMemory, process_start_time
+from fleetprof.process.memory import MemoryReader, ProcessMemory, process_start_time
 from fleetprof.profile.model import Frame, FrameKind
+from fleetprof.symbolize.lru import BoundedLru
 
 UNKNOWN_FUNCTION = "<unknown python frame>"
+UNKNOWN_FRAME = Frame(kind=FrameKind.PYTHON, function=UNKNOWN_FUNCTION)
 CACHE_SIZE = 16384  # code objects per process
 RECHECK_SECONDS = 1.0  # how often a pid's start time is re-read
 
 
-def unknown_frame() -> Frame:
-    """The frame shown for a Python frame that could not be symbolized."""
-    return Frame(kind=FrameKind.PYTHON, function=UNKNOWN_FUNCTION)
+@dataclass(slots=True)
+class _Code:
+    """A cached code object and the Frames made for its lines (many instructions share a line)."""
+
+    info: CodeInfo
+    frames: dict[int, Frame] = field(default_factory=dict)
+
+    def frame(self, line: int) -> Frame:
+        """The Frame of this code object at `line` (0 when unknown)."""
+        found = self.frames.get(line)
+        if found is None:
+            info = self.info
+            found = self.frames[line] = Frame(
+                kind=FrameKind.PYTHON,
+                function=info.qualname,
+                file=info.filename,
+                line=line,
+                start_line=info.firstlineno,
+            )
+        return found
 
 
 class ProcessSymbolizer:
     """Symbolizes Python frames of one process (one start time), with an LRU cache of code objects."""
 
     def __init__(
-        self, process: PythonProcess, mem: ProcessMemory | None = None, stats: Counter[str] | None = None
+        self, process: PythonProcess, mem: MemoryReader | None = None, stats: Counter[str] | None = None
     ) -> None:
         self.process = process
         self.mem = mem if mem is not None else ProcessMemory(process.pid)
         self.reader = ObjectReader(self.mem, process.binary.layout, process.types)
         self.stats: Counter[str] = stats if stats is not None else Counter()  # failure reason -> count
-        self._cache: OrderedDict[tuple[int, int], CodeInfo] = OrderedDict()
-
-    def code_info(self, code: int, checksum: int) -> CodeInfo | str:
-        """The code object at `code` if its checksum still matches, else the reason it does not."""
-        key = (code, checksum)
-        info = self._cache.get(key)
-        if info is not None:
-            self._cache.move_to_end(key)
-            return info
-        read = self.reader.read_code(code)
-        if isinstance(read, str):
-            return read
-        if read.checksum != checksum:
-            return "checksum mismatch"
-        self._cache[key] = read
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return read
+        self._codes: BoundedLru[tuple[int, int], _Code] = BoundedLru(CACHE_SIZE)
 
     def symbolize(self, code: int, lasti: int, checksum: int) -> Frame:
         """The Frame for one sampled Python frame; `<unknown python frame>` when it cannot be read."""
-        info = self.code_info(code, checksum)
-        if isinstance(info, str):
-            self.stats[info] += 1
-            return unknown_frame()
+        entry = self._codes.get((code, checksum))
+        if entry is None:
+            read = self.reader.read_code(code)
+            if isinstance(read, str):
+                self.stats[read] += 1
+                return UNKNOWN_FRAME
+            if read.checksum != checksum:
+                self.stats["checksum mismatch"] += 1
+                return UNKNOWN_FRAME
+            entry = _Code(read)
+            self._codes.put((code, checksum), entry)
+        info = entry.info
         if lasti == PY_LASTI_NONE:
             line: int | None = info.firstlineno
         elif lasti < info.code_units:
@@ -68,13 +79,14 @@ class ProcessSymbolizer:
         else:
             self.stats["instruction offset past the bytecode"] += 1
             line = None
-        return Frame(
-            kind=FrameKind.PYTHON,
-            function=info.qualname,
-            file=info.filename,
-            line=line if line is not None and line > 0 else 0,
-            start_line=info.firstlineno,
-        )
+        return entry.frame(line if line is not None and line > 0 else 0)
+
+
+@dataclass(slots=True)
+class _Pid:
+    symbolizer: ProcessSymbolizer | None  # None: no supported CPython in the process (or it is gone)
+    start_time: int | None
+    checked_at: float  # monotonic time the start time was last read
 
 
 class PythonSymbolizer:
@@ -82,42 +94,46 @@ class PythonSymbolizer:
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()  # failure reason -> count, over all processes
-        self._processes: dict[int, tuple[ProcessSymbolizer | None, int | None, float]] = {}
+        self._processes: dict[int, _Pid] = {}
 
     def symbolize(self, pid: int, code: int, lasti: int, checksum: int) -> Frame:
         """The Frame for one Python frame of `pid`."""
         symbolizer = self._for_pid(pid)
         if symbolizer is None:
             self.stats["no supported CPython in the process"] += 1
-            return unknown_frame()
+            return UNKNOWN_FRAME
         return symbolizer.symbolize(code, lasti, checksum)
 
     def register(self, process: PythonProcess) -> None:
         """Use what the caller already knows about a process (binary, bias) instead of rediscovering it."""
         entry = self._processes.get(process.pid)
-        if entry is not None and entry[0] is not None and entry[1] == process.start_time:
+        if entry is not None and entry.symbolizer is not None and entry.start_time == process.start_time:
             return
-        self.forget(process.pid)
-        symbolizer = ProcessSymbolizer(process, stats=self.stats)
-        self._processes[process.pid] = (symbolizer, process.start_time, time.monotonic())
+        self._replace(process.pid, process, process.start_time, time.monotonic())
 
     def forget(self, pid: int) -> None:
         """Drop everything about `pid` (call on process exit)."""
         entry = self._processes.pop(pid, None)
-        if entry is not None and entry[0] is not None:
-            entry[0].mem.close()
+        if entry is not None and entry.symbolizer is not None:
+            entry.symbolizer.mem.close()
 
     def _for_pid(self, pid: int) -> ProcessSymbolizer | None:
         now = time.monotonic()
         entry = self._processes.get(pid)
-        if entry is not None and now - entry[2] < RECHECK_SECONDS:
-            return entry[0]
+        if entry is not None and now - entry.checked_at < RECHECK_SECONDS:
+            return entry.symbolizer
         start_time = process_start_time(pid)
-        if entry is not None and entry[1] == start_time:
-            self._processes[pid] = (entry[0], start_time, now)
-            return entry[0]
-        self.forget(pid)
+        if entry is not None and entry.start_time == start_time:
+            entry.checked_at = now
+            return entry.symbolizer
         process = find_python(pid) if start_time is not None else None
+        return self._replace(pid, process, start_time, now)
+
+    def _replace(
+        self, pid: int, process: PythonProcess | None, start_time: int | None, now: float
+    ) -> ProcessSymbolizer | None:
+        """Forget what is known of `pid` and symbolize it as `process` from now on."""
+        self.forget(pid)
         symbolizer = ProcessSymbolizer(process, stats=self.stats) if process is not None else None
-        self._processes[pid] = (symbolizer, start_time, now)
+        self._processes[pid] = _Pid(symbolizer, start_time, now)
         return symbolizer

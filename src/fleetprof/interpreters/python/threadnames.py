@@ -28,11 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from elftools.common.exceptions import ELFError
-
+from fleetprof.elf.view import ElfError, ElfView
 from fleetprof.interpreters.python.debug_offsets import DebugOffsetsError, parse_debug_offsets, struct_size
-from fleetprof.interpreters.python.elfsyms import ElfImage
-from fleetprof.interpreters.python.objects import ObjectReader
+from fleetprof.interpreters.python.objects import ObjectReader, linked_list
 from fleetprof.interpreters.python.process import PythonProcess
 from fleetprof.process.memory import ProcessMemory
 
@@ -141,9 +139,9 @@ def _type_symbols(process: PythonProcess) -> tuple[int, int, int]:
         cached = _type_cache.get(binary.file_id)
     if cached is None:
         try:
-            with open(binary.path, "rb") as stream:
-                found = ElfImage(stream).symbols(_TYPE_SYMBOLS)
-        except (OSError, ELFError, ValueError, struct.error):
+            with ElfView(binary.path) as image:
+                found = image.symbols(_TYPE_SYMBOLS)
+        except ElfError:
             found = {}
         dict_type, module_type, long_type = (found[n].value if n in found else 0 for n in _TYPE_SYMBOLS)
         cached = (dict_type, module_type, long_type)
@@ -200,22 +198,20 @@ class NameReader:
                 continue
             threads = [value for _, value in (self.dict_items(active) or [])][:MAX_THREADS]
             found = True
+            named: list[tuple[int, int]] = []  # (tid, address of its name)
             for thread in threads:
                 attrs = self.attributes(thread, ("_name", "_native_id"))
                 tid = self.read_int(attrs.get("_native_id", 0))
-                name = self.strings.read_strings((attrs["_name"],))[0] if "_name" in attrs else None
-                if tid is not None and tid > 0 and name is not None:
-                    names[tid] = name
+                if tid is not None and tid > 0 and "_name" in attrs:
+                    named.append((tid, attrs["_name"]))
+            texts = self.strings.read_strings([addr for _, addr in named])
+            names.update((tid, text) for (tid, _), text in zip(named, texts, strict=True) if text is not None)
         return names if found else None
 
     def _interpreters(self) -> list[int]:
         lay = self.process.binary.layout
-        out: list[int] = []
-        interp = self.mem.u64(self.process.runtime_addr + lay.runtime_interp_head) or 0
-        while interp and interp not in out and len(out) < MAX_INTERPRETERS:
-            out.append(interp)
-            interp = self.mem.u64(interp + lay.interp_next) or 0
-        return out
+        first = self.mem.u64(self.process.runtime_addr + lay.runtime_interp_head) or 0
+        return linked_list(self.mem, first, lay.interp_next, MAX_INTERPRETERS)
 
     def _threading_dict(self, interp: int) -> int:
         cached = self._threading.get(interp)

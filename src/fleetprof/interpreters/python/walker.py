@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from fleetprof.interpreters.python.objects import linked_list
 from fleetprof.interpreters.python.process import find_python, proc_info
 from fleetprof.interpreters.python.procinfo import (
     PY_F_CFRAME,
@@ -24,7 +25,7 @@ from fleetprof.interpreters.python.procinfo import (
     code_checksum,
 )
 from fleetprof.interpreters.python.symbolizer import ProcessSymbolizer
-from fleetprof.process.memory import ProcessMemory
+from fleetprof.process.memory import MemoryReader, ProcessMemory
 from fleetprof.profile.model import Frame
 
 MAX_INTERPRETERS = 8
@@ -55,31 +56,22 @@ class ThreadStack:
     error: str = ""  # why the walk stopped early, "" when it reached the bottom
 
 
-def thread_states(mem: ProcessMemory, info: PyProcInfo) -> list[tuple[int, int, int | None]]:
+def thread_states(mem: MemoryReader, info: PyProcInfo) -> list[tuple[int, int, int | None]]:
     """(tstate, thread_id, native tid) of every thread of every interpreter, bounded and cycle-safe."""
     out: list[tuple[int, int, int | None]] = []
-    seen: set[int] = set()
-    interp = mem.u64(info.runtime_addr + info.runtime_interp_head) or 0
-    for _ in range(MAX_INTERPRETERS):
-        if not interp or interp in seen:
-            break
-        seen.add(interp)
-        tstate = mem.u64(interp + info.interp_tstate_head) or 0
-        for _ in range(MAX_THREADS):
-            if not tstate or tstate in seen:
-                break
-            seen.add(tstate)
+    first_interp = mem.u64(info.runtime_addr + info.runtime_interp_head) or 0
+    for interp in linked_list(mem, first_interp, info.interp_next, MAX_INTERPRETERS):
+        first_tstate = mem.u64(interp + info.interp_tstate_head) or 0
+        for tstate in linked_list(mem, first_tstate, info.tstate_next, MAX_THREADS):
             thread_id = mem.u64(tstate + info.tstate_thread_id)
-            native = mem.u64(tstate + info.tstate_native_tid) if info.flags & PY_F_NATIVE_TID else None
             if thread_id is None:
                 break
+            native = mem.u64(tstate + info.tstate_native_tid) if info.flags & PY_F_NATIVE_TID else None
             out.append((tstate, thread_id, native))
-            tstate = mem.u64(tstate + info.tstate_next) or 0
-        interp = mem.u64(interp + info.interp_next) or 0
     return out
 
 
-def first_frame(mem: ProcessMemory, info: PyProcInfo, tstate: int) -> int:
+def first_frame(mem: MemoryReader, info: PyProcInfo, tstate: int) -> int:
     """The innermost frame of a thread (0 when it runs no Python code)."""
     frame = mem.u64(tstate + info.tstate_frame) or 0
     if frame and info.flags & PY_F_CFRAME:
@@ -87,7 +79,7 @@ def first_frame(mem: ProcessMemory, info: PyProcInfo, tstate: int) -> int:
     return frame
 
 
-def _fields(mem: ProcessMemory, addr: int, spec: tuple[tuple[int, int], ...]) -> list[int] | None:
+def _fields(mem: MemoryReader, addr: int, spec: tuple[tuple[int, int], ...]) -> list[int] | None:
     """Little-endian unsigned fields (offset, size) of the object at `addr`, read with one read."""
     low = min(offset for offset, _ in spec)
     high = max(offset + size for offset, size in spec)
@@ -97,7 +89,7 @@ def _fields(mem: ProcessMemory, addr: int, spec: tuple[tuple[int, int], ...]) ->
     return [int.from_bytes(data[offset - low : offset - low + size], "little") for offset, size in spec]
 
 
-def _emit(mem: ProcessMemory, info: PyProcInfo, frame: int) -> tuple[int, int, int] | str:
+def _emit(mem: MemoryReader, info: PyProcInfo, frame: int) -> tuple[int, int, int] | str:
     """(code, lasti, checksum) of one frame, exactly as the BPF computes them, or an error reason."""
     code = mem.u64(frame + info.frame_code)
     if not code:
@@ -126,7 +118,7 @@ def _emit(mem: ProcessMemory, info: PyProcInfo, frame: int) -> tuple[int, int, i
 
 
 def walk_frames(
-    mem: ProcessMemory, info: PyProcInfo, frame: int, max_depth: int = MAX_DEPTH
+    mem: MemoryReader, info: PyProcInfo, frame: int, max_depth: int = MAX_DEPTH
 ) -> tuple[list[RawFrame], str]:
     """Walk a frame chain from `frame` the way the BPF does across all eval-loop calls; (frames, error)."""
     frames: list[RawFrame] = []
