@@ -1,18 +1,27 @@
-"""The C headers are the one source of shared layouts; their Python mirrors must agree byte for byte."""
+"""The C headers are the one source of shared layouts; their Python mirrors must agree byte for byte, and
+every constant a header #defines must exist in its mirror with the same value."""
 
 from __future__ import annotations
 
 import ctypes
 import re
+import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from fleetprof.interpreters.python import procinfo
+from fleetprof.nativeunwind import table
 from fleetprof.tracer import layout
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "fleetprof"
 SAMPLE_H = SRC / "tracer" / "bpf" / "sample.h"
+UNWIND_H = SRC / "nativeunwind" / "unwind_table.h"
+PYTHON_H = SRC / "interpreters" / "python" / "python_offsets.h"
+MIRRORS: dict[Path, ModuleType] = {SAMPLE_H: layout, UNWIND_H: table, PYTHON_H: procinfo}
+PRELUDE = "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
 
 STRUCTS = {
     "frame": layout.Frame,
@@ -26,41 +35,47 @@ STRUCTS = {
     "sampler_config": layout.SamplerConfig,
 }
 
-
-def header_defines(path: Path) -> dict[str, int]:
-    """Integer #defines of a header (values may refer to earlier names)."""
-    out: dict[str, int] = {}
-    for name, expr in re.findall(r"^#define\s+([A-Z_0-9]+)\s+(.+?)\s*(?:/\*.*)?$", path.read_text(), re.M):
-        try:
-            out[name] = int(eval(expr, {}, dict(out)))
-        except Exception:
-            continue
-    return out
+# An object-like macro with a value: `#define NAME value` (a function-like macro has `(` right after its
+# name; an include guard has no value). Continuation lines count as a value.
+_DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+\S", re.M)
 
 
-def c_layout(
-    tmp_path: Path, header: Path, structs: dict[str, type[ctypes.Structure]], prelude: str = ""
-) -> dict:
-    """Compile a program that prints sizeof and every field offset of `structs` as declared in `header`."""
-    lines = [
-        "#include <stdio.h>",
-        "#include <stddef.h>",
-        "#include <linux/types.h>",
-        prelude,
-        f'#include "{header}"',
-        "int main(void) {",
-    ]
+def defined_names(header: Path) -> list[str]:
+    """Names of the object-like macros with a value that `header` itself defines, in order."""
+    return _DEFINE.findall(header.read_text())
+
+
+def _run_c(tmp_path: Path, header: Path, body: list[str]) -> list[str]:
+    """Compile and run `main() { body }` with `header` included; its stdout lines."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is not installed (make setup installs it)")
+    src = tmp_path / f"{header.stem}_probe.c"
+    src.write_text(f'{PRELUDE}#include "{header}"\nint main(void) {{\n' + "\n".join(body) + "\nreturn 0; }\n")
+    exe = tmp_path / f"{header.stem}_probe"
+    built = subprocess.run(
+        ["gcc", "-Wall", "-Werror", "-o", str(exe), str(src)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
+
+
+def c_defines(tmp_path: Path, header: Path) -> dict[str, int]:
+    """Every constant `header` defines, evaluated by the C compiler (expressions, suffixes and all)."""
+    names = defined_names(header)
+    body = [f'printf("{name} %lld\\n", (long long)({name}));' for name in names]
+    values = dict(line.split() for line in _run_c(tmp_path, header, body))
+    return {name: int(value) for name, value in values.items()}
+
+
+def c_layout(tmp_path: Path, header: Path, structs: dict[str, type[ctypes.Structure]]) -> dict:
+    """sizeof and every field offset of `structs` as declared in `header`."""
+    body = []
     for name, cls in structs.items():
-        lines.append(f'printf("{name} size %zu\\n", sizeof(struct {name}));')
+        body.append(f'printf("{name} size %zu\\n", sizeof(struct {name}));')
         for field in cls._fields_:
-            lines.append(f'printf("{name} {field[0]} %zu\\n", offsetof(struct {name}, {field[0]}));')
-    lines.append("return 0; }")
-    src = tmp_path / "layout.c"
-    src.write_text("\n".join(lines))
-    exe = tmp_path / "layout"
-    subprocess.run(["gcc", "-o", str(exe), str(src)], check=True, capture_output=True)
+            body.append(f'printf("{name} {field[0]} %zu\\n", offsetof(struct {name}, {field[0]}));')
     out: dict = {}
-    for line in subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines():
+    for line in _run_c(tmp_path, header, body):
         struct_name, field, value = line.split()
         out[(struct_name, field)] = int(value)
     return out
@@ -82,19 +97,7 @@ def test_fast_decoders_match_structs() -> None:
     assert layout.MAPPING_INFO_STRUCT.size == ctypes.sizeof(layout.MappingInfo)
 
 
-@pytest.mark.parametrize("name", sorted(header_defines(SAMPLE_H)))
-def test_sample_h_constants_match_python(name: str) -> None:
-    if name.startswith("FLEETPROF_"):
-        return
-    assert getattr(layout, name) == header_defines(SAMPLE_H)[name]
-
-
-UNWIND_H = SRC / "nativeunwind" / "unwind_table.h"
-
-
 def test_unwind_table_h_structs_match_python(tmp_path: Path) -> None:
-    from fleetprof.nativeunwind import table
-
     structs = {"unwind_rule": table.UnwindRule, "unwind_row": table.UnwindRow}
     got = c_layout(tmp_path, UNWIND_H, structs)
     for name, cls in structs.items():
@@ -105,8 +108,35 @@ def test_unwind_table_h_structs_match_python(tmp_path: Path) -> None:
     assert table.ROW_STRUCT.size == ctypes.sizeof(table.UnwindRow)
 
 
-@pytest.mark.parametrize("name", sorted(header_defines(UNWIND_H)))
-def test_unwind_table_h_constants_match_python(name: str) -> None:
-    from fleetprof.nativeunwind import table
+@pytest.mark.parametrize("header", list(MIRRORS), ids=lambda h: h.name)
+def test_every_define_is_mirrored(tmp_path: Path, header: Path) -> None:
+    """Each constant of the header has a twin of the same name and value in its Python mirror."""
+    mirror = MIRRORS[header]
+    defines = c_defines(tmp_path, header)
+    assert defines, f"no constants found in {header}"
+    missing = sorted(name for name in defines if not hasattr(mirror, name))
+    assert not missing, f"{mirror.__name__} lacks {missing}"
+    wrong = {
+        name: (value, getattr(mirror, name))
+        for name, value in defines.items()
+        if getattr(mirror, name) != value
+    }
+    assert not wrong, f"{header.name} vs {mirror.__name__} (C, Python): {wrong}"
 
-    assert getattr(table, name) == header_defines(UNWIND_H)[name]
+
+def test_define_parser_sees_every_form(tmp_path: Path) -> None:
+    """Expressions, suffixes, trailing and multi-line comments, continuation lines and indented directives
+    are all read; include guards and function-like macros are not constants."""
+    header = tmp_path / "probe.h"
+    header.write_text(
+        "#ifndef PROBE_H\n#define PROBE_H\n"
+        "#define A 3 /* a comment\n   on two lines */\n"
+        "#define B (A * 2)  // twice A\n"
+        "#define C 0xffffffffu\n"
+        "  #  define D \\\n    7\n"
+        "#define F(x) ((x) + 1)\n"
+        "#define MAX_FRAMES 1024  /* the one the old regex never compared */\n"
+        "#endif\n"
+    )
+    assert defined_names(header) == ["A", "B", "C", "D", "MAX_FRAMES"]
+    assert c_defines(tmp_path, header) == {"A": 3, "B": 6, "C": 0xFFFFFFFF, "D": 7, "MAX_FRAMES": 1024}
