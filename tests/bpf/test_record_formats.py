@@ -1,18 +1,28 @@
 """Each output format of a real `fleetprof record` run: the folded contract, pprof through the protobuf schema
-with the right build ids, speedscope against its schema, and the self-contained HTML flame graph."""
+with the right build ids, speedscope against its schema, the self-contained HTML flame graph (its embedded
+call tree decoded), and the OTLP request through opentelemetry-proto: each carries the program's whole
+chains."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
+    ExportProfilesServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from zoo.build import (
     FP_FLAGS,
     ZOO_DIR,
+    Frame,
+    Stack,
     ZooError,
     build_c,
     build_ids,
@@ -29,13 +39,17 @@ from zoo.build import (
     split_folded,
 )
 
+from fleetprof import __version__
 from fleetprof.output.proto import profile_pb2
+from fleetprof.profile.model import FrameKind
 
 EXE = "zoo_fp"
 SCHEMA = Path(__file__).resolve().parents[1] / "fixtures" / "output" / "speedscope-file-format.schema.json"
 MIN_SHARE = 0.99
 KERNEL_SUFFIX = "_[k]"
 BARE_ADDRESS = re.compile(r"(\[unknown\]\+)?0x[0-9a-f]+")
+HTML_DATA = re.compile(r'<script type="application/json" id="fg-data">(.*?)</script>', re.DOTALL)
+KERNEL_MAPPING = "[kernel.kallsyms]"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +71,7 @@ def outputs(exe: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
         "pprof": out_dir / "p.pb.gz",
         "speedscope": out_dir / "p.speedscope.json",
         "html": out_dir / "p.html",
+        "otlp": out_dir / "p.otlp",
     }
     for fmt, path in files.items():
         run = record(["--", str(exe), "1"], path, cache_dir=cache)
@@ -168,10 +183,130 @@ def test_speedscope_validates(outputs: dict[str, Path]) -> None:
     assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
 
 
-def test_html_is_self_contained(outputs: dict[str, Path]) -> None:
-    """The HTML flame graph loads nothing from the network and holds the profiled functions."""
+def html_stacks(payload: dict[str, Any]) -> list[Stack]:
+    """The stacks of the page's call tree (strings, name, parent, self, kind per node; parents first), as
+    the page's script reads it: a node's path from the root is a stack, its self count the samples."""
+    strings, names, parents, kinds = payload["strings"], payload["name"], payload["parent"], payload["kind"]
+    paths: list[tuple[tuple[str, int], ...]] = []
+    out = []
+    for i, parent in enumerate(parents):
+        assert -1 <= parent < i, "parents come before their children"
+        path = () if parent < 0 else (*paths[parent], (strings[names[i]], kinds[i]))
+        paths.append(path)
+        if payload["self"][i] and path:
+            (process, kind), *frames = path
+            assert kind == FrameKind.PROCESS, path
+            out.append(Stack(process, tuple(Frame.parse(name) for name, _ in frames), payload["self"][i]))
+    return out
+
+
+def test_html_is_self_contained_and_embeds_the_stacks(outputs: dict[str, Path]) -> None:
+    """The HTML flame graph loads nothing from the network, and the call tree it embeds holds the program's
+    whole chains with the recording's metadata."""
     text = outputs["html"].read_text()
     assert text.lstrip().lower().startswith("<!doctype html")
     assert not re.search(r"""<(script|link)[^>]+(src|href)=["']?https?:""", text, re.IGNORECASE)
-    for name in ("outer", "middle", "inner", "hot"):
-        assert name in text
+    (data,) = HTML_DATA.findall(text)
+    payload = json.loads(data)
+    assert payload["meta"]["frequency_hz"] == 999
+    assert payload["meta"]["hostname"] == socket.gethostname()
+    stacks = html_stacks(payload)
+    assert payload["meta"]["processes"] == 1, "one process: the command (exec keeps the forked pid)"
+    assert {s.process for s in stacks} <= {EXE, "fleetprof"}, "only the command's processes"
+    assert sum(payload["self"]) == sum(s.count for s in stacks)
+    got = judge(stacks, chains(), process=EXE)
+    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
+
+
+def _any(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+class OtlpView:
+    """One ExportProfilesServiceRequest with its dictionary indexes resolved."""
+
+    def __init__(self, path: Path) -> None:
+        self.request = ExportProfilesServiceRequest()
+        self.request.ParseFromString(path.read_bytes())
+        self.d = self.request.dictionary
+        self.s = self.d.string_table
+
+    def attrs(self, indices: Any) -> dict[str, Any]:
+        """Attribute table entries as a dict."""
+        out = {}
+        for i in indices:
+            kv = self.d.attribute_table[i]
+            out[self.s[kv.key_strindex]] = _any(kv.value)
+        return out
+
+    def frames(self, location_index: int) -> list[Frame]:
+        """A location's frames, outermost inline first, with the frame type it declares checked."""
+        loc = self.d.location_table[location_index]
+        mapping = self.d.mapping_table[loc.mapping_index]
+        module = os.path.basename(self.s[mapping.filename_strindex]) if loc.mapping_index else ""
+        frame_type = self.attrs(loc.attribute_indices).get("profile.frame.type")
+        out = []
+        for line in reversed(loc.lines):  # innermost inline first on the wire
+            name = self.s[self.d.function_table[line.function_index].name_strindex]
+            if module == KERNEL_MAPPING:
+                assert frame_type == "kernel", name
+                out.append(Frame(name, "", "kernel"))
+            elif name.startswith("[unwind:"):
+                out.append(Frame(name, "", "error"))
+            else:
+                assert frame_type == "native", name
+                out.append(Frame(name, module, "native"))
+        return out
+
+
+def test_otlp_request_carries_chains_and_attributes(outputs: dict[str, Path], exe: Path) -> None:
+    """The OTLP file is one ExportProfilesServiceRequest: a resource per process named and numbered, the
+    scope and sample types set, sample thread attributes and timestamps inside the profile's window, the
+    executable's mapping with its GNU build id, and the program's whole chains."""
+    path = outputs["otlp"]
+    view = OtlpView(path)
+    written_ns = path.stat().st_mtime_ns
+    stacks = []
+    pids = set()
+    for rp in view.request.resource_profiles:
+        resource = {kv.key: _any(kv.value) for kv in rp.resource.attributes}
+        process, pid = resource["process.executable.name"], resource["process.pid"]
+        assert resource["host.name"] == socket.gethostname()
+        assert process in {EXE, "fleetprof"}, "only the command's processes"
+        assert pid not in pids or process != EXE, "one resource per process"
+        pids.add(pid)
+        (scope,) = rp.scope_profiles
+        assert (scope.scope.name, scope.scope.version) == ("fleetprof", __version__)
+        (prof,) = scope.profiles
+        assert prof.period == 1_000_000_000 // 999
+        assert (view.s[prof.sample_type.type_strindex], view.s[prof.sample_type.unit_strindex]) == (
+            "samples",
+            "count",
+        )
+        assert (view.s[prof.period_type.type_strindex], view.s[prof.period_type.unit_strindex]) == (
+            "cpu",
+            "nanoseconds",
+        )
+        assert 0 < prof.time_unix_nano < prof.time_unix_nano + prof.duration_nano <= written_ns
+        for sample in prof.samples:
+            attrs = view.attrs(sample.attribute_indices)
+            if process == EXE:
+                assert attrs["thread.id"] == pid and attrs["thread.name"] == EXE, attrs
+            stamps = list(sample.timestamps_unix_nano)
+            assert stamps == sorted(stamps)
+            assert all(prof.time_unix_nano <= t <= prof.time_unix_nano + prof.duration_nano for t in stamps)
+            count = len(stamps) or sample.values[0]
+            locations = view.d.stack_table[sample.stack_index].location_indices
+            frames = tuple(f for i in reversed(locations) for f in view.frames(i))  # leaf first on the wire
+            stacks.append(Stack(process, frames, count, pid))
+    assert len(pids) == 1, "one process: the command (exec keeps the forked pid)"
+    exe_maps = [m for m in view.d.mapping_table if view.s[m.filename_strindex] == str(exe)]
+    assert exe_maps
+    for mapping in exe_maps:
+        attrs = view.attrs(mapping.attribute_indices)
+        assert attrs["process.executable.build_id.gnu"] == build_ids(exe)
+        assert re.fullmatch(r"[0-9a-f]{32}", attrs["process.executable.build_id.htlhash"]), attrs
+        assert mapping.memory_start < mapping.memory_limit
+    got = judge(stacks, chains(), process=EXE)
+    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
