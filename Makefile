@@ -9,21 +9,31 @@ BPF_SRC := $(BPF_DIR)/sampler.bpf.c $(wildcard $(BPF_DIR)/*.h) $(wildcard src/fl
 	$(wildcard src/fleetprof/interpreters/python/*.h)
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
 	-I$(BPF_DIR) -Isrc/fleetprof/nativeunwind -Isrc/fleetprof/interpreters/python
-DEB_PACKAGES := clang llvm libbpf1 libbpf-dev gcc g++ make binutils gdb linux-perf procps chromium golang-go
+DEB_PACKAGES := clang llvm libbpf1 libbpf-dev bpftool gcc g++ make binutils gdb linux-perf procps util-linux \
+	chromium golang-go
+# Installed from Debian only when the command is missing (a rustup or NodeSource install serves as well).
+RUSTUP_CARGO := $(HOME)/.cargo/bin/cargo
+NPM_DIR := tools/npm
+NPM_STAMP := $(NPM_DIR)/node_modules/.package-lock.json
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# pytest's exit 5 means no test ran (nothing collected, or everything deselected): say so and fail.
+run_pytest = $(PYTEST) $(1) || { rc=$$?; [ $$rc -ne 5 ] || echo "make: pytest ran no test in $(1) (exit 5)" >&2; exit $$rc; }
 STAMP := .stamp
 DURATION ?= 10
 OUT ?= fleetprof.html
 
-.PHONY: help setup deps venv bpf test test-unit test-bpf run lint format bench clean
+.PHONY: help setup deps venv bpf npm test test-unit test-bpf run lint format bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: deps venv bpf ## install system packages, the venv and the BPF objects (idempotent)
+setup: deps venv bpf npm ## install system packages, the venv, the BPF objects and test tools (idempotent)
 
 deps: $(STAMP)/deps
 $(STAMP)/deps: Makefile
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v cargo >/dev/null || test -x $(RUSTUP_CARGO) || missing="$$missing cargo"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -39,18 +49,24 @@ $(STAMP)/venv: pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@mkdir -p $(STAMP) && touch $@
 
+npm: $(NPM_STAMP) ## the npm packages the tests use (tools/npm: speedscope's file-format schema)
+$(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(NPM_DIR) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch node_modules/.package-lock.json; \
+	else echo "npm is not installed: the tests that use $(NPM_DIR) will skip (make setup installs npm)"; fi
+
 bpf: $(BPF_OBJ) ## compile the BPF programs (CO-RE objects)
 $(BPF_OBJ): $(BPF_SRC) $(STAMP)/deps
 	clang $(BPF_CFLAGS) -c $(BPF_DIR)/sampler.bpf.c -o $@
 
 test: setup ## run every test (unit tier, then the BPF tier as root)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	@$(call run_pytest,tests)
 
-test-unit: setup ## the tier that needs no root
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+test-unit: venv npm ## the tier that needs no root (and no system packages installed by make)
+	@$(call run_pytest,tests/unit)
 
 test-bpf: setup ## the tier that runs BPF for real
-	$(PY) -m pytest -q -p no:cacheprovider tests/bpf
+	@$(call run_pytest,tests/bpf)
 
 run: setup ## record the whole host for $(DURATION) s into $(OUT), an HTML flame graph
 	$(VENV)/bin/fleetprof record --all --duration $(DURATION) --output $(OUT)
