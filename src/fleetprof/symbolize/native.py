@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from symbolic import Archive, SymCache
 from symbolic.exceptions import SymbolicError
@@ -22,6 +23,7 @@ from symbolic.exceptions import SymbolicError
 from fleetprof.cachedir import default_cache_dir
 from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS, find_debug_file
 from fleetprof.elf.reader import ElfError, ElfInfo, read_elf_info
+from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.demangle import demangle
 from fleetprof.symbolize.extents import CodeExtents, read_code_extents
 from fleetprof.symbolize.lru import BoundedLru
@@ -109,12 +111,15 @@ class NativeSymbolizer:
         debug_dirs: tuple[str, ...] = DEFAULT_DEBUG_DIRS,
         max_files: int = 32,
         start_lines: bool = True,
+        debuginfod: DebuginfodClient | Literal["environment"] | None = "environment",
     ) -> None:
         """`cache_dir` defaults to symbols/ under the cache directory (`fleetprof.cachedir`);
-        `persist=False` keeps SymCaches in memory only."""
+        `persist=False` keeps SymCaches in memory only. `debuginfod` defaults to the servers in
+        `DEBUGINFOD_URLS` (none when unset), asked when no local debug file is found."""
         directory = (cache_dir or default_cache_dir() / "symbols") if persist else None
         self._store = SymcacheStore(directory)
         self._debug_dirs = debug_dirs
+        self._debuginfod = DebuginfodClient.from_environment() if debuginfod == "environment" else debuginfod
         self._want_start_lines = start_lines
         self._files: BoundedLru[str, _Loaded] = BoundedLru(max_files, on_evict=_Loaded.close)
         self.problems: dict[str, str] = {}  # module path -> why its addresses are degraded
@@ -188,12 +193,19 @@ class NativeSymbolizer:
         return _Loaded(file.module, stored, dwarf_path=dwarf_path, read_path=file.open_path or file.path)
 
     def _debug_file_appeared(self, file: NativeFile, stored: StoredSymbols) -> bool:
-        """True when a cached entry built without a debug file now has one under a build-id path."""
+        """True when a cached entry built without a debug file now has one under a build-id path,
+        or (for a file without DWARF) from debuginfod, whose negative cache keeps this cheap."""
         build_id = stored.build_id or file.build_id
         if stored.debug_path or len(build_id) <= 2:
             return False
         name = f".build-id/{build_id[:2]}/{build_id[2:]}.debug"
-        return any(os.path.isfile(f"{root}{d}/{name}") for d in self._debug_dirs for root in {file.root, ""})
+        if any(os.path.isfile(f"{root}{d}/{name}") for d in self._debug_dirs for root in {file.root, ""}):
+            return True
+        return (
+            not stored.dwarf_path
+            and self._debuginfod is not None
+            and bool(self._debuginfod.debuginfo(build_id).path)
+        )
 
     def _build(self, file: NativeFile) -> StoredSymbols | str:
         """Build SymCaches and extents from the file and its debug file; a reason string on failure."""
@@ -266,6 +278,13 @@ class NativeSymbolizer:
             )
             if found:
                 return found
+        if self._debuginfod is not None and build_id:
+            fetched = self._debuginfod.debuginfo(build_id)
+            if fetched.downloaded:
+                self.stats["native.debuginfod_downloads"] += 1
+            if fetched.path:
+                return fetched.path
+            notes.append(fetched.reason)
         if info.debuglink:
             notes.append(f"debug file {info.debuglink} not found")
         return ""
