@@ -26,6 +26,7 @@ WALKER_ERROR = "[unwind: python walker]"
 
 def _offsets(interp: Interpreter) -> list[str]:
     """corrupt.py's argv after the duration: frame-object flag, previous and code offsets of frames."""
+    interp.require()
     library = PYENV_ROOT / interp.name / "lib" / f"libpython3.{interp.minor}.so.1.0"
     binary = inspect_python_binary(library)
     assert binary is not None
