@@ -37,7 +37,9 @@ def test_time_in_the_unwinder_is_measured(zoo: Profiler) -> None:
     rarely, the end of a catch block (END_OF_CATCH)."""
     stacks = zoo.stacks("zoo_cxx")
     deep = [s for s in stacks if s.user and s.user[-1].module == "libgcc_s.so.1" and not s.has_error]
-    assert sum(s.count for s in deep) >= 30
+    throwing = sum(s.count for s in stacks if any(f.name.startswith("run_throw(") for f in s.user))
+    # A throw's time goes mostly to the unwinder: about 80 % of run_throw's samples have a libgcc_s leaf.
+    assert sum(s.count for s in deep) >= throwing // 2, f"{sum(s.count for s in deep)} of {throwing}"
     rooted = [[f.name for f in s.user] for s in deep if s.user[0].module == "zoo_cxx"]
     odd = [n for n in rooted if not any(f.startswith("thrower(") for f in n) and n != END_OF_CATCH]
     assert not odd, "\n".join(";".join(n) for n in odd)

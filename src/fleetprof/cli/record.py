@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -66,8 +66,8 @@ class RecordCommand:
         fmt, out_path = _output(args)
         if args.frequency <= 0 or args.frequency > MAX_FREQUENCY:
             raise UsageError(f"--frequency must be between 1 and {MAX_FREQUENCY} Hz")
-        if args.duration is not None and args.duration <= 0:
-            raise UsageError("--duration must be positive")
+        if args.duration is not None and not 0 < args.duration < math.inf:
+            raise UsageError("--duration must be a positive number of seconds")
         if not cmd and not args.pid and not args.all:
             raise UsageError("say what to profile: -- CMD ARGS, --pid PID, or --all")
         if args.pid:
@@ -133,7 +133,7 @@ class Recording:
                 self._loop(core, stop)
             interrupted = stop.is_set()
             if self.child is not None:
-                status = self._reap(interrupted)
+                status = self._reap(stop.signal if interrupted else 0)
             elif self.cmd:
                 status = EXIT_INTERRUPTED  # stopped before the command could start
             core.stop()
@@ -226,11 +226,12 @@ class Recording:
                 )
                 sys.stderr.flush()
 
-    def _reap(self, interrupted: bool) -> int:
+    def _reap(self, forward: int) -> int:
+        """Wait for the command, first passing it the SIGINT or SIGTERM that stopped the recording."""
         child = self.child
         assert child is not None
-        if interrupted and child.poll() is None:
-            child.send_signal(signal.SIGINT)
+        if forward and child.poll() is None:
+            child.send_signal(forward)
         try:
             rc = child.wait(timeout=10)
         except subprocess.TimeoutExpired:

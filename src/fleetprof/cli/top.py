@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import time
@@ -15,6 +16,7 @@ from fleetprof.agent.build import ProfileBuilder, builder_for
 from fleetprof.agent.core import CoreOptions, ProfilerCore
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import CapabilityError, CliError, UsageError
+from fleetprof.cli.record import MAX_FREQUENCY
 from fleetprof.cli.stopping import StopRequest
 from fleetprof.profile.model import Frame, FrameKind, Profile
 from fleetprof.tracer.sampler import SamplerError
@@ -85,8 +87,14 @@ class TopCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Sample and redraw until Ctrl-C (or --iterations)."""
-        if args.interval <= 0 or args.limit <= 0 or args.frequency <= 0:
-            raise UsageError("--interval, --limit and --frequency must be positive")
+        if not 0 < args.interval < math.inf:
+            raise UsageError("--interval must be a positive number of seconds")
+        if args.limit <= 0:
+            raise UsageError("--limit must be positive")
+        if args.frequency <= 0 or args.frequency > MAX_FREQUENCY:
+            raise UsageError(f"--frequency must be between 1 and {MAX_FREQUENCY} Hz")
+        if args.iterations is not None and args.iterations <= 0:
+            raise UsageError("--iterations must be positive")
         for pid in args.pid or ():
             if pid <= 0 or not Path(f"/proc/{pid}").exists():
                 raise CliError(f"no process with pid {pid}")
