@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Protocol
 
+import fleetprof
 from fleetprof import __version__
-from fleetprof.cli.errors import EXIT_INTERRUPTED, CliError
+from fleetprof.cli.errors import EXIT_CAPABILITY, EXIT_INTERRUPTED, CliError
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(fleetprof.__file__ or ""))
 
 
 class Command(Protocol):
@@ -43,6 +48,27 @@ def _terminate(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _user() -> str:
+    uid = os.geteuid()
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def install_problem(exc: BaseException) -> str | None:
+    """One line for an import or read failure that means this user can't use this installation (files
+    they can't read, a dependency missing or unreadable); None for any other error."""
+    if isinstance(exc, ImportError):
+        return (
+            f"cannot import {exc.name or 'a module'} ({exc}): fleetprof and its dependencies must be "
+            f"installed where {_user()} can read them, for {sys.executable}"
+        )
+    if isinstance(exc, PermissionError) and str(exc.filename or "").startswith(PACKAGE_DIR + os.sep):
+        return f"cannot read {exc.filename}: fleetprof is installed where {_user()} can't read it"
+    return None
+
+
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
     parser = _ArgumentParser(prog="fleetprof", description="Whole-system, multi-runtime eBPF profiler.")
@@ -58,7 +84,15 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch, map errors to one line and an exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_commands())
+    try:
+        commands = _commands()
+    except (ImportError, PermissionError) as exc:
+        problem = install_problem(exc)
+        if problem is None:
+            raise
+        print(f"fleetprof: {problem}", file=sys.stderr)
+        return EXIT_CAPABILITY
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     cmd = getattr(args, "_command", None)
     if cmd is None:
