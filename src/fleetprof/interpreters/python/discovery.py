@@ -2,11 +2,16 @@
 
 `inspect_python_binary` returns None for a file that is not CPython, raises UnsupportedPython for a
 CPython fleetprof cannot walk (with the reason), and otherwise returns a PythonBinary: version,
-`_PyRuntime`'s ELF address, the eval loop's ranges and the struct layout. Results are cached by file id.
+`_PyRuntime`'s ELF address, the eval loop's ranges and the struct layout. Results have one cache, by file
+id: in memory for the process, and on disk when the caller names a directory (inspecting a stripped binary
+takes about a second); concurrent callers for one file share a single inspection.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
 import re
 import struct
 import threading
@@ -53,13 +58,23 @@ class PythonBinary:
     notes: tuple[str, ...] = ()  # what discovery could not establish (e.g. no `.cold` part found)
 
 
-_cache: dict[str, PythonBinary | UnsupportedPython | None] = {}
+log = logging.getLogger(__name__)
+
+# On disk: `<cache_dir>/<file id>.pickle` holding (CACHE_FORMAT, PythonBinary | None | reason it is
+# unsupported). Bump CACHE_FORMAT when PythonBinary or what discovery finds changes.
+CACHE_FORMAT = 1
+_Result = PythonBinary | UnsupportedPython | None
+_cache: dict[str, _Result] = {}
+_inspecting: dict[str, threading.Lock] = {}  # file id -> held while one caller inspects it
 _cache_lock = threading.Lock()
 _MISSING = UnsupportedPython("not inspected yet")
 
 
-def inspect_python_binary(path: str | Path, file_id: str | None = None) -> PythonBinary | None:
-    """Describe the CPython in `path`; None when it is not CPython. Cached per file id."""
+def inspect_python_binary(
+    path: str | Path, file_id: str | None = None, cache_dir: Path | None = None
+) -> PythonBinary | None:
+    """Describe the CPython in `path`; None when it is not CPython. Cached per file id (see the module
+    docstring); `cache_dir` keeps results, the negative ones too, across runs."""
     spath = str(path)
     if file_id is None:
         try:
@@ -67,17 +82,63 @@ def inspect_python_binary(path: str | Path, file_id: str | None = None) -> Pytho
         except (ElfError, OSError):
             return None
     with _cache_lock:
-        cached = _cache.get(file_id, _MISSING)
-    if cached is _MISSING:
-        try:
-            cached = _inspect(spath, file_id)
-        except UnsupportedPython as exc:
-            cached = exc
-        with _cache_lock:
-            _cache[file_id] = cached
-    if isinstance(cached, UnsupportedPython):
-        raise cached
-    return cached
+        result = _cache.get(file_id, _MISSING)
+        lock = _inspecting.setdefault(file_id, threading.Lock()) if result is _MISSING else None
+    if lock is not None:
+        with lock:
+            with _cache_lock:
+                result = _cache.get(file_id, _MISSING)
+            if result is _MISSING:
+                result = _load(cache_dir, file_id)
+                if result is _MISSING:
+                    try:
+                        result = _inspect(spath, file_id)
+                    except UnsupportedPython as exc:
+                        result = exc
+                    _save(cache_dir, file_id, result)
+                with _cache_lock:
+                    _cache[file_id] = result
+                    _inspecting.pop(file_id, None)
+    if isinstance(result, UnsupportedPython):
+        raise result
+    return result
+
+
+def _load(cache_dir: Path | None, file_id: str) -> _Result:
+    """The result kept on disk for `file_id`, _MISSING when there is none to trust (absent, another format,
+    unreadable, or a file this user doesn't own or others may write: it is unpickled)."""
+    if cache_dir is None:
+        return _MISSING
+    path = cache_dir / f"{file_id}.pickle"
+    try:
+        with open(path, "rb") as stream:
+            info = os.fstat(stream.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                return _MISSING
+            version, value = pickle.load(stream)
+    except (OSError, pickle.PickleError, ValueError, TypeError, EOFError, AttributeError, ImportError):
+        return _MISSING
+    if version != CACHE_FORMAT:
+        return _MISSING
+    if isinstance(value, str):
+        return UnsupportedPython(value)
+    return value if value is None or isinstance(value, PythonBinary) else _MISSING
+
+
+def _save(cache_dir: Path | None, file_id: str, result: _Result) -> None:
+    """Keep `result` on disk (atomically: a reader sees the old file or the new one)."""
+    if cache_dir is None:
+        return
+    value = str(result) if isinstance(result, UnsupportedPython) else result
+    path = cache_dir / f"{file_id}.pickle"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(pickle.dumps((CACHE_FORMAT, value)))
+        tmp.replace(path)
+    except OSError as exc:
+        log.debug("cannot keep CPython discovery of %s in %s: %s", file_id, cache_dir, exc)
+        tmp.unlink(missing_ok=True)
 
 
 def _inspect(path: str, file_id: str) -> PythonBinary | None:
