@@ -1,8 +1,11 @@
-"""A narrow DWARF 2-5 reader for one fact SymCache drops: each subprogram's DW_AT_decl_line.
+"""A narrow DWARF 2-5 reader for two facts SymCache drops: each subprogram's DW_AT_decl_line and the
+namespaces and classes that enclose it (GCC gives no DW_AT_linkage_name to functions of internal
+linkage, so an inlined one is known to SymCache by its bare DW_AT_name).
 
 pyelftools parses every attribute of every DIE (~40 µs each; ~0.1 s per libpython compile unit), so
-this scanner decodes only names, low_pc, decl_line and references of DW_TAG_subprogram DIEs, skips all
-other attributes by form, and jumps over function bodies with DW_AT_sibling. Unknown forms or
+this scanner decodes only names, low_pc, decl_line and references of DW_TAG_subprogram DIEs and the
+names of scope DIEs, skips all other attributes by form, and jumps over function bodies with
+DW_AT_sibling. Unknown forms or
 truncated data raise DwarfScanError for that one compile unit. Sections are found by `elf.view` (which
 also decompresses them); uncompressed ones are read through mmap.
 """
@@ -19,7 +22,9 @@ from fleetprof.elf.view import SHF_COMPRESSED, SHT_NOBITS, ElfView
 TAG_COMPILE_UNIT = 0x11
 TAG_PARTIAL_UNIT = 0x3C
 TAG_SUBPROGRAM = 0x2E
-SCOPE_TAGS = frozenset({0x02, 0x13, 0x17, 0x39, 0x1E, TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT})
+TAG_NAMESPACE = 0x39
+SCOPE_TAGS = frozenset({0x02, 0x13, 0x17, TAG_NAMESPACE, 0x1E, TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT})
+ANONYMOUS_NAMESPACE = "(anonymous namespace)"  # as the C++ demanglers print it
 
 AT_SIBLING = 0x01
 AT_NAME = 0x03
@@ -103,6 +108,8 @@ class Subprogram:
     names: list[str]
     ref: int  # absolute .debug_info offset, -1 when none
     low_pc: int
+    name: str = ""  # DW_AT_name alone, "" when absent
+    scope: str | None = None  # enclosing namespaces/classes ("a::B"), "" at top level, None when unknown
 
 
 class DwarfSections:
@@ -321,28 +328,33 @@ class _UnitScanner:
         info, abbrevs, u = self.info, self.abbrevs, self.u
         found: dict[int, Subprogram] = {}
         pos = u.die_offset
-        depth = 0
+        scopes: list[str | None] = []  # the scope each open DIE gives its children
         while pos < u.end:
             die_offset = pos
             code, pos = _uleb(info, pos)
             if code == 0:
-                depth -= 1
-                if depth <= 0:
+                if scopes:
+                    scopes.pop()
+                if not scopes:
                     break
                 continue
             abbrev = abbrevs.get(code)
             if abbrev is None:
                 raise DwarfScanError(f"unknown abbrev {code} at {die_offset:#x}")
+            name = ""
             if abbrev.tag == TAG_SUBPROGRAM:
                 sub, sibling, pos = self._subprogram(abbrev, pos)
+                sub.scope = scopes[-1] if scopes else ""
                 found[die_offset] = sub
+            elif abbrev.tag in SCOPE_TAGS:
+                name, sibling, pos = self._scope_die(abbrev, pos)
             else:
                 sibling, pos = self._skip_die(abbrev, pos)
             if abbrev.children:
                 if abbrev.tag not in SCOPE_TAGS and sibling > pos:
                     pos = sibling
                 else:
-                    depth += 1
+                    scopes.append(_inner_scope(scopes[-1] if scopes else "", abbrev.tag, name))
         return found
 
     def one(self, offset: int) -> Subprogram | None:
@@ -354,7 +366,7 @@ class _UnitScanner:
         return self._subprogram(abbrev, pos)[0]
 
     def _subprogram(self, abbrev: _Abbrev, pos: int) -> tuple[Subprogram, int, int]:
-        line, names, ref, low, sibling = 0, [], -1, 0, -1
+        line, names, ref, low, sibling, plain = 0, [], -1, 0, -1, ""
         for attr, form, const in abbrev.attrs:
             if attr == AT_DECL_LINE and form in _INT_FORMS:
                 value, pos = self._value(form, pos, const, strings=False)
@@ -363,6 +375,7 @@ class _UnitScanner:
                 value, pos = self._value(form, pos, const, strings=True)
                 if isinstance(value, str) and value:
                     names.append(value)
+                    plain = value if attr == AT_NAME else plain
             elif attr in _REF_ATTRS or attr == AT_SIBLING:
                 value, pos = self._value(form, pos, const, strings=False)
                 target = self._ref(form, int(value))
@@ -375,7 +388,21 @@ class _UnitScanner:
                 low = self._address(form, value)
             else:
                 pos = self._skip(form, pos)
-        return Subprogram(line, names, ref, low), sibling, pos
+        return Subprogram(line, names, ref, low, plain), sibling, pos
+
+    def _scope_die(self, abbrev: _Abbrev, pos: int) -> tuple[str, int, int]:
+        """(DW_AT_name, sibling, next position) of a namespace, class, struct, union or unit DIE."""
+        name, sibling = "", -1
+        for attr, form, const in abbrev.attrs:
+            if attr == AT_NAME:
+                value, pos = self._value(form, pos, const, strings=True)
+                name = value if isinstance(value, str) else ""
+            elif attr == AT_SIBLING:
+                value, pos = self._value(form, pos, const, strings=False)
+                sibling = self._ref(form, int(value))
+            else:
+                pos = self._skip(form, pos)
+        return name, sibling, pos
 
     def _skip_die(self, abbrev: _Abbrev, pos: int) -> tuple[int, int]:
         sibling = -1
@@ -542,6 +569,19 @@ class _UnitScanner:
             else:
                 raise DwarfScanError(f"unknown range list entry {kind}")
         return out
+
+
+def _inner_scope(outer: str | None, tag: int, name: str) -> str | None:
+    """The scope a DIE with `tag` and `name` gives its children, inside scope `outer`."""
+    if tag in (TAG_COMPILE_UNIT, TAG_PARTIAL_UNIT):
+        return ""
+    if outer is None or tag not in SCOPE_TAGS:
+        return None  # inside a function body, or under an unnamed type: not qualified
+    if not name:
+        if tag != TAG_NAMESPACE:
+            return None
+        name = ANONYMOUS_NAMESPACE
+    return f"{outer}::{name}" if outer else name
 
 
 def _uleb(data: memoryview | bytes, pos: int) -> tuple[int, int]:

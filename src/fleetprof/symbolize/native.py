@@ -35,6 +35,9 @@ from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, Symcache
 _COLD_SUFFIX = re.compile(r"\.cold(\.\d+)?$")
 # GCC clone suffixes (foo.constprop.0, foo.isra.0, foo.part.1, foo.cold): DWARF and addr2line call it foo.
 _CLONE_SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|lto_priv|localalias)(\.\d+)?)+$")
+# A bare DW_AT_name (no scope, no parameters, not mangled): SymCache's name for a C++ function without
+# DW_AT_linkage_name (GCC omits it for internal linkage: statics, anonymous namespaces).
+_BARE_NAME = re.compile(r"^(?!_Z)[^:(]+$|^operator\(\)$")
 _MEMO_LIMIT = 1 << 16
 _INLINE_ENTRY = 0xFFFFFFFF  # SymCache's entry address for inlined frames
 
@@ -332,7 +335,13 @@ class NativeSymbolizer:
                 raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
             base = _CLONE_SUFFIX.sub("", raw) if outermost else raw
             function = demangle(base) if base else f"{loaded.module}+0x{addr:x}"
-            start = self._start_line(loaded, addr, loc.symbol or raw, raw, entry)
+            bare = not outermost and loc.lang == "cpp" and _BARE_NAME.match(raw)
+            scoped = self._scoped(loaded, addr, raw, loc.line) if bare else None
+            if scoped is not None:
+                function, start = scoped
+                raw = function
+            else:
+                start = self._start_line(loaded, addr, loc.symbol or raw, raw, entry)
             frames.append(
                 NativeFrame(
                     function=function,
@@ -346,14 +355,23 @@ class NativeSymbolizer:
         return tuple(frames)
 
     def _lines(self, loaded: _Loaded) -> StartLines | None:
-        if not self._want_start_lines or not loaded.dwarf_path:
+        if not loaded.dwarf_path:
             return None
         if loaded.start_lines is None:
             loaded.start_lines = StartLines(loaded.dwarf_path)
         return loaded.start_lines
 
-    def _start_line(self, loaded: _Loaded, addr: int, name: str, alt: str, entry: int | None) -> int:
+    def _scoped(self, loaded: _Loaded, addr: int, name: str, line: int) -> tuple[str, int] | None:
+        """(`ns::Class::name`, start line) for an inlined frame SymCache knows by a bare name only."""
         lines = self._lines(loaded)
+        found = lines.qualified_name(addr, name, line) if lines is not None else None
+        if found is None:
+            return None
+        self.stats["native.inline_names_qualified"] += 1
+        return found[0], found[1] if self._want_start_lines else 0
+
+    def _start_line(self, loaded: _Loaded, addr: int, name: str, alt: str, entry: int | None) -> int:
+        lines = self._lines(loaded) if self._want_start_lines else None
         if lines is None:
             return 0
         line = lines.start_line(addr, name, entry)

@@ -1,8 +1,15 @@
-"""Function start lines (DW_AT_decl_line), which pprof's Function.start_line and Go's PGO need.
+"""Function start lines (DW_AT_decl_line), which pprof's Function.start_line and Go's PGO need, and
+the namespaces and classes of functions SymCache knows only by their bare name.
 
 SymCache does not keep declaration lines, so they are read by the narrow scanner in `dwarfscan`,
 lazily: only the compile unit holding a symbolized address is indexed, and only its top-level,
 namespace and class scopes. Any DWARF trouble yields 0 (unknown), never an error.
+
+GCC gives functions of internal linkage (static, in an anonymous namespace, members of classes
+there) no DW_AT_linkage_name, and SymCache names their inlined frames by DW_AT_name alone (`helper`
+for `app::helper`, `method` for `(anonymous namespace)::Hidden::method`); `qualified_name` puts the
+enclosing scopes back. When several functions of the unit share the bare name, the one declared
+last at or before the frame's line is taken (a function's body follows its declaration).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ class _UnitIndex:
 
     by_entry: dict[int, int] = field(default_factory=dict)
     by_name: dict[str, int] = field(default_factory=dict)
+    scoped: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # bare name -> (line, full)
 
 
 class StartLines:
@@ -53,6 +61,22 @@ class StartLines:
         if line is None and "." in name[1:]:
             line = unit.by_name.get(name[: name.index(".", 1)])  # GCC clones: foo.cold, foo.isra.0
         return line or 0
+
+    def qualified_name(self, addr: int, name: str, line: int) -> tuple[str, int] | None:
+        """(`ns::Class::name`, decl line) for the function with bare DW_AT_name `name` whose code at
+        `addr` is on source line `line`; None when unknown or when the function has no scope."""
+        unit = self._unit_for(addr)
+        candidates = unit.scoped.get(name) if unit is not None else None
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            decl, full = candidates[0]
+        else:
+            before = [c for c in candidates if c[0] <= line] if line else []
+            if not before:
+                return None
+            decl, full = max(before)
+        return (full, decl) if full != name else None
 
     def close(self) -> None:
         """Release the mapped file."""
@@ -110,8 +134,9 @@ def _index(found: dict[int, Subprogram], fetch: Callable[[int], Subprogram | Non
     A reference into a function body (not scanned) is decoded on its own through `fetch`.
     """
     index = _UnitIndex()
+    scoped: dict[str, set[tuple[int, str]]] = {}
     for sub in list(found.values()):
-        line, names, ref = sub.decl_line, list(sub.names), sub.ref
+        line, names, ref, plain, scope = sub.decl_line, list(sub.names), sub.ref, sub.name, sub.scope
         for _ in range(_MAX_REF_HOPS):
             if ref < 0:
                 break
@@ -123,6 +148,9 @@ def _index(found: dict[int, Subprogram], fetch: Callable[[int], Subprogram | Non
                 found[ref] = target
             line = line or target.decl_line
             names.extend(target.names)
+            plain = plain or target.name
+            if target.scope and (scope is None or len(target.scope) > len(scope)):
+                scope = target.scope  # the declaration in its class, not the definition at top level
             ref = target.ref
         if not line:
             continue
@@ -130,4 +158,7 @@ def _index(found: dict[int, Subprogram], fetch: Callable[[int], Subprogram | Non
             index.by_name.setdefault(name, line)
         if sub.low_pc:
             index.by_entry.setdefault(sub.low_pc, line)
+        if plain and scope is not None:
+            scoped.setdefault(plain, set()).add((line, f"{scope}::{plain}" if scope else plain))
+    index.scoped = {name: sorted(found) for name, found in scoped.items()}
     return index
