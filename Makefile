@@ -78,8 +78,9 @@ lint: setup ## ruff
 format: setup
 	$(VENV)/bin/ruff format src tests bench
 
-bench: setup ## run every benchmark
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: setup ## run every benchmark, each to its end (those that failed are named at the end)
+	@failed=""; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "benches that failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(STAMP) $(BPF_OBJ) build .pytest_cache

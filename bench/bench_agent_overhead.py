@@ -1,12 +1,14 @@
 """Agent overhead, whole host: fleetprof `record --all` at 999 Hz on every CPU with ~300 sleeping processes
 and two busy ones (agent CPU per 1,000 samples, peak RSS, BPF map memory), then the slowdown of a CPU-bound
 workload (the zoo's C chain, fixed work, one copy per CPU) under fleetprof at 99 and 999 Hz against no
-profiler and `perf record -a --call-graph dwarf` at the same rates, rounds interleaved, medians.
+profiler and `perf record -a --call-graph dwarf` at the same rates: rounds interleaved in a rotated order, the
+median of the paired per-round slowdowns with its quartiles.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -23,13 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bpf"))
 
+from _common import holds_perf_events, parse_summary, sampling_run_time, spread  # noqa: E402
 from zoo.build import record_args, record_env  # noqa: E402
 from zoo.programs import CATALOG  # noqa: E402
 
 PERF = "/usr/bin/perf"
 TICK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
-PROG_TYPE_PERF_EVENT = "7"
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
@@ -87,38 +89,6 @@ def _map_mb(pid: int) -> float:
     return total / 2**20
 
 
-def _prog_stats(pid: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the perf-event BPF programs the process holds open."""
-    progs: dict[str, tuple[int, int]] = {}
-    try:
-        fds = os.listdir(f"/proc/{pid}/fdinfo")
-    except OSError:
-        return 0, 0
-    for fd in fds:
-        try:
-            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
-        except OSError:
-            continue
-        kind = re.search(r"^prog_type:\s+(\d+)", info, re.M)
-        pid_ = re.search(r"^prog_id:\s+(\d+)", info, re.M)
-        ns = re.search(r"^run_time_ns:\s+(\d+)", info, re.M)
-        cnt = re.search(r"^run_cnt:\s+(\d+)", info, re.M)
-        if kind and kind.group(1) == PROG_TYPE_PERF_EVENT and pid_ and ns and cnt:
-            progs[pid_.group(1)] = (int(ns.group(1)), int(cnt.group(1)))
-    return sum(v[0] for v in progs.values()), sum(v[1] for v in progs.values())
-
-
-def _sampling(pid: int) -> bool:
-    """The process holds perf events open: attached and sampling."""
-    try:
-        return any(
-            os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]"
-            for fd in os.listdir(f"/proc/{pid}/fd")
-        )
-    except OSError:
-        return False
-
-
 class Profiler:
     """A whole-host profiler process, watched through /proc until it exits."""
 
@@ -137,7 +107,7 @@ class Profiler:
         cpu, hwm = _cpu_s(pid), _hwm_mb(pid)
         if cpu is not None:
             self.usage.cpu_s = cpu
-            if _sampling(pid):
+            if holds_perf_events(pid):
                 now = time.monotonic()
                 if self._began is None:
                     self._began = now
@@ -148,14 +118,14 @@ class Profiler:
         if hwm is not None:
             self.usage.rss_mb = max(self.usage.rss_mb, hwm)
         self.usage.map_mb = max(self.usage.map_mb, _map_mb(pid))
-        ns, runs = _prog_stats(pid)
+        ns, runs = sampling_run_time(pid)
         if runs >= self.usage.bpf_runs:
             self.usage.bpf_ns, self.usage.bpf_runs = ns, runs
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until the profiler samples (perf event fds open), then a little longer for its first poll."""
         end = time.monotonic() + timeout
-        while not _sampling(self.proc.pid):
+        while not holds_perf_events(self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"profiler did not start: {self.proc.communicate()[1]}")
             time.sleep(0.05)
@@ -170,15 +140,17 @@ class Profiler:
         sent = time.monotonic()
         while self.proc.poll() is None:
             self.watch()
-            if interrupt and time.monotonic() - sent > 5 and _sampling(self.proc.pid):
+            if interrupt and time.monotonic() - sent > 5 and holds_perf_events(self.proc.pid):
                 self.resent += 1  # still sampling: the SIGINT was lost, send it again
                 self.proc.send_signal(signal.SIGINT)
                 sent = time.monotonic()
             time.sleep(0.1)
         err = self.proc.communicate()[1]
         self.usage.sigint_resent = self.resent
-        m = re.search(r"([\d,]+) samples", err)
-        self.usage.samples = int(m.group(1).replace(",", "")) if m else 0
+        summary = parse_summary(err)
+        if summary is None and self.data is None:
+            print(f"  (no summary line from {self.proc.args[0]}: {err.strip()[-200:]!r})", file=sys.stderr)
+        self.usage.samples = summary.samples if summary else 0
         if self.data is not None and self.data.exists():
             self.usage.data_mb = self.data.stat().st_size / 2**20
         return self.usage
@@ -250,13 +222,13 @@ def main() -> int:
     """Measure, print the tables; the last line is the headline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sleepers", type=int, default=300, help="idle processes started on the host")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the slowdown runs")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the slowdown runs")
     parser.add_argument("--work", type=float, default=3.0, help="seconds of one workload run, unprofiled")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the agent-cost recordings")
     args = parser.parse_args()
-    if not Path(PERF).exists():
-        print("needs /usr/bin/perf", file=sys.stderr)
-        return 2
+    has_perf = Path(PERF).exists()
+    if not has_perf:
+        print(f"{PERF} is not installed (apt-get install linux-perf): perf's rows are left out")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the processes started below
     work = Path(tempfile.mkdtemp(prefix="fleetprof-bench-"))
     (work / "build").mkdir()
@@ -272,14 +244,17 @@ def main() -> int:
             "no profiler": None,
             "fleetprof 99 Hz": lambda: fleetprof(work / "f99.pb.gz", 99, cache, cap),
             "fleetprof 999 Hz": lambda: fleetprof(work / "f999.pb.gz", 999, cache, cap),
-            "perf dwarf 99 Hz": lambda: perf_dwarf(work / "p99.data", 99),
-            "perf dwarf 999 Hz": lambda: perf_dwarf(work / "p999.data", 999),
         }
+        if has_perf:
+            configs["perf dwarf 99 Hz"] = lambda: perf_dwarf(work / "p99.data", 99)
+            configs["perf dwarf 999 Hz"] = lambda: perf_dwarf(work / "p999.data", 999)
         times: dict[str, list[float]] = {name: [] for name in configs}
         usages: dict[str, list[Usage]] = {name: [] for name in configs}
         cpus: dict[str, list[float]] = {name: [] for name in configs}
-        for _ in range(args.rounds):
-            for name, start in configs.items():
+        names = list(configs)
+        for r in range(args.rounds):  # every configuration once a round, the order rotated round by round
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                start = configs[name]
                 prof = start() if start else None
                 if prof is None:
                     times[name].append(workload(exe, rounds))
@@ -315,7 +290,7 @@ def print_agent_cost(args: argparse.Namespace, cold: Usage, warm: Usage) -> None
         "peak RSS",
         "BPF maps",
     )
-    print("".join(f"{h:>14s}" for h in (*head, "BPF us/sample")))
+    print("".join(f"{h:>14s}" for h in (*head, "BPF us/run")))
     for label, u in (("cold", cold), ("warm", warm)):
         per_k = 1e6 * u.cpu_sampling_s / u.samples if u.samples else float("nan")
         share = u.cpu_sampling_s / (u.wall_sampling_s * NCPU) if u.wall_sampling_s else float("nan")
@@ -338,39 +313,51 @@ def print_agent_cost(args: argparse.Namespace, cold: Usage, warm: Usage) -> None
 
 
 def print_slowdown(args: argparse.Namespace, warm: Usage, times: dict, cpus: dict, usages: dict) -> int:
-    """The slowdown table and the headline."""
+    """The slowdown table and the headline: a round's slowdown is its time over the same round's
+    unprofiled time (paired); the median over the rounds, with its quartiles."""
     base = statistics.median(times["no profiler"])
     print(
-        f"workload slowdown: {NCPU} copies of zoo_c (fixed work), median of {args.rounds} interleaved rounds"
+        f"workload slowdown: {NCPU} copies of zoo_c (fixed work), {args.rounds} rounds (order rotated), "
+        "median of the per-round slowdowns [quartiles]; ~: the quartiles span 0, within the noise"
     )
-    cols = ("profiler", "wall s", "slowdown", "min..max", "profiler CPU", "CPU share", "data")
-    print("".join(f"{c:>20s}" if i == 0 else f"{c:>13s}" for i, c in enumerate(cols)))
+    cols = ("profiler", "wall s", "slowdown", "quartiles", "profiler CPU", "CPU share", "data")
+    print(
+        "".join(f"{c:>20s}" if i == 0 else f"{c:>13s}" if i != 3 else f"{c:>19s}" for i, c in enumerate(cols))
+    )
+    slow: dict[str, float] = {}
     for name, ts in times.items():
         wall = statistics.median(ts)
         cpu = statistics.median(cpus[name]) if cpus[name] else 0.0
         data = statistics.median([u.data_mb for u in usages[name]]) if usages[name] else 0.0
-        spread = f"{min(ts) / base:.2f}..{max(ts) / base:.2f}"
+        med, lo, hi = spread([t / b - 1 for t, b in zip(ts, times["no profiler"], strict=True)])
+        slow[name] = med
+        noise = "~" if lo <= 0 <= hi and name != "no profiler" else " "
         cells = (
             f"{wall:.2f}",
-            f"{wall / base:.3f}x",
-            spread,
+            f"{med:+.1%}",
+            f"[{lo:+.1%},{hi:+.1%}]{noise}",
             f"{cpu:.2f} s",
             f"{100 * cpu / (wall * NCPU):.1f}%",
         )
-        print(f"{name:>20s}" + "".join(f"{c:>13s}" for c in cells) + f"{data:>10.0f} MB")
+        widths = (13, 13, 19, 13, 13)
+        print(
+            f"{name:>20s}"
+            + "".join(f"{c:>{w}s}" for c, w in zip(cells, widths, strict=True))
+            + f"{data:>10.0f} MB"
+        )
+    print(f"  (no profiler: {base:.2f} s median; this machine's 2 CPUs are shared, so the figures are noisy)")
     lost = {name: sum(u.sigint_resent for u in us) for name, us in usages.items() if us}
     if any(lost.values()):
         print(f"SIGINT lost and sent again: {', '.join(f'{n}: {c}x' for n, c in lost.items() if c)}")
-    f99 = statistics.median(times["fleetprof 99 Hz"]) / base
-    f999 = statistics.median(times["fleetprof 999 Hz"]) / base
-    p999 = statistics.median(times["perf dwarf 999 Hz"]) / base
+    f99, f999 = slow["fleetprof 99 Hz"], slow["fleetprof 999 Hz"]
+    p999 = slow.get("perf dwarf 999 Hz", math.nan)
     per_k = 1e6 * warm.cpu_sampling_s / warm.samples if warm.samples else float("nan")
     print(
         f"headline: fleetprof --all 999 Hz: {per_k:.0f} ms agent CPU per 1k samples, "
         f"peak RSS {warm.rss_mb:.0f} MB (goal <= 150), BPF maps {warm.map_mb:.0f} MB, "
-        f"BPF {warm.bpf_ns / max(warm.bpf_runs, 1) / 1000:.1f} us/sample; "
-        f"workload slowdown {100 * (f99 - 1):.1f}% at 99 Hz, {100 * (f999 - 1):.1f}% at 999 Hz "
-        f"vs perf --call-graph dwarf {100 * (p999 - 1):.1f}% at 999 Hz"
+        f"BPF {warm.bpf_ns / max(warm.bpf_runs, 1) / 1000:.1f} us per sampling run; "
+        f"workload slowdown {f99:+.1%} at 99 Hz, {f999:+.1%} at 999 Hz "
+        f"vs perf --call-graph dwarf {p999:+.1%} at 999 Hz (medians of paired rounds)"
     )
     return 0
 

@@ -7,10 +7,12 @@
    tools' distributions of hot's line; share of json `pydefault` samples with the C encoder's frames
    between iterencode and pydefault (py-spy merges native frames only with --native).
 2. Cost of Python unwinding, per 1,000 Python samples of chain.py: the agent's CPU while sampling
-   (ProfilerCore in this process, after a warm-up), the symbolization at the end, and the BPF programs' run
-   time (BPF_ENABLE_STATS); py-spy's CPU for the same samples (marginal: a 6 s minus a 2 s run).
+   (ProfilerCore in this process, after a warm-up), the symbolization at the end, and the sampling BPF
+   programs' own run_time_ns / run_cnt (fdinfo, BPF_ENABLE_STATS) per run, per sample recorded and per
+   user frame; py-spy's CPU for the same samples (marginal: a 6 s minus a 2 s run).
 3. Target slowdown: a fixed amount of Python work (it times itself) alone, under fleetprof at 999 Hz, under
-   py-spy at 999 Hz (pausing, its default) and py-spy --nonblocking; rounds interleaved, medians.
+   py-spy at 999 Hz (pausing, its default) and py-spy --nonblocking; 11 rounds, each running every
+   configuration once in a rotated order; the median of the per-round (paired) slowdowns and its quartiles.
 
     .venv/bin/python bench/bench_python.py [--quick] [--interpreters 3.8.18,3.12.1,...]
 """
@@ -18,8 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import json
 import os
 import re
 import statistics
@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bpf"))
 
+from _common import bpf_stats, sampling_run_time, spread  # noqa: E402
 from test_python_common import (  # noqa: E402
     INTERPRETERS,
     SCRIPTS,
@@ -54,13 +55,12 @@ from fleetprof.tracer import layout  # noqa: E402
 from fleetprof.tracer.aggregate import decode_frames  # noqa: E402
 
 PYSPY = str(Path(sys.executable).with_name("py-spy"))
+HAVE_PYSPY = Path(PYSPY).exists()
 RATE = 999
 OLD_PYTHON = Interpreter(
     "3.7.16", Path("/root/.pyenv/versions/3.7.16/bin/python3.7"), 7, "libpython3.7m.so.1.0", True
 )
 CHAIN = ["<module>", "main", "outer", "middle", "inner", "hot"]
-_NR_BPF = 321  # x86-64
-_BPF_ENABLE_STATS = 32
 WORK = """
 import sys, time
 def hot(n):
@@ -148,6 +148,9 @@ class ChainResult:
     hot_lines: Counter[int]
 
 
+NO_RESULT = ChainResult(float("nan"), float("nan"), 0, Counter())
+
+
 def judge_chain(stacks: list[Stack]) -> ChainResult:
     """Whole-chain and right-lines shares of `hot` samples, and the distribution of hot's line. chain.py
     spends nearly all its time in hot: a run without any hot sample lost its Python frames and scores 0."""
@@ -205,10 +208,14 @@ def section_completeness(interps: list[Interpreter], seconds: float, work: Path)
     for i in interps:
         cmd = [str(i.executable), str(SCRIPTS / "chain.py"), str(seconds)]
         fp = judge_chain(fleetprof_stacks(cmd, work / f"fp-chain-{i.name}.pb.gz", work / "cache"))
-        ps = judge_chain(pyspy_stacks(["--", *cmd], work / f"ps-chain-{i.name}.txt")[0])
+        ps = (
+            judge_chain(pyspy_stacks(["--", *cmd], work / f"ps-chain-{i.name}.txt")[0])
+            if HAVE_PYSPY
+            else NO_RESULT
+        )
         cb = [str(i.executable), str(SCRIPTS / "callback.py"), str(seconds)]
         fp_cb = fleetprof_stacks(cb, work / f"fp-cb-{i.name}.pb.gz", work / "cache")
-        ps_cb = pyspy_stacks(["--native", "--", *cb], work / f"ps-cb-{i.name}.txt")[0]
+        ps_cb = pyspy_stacks(["--native", "--", *cb], work / f"ps-cb-{i.name}.txt")[0] if HAVE_PYSPY else []
         fp_json = share(leaf(fp_cb, "pydefault"), encoder_between)
         ps_json = share(leaf(ps_cb, "pydefault"), encoder_between)
         fp_sort = share(leaf(fp_cb, "pykey"), sort_between)
@@ -241,6 +248,10 @@ def ms(x: float) -> str:
     return "-" if x != x else f"{x:.1f} ms"
 
 
+def us(x: float) -> str:
+    return "-" if x != x else f"{x:.2f} us"
+
+
 def times(x: float) -> str:
     return "-" if x != x else f"{x:.1f}x"
 
@@ -248,47 +259,39 @@ def times(x: float) -> str:
 # ---- section 2: cost --------------------------------------------------------------------------------------
 
 
-def enable_bpf_stats() -> int | None:
-    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run-time accounting while the returned fd stays open."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = ctypes.create_string_buffer(16)  # union bpf_attr { struct { __u32 type; } enable_stats; }
-    fd = libc.syscall(_NR_BPF, _BPF_ENABLE_STATS, attr, ctypes.sizeof(attr))
-    return fd if fd >= 0 else None
+@dataclass(frozen=True)
+class Counts:
+    """What the aggregator holds so far: every sample and its user frames, and the target's samples."""
+
+    samples: int
+    user_frames: int
+    target: int
+    target_python: int
 
 
-def bpf_run_time_ns() -> int:
-    """Run time of every BPF program this process holds (from fdinfo prog ids and bpftool)."""
-    total = 0
-    for fd in os.listdir("/proc/self/fdinfo"):
-        try:
-            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
-        except OSError:
-            continue
-        m = re.search(r"^prog_id:\s+(\d+)", info, re.M)
-        if m:
-            out = subprocess.run(
-                ["bpftool", "prog", "show", "id", m.group(1), "--json"], capture_output=True, text=True
-            ).stdout
-            total += json.loads(out).get("run_time_ns", 0) if out else 0
-    return total
-
-
-def target_samples(core: ProfilerCore, pid: int) -> tuple[int, int]:
-    """(samples of `pid`, those with at least one Python frame), aggregated so far."""
-    n = py = 0
-    for key, counts in core.aggregator.stacks.items():
+def counts(core: ProfilerCore, pid: int) -> Counts:
+    """Samples and user frames of every process (all the BPF programs unwound), and `pid`'s samples (with
+    at least one Python frame among them)."""
+    samples = frames = n = py = 0
+    for key, c in core.aggregator.stacks.items():
+        user = len(key.frames) // layout.FRAME_SIZE - key.num_kernel
+        samples += c.count
+        frames += c.count * user
         if key.pid == pid:
-            n += counts.count
-            frames = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
-            py += counts.count if any(f.kind == layout.FRAME_PYTHON for f in frames) else 0
-    return n, py
+            n += c.count
+            decoded = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
+            py += c.count if any(f.kind == layout.FRAME_PYTHON for f in decoded) else 0
+    return Counts(samples, frames, n, py)
 
 
 @dataclass
 class Cost:
     agent_ms: float  # agent CPU while sampling, per 1,000 samples of the Python process
-    bpf_ms: float  # BPF programs' run time (in the target's context), per 1,000 samples
-    python_share: float  # share of those samples with Python frames
+    bpf_run_us: float  # sampling programs' run time per own run (every CPU's ticks, filtered ones too)
+    bpf_sample_us: float  # the same run time per sample they recorded
+    bpf_frame_ns: float  # the same run time per user frame they unwound
+    frames: float  # user frames per recorded sample
+    python_share: float  # share of the target's samples with Python frames
     build_s: float  # building the profile at the end (symbolization), once
     pyspy_ms: float  # py-spy CPU per 1,000 samples (pausing); nan when not measured
     pyspy_nb_ms: float  # py-spy --nonblocking
@@ -296,7 +299,7 @@ class Cost:
     @property
     def total_ms(self) -> float:
         """fleetprof's CPU per 1,000 samples, agent and BPF."""
-        return self.agent_ms + self.bpf_ms
+        return self.agent_ms + self.bpf_sample_us
 
 
 def fleetprof_cost(interp: Interpreter, seconds: float, work: Path, with_pyspy: bool) -> Cost:
@@ -311,11 +314,11 @@ def fleetprof_cost(interp: Interpreter, seconds: float, work: Path, with_pyspy: 
         warm_until = time.monotonic() + 1.0
         while time.monotonic() < warm_until:
             core.poll(50)
-        cpu0, bpf0, (n0, py0) = time.process_time(), bpf_run_time_ns(), target_samples(core, target.pid)
+        cpu0, (ns0, runs0), c0 = time.process_time(), sampling_run_time(), counts(core, target.pid)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             core.poll(50)
-        cpu1, bpf1, (n1, py1) = time.process_time(), bpf_run_time_ns(), target_samples(core, target.pid)
+        cpu1, (ns1, runs1), c1 = time.process_time(), sampling_run_time(), counts(core, target.pid)
         core.stop()
         build0 = time.process_time()
         build_profile(core)
@@ -327,11 +330,16 @@ def fleetprof_cost(interp: Interpreter, seconds: float, work: Path, with_pyspy: 
     finally:
         target.kill()
         target.wait()
-    n = max(n1 - n0, 1)
+    n = max(c1.target - c0.target, 1)
+    recorded = max(c1.samples - c0.samples, 1)
+    ns = ns1 - ns0
     return Cost(
         agent_ms=(cpu1 - cpu0) / n * 1e6,
-        bpf_ms=(bpf1 - bpf0) / n / 1e3,
-        python_share=(py1 - py0) / n,
+        bpf_run_us=ns / max(runs1 - runs0, 1) / 1e3,
+        bpf_sample_us=ns / recorded / 1e3,
+        bpf_frame_ns=ns / max(c1.user_frames - c0.user_frames, 1),
+        frames=(c1.user_frames - c0.user_frames) / recorded,
+        python_share=(c1.target_python - c0.target_python) / n,
         build_s=build1 - build0,
         pyspy_ms=pyspy,
         pyspy_nb_ms=pyspy_nb,
@@ -341,36 +349,39 @@ def fleetprof_cost(interp: Interpreter, seconds: float, work: Path, with_pyspy: 
 def section_cost(interps: list[Interpreter], seconds: float, work: Path) -> dict[str, Cost]:
     print(f"\n== 2. CPU per 1,000 samples of chain.py while sampling ({RATE} Hz, {seconds:g} s measured)")
     print(
-        f"{'interpreter':<13} {'Python':>7} {'fleetprof agent':>16} {'+ BPF':>9} {'= total':>9} "
-        f"{'py-spy':>9} {'py-spy nonblocking':>19} {'py-spy / fleetprof':>19} {'profile build, once':>20}"
+        "  BPF: the sampling programs' run_time_ns (fdinfo, BPF_ENABLE_STATS) per run of their own (every "
+        "CPU's tick, filtered ones too), per sample recorded and per user frame unwound"
     )
-    stats_fd = enable_bpf_stats()
-    if stats_fd is None:
-        print("  (BPF_ENABLE_STATS refused: BPF time not measured)")
+    print(
+        f"{'interpreter':<13} {'Python':>7} {'agent':>9} {'BPF/run':>9} {'BPF/sample':>11} {'frames':>7} "
+        f"{'BPF/frame':>10} {'= total':>9} {'py-spy':>9} {'py-spy nonblk':>14} {'py-spy/fleetprof':>17} "
+        f"{'profile build':>14}"
+    )
     out: dict[str, Cost] = {}
     baseline = OLD_PYTHON if OLD_PYTHON.executable.exists() else None
-    try:
+    with bpf_stats() as measured:
+        if not measured:
+            print("  (BPF_ENABLE_STATS refused: BPF time not measured)")
         for i in [*interps, *([baseline] if baseline else [])]:
-            cost = fleetprof_cost(i, seconds, work, with_pyspy=i is not baseline)
-            if stats_fd is None:
-                cost.bpf_ms = float("nan")
+            cost = fleetprof_cost(i, seconds, work, with_pyspy=HAVE_PYSPY and i is not baseline)
+            if not measured:
+                cost.bpf_run_us = cost.bpf_sample_us = cost.bpf_frame_ns = float("nan")
             print(
-                f"{i.name:<13} {pct(cost.python_share):>7} {ms(cost.agent_ms):>16} {ms(cost.bpf_ms):>9} "
-                f"{ms(cost.total_ms):>9} {ms(cost.pyspy_ms):>9} {ms(cost.pyspy_nb_ms):>19} "
-                f"{times(cost.pyspy_ms / cost.total_ms):>19} {cost.build_s:>18.2f} s"
+                f"{i.name:<13} {pct(cost.python_share):>7} {ms(cost.agent_ms):>9} {us(cost.bpf_run_us):>9} "
+                f"{us(cost.bpf_sample_us):>11} {cost.frames:>7.1f} {cost.bpf_frame_ns:>7.0f} ns "
+                f"{ms(cost.total_ms):>9} {ms(cost.pyspy_ms):>9} {ms(cost.pyspy_nb_ms):>14} "
+                f"{times(cost.pyspy_ms / cost.total_ms):>17} {cost.build_s:>12.2f} s"
             )
             if i is baseline:
-                walked = [c.bpf_ms for c in out.values()]
-                extra = statistics.mean(walked) - cost.bpf_ms if walked else float("nan")
+                walked = [c.bpf_sample_us for c in out.values()]
+                extra = statistics.mean(walked) - cost.bpf_sample_us if walked else float("nan")
                 print(
                     f"  {i.name} is not walked (too old): its BPF time is native unwinding alone; walking "
-                    f"Python frames adds about {extra:.1f} ms per 1,000 samples ({extra:.1f} µs a sample)"
+                    f"Python frames adds about {extra:.1f} µs a sample"
                 )
             else:
                 out[i.name] = cost
-    finally:
-        if stats_fd is not None:
-            os.close(stats_fd)
+    print("  (agent and total: ms per 1,000 samples of the target; BPF/run and BPF/sample: µs)")
     return out
 
 
@@ -415,44 +426,49 @@ def timed_work(
 
 
 def section_slowdown(interps: list[Interpreter], rounds: int, work: Path) -> dict[str, dict[str, float]]:
-    print(f"\n== 3. target slowdown, fixed work, {RATE} Hz asked, median of {rounds} interleaved rounds")
+    """Each round runs every configuration once, in an order rotated from round to round; a round's
+    slowdown is its time over the same round's unprofiled time (paired), reported as median and
+    quartiles over the rounds. A quartile range that spans 0 means the figure is within the noise."""
+    print(
+        f"\n== 3. target slowdown, fixed work, {RATE} Hz asked, {rounds} interleaved rounds (order rotated): "
+        "median of the per-round slowdowns [quartiles], Hz got"
+    )
     script = work / "work.py"
     script.write_text(WORK)
     env = dict(os.environ, FLEETPROF_CACHE_DIR=str(work / "cache"))
     folded, raw = work / "slow.folded", work / "slow.txt"
     fp = [*fleetprof_command(), "record", "-F", str(RATE), "-o", str(folded), "--"]
     ps = [PYSPY, "record", "-r", str(RATE), "-f", "raw", "-o", str(raw)]
-    configs: dict[str, tuple[list[str], Path | None]] = {
-        "none": ([], None),
-        "fleetprof": (fp, folded),
-        "py-spy": ([*ps, "--"], raw),
-        "py-spy --nonblocking": ([*ps, "--nonblocking", "--"], raw),
-    }
-    print(f"{'interpreter':<13} " + " ".join(f"{name:>27}" for name in configs))
+    configs: dict[str, tuple[list[str], Path | None]] = {"none": ([], None), "fleetprof": (fp, folded)}
+    if HAVE_PYSPY:
+        configs["py-spy"] = ([*ps, "--"], raw)
+        configs["py-spy --nonblocking"] = ([*ps, "--nonblocking", "--"], raw)
+    print(f"{'interpreter':<13} " + " ".join(f"{name:>34}" for name in configs))
     out: dict[str, dict[str, float]] = {}
+    names = list(configs)
     for i in interps:
         python = str(i.executable)
         probe, _ = timed_work([], None, python, script, 20, env)
         iterations = max(20, int(20 * 1.5 / max(probe, 1e-3)))  # about 1.5 s of work without a profiler
         times: dict[str, list[float]] = {name: [] for name in configs}
         rates: dict[str, list[float]] = {name: [] for name in configs}
-        for _ in range(rounds):
-            for name, (prefix, output) in configs.items():
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                prefix, output = configs[name]
                 seconds, samples = timed_work(prefix, output, python, script, iterations, env)
                 times[name].append(seconds)
                 rates[name].append(samples / seconds)
-        medians = {name: statistics.median(v) for name, v in times.items()}
-        base = medians["none"]
-        out[i.name] = {name: m / base - 1 for name, m in medians.items()}
-        cells = []
-        for name, m in medians.items():
-            if name == "none":
-                cells.append(f"{m:>25.2f} s")
-            else:
-                cells.append(
-                    f"{m:>6.2f} s {m / base - 1:>+6.1%} {statistics.median(rates[name]):>6.0f} Hz got"
-                )
+        out[i.name] = {}
+        cells = [f"{statistics.median(times['none']):>32.2f} s"]
+        for name in names[1:]:
+            med, lo, hi = spread([t / b - 1 for t, b in zip(times[name], times["none"], strict=True)])
+            out[i.name][name] = med
+            noise = "~" if lo <= 0 <= hi else " "
+            cells.append(
+                f"{med:>+6.1%} [{lo:>+6.1%},{hi:>+6.1%}]{noise} {statistics.median(rates[name]):>5.0f} Hz"
+            )
         print(f"{i.name:<13} " + " ".join(cells))
+    print("  (~: the quartiles of the per-round slowdowns span 0, within this machine's noise)")
     return out
 
 
@@ -473,25 +489,32 @@ def main() -> None:
         print(f"not installed, left out: {', '.join(missing)}")
     seconds = 1.5 if args.quick else 3.0
     heavy = [i for i in present if i.name in ("3.8.18", "3.12.1")] or present[:1]
+    if not HAVE_PYSPY:
+        print(f"{PYSPY} is not installed (pip install py-spy): py-spy's columns are left out")
     with tempfile.TemporaryDirectory(prefix="bench-python-") as tmp:
         work = Path(tmp)
         complete = section_completeness(present, seconds, work)
         costs = section_cost(heavy, 2.0 if args.quick else 4.0, work)
-        slow = section_slowdown(heavy, 2 if args.quick else 5, work)
+        slow = section_slowdown(heavy, 3 if args.quick else 11, work)
+    nan = float("nan")
     agent = max(c.total_ms for c in costs.values())
+    bpf_run = max(c.bpf_run_us for c in costs.values())
+    bpf_frame = max(c.bpf_frame_ns for c in costs.values())
     pyspy = max(c.pyspy_ms for c in costs.values())
     pyspy_nb = max(c.pyspy_nb_ms for c in costs.values())
     fp_slow = max(s["fleetprof"] for s in slow.values())
-    ps_slow = max(s["py-spy"] for s in slow.values())
-    nb_slow = max(s["py-spy --nonblocking"] for s in slow.values())
+    ps_slow = max(s.get("py-spy", nan) for s in slow.values())
+    nb_slow = max(s.get("py-spy --nonblocking", nan) for s in slow.values())
     c = complete
     print(
         f"\nheadline (worst interpreter): whole Python chains fleetprof {pct(c['fp_whole'])} vs py-spy "
         f"{pct(c['ps_whole'])}, lines right {pct(c['fp_lines'])} vs {pct(c['ps_lines'])}, "
         f"C frames in place (json/sorted) {pct(c['fp_json'])}/{pct(c['fp_sort'])} vs "
-        f"{pct(c['ps_json'])}/{pct(c['ps_sort'])}; CPU per 1,000 samples {agent:.0f} ms vs "
-        f"py-spy {pyspy:.0f} ms (pausing) / {pyspy_nb:.0f} ms (--nonblocking); target slowdown at {RATE} Hz "
-        f"{fp_slow:+.1%} vs py-spy {ps_slow:+.1%} (pausing) / {nb_slow:+.1%} (--nonblocking)"
+        f"{pct(c['ps_json'])}/{pct(c['ps_sort'])}; CPU per 1,000 samples {agent:.0f} ms "
+        f"(BPF {bpf_run:.1f} us a run, {bpf_frame:.0f} ns a frame) vs py-spy {pyspy:.0f} ms (pausing) / "
+        f"{pyspy_nb:.0f} ms "
+        f"(--nonblocking); target slowdown at {RATE} Hz (median of paired rounds) {fp_slow:+.1%} vs py-spy "
+        f"{ps_slow:+.1%} (pausing) / {nb_slow:+.1%} (--nonblocking)"
     )
 
 

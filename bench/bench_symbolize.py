@@ -1,9 +1,11 @@
 """Symbolization speed and agreement on the largest binaries here, against addr2line and llvm-symbolizer.
 
-For each binary: 20,000 addresses sampled inside function symbols (nm -S); time to build the cache
-(cold), to load it (warm), lookups per second, and the same addresses through `addr2line -f -i -C`
-and `llvm-symbolizer` (one process each, addresses on stdin) in the same run. Prints ratios; the last
-line is the headline figure.
+For each binary: 20,000 addresses sampled inside function symbols (nm -S), compared like for like with
+`addr2line -f -i -C` and `llvm-symbolizer` in the same run. Cold: a fresh fleetprof symbolizer without a
+cache (builds it, then answers every address) against one fresh peer process answering the same
+addresses on stdin. Warm: a loaded fleetprof symbolizer that has answered 20,000 other addresses against
+a long-running peer process that has answered the same 20,000 others, both timing the same new batch.
+Also the cache's build and load times and agreement with addr2line. The last line is the headline.
 
     .venv/bin/python bench/bench_symbolize.py [--count N] [BINARY ...]
 """
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,8 +68,9 @@ def _nm(path: str) -> tuple[list[tuple[int, int]], dict[str, int]]:
     return [], {}
 
 
-def sample(funcs: list[tuple[int, int]], count: int) -> list[int]:
-    rng = random.Random(42)
+def sample(funcs: list[tuple[int, int]], count: int, seed: int = 42) -> list[int]:
+    """`count` distinct addresses inside the functions, drawn with `seed`."""
+    rng = random.Random(seed)
     addrs: set[int] = set()
     while len(addrs) < count:
         start, size = rng.choice(funcs)
@@ -79,6 +83,65 @@ def run_tool(cmd: list[str], addrs: list[int]) -> tuple[float, str]:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, input=text, capture_output=True, text=True)
     return time.perf_counter() - t0, done.stdout
+
+
+SENTINEL = 0xFFFF_FFFF_FFF0  # an address no binary here maps: its echo marks the end of a batch
+
+
+class WarmPeer:
+    """A long-running `addr2line -a …` or `llvm-symbolizer --addresses …` fed addresses on stdin, as a
+    symbolizer service would keep it: `timed` answers one batch (every address, then the sentinel) and
+    returns the seconds it took until the sentinel's echo came back."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+
+    def timed(self, addrs: list[int]) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        text = "".join(f"{a:#x}\n" for a in addrs) + f"{SENTINEL:#x}\n"
+        writer = threading.Thread(target=self._write, args=(text,))
+        t0 = time.perf_counter()
+        writer.start()
+        ends = {f"{SENTINEL:#x}", f"0x{SENTINEL:016x}"}  # llvm-symbolizer's echo, addr2line's
+        for line in self.proc.stdout:
+            if line.strip() in ends:
+                break
+        else:
+            raise RuntimeError(f"{self.proc.args[0]} ended before answering")
+        took = time.perf_counter() - t0
+        writer.join()
+        return took
+
+    def _write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+def warm_peer_time(cmd: list[str], warmup: list[int], addrs: list[int]) -> float:
+    """Seconds a warm peer (it has answered `warmup` already) takes for `addrs`; nan when it fails."""
+    peer = WarmPeer(cmd)
+    try:
+        peer.timed(warmup)
+        return peer.timed(addrs)
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"  ({cmd[0]} as a warm process failed: {exc})")
+        return math.nan
+    finally:
+        peer.close()
 
 
 def addr2line_names(output: str) -> dict[int, list[str]]:
@@ -108,7 +171,9 @@ def bench_one(path: str, count: int) -> dict[str, float] | None:
     if not funcs:
         print(f"{path}: no function symbols, skipped")
         return None
-    addrs = sample(funcs, min(count, sum(size for _, size in funcs)))
+    count = min(count, sum(size for _, size in funcs) // 2)
+    addrs = sample(funcs, count)
+    warmup = sample(funcs, count, seed=7)  # what warm processes answered before the timed batch
     info = read_elf_info(path)
     file = NativeFile(file_id(path, info.build_id), path)
     cache = tempfile.mkdtemp(prefix="fleetprof-bench-")
@@ -124,6 +189,10 @@ def bench_one(path: str, count: int) -> dict[str, float] | None:
         t0 = time.perf_counter()
         warm.symbolize(file, addrs[:1])
         load = time.perf_counter() - t0
+        warm.symbolize(file, warmup)
+        t0 = time.perf_counter()
+        warm.symbolize(file, addrs)
+        warm_lookup = time.perf_counter() - t0
         bare = NativeSymbolizer(cache_dir=cache, start_lines=False)
         t0 = time.perf_counter()
         bare.symbolize(file, addrs[:1])
@@ -134,10 +203,16 @@ def bench_one(path: str, count: int) -> dict[str, float] | None:
         cache_bytes = sum(p.stat().st_size for p in Path(cache).rglob("*") if p.is_file())
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    a2l_time, a2l_out = run_tool(["addr2line", "-a", "-f", "-i", "-C", "-e", path], addrs)
-    llvm_time = math.nan
+    a2l_cmd = ["addr2line", "-a", "-f", "-i", "-C", "-e", path]
+    a2l_time, a2l_out = run_tool(a2l_cmd, addrs)
+    a2l_warm = warm_peer_time(a2l_cmd, warmup, addrs)
+    llvm_time = llvm_warm = math.nan
     if shutil.which("llvm-symbolizer"):
-        llvm_time, _ = run_tool(["llvm-symbolizer", f"--obj={path}", "-f", "-i", "-C"], addrs)
+        llvm_cmd = ["llvm-symbolizer", f"--obj={path}", "--addresses", "-f", "-i", "-C"]
+        llvm_time, _ = run_tool(llvm_cmd, addrs)
+        llvm_warm = warm_peer_time(llvm_cmd, warmup, addrs)
+    else:
+        print("  (llvm-symbolizer is not installed: apt-get install llvm; its figures are left out)")
     theirs = addr2line_names(a2l_out)
     outer_ok = chain_ok = 0
     for addr in addrs:
@@ -151,13 +226,19 @@ def bench_one(path: str, count: int) -> dict[str, float] | None:
         if chain or unknown_both:
             chain_ok += 1
     n = len(addrs)
+    cold_s = build + lookup  # a fresh symbolizer, no cache: build the cache, then answer every address
     row = {
         "build": build,
         "load": load,
         "rate": n / lookup,
         "rate_bare": n / lookup_bare,
+        "warm_rate": n / warm_lookup,
         "a2l_rate": n / a2l_time,
-        "llvm_rate": n / llvm_time if llvm_time == llvm_time else math.nan,
+        "llvm_rate": n / llvm_time,
+        "cold_a2l": a2l_time / cold_s,
+        "cold_llvm": llvm_time / cold_s,
+        "warm_a2l": a2l_warm / warm_lookup,
+        "warm_llvm": llvm_warm / warm_lookup,
         "outer": outer_ok / n,
         "chain": chain_ok / n,
     }
@@ -171,14 +252,19 @@ def bench_one(path: str, count: int) -> dict[str, float] | None:
         f"cache {cache_bytes / 1e6:.1f} MB"
     )
     print(
-        f"  lookups/s: fleetprof {row['rate']:,.0f} (no start lines {row['rate_bare']:,.0f}), "
-        f"addr2line {row['a2l_rate']:,.0f}, llvm-symbolizer {row['llvm_rate']:,.0f}"
+        f"  cold (nothing loaded, every address once): fleetprof {cold_s:.2f} s, addr2line {a2l_time:.2f} s, "
+        f"llvm-symbolizer {llvm_time:.2f} s: fleetprof x{row['cold_a2l']:.1f} addr2line, "
+        f"x{row['cold_llvm']:.1f} llvm-symbolizer"
     )
     print(
-        f"  ratios: vs addr2line x{row['rate'] / row['a2l_rate']:.1f}, "
-        f"vs llvm-symbolizer x{row['rate'] / row['llvm_rate']:.1f}; "
-        f"warm vs addr2line whole run x{(a2l_time) / (load + lookup):.1f}; "
-        f"agreement with addr2line: outer function {row['outer']:.2%}, whole inline chain {row['chain']:.2%}"
+        f"  warm (loaded, {n} new addresses after {len(warmup)} others) lookups/s: fleetprof "
+        f"{row['warm_rate']:,.0f}, addr2line {n / a2l_warm:,.0f}, llvm-symbolizer {n / llvm_warm:,.0f}: "
+        f"fleetprof x{row['warm_a2l']:.1f} addr2line, x{row['warm_llvm']:.1f} llvm-symbolizer"
+    )
+    print(
+        f"  right after the build: fleetprof {row['rate']:,.0f} lookups/s (no start lines "
+        f"{row['rate_bare']:,.0f}); agreement with addr2line: outer function {row['outer']:.2%}, "
+        f"whole inline chain {row['chain']:.2%}"
     )
     return row
 
@@ -192,17 +278,22 @@ def main() -> int:
     if not rows:
         print("headline: no binaries to measure")
         return 1
-    ratios = [r["rate"] / r["a2l_rate"] for r in rows]
-    llvm = [r["rate"] / r["llvm_rate"] for r in rows if r["llvm_rate"] == r["llvm_rate"]] or [math.nan]
-    geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+
+    def geo(key: str) -> str:
+        vals = [r[key] for r in rows if r[key] == r[key]]
+        if not vals:
+            return "n/a"
+        mean = math.exp(sum(math.log(x) for x in vals) / len(vals))
+        return f"x{mean:.1f} (x{min(vals):.1f}..x{max(vals):.1f})"
+
     worst_build = max(r["build"] for r in rows)
     worst_load = max(r["load"] for r in rows)
     outer = sum(r["outer"] for r in rows) / len(rows)
     print(
-        f"headline: {len(rows)} binaries, lookups x{geo:.1f} addr2line (geo-mean; "
-        f"x{min(ratios):.1f}..x{max(ratios):.1f}), x{min(llvm):.1f}..x{max(llvm):.1f} llvm-symbolizer, "
-        f"cold build <= {worst_build:.2f} s, warm load <= {worst_load * 1e3:.0f} ms, "
-        f"outer-name agreement {outer:.2%}"
+        f"headline: {len(rows)} binaries, fleetprof's speed over its peers, like for like (geo-mean, range): "
+        f"cold {geo('cold_a2l')} addr2line, {geo('cold_llvm')} llvm-symbolizer; warm {geo('warm_a2l')} "
+        f"addr2line, {geo('warm_llvm')} llvm-symbolizer; cold build <= {worst_build:.2f} s, warm load <= "
+        f"{worst_load * 1e3:.0f} ms, outer-name agreement {outer:.2%}"
     )
     return 0
 

@@ -3,9 +3,10 @@
 Every zoo program (tests/bpf/zoo, no frame pointers) is recorded at 999 Hz by each profiler. perf's
 callchains are symbolized with fleetprof's own symbolizer (same names, same inline frames), so the same
 criterion applies to all three: the share of samples whose leaf is in the program's chain that carry the
-whole chain, root to leaf. Also printed: bytes each produced (fleetprof: ring-buffer records, 72 + 24 per
-frame, and the pprof file; perf: perf.data) and, from a second fleetprof run with a cold unwind-table cache,
-the share among each process's first samples against the rest.
+whole chain, root to leaf. Also printed: bytes each produced (fleetprof: its sample records' bytes in
+the ring buffer, counted as they arrive, and the pprof file; perf: perf.data) and, from a second
+fleetprof run with a cold unwind-table cache, the share among each process's first samples against the
+rest.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from elftools.elf.elffile import ELFFile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "bpf"))
 
+from _counting_fleetprof import parse_counts  # noqa: E402
 from zoo.build import (  # noqa: E402
     Completeness,
     Frame,
@@ -38,6 +40,7 @@ from zoo.build import (  # noqa: E402
     load_stacks,
     pprof_stacks,
     record,
+    record_env,
 )
 from zoo.programs import CATALOG, ZooProgram, evaluate  # noqa: E402
 
@@ -46,8 +49,7 @@ from fleetprof.symbolize.native import NativeFile, NativeSymbolizer  # noqa: E40
 
 PERF = "/usr/bin/perf"
 FREQ = 999
-HEADER_BYTES = 8 + 64  # BPF ring-buffer record header + struct sample_header
-FRAME_BYTES = 24  # struct frame
+COUNTING = Path(__file__).resolve().with_name("_counting_fleetprof.py")
 FIRST_SAMPLES = 50
 _FRAME_LINE = re.compile(r"^\s+([0-9a-f]+) \((.*)\)$")
 _HEAD_LINE = re.compile(r"^(.*\S)\s+(\d+)/(\d+)\s*$")
@@ -65,14 +67,18 @@ class Outcome:
 
 
 def fleetprof_run(program: ZooProgram, argv: list[str], out: Path, cache: Path) -> Outcome:
-    """`fleetprof record` into pprof; ring bytes rebuilt from the samples' physical frames."""
+    """`fleetprof record` into pprof, with the ring-buffer bytes of its sample records counted as they
+    arrive (bench/_counting_fleetprof.py)."""
     begin = time.monotonic()
-    run = record(["--", *argv], out, cache_dir=cache)
+    cmd = [sys.executable, str(COUNTING), "record", "-F", str(FREQ), "-o", str(out), "--", *argv]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=record_env(cache), timeout=300, check=False)
     if run.returncode != 0:
         return Outcome(error=run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed")
+    counts = parse_counts(run.stderr)
+    if counts is None:
+        return Outcome(error=f"no byte counts from {COUNTING.name}")
     prof = load_pprof(out)
-    ring = sum(s.value[0] * (HEADER_BYTES + FRAME_BYTES * len(s.location_id)) for s in prof.sample)
-    return Outcome(pprof_stacks(prof), ring, out.stat().st_size, time.monotonic() - begin)
+    return Outcome(pprof_stacks(prof), counts["ring_bytes"], out.stat().st_size, time.monotonic() - begin)
 
 
 class PerfSymbols:
@@ -149,6 +155,8 @@ def perf_stacks(data: Path, program: ZooProgram, symbols: PerfSymbols, return_mi
 
 def perf_run(program: ZooProgram, argv: list[str], out: Path, mode: str, symbols: PerfSymbols) -> Outcome:
     """`perf record -F 999` with `-g` or `--call-graph dwarf`."""
+    if not Path(PERF).exists():
+        return Outcome(error=f"{PERF} is not installed (apt-get install linux-perf)")
     callgraph = ["-g"] if mode == "fp" else ["--call-graph", "dwarf"]
     begin = time.monotonic()
     proc = subprocess.run(
@@ -180,9 +188,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="run time of each program")
     parser.add_argument("programs", nargs="*", default=list(CATALOG), help="zoo programs (default: all)")
     args = parser.parse_args()
-    if not Path(PERF).exists() or shutil.which("gcc") is None:
-        print("needs /usr/bin/perf and gcc", file=sys.stderr)
+    if shutil.which("gcc") is None:
+        print("needs gcc to build the zoo (make setup installs it)", file=sys.stderr)
         return 2
+    if not Path(PERF).exists():
+        print(f"{PERF} is not installed (apt-get install linux-perf): perf's columns are left out")
     work = Path(tempfile.mkdtemp(prefix="fleetprof-bench-"))
     build, warm = work / "build", work / "cache-warm"
     build.mkdir()
