@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import os
 import re
 import shutil
@@ -73,6 +74,34 @@ def strip_all(binary: Path, name: str) -> Path:
     out = binary.with_name(name)
     if not out.exists():
         _run(["strip", "--strip-all", "-o", str(out), str(binary)])
+    return out
+
+
+def add_minidebuginfo(binary: Path, name: str) -> Path:
+    """A stripped copy of `binary` with MiniDebugInfo, as Fedora ships: `.gnu_debugdata` holds an
+    xz-compressed ELF whose .symtab has the function symbols `.dynsym` lacks (no DWARF)."""
+    out = binary.with_name(name)
+    if out.exists():
+        return out
+    work = binary.with_name(f"{name}.mdi")
+    work.mkdir(exist_ok=True)
+
+    def nm(*flags: str) -> list[list[str]]:
+        cmd = ["nm", *flags, "--format=posix", "--defined-only", str(binary)]
+        return [
+            line.split() for line in subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()
+        ]
+
+    dynamic = {fields[0] for fields in nm("-D") if fields}
+    keep = sorted({f[0] for f in nm() if len(f) > 1 and f[1] in ("T", "t")} - dynamic)
+    (work / "keep").write_text("".join(f"{symbol}\n" for symbol in keep))
+    _run(["objcopy", "--only-keep-debug", str(binary), str(work / "debug")])
+    _run(["objcopy", "-S", "--remove-section", ".gdb_index", "--remove-section", ".comment",
+          f"--keep-symbols={work / 'keep'}", str(work / "debug"), str(work / "mini")])  # fmt: skip
+    (work / "mini.xz").write_bytes(lzma.compress((work / "mini").read_bytes(), preset=2))
+    _run(["strip", "--strip-all", "-R", ".comment", "-o", str(work / name), str(binary)])
+    _run(["objcopy", "--add-section", f".gnu_debugdata={work / 'mini.xz'}", str(work / name)])
+    os.replace(work / name, out)
     return out
 
 

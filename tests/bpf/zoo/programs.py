@@ -21,6 +21,7 @@ from zoo.build import (
     Stack,
     Step,
     ZooError,
+    add_minidebuginfo,
     build_c,
     build_rust,
     clock_path,
@@ -274,6 +275,52 @@ def _rust(out: Path, secs: float) -> list[str]:
     return _args(build_rust("zoo_rust", out), secs)
 
 
+# ---- symbolization cases: MiniDebugInfo, qualified names of inlined C++ frames --------------------------
+
+MINIDEBUG_EXE = "zoo_c_minidbg"
+CXX_INLINE_EXE = "zoo_cxx_inline"
+STIR = r"mix::\(anonymous namespace\)::Mixer::stir"
+ROTATE = r"mix::detail::rotate"
+FOLD = r"mix::Table::fold\(unsigned long\) const"
+
+
+def _minidebug(out: Path, secs: float) -> list[str]:
+    return _args(add_minidebuginfo(build_c("zoo_c_mdi_full", ["chain.c"], out), MINIDEBUG_EXE), secs)
+
+
+def _cxx_inline_chains() -> tuple[Chain, ...]:
+    exe = CXX_INLINE_EXE
+    root = (*main_root(exe), fn(r"mix::run_mix\(unsigned long\)", exe))
+    return (
+        (*root, fn(STIR, exe, inline=True), fn(ROTATE, exe, inline=True)),
+        (*root, fn(FOLD, exe, inline=True)),
+        clock_path(main_root(exe), exe),
+        exit_path(exe),
+        ld_startup(),
+    )
+
+
+def _symbol_cases() -> list[ZooProgram]:
+    return [
+        ZooProgram(
+            MINIDEBUG_EXE,
+            "C -O2 -fomit-frame-pointer, stripped, with MiniDebugInfo (.gnu_debugdata) as Fedora ships",
+            _minidebug,
+            c_chain(MINIDEBUG_EXE, inline=False),
+            _c_groups(MINIDEBUG_EXE),
+        ),
+        ZooProgram(
+            CXX_INLINE_EXE,
+            "C++ hot code inlined from a static function, an anonymous-namespace class and a class",
+            lambda out, secs: _args(
+                build_c(CXX_INLINE_EXE, ["inline_ns.cc"], out, NOFP_FLAGS, cxx=True), secs
+            ),
+            _cxx_inline_chains(),
+            {"stir": (fn(rf"{STIR}|{ROTATE}", CXX_INLINE_EXE),), "fold": (fn(FOLD, CXX_INLINE_EXE),)},
+        ),
+    ]
+
+
 def catalog() -> dict[str, ZooProgram]:
     """Every zoo program by name."""
     cxx_exe, std_exe = "zoo_cxx", "zoo_stdcxx"
@@ -368,6 +415,7 @@ def catalog() -> dict[str, ZooProgram]:
             _rust_chains(),
             {"chain": (fn(r"zoo_rust::(outer|middle|inner|hot|fold_squares).*", "zoo_rust"),)},
         ),
+        *_symbol_cases(),
     ]
     return {p.name: p for p in programs}
 
