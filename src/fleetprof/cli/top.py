@@ -110,11 +110,12 @@ class TopCommand:
                 core.start()
             except SamplerError as exc:
                 raise CliError(str(exc)) from None
+            started = time.monotonic()
             builder = builder_for(core)
             stop = StopRequest()
             try:
                 with stop.catching():
-                    self._loop(core, builder, args, sys.stdout, stop)
+                    self._loop(core, builder, args, sys.stdout, stop, started)
             finally:
                 builder.native.close()
         finally:
@@ -128,7 +129,10 @@ class TopCommand:
         args: argparse.Namespace,
         out: TextIO,
         stop: StopRequest,
+        since: float,
     ) -> None:
+        """Each table covers the samples since the previous one (`since`: when sampling began): the
+        interval plus the time the previous table took to build, as the header says."""
         tty = out.isatty()
         shown = 0
         while args.iterations is None or shown < args.iterations:
@@ -139,11 +143,13 @@ class TopCommand:
                 return
             window = core.aggregator.stacks
             core.aggregator.stacks = {}
+            now = time.monotonic()
+            seconds, since = now - since, now
             profile = builder.build(window)
             rows, total = top_rows(profile)
             width = shutil.get_terminal_size((120, 40)).columns if tty else 200
             stamp = time.strftime("%H:%M:%S")
-            header = f"fleetprof top — {stamp}, {total} samples in {args.interval:g} s at {args.frequency} Hz"
+            header = f"fleetprof top — {stamp}, {total} samples in {seconds:.1f} s at {args.frequency} Hz"
             text = render(rows, total, args.limit, width, header)
             out.write(("\033[H\033[2J" if tty else "") + text + "\n\n")
             out.flush()
