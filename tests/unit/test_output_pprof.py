@@ -187,7 +187,8 @@ def test_go_pgo_requirements() -> None:
     p = parse(rich_profile())
     st = p.string_table
     assert any((st[t.type], st[t.unit]) == ("samples", "count") for t in p.sample_type)
-    assert any(f.start_line > 0 for f in p.function)
+    start_lines = {st[f.name]: f.start_line for f in p.function}
+    assert (start_lines["main"], start_lines["helper(int)"], start_lines["__libc_read"]) == (5, 18, 25)
     assert all(line.line >= 0 for loc in p.location for line in loc.line)
 
 
