@@ -36,12 +36,16 @@ from zoo.build import (
 from fleetprof import __version__
 
 EXE = "zoo_fp"
-# The line every run ends with. Benches parse it: change it only together with bench/.
+# The line a run prints once its profile is written (notes and --verbose counters may follow). Benches
+# parse it (bench/_common.py): change it only together with them.
 SUMMARY = re.compile(
-    r"fleetprof: wrote (?P<path>.+) \((?P<format>[a-z]+)\): samples (?P<samples>\d{1,3}(?:,\d{3})*), "
-    r"processes (?P<processes>\d+), (?P<seconds>\d+\.\d) s, whole stacks (?P<whole>\d{1,3}\.\d)%"
+    r"^fleetprof: wrote (?P<path>.+) \((?P<format>[a-z]+)\): samples (?P<samples>\d{1,3}(?:,\d{3})*), "
+    r"processes (?P<processes>\d+), (?P<seconds>\d+\.\d) s, whole stacks (?P<whole>\d{1,3}\.\d)%$"
 )
-COUNTER = re.compile(r"fleetprof: (?P<name>[a-z_]+): (?P<value>[1-9]\d{0,2}(?:,\d{3})*)")
+# A counter: its name (words, some with a `kind: reason` part) and a non-zero value with separators.
+COUNTER = re.compile(
+    r"^fleetprof: (?P<name>[a-z][a-z0-9_]*(?:: [\w ]+)?): (?P<value>[1-9]\d{0,2}(?:,\d{3})*)$"
+)
 READY_TIMEOUT_S = 30.0
 MIN_SHARE = 0.99
 
@@ -119,33 +123,23 @@ def exe(build_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def verbose_run(exe: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
-    """`record -v` of zoo_fp for 1 s into a folded file, shared by the summary and --verbose tests."""
-    out = tmp_path_factory.mktemp("verbose") / "p.folded"
-    run = fleetprof("record", "-v", "-F", "999", "-o", str(out), "--", str(exe), "1", cache=cache)
-    assert run.returncode == 0, run.stderr
-    return run, out
-
-
-@pytest.fixture(scope="module")
 def stdout_run(exe: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """`record -o - -f folded` of zoo_fp for 1 s, run in an empty directory (it must stay empty)."""
+    """`record -v -o - -f folded` of zoo_fp for 1 s, run in an empty directory (it must stay empty); shared
+    by the summary, --verbose and stdout tests."""
     cwd = tmp_path_factory.mktemp("stdout")
-    run = fleetprof(
-        "record", "-F", "999", "-o", "-", "-f", "folded", "--", str(exe), "1", cache=cache, cwd=cwd
-    )
+    args = ["record", "-v", "-F", "999", "-o", "-", "-f", "folded", "--", str(exe), "1"]
+    run = fleetprof(*args, cache=cache, cwd=cwd)
     assert run.returncode == 0, run.stderr
     assert list(cwd.iterdir()) == [], "nothing written but stdout"
     return run
 
 
-def test_summary_line_format(verbose_run: tuple[Run, Path]) -> None:
-    """`fleetprof: wrote PATH (FORMAT): samples N, processes N, S.S s, whole stacks P.P%`, with the numbers
-    true to the profile written."""
-    run, out = verbose_run
-    match = summary(run.stderr)
-    stacks = parse_folded(out.read_text())
-    assert match["path"] == str(out)
+def test_summary_line_format(stdout_run: Run) -> None:
+    """`fleetprof: wrote PATH (FORMAT): samples N, processes N, S.S s, whole stacks P.P%`, the first line on
+    stderr, with the numbers true to the profile written."""
+    match = summary(stdout_run.stderr)
+    stacks = parse_folded(stdout_run.stdout.decode())
+    assert match["path"] == "-"
     assert match["format"] == "folded"
     assert number(match["samples"]) == sum(s.count for s in stacks)
     assert number(match["processes"]) == 1, "the command's one process (exec keeps the forked pid)"
@@ -153,28 +147,22 @@ def test_summary_line_format(verbose_run: tuple[Run, Path]) -> None:
     assert 0.0 <= float(match["whole"]) <= 100.0
 
 
-def test_verbose_prints_counters(verbose_run: tuple[Run, Path]) -> None:
+def test_verbose_prints_counters(stdout_run: Run) -> None:
     """After the summary, one `fleetprof: NAME: N` line per non-zero counter, sorted by name, and the
-    sample counters agree with the summary."""
-    run, _ = verbose_run
-    lines = run.stderr.splitlines()
+    submitted samples are the summary's (none lost between the kernel and the file)."""
     counters = {}
-    for line in lines[1:]:
+    for line in stdout_run.stderr.splitlines()[1:]:
         match = COUNTER.fullmatch(line)
         assert match, f"not a counter line: {line!r}"
         counters[match["name"]] = number(match["value"])
     assert list(counters) == sorted(counters)
     assert {"samples", "samples_submitted", "native_frames", "unwind_tables"} <= set(counters), counters
-    assert counters["samples_submitted"] == number(summary(run.stderr)["samples"])
+    assert counters["samples_submitted"] == number(summary(stdout_run.stderr)["samples"])
 
 
 def test_output_to_stdout(stdout_run: Run) -> None:
-    """`-o -` writes the profile to stdout (whole chains of the program) and says so in the summary; without
-    --verbose the summary is the only line on stderr."""
-    assert [summary(stdout_run.stderr)[0]] == stdout_run.stderr.splitlines()
-    assert summary(stdout_run.stderr)["path"] == "-"
+    """`-o -` writes the profile to stdout: the program's whole chains."""
     stacks = parse_folded(stdout_run.stdout.decode())
-    assert number(summary(stdout_run.stderr)["samples"]) == sum(s.count for s in stacks)
     got = judge(stacks, fp_chains(), process=EXE)
     assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
 
@@ -216,6 +204,7 @@ def test_default_output_name(options: tuple[str, ...], suffix: str, cache: Path,
     assert run.returncode == 0, run.stderr
     (written,) = tmp_path.iterdir()
     assert re.fullmatch(rf"fleetprof-\d{{8}}-\d{{6}}{re.escape(suffix)}", written.name), written.name
+    assert run.stderr.splitlines() == [summary(run.stderr)[0]], "without --verbose, the summary alone"
     assert summary(run.stderr)["path"] == written.name
     if suffix == ".html":
         assert written.read_text().startswith("<!DOCTYPE html>")
