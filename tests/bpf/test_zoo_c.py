@@ -58,7 +58,9 @@ def test_inline_frame_is_a_frame_of_its_own(zoo: Profiler) -> None:
             s.count for s in hot if [f.name for f in s.user[-4:-1]] == ["middle", "blend", "inner"]
         )
         total = sum(s.count for s in hot)
-        assert total > 0
+        everything = sum(s.count for s in _stacks(zoo, name))
+        # hot's own loop (n steps, against hidden's n/4) is most of each call, so most of the run
+        assert total >= everything // 2, f"{name}: {total} of {everything} samples in hot"
         assert (with_blend >= 0.99 * total) if expect else with_blend == 0, f"{name}: {with_blend}/{total}"
 
 
