@@ -182,8 +182,8 @@ def main() -> int:
         ids = [copy_with_build_id(node, c, i) for i, c in enumerate(copies)]
         size = node.stat().st_size / 1e6
         print(
-            f"{args.copies} copies of {node} ({size:.0f} MB), distinct build ids ({ids[0][:12]}…, "
-            f"{ids[1][:12]}…), started together, {args.seconds:g} s of a JS loop, {RATE} Hz"
+            f"{args.copies} copies of {node} ({size:.0f} MB), distinct build ids (…{ids[0][-6:]}, "
+            f"…{ids[1][-6:]}, …), started together, {args.seconds:g} s of a JS loop, {RATE} Hz"
         )
         print(f"{'profiler':<26} {'whole (all)':>22} {f'first {FIRST} per copy':>22} {'the rest':>22}")
         results: dict[str, tuple[Share, Share, Share]] = {}

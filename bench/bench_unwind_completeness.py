@@ -194,7 +194,7 @@ def main() -> int:
     if not Path(PERF).exists():
         print(f"{PERF} is not installed (apt-get install linux-perf): perf's columns are left out")
     work = Path(tempfile.mkdtemp(prefix="fleetprof-bench-"))
-    build, warm = work / "build", work / "cache-warm"
+    build = work / "build"
     build.mkdir()
     symbols = PerfSymbols(work / "cache-perf")
     rows: list[tuple[str, dict[str, Outcome]]] = []
@@ -207,16 +207,19 @@ def main() -> int:
             except ZooError as exc:
                 print(f"{name}: build failed: {exc}", file=sys.stderr)
                 continue
+            # one cache per program: zoo binaries built from the same source share a build id (the
+            # stripped and MiniDebugInfo ones), and a shared cache would name them from their full twin
+            cache = work / f"cache-{name}"
+            speed = work / f"{name}.speedscope.json"
+            if record(["--", *argv], speed, cache_dir=cache).returncode == 0:  # cold cache
+                first, rest = by_time(load_stacks(speed), program.chains, name, FIRST_SAMPLES)
+                early.append((name, first, rest))
             runs = {
-                "fleetprof": fleetprof_run(program, argv, work / f"{name}.pb.gz", warm),
+                "fleetprof": fleetprof_run(program, argv, work / f"{name}.pb.gz", cache),  # now warm
                 "perf -g": perf_run(program, argv, work / f"{name}.fp.data", "fp", symbols),
                 "perf dwarf": perf_run(program, argv, work / f"{name}.dwarf.data", "dwarf", symbols),
             }
             rows.append((name, runs))
-            speed = work / f"{name}.speedscope.json"
-            if record(["--", *argv], speed, cache_dir=work / f"cache-cold-{name}").returncode == 0:
-                first, rest = by_time(load_stacks(speed), program.chains, name, FIRST_SAMPLES)
-                early.append((name, first, rest))
             for what, got in runs.items():
                 if got.error:
                     print(f"{name}: {what}: {got.error}", file=sys.stderr)
