@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from test_python_support import (
     DEBIAN_LIBPYTHON,
-    PYENV,
     Interpreter,
     interpreter_params,
     parked_chain,
+    pyenv_glob,
 )
 
 from fleetprof.interpreters.python.discovery import UnsupportedPython, inspect_python_binary
@@ -100,7 +100,7 @@ def test_debian_shared_libpython_and_its_static_twin_agree() -> None:
 
 @pytest.mark.parametrize("name", ["2.7", "3.6", "3.7"])
 def test_old_cpython_is_recognised_and_refused(name: str) -> None:
-    libraries = sorted(PYENV.glob(f"{name}.*/lib/libpython{name}*.so.1.0"))
+    libraries = pyenv_glob(f"{name}.*/lib/libpython{name}*.so.1.0")
     if not libraries:
         pytest.skip(f"no CPython {name} on this machine")
     with pytest.raises(UnsupportedPython, match=f"CPython {name} is older than 3.8"):
@@ -116,13 +116,13 @@ def test_files_that_are_not_cpython(tmp_path: Path) -> None:
     truncated.write_bytes(Path("/bin/ls").read_bytes()[:200])
     assert inspect_python_binary(truncated) is None
     assert inspect_python_binary(tmp_path / "missing") is None
-    launcher = sorted(PYENV.glob("3.12.*/bin/python3.12"))
+    launcher = pyenv_glob("3.12.*/bin/python3.12")
     if launcher:
         assert inspect_python_binary(launcher[0]) is None  # dynamically linked: CPython is in libpython
 
 
 def test_results_are_cached_by_file_id() -> None:
-    found = [p for p in sorted(PYENV.glob("3.1*/lib/libpython3.1*.so.1.0"))]
+    found = pyenv_glob("3.1*/lib/libpython3.1*.so.1.0")
     if not found:
         pytest.skip("no pyenv CPython")
     first = inspect_python_binary(found[0], file_id="cafe" * 8)

@@ -31,10 +31,19 @@ class Interpreter:
     minor: int
 
 
+def pyenv_glob(pattern: str) -> list[Path]:
+    """pyenv's files matching `pattern`, sorted; none when pyenv's tree can't be read (root's, for another
+    user)."""
+    try:
+        return sorted(PYENV.glob(pattern))
+    except OSError:
+        return []
+
+
 def interpreters() -> list[Interpreter]:
     """pyenv's 3.8+ builds and Debian's statically linked python3.11, those present on this machine."""
     found = []
-    for version in sorted(PYENV.glob("3.*"), key=lambda p: tuple(int(x) for x in p.name.split("."))):
+    for version in sorted(pyenv_glob("3.*"), key=lambda p: tuple(int(x) for x in p.name.split("."))):
         minor = int(version.name.split(".")[1])
         library = version / "lib" / f"libpython3.{minor}.so.1.0"
         executable = version / "bin" / f"python3.{minor}"
