@@ -48,6 +48,9 @@ COUNTER = re.compile(
 )
 READY_TIMEOUT_S = 30.0
 MIN_SHARE = 0.99
+# Samples a judged run must have: a busy second at 999 Hz gives ~999 on a quiet machine, a fraction of
+# that on a loaded one (zoo programs run for wall-clock time); fewer than this and a share means little.
+MIN_SELECTED = 100
 
 
 def fp_chains() -> list[Chain]:
@@ -164,7 +167,7 @@ def test_output_to_stdout(stdout_run: Run) -> None:
     """`-o -` writes the profile to stdout: the program's whole chains."""
     stacks = parse_folded(stdout_run.stdout.decode())
     got = judge(stacks, fp_chains(), process=EXE)
-    assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
+    assert got.selected >= MIN_SELECTED and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
 
 
 def run_on_terminal(args: list[str], cache: Path) -> tuple[int, str]:
@@ -245,7 +248,7 @@ def test_several_pids(exe: Path, cache: Path, tmp_path: Path) -> None:
     assert {s.pid for s in stacks} == {w.pid for w in workers}
     for worker in workers:
         got = judge([s for s in stacks if s.pid == worker.pid], fp_chains(), process=EXE)
-        assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
+        assert got.selected >= MIN_SELECTED and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"
 
 
 TRAPPING = """trap 'echo INT > {got}; exit 42' INT
