@@ -122,7 +122,7 @@ class Child:
 def child(executable: Path, source: str = CHILD, *flags: str) -> Iterator[Child]:
     """Run `source` under `executable` (with interpreter `flags`) until the with block ends."""
     if not os.path.exists(executable):  # Path.exists raises when pyenv's tree is another user's
-        pytest.skip(f"{executable} is not installed (a pyenv build: pyenv install VERSION)")
+        pytest.skip(f"{executable} is missing or unreadable here (a pyenv build: pyenv install VERSION)")
     proc = subprocess.Popen(
         [str(executable), *flags, "-c", source],
         stdin=subprocess.PIPE,
@@ -326,7 +326,7 @@ def test_layout_table_matches_dwarf(version: str) -> None:
     minor = int(version.split(".")[1])
     library = PYENV_ROOT / version / "lib" / f"libpython3.{minor}.so.1.0"
     if not os.path.exists(library):
-        pytest.skip(f"{library} is not installed (pyenv install {version})")
+        pytest.skip(f"{library} is missing or unreadable here (pyenv install {version})")
     dwarf = _dwarf(library, minor)
     row = LAYOUTS[minor]
     for name in dwarf.keys() & set(row.__slots__):
