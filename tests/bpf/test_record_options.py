@@ -173,9 +173,11 @@ def test_output_to_stdout(stdout_run: Run) -> None:
 def run_on_terminal(args: list[str], cache: Path) -> tuple[int, str]:
     """Run the CLI with stdout and stderr on a pseudo-terminal; its exit status and what it printed."""
     pid, fd = pty.fork()
-    if pid == 0:  # the child: exec at once, nothing else
-        os.environ.update(record_env(cache))
-        os.execv(fleetprof_command()[0], [*fleetprof_command(), *args])
+    if pid == 0:  # the child: exec at once, nothing else (and never return into pytest)
+        try:
+            os.execve(fleetprof_command()[0], [*fleetprof_command(), *args], record_env(cache))
+        finally:
+            os._exit(127)
     chunks = []
     while True:
         try:
