@@ -25,7 +25,7 @@ from fleetprof.symbolize.demangle import demangle
         ("_ZN1a1bEv", "a::b()"),
     ],
 )
-def test_cxx(mangled, expected):
+def test_cxx(mangled: str, expected: str) -> None:
     assert demangle(mangled) == expected
 
 
@@ -51,7 +51,7 @@ def test_cxx(mangled, expected):
         ("_ZN13$RF$mut$u20$T3foo17h0123456789abcdefE", "&mut T::foo"),
     ],
 )
-def test_rust_legacy(mangled, expected):
+def test_rust_legacy(mangled: str, expected: str) -> None:
     assert demangle(mangled) == expected
 
 
@@ -65,19 +65,19 @@ def test_rust_legacy(mangled, expected):
         ("_RNCNvCs6GmmlP4bgsG_1r12closure_user0B3_", "r::closure_user::{closure#0}"),
     ],
 )
-def test_rust_v0(mangled, expected):
+def test_rust_v0(mangled: str, expected: str) -> None:
     assert demangle(mangled) == expected
 
 
 @pytest.mark.parametrize(
     "name", ["main", "strlen", "memcpy@GLIBC_2.2.5", "__libc_start_main", "_start", "_GLOBAL__sub_I_a.cpp"]
 )
-def test_plain_c_names_are_unchanged(name):
+def test_plain_c_names_are_unchanged(name: str) -> None:
     assert demangle(name) == name
 
 
 @pytest.mark.parametrize(
     "name", ["", "_Z", "_Zbad", "_ZN3foo", "_ZN1a1b", "_R", "_RXYZ", "_RNvC", "_ZN3foo17h0123E"]
 )
-def test_garbage_is_unchanged(name):
+def test_garbage_is_unchanged(name: str) -> None:
     assert demangle(name) == name
