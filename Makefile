@@ -53,7 +53,7 @@ npm: $(NPM_STAMP) ## the npm packages the tests use (tools/npm: speedscope's fil
 $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	@if command -v npm >/dev/null; then \
 		cd $(NPM_DIR) && npm ci --no-audit --no-fund --no-update-notifier --ignore-scripts --loglevel=error && touch node_modules/.package-lock.json; \
-	else echo "npm is not installed: the tests that use $(NPM_DIR) will skip (make setup installs npm)"; fi
+	else echo "npm is not installed: the tests that use $(NPM_DIR) will fail (make setup installs npm)"; fi
 
 bpf: $(BPF_OBJ) ## compile the BPF programs (CO-RE objects)
 $(BPF_OBJ): $(BPF_SRC) $(STAMP)/deps

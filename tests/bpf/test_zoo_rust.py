@@ -17,7 +17,7 @@ MIN_SHARE = 0.99
 def test_rust_release_chain_is_whole(zoo: Profiler) -> None:
     """The chain, demangled without hashes (`zoo_rust::hot`), is whole in >= 99 %."""
     if shutil.which("cargo") is None and not (Path.home() / ".cargo" / "bin" / "cargo").exists():
-        pytest.skip("cargo is not installed (make setup installs Debian's cargo when it is missing)")
+        pytest.fail("cargo is not installed (make setup installs it)")
     try:
         stacks = zoo.stacks("zoo_rust")
     except ZooError as exc:

@@ -103,7 +103,7 @@ def test_samples_in_time_order() -> None:
 def test_validates_against_speedscope_own_schema() -> None:
     """speedscope's npm package ships its file format's schema; `make setup` installs it in tools/npm."""
     if not SPEEDSCOPE_SCHEMA.is_file():
-        pytest.skip(f"{SPEEDSCOPE_SCHEMA} is missing: `make setup` installs it (npm ci in tools/npm)")
+        pytest.fail(f"{SPEEDSCOPE_SCHEMA} is not installed (make setup installs it: npm ci in tools/npm)")
     schema = json.loads(SPEEDSCOPE_SCHEMA.read_text())
     for profile in (rich_profile(), empty_profile(), wide_profile(100)):
         jsonschema.validate(write(profile), schema)
