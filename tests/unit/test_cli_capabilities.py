@@ -34,7 +34,7 @@ def _unprivileged(argv: list[str]) -> list[str]:
         return argv
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("setpriv (util-linux, which make setup installs) is needed to drop root")
+        pytest.fail("setpriv is not installed (make setup installs it: util-linux)")
     return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", *argv]  # fmt: skip
 
