@@ -68,7 +68,9 @@ def node_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[St
     script = work / "hot.js"
     script.write_text(SCRIPT)
     out = work / "node.pb.gz"
-    run = record(["--", node, *NODE_FLAGS, str(script), "1"], out, cache_dir=tmp_path_factory.mktemp("cache"))
+    cache = tmp_path_factory.mktemp("cache")
+    # cwd: V8 writes an isolate-*-v8.log there under --perf-basic-prof
+    run = record(["--", node, *NODE_FLAGS, str(script), "1"], out, cwd=work, cache_dir=cache)
     stacks = load_stacks(out) if out.exists() else []
     try:
         assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
