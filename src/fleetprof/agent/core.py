@@ -6,11 +6,14 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetprof.agent.deferred import DeferredStacks
+from fleetprof.agent.execwindow import ExecWindow
 from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.python import PythonSupport
 from fleetprof.agent.tables import TableManager, TableRequest
@@ -23,12 +26,14 @@ from fleetprof.process.tracker import ExecMapping, ProcessTracker
 from fleetprof.profile.model import Mapping
 from fleetprof.symbolize.native import NativeFile
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import Aggregator
-from fleetprof.tracer.mapsync import MappingsMap, MappingValue
+from fleetprof.tracer.aggregate import Aggregator, StackKey
+from fleetprof.tracer.mapsync import InodeMap, MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
 log = logging.getLogger(__name__)
+FRAME_IDS = layout.FRAME_STRUCT
 FOLLOWUP_S = 0.003
+TABLE_WAIT_S = 60.0  # at the end, how long to wait for tables that deferred samples still need
 
 
 @dataclass(slots=True)
@@ -65,6 +70,9 @@ class ProfilerCore:
         self.started_ns = 0
         self.stopped_ns = 0
         self._mapsync: MappingsMap | None = None
+        self._inodes: InodeMap | None = None
+        self.deferred: DeferredStacks | None = None
+        self._exec_window: ExecWindow | None = None
         self.python: PythonSupport | None = None
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
@@ -72,6 +80,7 @@ class ProfilerCore:
         self._followups: dict[int, float] = {}  # pid -> when to rescan it again
         self._followed: set[int] = set()
         self._pinned: set[str] = set()
+        self._mtimes: dict[int, int] = {}  # file key -> mtime_ns of the file (part of its inode identity)
         self.own_pid = os.getpid()
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -86,9 +95,23 @@ class ProfilerCore:
         self.options.cache_dir.mkdir(parents=True, exist_ok=True)
         self._tables = TableManager(loader, UnwindTableCache(self.options.cache_dir / "unwind"))
         self.python = PythonSupport(
-            self.sampler.map("py_procs"), self.sampler.map("interp_ranges"), self.options.cache_dir / "python"
+            self.sampler.map("py_procs"),
+            self.sampler.map("interp_ranges"),
+            self.options.cache_dir / "python",
+            self.sampler.map("py_files"),
         )
-        self.aggregator.on_new_stack = self.python.on_new_stack
+        self._inodes = InodeMap(self.sampler.map("file_inodes"))
+        self.deferred = DeferredStacks(
+            emit=self.aggregator.add_bytes,
+            mapping=self._mapping_for_replay,
+            inode=self._inodes.lookup,
+            rules=self._tables.find_rule,
+            want_table=self._tables.ensure_loaded,
+            pid_ready=self._pid_ready,
+        )
+        self.aggregator.on_deferred = self.deferred.add
+        self.aggregator.fix_failed = self._fix_failed
+        self.aggregator.on_new_stack = self._on_new_stack
         self.sampler.on_samples(self.aggregator.add_record)
         self.sampler.on_events(self._on_event)
 
@@ -96,6 +119,9 @@ class ProfilerCore:
         """Learn the mappings of `pids` (or of every process) before sampling starts."""
         if pids is None:
             self.tracker.scan_all()
+            if self._mapsync is not None:
+                for pid in self._history:
+                    self._mapsync.mark_known(pid)
         else:
             for pid in pids:
                 self._rescan_pid(pid)
@@ -112,6 +138,8 @@ class ProfilerCore:
             timeout_ms = max(0, min(timeout_ms, int(wait * 1000)))
         self.sampler.poll(timeout_ms)
         self.process_events()
+        if self.deferred is not None and len(self.deferred):
+            self.deferred.resolve()
 
     def stop(self) -> None:
         """Detach and drain what is left in the ring buffers."""
@@ -119,6 +147,21 @@ class ProfilerCore:
         self.sampler.detach()
         self.sampler.drain()
         self.process_events()
+        self.finish_deferred()
+
+    def finish_deferred(self, timeout: float = TABLE_WAIT_S) -> None:
+        """Finish the deferred samples: wait (bounded) for the tables they need, then count them all."""
+        if self.deferred is None or self._tables is None:
+            return
+        deadline = time.monotonic() + timeout
+        while len(self.deferred) and time.monotonic() < deadline:
+            before = len(self.deferred)
+            self.deferred.resolve()  # asks for the tables it still misses
+            idle = self._tables.wait_idle(max(0.0, min(1.0, deadline - time.monotonic())))
+            if idle and len(self.deferred) == before:
+                self.deferred.resolve()
+                break  # nothing is loading that could finish the rest
+        self.deferred.resolve(final=True)
 
     def close(self) -> None:
         """Release everything (tables, maps, files)."""
@@ -159,6 +202,13 @@ class ProfilerCore:
         """Act on the events since the last call: forget exited processes, rescan the ones asked about."""
         events, self._events = self._events, []
         rescan: dict[int, list[int]] = {}
+        if self.python is not None and self.python.waiting:
+            # Python frames of processes not registered yet: read their maps now, name the frames while
+            # the process still lives.
+            for pid in self.python.waiting_pids():
+                if self.tracker.process(pid) is None:
+                    self._rescan_pid(pid)
+            self.python.retry_waiting()
         for etype, pid, addr in events:
             if etype == layout.EVENT_NEW_PID:
                 rescan.setdefault(pid, [])
@@ -200,11 +250,13 @@ class ProfilerCore:
             return
         if unknown_pcs and all(self.tracker.lookup(pid, a) is not None for a in unknown_pcs):
             return  # already known (the event raced with an earlier rescan)
+        if self._mapsync is not None:
+            # Before reading the maps: an exec in between clears the mark in BPF, which then keeps
+            # resolving mappings through the kernel's vmas rather than trusting the stale ones.
+            self._mapsync.mark_known(pid)
         diff = self.tracker.rescan(pid)
         if diff is None:
             return
-        if self._mapsync is not None:
-            self._mapsync.mark_known(pid)
         if any(self.tracker.lookup(pid, a) is None for a in unknown_pcs):
             # A pc no mapping explains (a stale or garbage return address): back off, 1 s doubling to 30 s.
             _, backoff = self._quiet_until.get(pid, (0.0, 0.5))
@@ -248,6 +300,66 @@ class ProfilerCore:
                 flags |= self.python.interpreter_flags(pid, m)
             self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, flags))
             self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
+            self._register_inode(m, key, flags)
+
+    def _register_inode(self, m: ExecMapping, key: int, flags: int) -> None:
+        """Let BPF find this file by inode in processes whose maps it has not read yet."""
+        if self._inodes is None or not m.inode:
+            return
+        mtime = self._mtimes.get(key)
+        if mtime is None:
+            try:
+                mtime = self._mtimes[key] = os.stat(m.open_path or m.path).st_mtime_ns
+            except OSError:
+                return
+        file_flags = flags & ~layout.MAPPING_FLAG_INTERPRETER
+        if self.python is not None:
+            file_flags |= self.python.file_flags(key)
+        self._inodes.add(m.dev, m.inode, mtime, key, m.start - m.offset - m.bias, file_flags)
+
+    def _on_new_stack(self, key: StackKey) -> None:
+        """A stack seen for the first time: mark its files used (table eviction is LRU), and let the Python
+        support name its frames while the process lives."""
+        assert self._tables is not None and self.python is not None
+        for fid, _, _, kind, _, _ in FRAME_IDS.iter_unpack(key.frames[key.num_kernel * layout.FRAME_SIZE :]):
+            if kind == layout.FRAME_NATIVE and fid:
+                self._tables.touch(fid)
+        self.python.on_new_stack(key)
+
+    def _mapping_for_replay(self, pid: int, pc: int) -> tuple[int, int, int] | None:
+        """(file key, bias, flags) of the mapping holding `pc` for the userspace unwinder."""
+        m = self.lookup_mapping(pid, pc)
+        if m is None:
+            parent = self.sampler.map("forked_from").lookup(struct.pack("<I", pid))
+            if parent is not None:  # a forked child that never exec'd: its parent's mappings
+                m = self.lookup_mapping(struct.unpack("<I", parent)[0], pc)
+        if m is None:
+            return self._vma_cache_lookup(pid, pc)
+        if not m.file_id or m.status is not FileStatus.OK:
+            return 0, 0, layout.MAPPING_FLAG_FRAME_POINTERS
+        return file_id_u64(m.file_id), m.bias, layout.MAPPING_FLAG_HAS_TABLE
+
+    def _fix_failed(self, data: bytes) -> bytes | None:
+        """Kernel-only records for samples taken inside execve (the exec window is read on first use)."""
+        if self._exec_window is None:
+            self._exec_window = ExecWindow.from_kernel()
+        return self._exec_window.rewrite(data)
+
+    def _vma_cache_lookup(self, pid: int, pc: int) -> tuple[int, int, int] | None:
+        """The mapping BPF itself resolved for `pid` (a process that exited before its maps were read)."""
+        raw = self.sampler.map("vma_cache").lookup(struct.pack("<I", pid))
+        if raw is None:
+            return None
+        cache = layout.VmaCache.from_buffer_copy(raw)
+        for e in cache.e:
+            if e.start <= pc < e.end:
+                return e.file_id, e.bias, e.flags
+        return None
+
+    def _pid_ready(self, pid: int) -> bool:
+        """Whether the maps of `pid` are read (or can no longer be): deferred samples wait for that."""
+        scanned = pid in self._history or self.tracker.process(pid) is not None
+        return scanned or not os.path.exists(f"/proc/{pid}")
 
     def mappings_removed(self, pid: int, mappings: list[ExecMapping]) -> None:
         """Drop gone mappings from BPF and release their tables."""
@@ -313,6 +425,10 @@ class ProfilerCore:
             out["lpm_update_failures"] = self._mapsync.failures
         if self.python is not None:
             out.update(self.python.stats())
+        if self.deferred is not None:
+            out.update(self.deferred.stats())
+        if self._inodes is not None:
+            out["file_inodes"] = len(self._inodes)
         return out
 
     def table_messages(self) -> list[str]:

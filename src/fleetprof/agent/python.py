@@ -31,14 +31,29 @@ _CANDIDATE = re.compile(r"^(lib)?python\d?(\.\d+)?[a-z]*(\.so.*)?$|^libpython")
 
 _CACHE_VERSION = 1  # bump when PythonBinary or discovery changes
 PyFrameKey = tuple[int, int, int, int]  # pid, code object, lasti, checksum
+MAX_WAITING = 4096
+
+
+def _has_python(key: StackKey) -> bool:
+    """Whether a stack holds a Python frame."""
+    frames = key.frames
+    kind_at = 20  # offset of struct frame.kind
+    return any(
+        frames[i + kind_at] == layout.FRAME_PYTHON
+        for i in range(key.num_kernel * layout.FRAME_SIZE, len(frames), layout.FRAME_SIZE)
+    )
 
 
 class PythonSupport:
     """Keeps `py_procs` and `interp_ranges` in step with the processes that run CPython."""
 
-    def __init__(self, py_procs: Map, interp_ranges: Map, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, py_procs: Map, interp_ranges: Map, cache_dir: Path | None = None, py_files: Map | None = None
+    ) -> None:
         self._cache_dir = cache_dir
         self._procs = py_procs
+        self._py_files = py_files
+        self.waiting: list[StackKey] = []  # new stacks with Python frames of processes not registered yet
         self._ranges = interp_ranges
         self._lock = threading.Lock()
         self._pids: dict[int, int] = {}  # pid -> file key of its interpreter
@@ -118,7 +133,17 @@ class PythonSupport:
             value.start[i] = rng.start
             value.end[i] = rng.end
         self._ranges.update(struct.pack("<Q", key), bytes(value))
+        if self._py_files is not None:
+            # The walk info at bias 0: BPF relocates it for processes not registered yet.
+            try:
+                self._py_files.update(struct.pack("<Q", key), bytes(proc_info(binary, 0)))
+            except BpfError as exc:
+                log.debug("py_files: %s", exc)
         self._files[key] = binary
+
+    def file_flags(self, key: int) -> int:
+        """MAPPING_FLAG_INTERPRETER when the file is a registered CPython binary, else 0."""
+        return layout.MAPPING_FLAG_INTERPRETER if key in self._files else 0
 
     def process_gone(self, pid: int) -> None:
         """Forget a process (exit or exec)."""
@@ -130,6 +155,8 @@ class PythonSupport:
     def on_new_stack(self, key: StackKey) -> None:
         """Symbolize the Python frames of a stack seen for the first time, while the process still lives."""
         if key.pid not in self._pids:
+            if len(self.waiting) < MAX_WAITING and _has_python(key):
+                self.waiting.append(key)  # walked through py_files: registered by the core's next rescan
             return
         if key.comm == key.pcomm:
             self.thread_names.observe(key.pid, key.tid)
@@ -138,6 +165,18 @@ class PythonSupport:
                 fkey = (key.pid, raw.id, raw.addr, raw.aux)
                 if fkey not in self.frames:
                     self.frames[fkey] = self.symbolizer.symbolize(key.pid, raw.id, raw.addr, raw.aux)
+
+    def waiting_pids(self) -> list[int]:
+        """Processes with Python stacks waiting for their registration."""
+        return list(dict.fromkeys(key.pid for key in self.waiting))
+
+    def retry_waiting(self) -> None:
+        """Symbolize the waiting stacks of processes registered since (the others are dropped: resolve()
+        tries again at the end)."""
+        waiting, self.waiting = self.waiting, []
+        for key in waiting:
+            if key.pid in self._pids:
+                self.on_new_stack(key)
 
     def resolve(self, pid: int, raw: RawFrame) -> Frame:
         """The symbolized frame (symbolized now if it was not seen live)."""

@@ -1,17 +1,25 @@
 """Unwind tables for the files processes map: compiled in a worker thread (cached on disk per file id),
-loaded into BPF once per file, shared by every mapping of that file, unloaded when the last goes."""
+loaded into BPF once per file and shared by every mapping of that file.
+
+A table stays loaded after the last mapping of its file goes (the next run of the same program, a build
+farm's thousandth `cc1`, finds it ready). When space runs short, tables of files no longer mapped go first
+(longest unmapped first), then those least recently used; an evicted table comes back on demand, when BPF
+defers a sample for want of it. A file fails for good only when its table can't be built at all or is
+larger than the whole table space; BPF then walks it by frame pointers.
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.errors import UnwindTableError
 from fleetprof.nativeunwind.loader import TableLoader, TableSpaceError
-from fleetprof.nativeunwind.table import UnwindTable
+from fleetprof.nativeunwind.table import Rule, UnwindTable
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +35,14 @@ class TableRequest:
 
 
 class TableManager:
-    """Reference-counts files by mapping and keeps their tables in the kernel."""
+    """Counts mappings per file, keeps tables in the kernel, evicts under pressure and reloads on demand."""
 
     def __init__(self, loader: TableLoader, cache: UnwindTableCache) -> None:
         self._loader = loader
         self._cache = cache
         self._refs: dict[int, int] = {}
+        self._requests: dict[int, TableRequest] = {}  # every file ever asked for, to reload after eviction
+        self._last_used: dict[int, float] = {}  # file key -> monotonic time of last mapping or use
         self._failed: dict[int, str] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[TableRequest | None] = queue.Queue()
@@ -41,34 +51,71 @@ class TableManager:
         self._idle.set()
         self._thread = threading.Thread(target=self._work, name="fleetprof-tables", daemon=True)
         self._thread.start()
+        self.evictions = 0
         self.messages: list[str] = []  # one line per file that had to fall back to frame pointers
 
     def acquire(self, req: TableRequest) -> None:
         """A mapping of this file appeared."""
         with self._lock:
-            n = self._refs.get(req.file_key, 0)
-            self._refs[req.file_key] = n + 1
-            if n or req.file_key in self._failed or req.file_key in self._pending:
-                return
-            self._pending.add(req.file_key)
-            self._idle.clear()
-        if self._load_cached(req):
-            return
-        self._queue.put(req)
+            self._refs[req.file_key] = self._refs.get(req.file_key, 0) + 1
+            self._requests.setdefault(req.file_key, req)
+            self._last_used[req.file_key] = time.monotonic()
+        self.ensure_loaded(req.file_key)
 
     def release(self, file_key: int) -> None:
-        """A mapping of this file went away."""
+        """A mapping of this file went away; the table stays until space is needed."""
         with self._lock:
             n = self._refs.get(file_key, 0) - 1
             if n > 0:
                 self._refs[file_key] = n
-                return
-            self._refs.pop(file_key, None)
-        self._loader.unload(file_key)
+            else:
+                self._refs.pop(file_key, None)
+
+    def touch(self, file_key: int) -> None:
+        """The file was just sampled (eviction keeps the recently used)."""
+        self._last_used[file_key] = time.monotonic()
+
+    def ensure_loaded(self, file_key: int) -> bool:
+        """Start loading a known file's table unless it is loaded, loading or failed; False when the file
+        was never asked for."""
+        with self._lock:
+            req = self._requests.get(file_key)
+            if req is None:
+                return False
+            if file_key in self._failed or file_key in self._pending:
+                return True
+            self._pending.add(file_key)
+            self._idle.clear()
+        if self._loader.is_loaded(file_key):
+            self._done(file_key)
+            return True
+        if self._load_cached(req):
+            return True
+        self._queue.put(req)
+        return True
+
+    def state(self, file_key: int) -> str:
+        """ "ready" (BPF has its table or its no-table mark), "pending" or "unknown"."""
+        if self._loader.is_loaded(file_key):
+            return "ready"
+        with self._lock:
+            if file_key in self._pending:
+                return "pending"
+            return "unknown" if file_key not in self._requests else "evicted"
+
+    def find_rule(self, file_key: int, elf_pc: int) -> Rule | None:
+        """The loaded table's rule at `elf_pc` (see TableLoader.find_rule); KeyError when not loaded."""
+        return self._loader.find_rule(file_key, elf_pc)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until queued compilations are done (used by `record` before it starts a command)."""
+        """Block until queued compilations are done."""
         return self._idle.wait(timeout)
+
+    def _done(self, file_key: int) -> None:
+        with self._lock:
+            self._pending.discard(file_key)
+            if not self._pending:
+                self._idle.set()
 
     def _work(self) -> None:
         while True:
@@ -78,10 +125,7 @@ class TableManager:
             try:
                 self._load(req)
             finally:
-                with self._lock:
-                    self._pending.discard(req.file_key)
-                    if not self._pending:
-                        self._idle.set()
+                self._done(req.file_key)
 
     def _load_cached(self, req: TableRequest) -> bool:
         """Load a table the disk cache already has, right away (compilations queue behind each other)."""
@@ -94,16 +138,10 @@ class TableManager:
         try:
             self._install(req, table)
         finally:
-            with self._lock:
-                self._pending.discard(req.file_key)
-                if not self._pending:
-                    self._idle.set()
+            self._done(req.file_key)
         return True
 
     def _load(self, req: TableRequest) -> None:
-        with self._lock:
-            if req.file_key not in self._refs:
-                return  # every mapping went away meanwhile
         try:
             table = self._cache.get(req.open_path, req.file_id)
         except (UnwindTableError, OSError) as exc:
@@ -112,28 +150,41 @@ class TableManager:
         self._install(req, table)
 
     def _install(self, req: TableRequest, table: UnwindTable) -> None:
-        """Put a table into the kernel, unless every mapping of its file went away meanwhile."""
-        try:
-            self._loader.load(req.file_key, table)
-        except TableSpaceError as exc:
-            self._fail(req, str(exc))
-            return
+        """Put a table into the kernel, evicting others while it does not fit."""
+        while True:
+            try:
+                self._loader.load(req.file_key, table)
+                return
+            except TableSpaceError as exc:
+                if not self._evict_one(req.file_key):
+                    self._fail(req, str(exc))
+                    return
+
+    def _evict_one(self, keep: int) -> bool:
+        """Unload one table: the longest-unmapped file first, then the least recently used."""
         with self._lock:
-            still_used = req.file_key in self._refs
-        if not still_used:
-            self._loader.unload(req.file_key)
+            loaded = [k for k in self._loader.loaded_keys() if k != keep]
+            if not loaded:
+                return False
+            victim = min(loaded, key=lambda k: (k in self._refs, self._last_used.get(k, 0.0)))
+        self._loader.unload(victim)
+        self.evictions += 1
+        log.debug("evicted the unwind table of %s", self._requests[victim].display_path)
+        return True
 
     def _fail(self, req: TableRequest, why: str) -> None:
         reason = f"{req.display_path}: no unwind table ({why}); using frame pointers"
         with self._lock:
             self._failed[req.file_key] = reason
+        self._loader.mark_no_table(req.file_key)
         self.messages.append(reason)
         log.info(reason)
 
     def usage(self) -> dict[str, int]:
-        """Loader sizes plus files that fell back."""
+        """Loader sizes plus files that fell back and evictions."""
         out = self._loader.usage()
         out["unwind_tables_failed"] = len(self._failed)
+        out["unwind_tables_evicted"] = self.evictions
         return out
 
     def close(self) -> None:

@@ -1,8 +1,10 @@
 """Load compiled unwind tables into the BPF maps: rows into the mmap'ed `unwind_rows` array, deduplicated
 rules into `unwind_rules`, and each file's (start, count) into `file_tables`.
 
-One table per file, shared by every process mapping it (agent/tables.py counts the mappings and unloads the
-table with the last). When a table can't fit, that file falls back to frame pointers and the caller says so.
+One table per file, shared by every process mapping it (agent/tables.py decides which tables stay loaded and
+evicts when space runs short). A file without a table gets a `file_tables` entry of count 0: BPF walks it by
+frame pointers instead of waiting for a table. `find_rule` reads back what BPF reads, for the userspace
+unwinder that finishes deferred stacks (nativeunwind/replay.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 from array import array
 
 from fleetprof.bpf.libbpf import BpfError, Map
-from fleetprof.nativeunwind.table import ROW_STRUCT, RULE_STRUCT, Rule, UnwindTable
+from fleetprof.nativeunwind.table import FRAME_POINTER_RULE, ROW_STRUCT, RULE_STRUCT, Rule, UnwindTable
 from fleetprof.tracer import layout
 
 ROW_SIZE = ROW_STRUCT.size
@@ -74,6 +76,11 @@ class TableLoader:
         self._rules_map = rules
         self._file_tables = file_tables
         self._rules_mm = mmap.mmap(rules.fd, rules.max_entries * RULE_SIZE, mmap.MAP_SHARED)
+        # Read-only view of every row for find_rule: pages are only touched by lookups.
+        self._rows_mm = mmap.mmap(rows.fd, rows.max_entries * ROW_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+        self._rows_u32 = memoryview(self._rows_mm).cast("I")
+        self._rule_list: list[Rule] = []
+        self._no_table: set[int] = set()
         self._alloc = RangeAllocator(rows.max_entries)
         self._rule_ids: dict[Rule, int] = {}  # rules deduplicated across files
         self._loaded: dict[int, tuple[int, int]] = {}  # file key -> (first row, row count)
@@ -99,7 +106,47 @@ class TableLoader:
             except BpfError as exc:
                 self._alloc.free(start, count)
                 raise TableSpaceError(f"file_tables map is full ({exc})") from None
+            self._no_table.discard(file_key)
             self._loaded[file_key] = (start, count)
+
+    def mark_no_table(self, file_key: int) -> None:
+        """Tell BPF to walk this file by frame pointers (no table will come)."""
+        with self._lock:
+            if file_key in self._loaded:
+                return
+            try:
+                self._file_tables.update(struct.pack("<Q", file_key), layout.FILE_TABLE_STRUCT.pack(0, 0))
+            except BpfError:
+                return  # no entry: BPF defers its samples and the agent finishes them by frame pointers
+            self._no_table.add(file_key)
+
+    def is_loaded(self, file_key: int) -> bool:
+        """Whether BPF has this file's table (or its no-table mark)."""
+        with self._lock:
+            return file_key in self._loaded or file_key in self._no_table
+
+    def find_rule(self, file_key: int, elf_pc: int) -> Rule | None:
+        """The rule BPF would apply at `elf_pc`: None before the first row (no CFI), the frame-pointer
+        rule for files without a table; raises KeyError when the table is not loaded."""
+        with self._lock:
+            got = self._loaded.get(file_key)
+            if got is None:
+                if file_key in self._no_table:
+                    return FRAME_POINTER_RULE
+                raise KeyError(file_key)
+            start, count = got
+            rows = self._rows_u32
+            lo, hi = start, start + count
+            while lo < hi:  # last row with pc <= elf_pc
+                mid = (lo + hi) // 2
+                if rows[2 * mid] <= elf_pc:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == start:
+                return None
+            rid = rows[2 * (lo - 1) + 1]
+            return self._rule_list[rid] if rid < len(self._rule_list) else None
 
     def unload(self, file_key: int) -> None:
         """Take a file's table out of the kernel and free its rows."""
@@ -109,6 +156,11 @@ class TableLoader:
                 return
             self._file_tables.delete(struct.pack("<Q", file_key))
             self._alloc.free(*got)
+
+    def loaded_keys(self) -> list[int]:
+        """Files whose tables are in the kernel."""
+        with self._lock:
+            return list(self._loaded)
 
     def _write_rows(self, start: int, data: bytes) -> None:
         """Copy rows into the array through a temporary window, so the agent's RSS doesn't keep them."""
@@ -127,6 +179,7 @@ class TableLoader:
             kind, rbp_kind, off, aux, rbp_off = rule
             RULE_STRUCT.pack_into(self._rules_mm, rid * RULE_SIZE, kind, rbp_kind, 0, off, aux, rbp_off)
             self._rule_ids[rule] = rid
+            self._rule_list.append(rule)
         return rid
 
     def usage(self) -> dict[str, int]:
@@ -142,5 +195,7 @@ class TableLoader:
             }
 
     def close(self) -> None:
-        """Unmap the rule array."""
+        """Unmap the rule and row arrays."""
+        self._rows_u32.release()
+        self._rows_mm.close()
         self._rules_mm.close()

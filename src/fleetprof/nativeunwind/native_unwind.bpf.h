@@ -19,6 +19,120 @@
 #define SIGCONTEXT_RSP (UCONTEXT_MCONTEXT + 120)
 #define SIGCONTEXT_RIP (UCONTEXT_MCONTEXT + 128)
 
+#define PAGE_SHIFT 12
+
+/* The vma holding an address, read through bpf_find_vma (the kernel's own view of the process). */
+struct vma_probe {
+	__u64 vm_start;
+	__u64 vm_end;
+	__u64 vm_pgoff;
+	__u64 dev;
+	__u64 ino;
+	__u64 mtime_ns;
+	__u64 has_file;
+};
+
+static __always_inline __u64 inode_mtime_ns(struct inode *inode)
+{
+	if (bpf_core_field_exists(((struct inode___sec *)0)->i_mtime_sec)) {
+		struct inode___sec *i = (void *)inode;
+		return BPF_CORE_READ(i, i_mtime_sec) * 1000000000ULL + BPF_CORE_READ(i, i_mtime_nsec);
+	}
+	if (bpf_core_field_exists(((struct inode___priv *)0)->__i_mtime)) {
+		struct inode___priv *i = (void *)inode;
+		return BPF_CORE_READ(i, __i_mtime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, __i_mtime.tv_nsec);
+	}
+	struct inode___old *i = (void *)inode;
+	return BPF_CORE_READ(i, i_mtime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, i_mtime.tv_nsec);
+}
+
+static long vma_probe_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct vma_probe *p = data;
+	p->vm_start = BPF_CORE_READ(vma, vm_start);
+	p->vm_end = BPF_CORE_READ(vma, vm_end);
+	p->vm_pgoff = BPF_CORE_READ(vma, vm_pgoff);
+	struct file *f = BPF_CORE_READ(vma, vm_file);
+	if (f) {
+		struct inode *inode = BPF_CORE_READ(f, f_inode);
+		p->has_file = 1;
+		p->ino = BPF_CORE_READ(inode, i_ino);
+		p->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		p->mtime_ns = inode_mtime_ns(inode);
+	}
+	return 0;
+}
+
+#define VMA_BUDGET_SPENT (-16) /* -EBUSY: this sample already used its one lookup */
+#define VMA_NONE (-2)          /* -ENOENT: no vma holds the address */
+
+/* 0 when `addr` lies in a vma of the current task (`p` filled), else an error (no vma, mmap lock busy).
+ * In interrupt context the kernel allows one lookup per sample (the mmap lock is released later by
+ * irq_work), so only the first call per sample asks. */
+static __always_inline long probe_vma(struct unwind_state *st, __u64 addr, struct vma_probe *p)
+{
+	__builtin_memset(p, 0, sizeof(*p));
+	if (st->vma_probed)
+		return VMA_BUDGET_SPENT;
+	st->vma_probed = 1;
+	return bpf_find_vma(bpf_get_current_task_btf(), addr, vma_probe_cb, p, 0);
+}
+
+static __always_inline bool vma_cache_find(struct unwind_state *st, __u64 pc, struct mapping_info *out)
+{
+	struct vma_cache *c = bpf_map_lookup_elem(&vma_cache, &st->pid);
+	if (!c)
+		return false;
+	for (int i = 0; i < VMA_CACHE_SLOTS; i++) {
+		struct vma_cache_entry *e = &c->e[i];
+		if (pc >= e->start && pc < e->end) {
+			out->file_id = e->file_id;
+			out->bias = e->bias;
+			out->flags = e->flags;
+			out->reserved = 0;
+			count(STAT_VMA_RESOLVED);
+			return true;
+		}
+	}
+	return false;
+}
+
+static __always_inline void vma_cache_add(__u32 pid, struct vma_probe *vp, struct mapping_info *m)
+{
+	struct vma_cache *c = bpf_map_lookup_elem(&vma_cache, &pid);
+	if (!c) {
+		struct vma_cache fresh = {};
+		bpf_map_update_elem(&vma_cache, &pid, &fresh, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&vma_cache, &pid);
+		if (!c)
+			return;
+	}
+	__u32 slot = c->next % VMA_CACHE_SLOTS;
+	c->next = slot + 1;
+	struct vma_cache_entry *e = &c->e[slot];
+	e->start = vp->vm_start;
+	e->end = vp->vm_end;
+	e->file_id = m->file_id;
+	e->bias = m->bias;
+	e->flags = m->flags;
+	e->reserved = 0;
+}
+
+/* The mapping of a file-backed vma from `file_inodes`, when the agent knows the file. */
+static __always_inline bool mapping_from_vma(struct vma_probe *vp, struct mapping_info *out)
+{
+	struct inode_key ik = {.dev = vp->dev, .ino = vp->ino, .mtime_ns = vp->mtime_ns};
+	struct inode_info *ii = bpf_map_lookup_elem(&file_inodes, &ik);
+	if (!ii)
+		return false;
+	out->file_id = ii->file_id;
+	out->bias = vp->vm_start - (vp->vm_pgoff << PAGE_SHIFT) - ii->seg_delta;
+	out->flags = ii->flags;
+	out->reserved = 0;
+	count(STAT_VMA_RESOLVED);
+	return true;
+}
+
 static __always_inline long stack_complete(struct unwind_state *st)
 {
 	st->next = NEXT_SUBMIT;
@@ -34,6 +148,14 @@ static __always_inline long fail(struct sample *s, struct unwind_state *st, __u1
 /* One frame by the frame-pointer chain; `error` is what a failure is reported as. rbp == 0 marks the
  * outermost frame only when `zero_ends`: when rbp was restored from the stack. The leaf's rbp is the live
  * register, which code without frame pointers uses freely, so there it proves nothing. */
+/* Whether the interrupted instruction is the process's first: sp still points at argc, the initial stack
+ * pointer the kernel set up, so there is no caller to find. */
+static __always_inline bool at_process_entry(struct unwind_state *st)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return !st->return_address && st->sp == BPF_CORE_READ(task, mm, start_stack);
+}
+
 static __always_inline long frame_pointer_step(struct sample *s, struct unwind_state *st, __u16 error,
 					       bool zero_ends)
 {
@@ -42,11 +164,11 @@ static __always_inline long frame_pointer_step(struct sample *s, struct unwind_s
 
 	count(STAT_FP_FRAMES);
 	if (fp == 0)
-		return zero_ends ? stack_complete(st) : fail(s, st, error);
+		return zero_ends || at_process_entry(st) ? stack_complete(st) : fail(s, st, error);
 	if (fp < st->sp || (fp & 7))
-		return fail(s, st, error);
+		return at_process_entry(st) ? stack_complete(st) : fail(s, st, error);
 	if (bpf_probe_read_user(frame, sizeof(frame), (void *)fp))
-		return fail(s, st, error);
+		return at_process_entry(st) ? stack_complete(st) : fail(s, st, error);
 	st->fp = frame[0];
 	st->pc = frame[1];
 	st->sp = fp + 16;
@@ -93,6 +215,59 @@ static __always_inline bool in_interpreter(__u64 file_id, __u64 elf_pc)
 	return false;
 }
 
+/* Stop here and hand the agent a copy of the stack from sp up (to the end of the stack's vma, at most
+ * MAX_SNAPSHOT_STACK): it finishes the unwinding once the table of the file at pc is loaded. The sample goes
+ * out as usual, flagged SAMPLE_FLAG_DEFERRED; submit() sends the snapshot right after it. */
+static __always_inline long defer(struct sample *s, struct unwind_state *st, __u64 file_id, __u64 bias,
+				  struct vma_probe *vp, __u8 pushed)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct snapshot_buf *buf = bpf_map_lookup_elem(&snapshots, &cpu);
+	if (!buf)
+		return fail(s, st, UNWIND_ERR_NOT_READY);
+	struct stack_snapshot *snap = &buf->snap;
+	__builtin_memcpy(&snap->hdr, &s->hdr, sizeof(snap->hdr));
+	snap->hdr.num_kernel = 0;
+	snap->hdr.num_user = 0;
+	snap->hdr.error = 0;
+	snap->hdr.flags = SAMPLE_FLAG_SNAPSHOT;
+	snap->regs.pc = st->pc;
+	snap->regs.sp = st->sp;
+	snap->regs.fp = st->fp;
+	snap->regs.file_id = file_id;
+	snap->regs.bias = bias;
+	snap->regs.vm_start = vp ? vp->vm_start : 0;
+	snap->regs.vm_pgoff = vp ? vp->vm_pgoff : 0;
+	snap->regs.dev = vp ? vp->dev : 0;
+	snap->regs.ino = vp ? vp->ino : 0;
+	snap->regs.mtime_ns = vp ? vp->mtime_ns : 0;
+	snap->regs.return_address = st->return_address;
+	snap->regs.pushed = pushed;
+	snap->regs.reserved[0] = 0;
+	snap->regs.reserved[1] = 0;
+
+	/* Copy page by page up to the first unreadable one (the end of the stack): a read that faults
+	 * anywhere copies nothing. */
+	__u64 size = 0;
+	__u64 chunk = 4096 - (st->sp & 4095);
+	for (int i = 0; i < MAX_SNAPSHOT_STACK / 4096 + 1; i++) {
+		if (size + chunk > MAX_SNAPSHOT_STACK)
+			chunk = MAX_SNAPSHOT_STACK - size;
+		if (chunk == 0 || size >= MAX_SNAPSHOT_STACK)
+			break;
+		if (chunk > 4096)
+			break;
+		if (bpf_probe_read_user(&snap->stack[size & (MAX_SNAPSHOT_STACK - 1)], chunk, (void *)(st->sp + size)))
+			break;
+		size += chunk;
+		chunk = 4096;
+	}
+	snap->regs.stack_size = size;
+	s->hdr.flags |= SAMPLE_FLAG_DEFERRED;
+	st->snapshot = 1;
+	return fail(s, st, UNWIND_ERR_NOT_READY);
+}
+
 static __always_inline long signal_frame_step(struct sample *s, struct unwind_state *st)
 {
 	__u64 regs[2];
@@ -128,18 +303,46 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 			count(STAT_NATIVE_FRAMES);
 		}
 	} else {
-		struct mapping_key key = {.prefixlen = 96, .pid = st->pid, .addr_be = __builtin_bswap64(pc)};
-		struct mapping_info *m = bpf_map_lookup_elem(&mappings, &key);
+		struct mapping_info *m = NULL;
+		struct mapping_info from_vma;
+		if (st->lpm_pid) {
+			struct mapping_key key = {.prefixlen = 96, .pid = st->lpm_pid, .addr_be = __builtin_bswap64(pc)};
+			m = bpf_map_lookup_elem(&mappings, &key);
+		}
 		if (!m) {
-			if (!bpf_map_lookup_elem(&known_pids, &st->pid))
+			/* Maps not read yet (new process, exec, dlopen): ask the kernel which file holds pc. */
+			struct vma_probe vp;
+			long vma_err = VMA_NONE;
+			if (vma_cache_find(st, pc, &from_vma)) {
+				m = &from_vma;
+			} else {
+				vma_err = probe_vma(st, pc, &vp);
+				if (vma_err == 0 && vp.has_file && mapping_from_vma(&vp, &from_vma)) {
+					m = &from_vma;
+					vma_cache_add(st->pid, &vp, m);
+				}
+			}
+			if (!m && vma_err == VMA_NONE && st->in_kernel && s->hdr.num_user == 0) {
+				/* The interrupted user pc lies in no vma: the task is inside execve, between its old
+				 * image and its new one. There is no user stack to unwind. */
+				s->hdr.flags |= SAMPLE_FLAG_EXECING;
+				return stack_complete(st);
+			}
+			if (!st->pid_known)
 				report_pid(EVENT_NEW_PID, st->pid, pc);
 			else if (!st->via_frame_pointer)
 				report_pid(EVENT_UNKNOWN_PC, st->pid, pc); /* fp-derived pcs may be garbage: no rescans */
-			if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
-				return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
-			/* An unknown pc: trust rbp == 0 only from a frame record (an unscanned process walked
-			 * with frame pointers), not from registers or a table step of unknown provenance. */
-			return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING, st->via_frame_pointer);
+			if (!m) {
+				/* A file the agent has not seen: wait for its table, unless pc came from frame pointers
+				 * (perhaps garbage) or lies in anonymous code (JIT: frame pointers are all there is). */
+				if (!st->via_frame_pointer && ((vma_err == 0 && vp.has_file) || vma_err == VMA_BUDGET_SPENT))
+					return defer(s, st, 0, 0, vma_err == 0 ? &vp : NULL, 0);
+				if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
+					return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
+				/* An unknown pc: trust rbp == 0 only from a frame record (an unscanned process walked
+				 * with frame pointers), not from registers or a table step of unknown provenance. */
+				return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING, st->via_frame_pointer);
+			}
 		}
 		st->cur_file_id = m->file_id;
 		st->cur_bias = m->bias;
@@ -161,8 +364,14 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	if (!(mflags & MAPPING_FLAG_HAS_TABLE) || (mflags & MAPPING_FLAG_FRAME_POINTERS))
 		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address);
 	struct file_table *t = bpf_map_lookup_elem(&file_tables, &file_id);
-	if (!t)
-		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address); /* table not loaded (yet) */
+	if (!t) {
+		/* The table is being compiled or loaded (or was evicted): let the agent finish this stack. */
+		if (!st->via_frame_pointer)
+			return defer(s, st, file_id, st->cur_bias, NULL, 1);
+		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address);
+	}
+	if (t->count == 0) /* no table for this file: frame pointers */
+		return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, st->return_address);
 
 	__u32 target = (__u32)(elf_pc - (st->return_address ? 1 : 0));
 	long ri = find_row(t->start, t->count, target);

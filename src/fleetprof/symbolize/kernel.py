@@ -91,6 +91,18 @@ class KernelSymbols:
             return None
         return KernelSymbol(self._names[idx], module, addr - start)
 
+    def ranges(self, names: set[str]) -> list[tuple[int, int]]:
+        """[start, end) of each core-kernel function among `names` (empty when addresses are hidden)."""
+        if not self.available:
+            return []
+        out = []
+        for idx, name in enumerate(self._names):
+            if name in names and not self._mods[idx]:
+                start = self._addrs[idx]
+                end = self._addrs[idx + 1] if idx + 1 < len(self._addrs) else start + 1
+                out.append((start, end))
+        return out
+
     def name(self, addr: int) -> str:
         """Function name for `addr`; `[module]+0xOFF` or `[kernel]+0xADDR` when unknown."""
         sym = self.lookup(addr)

@@ -16,6 +16,7 @@ from fleetprof.tracer import layout
 _HDR = layout.HEADER_STRUCT
 _HDR_SIZE = layout.HEADER_SIZE
 _FRAME = layout.FRAME_STRUCT
+_HELD = layout.SAMPLE_FLAG_DEFERRED | layout.SAMPLE_FLAG_SNAPSHOT
 
 
 class RawFrame(NamedTuple):
@@ -67,6 +68,10 @@ class Aggregator:
         self.samples = 0
         self.keep_timestamps = keep_timestamps
         self.on_new_stack: Callable[[StackKey], None] | None = None
+        # Deferred samples and their stack snapshots go here instead (agent/deferred.py finishes them).
+        self.on_deferred: Callable[[bytes, int], None] | None = None
+        # Failed in-kernel samples may be rewritten (agent/execwindow.py: taken inside execve).
+        self.fix_failed: Callable[[bytes], bytes | None] | None = None
         self.pids: set[int] = set()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) to CLOCK_REALTIME
         self.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -78,6 +83,14 @@ class Aggregator:
     def add_bytes(self, data: bytes) -> None:
         """Count one sample record (header + frames)."""
         ktime, pid, tid, cpu, nk, nu, error, flags, _, comm, pcomm = _HDR.unpack_from(data)
+        if flags & _HELD and self.on_deferred is not None:
+            self.on_deferred(data, flags)
+            return
+        if error and nk and self.fix_failed is not None:
+            fixed = self.fix_failed(data)
+            if fixed is not None:
+                data = fixed
+                ktime, pid, tid, cpu, nk, nu, error, flags, _, comm, pcomm = _HDR.unpack_from(data)
         end = _HDR_SIZE + (nk + nu) * layout.FRAME_SIZE
         key = StackKey(
             pid, tid, comm.split(b"\0", 1)[0], pcomm.split(b"\0", 1)[0], error, flags, nk, data[_HDR_SIZE:end]

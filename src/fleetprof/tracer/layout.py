@@ -31,7 +31,8 @@ UNWIND_ERR_TAIL_CALLS = 7
 UNWIND_ERR_PYTHON = 8
 UNWIND_ERR_NO_USER_REGS = 9
 UNWIND_ERR_FRAME_POINTER = 10
-UNWIND_ERR_COUNT = 11
+UNWIND_ERR_NOT_READY = 11
+UNWIND_ERR_COUNT = 12
 
 PY_ERROR_NAMES: dict[int, str] = {
     0: "no process info",
@@ -51,10 +52,17 @@ UNWIND_ERROR_NAMES: dict[int, str] = {
     UNWIND_ERR_PYTHON: "python walker",
     UNWIND_ERR_NO_USER_REGS: "no user registers",
     UNWIND_ERR_FRAME_POINTER: "bad frame pointer",
+    UNWIND_ERR_NOT_READY: "table not ready",
 }
 
 SAMPLE_FLAG_KERNEL_THREAD = 1
 SAMPLE_FLAG_IN_KERNEL = 2
+SAMPLE_FLAG_DEFERRED = 4
+SAMPLE_FLAG_SNAPSHOT = 8
+SAMPLE_FLAG_EXECING = 16
+
+MAX_SNAPSHOT_STACK = 32 << 10
+VMA_CACHE_SLOTS = 8
 
 MAPPING_FLAG_HAS_TABLE = 1
 MAPPING_FLAG_INTERPRETER = 2
@@ -84,6 +92,9 @@ STAT_SIGNAL_FRAMES = 9
 STAT_PLT_FRAMES = 10
 STAT_PYTHON_FRAMES = 11
 STAT_TAIL_CALLS = 12
+STAT_VMA_RESOLVED = 13
+STAT_SNAPSHOTS = 14
+STAT_SNAPSHOTS_LOST = 15
 STAT_ERROR_BASE = 16
 STAT_PY_ERROR_BASE = 28
 STAT_COUNT = 32
@@ -102,6 +113,9 @@ STAT_NAMES: dict[int, str] = {
     STAT_PLT_FRAMES: "plt_frames",
     STAT_PYTHON_FRAMES: "python_frames",
     STAT_TAIL_CALLS: "tail_calls",
+    STAT_VMA_RESOLVED: "vma_resolved_frames",
+    STAT_SNAPSHOTS: "stack_snapshots",
+    STAT_SNAPSHOTS_LOST: "stack_snapshots_lost",
 }
 
 PROG_NATIVE = 0
@@ -168,6 +182,73 @@ class FileTable(ctypes.Structure):
     _fields_ = [("start", ctypes.c_uint32), ("count", ctypes.c_uint32)]
 
 
+class InodeKey(ctypes.Structure):
+    """struct inode_key."""
+
+    _fields_ = [("dev", ctypes.c_uint64), ("ino", ctypes.c_uint64), ("mtime_ns", ctypes.c_uint64)]
+
+
+class InodeInfo(ctypes.Structure):
+    """struct inode_info."""
+
+    _fields_ = [
+        ("file_id", ctypes.c_uint64),
+        ("seg_delta", ctypes.c_int64),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class VmaCacheEntry(ctypes.Structure):
+    """struct vma_cache_entry."""
+
+    _fields_ = [
+        ("start", ctypes.c_uint64),
+        ("end", ctypes.c_uint64),
+        ("file_id", ctypes.c_uint64),
+        ("bias", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class VmaCache(ctypes.Structure):
+    """struct vma_cache."""
+
+    _fields_ = [
+        ("next", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("e", VmaCacheEntry * VMA_CACHE_SLOTS),
+    ]
+
+
+class SnapshotRegs(ctypes.Structure):
+    """struct snapshot_regs."""
+
+    _fields_ = [
+        ("pc", ctypes.c_uint64),
+        ("sp", ctypes.c_uint64),
+        ("fp", ctypes.c_uint64),
+        ("file_id", ctypes.c_uint64),
+        ("bias", ctypes.c_uint64),
+        ("vm_start", ctypes.c_uint64),
+        ("vm_pgoff", ctypes.c_uint64),
+        ("dev", ctypes.c_uint64),
+        ("ino", ctypes.c_uint64),
+        ("mtime_ns", ctypes.c_uint64),
+        ("stack_size", ctypes.c_uint32),
+        ("return_address", ctypes.c_uint8),
+        ("pushed", ctypes.c_uint8),
+        ("reserved", ctypes.c_uint8 * 2),
+    ]
+
+
+class StackSnapshot(ctypes.Structure):
+    """struct stack_snapshot."""
+
+    _fields_ = [("hdr", SampleHeader), ("regs", SnapshotRegs), ("stack", ctypes.c_uint8 * MAX_SNAPSHOT_STACK)]
+
+
 class InterpRanges(ctypes.Structure):
     """struct interp_ranges."""
 
@@ -200,3 +281,6 @@ EVENT_STRUCT = struct.Struct("<IIQ")
 MAPPING_KEY_STRUCT = struct.Struct("<IIQ")
 MAPPING_INFO_STRUCT = struct.Struct("<QQII")
 FILE_TABLE_STRUCT = struct.Struct("<II")
+INODE_KEY_STRUCT = struct.Struct("<QQQ")
+INODE_INFO_STRUCT = struct.Struct("<QqII")
+SNAPSHOT_REGS_STRUCT = struct.Struct("<QQQQQQQQQQIBB2x")

@@ -6,6 +6,7 @@ An address range becomes the set of aligned power-of-two blocks that cover it ex
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from dataclasses import dataclass
@@ -96,3 +97,41 @@ class MappingsMap:
                     self._map.delete(key)
                     self.entries -= 1
         self._known.delete(struct.pack("<I", pid))
+
+
+def kernel_dev(dev: int) -> int:
+    """A dev_t as userspace sees it (os.makedev) in the kernel's internal encoding (major << 20 | minor)."""
+    return (os.major(dev) << 20) | os.minor(dev)
+
+
+class InodeMap:
+    """Mirrors the files the agent knows into `file_inodes` (inode -> file key, segment delta, flags), so BPF
+    can unwind a process from its first sample, before its maps are read; thread-safe."""
+
+    def __init__(self, inodes: Map) -> None:
+        self._map = inodes
+        self._known: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    def add(self, dev: int, ino: int, mtime_ns: int, file_key: int, seg_delta: int, flags: int) -> None:
+        """Register a file (`dev` as in /proc/PID/maps); a changed entry is rewritten."""
+        key = (kernel_dev(dev), ino, mtime_ns)
+        value = (file_key, seg_delta, flags)
+        with self._lock:
+            if self._known.get(key) == value:
+                return
+            try:
+                packed = layout.INODE_INFO_STRUCT.pack(file_key, seg_delta, flags, 0)
+                self._map.update(layout.INODE_KEY_STRUCT.pack(*key), packed)
+            except BpfError:
+                self.failures += 1
+                return
+            self._known[key] = value
+
+    def lookup(self, kdev: int, ino: int, mtime_ns: int) -> tuple[int, int, int] | None:
+        """(file key, segment delta, flags) of a file by its kernel-encoded inode identity."""
+        return self._known.get((kdev, ino, mtime_ns))
+
+    def __len__(self) -> int:
+        return len(self._known)

@@ -26,6 +26,15 @@ def object_path() -> Path:
     return Path(str(resources.files("fleetprof.tracer").joinpath("bpf", OBJECT_NAME)))
 
 
+def possible_cpus() -> int:
+    """How many CPU ids the kernel may hand out (/sys/devices/system/cpu/possible, e.g. "0-3")."""
+    try:
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+        return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(n - 1, 1).bit_length()
 
@@ -70,6 +79,7 @@ class Sampler:
             obj.resize_map("samples", _next_pow2(rb))
             obj.resize_map("unwind_rows", opts.unwind_rows)
             obj.resize_map("unwind_rules", opts.unwind_rules)
+            obj.resize_map("snapshots", possible_cpus())
             obj.load()
         except BpfError as exc:
             detail = _verifier_summary(exc.log)

@@ -27,6 +27,22 @@ struct {
 	__type(value, struct py_proc_info);
 } py_procs SEC(".maps");
 
+/* file id -> the same info with ELF addresses (bias 0): processes not registered yet (new, just exec'd) are
+ * walked from their first sample with the load bias of the eval loop's mapping. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct py_proc_info);
+} py_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct py_proc_info);
+} py_info_scratch SEC(".maps");
+
 /* tid -> PyThreadState address, verified on every use. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -128,10 +144,33 @@ static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state 
 	return true;
 }
 
+/* The walk info of the sampled process: its own, else its interpreter file's relocated by the load bias. */
+static __always_inline struct py_proc_info *py_info(struct unwind_state *st)
+{
+	struct py_proc_info *info = bpf_map_lookup_elem(&py_procs, &st->pid);
+	if (info)
+		return info;
+	__u32 zero = 0;
+	struct py_proc_info *tmp = bpf_map_lookup_elem(&py_info_scratch, &zero);
+	if (!tmp)
+		return NULL;
+	if (st->py_file_info)
+		return tmp;
+	struct py_proc_info *fi = bpf_map_lookup_elem(&py_files, &st->cur_file_id);
+	if (!fi)
+		return NULL;
+	__builtin_memcpy(tmp, fi, sizeof(*tmp));
+	tmp->runtime_addr += st->cur_bias;
+	if (tmp->code_type_addr)
+		tmp->code_type_addr += st->cur_bias;
+	st->py_file_info = 1;
+	return tmp;
+}
+
 /* One step of the Python walker: emit (at most) one frame, or hand back to the native unwinder. */
 static __always_inline long python_step(struct sample *s, struct unwind_state *st)
 {
-	struct py_proc_info *info = bpf_map_lookup_elem(&py_procs, &st->pid);
+	struct py_proc_info *info = py_info(st);
 	if (!info) {
 		count(STAT_PY_ERROR_BASE + PY_ERR_NO_PROC);
 		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */

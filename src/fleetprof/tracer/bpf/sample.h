@@ -33,11 +33,18 @@
 #define UNWIND_ERR_PYTHON 8          /* the Python walker could not continue (details in stats) */
 #define UNWIND_ERR_NO_USER_REGS 9    /* user registers unavailable */
 #define UNWIND_ERR_FRAME_POINTER 10  /* frame-pointer fallback ended on a bad pointer */
-#define UNWIND_ERR_COUNT 11
+#define UNWIND_ERR_NOT_READY 11      /* code in a file whose unwind table the agent had not loaded yet */
+#define UNWIND_ERR_COUNT 12
 
 /* Sample flags (struct sample_header.flags). */
 #define SAMPLE_FLAG_KERNEL_THREAD 1  /* no user space at all (kernel worker) */
 #define SAMPLE_FLAG_IN_KERNEL 2      /* the sample interrupted kernel code */
+#define SAMPLE_FLAG_DEFERRED 4       /* stopped at code the agent had not prepared (UNWIND_ERR_NOT_READY): a
+                                      * struct stack_snapshot with the same ktime/cpu/tid follows, and the
+                                      * agent finishes the unwinding once it has the table */
+#define SAMPLE_FLAG_SNAPSHOT 8       /* this record is a struct stack_snapshot, not a struct sample */
+#define SAMPLE_FLAG_EXECING 16       /* the task is inside execve: its old user image is gone, its new one
+                                      * has not run yet, so the sample has kernel frames only */
 
 struct frame {
 	__u64 id;
@@ -86,10 +93,75 @@ struct mapping_info {
 	__u32 reserved;
 };
 
-/* Where a file's rows live in the global `unwind_rows` array. */
+/* Where a file's rows live in the global `unwind_rows` array. count == 0: the file has no table (it could
+ * not be compiled or did not fit): unwind it with frame pointers. No entry: the table is not loaded (yet). */
 struct file_table {
 	__u32 start;
 	__u32 count;
+};
+
+/* Key of `file_inodes`: a mapped file as the kernel names it (vma->vm_file's inode), so a process whose
+ * maps the agent has not read yet is unwound from its first sample when its files are known. */
+struct inode_key {
+	__u64 dev;              /* inode->i_sb->s_dev, kernel encoding: major << 20 | minor */
+	__u64 ino;
+	__u64 mtime_ns;         /* the inode's mtime: a recycled inode number is another file */
+};
+
+struct inode_info {
+	__u64 file_id;          /* as in struct mapping_info */
+	__s64 seg_delta;        /* p_vaddr - p_offset of the file's executable PT_LOAD:
+	                         * bias = vm_start - vm_pgoff * 4096 - seg_delta */
+	__u32 flags;            /* MAPPING_FLAG_* */
+	__u32 reserved;
+};
+
+/* Mappings BPF resolved itself through the kernel's vmas, per process (`vma_cache`): one vma lookup per
+ * sample is all the kernel allows in interrupt context (the mmap lock is released by irq_work), so a new
+ * process's stacks fill the cache over its first samples, and the agent reads it for processes that exited
+ * before their maps were read. */
+#define VMA_CACHE_SLOTS 8
+
+struct vma_cache_entry {
+	__u64 start;
+	__u64 end;
+	__u64 file_id;
+	__u64 bias;
+	__u32 flags;            /* MAPPING_FLAG_* */
+	__u32 reserved;
+};                          /* 40 bytes */
+
+struct vma_cache {
+	__u32 next;             /* slot the next entry goes to (round robin) */
+	__u32 reserved;
+	struct vma_cache_entry e[VMA_CACHE_SLOTS];
+};
+
+/* A copy of the user stack at the frame where unwinding stopped for want of a table
+ * (SAMPLE_FLAG_DEFERRED): registers, the vma holding pc, and the stack from sp upwards. */
+#define MAX_SNAPSHOT_STACK (32 << 10)
+
+struct snapshot_regs {
+	__u64 pc;
+	__u64 sp;
+	__u64 fp;
+	__u64 file_id;          /* the file holding pc when the kernel knew it (table not loaded), else 0 */
+	__u64 bias;             /* its load bias */
+	__u64 vm_start;         /* else the vma holding pc (0 when unknown) */
+	__u64 vm_pgoff;         /* its file offset in pages */
+	__u64 dev;              /* its file, as in struct inode_key */
+	__u64 ino;
+	__u64 mtime_ns;
+	__u32 stack_size;       /* bytes of stack copied from sp */
+	__u8 return_address;    /* pc is a return address */
+	__u8 pushed;            /* the frame at pc is already the sample's last frame */
+	__u8 reserved[2];
+};                          /* 88 bytes */
+
+struct stack_snapshot {
+	struct sample_header hdr; /* flags = SAMPLE_FLAG_SNAPSHOT; ktime_ns, pid, tid, cpu as in its sample */
+	struct snapshot_regs regs;
+	__u8 stack[MAX_SNAPSHOT_STACK];
 };
 
 /* Interpreter loop ranges of a file, ELF virtual addresses; unused slots have start == end == 0. */
@@ -137,6 +209,9 @@ struct sampler_config {
 #define STAT_PLT_FRAMES 10
 #define STAT_PYTHON_FRAMES 11
 #define STAT_TAIL_CALLS 12
+#define STAT_VMA_RESOLVED 13 /* mappings found through the task's vma (maps not read yet) */
+#define STAT_SNAPSHOTS 14    /* stack snapshots sent for deferred unwinding */
+#define STAT_SNAPSHOTS_LOST 15 /* snapshots that did not fit the ring buffer */
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
 #define STAT_PY_ERROR_BASE 28 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
 #define STAT_COUNT 32

@@ -51,7 +51,14 @@ struct unwind_state {
 	__u8 py_started;       /* the Python cursor was initialised from the thread state */
 	__u8 via_frame_pointer; /* pc came from a frame-pointer step (less trustworthy) */
 	__u8 interp_emitted;   /* the interpreter walker emitted frames for the current eval-loop frame */
-	__u8 reserved[1];
+	__u8 pid_known;        /* the agent has read this process's maps: `mappings` entries are current */
+	__u8 snapshot;         /* a stack snapshot waits in `snapshots` to follow the sample */
+	__u8 py_file_info;     /* the Python walker's info came from `py_files` (process not registered yet) */
+	__u8 vma_probed;       /* this sample's one bpf_find_vma is spent */
+	__u8 in_kernel;        /* the sample interrupted kernel code (user registers from pt_regs) */
+	__u8 reserved[3];
+	__u32 lpm_pid;         /* whose `mappings` to look in: the pid, its parent (forked_from), or 0 */
+	__u32 reserved1;
 };
 
 #define NEXT_SUBMIT 0
@@ -132,6 +139,44 @@ struct {
 	__type(key, __u64);
 	__type(value, struct file_table);
 } file_tables SEC(".maps");
+
+/* Files the agent knows, by inode: mappings of processes whose maps it has not read yet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct inode_key);
+	__type(value, struct inode_info);
+} file_inodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct vma_cache);
+} vma_cache SEC(".maps");
+
+/* A forked child that has not exec'd yet maps what its parent mapped: child pid -> the scanned pid whose
+ * `mappings` entries it may use until the agent reads its own maps (pre-fork servers, subshells). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} forked_from SEC(".maps");
+
+/* One stack snapshot buffer per CPU (indexed by CPU; larger than a per-CPU value may be). The slack lets
+ * the verifier accept page-sized copies at any offset below MAX_SNAPSHOT_STACK. */
+struct snapshot_buf {
+	struct stack_snapshot snap;
+	__u8 slack[4096];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512); /* resized to the possible CPUs by the agent before load */
+	__type(key, __u32);
+	__type(value, struct snapshot_buf);
+} snapshots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -230,20 +275,35 @@ static __always_inline void stop(struct sample *s, struct unwind_state *st, __u1
 	count(STAT_ERROR_BASE + error);
 }
 
-static __always_inline int submit(struct sample *s)
+static __always_inline int submit(struct sample *s, struct unwind_state *st)
 {
 	__u64 size = sizeof(struct sample_header) + ((__u64)s->hdr.num_kernel + s->hdr.num_user) * sizeof(struct frame);
 	if (size > sizeof(struct sample))
 		size = sizeof(struct sample);
 	/* Samples don't wake the agent, which drains them in batches (a wakeup per sample costs more than
-	 * the sample); a ring an eighth full does, so bursts can't overflow it between batches. */
+	 * the sample); a ring an eighth full does, so bursts can't overflow it between batches. Samples of a
+	 * process the agent has not read yet do: it may be short-lived, and its Python frames are named from
+	 * its memory while it lives. */
 	__u64 pending = bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA);
 	__u64 ring = bpf_ringbuf_query(&samples, BPF_RB_RING_SIZE);
-	__u64 flags = pending + size >= ring / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_output(&samples, s, size, flags) == 0)
-		count(STAT_SAMPLES_SUBMITTED);
-	else
-		count(STAT_RINGBUF_FULL);
+	__u64 flags = pending + size >= ring / 8 || !st->pid_known ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bool sent = bpf_ringbuf_output(&samples, s, size, st->snapshot ? BPF_RB_NO_WAKEUP : flags) == 0;
+	count(sent ? STAT_SAMPLES_SUBMITTED : STAT_RINGBUF_FULL);
+	if (st->snapshot) {
+		__u32 cpu = bpf_get_smp_processor_id();
+		struct snapshot_buf *buf = bpf_map_lookup_elem(&snapshots, &cpu);
+		if (!buf)
+			return 0;
+		struct stack_snapshot *snap = &buf->snap;
+		__u64 ssize = snap->regs.stack_size;
+		if (ssize > MAX_SNAPSHOT_STACK)
+			ssize = MAX_SNAPSHOT_STACK;
+		ssize += sizeof(struct sample_header) + sizeof(struct snapshot_regs);
+		if (sent && bpf_ringbuf_output(&samples, snap, ssize, BPF_RB_FORCE_WAKEUP) == 0)
+			count(STAT_SNAPSHOTS);
+		else
+			count(STAT_SNAPSHOTS_LOST);
+	}
 	return 0;
 }
 
@@ -279,7 +339,7 @@ int unwind_native(struct bpf_perf_event_data *ctx)
 	bpf_loop(3 * MAX_USER_FRAMES, unwind_step, NULL, 0);
 	if (st->next == NEXT_NATIVE) /* the loop ran out of steps with frames left */
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
-	return submit(s);
+	return submit(s, st);
 }
 
 SEC("perf_event")
@@ -317,9 +377,17 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	__builtin_memset(st, 0, sizeof(*st));
 	st->pid = pid;
 	st->tid = tid;
+	st->pid_known = bpf_map_lookup_elem(&known_pids, &pid) != NULL;
+	if (st->pid_known) {
+		st->lpm_pid = pid;
+	} else {
+		__u32 *parent = bpf_map_lookup_elem(&forked_from, &pid);
+		st->lpm_pid = parent && bpf_map_lookup_elem(&known_pids, parent) ? *parent : 0;
+	}
 
 	__u64 cs = *(volatile __u64 *)&ctx->regs.cs; /* ctx fields must be read whole */
 	bool in_kernel = (cs & 3) != 3;
+	st->in_kernel = in_kernel;
 	if (in_kernel) {
 		s->hdr.flags |= SAMPLE_FLAG_IN_KERNEL;
 		__u64 *kbuf = bpf_map_lookup_elem(&scratch_kstack, &zero);
@@ -344,17 +412,17 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		if (!BPF_CORE_READ(task, mm)) {
 			s->hdr.flags |= SAMPLE_FLAG_KERNEL_THREAD;
 			count(STAT_KERNEL_THREAD);
-			return submit(s);
+			return submit(s, st);
 		}
 		struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
 		if (!uregs) {
 			stop(s, st, UNWIND_ERR_NO_USER_REGS);
-			return submit(s);
+			return submit(s, st);
 		}
 		struct pt_regs regs;
 		if (bpf_probe_read_kernel(&regs, sizeof(regs), uregs)) {
 			stop(s, st, UNWIND_ERR_NO_USER_REGS);
-			return submit(s);
+			return submit(s, st);
 		}
 		st->pc = regs.ip;
 		st->sp = regs.sp;
@@ -367,7 +435,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	st->return_address = 0;
 	bpf_tail_call(ctx, &progs, PROG_NATIVE);
 	stop(s, st, UNWIND_ERR_TAIL_CALLS);
-	return submit(s);
+	return submit(s, st);
 }
 
 /* ---- process lifecycle --------------------------------------------------------------------------- */
@@ -377,17 +445,46 @@ int on_fork(__u64 *ctx)
 {
 	struct task_struct *parent = (struct task_struct *)ctx[0];
 	struct task_struct *child = (struct task_struct *)ctx[1];
-	__u32 zero = 0;
-	struct sampler_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg || cfg->filter != FILTER_PIDS)
-		return 0;
 	__u32 ppid = BPF_CORE_READ(parent, tgid);
 	__u32 cpid = BPF_CORE_READ(child, tgid);
-	if (ppid != cpid && bpf_map_lookup_elem(&pid_filter, &ppid)) {
+	if (ppid == cpid)
+		return 0; /* a thread */
+	__u32 zero = 0;
+	struct sampler_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && cfg->filter == FILTER_PIDS) {
+		if (!bpf_map_lookup_elem(&pid_filter, &ppid))
+			return 0;
 		__u8 one = 1;
 		bpf_map_update_elem(&pid_filter, &cpid, &one, BPF_ANY);
 	}
+	/* The child starts with its parent's mappings: unwind it with them until its own are read. */
+	__u32 *grand = bpf_map_lookup_elem(&forked_from, &ppid);
+	__u32 source = bpf_map_lookup_elem(&known_pids, &ppid) ? ppid : (grand ? *grand : 0);
+	if (source)
+		bpf_map_update_elem(&forked_from, &cpid, &source, BPF_ANY);
 	return 0;
+}
+
+/* Remember the new image's own executable and its dynamic loader (the user pc at exec is the loader's
+ * entry), so the first samples of a short-lived process need fewer vma lookups. Process context: here the
+ * kernel allows several. */
+static __always_inline void exec_prefill(struct task_struct *task, __u32 pid)
+{
+	__u64 addrs[2];
+	addrs[0] = BPF_CORE_READ(task, mm, start_code);
+	addrs[1] = 0;
+	struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
+	if (uregs)
+		bpf_probe_read_kernel(&addrs[1], sizeof(addrs[1]), &uregs->ip);
+	for (int i = 0; i < 2; i++) {
+		struct vma_probe vp;
+		struct mapping_info m;
+		__builtin_memset(&vp, 0, sizeof(vp));
+		if (!addrs[i] || bpf_find_vma(task, addrs[i], vma_probe_cb, &vp, 0))
+			continue;
+		if (vp.has_file && mapping_from_vma(&vp, &m))
+			vma_cache_add(pid, &vp, &m);
+	}
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -399,6 +496,9 @@ int on_exec(__u64 *ctx)
 		return 0;
 	bpf_map_delete_elem(&known_pids, &pid);
 	bpf_map_delete_elem(&reported_pids, &pid);
+	bpf_map_delete_elem(&vma_cache, &pid);
+	bpf_map_delete_elem(&forked_from, &pid);
+	exec_prefill(task, pid);
 	struct pid_event ev = {.type = EVENT_EXEC, .pid = pid};
 	if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0) == 0)
 		count(STAT_EVENTS);
