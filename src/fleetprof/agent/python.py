@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import re
 import struct
 import threading
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 # Only files that look like CPython are inspected (libpython3.X.so…, python3.X, python3, python).
 _CANDIDATE = re.compile(r"^(lib)?python\d?(\.\d+)?[a-z]*(\.so.*)?$|^libpython")
 
-_CACHE_VERSION = 1  # bump when PythonBinary or discovery changes
 PyFrameKey = tuple[int, int, int, int]  # pid, code object, lasti, checksum
 MAX_WAITING = 4096
 
@@ -106,25 +104,9 @@ class PythonSupport:
                 self._inspect(path, file_id)
 
     def _inspect(self, path: str, file_id: str) -> PythonBinary | None:
-        """inspect_python_binary, cached on disk per file id (discovery of a stripped binary takes ~1 s)."""
-        cached = self._cache_dir / f"{file_id}.pickle" if self._cache_dir else None
-        if cached is not None:
-            try:
-                version, binary = pickle.loads(cached.read_bytes())
-                if version == _CACHE_VERSION and isinstance(binary, PythonBinary):
-                    return binary
-            except (OSError, pickle.PickleError, ValueError, TypeError, EOFError, AttributeError):
-                pass
-        binary = inspect_python_binary(path, file_id)
-        if binary is not None and cached is not None:
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(pickle.dumps((_CACHE_VERSION, binary)))
-                tmp.replace(cached)
-            except OSError as exc:
-                log.debug("cannot cache %s: %s", path, exc)
-        return binary
+        """inspect_python_binary, cached per file id in memory and on disk (discovery of a stripped binary
+        takes ~1 s)."""
+        return inspect_python_binary(path, file_id, cache_dir=self._cache_dir)
 
     def _register_file(self, key: int, binary: PythonBinary) -> None:
         value = layout.InterpRanges()
