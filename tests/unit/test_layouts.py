@@ -33,6 +33,12 @@ STRUCTS = {
     "interp_ranges": layout.InterpRanges,
     "pid_event": layout.PidEvent,
     "sampler_config": layout.SamplerConfig,
+    "inode_key": layout.InodeKey,
+    "inode_info": layout.InodeInfo,
+    "vma_cache_entry": layout.VmaCacheEntry,
+    "vma_cache": layout.VmaCache,
+    "snapshot_regs": layout.SnapshotRegs,
+    "stack_snapshot": layout.StackSnapshot,
 }
 
 # An object-like macro with a value: `#define NAME value` (a function-like macro has `(` right after its
@@ -95,6 +101,9 @@ def test_fast_decoders_match_structs() -> None:
     assert layout.EVENT_STRUCT.size == ctypes.sizeof(layout.PidEvent)
     assert layout.MAPPING_KEY_STRUCT.size == ctypes.sizeof(layout.MappingKey)
     assert layout.MAPPING_INFO_STRUCT.size == ctypes.sizeof(layout.MappingInfo)
+    assert layout.INODE_KEY_STRUCT.size == ctypes.sizeof(layout.InodeKey)
+    assert layout.INODE_INFO_STRUCT.size == ctypes.sizeof(layout.InodeInfo)
+    assert layout.SNAPSHOT_REGS_STRUCT.size == ctypes.sizeof(layout.SnapshotRegs)
 
 
 def test_unwind_table_h_structs_match_python(tmp_path: Path) -> None:
