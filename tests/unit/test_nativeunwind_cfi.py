@@ -22,12 +22,17 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_PLT,
     UW_CFA_RBP,
     UW_CFA_RBP_DEREF,
+    UW_CFA_RBX,
+    UW_CFA_REG,
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
     UW_RBP_AT_CFA,
     UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
+    UW_RBX_LOST,
+    UW_RBX_SAME,
+    Rule,
     RuleSet,
 )
 
@@ -35,12 +40,12 @@ CIE_INIT = bytes([0x0C, 7, 8, 0x90, 1])  # def_cfa rsp+8; offset r16 (rip) at cf
 PLT_EXPR = bytes([0x77, 8, 0x80, 0, 0x3F, 0x1A, 0x3B, 0x2A, 0x33, 0x24, 0x22])
 
 
-def rsp(off: int, rbp_kind: int = UW_RBP_SAME, rbp_off: int = 0) -> tuple[int, int, int, int, int]:
-    return (UW_CFA_RSP, rbp_kind, off, 0, rbp_off)
+def rsp(off: int, rbp_kind: int = UW_RBP_SAME, rbp_off: int = 0) -> Rule:
+    return (UW_CFA_RSP, rbp_kind, off, 0, rbp_off, 0)
 
 
-def rbp(off: int, rbp_off: int = -16) -> tuple[int, int, int, int, int]:
-    return (UW_CFA_RBP, UW_RBP_AT_CFA, off, 0, rbp_off)
+def rbp(off: int, rbp_off: int = -16) -> Rule:
+    return (UW_CFA_RBP, UW_RBP_AT_CFA, off, 0, rbp_off, 0)
 
 
 def make_ctx(caf: int = 1, daf: int = -8, init: bytes = CIE_INIT) -> CfiContext:
@@ -104,7 +109,7 @@ def test_undefined_return_address_stops():
         (bytes([0x08, 16]), "ra_same_value"),
         (bytes([0x14, 16, 1]), "ra_val_offset"),
         (bytes([0x10, 16, 2, 0x77, 0]), "ra_expression"),
-        (bytes([0x0C, 10, 0]), "cfa_register_r10"),
+        (bytes([0x0C, 16, 0]), "cfa_register_r16"),
         (bytes([0x0F, 3, 0x77, 8, 0x31]), "cfa_expression_unsupported"),
         (bytes([0x0F, 2, 0x9C, 0x06]), "cfa_expression_unsupported"),
         (bytes([0x0F, 2, 0x77, 0x80]), "cfa_expression_truncated"),
@@ -117,27 +122,81 @@ def test_unsupported_rules_are_invalid_with_a_reason(code, reason):
 
 
 def test_invalid_region_inside_a_function_recovers():
-    # gcc's DRAP prologue: CFA in r10 for a while, then back to rsp
-    code = bytes([0x45, 0x0C, 10, 0, 0x48, 0x0C, 7, 8])
+    # a CFA in the return-address column for a while, then back to rsp
+    code = bytes([0x45, 0x0C, 16, 0, 0x48, 0x0C, 7, 8])
     rows, reasons = rows_of(code)
     assert rows == [(0, rsp(8)), (5, INVALID_RULE), (13, rsp(8))]
-    assert reasons == ("cfa_register_r10",)
+    assert reasons == ("cfa_register_r16",)
+
+
+def test_drap_prologue_cfa_in_r10():
+    # gcc's DRAP prologue: CFA = r10 + 0 for a while (valid in the leaf frame only), then rbp-based
+    code = bytes([0x45, 0x0C, 10, 0, 0x48, 0x0F, 3, 0x76, 0x78, 0x06])
+    rows, reasons = rows_of(code)
+    assert rows == [
+        (0, rsp(8)),
+        (5, (UW_CFA_REG, UW_RBP_SAME, 0, 10, 0, 0)),
+        (13, (UW_CFA_RBP_DEREF, UW_RBP_SAME, -8, 0, 0, 0)),
+    ]
+    assert reasons == ()
+
+
+@pytest.mark.parametrize(
+    ("reg", "kind", "aux"),
+    [(0, UW_CFA_REG, 0), (3, UW_CFA_RBX, 0), (5, UW_CFA_REG, 5), (13, UW_CFA_REG, 13), (15, UW_CFA_REG, 15)],
+)
+def test_cfa_in_other_registers(reg, kind, aux):
+    rows, reasons = rows_of(bytes([0x0C, reg, 24]))
+    assert rows == [(0, (kind, UW_RBP_SAME, 24, aux, 0, 0))] and reasons == ()
+
+
+def test_rbx_based_cfa_tracks_the_rbx_save():
+    # ld.so's _dl_runtime_resolve_xsavec: push rbx (CFA rsp+32, rbx at CFA-32), mov rbx, rsp (CFA rbx+32)
+    code = bytes([0x0E, 24, 0x41, 0x0E, 32, 0x83, 4, 0x43, 0x0D, 3, 0x50, 0x0F, 2, 0x73, 0x20])
+    rows, reasons = rows_of(code)
+    assert rows == [
+        (0, (UW_CFA_RSP, UW_RBP_SAME, 24, 0, 0, 0)),
+        (1, (UW_CFA_RSP, UW_RBP_SAME, 32, 0, 0, -32)),
+        (4, (UW_CFA_RBX, UW_RBP_SAME, 32, 0, 0, -32)),
+    ]
+    assert reasons == ()
+
+
+@pytest.mark.parametrize(
+    ("code", "rbx_off"),
+    [
+        (bytes([0x83, 2]), -16),  # DW_CFA_offset rbx
+        (bytes([0x05, 3, 3]), -24),  # offset_extended rbx
+        (bytes([0x83, 2, 0xC3]), UW_RBX_SAME),  # then DW_CFA_restore: the CIE's (unchanged)
+        (bytes([0x83, 2, 0x08, 3]), UW_RBX_SAME),  # same_value
+        (bytes([0x07, 3]), UW_RBX_LOST),  # undefined
+        (bytes([0x09, 3, 12]), UW_RBX_LOST),  # in r12
+        (bytes([0x09, 3, 3]), UW_RBX_SAME),  # in itself
+        (bytes([0x14, 3, 2]), UW_RBX_LOST),  # val_offset
+        (bytes([0x10, 3, 2, 0x76, 0x78]), UW_RBX_LOST),  # expression (DRAP: rbx saved at rbp-8)
+        (bytes([0x05, 3, 0x80, 0x80, 0x01]), UW_RBX_LOST),  # at CFA-131072: beyond the 16-bit field
+        (bytes([0x83, 2, 0x0A, 0x07, 3, 0x0B]), -16),  # remember, undefined, restore_state
+    ],
+)
+def test_rbx_rules(code, rbx_off):
+    rows, reasons = rows_of(code)
+    assert rows == [(0, (UW_CFA_RSP, UW_RBP_SAME, 8, 0, 0, rbx_off))] and reasons == ()
 
 
 @pytest.mark.parametrize("lit", [0x3A, 0x3B])
 def test_plt_expression(lit):
     expr = PLT_EXPR[:6] + bytes([lit]) + PLT_EXPR[7:]
     rows, _ = rows_of(bytes([0x0F, len(expr)]) + expr)
-    assert rows == [(0, (UW_CFA_PLT, UW_RBP_SAME, 8, lit - 0x30, 0))]
+    assert rows == [(0, (UW_CFA_PLT, UW_RBP_SAME, 8, lit - 0x30, 0, 0))]
 
 
 @pytest.mark.parametrize(
     ("expr", "rule"),
     [
-        (bytes([0x76, 0x78, 0x06]), (UW_CFA_RBP_DEREF, UW_RBP_SAME, -8, 0, 0)),
-        (bytes([0x77, 0x10, 0x06, 0x23, 0x08]), (UW_CFA_RSP_DEREF, UW_RBP_SAME, 16, 8, 0)),
-        (bytes([0x77, 0x18]), (UW_CFA_RSP, UW_RBP_SAME, 24, 0, 0)),
-        (bytes([0x76, 0x10]), (UW_CFA_RBP, UW_RBP_SAME, 16, 0, 0)),
+        (bytes([0x76, 0x78, 0x06]), (UW_CFA_RBP_DEREF, UW_RBP_SAME, -8, 0, 0, 0)),
+        (bytes([0x77, 0x10, 0x06, 0x23, 0x08]), (UW_CFA_RSP_DEREF, UW_RBP_SAME, 16, 8, 0, 0)),
+        (bytes([0x77, 0x18]), (UW_CFA_RSP, UW_RBP_SAME, 24, 0, 0, 0)),
+        (bytes([0x76, 0x10]), (UW_CFA_RBP, UW_RBP_SAME, 16, 0, 0, 0)),
     ],
 )
 def test_cfa_expressions(expr, rule):
@@ -148,7 +207,7 @@ def test_cfa_expressions(expr, rule):
 def test_def_cfa_offset_after_expression_keeps_the_expression():
     expr = bytes([0x76, 0x78, 0x06])
     rows, _ = rows_of(bytes([0x0F, 3]) + expr + bytes([0x41, 0x0E, 32]))
-    assert rows == [(0, (UW_CFA_RBP_DEREF, UW_RBP_SAME, -8, 0, 0))]
+    assert rows == [(0, (UW_CFA_RBP_DEREF, UW_RBP_SAME, -8, 0, 0, 0))]
 
 
 def test_def_cfa_register_after_expression_uses_the_old_offset():

@@ -18,6 +18,8 @@ from fleetprof.nativeunwind.table import (
     STOP_RULE,
     UW_CFA_PLT,
     UW_CFA_RBP_DEREF,
+    UW_CFA_RBX,
+    UW_CFA_REG,
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
     UW_CMD_FRAME_POINTER,
@@ -26,6 +28,7 @@ from fleetprof.nativeunwind.table import (
     UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
+    Rule,
     UnwindTable,
 )
 
@@ -157,8 +160,8 @@ def test_plt_rows(built):
     start = int(plt[plt.index(".plt") + 2], 16)
     size = int(plt[plt.index(".plt") + 4], 16)
     rules = {table.lookup(pc) for pc in range(start + 16, start + size)}
-    assert rules == {(UW_CFA_PLT, UW_RBP_SAME, 8, 11, 0)}
-    assert table.lookup(start) == (UW_CFA_RSP, UW_RBP_SAME, 16, 0, 0)  # the PLT0 push
+    assert rules == {(UW_CFA_PLT, UW_RBP_SAME, 8, 11, 0, 0)}
+    assert table.lookup(start) == (UW_CFA_RSP, UW_RBP_SAME, 16, 0, 0, 0)  # the PLT0 push
 
 
 @pytest.mark.skipif(not Path(LIBC).exists(), reason="needs the system glibc")
@@ -222,8 +225,11 @@ def test_stack_realignment(built):
     deref = [r for r in rules if r and r[0] == UW_CFA_RBP_DEREF]
     assert deref and all(r[2] < 0 and r[3] == 0 for r in deref), "CFA = *(rbp + off) once the DRAP is saved"
     assert all(r[1] == UW_RBP_AT_RBP and r[4] == 0 for r in deref), "rbp saved at [rbp] (DW_CFA_expression)"
-    assert any(r and r[0] == UW_CMD_INVALID for r in rules), "the r10 (DRAP) windows are INVALID"
-    assert table.stats.invalid.get("cfa_register_r10", 0) >= 1
+    drap_windows = [r for r in rules if r and r[0] == UW_CFA_REG]
+    assert drap_windows, "the DRAP prologue and epilogue: CFA = r10 + 0"
+    assert {(r[2], r[3]) for r in drap_windows} == {(0, 10)}
+    assert not any(r and r[0] == UW_CMD_INVALID for r in rules)
+    assert "cfa_register_r10" not in table.stats.invalid
     addr, size = syms["fp_realign"]
     assert {table.lookup(pc)[0] for pc in range(addr, addr + size)} == {0, 1}  # type: ignore[index]
 
@@ -233,20 +239,25 @@ def test_hand_written_cases(built):
     table = compile_unwind_table(str(path))
     syms = symbols(path)
 
-    def at(fn: str, off: int = 0) -> tuple[int, int, int, int, int] | None:
+    def at(fn: str, off: int = 0) -> Rule | None:
         return table.lookup(syms[fn][0] + off)
 
     assert at("sig_trampoline") == SIGNAL_RULE
     assert at("outermost") == STOP_RULE
-    assert at("cfa_in_r10", 5)[0] == UW_CMD_INVALID  # type: ignore[index]
-    assert at("cfa_in_r10", 0x1B - 0x08) == (UW_CFA_RBP_DEREF, UW_RBP_AT_RBP, -8, 0, 0)
-    assert at("deref_plus", 4) == (UW_CFA_RSP_DEREF, UW_RBP_SAME, 16, 8, 0)
-    assert at("states", 5) == (1, UW_RBP_AT_CFA, 16, 0, -16)  # rbp+16 after mov %rsp,%rbp
-    assert at("states", 0x138 - 0x12E) == (UW_CFA_RSP, UW_RBP_SAME, 8, 0, 0)  # after .cfi_restore rbp
-    assert at("states", 0x139 - 0x12E) == (1, UW_RBP_AT_CFA, 16, 0, -16)  # .cfi_restore_state
+    assert at("cfa_in_r10", 5) == (UW_CFA_REG, UW_RBP_SAME, 0, 10, 0, 0)  # leaf only: r10 is caller-saved
+    assert at("cfa_in_r10", 0x1B - 0x08) == (UW_CFA_RBP_DEREF, UW_RBP_AT_RBP, -8, 0, 0, 0)
+    assert at("deref_plus", 4) == (UW_CFA_RSP_DEREF, UW_RBP_SAME, 16, 8, 0, 0)
+    assert at("states", 5) == (1, UW_RBP_AT_CFA, 16, 0, -16, 0)  # rbp+16 after mov %rsp,%rbp
+    assert at("states", 0x138 - 0x12E) == (UW_CFA_RSP, UW_RBP_SAME, 8, 0, 0, 0)  # after .cfi_restore rbp
+    assert at("states", 0x139 - 0x12E) == (1, UW_RBP_AT_CFA, 16, 0, -16, 0)  # .cfi_restore_state
     assert at("ra_elsewhere", 4)[0] == UW_CMD_INVALID  # type: ignore[index]
-    assert at("args_size", 4) == (UW_CFA_RSP, UW_RBP_UNDEFINED, 16, 0, 0)  # val_offset rbp
+    assert at("args_size", 4) == (UW_CFA_RSP, UW_RBP_UNDEFINED, 16, 0, 0, -16)  # val_offset rbp; rbx saved
     assert table.stats.invalid["ra_in_register"] >= 1
+    assert at("cfa_in_rbx") == (UW_CFA_RSP, UW_RBP_SAME, 24, 0, 0, 0)  # two words pushed by the PLT
+    assert at("cfa_in_rbx", 1) == (UW_CFA_RSP, UW_RBP_SAME, 32, 0, 0, -32)  # push %rbx
+    assert at("cfa_in_rbx", 4) == at("cfa_in_rbx", 11) == (UW_CFA_RBX, UW_RBP_SAME, 32, 0, 0, -32)
+    assert at("cfa_in_rbx", 12) == (UW_CFA_RSP, UW_RBP_SAME, 32, 0, 0, -32)
+    assert at("cfa_in_rbx", 20) == (UW_CFA_RSP, UW_RBP_SAME, 8, 0, 0, 0)  # .cfi_restore rbx
 
 
 def test_debug_frame_only_objects(built):

@@ -27,10 +27,11 @@ def test_struct_layouts():
     assert ctypes.sizeof(t.UnwindRule) == t.RULE_STRUCT.size == 16
     assert ctypes.sizeof(t.UnwindRow) == t.ROW_STRUCT.size == 8
     assert [(n, getattr(t.UnwindRule, n).offset) for n, _ in t.UnwindRule._fields_] == [
-        ("cfa_kind", 0), ("rbp_kind", 1), ("reserved", 2), ("cfa_off", 4), ("cfa_aux", 8), ("rbp_off", 12),
+        ("cfa_kind", 0), ("rbp_kind", 1), ("rbx_off", 2), ("cfa_off", 4), ("cfa_aux", 8), ("rbp_off", 12),
     ]  # fmt: skip
-    rule = t.UnwindRule.from_buffer_copy(t.RULE_STRUCT.pack(4, 1, 0, -8, 11, -16))
-    assert (rule.cfa_kind, rule.rbp_kind, rule.cfa_off, rule.cfa_aux, rule.rbp_off) == (4, 1, -8, 11, -16)
+    rule = t.UnwindRule.from_buffer_copy(t.RULE_STRUCT.pack(4, 1, -56, -8, 11, -16))
+    got = (rule.cfa_kind, rule.rbp_kind, rule.rbx_off, rule.cfa_off, rule.cfa_aux, rule.rbp_off)
+    assert got == (4, 1, -56, -8, 11, -16)
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
@@ -64,8 +65,8 @@ def test_rule_set_reserves_invalid_and_gap_rules():
 def test_table_accessors():
     rules = [
         t.INVALID_RULE,
-        (t.UW_CFA_RSP, t.UW_RBP_SAME, 8, 0, 0),
-        (t.UW_CFA_RBP, t.UW_RBP_AT_CFA, 16, 0, -16),
+        (t.UW_CFA_RSP, t.UW_RBP_SAME, 8, 0, 0, 0),
+        (t.UW_CFA_RBP, t.UW_RBP_AT_CFA, 16, 0, -16, 0),
     ]
     rows = array("Q", [1 << 32 | 0x1000, 2 << 32 | 0x1004, 0x1020])
     stats = t.UnwindStats(fde_count=1)
@@ -78,6 +79,12 @@ def test_table_accessors():
     assert table.rules_bytes()[16:32] == t.RULE_STRUCT.pack(0, 0, 0, 8, 0, 0)
     assert table.table_bytes == 3 * 8 + 3 * 16 and table.bytes_per_fde == 72.0
     assert t.describe_rule(rules[2]) == "cfa=rbp+16 rbp=c-16"
+    assert t.describe_rule((t.UW_CFA_RBX, t.UW_RBP_SAME, 56, 0, 0, -56)) == "cfa=rbx+56 rbp=same rbx=c-56"
+    assert (
+        t.describe_rule((t.UW_CFA_REG, t.UW_RBP_SAME, 0, 10, 0, t.UW_RBX_LOST))
+        == "cfa=r10+0 rbp=same rbx=lost"
+    )
+    assert t.describe_rule(t.SIGNAL_RULE) == "signal"
     assert t.UnwindStats.from_dict(stats.to_dict()) == stats
     with pytest.raises(TypeError):
         t.UnwindTable(array("I"), rules, stats)

@@ -24,7 +24,7 @@ from fleetprof.nativeunwind.errors import UnwindTableError
 from fleetprof.nativeunwind.table import ROW_STRUCT, RULE_STRUCT, UnwindStats, UnwindTable
 
 CACHE_MAGIC = b"FPUWTAB\0"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Bump whenever the table layout or the compiler's output for the same input changes."""
 _HEADER = struct.Struct("<8sIIIIII")
 _KIND_TABLE = 0
@@ -120,8 +120,8 @@ class UnwindTableCache:
         rows = array("Q")
         rows.frombytes(blob[_HEADER.size : rows_end])
         rules = [
-            (k, rk, off, aux, roff)
-            for k, rk, _, off, aux, roff in RULE_STRUCT.iter_unpack(blob[rows_end:rules_end])
+            (k, rk, off, aux, roff, bx)
+            for k, rk, bx, off, aux, roff in RULE_STRUCT.iter_unpack(blob[rows_end:rules_end])
         ]
         return UnwindTable(rows, rules, UnwindStats.from_dict(meta))
 

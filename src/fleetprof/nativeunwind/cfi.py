@@ -1,7 +1,8 @@
 """DWARF call-frame-information interpreter that tracks only what the kernel unwinder needs.
 
-It follows the CFA, the return address (column 16) and rbp (column 6) through a CIE's initial instructions
-and an FDE's program, and turns each location's state into a table rule. Everything it cannot express
+It follows the CFA, the return address (column 16), rbp (column 6) and rbx (column 3, for rbx-based CFAs such
+as ld.so's `_dl_runtime_resolve`) through a CIE's initial instructions and an FDE's program, and turns each
+location's state into a table rule. Everything it cannot express
 becomes UW_CMD_INVALID with a reason; it never guesses. Malformed programs end in an INVALID row.
 
 Speed: a program is split by one C-level regex into (instructions, advance) pairs; the effect of each
@@ -20,15 +21,20 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_PLT,
     UW_CFA_RBP,
     UW_CFA_RBP_DEREF,
+    UW_CFA_RBX,
+    UW_CFA_REG,
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
     UW_RBP_AT_CFA,
     UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
+    UW_RBX_LOST,
+    UW_RBX_SAME,
     RuleSet,
 )
 
+REG_RBX = 3
 REG_RBP = 6
 REG_RSP = 7
 REG_RA = 16
@@ -46,17 +52,19 @@ MAX_LOC = 1 << 32
 MAX_LEB_BYTES = 10
 _S32_MIN = -(1 << 31)
 _S32_END = 1 << 31
+_S16_MIN = -(1 << 15)
+_S16_END = 1 << 15
 
 CfaExp = tuple[int, int, int] | str
 """A recognized CFA expression as (cfa_kind, cfa_off, cfa_aux), or the reason it is unsupported."""
 RaRule = int | str
 """RA_AT_CFA_MINUS_8, RA_UNDEFINED, or the reason the return-address rule is unsupported."""
-Rules = tuple[int, int, CfaExp, int, int, str, RaRule]
-"""(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra): the tracked rules at one location."""
-State = tuple[int, int, CfaExp, int, int, str, RaRule, tuple[Rules, ...]]
+Rules = tuple[int, int, CfaExp, int, int, str, RaRule, int]
+"""(cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx_off): the tracked rules at one location."""
+State = tuple[int, int, CfaExp, int, int, str, RaRule, int, tuple[Rules, ...]]
 """Rules plus the DW_CFA_remember_state stack."""
 
-INITIAL_STATE: State = (CFA_UNSET, 0, "", UW_RBP_SAME, 0, "", "ra_unspecified", ())
+INITIAL_STATE: State = (CFA_UNSET, 0, "", UW_RBP_SAME, 0, "", "ra_unspecified", UW_RBX_SAME, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,11 @@ class SetLoc:
 
 class CfiError(Exception):
     """Malformed CFI; the message is a short reason used as a stats key."""
+
+
+def _rbx_slot(off: int) -> int:
+    """rbx_off for "the caller's rbx is saved at CFA + off": UW_RBX_LOST when the field can't hold it."""
+    return off if off != UW_RBX_SAME and off != UW_RBX_LOST and _S16_MIN <= off < _S16_END else UW_RBX_LOST
 
 
 def read_uleb(data: bytes, i: int) -> tuple[int, int]:
@@ -147,10 +160,14 @@ def _match_expression(block: bytes) -> CfaExp:
     if not ops:
         return "cfa_expression_unsupported"
     first_op, off = ops[0]
-    if first_op not in (0x77, 0x76) or not _S32_MIN <= off < _S32_END:  # breg7 (rsp) / breg6 (rbp)
+    if not _S32_MIN <= off < _S32_END:
+        return "cfa_expression_unsupported"
+    tail = tuple(op for op, _ in ops[1:])
+    if first_op == 0x73 and not tail:  # DW_OP_breg3 (rbx) off
+        return (UW_CFA_RBX, off, 0)
+    if first_op not in (0x77, 0x76):  # breg7 (rsp) / breg6 (rbp)
         return "cfa_expression_unsupported"
     rsp = first_op == 0x77
-    tail = tuple(op for op, _ in ops[1:])
     if not tail:
         return (UW_CFA_RSP if rsp else UW_CFA_RBP, off, 0)
     if tail == (0x06,):
@@ -188,7 +205,7 @@ def match_cfa_expression(block: bytes) -> CfaExp:
 
 def rule_index(rules: Rules, table: RuleSet, reasons: list[str]) -> int:
     """Rule index for the tracked `rules`; appends why when the row is INVALID or loses rbp."""
-    cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra = rules
+    cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx = rules
     if ra != RA_AT_CFA_MINUS_8:
         if ra == RA_UNDEFINED:
             return table.add(STOP_RULE)
@@ -203,6 +220,10 @@ def rule_index(rules: Rules, table: RuleSet, reasons: list[str]) -> int:
             reasons.append(cfa_exp)
             return 0
         kind, cfa_off, aux = cfa_exp
+    elif cfa_reg == REG_RBX:
+        kind, aux = UW_CFA_RBX, 0
+    elif 0 <= cfa_reg < 16:  # usable only where the registers are the sample's (a leaf) or a sigcontext's
+        kind, aux = UW_CFA_REG, cfa_reg
     elif cfa_reg == CFA_UNSET:
         reasons.append("cfa_unset")
         return 0
@@ -215,7 +236,7 @@ def rule_index(rules: Rules, table: RuleSet, reasons: list[str]) -> int:
     if rbp_why:
         reasons.append(rbp_why)
     keep_off = rbp_kind in (UW_RBP_AT_CFA, UW_RBP_AT_RBP)
-    return table.add((kind, rbp_kind, cfa_off, aux, rbp_off if keep_off else 0))
+    return table.add((kind, rbp_kind, cfa_off, aux, rbp_off if keep_off else 0, rbx))
 
 
 def interpret(
@@ -233,7 +254,7 @@ def interpret(
     ignored (CIE initial instructions, memoized instruction runs). An error ends the rows with INVALID
     at the current location and its reason is the last of `Program.reasons`.
     """
-    cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, stack_t = start
+    cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx, stack_t = start
     stack = list(stack_t)
     rows: list[int] = []
     reasons: list[str] = []
@@ -258,12 +279,16 @@ def interpret(
                         rbp_kind, rbp_off, rbp_why = UW_RBP_AT_CFA, val * daf, ""
                     elif reg == REG_RA:
                         ra = RA_AT_CFA_MINUS_8 if val * daf == -8 else "ra_not_at_cfa-8"
+                    elif reg == REG_RBX:
+                        rbx = _rbx_slot(val * daf)
                     continue
                 else:  # DW_CFA_restore
                     if cie_rules is not None and reg == REG_RBP:
                         rbp_kind, rbp_off, rbp_why = cie_rules[3:6]
                     elif cie_rules is not None and reg == REG_RA:
                         ra = cie_rules[6]
+                    elif cie_rules is not None and reg == REG_RBX:
+                        rbx = cie_rules[7]
                     continue
             elif op == 0x00:  # DW_CFA_nop
                 continue
@@ -301,13 +326,13 @@ def interpret(
                 if len(stack) >= MAX_STATE_STACK:
                     fail = "cfi_state_stack_overflow"
                     break
-                stack.append((cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra))
+                stack.append((cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx))
                 continue
             elif op == 0x0B:  # DW_CFA_restore_state
                 if not stack:
                     fail = "cfi_restore_state_underflow"
                     break
-                cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra = stack.pop()
+                cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx = stack.pop()
                 continue
             elif op == 0x2E:  # DW_CFA_GNU_args_size: matters for landing pads only, not for the CFA
                 _, i = read_uleb(code, i)
@@ -336,10 +361,14 @@ def interpret(
                         rbp_kind, rbp_off, rbp_why = UW_RBP_UNDEFINED, 0, "rbp_val_offset"
                     elif reg == REG_RA:
                         ra = "ra_val_offset"
+                    elif reg == REG_RBX:
+                        rbx = UW_RBX_LOST
                 elif reg == REG_RBP:
                     rbp_kind, rbp_off, rbp_why = UW_RBP_AT_CFA, val, ""
                 elif reg == REG_RA:
                     ra = RA_AT_CFA_MINUS_8 if val == -8 else "ra_not_at_cfa-8"
+                elif reg == REG_RBX:
+                    rbx = _rbx_slot(val)
                 continue
             elif op in (0x06, 0x07, 0x08):  # DW_CFA_restore_extended, undefined, same_value
                 reg, i = read_uleb(code, i)
@@ -348,10 +377,14 @@ def interpret(
                         rbp_kind, rbp_off, rbp_why = cie_rules[3:6]
                     elif cie_rules is not None and reg == REG_RA:
                         ra = cie_rules[6]
+                    elif cie_rules is not None and reg == REG_RBX:
+                        rbx = cie_rules[7]
                 elif reg == REG_RBP:
                     rbp_kind, rbp_off, rbp_why = (UW_RBP_UNDEFINED if op == 0x07 else UW_RBP_SAME), 0, ""
                 elif reg == REG_RA:
                     ra = RA_UNDEFINED if op == 0x07 else "ra_same_value"
+                elif reg == REG_RBX:
+                    rbx = UW_RBX_LOST if op == 0x07 else UW_RBX_SAME
                 continue
             elif op == 0x09:  # DW_CFA_register
                 reg, i = read_uleb(code, i)
@@ -363,6 +396,8 @@ def interpret(
                         rbp_kind, rbp_off, rbp_why = UW_RBP_UNDEFINED, 0, "rbp_in_register"
                 elif reg == REG_RA:
                     ra = "ra_in_register"
+                elif reg == REG_RBX:
+                    rbx = UW_RBX_SAME if other == REG_RBX else UW_RBX_LOST
                 continue
             elif op == 0x10 or op == 0x16:  # DW_CFA_expression, DW_CFA_val_expression
                 reg, i = read_uleb(code, i)
@@ -378,12 +413,15 @@ def interpret(
                         rbp_kind, rbp_off, rbp_why = UW_RBP_UNDEFINED, 0, "rbp_expression"
                 elif reg == REG_RA:
                     ra = "ra_expression"
+                elif reg == REG_RBX:
+                    rbx = UW_RBX_LOST
                 continue
             else:
                 fail = f"cfi_unknown_opcode_{op:#04x}"
                 break
             if delta and table is not None:
-                r = rule_index((cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra), table, reasons)
+                now = (cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx)
+                r = rule_index(now, table, reasons)
                 if r != last_rule:
                     rows.append(r << 32 | loc)
                     last_rule = r
@@ -395,7 +433,7 @@ def interpret(
         fail = "cfi_truncated"
     except CfiError as exc:
         fail = f"cfi_{exc}"
-    rules: Rules = (cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra)
+    rules: Rules = (cfa_reg, cfa_off, cfa_exp, rbp_kind, rbp_off, rbp_why, ra, rbx)
     end: State = (*rules, tuple(stack))
     if fail:
         reasons.append(fail)
@@ -442,7 +480,7 @@ class CfiContext:
         self.caf = caf
         self.daf = daf
         self.init = init
-        self.cie_rules: Rules = init[:7]  # type: ignore[assignment]
+        self.cie_rules: Rules = init[:8]  # type: ignore[assignment]
         self.table = table
         self.memo: dict[bytes, Program] = {}
         self._states: dict[State, int] = {}
@@ -461,7 +499,7 @@ class CfiContext:
             self._state_list.append(state)
             self._next.append({})
             why: list[str] = []
-            self.rule_of.append(rule_index(state[:7], self.table, why))  # type: ignore[arg-type]
+            self.rule_of.append(rule_index(state[:8], self.table, why))  # type: ignore[arg-type]
             self._why.append(tuple(why))
         return sid
 

@@ -12,14 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fleetprof.nativeunwind.table import (
+    DWARF_REG_NAMES,
     INVALID_RULE,
     SIGNAL_RULE,
     STOP_RULE,
     UW_CFA_RBP,
+    UW_CFA_RBX,
+    UW_CFA_REG,
     UW_CFA_RSP,
     UW_RBP_AT_CFA,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
+    UW_RBX_LOST,
+    UW_RBX_SAME,
     Rule,
     UnwindTable,
     describe_rule,
@@ -44,6 +49,7 @@ class OracleRow:
     rbp: str
     ra: str
     signal: bool
+    rbx: str = "u"
 
 
 @dataclass(slots=True)
@@ -92,7 +98,8 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
             if pc >= end:
                 continue
             named = dict(zip(header[2:], vals[1:], strict=False))
-            yield OracleRow(section, pc, end, vals[0], named.get("rbp", "u"), named.get("ra", "u"), signal)
+            rbp, ra, rbx = (named.get(reg, "u") for reg in ("rbp", "ra", "rbx"))
+            yield OracleRow(section, pc, end, vals[0], rbp, ra, signal, rbx)
 
     for line in text.splitlines():
         if m := _SECTION_RE.match(line):
@@ -126,6 +133,17 @@ def parse_readelf(text: str) -> Iterator[OracleRow]:
     yield from flush()
 
 
+def _rbx_rule(text: str) -> int:
+    """rbx_off for readelf's rbx column: unset or same is SAME, a CFA slot its offset, anything else LOST."""
+    if text in ("u", "s"):
+        return UW_RBX_SAME
+    if re.fullmatch(r"c[+-]\d+", text):
+        off = int(text[1:])
+        if off not in (UW_RBX_SAME, UW_RBX_LOST) and -(1 << 15) <= off < 1 << 15:
+            return off
+    return UW_RBX_LOST
+
+
 def expected_rule(row: OracleRow) -> Rule | None:
     """The rule the table must hold for `row`, or None when readelf cannot settle it (expressions)."""
     if row.signal:
@@ -138,16 +156,19 @@ def expected_rule(row: OracleRow) -> Rule | None:
     if m is None:
         return None
     reg, off = m.group(1), int(m.group(2))
-    if reg not in ("rsp", "rbp"):
+    if reg not in DWARF_REG_NAMES:
         return INVALID_RULE
-    kind = UW_CFA_RSP if reg == "rsp" else UW_CFA_RBP
+    kind, aux = {"rsp": (UW_CFA_RSP, 0), "rbp": (UW_CFA_RBP, 0), "rbx": (UW_CFA_RBX, 0)}.get(
+        reg, (UW_CFA_REG, DWARF_REG_NAMES.index(reg))
+    )
+    rbx = _rbx_rule(row.rbx)
     if row.rbp in ("u", "s"):
-        return (kind, UW_RBP_SAME, off, 0, 0)
+        return (kind, UW_RBP_SAME, off, aux, 0, rbx)
     if row.rbp.startswith("c") and re.fullmatch(r"c[+-]\d+", row.rbp):
-        return (kind, UW_RBP_AT_CFA, off, 0, int(row.rbp[1:]))
+        return (kind, UW_RBP_AT_CFA, off, aux, int(row.rbp[1:]), rbx)
     if row.rbp == "exp":
         return None  # readelf doesn't print the expression
-    return (kind, UW_RBP_UNDEFINED, off, 0, 0)
+    return (kind, UW_RBP_UNDEFINED, off, aux, 0, rbx)
 
 
 def crosscheck(

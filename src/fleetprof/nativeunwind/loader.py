@@ -176,8 +176,8 @@ class TableLoader:
             rid = len(self._rule_ids)
             if rid >= self._rules_map.max_entries:
                 raise TableSpaceError(f"unwind rule array full ({rid} rules)")
-            kind, rbp_kind, off, aux, rbp_off = rule
-            RULE_STRUCT.pack_into(self._rules_mm, rid * RULE_SIZE, kind, rbp_kind, 0, off, aux, rbp_off)
+            kind, rbp_kind, off, aux, rbp_off, rbx_off = rule
+            RULE_STRUCT.pack_into(self._rules_mm, rid * RULE_SIZE, kind, rbp_kind, rbx_off, off, aux, rbp_off)
             self._rule_ids[rule] = rid
             self._rule_list.append(rule)
         return rid

@@ -21,6 +21,64 @@
 
 #define PAGE_SHIFT 12
 
+/* The general registers where they are known: the sample's own (the leaf frame) or, after a signal frame,
+ * the interrupted code's from its sigcontext. In struct sigcontext's order, so a signal frame's are one read.
+ * st->regs_live says whether they still belong to the frame at st->pc (UW_CFA_REG rules need them). */
+struct user_gprs {
+	__u64 r8, r9, r10, r11, r12, r13, r14, r15, di, si, bp, bx, dx, ax, cx, sp, ip;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct user_gprs);
+} user_gprs SEC(".maps");
+
+#define GPR_COUNT (sizeof(struct user_gprs) / sizeof(__u64))
+
+/* Copy the registers of a struct pt_regs (a local copy, or the perf ctx's, read field by field). */
+#define FILL_USER_GPRS(g, R)                                                                                \
+	do {                                                                                                \
+		(g)->r8 = (R).r8; (g)->r9 = (R).r9; (g)->r10 = (R).r10; (g)->r11 = (R).r11;                 \
+		(g)->r12 = (R).r12; (g)->r13 = (R).r13; (g)->r14 = (R).r14; (g)->r15 = (R).r15;             \
+		(g)->di = (R).di; (g)->si = (R).si; (g)->bp = (R).bp; (g)->bx = (R).bx; (g)->dx = (R).dx;   \
+		(g)->ax = (R).ax; (g)->cx = (R).cx; (g)->sp = (R).sp; (g)->ip = (R).ip;                     \
+	} while (0)
+
+/* Index in struct user_gprs of DWARF register `reg` (x86-64 numbering), or GPR_COUNT. */
+static __always_inline __u32 gpr_index(__u32 reg)
+{
+	switch (reg) {
+	case 0: return 13; /* rax */
+	case 1: return 12; /* rdx */
+	case 2: return 14; /* rcx */
+	case 3: return 11; /* rbx */
+	case 4: return 9;  /* rsi */
+	case 5: return 8;  /* rdi */
+	case 6: return 10; /* rbp */
+	case 7: return 15; /* rsp */
+	default: return reg >= 8 && reg < 16 ? reg - 8 : GPR_COUNT; /* r8..r15 */
+	}
+}
+
+/* The value of DWARF register `reg` of the frame at st->pc, when the registers are known for it. */
+static __always_inline bool live_gpr(struct unwind_state *st, __u32 reg, __u64 *out)
+{
+	__u32 zero = 0;
+	if (!st->regs_live)
+		return false;
+	__u64 *g = bpf_map_lookup_elem(&user_gprs, &zero);
+	if (!g)
+		return false;
+	__u32 idx = gpr_index(reg);
+	asm volatile("" : "+r"(idx)); /* keep the bound check on the register that indexes */
+	if (idx >= GPR_COUNT)
+		return false;
+	*out = g[idx];
+	return true;
+}
+
 /* The vma holding an address, read through bpf_find_vma (the kernel's own view of the process). */
 struct vma_probe {
 	__u64 vm_start;
@@ -174,6 +232,8 @@ static __always_inline long frame_pointer_step(struct sample *s, struct unwind_s
 	st->sp = fp + 16;
 	st->return_address = 1;
 	st->via_frame_pointer = 1;
+	st->regs_live = 0;
+	st->rbx_valid = 0; /* a frame record doesn't say whether the callee saved rbx */
 	if (st->pc == 0)
 		return stack_complete(st);
 	return 0;
@@ -268,18 +328,22 @@ static __always_inline long defer(struct sample *s, struct unwind_state *st, __u
 	return fail(s, st, UNWIND_ERR_NOT_READY);
 }
 
+/* The interrupted code's registers, all of them, from the sigcontext: its frame unwinds like a leaf. */
 static __always_inline long signal_frame_step(struct sample *s, struct unwind_state *st)
 {
-	__u64 regs[2];
-	__u64 rbp;
+	__u32 zero = 0;
 
 	count(STAT_SIGNAL_FRAMES);
-	if (bpf_probe_read_user(&rbp, sizeof(rbp), (void *)(st->sp + SIGCONTEXT_RBP)) ||
-	    bpf_probe_read_user(regs, sizeof(regs), (void *)(st->sp + SIGCONTEXT_RSP)))
+	st->regs_live = 0;
+	struct user_gprs *g = bpf_map_lookup_elem(&user_gprs, &zero);
+	if (!g || bpf_probe_read_user(g, sizeof(*g), (void *)(st->sp + UCONTEXT_MCONTEXT)))
 		return fail(s, st, UNWIND_ERR_READ_FAILED);
-	st->fp = rbp;
-	st->sp = regs[0];
-	st->pc = regs[1];
+	st->fp = g->bp;
+	st->sp = g->sp;
+	st->pc = g->ip;
+	st->rbx = g->bx;
+	st->rbx_valid = 1;
+	st->regs_live = 1;
 	st->return_address = 0; /* the interrupted instruction itself */
 	if (st->pc == 0)
 		return stack_complete(st);
@@ -408,6 +472,16 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		count(STAT_PLT_FRAMES);
 		cfa = st->sp + (__s64)r->cfa_off + ((pc & 15) >= (__u64)r->cfa_aux ? 8 : 0);
 		break;
+	case UW_CFA_RBX:
+		if (!st->rbx_valid)
+			return fail(s, st, UNWIND_ERR_INVALID_RULE);
+		cfa = st->rbx + (__s64)r->cfa_off;
+		break;
+	case UW_CFA_REG: /* only while the registers are this frame's own (leaf, or after a signal frame) */
+		if (!live_gpr(st, (__u32)r->cfa_aux, &tmp))
+			return fail(s, st, UNWIND_ERR_INVALID_RULE);
+		cfa = tmp + (__s64)r->cfa_off;
+		break;
 	case UW_CMD_STOP:
 		return stack_complete(st);
 	case UW_CMD_SIGNAL:
@@ -430,10 +504,18 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 			return fail(s, st, UNWIND_ERR_READ_FAILED);
 		st->fp = tmp;
 	}
+	if (r->rbx_off == UW_RBX_LOST) {
+		st->rbx_valid = 0;
+	} else if (r->rbx_off != UW_RBX_SAME) {
+		/* an unreadable slot loses rbx, not the stack: few frames need it */
+		st->rbx_valid = !bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(cfa + (__s64)r->rbx_off));
+		st->rbx = tmp;
+	}
 	st->sp = cfa;
 	st->pc = ra;
 	st->return_address = 1;
 	st->via_frame_pointer = 0;
+	st->regs_live = 0;
 	if (ra == 0)
 		return stack_complete(st);
 	return 0;

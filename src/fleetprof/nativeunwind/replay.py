@@ -1,7 +1,9 @@
 """Finish, in userspace, a stack the BPF unwinder deferred: the same steps as native_unwind.bpf.h, run over
 the stack snapshot the kernel copied (registers + the stack from sp up) with the tables the agent has since
 loaded. Interpreter frames can't be walked here (their frames live outside the stack copy), so eval-loop
-frames come out as the native frames they are.
+frames come out as the native frames they are. The snapshot carries pc, sp and rbp only: rbx and the other
+general registers are known here once a signal frame's sigcontext gives them, so an rbx- or other-register
+CFA before that ends the walk as an invalid rule.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from fleetprof.nativeunwind.table import (
     UW_CFA_PLT,
     UW_CFA_RBP,
     UW_CFA_RBP_DEREF,
+    UW_CFA_RBX,
+    UW_CFA_REG,
     UW_CFA_RSP,
     UW_CFA_RSP_DEREF,
     UW_CMD_FRAME_POINTER,
@@ -21,13 +25,18 @@ from fleetprof.nativeunwind.table import (
     UW_CMD_STOP,
     UW_RBP_AT_CFA,
     UW_RBP_AT_RBP,
+    UW_RBX_LOST,
+    UW_RBX_SAME,
     Rule,
 )
 from fleetprof.tracer import layout
 
 _U64 = struct.Struct("<Q")
-SIGCONTEXT_RBP = 40 + 80
-SIGCONTEXT_RSP = 40 + 120
+UCONTEXT_MCONTEXT = 40
+SIGCONTEXT = struct.Struct("<17Q")
+"""struct sigcontext's general registers: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip."""
+SIGCONTEXT_DWARF = (8, 9, 10, 11, 12, 13, 14, 15, 5, 4, 6, 3, 1, 0, 2, 7)
+"""The DWARF register number of each of those (rip aside)."""
 MASK64 = (1 << 64) - 1
 
 MappingLookup = Callable[[int], "tuple[int, int, int] | None"]
@@ -58,6 +67,13 @@ class StackCopy:
             return None
         return _U64.unpack_from(self.data, off)[0]
 
+    def read(self, addr: int, size: int) -> bytes | None:
+        """The `size` bytes at `addr`, or None unless all of them are in the copy."""
+        off = addr - self.base
+        if off < 0 or off + size > len(self.data):
+            return None
+        return self.data[off : off + size]
+
 
 @dataclass(slots=True)
 class Replay:
@@ -69,11 +85,21 @@ class Replay:
 
 @dataclass(slots=True)
 class _Regs:
+    """The unwinder's registers, as struct unwind_state holds them: rbx while known (None when lost), and the
+    frame's own general registers by DWARF number only for a frame whose registers came from a sigcontext."""
+
     pc: int
     sp: int
     fp: int
     return_address: bool
     via_fp: bool = False
+    rbx: int | None = None
+    gprs: dict[int, int] | None = None
+
+    def clobber(self) -> None:
+        """A frame-pointer step: rbx may have changed, and the registers are no longer the frame's own."""
+        self.rbx = None
+        self.gprs = None
 
 
 def replay(
@@ -144,12 +170,13 @@ def _frame_pointer_step(r: _Regs, stack: StackCopy, zero_ends: bool) -> bool:
     r.fp, r.pc, r.sp = saved, ret, fp + 16
     r.return_address = True
     r.via_fp = True
+    r.clobber()
     return True
 
 
 def _apply(rule: Rule, r: _Regs, stack: StackCopy) -> tuple[bool, int]:
     """Apply one table rule; (stack complete, UNWIND_* error)."""
-    kind, rbp_kind, off, aux, rbp_off = rule
+    kind, rbp_kind, off, aux, rbp_off, rbx_off = rule
     if kind == UW_CFA_RSP:
         cfa = r.sp + off
     elif kind == UW_CFA_RBP:
@@ -161,13 +188,25 @@ def _apply(rule: Rule, r: _Regs, stack: StackCopy) -> tuple[bool, int]:
         cfa = base + aux
     elif kind == UW_CFA_PLT:
         cfa = r.sp + off + (8 if (r.pc & 15) >= aux else 0)
+    elif kind == UW_CFA_RBX:
+        if r.rbx is None:
+            return False, layout.UNWIND_ERR_INVALID_RULE
+        cfa = r.rbx + off
+    elif kind == UW_CFA_REG:
+        reg = r.gprs.get(aux) if r.gprs is not None else None
+        if reg is None:
+            return False, layout.UNWIND_ERR_INVALID_RULE
+        cfa = reg + off
     elif kind == UW_CMD_STOP:
         return True, 0
     elif kind == UW_CMD_SIGNAL:
-        rbp, rsp, rip = (stack.u64(r.sp + o) for o in (SIGCONTEXT_RBP, SIGCONTEXT_RSP, SIGCONTEXT_RSP + 8))
-        if rbp is None or rsp is None or rip is None:
+        r.gprs = None
+        raw = stack.read(r.sp + UCONTEXT_MCONTEXT, SIGCONTEXT.size)
+        if raw is None:
             return False, layout.UNWIND_ERR_READ_FAILED
-        r.fp, r.sp, r.pc, r.return_address = rbp, rsp, rip, False
+        values = SIGCONTEXT.unpack(raw)
+        r.gprs = dict(zip(SIGCONTEXT_DWARF, values, strict=False))
+        r.fp, r.sp, r.pc, r.rbx, r.return_address = r.gprs[6], r.gprs[7], values[16], r.gprs[3], False
         return r.pc == 0, 0
     elif kind == UW_CMD_FRAME_POINTER:
         if not _frame_pointer_step(r, stack, zero_ends=r.return_address):
@@ -186,5 +225,9 @@ def _apply(rule: Rule, r: _Regs, stack: StackCopy) -> tuple[bool, int]:
         if saved is None:
             return False, layout.UNWIND_ERR_READ_FAILED
         r.fp = saved
-    r.sp, r.pc, r.return_address, r.via_fp = cfa, ra, True, False
+    if rbx_off == UW_RBX_LOST:
+        r.rbx = None
+    elif rbx_off != UW_RBX_SAME:
+        r.rbx = stack.u64(cfa + rbx_off)  # an unreadable slot loses rbx, not the stack
+    r.sp, r.pc, r.return_address, r.via_fp, r.gprs = cfa, ra, True, False, None
     return ra == 0, 0

@@ -21,11 +21,22 @@ UW_CMD_STOP = 5
 UW_CMD_SIGNAL = 6
 UW_CMD_FRAME_POINTER = 7
 UW_CMD_INVALID = 8
+UW_CFA_RBX = 9
+UW_CFA_REG = 10
 
 UW_RBP_SAME = 0
 UW_RBP_AT_CFA = 1
 UW_RBP_UNDEFINED = 2
 UW_RBP_AT_RBP = 3
+
+UW_RBX_SAME = 0
+UW_RBX_LOST = 1
+
+DWARF_REG_NAMES = (
+    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+)  # fmt: skip
+"""x86-64 DWARF register numbers 0-15, as readelf names them."""
 
 CFA_KIND_NAMES: dict[int, str] = {
     UW_CFA_RSP: "rsp",
@@ -37,6 +48,8 @@ CFA_KIND_NAMES: dict[int, str] = {
     UW_CMD_SIGNAL: "signal",
     UW_CMD_FRAME_POINTER: "frame-pointer",
     UW_CMD_INVALID: "invalid",
+    UW_CFA_RBX: "rbx",
+    UW_CFA_REG: "reg",
 }
 
 MAX_PC = 1 << 32
@@ -46,12 +59,12 @@ MAX_ROWS = 1 << 24
 
 
 class UnwindRule(ctypes.Structure):
-    """struct unwind_rule: how to find the CFA and the caller's rbp (16 bytes)."""
+    """struct unwind_rule: how to find the CFA and the caller's rbp and rbx (16 bytes)."""
 
     _fields_ = [
         ("cfa_kind", ctypes.c_uint8),
         ("rbp_kind", ctypes.c_uint8),
-        ("reserved", ctypes.c_uint16),
+        ("rbx_off", ctypes.c_int16),
         ("cfa_off", ctypes.c_int32),
         ("cfa_aux", ctypes.c_int32),
         ("rbp_off", ctypes.c_int32),
@@ -64,16 +77,16 @@ class UnwindRow(ctypes.Structure):
     _fields_ = [("pc", ctypes.c_uint32), ("rule", ctypes.c_uint32)]
 
 
-RULE_STRUCT = struct.Struct("<BBHiii")
+RULE_STRUCT = struct.Struct("<BBhiii")
 ROW_STRUCT = struct.Struct("<II")
 
-Rule = tuple[int, int, int, int, int]
-"""A rule as (cfa_kind, rbp_kind, cfa_off, cfa_aux, rbp_off): the C struct minus its reserved field."""
+Rule = tuple[int, int, int, int, int, int]
+"""A rule as (cfa_kind, rbp_kind, cfa_off, cfa_aux, rbp_off, rbx_off)."""
 
-INVALID_RULE: Rule = (UW_CMD_INVALID, UW_RBP_SAME, 0, 0, 0)
-STOP_RULE: Rule = (UW_CMD_STOP, UW_RBP_SAME, 0, 0, 0)
-SIGNAL_RULE: Rule = (UW_CMD_SIGNAL, UW_RBP_SAME, 0, 0, 0)
-FRAME_POINTER_RULE: Rule = (UW_CMD_FRAME_POINTER, UW_RBP_SAME, 0, 0, 0)
+INVALID_RULE: Rule = (UW_CMD_INVALID, UW_RBP_SAME, 0, 0, 0, 0)
+STOP_RULE: Rule = (UW_CMD_STOP, UW_RBP_SAME, 0, 0, 0, 0)
+SIGNAL_RULE: Rule = (UW_CMD_SIGNAL, UW_RBP_SAME, 0, 0, 0, 0)
+FRAME_POINTER_RULE: Rule = (UW_CMD_FRAME_POINTER, UW_RBP_SAME, 0, 0, 0, 0)
 GAP_RULE_INDEX = 1  # code no FDE covers (e.g. V8's embedded builtins): follow frame pointers
 
 
@@ -98,10 +111,13 @@ class RuleSet:
 
 def describe_rule(rule: Rule) -> str:
     """Human-readable form of a rule, for stats, tests and debugging."""
-    kind, rbp_kind, off, aux, rbp_off = rule
-    if kind >= UW_CMD_STOP:
-        return CFA_KIND_NAMES.get(kind, f"kind{kind}")
-    if kind == UW_CFA_PLT:
+    kind, rbp_kind, off, aux, rbp_off, rbx_off = rule
+    if UW_CMD_STOP <= kind <= UW_CMD_INVALID:
+        return CFA_KIND_NAMES[kind]
+    if kind == UW_CFA_REG:
+        reg = DWARF_REG_NAMES[aux] if 0 <= aux < len(DWARF_REG_NAMES) else f"r{aux}"
+        cfa = f"{reg}{off:+d}"
+    elif kind == UW_CFA_PLT:
         cfa = f"plt(rsp+{off}, >={aux})"
     elif kind in (UW_CFA_RSP_DEREF, UW_CFA_RBP_DEREF):
         cfa = f"*({CFA_KIND_NAMES[kind][1:]}{off:+d}){aux:+d}"
@@ -110,7 +126,10 @@ def describe_rule(rule: Rule) -> str:
     rbp = {UW_RBP_SAME: "same", UW_RBP_UNDEFINED: "undefined"}.get(rbp_kind, f"c{rbp_off:+d}")
     if rbp_kind == UW_RBP_AT_RBP:
         rbp = f"[rbp{rbp_off:+d}]"
-    return f"cfa={cfa} rbp={rbp}"
+    if rbx_off == UW_RBX_SAME:
+        return f"cfa={cfa} rbp={rbp}"
+    rbx = "lost" if rbx_off == UW_RBX_LOST else f"c{rbx_off:+d}"
+    return f"cfa={cfa} rbp={rbp} rbx={rbx}"
 
 
 @dataclass(slots=True)
@@ -194,7 +213,7 @@ class UnwindTable:
     def rules_bytes(self) -> bytes:
         """Rules as an array of struct unwind_rule (little-endian)."""
         pack = RULE_STRUCT.pack
-        return b"".join(pack(k, rk, 0, off, aux, roff) for k, rk, off, aux, roff in self.rules)
+        return b"".join(pack(k, rk, bx, off, aux, roff) for k, rk, off, aux, roff, bx in self.rules)
 
     def iter_rows(self) -> list[tuple[int, int]]:
         """Rows as (pc, rule index) pairs."""

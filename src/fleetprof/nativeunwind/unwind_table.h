@@ -8,6 +8,9 @@
  * gets UW_CMD_FRAME_POINTER rows. Rules are deduplicated across all files into one global array.
  * Addresses are ELF virtual addresses (what nm/addr2line print): runtime pc - load bias.
  * The return address is always at CFA - 8 (x86-64); the compiler marks any other RA rule INVALID.
+ * Besides rbp, rbx is tracked (the caller's rbx saved at CFA + rbx_off) for code whose CFA is rbx-based
+ * (glibc's _dl_runtime_resolve_*); UW_CFA_REG rules hold only where the registers came from the sample or
+ * from a signal frame's sigcontext (hand-written asm leaves, GCC's stack-realignment prologues).
  */
 #ifndef FLEETPROF_UNWIND_TABLE_H
 #define FLEETPROF_UNWIND_TABLE_H
@@ -22,6 +25,9 @@
 #define UW_CMD_SIGNAL 6       /* signal trampoline (__restore_rt): registers come from the ucontext at rsp */
 #define UW_CMD_FRAME_POINTER 7 /* no CFI for this range: follow the rbp chain */
 #define UW_CMD_INVALID 8      /* unsupported or missing rule: stop with an error frame */
+#define UW_CFA_RBX 9          /* CFA = rbx + cfa_off (rbx tracked through the callees that saved it) */
+#define UW_CFA_REG 10         /* CFA = reg + cfa_off, reg = DWARF number in cfa_aux; only while the registers
+                               * are the sample's own or a sigcontext's, else an invalid rule */
 
 /* Where the caller's rbp is. */
 #define UW_RBP_SAME 0         /* not saved: the caller's rbp is the current rbp */
@@ -29,12 +35,17 @@
 #define UW_RBP_UNDEFINED 2    /* unrecoverable (clobbered); unwinding may go on if rbp is not needed */
 #define UW_RBP_AT_RBP 3       /* saved at rbp + rbp_off (DW_CFA_expression breg6; gcc's stack realignment) */
 
+/* Where the caller's rbx is: rbx_off 0 = unchanged, UW_RBX_LOST = unknown, else saved at CFA + rbx_off. */
+#define UW_RBX_SAME 0
+#define UW_RBX_LOST 1         /* odd, so never a save slot's offset */
+
 struct unwind_rule {
 	__u8 cfa_kind;   /* UW_CFA_* or UW_CMD_* */
 	__u8 rbp_kind;   /* UW_RBP_* */
-	__u16 reserved;  /* zero */
+	__s16 rbx_off;   /* UW_RBX_SAME, UW_RBX_LOST, or the caller's rbx saved at CFA + rbx_off */
 	__s32 cfa_off;
-	__s32 cfa_aux;   /* *_DEREF: added after the dereference; UW_CFA_PLT: the (pc & 15) threshold */
+	__s32 cfa_aux;   /* *_DEREF: added after the dereference; UW_CFA_PLT: the (pc & 15) threshold;
+	                  * UW_CFA_REG: the DWARF register number */
 	__s32 rbp_off;   /* for UW_RBP_AT_CFA and UW_RBP_AT_RBP */
 };                   /* 16 bytes */
 

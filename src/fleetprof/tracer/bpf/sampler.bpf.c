@@ -59,6 +59,10 @@ struct unwind_state {
 	__u8 reserved[3];
 	__u32 lpm_pid;         /* whose `mappings` to look in: the pid, its parent (forked_from), or 0 */
 	__u32 reserved1;
+	__u64 rbx;             /* the frame's rbx, tracked like rbp (UW_CFA_RBX rules) */
+	__u8 rbx_valid;        /* rbx is known: not lost by an unsaved clobber or a frame-pointer step */
+	__u8 regs_live;        /* the per-CPU `user_gprs` are the frame at pc's own (leaf or signal frame) */
+	__u8 reserved2[6];
 };
 
 #define NEXT_SUBMIT 0
@@ -427,11 +431,22 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		st->pc = regs.ip;
 		st->sp = regs.sp;
 		st->fp = regs.bp;
+		st->rbx = regs.bx;
+		struct user_gprs *g = bpf_map_lookup_elem(&user_gprs, &zero);
+		if (g)
+			FILL_USER_GPRS(g, regs);
+		st->regs_live = g != NULL;
 	} else {
 		st->pc = ctx->regs.ip;
 		st->sp = ctx->regs.sp;
 		st->fp = ctx->regs.bp;
+		st->rbx = ctx->regs.bx;
+		struct user_gprs *g = bpf_map_lookup_elem(&user_gprs, &zero);
+		if (g)
+			FILL_USER_GPRS(g, ctx->regs);
+		st->regs_live = g != NULL;
 	}
+	st->rbx_valid = 1;
 	st->return_address = 0;
 	bpf_tail_call(ctx, &progs, PROG_NATIVE);
 	stop(s, st, UNWIND_ERR_TAIL_CALLS);
