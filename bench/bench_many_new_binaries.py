@@ -187,12 +187,19 @@ def main() -> int:
         )
         print(f"{'profiler':<26} {'whole (all)':>22} {f'first {FIRST} per copy':>22} {'the rest':>22}")
         results: dict[str, tuple[Share, Share, Share]] = {}
-        samples, note = fleetprof_run(work, copies, script, args.seconds)
+        try:
+            samples, note = fleetprof_run(work, copies, script, args.seconds)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            print(f"headline: not measured, fleetprof could not record: {exc}")
+            return 1
         results["fleetprof --all"] = shares(samples)
         extra = {"fleetprof --all": f"({note})"}
         if Path(PERF).exists():
             for mode, label in (("fp", "perf -a -g"), ("dwarf", "perf -a --call-graph dwarf")):
-                results[label] = shares(perf_run(work, mode, copies, script, args.seconds))
+                try:
+                    results[label] = shares(perf_run(work, mode, copies, script, args.seconds))
+                except (RuntimeError, subprocess.SubprocessError) as exc:
+                    print(f"{label} could not record, its row is left out: {exc}")
         else:
             print(f"{PERF} is not installed (apt-get install linux-perf): perf's rows are left out")
         for label, (total, first, rest) in results.items():

@@ -222,14 +222,22 @@ def main() -> int:
         cache = work / "cache"
         for label in ("fleetprof, cold cache", "fleetprof, warm cache"):
             BROKEN.clear()
-            samples, note = fleetprof_samples(loop, work / "fp.pb.gz", cache)
+            try:
+                samples, note = fleetprof_samples(loop, work / "fp.pb.gz", cache)
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                print(f"headline: not measured, fleetprof could not record: {exc}")
+                return 1
             results[label], reasons[label] = judge(samples, python_name, with_python=True)
             row(label, results[label], f"({note})")
             worst = BROKEN.most_common(3)
         if Path(PERF).exists():
-            perf = perf_run(loop, work / "perf.data", [C_NAME, python_name])
-            results["perf dwarf"], reasons["perf dwarf"] = judge(perf, python_name, with_python=False)
-            row("perf --call-graph dwarf", results["perf dwarf"], "(Python: native frames only)")
+            try:
+                perf = perf_run(loop, work / "perf.data", [C_NAME, python_name])
+            except subprocess.SubprocessError as exc:
+                print(f"perf could not record, its row is left out: {exc}")
+            else:
+                results["perf dwarf"], reasons["perf dwarf"] = judge(perf, python_name, with_python=False)
+                row("perf --call-graph dwarf", results["perf dwarf"], "(Python: native frames only)")
         else:
             print(f"{PERF} is not installed (apt-get install linux-perf): perf's row is left out")
         left_out = {k: v["all"].no_user for k, v in results.items()}
