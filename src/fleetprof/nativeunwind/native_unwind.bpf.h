@@ -328,12 +328,17 @@ static __always_inline long defer(struct sample *s, struct unwind_state *st, __u
 	return fail(s, st, UNWIND_ERR_NOT_READY);
 }
 
-/* The interrupted code's registers, all of them, from the sigcontext: its frame unwinds like a leaf. */
+/* The interrupted code's registers, all of them, from the sigcontext: its frame unwinds like a leaf.
+ * The trampoline is entered by the handler's return, not by a call, so its own frame (just pushed) loses
+ * the return-address flag: it is named after the trampoline, not after the byte before it. */
 static __always_inline long signal_frame_step(struct sample *s, struct unwind_state *st)
 {
 	__u32 zero = 0;
+	__u32 last = (__u32)s->hdr.num_kernel + s->hdr.num_user - 1;
 
 	count(STAT_SIGNAL_FRAMES);
+	if (s->hdr.num_user && last < MAX_FRAMES)
+		s->frames[last].flags &= ~FRAME_FLAG_RETURN_ADDRESS;
 	st->regs_live = 0;
 	struct user_gprs *g = bpf_map_lookup_elem(&user_gprs, &zero);
 	if (!g || bpf_probe_read_user(g, sizeof(*g), (void *)(st->sp + UCONTEXT_MCONTEXT)))
@@ -498,11 +503,15 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	__u64 ra;
 	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)))
 		return fail(s, st, UNWIND_ERR_READ_FAILED);
-	if (r->rbp_kind == UW_RBP_AT_CFA || r->rbp_kind == UW_RBP_AT_RBP) {
-		__u64 base = r->rbp_kind == UW_RBP_AT_CFA ? cfa : st->fp;
-		if (bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(base + (__s64)r->rbp_off)))
+	if (r->rbp_kind == UW_RBP_AT_CFA) {
+		if (bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(cfa + (__s64)r->rbp_off)))
 			return fail(s, st, UNWIND_ERR_READ_FAILED);
 		st->fp = tmp;
+	} else if (r->rbp_kind == UW_RBP_AT_RBP) {
+		/* gcc's stack realignment keeps "rbp saved at [rbp]" on the last two instructions, after `leave`
+		 * restored the caller's rbp; when [rbp] can't be read there, rbp already is the caller's. */
+		if (!bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(st->fp + (__s64)r->rbp_off)))
+			st->fp = tmp;
 	}
 	if (r->rbx_off == UW_RBX_LOST) {
 		st->rbx_valid = 0;

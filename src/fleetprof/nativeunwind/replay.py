@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fleetprof.nativeunwind.table import (
+    FRAME_POINTER_RULE,
     UW_CFA_PLT,
     UW_CFA_RBP,
     UW_CFA_RBP_DEREF,
@@ -131,11 +132,12 @@ def replay(
                 return out
             continue
         key, bias, mflags = m
-        if not skip_push:
+        pushed = not skip_push
+        if pushed:
             out.frames.append((layout.FRAME_NATIVE, key, r.pc - bias, flags))
         skip_push = False
         if not (mflags & layout.MAPPING_FLAG_HAS_TABLE) or mflags & layout.MAPPING_FLAG_FRAME_POINTERS:
-            rule: Rule | None = (UW_CMD_FRAME_POINTER, 0, 0, 0, 0)
+            rule: Rule | None = FRAME_POINTER_RULE
         else:
             try:
                 rule = rules(key, (r.pc - bias - (1 if r.return_address else 0)) & 0xFFFFFFFF)
@@ -146,6 +148,8 @@ def replay(
                 out.error = layout.UNWIND_ERR_NO_TABLE_ENTRY
                 return out
             continue
+        if rule[0] == UW_CMD_SIGNAL and pushed:  # entered by the handler's return, not by a call
+            out.frames[-1] = (*out.frames[-1][:3], 0)
         done, error = _apply(rule, r, stack)
         if error:
             out.error = error
@@ -220,11 +224,15 @@ def _apply(rule: Rule, r: _Regs, stack: StackCopy) -> tuple[bool, int]:
     ra = stack.u64(cfa - 8)
     if ra is None:
         return False, layout.UNWIND_ERR_READ_FAILED
-    if rbp_kind in (UW_RBP_AT_CFA, UW_RBP_AT_RBP):
-        saved = stack.u64((cfa if rbp_kind == UW_RBP_AT_CFA else r.fp) + rbp_off)
+    if rbp_kind == UW_RBP_AT_CFA:
+        saved = stack.u64(cfa + rbp_off)
         if saved is None:
             return False, layout.UNWIND_ERR_READ_FAILED
         r.fp = saved
+    elif rbp_kind == UW_RBP_AT_RBP:
+        saved = stack.u64(r.fp + rbp_off)  # unreadable after gcc's `leave`: rbp already is the caller's
+        if saved is not None:
+            r.fp = saved
     if rbx_off == UW_RBX_LOST:
         r.rbx = None
     elif rbx_off != UW_RBX_SAME:

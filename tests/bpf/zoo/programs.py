@@ -321,6 +321,109 @@ def _symbol_cases() -> list[ZooProgram]:
     ]
 
 
+# ---- CFA outside rsp/rbp: stack realignment (DRAP), signal frames, ld.so's lazy binding ------------------
+
+DRAP_EXE = "zoo_drap"
+SIGNAL_EXE = "zoo_signals"
+LAZY_EXE = "zoo_lazy"
+LAZY_LIB = r"libzoolazy\.so"
+LAZY_FUNCTIONS = 2000
+RESOLVE = r"_dl_runtime_resolve\w*"
+
+
+def _drap_chains() -> tuple[Chain, ...]:
+    exe = DRAP_EXE
+    root = main_root(exe)
+    return (
+        (*root, fn("drive", exe), fn("realigned", exe), fn("tail_work", exe)),
+        clock_path(root, exe),
+        exit_path(exe),
+        ld_startup(),
+    )
+
+
+def _signal_chains() -> tuple[Chain, ...]:
+    exe = SIGNAL_EXE
+    root = main_root(exe)
+    interrupted = (*root, Step(r"spin_r11|zoo_(more|now|start)", exe, many=True), many(LIBC), many(VDSO))
+    return (
+        (*interrupted, fn("__restore_rt", LIBC), fn("on_alarm", exe), fn("handler_work", exe)),
+        clock_path(root, exe),
+        (*root, fn("spin_r11", exe)),
+        (*root, many(LIBC, r".*(sigaction|setitimer).*")),
+        exit_path(exe),
+        ld_startup(),
+    )
+
+
+def _lazy_chains() -> tuple[Chain, ...]:
+    exe = LAZY_EXE
+    root = main_root(exe)
+    calls = (*root, fn("call_all", exe))
+    return (
+        (*calls, fn(RESOLVE, LD_SO), many(LD_SO)),
+        (*root, fn(RESOLVE, LD_SO), many(LD_SO)),  # main's own first calls of fork, waitpid, _exit
+        (*calls, plt(exe)),
+        (*calls, fn(r"lazy_\d+", LAZY_LIB)),
+        (*root, many(LIBC)),  # fork, waitpid, _exit
+        clock_path(root, exe),
+        exit_path(exe),
+        ld_startup(),
+    )
+
+
+def _lazy(out: Path, secs: float) -> list[str]:
+    """Generate and build libzoolazy.so (LAZY_FUNCTIONS functions) and zoo_lazy, which calls each through
+    its PLT with lazy binding."""
+    src = out / "lazy-src"
+    src.mkdir(exist_ok=True)
+    lib_c, calls_c = src / "lazy_lib.c", src / "lazy_calls.c"
+    if not lib_c.exists():
+        n = LAZY_FUNCTIONS
+        lib_c.write_text(
+            "".join(
+                f"unsigned long lazy_{i}(unsigned long x) {{ return x * {2 * i + 1}UL + {i}UL; }}\n"
+                for i in range(n)
+            )
+        )
+        decls = "".join(f"unsigned long lazy_{i}(unsigned long);\n" for i in range(n))
+        body = "".join(f"\tx = lazy_{i}(x);\n" for i in range(n))
+        head = "__attribute__((noinline)) unsigned long call_all(unsigned long x)"
+        calls_c.write_text(f"{decls}{head}\n{{\n{body}\treturn x;\n}}\n")
+    build_c("libzoolazy.so", [str(lib_c)], out, (*NOFP_FLAGS, "-fPIC", "-shared"))
+    link = [f"-L{out}", "-lzoolazy", f"-Wl,-rpath,{out}", "-Wl,-z,lazy"]
+    return _args(build_c(LAZY_EXE, ["lazy_main.c", str(calls_c)], out, NOFP_FLAGS, libs=link), secs)
+
+
+def _register_cases() -> list[ZooProgram]:
+    return [
+        ZooProgram(
+            DRAP_EXE,
+            "gcc stack realignment through a DRAP register (-mavx2, aligned local + VLA): CFA r10, *(rbp-8)",
+            lambda out, secs: _args(build_c(DRAP_EXE, ["drap.c"], out, (*NOFP_FLAGS, "-mavx2")), secs),
+            _drap_chains(),
+            {"realigned": (fn("realigned", DRAP_EXE),), "tail_work": (fn("tail_work", DRAP_EXE),)},
+        ),
+        ZooProgram(
+            SIGNAL_EXE,
+            "a busy SIGALRM handler interrupting hand-written assembly whose CFA is in r11",
+            lambda out, secs: _args(build_c(SIGNAL_EXE, ["signals.c", "spin_r11.S"], out), secs),
+            _signal_chains(),
+            {
+                "handler": (fn("on_alarm|handler_work", SIGNAL_EXE),),
+                "spin_r11": (fn("spin_r11", SIGNAL_EXE),),
+            },
+        ),
+        ZooProgram(
+            LAZY_EXE,
+            f"forked children calling {LAZY_FUNCTIONS} functions through fresh lazily bound PLT entries",
+            _lazy,
+            _lazy_chains(),
+            {"lazy binding": (fn(rf"{RESOLVE}|_dl_.*|do_lookup_x|check_match|strcmp", LD_SO),)},
+        ),
+    ]
+
+
 def catalog() -> dict[str, ZooProgram]:
     """Every zoo program by name."""
     cxx_exe, std_exe = "zoo_cxx", "zoo_stdcxx"
@@ -416,6 +519,7 @@ def catalog() -> dict[str, ZooProgram]:
             {"chain": (fn(r"zoo_rust::(outer|middle|inner|hot|fold_squares).*", "zoo_rust"),)},
         ),
         *_symbol_cases(),
+        *_register_cases(),
     ]
     return {p.name: p for p in programs}
 
