@@ -33,6 +33,8 @@ from fleetprof.tracer.sampler import Sampler, SamplerOptions
 log = logging.getLogger(__name__)
 FRAME_IDS = layout.FRAME_STRUCT
 FOLLOWUP_S = 0.003
+PY_RESCAN_S = 0.005  # rescans of a process whose Python frames wait for its interpreter's registration
+PY_RESCAN_TRIES = 20
 TABLE_WAIT_S = 60.0  # at the end, how long to wait for tables that deferred samples still need
 
 
@@ -79,6 +81,7 @@ class ProfilerCore:
         self._quiet_until: dict[int, tuple[float, float]] = {}
         self._followups: dict[int, float] = {}  # pid -> when to rescan it again
         self._followed: set[int] = set()
+        self._py_rescans: dict[int, tuple[float, int]] = {}
         self._pinned: set[str] = set()
         self._mtimes: dict[int, int] = {}  # file key -> mtime_ns of the file (part of its inode identity)
         self.own_pid = os.getpid()
@@ -205,9 +208,14 @@ class ProfilerCore:
         if self.python is not None and self.python.waiting:
             # Python frames of processes not registered yet: read their maps now, name the frames while
             # the process still lives.
+            now = time.monotonic()
             for pid in self.python.waiting_pids():
-                if self.tracker.process(pid) is None:
-                    self._rescan_pid(pid)
+                last, tries = self._py_rescans.get(pid, (0.0, 0))
+                if tries >= PY_RESCAN_TRIES:
+                    self.python.stop_waiting(pid)  # an interpreter that can't be registered (unsupported)
+                elif now - last >= PY_RESCAN_S:
+                    self._py_rescans[pid] = (now, tries + 1)
+                    self._rescan_pid(pid)  # its interpreter may have been mapped since the last scan
             self.python.retry_waiting()
         for etype, pid, addr in events:
             if etype == layout.EVENT_NEW_PID:
@@ -217,6 +225,7 @@ class ProfilerCore:
                     rescan.setdefault(pid, []).append(addr)
             elif etype == layout.EVENT_EXEC:
                 self._quiet_until.pop(pid, None)
+                rescan[pid] = []  # pcs reported before the exec belong to the old image
                 if self.python is not None:
                     self.python.process_gone(pid)
                 self.tracker.on_exec(pid)
@@ -224,6 +233,7 @@ class ProfilerCore:
                 rescan.setdefault(pid, [])
             elif etype == layout.EVENT_EXIT:
                 rescan.pop(pid, None)
+                self._py_rescans.pop(pid, None)
                 self._quiet_until.pop(pid, None)
                 # Mappings and tables go now; the files stay open (pinned) for symbolization.
                 self.tracker.on_exit(pid)
@@ -258,8 +268,8 @@ class ProfilerCore:
         if diff is None:
             return
         if any(self.tracker.lookup(pid, a) is None for a in unknown_pcs):
-            # A pc no mapping explains (a stale or garbage return address): back off, 1 s doubling to 30 s.
-            _, backoff = self._quiet_until.get(pid, (0.0, 0.5))
+            # A pc no mapping explains (a stale or garbage return address): back off, 0.1 s doubling to 30 s.
+            _, backoff = self._quiet_until.get(pid, (0.0, 0.05))
             backoff = min(backoff * 2, 30.0)
             self._quiet_until[pid] = (time.monotonic() + backoff, backoff)
         else:
@@ -352,8 +362,12 @@ class ProfilerCore:
             return None
         cache = layout.VmaCache.from_buffer_copy(raw)
         for e in cache.e:
-            if e.start <= pc < e.end:
-                return e.file_id, e.bias, e.flags
+            if e.start <= pc < e.end and self._inodes is not None:
+                known = self._inodes.lookup(e.dev, e.ino, e.mtime_ns)
+                if known is None:
+                    return None
+                key, seg_delta, flags = known
+                return key, e.start - (e.pgoff << 12) - seg_delta, flags
         return None
 
     def _pid_ready(self, pid: int) -> bool:

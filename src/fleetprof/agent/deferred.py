@@ -111,21 +111,28 @@ class DeferredStacks:
         regs = layout.SnapshotRegs.from_buffer_copy(snapshot, _REGS_OFF)
         stack = StackCopy(regs.sp, snapshot[_STACK_OFF : _STACK_OFF + regs.stack_size])
         first = None
+        vma: tuple[int, int] | None = None  # the snapshot's vma: every pc in it has the first pc's mapping
         if regs.file_id:
             first = (regs.file_id, regs.bias, layout.MAPPING_FLAG_HAS_TABLE)
         else:
             first = self._mapping(pid, regs.pc)
             if first is None and regs.dev:
-                first = self._inode(regs.dev, regs.ino, regs.mtime_ns)
-                if first is not None:
-                    key, seg_delta, mflags = first
-                    first = (key, regs.vm_start - (regs.vm_pgoff << 12) - seg_delta, mflags)
-            if first is None and regs.dev:
-                raise NotReady(0)  # a file no process has shown the agent yet: perhaps the next one will
+                known = self._inode(regs.dev, regs.ino, regs.mtime_ns)
+                if known is None:
+                    raise NotReady(0)  # a file no process has shown the agent yet: perhaps the next one will
+                key, seg_delta, mflags = known
+                first = (key, regs.vm_start - (regs.vm_pgoff << 12) - seg_delta, mflags)
+                vma = (regs.vm_start, regs.vm_end)
             if first is None:
                 return self._as_is(sample, layout.UNWIND_ERR_NO_MAPPING, snapshot)
+
+        def mapping(pc: int) -> tuple[int, int, int] | None:
+            if vma is not None and vma[0] <= pc < vma[1]:
+                return first
+            return self._mapping(pid, pc)
+
         room = layout.MAX_FRAMES - nk - nu
-        result = replay(regs, stack, first, lambda pc: self._mapping(pid, pc), self._rules, room)
+        result = replay(regs, stack, first, mapping, self._rules, room)
         pack = layout.FRAME_STRUCT.pack
         frames = b"".join(pack(fid, addr, 0, kind, fflags, 0) for kind, fid, addr, fflags in result.frames)
         flags &= ~layout.SAMPLE_FLAG_DEFERRED

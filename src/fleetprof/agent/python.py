@@ -152,13 +152,19 @@ class PythonSupport:
         """Processes with Python stacks waiting for their registration."""
         return list(dict.fromkeys(key.pid for key in self.waiting))
 
+    def stop_waiting(self, pid: int) -> None:
+        """Give up registering `pid` while it runs (its frames are tried once more at the end)."""
+        self.waiting = [key for key in self.waiting if key.pid != pid]
+
     def retry_waiting(self) -> None:
-        """Symbolize the waiting stacks of processes registered since (the others are dropped: resolve()
-        tries again at the end)."""
+        """Symbolize the waiting stacks of processes registered since; the others wait while their process
+        lives (resolve() tries once more at the end)."""
         waiting, self.waiting = self.waiting, []
         for key in waiting:
             if key.pid in self._pids:
                 self.on_new_stack(key)
+            elif os.path.exists(f"/proc/{key.pid}"):
+                self.waiting.append(key)
 
     def resolve(self, pid: int, raw: RawFrame) -> Frame:
         """The symbolized frame (symbolized now if it was not seen live)."""

@@ -104,9 +104,37 @@ static __always_inline __u64 inode_mtime_ns(struct inode *inode)
 	return BPF_CORE_READ(i, i_mtime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i, i_mtime.tv_nsec);
 }
 
+/* Where bpf_find_vma's callback leaves what it found, per CPU: slot VMA_SLOT_SAMPLE for the sampler
+ * (interrupt context), VMA_SLOT_EXEC for the exec tracepoint (which the sampler may interrupt). Kept off
+ * the BPF stack, which the unwinder's loop step already nearly fills. */
+#define VMA_SLOT_SAMPLE 0
+#define VMA_SLOT_EXEC 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct vma_probe);
+} vma_scratch SEC(".maps");
+
+/* resolve_unknown's answer (per CPU; only the sampler resolves mappings). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mapping_info);
+} vma_mapping_out SEC(".maps");
+
+static __always_inline struct vma_probe *vma_slot(__u32 slot)
+{
+	return bpf_map_lookup_elem(&vma_scratch, &slot);
+}
+
 static long vma_probe_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
-	struct vma_probe *p = data;
+	struct vma_probe *p = vma_slot(*(__u32 *)data);
+	if (!p)
+		return 1;
 	p->vm_start = BPF_CORE_READ(vma, vm_start);
 	p->vm_end = BPF_CORE_READ(vma, vm_end);
 	p->vm_pgoff = BPF_CORE_READ(vma, vm_pgoff);
@@ -127,13 +155,42 @@ static long vma_probe_cb(struct task_struct *task, struct vm_area_struct *vma, v
 /* 0 when `addr` lies in a vma of the current task (`p` filled), else an error (no vma, mmap lock busy).
  * In interrupt context the kernel allows one lookup per sample (the mmap lock is released later by
  * irq_work), so only the first call per sample asks. */
-static __always_inline long probe_vma(struct unwind_state *st, __u64 addr, struct vma_probe *p)
+static __always_inline long find_vma_into(struct task_struct *task, __u64 addr, __u32 slot, struct vma_probe *p)
 {
 	__builtin_memset(p, 0, sizeof(*p));
-	if (st->vma_probed)
+	return bpf_find_vma(task, addr, vma_probe_cb, &slot, 0);
+}
+
+static __always_inline long probe_vma(struct unwind_state *st, __u64 addr, struct vma_probe *p)
+{
+	if (st->vma_probed) {
+		__builtin_memset(p, 0, sizeof(*p));
 		return VMA_BUDGET_SPENT;
+	}
 	st->vma_probed = 1;
-	return bpf_find_vma(bpf_get_current_task_btf(), addr, vma_probe_cb, p, 0);
+	return find_vma_into(bpf_get_current_task_btf(), addr, VMA_SLOT_SAMPLE, p);
+}
+
+/* The mapping of a file-backed vma (its start, file offset in pages, and the file's inode identity) from
+ * `file_inodes`, when the agent knows the file. */
+static __always_inline bool mapping_from_inode(__u64 vm_start, __u64 vm_pgoff, struct inode_key *ik,
+					       struct mapping_info *out)
+{
+	struct inode_info *ii = bpf_map_lookup_elem(&file_inodes, ik);
+	if (!ii)
+		return false;
+	out->file_id = ii->file_id;
+	out->bias = vm_start - (vm_pgoff << PAGE_SHIFT) - ii->seg_delta;
+	out->flags = ii->flags;
+	out->reserved = 0;
+	count(STAT_VMA_RESOLVED);
+	return true;
+}
+
+static __always_inline bool mapping_from_vma(struct vma_probe *vp, struct mapping_info *out)
+{
+	/* dev, ino, mtime_ns are laid out as a struct inode_key (no copy on the stack) */
+	return mapping_from_inode(vp->vm_start, vp->vm_pgoff, (struct inode_key *)&vp->dev, out);
 }
 
 static __always_inline bool vma_cache_find(struct unwind_state *st, __u64 pc, struct mapping_info *out)
@@ -143,19 +200,13 @@ static __always_inline bool vma_cache_find(struct unwind_state *st, __u64 pc, st
 		return false;
 	for (int i = 0; i < VMA_CACHE_SLOTS; i++) {
 		struct vma_cache_entry *e = &c->e[i];
-		if (pc >= e->start && pc < e->end) {
-			out->file_id = e->file_id;
-			out->bias = e->bias;
-			out->flags = e->flags;
-			out->reserved = 0;
-			count(STAT_VMA_RESOLVED);
-			return true;
-		}
+		if (pc >= e->start && pc < e->end)
+			return mapping_from_inode(e->start, e->pgoff, (struct inode_key *)&e->dev, out);
 	}
 	return false;
 }
 
-static __always_inline void vma_cache_add(__u32 pid, struct vma_probe *vp, struct mapping_info *m)
+static __always_inline void vma_cache_add(__u32 pid, struct vma_probe *vp)
 {
 	struct vma_cache *c = bpf_map_lookup_elem(&vma_cache, &pid);
 	if (!c) {
@@ -170,25 +221,10 @@ static __always_inline void vma_cache_add(__u32 pid, struct vma_probe *vp, struc
 	struct vma_cache_entry *e = &c->e[slot];
 	e->start = vp->vm_start;
 	e->end = vp->vm_end;
-	e->file_id = m->file_id;
-	e->bias = m->bias;
-	e->flags = m->flags;
-	e->reserved = 0;
-}
-
-/* The mapping of a file-backed vma from `file_inodes`, when the agent knows the file. */
-static __always_inline bool mapping_from_vma(struct vma_probe *vp, struct mapping_info *out)
-{
-	struct inode_key ik = {.dev = vp->dev, .ino = vp->ino, .mtime_ns = vp->mtime_ns};
-	struct inode_info *ii = bpf_map_lookup_elem(&file_inodes, &ik);
-	if (!ii)
-		return false;
-	out->file_id = ii->file_id;
-	out->bias = vp->vm_start - (vp->vm_pgoff << PAGE_SHIFT) - ii->seg_delta;
-	out->flags = ii->flags;
-	out->reserved = 0;
-	count(STAT_VMA_RESOLVED);
-	return true;
+	e->pgoff = vp->vm_pgoff;
+	e->dev = vp->dev;
+	e->ino = vp->ino;
+	e->mtime_ns = vp->mtime_ns;
 }
 
 static __always_inline long stack_complete(struct unwind_state *st)
@@ -297,6 +333,7 @@ static __always_inline long defer(struct sample *s, struct unwind_state *st, __u
 	snap->regs.file_id = file_id;
 	snap->regs.bias = bias;
 	snap->regs.vm_start = vp ? vp->vm_start : 0;
+	snap->regs.vm_end = vp ? vp->vm_end : 0;
 	snap->regs.vm_pgoff = vp ? vp->vm_pgoff : 0;
 	snap->regs.dev = vp ? vp->dev : 0;
 	snap->regs.ino = vp ? vp->ino : 0;
@@ -355,6 +392,58 @@ static __always_inline long signal_frame_step(struct sample *s, struct unwind_st
 	return 0;
 }
 
+#define RESOLVED 2 /* resolve_unknown: the mapping is in vma_mapping() */
+#define STEP_ON 0  /* resolve_unknown: the step is done, the loop goes on */
+#define STEP_END 1 /* resolve_unknown: the stack ended (deferred, complete, or an error) */
+
+static __always_inline struct mapping_info *vma_mapping(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&vma_mapping_out, &zero);
+}
+
+/* A pc outside the process's known mappings (maps not read yet: new process, exec, dlopen): ask the kernel
+ * which file holds it. Not inlined, so its stack is not added to the loop step's. */
+static __noinline long resolve_unknown(struct sample *s, struct unwind_state *st, __u64 pc, __u8 fflags)
+{
+	struct vma_probe *vp = vma_slot(VMA_SLOT_SAMPLE);
+	struct mapping_info *out = vma_mapping();
+	if (!vp || !out || !s || !st)
+		return STEP_END;
+	bool found = false;
+	long vma_err = VMA_NONE;
+	if (vma_cache_find(st, pc, out)) {
+		found = true;
+	} else {
+		vma_err = probe_vma(st, pc, vp);
+		if (vma_err == 0 && vp->has_file) {
+			vma_cache_add(st->pid, vp);
+			found = mapping_from_vma(vp, out);
+		}
+	}
+	if (!found && vma_err == VMA_NONE && st->in_kernel && s->hdr.num_user == 0) {
+		/* The interrupted user pc lies in no vma: the task is inside execve, between its old image and
+		 * its new one. There is no user stack to unwind. */
+		s->hdr.flags |= SAMPLE_FLAG_EXECING;
+		return stack_complete(st);
+	}
+	if (!st->pid_known)
+		report_pid(EVENT_NEW_PID, st->pid, pc);
+	else if (!st->via_frame_pointer)
+		report_pid(EVENT_UNKNOWN_PC, st->pid, pc); /* fp-derived pcs may be garbage: no rescans */
+	if (found)
+		return RESOLVED;
+	/* A file the agent has not seen: wait for its table, unless pc came from frame pointers (perhaps
+	 * garbage) or lies in anonymous code (JIT: frame pointers are all there is). */
+	if (!st->via_frame_pointer && ((vma_err == 0 && vp->has_file) || vma_err == VMA_BUDGET_SPENT))
+		return defer(s, st, 0, 0, vma_err == 0 ? vp : NULL, 0);
+	if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
+		return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
+	/* An unknown pc: trust rbp == 0 only from a frame record (an unscanned process walked with frame
+	 * pointers), not from registers or a table step of unknown provenance. */
+	return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING, st->via_frame_pointer);
+}
+
 static __always_inline long native_step(struct sample *s, struct unwind_state *st)
 {
 	__u64 pc = st->pc;
@@ -373,45 +462,17 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		}
 	} else {
 		struct mapping_info *m = NULL;
-		struct mapping_info from_vma;
 		if (st->lpm_pid) {
 			struct mapping_key key = {.prefixlen = 96, .pid = st->lpm_pid, .addr_be = __builtin_bswap64(pc)};
 			m = bpf_map_lookup_elem(&mappings, &key);
 		}
 		if (!m) {
-			/* Maps not read yet (new process, exec, dlopen): ask the kernel which file holds pc. */
-			struct vma_probe vp;
-			long vma_err = VMA_NONE;
-			if (vma_cache_find(st, pc, &from_vma)) {
-				m = &from_vma;
-			} else {
-				vma_err = probe_vma(st, pc, &vp);
-				if (vma_err == 0 && vp.has_file && mapping_from_vma(&vp, &from_vma)) {
-					m = &from_vma;
-					vma_cache_add(st->pid, &vp, m);
-				}
-			}
-			if (!m && vma_err == VMA_NONE && st->in_kernel && s->hdr.num_user == 0) {
-				/* The interrupted user pc lies in no vma: the task is inside execve, between its old
-				 * image and its new one. There is no user stack to unwind. */
-				s->hdr.flags |= SAMPLE_FLAG_EXECING;
-				return stack_complete(st);
-			}
-			if (!st->pid_known)
-				report_pid(EVENT_NEW_PID, st->pid, pc);
-			else if (!st->via_frame_pointer)
-				report_pid(EVENT_UNKNOWN_PC, st->pid, pc); /* fp-derived pcs may be garbage: no rescans */
-			if (!m) {
-				/* A file the agent has not seen: wait for its table, unless pc came from frame pointers
-				 * (perhaps garbage) or lies in anonymous code (JIT: frame pointers are all there is). */
-				if (!st->via_frame_pointer && ((vma_err == 0 && vp.has_file) || vma_err == VMA_BUDGET_SPENT))
-					return defer(s, st, 0, 0, vma_err == 0 ? &vp : NULL, 0);
-				if (!push_frame(s, 0, pc, 0, FRAME_NATIVE_RAW, fflags))
-					return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
-				/* An unknown pc: trust rbp == 0 only from a frame record (an unscanned process walked
-				 * with frame pointers), not from registers or a table step of unknown provenance. */
-				return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING, st->via_frame_pointer);
-			}
+			long how = resolve_unknown(s, st, pc, fflags);
+			if (how != RESOLVED)
+				return how == STEP_ON ? 0 : 1;
+			m = vma_mapping();
+			if (!m)
+				return fail(s, st, UNWIND_ERR_NO_MAPPING);
 		}
 		st->cur_file_id = m->file_id;
 		st->cur_bias = m->bias;

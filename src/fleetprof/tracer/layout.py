@@ -205,10 +205,10 @@ class VmaCacheEntry(ctypes.Structure):
     _fields_ = [
         ("start", ctypes.c_uint64),
         ("end", ctypes.c_uint64),
-        ("file_id", ctypes.c_uint64),
-        ("bias", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("pgoff", ctypes.c_uint64),
+        ("dev", ctypes.c_uint64),
+        ("ino", ctypes.c_uint64),
+        ("mtime_ns", ctypes.c_uint64),
     ]
 
 
@@ -232,6 +232,7 @@ class SnapshotRegs(ctypes.Structure):
         ("file_id", ctypes.c_uint64),
         ("bias", ctypes.c_uint64),
         ("vm_start", ctypes.c_uint64),
+        ("vm_end", ctypes.c_uint64),
         ("vm_pgoff", ctypes.c_uint64),
         ("dev", ctypes.c_uint64),
         ("ino", ctypes.c_uint64),
@@ -283,4 +284,4 @@ MAPPING_INFO_STRUCT = struct.Struct("<QQII")
 FILE_TABLE_STRUCT = struct.Struct("<II")
 INODE_KEY_STRUCT = struct.Struct("<QQQ")
 INODE_INFO_STRUCT = struct.Struct("<QqII")
-SNAPSHOT_REGS_STRUCT = struct.Struct("<QQQQQQQQQQIBB2x")
+SNAPSHOT_REGS_STRUCT = struct.Struct("<QQQQQQQQQQQIBB2x")

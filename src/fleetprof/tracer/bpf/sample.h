@@ -116,20 +116,21 @@ struct inode_info {
 	__u32 reserved;
 };
 
-/* Mappings BPF resolved itself through the kernel's vmas, per process (`vma_cache`): one vma lookup per
- * sample is all the kernel allows in interrupt context (the mmap lock is released by irq_work), so a new
- * process's stacks fill the cache over its first samples, and the agent reads it for processes that exited
- * before their maps were read. */
+/* File-backed vmas BPF found itself, per process (`vma_cache`): one vma lookup per sample is all the kernel
+ * allows in interrupt context (the mmap lock is released by irq_work), so a new process's stacks fill the
+ * cache over its first samples (and at exec, its executable and loader); the agent reads it for processes
+ * that exited before their maps were read. */
 #define VMA_CACHE_SLOTS 8
 
 struct vma_cache_entry {
-	__u64 start;
+	__u64 start;            /* the vma, as bpf_find_vma saw it */
 	__u64 end;
-	__u64 file_id;
-	__u64 bias;
-	__u32 flags;            /* MAPPING_FLAG_* */
-	__u32 reserved;
-};                          /* 40 bytes */
+	__u64 pgoff;
+	__u64 dev;              /* its file (struct inode_key), resolved through `file_inodes` when used: the
+	                         * file may become known after the vma was seen */
+	__u64 ino;
+	__u64 mtime_ns;
+};                          /* 48 bytes */
 
 struct vma_cache {
 	__u32 next;             /* slot the next entry goes to (round robin) */
@@ -148,6 +149,7 @@ struct snapshot_regs {
 	__u64 file_id;          /* the file holding pc when the kernel knew it (table not loaded), else 0 */
 	__u64 bias;             /* its load bias */
 	__u64 vm_start;         /* else the vma holding pc (0 when unknown) */
+	__u64 vm_end;
 	__u64 vm_pgoff;         /* its file offset in pages */
 	__u64 dev;              /* its file, as in struct inode_key */
 	__u64 ino;
@@ -156,7 +158,7 @@ struct snapshot_regs {
 	__u8 return_address;    /* pc is a return address */
 	__u8 pushed;            /* the frame at pc is already the sample's last frame */
 	__u8 reserved[2];
-};                          /* 88 bytes */
+};                          /* 96 bytes */
 
 struct stack_snapshot {
 	struct sample_header hdr; /* flags = SAMPLE_FLAG_SNAPSHOT; ktime_ns, pid, tid, cpu as in its sample */

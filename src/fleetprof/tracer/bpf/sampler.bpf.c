@@ -492,13 +492,11 @@ static __always_inline void exec_prefill(struct task_struct *task, __u32 pid)
 	if (uregs)
 		bpf_probe_read_kernel(&addrs[1], sizeof(addrs[1]), &uregs->ip);
 	for (int i = 0; i < 2; i++) {
-		struct vma_probe vp;
-		struct mapping_info m;
-		__builtin_memset(&vp, 0, sizeof(vp));
-		if (!addrs[i] || bpf_find_vma(task, addrs[i], vma_probe_cb, &vp, 0))
+		struct vma_probe *vp = vma_slot(VMA_SLOT_EXEC);
+		if (!vp || !addrs[i] || find_vma_into(task, addrs[i], VMA_SLOT_EXEC, vp))
 			continue;
-		if (vp.has_file && mapping_from_vma(&vp, &m))
-			vma_cache_add(pid, &vp, &m);
+		if (vp->has_file)
+			vma_cache_add(pid, vp);
 	}
 }
 
