@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleetprof.nativeunwind.compiler import compile_unwind_table
-from fleetprof.nativeunwind.crosscheck import crosscheck, parse_readelf, run_readelf
+from fleetprof.nativeunwind.crosscheck import OracleRow, crosscheck, expected_rule, parse_readelf, run_readelf
 from fleetprof.nativeunwind.errors import UnwindTableError
 from fleetprof.nativeunwind.table import (
     SIGNAL_RULE,
@@ -28,6 +28,7 @@ from fleetprof.nativeunwind.table import (
     UW_RBP_AT_RBP,
     UW_RBP_SAME,
     UW_RBP_UNDEFINED,
+    UW_RBX_LOST,
     Rule,
     UnwindTable,
 )
@@ -314,3 +315,18 @@ def test_rows_bytes_layout(built):
     rules = table.rules_bytes()
     assert len(rules) == 16 * len(table.rules)
     assert struct.unpack_from("<BBHiii", rules, 0)[0] == UW_CMD_INVALID
+
+
+@pytest.mark.parametrize(
+    ("cfa", "rbp", "rbx", "want"),
+    [
+        ("rbx+56", "u", "c-56", (UW_CFA_RBX, UW_RBP_SAME, 56, 0, 0, -56)),
+        ("r10+0", "u", "u", (UW_CFA_REG, UW_RBP_SAME, 0, 10, 0, 0)),
+        ("rax+8", "c-16", "s", (UW_CFA_REG, UW_RBP_AT_CFA, 8, 0, -16, 0)),
+        ("rsp+16", "u", "r12 (r12)", (UW_CFA_RSP, UW_RBP_SAME, 16, 0, 0, UW_RBX_LOST)),
+        ("rsp+16", "u", "exp", (UW_CFA_RSP, UW_RBP_SAME, 16, 0, 0, UW_RBX_LOST)),
+        ("r10+0", "exp", "u", None),  # readelf doesn't print the rbp expression
+    ],
+)
+def test_crosscheck_expects_register_rules(cfa, rbp, rbx, want):
+    assert expected_rule(OracleRow(".eh_frame", 0, 1, cfa, rbp, "c-8", False, rbx)) == want
