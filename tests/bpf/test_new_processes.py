@@ -28,7 +28,16 @@ PROGRAMS = 150  # of each kind: 300 short programs in all
 MIN_WHOLE = 0.995
 PYTHON = os.path.realpath(sys.executable)  # the interpreter itself (comm = its file name), not a shim
 PY_NAME = os.path.basename(PYTHON)[:15]
-PY_SCRIPT = "import time\ndef work(t):\n    end = time.time() + t\n    while time.time() < end:\n        pass\nwork({})"
+PY_SCRIPT = "\n".join(
+    [
+        "import time",
+        "def work(t):",
+        "    end = time.time() + t",
+        "    while time.time() < end:",
+        "        pass",
+        "work({})",
+    ]
+)
 LD_ENTRY = re.compile(rf"(_start|_dl_start_user|{LD_SO}\+0x[0-9a-f]+)")
 
 
@@ -162,3 +171,28 @@ def test_library_dlopened_mid_run_is_whole_from_its_first_sample(tmp_path: Path)
     assert got.share >= MIN_WHOLE, f"{got.summary()}\n{got.worst()}"
     share, total, worst = whole_share(stacks, exe, exe)
     assert share >= MIN_WHOLE, f"{100 * share:.2f} % whole of {total}\n{worst}"
+
+
+def test_tables_evicted_when_space_runs_short_come_back(tmp_path: Path) -> None:
+    """Table space for about one program at a time: a C and a C++ program take turns, so each run's
+    tables evict the other's (unmapped first) and come back on demand; nothing falls back for good."""
+    c_exe = _build("zoo_evict_c", ["fp_chain.c"], tmp_path)
+    try:
+        cxx_exe = build_c("zoo_evict_cxx", ["stdcxx.cc"], tmp_path, NOFP_FLAGS, cxx=True)
+    except ZooError as exc:
+        pytest.fail(str(exc))
+    script = "; ".join(f"{c_exe} 0.3; {cxx_exe} 0.3" for _ in range(3))
+    out = tmp_path / "evict.speedscope.json"
+    run = record(
+        ["--table-rows", "70000", "--verbose", "--", "sh", "-c", script], out, cache_dir=tmp_path / "c"
+    )
+    assert run.returncode == 0, run.stderr
+    counters = dict(re.findall(r"^fleetprof: ([a-z_ ]+): ([\d,]+)$", run.stderr, re.M))
+    evicted = int(counters.get("unwind_tables_evicted", "0").replace(",", ""))
+    assert evicted >= 3, run.stderr
+    assert "unwind_tables_failed" not in counters, run.stderr  # --verbose prints counters that are not 0
+    stacks = load_stacks(out)
+    for exe in ("zoo_evict_c", "zoo_evict_cxx"):
+        assert len({s.pid for s in stacks if s.process == exe}) == 3
+        share, total, worst = whole_share(stacks, exe, exe)
+        assert total >= 300 and share >= MIN_WHOLE, f"{exe}: {100 * share:.2f} % whole of {total}\n{worst}"

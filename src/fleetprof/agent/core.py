@@ -35,6 +35,7 @@ FRAME_IDS = layout.FRAME_STRUCT
 FOLLOWUP_S = 0.003
 PY_RESCAN_S = 0.005  # rescans of a process whose Python frames wait for its interpreter's registration
 PY_RESCAN_TRIES = 20
+DEFAULT_UNWIND_ROWS = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
 TABLE_WAIT_S = 60.0  # at the end, how long to wait for tables that deferred samples still need
 
 
@@ -47,7 +48,7 @@ class CoreOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     keep_timestamps: bool = True
     follow_new_processes: bool = False  # rescan new processes once more shortly after they appear
-    unwind_rows: int = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
+    unwind_rows: int = DEFAULT_UNWIND_ROWS
 
 
 class ProfilerCore:

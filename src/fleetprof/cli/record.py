@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from fleetprof.agent.build import build_profile
-from fleetprof.agent.core import CoreOptions, ProfilerCore
+from fleetprof.agent.core import DEFAULT_UNWIND_ROWS, CoreOptions, ProfilerCore
 from fleetprof.agent.launch import launch_stopped
 from fleetprof.agent.prewarm import files_for_command
 from fleetprof.bpf.caps import missing_capabilities
@@ -33,6 +33,8 @@ from fleetprof.profile.model import Profile
 from fleetprof.tracer.sampler import SamplerError
 
 MAX_FREQUENCY = 10_000
+MIN_TABLE_ROWS = 1 << 12
+MAX_TABLE_ROWS = 1 << 26  # 512 MiB of kernel memory
 PREWARM_TIMEOUT_S = 30.0
 
 
@@ -57,6 +59,14 @@ class RecordCommand:
             "--verbose", "-v", action="store_true", help="print the profiler's counters at the end"
         )
         parser.add_argument(
+            "--table-rows",
+            type=int,
+            default=DEFAULT_UNWIND_ROWS,
+            metavar="N",
+            help=f"kernel space for unwind tables, in rows of 8 bytes (default {DEFAULT_UNWIND_ROWS:,}); "
+            "least recently used tables are evicted when it runs short",
+        )
+        parser.add_argument(
             "command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="command to profile"
         )
 
@@ -68,6 +78,8 @@ class RecordCommand:
             raise UsageError(f"--frequency must be between 1 and {MAX_FREQUENCY} Hz")
         if args.duration is not None and not 0 < args.duration < math.inf:
             raise UsageError("--duration must be a positive number of seconds")
+        if not MIN_TABLE_ROWS <= args.table_rows <= MAX_TABLE_ROWS:
+            raise UsageError(f"--table-rows must be between {MIN_TABLE_ROWS:,} and {MAX_TABLE_ROWS:,}")
         if not cmd and not args.pid and not args.all:
             raise UsageError("say what to profile: -- CMD ARGS, --pid PID, or --all")
         if args.pid:
@@ -114,7 +126,12 @@ class Recording:
         elif self.args.pid:
             pids = tuple(self.args.pid)
         core = ProfilerCore(
-            CoreOptions(frequency_hz=self.args.frequency, pids=pids, follow_new_processes=pids is not None)
+            CoreOptions(
+                frequency_hz=self.args.frequency,
+                pids=pids,
+                follow_new_processes=pids is not None,
+                unwind_rows=self.args.table_rows,
+            )
         )
         status = 0
         interrupted = False
