@@ -89,21 +89,25 @@ def profile_copies(
     script: Path,
     seconds: float,
     env: dict[str, str] | None = None,
-) -> tuple[list[int], str]:
-    """Start the profiler, then the copies; when they end, SIGINT the profiler; (copies' pids, its stderr)."""
+) -> tuple[list[int], float, str]:
+    """Start the profiler, then the copies; when they end, SIGINT the profiler; (copies' pids, the CPU
+    seconds they used, its stderr)."""
     prof = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_attached(prof, what)
         procs = start_copies(copies, script, seconds)
+        cpu = 0.0
         for p in procs:
-            p.wait()
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            cpu += usage.ru_utime + usage.ru_stime
         prof.send_signal(signal.SIGINT)
         _, err = prof.communicate(timeout=900)
     finally:
         if prof.poll() is None:
             prof.kill()
             prof.wait()
-    return [p.pid for p in procs], err
+    return [p.pid for p in procs], cpu, err
 
 
 def shares(samples: list[Sample]) -> tuple[Share, Share, Share]:
@@ -123,7 +127,15 @@ def shares(samples: list[Sample]) -> tuple[Share, Share, Share]:
     return total, first, rest
 
 
-def fleetprof_run(work: Path, copies: list[Path], script: Path, seconds: float) -> tuple[list[Sample], str]:
+def kept(samples: list[Sample], cpu: float) -> float:
+    """Samples of the copies over those their CPU time asks for at RATE (a profiler that drops samples
+    could otherwise look whole)."""
+    return sum(s.count for s in samples) / max(cpu * RATE, 1)
+
+
+def fleetprof_run(
+    work: Path, copies: list[Path], script: Path, seconds: float
+) -> tuple[list[Sample], float, str]:
     """`fleetprof record --all -F 99 --format speedscope` around the copies; their samples in time order."""
     out = work / "fp.speedscope.json"
     argv = [
@@ -138,7 +150,7 @@ def fleetprof_run(work: Path, copies: list[Path], script: Path, seconds: float) 
         str(out),
     ]
     env = dict(os.environ, FLEETPROF_CACHE_DIR=str(work / "cache"))
-    pids, err = profile_copies([*argv, "--duration", "3600"], "fleetprof", copies, script, seconds, env)
+    pids, cpu, err = profile_copies([*argv, "--duration", "3600"], "fleetprof", copies, script, seconds, env)
     if not out.exists():
         raise RuntimeError(f"fleetprof wrote no profile: {err.strip()[-300:]}")
     summary = parse_summary(err)
@@ -149,16 +161,18 @@ def fleetprof_run(work: Path, copies: list[Path], script: Path, seconds: float) 
             frames = tuple(Frame(f.name, f.module, f.kind) for f in s.frames)
             samples.append(Sample(s.process, s.pid, frames, s.count))
     note = f"whole stacks of the host {summary.whole_pct:.1f}%" if summary else "no summary line"
-    return samples, note
+    return samples, cpu, note
 
 
-def perf_run(work: Path, mode: str, copies: list[Path], script: Path, seconds: float) -> list[Sample]:
+def perf_run(
+    work: Path, mode: str, copies: list[Path], script: Path, seconds: float
+) -> tuple[list[Sample], float]:
     """`perf record -a -F 99` with `-g` or `--call-graph dwarf` around the copies, read by `perf script`."""
     data = work / f"perf-{mode}.data"
     callgraph = ["-g"] if mode == "fp" else ["--call-graph", "dwarf"]
     argv = [PERF, "record", "-q", "-N", "-a", "-F", str(RATE), *callgraph, "-o", str(data)]
-    profile_copies(argv, f"perf {mode}", copies, script, seconds)
-    return perf_samples(data, [c.name for c in copies], PERF)
+    _, cpu, _ = profile_copies(argv, f"perf {mode}", copies, script, seconds)
+    return perf_samples(data, [c.name for c in copies], PERF), cpu
 
 
 def main() -> int:
@@ -185,38 +199,50 @@ def main() -> int:
             f"{args.copies} copies of {node} ({size:.0f} MB), distinct build ids (…{ids[0][-6:]}, "
             f"…{ids[1][-6:]}, …), started together, {args.seconds:g} s of a JS loop, {RATE} Hz"
         )
-        print(f"{'profiler':<26} {'whole (all)':>22} {f'first {FIRST} per copy':>22} {'the rest':>22}")
+        print(
+            f"{'profiler':<26} {'whole (all)':>22} {f'first {FIRST} per copy':>22} {'the rest':>22} "
+            f"{'samples / CPU time x Hz':>24}"
+        )
         results: dict[str, tuple[Share, Share, Share]] = {}
         try:
-            samples, note = fleetprof_run(work, copies, script, args.seconds)
+            samples, cpu, note = fleetprof_run(work, copies, script, args.seconds)
         except (RuntimeError, subprocess.SubprocessError) as exc:
             print(f"headline: not measured, fleetprof could not record: {exc}")
             return 1
         results["fleetprof --all"] = shares(samples)
+        share_kept = {"fleetprof --all": kept(samples, cpu)}
         extra = {"fleetprof --all": f"({note})"}
         if Path(PERF).exists():
             for mode, label in (("fp", "perf -a -g"), ("dwarf", "perf -a --call-graph dwarf")):
                 try:
-                    results[label] = shares(perf_run(work, mode, copies, script, args.seconds))
+                    got, cpu = perf_run(work, mode, copies, script, args.seconds)
+                    results[label] = shares(got)
+                    share_kept[label] = kept(got, cpu)
                 except (RuntimeError, subprocess.SubprocessError) as exc:
                     print(f"{label} could not record, its row is left out: {exc}")
         else:
             print(f"{PERF} is not installed (apt-get install linux-perf): perf's rows are left out")
         for label, (total, first, rest) in results.items():
-            print(f"{label:<26} {total!s:>22} {first!s:>22} {rest!s:>22} {extra.get(label, '')}")
+            print(
+                f"{label:<26} {total!s:>22} {first!s:>22} {rest!s:>22} {share_kept[label]:>24.0%} "
+                f"{extra.get(label, '')}"
+            )
         left_out = ", ".join(f"{k} {v[0].no_user}" for k, v in results.items())
         print(f"samples without user frames, left out: {left_out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ours = results["fleetprof --all"]
+    ours, ours_kept = results["fleetprof --all"], share_kept["fleetprof --all"]
     peers = ", ".join(
-        f"{label} {v[0].pct:.1f}% (ratio {ours[0].pct / v[0].pct:.2f}x)" if v[0].pct > 0 else f"{label} 0%"
+        f"{label} {v[0].pct:.1f}% ({share_kept[label]:.0%} kept; ratio {ours[0].pct / v[0].pct:.2f}x)"
+        if v[0].pct > 0
+        else f"{label} 0%"
         for label, v in results.items()
         if label != "fleetprof --all"
     )
     print(
         f"headline: {args.copies} new node copies started together, whole samples: fleetprof "
-        f"{ours[0].pct:.1f}% (first {FIRST} per copy {ours[1].pct:.1f}%) vs {peers or 'perf not run'}"
+        f"{ours[0].pct:.1f}% (first {FIRST} per copy {ours[1].pct:.1f}%, {ours_kept:.0%} of the samples "
+        f"their CPU time asks for) vs {peers or 'perf not run'}"
     )
     return 0
 
