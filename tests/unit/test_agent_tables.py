@@ -78,7 +78,8 @@ def _req(key: int) -> TableRequest:
 
 def _manager(capacity: int, sizes: dict[int, int]) -> tuple[TableManager, FakeLoader]:
     loader = FakeLoader(capacity)
-    manager = TableManager(loader, FakeCache({f"id{k}": n for k, n in sizes.items()}))  # type: ignore[arg-type]
+    cache = FakeCache({f"id{k}": n for k, n in sizes.items()})
+    manager = TableManager(loader, cache, in_process=True)  # type: ignore[arg-type]
     return manager, loader
 
 

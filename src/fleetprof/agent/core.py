@@ -32,7 +32,7 @@ from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
 log = logging.getLogger(__name__)
 FRAME_IDS = layout.FRAME_STRUCT
-FOLLOWUP_S = 0.003
+FOLLOWUP_S = (0.003, 0.03)  # rescans after a new image appears: the loader maps its libraries meanwhile
 PY_RESCAN_S = 0.005  # rescans of a process whose Python frames wait for its interpreter's registration
 PY_RESCAN_TRIES = 20
 DEFAULT_UNWIND_ROWS = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
@@ -80,9 +80,10 @@ class ProfilerCore:
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
-        self._followups: dict[int, float] = {}  # pid -> when to rescan it again
+        self._followups: dict[int, tuple[float, int]] = {}  # pid -> (when to rescan it again, stage)
         self._followed: set[int] = set()
         self._py_rescans: dict[int, tuple[float, int]] = {}
+        self._asked_rescans: set[int] = set()  # pids deferred samples need read again
         self._pinned: set[str] = set()
         self._mtimes: dict[int, int] = {}  # file key -> mtime_ns of the file (part of its inode identity)
         self.own_pid = os.getpid()
@@ -112,6 +113,7 @@ class ProfilerCore:
             rules=self._tables.find_rule,
             want_table=self._tables.ensure_loaded,
             pid_ready=self._pid_ready,
+            want_rescan=self._asked_rescans.add,
         )
         self.aggregator.on_deferred = self.deferred.add
         self.aggregator.fix_failed = self._fix_failed
@@ -138,7 +140,7 @@ class ProfilerCore:
     def poll(self, timeout_ms: int = 25) -> None:
         """Consume samples and events; rescan processes the kernel asked about."""
         if self._followups:
-            wait = min(self._followups.values()) - time.monotonic()
+            wait = min(due for due, _ in self._followups.values()) - time.monotonic()
             timeout_ms = max(0, min(timeout_ms, int(wait * 1000)))
         self.sampler.poll(timeout_ms)
         self.process_events()
@@ -160,6 +162,7 @@ class ProfilerCore:
         deadline = time.monotonic() + timeout
         while len(self.deferred) and time.monotonic() < deadline:
             before = len(self.deferred)
+            self.process_events()  # rescans deferred samples asked for
             self.deferred.resolve()  # asks for the tables it still misses
             idle = self._tables.wait_idle(max(0.0, min(1.0, deadline - time.monotonic())))
             if idle and len(self.deferred) == before:
@@ -238,11 +241,16 @@ class ProfilerCore:
                 self._quiet_until.pop(pid, None)
                 # Mappings and tables go now; the files stay open (pinned) for symbolization.
                 self.tracker.on_exit(pid)
+        for pid in self._asked_rescans:
+            rescan.setdefault(pid, [])
+        self._asked_rescans.clear()
         now = time.monotonic()
-        for pid, due in list(self._followups.items()):
+        for pid, (due, stage) in list(self._followups.items()):
             if due <= now:
                 del self._followups[pid]
                 rescan.setdefault(pid, [])
+                if stage + 1 < len(FOLLOWUP_S):
+                    self._followups[pid] = (now + FOLLOWUP_S[stage + 1] - FOLLOWUP_S[stage], stage + 1)
         for pid, addrs in rescan.items():
             self._rescan_pid(pid, addrs)
         if self.options.follow_new_processes:
@@ -254,7 +262,7 @@ class ProfilerCore:
                 )
                 if new_image and pid in rescan:
                     self._followed.add(pid)
-                    self._followups[pid] = now + FOLLOWUP_S
+                    self._followups[pid] = (now + FOLLOWUP_S[0], 0)
 
     def _rescan_pid(self, pid: int, unknown_pcs: Sequence[int] = ()) -> None:
         if pid == self.own_pid:

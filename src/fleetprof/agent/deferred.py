@@ -6,6 +6,7 @@ ending in its `[unwind: table not ready]` frame.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,12 @@ class _Pending:
     sample: bytes | None = None
     snapshot: bytes | None = None
     since: float = 0.0
+    rescanned: bool = False  # a rescan of its process was asked for a pc no known mapping explained
+
+
+def _unmapped(record: bytes) -> bool:
+    """Whether a finished record stopped at a pc no mapping explained."""
+    return _HDR.unpack_from(record)[6] == layout.UNWIND_ERR_NO_MAPPING
 
 
 class DeferredStacks:
@@ -42,6 +49,7 @@ class DeferredStacks:
         rules: RuleLookup,
         want_table: Callable[[int], object],
         pid_ready: Callable[[int], bool],
+        want_rescan: Callable[[int], object] = lambda pid: None,
     ) -> None:
         self._emit = emit
         self._mapping = mapping
@@ -49,6 +57,7 @@ class DeferredStacks:
         self._rules = rules
         self._want_table = want_table
         self._pid_ready = pid_ready
+        self._want_rescan = want_rescan
         self._pending: dict[Key, _Pending] = {}
         self._bytes = 0
         self.finished = 0  # deferred samples completed in userspace
@@ -90,6 +99,12 @@ class DeferredStacks:
                 continue  # its maps are about to be read
             try:
                 data = self._finish(entry.sample, entry.snapshot)
+                if not final and not entry.rescanned and _unmapped(data) and os.path.exists(f"/proc/{pid}"):
+                    # A pc outside the maps read so far, in a live process: it mapped more since (the
+                    # loader's libraries, a dlopen). Read its maps again before settling.
+                    entry.rescanned = True
+                    self._want_rescan(pid)
+                    continue
             except NotReady as exc:
                 if exc.file_key:
                     self._want_table(exc.file_key)

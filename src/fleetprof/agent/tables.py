@@ -1,5 +1,7 @@
-"""Unwind tables for the files processes map: compiled in a worker thread (cached on disk per file id),
-loaded into BPF once per file and shared by every mapping of that file.
+"""Unwind tables for the files processes map: compiled in a worker process (cached on disk per file id),
+loaded into BPF once per file and shared by every mapping of that file. The compiler is pure Python and
+busy for seconds on a big file: in a thread it would hold the GIL the sampling loop needs to read a new
+process's maps before the process is gone.
 
 A table stays loaded after the last mapping of its file goes (the next run of the same program, a build
 farm's thousandth `cc1`, finds it ready). When space runs short, tables of files no longer mapped go first
@@ -10,10 +12,14 @@ larger than the whole table space; BPF then walks it by frame pointers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import queue
 import threading
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from fleetprof.nativeunwind.cache import UnwindTableCache
@@ -34,12 +40,20 @@ class TableRequest:
     display_path: str
 
 
+def _compile_to_cache(cache_dir: str, version: int, path: str, file_id: str) -> None:
+    """In the worker process: compile `path` into the disk cache (its failures are cached there too)."""
+    with contextlib.suppress(UnwindTableError, OSError):
+        UnwindTableCache(cache_dir, version).get(path, file_id)
+
+
 class TableManager:
     """Counts mappings per file, keeps tables in the kernel, evicts under pressure and reloads on demand."""
 
-    def __init__(self, loader: TableLoader, cache: UnwindTableCache) -> None:
+    def __init__(self, loader: TableLoader, cache: UnwindTableCache, in_process: bool = False) -> None:
         self._loader = loader
         self._cache = cache
+        self._in_process = in_process  # compile in this process (tests); else in a worker process
+        self._pool: Executor | None = None
         self._refs: dict[int, int] = {}
         self._requests: dict[int, TableRequest] = {}  # every file ever asked for, to reload after eviction
         self._last_used: dict[int, float] = {}  # file key -> monotonic time of last mapping or use
@@ -51,6 +65,12 @@ class TableManager:
         self._idle.set()
         self._thread = threading.Thread(target=self._work, name="fleetprof-tables", daemon=True)
         self._thread.start()
+        # Tables the disk cache has load here, never queued behind a compilation.
+        self._fast: queue.Queue[TableRequest | None] = queue.Queue()
+        self._fast_thread = threading.Thread(
+            target=self._fast_work, name="fleetprof-tables-cached", daemon=True
+        )
+        self._fast_thread.start()
         self.evictions = 0
         self.messages: list[str] = []  # one line per file that had to fall back to frame pointers
 
@@ -88,6 +108,9 @@ class TableManager:
             self._idle.clear()
         if self._loader.is_loaded(file_key):
             self._done(file_key)
+            return True
+        if not self._in_process:
+            self._fast.put(req)  # off the caller's thread: the sampling loop must stay responsive
             return True
         if self._load_cached(req):
             return True
@@ -127,6 +150,18 @@ class TableManager:
             finally:
                 self._done(req.file_key)
 
+    def _fast_work(self) -> None:
+        while True:
+            req = self._fast.get()
+            if req is None:
+                return
+            try:
+                loaded = self._load_cached(req)
+            except Exception:  # a failed load goes to the compiling worker, which reports it
+                loaded = False
+            if not loaded:
+                self._queue.put(req)
+
     def _load_cached(self, req: TableRequest) -> bool:
         """Load a table the disk cache already has, right away (compilations queue behind each other)."""
         try:
@@ -142,12 +177,28 @@ class TableManager:
         return True
 
     def _load(self, req: TableRequest) -> None:
+        if not self._in_process:
+            self._compile_elsewhere(req)  # then the cache has it (or its failure), like a reload
         try:
             table = self._cache.get(req.open_path, req.file_id)
         except (UnwindTableError, OSError) as exc:
             self._fail(req, str(exc))
             return
         self._install(req, table)
+
+    def _compile_elsewhere(self, req: TableRequest) -> None:
+        """Compile in the worker process; on any trouble with it, _load compiles here instead."""
+        try:
+            if self._pool is None:
+                ctx = multiprocessing.get_context("spawn")  # no fork of a process holding BPF objects
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            future = self._pool.submit(
+                _compile_to_cache, str(self._cache.cache_dir), self._cache.version, req.open_path, req.file_id
+            )
+            future.result()
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:
+            log.info("unwind-table worker process failed (%s); compiling in the agent", exc)
+            self._in_process = True
 
     def _install(self, req: TableRequest, table: UnwindTable) -> None:
         """Put a table into the kernel, evicting others while it does not fit."""
@@ -188,6 +239,10 @@ class TableManager:
         return out
 
     def close(self) -> None:
-        """Stop the worker."""
+        """Stop the worker thread and process."""
+        self._fast.put(None)
         self._queue.put(None)
+        self._fast_thread.join(timeout=5)
         self._thread.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -26,6 +26,9 @@ def object_path() -> Path:
     return Path(str(resources.files("fleetprof.tracer").joinpath("bpf", OBJECT_NAME)))
 
 
+SNAPSHOT_ROOM = 256 * (layout.MAX_SNAPSHOT_STACK + 256)
+
+
 def possible_cpus() -> int:
     """How many CPU ids the kernel may hand out (/sys/devices/system/cpu/possible, e.g. "0-3")."""
     try:
@@ -74,7 +77,11 @@ class Sampler:
             raise SamplerError(str(exc)) from None
         self._obj = obj
         opts = self.options
-        rb = opts.ringbuf_bytes or _next_pow2(max(opts.frequency_hz * len(self.cpus) * 2048, 1 << 20))
+        # Samples (~2 KiB each at worst) plus room for bursts of stack snapshots (32 KiB each), which come
+        # while the agent is busiest: new programs whose tables are still compiling.
+        rb = opts.ringbuf_bytes or _next_pow2(
+            max(opts.frequency_hz * len(self.cpus) * 2048, 1 << 20) + SNAPSHOT_ROOM
+        )
         try:
             obj.resize_map("samples", _next_pow2(rb))
             obj.resize_map("unwind_rows", opts.unwind_rows)
