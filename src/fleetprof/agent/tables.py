@@ -245,4 +245,4 @@ class TableManager:
         self._fast_thread.join(timeout=5)
         self._thread.join(timeout=5)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
