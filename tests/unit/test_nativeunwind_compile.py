@@ -174,6 +174,7 @@ def test_libc_signal_trampoline_and_thread_entry_points():
     for row in fdes:
         assert table.lookup(row.pc) == SIGNAL_RULE
         assert table.lookup(row.end - 1) == SIGNAL_RULE
+        assert table.lookup(row.end) == SIGNAL_RULE, "inside rt_sigreturn: the byte after the syscall"
     stops = [pc for pc, r in table.iter_rows() if table.rules[r] == STOP_RULE]
     clone = symbols(LIBC)["clone"]
     assert any(clone[0] <= pc < clone[0] + clone[1] for pc in stops), "clone's child path is outermost"

@@ -1,6 +1,7 @@
 """The userspace replay of deferred stacks (nativeunwind/replay.py) with CFAs outside rsp/rbp, on hand-built
 stacks: rbx restored from a callee's save slot for an rbx-based CFA (ld.so's _dl_runtime_resolve), and a
-register CFA usable after a signal frame, whose sigcontext gives every register, but nowhere else."""
+register CFA usable after a signal frame, whose sigcontext gives every register, but nowhere else; and the
+registers the kernel saved with the snapshot (rbx, the leaf's general registers) seed the replay."""
 
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ def _stack(words: dict[int, int], size: int = 0x500) -> StackCopy:
     return StackCopy(BASE, bytes(data))
 
 
-def _run(rules: dict[int, Rule], stack: StackCopy, pc: int = BIAS + 0x100) -> tuple[list, int]:
+def _run(
+    rules: dict[int, Rule], stack: StackCopy, pc: int = BIAS + 0x100, regs: layout.SnapshotRegs | None = None
+) -> tuple[list, int]:
     """Replay from a leaf at `pc` with sp = BASE; `rules` by ELF address rounded down to 0x100."""
-    regs = layout.SnapshotRegs(pc=pc, sp=BASE, fp=0, return_address=0)
+    regs = regs or layout.SnapshotRegs(pc=pc, sp=BASE, fp=0, return_address=0)
 
     def mapping(pc: int) -> tuple[int, int, int]:
         return KEY, BIAS, layout.MAPPING_FLAG_HAS_TABLE
@@ -110,3 +113,26 @@ def test_register_cfa_past_a_return_is_an_invalid_rule() -> None:
     frames, error = _run(rules, _stack({0x7000: BIAS + 0x210}))
     assert frames == [(NATIVE, KEY, 0x100, 0), (NATIVE, KEY, 0x210, RA)]
     assert error == layout.UNWIND_ERR_INVALID_RULE
+
+
+def test_snapshot_rbx_seeds_an_rbx_cfa_at_the_leaf() -> None:
+    """The kernel deferred at a leaf whose CFA is rbx + 8 (DRAP-style): the rbx it saved is used."""
+    regs = layout.SnapshotRegs(pc=BIAS + 0x100, sp=BASE, fp=0, rbx=0x7200, rbx_valid=1)
+    rules = {0x100: (UW_CFA_RBX, UW_RBP_SAME, 8, 0, 0, 0), 0x400: STOP_RULE}
+    frames, error = _run(rules, _stack({0x7200: BIAS + 0x410}), regs=regs)
+    assert frames == [(NATIVE, KEY, 0x100, 0), (NATIVE, KEY, 0x410, RA)]
+    assert error == layout.UNWIND_COMPLETE
+    regs.rbx_valid = 0
+    assert _run(rules, _stack({0x7200: BIAS + 0x410}), regs=regs)[1] == layout.UNWIND_ERR_INVALID_RULE
+
+
+def test_snapshot_leaf_registers_seed_a_register_cfa() -> None:
+    """The leaf's own registers travel with the snapshot: CFA = r11 + 8 (r11 is sigcontext slot 3)."""
+    regs = layout.SnapshotRegs(pc=BIAS + 0x100, sp=BASE, fp=0, regs_live=1)
+    regs.gprs[3] = 0x7300
+    rules = {0x100: (UW_CFA_REG, UW_RBP_SAME, 8, 11, 0, 0), 0x400: STOP_RULE}
+    frames, error = _run(rules, _stack({0x7300: BIAS + 0x410}), regs=regs)
+    assert frames == [(NATIVE, KEY, 0x100, 0), (NATIVE, KEY, 0x410, RA)]
+    assert error == layout.UNWIND_COMPLETE
+    regs.regs_live = 0
+    assert _run(rules, _stack({0x7300: BIAS + 0x410}), regs=regs)[1] == layout.UNWIND_ERR_INVALID_RULE

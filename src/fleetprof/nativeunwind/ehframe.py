@@ -305,6 +305,9 @@ def walk_frames(sec: FrameSection, sink: RowSink) -> None:
                 continue
         if signal:
             prog = signal_program
+            # A sample taken inside rt_sigreturn sees the byte after the trampoline's `syscall`, one past
+            # the FDE: cover it too (the next function, if it starts there, still wins from its start on).
+            pc_end += 1
         else:
             code = data[i:end]
             prog = memo.get(code)  # type: ignore[assignment]

@@ -340,8 +340,17 @@ static __always_inline long defer(struct sample *s, struct unwind_state *st, __u
 	snap->regs.mtime_ns = vp ? vp->mtime_ns : 0;
 	snap->regs.return_address = st->return_address;
 	snap->regs.pushed = pushed;
-	snap->regs.reserved[0] = 0;
-	snap->regs.reserved[1] = 0;
+	snap->regs.rbx = st->rbx;
+	snap->regs.rbx_valid = st->rbx_valid;
+	snap->regs.regs_live = 0;
+	__u32 zero = 0;
+	struct user_gprs *g = st->regs_live ? bpf_map_lookup_elem(&user_gprs, &zero) : NULL;
+	if (g) {
+		__builtin_memcpy(snap->regs.gprs, g, sizeof(snap->regs.gprs));
+		snap->regs.regs_live = 1;
+	} else {
+		__builtin_memset(snap->regs.gprs, 0, sizeof(snap->regs.gprs));
+	}
 
 	/* Copy page by page up to the first unreadable one (the end of the stack): a read that faults
 	 * anywhere copies nothing. */

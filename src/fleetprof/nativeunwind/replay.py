@@ -1,9 +1,8 @@
 """Finish, in userspace, a stack the BPF unwinder deferred: the same steps as native_unwind.bpf.h, run over
 the stack snapshot the kernel copied (registers + the stack from sp up) with the tables the agent has since
 loaded. Interpreter frames can't be walked here (their frames live outside the stack copy), so eval-loop
-frames come out as the native frames they are. The snapshot carries pc, sp and rbp only: rbx and the other
-general registers are known here once a signal frame's sigcontext gives them, so an rbx- or other-register
-CFA before that ends the walk as an invalid rule.
+frames come out as the native frames they are. The snapshot carries the unwinder's registers as they stood
+when it deferred: pc, sp, rbp, rbx while known, and the frame's general registers while they are its own.
 """
 
 from __future__ import annotations
@@ -115,6 +114,10 @@ def replay(
     it (file key, bias, flags); every later pc goes through `mapping`. Raises NotReady."""
     out = Replay()
     r = _Regs(regs.pc, regs.sp, regs.fp, bool(regs.return_address))
+    if regs.rbx_valid:
+        r.rbx = regs.rbx
+    if regs.regs_live:
+        r.gprs = dict(zip(SIGCONTEXT_DWARF, regs.gprs, strict=False))
     skip_push = bool(regs.pushed)
     for _ in range(3 * max_frames):
         if r.pc == 0:

@@ -237,10 +237,13 @@ class SnapshotRegs(ctypes.Structure):
         ("dev", ctypes.c_uint64),
         ("ino", ctypes.c_uint64),
         ("mtime_ns", ctypes.c_uint64),
+        ("rbx", ctypes.c_uint64),
+        ("gprs", ctypes.c_uint64 * 17),
         ("stack_size", ctypes.c_uint32),
         ("return_address", ctypes.c_uint8),
         ("pushed", ctypes.c_uint8),
-        ("reserved", ctypes.c_uint8 * 2),
+        ("rbx_valid", ctypes.c_uint8),
+        ("regs_live", ctypes.c_uint8),
     ]
 
 
@@ -284,4 +287,4 @@ MAPPING_INFO_STRUCT = struct.Struct("<QQII")
 FILE_TABLE_STRUCT = struct.Struct("<II")
 INODE_KEY_STRUCT = struct.Struct("<QQQ")
 INODE_INFO_STRUCT = struct.Struct("<QqII")
-SNAPSHOT_REGS_STRUCT = struct.Struct("<QQQQQQQQQQQIBB2x")
+SNAPSHOT_REGS_STRUCT = struct.Struct("<11QQ17QIBBBB")

@@ -154,11 +154,14 @@ struct snapshot_regs {
 	__u64 dev;              /* its file, as in struct inode_key */
 	__u64 ino;
 	__u64 mtime_ns;
+	__u64 rbx;              /* the frame's rbx, when rbx_valid */
+	__u64 gprs[17];         /* the frame's general registers in struct sigcontext's order, when regs_live */
 	__u32 stack_size;       /* bytes of stack copied from sp */
 	__u8 return_address;    /* pc is a return address */
 	__u8 pushed;            /* the frame at pc is already the sample's last frame */
-	__u8 reserved[2];
-};                          /* 96 bytes */
+	__u8 rbx_valid;         /* rbx is known (as struct unwind_state's) */
+	__u8 regs_live;         /* gprs are the frame at pc's own: its leaf registers or a sigcontext's */
+};                          /* 240 bytes */
 
 struct stack_snapshot {
 	struct sample_header hdr; /* flags = SAMPLE_FLAG_SNAPSHOT; ktime_ns, pid, tid, cpu as in its sample */
