@@ -3,40 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "zoo.h"
-
-volatile unsigned long sink;
-
-ZOO_NOINLINE unsigned long hot(unsigned long n)
-{
-	unsigned long x = n;
-	for (unsigned long i = 0; i < n; i++) {
-		x = x * 6364136223846793005UL + i;
-		ZOO_KEEP(x);
-	}
-	return x;
-}
-
-ZOO_NOINLINE unsigned long inner(unsigned long n)
-{
-	unsigned long r = hot(n);
-	ZOO_KEEP(r);
-	return r + 1;
-}
-
-ZOO_NOINLINE unsigned long middle(unsigned long n)
-{
-	unsigned long r = inner(n);
-	ZOO_KEEP(r);
-	return r + 2;
-}
-
-ZOO_NOINLINE unsigned long outer(unsigned long n)
-{
-	unsigned long r = middle(n);
-	ZOO_KEEP(r);
-	return r + 3;
-}
+#define ZOO_CHAIN_ONLY
+#include "fp_chain.c" /* outer -> middle -> inner -> hot */
 
 ZOO_NOINLINE void worker(double seconds)
 {

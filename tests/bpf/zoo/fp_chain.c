@@ -34,6 +34,7 @@ ZOO_NOINLINE unsigned long outer(unsigned long n)
 	return r + 3;
 }
 
+#ifndef ZOO_CHAIN_ONLY /* forks.c includes the chain without this main */
 int main(int argc, char **argv)
 {
 	struct zoo_clock c = zoo_start(argc, argv);
@@ -41,3 +42,4 @@ int main(int argc, char **argv)
 		sink += outer(200000);
 	return 0;
 }
+#endif
