@@ -17,6 +17,7 @@ from fleetprof.agent.build import build_profile
 from fleetprof.agent.core import DEFAULT_UNWIND_ROWS, CoreOptions, ProfilerCore
 from fleetprof.agent.launch import launch_stopped
 from fleetprof.agent.prewarm import files_for_command
+from fleetprof.agent.raw import ProcessLabels
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import (
     EXIT_INTERRUPTED,
@@ -133,6 +134,7 @@ class Recording:
                 unwind_rows=self.args.table_rows,
             )
         )
+        labels = ProcessLabels.attach(core)  # executables and pod uids, kept past the processes' exit
         status = 0
         interrupted = False
         done = False
@@ -154,7 +156,7 @@ class Recording:
             elif self.cmd:
                 status = EXIT_INTERRUPTED  # stopped before the command could start
             core.stop()
-            profile = build_profile(core)
+            profile = build_profile(core, labels)
             done = True
         finally:
             if self.tty:

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from fleetprof.agent.build import ProfileBuilder, builder_for
 from fleetprof.agent.core import CoreOptions, ProfilerCore
+from fleetprof.agent.raw import ProcessLabels
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import CapabilityError, CliError, UsageError
 from fleetprof.cli.record import MAX_FREQUENCY
@@ -103,6 +104,7 @@ class TopCommand:
             raise CapabilityError(missing[0].message)
         pids = tuple(args.pid) if args.pid else None
         core = ProfilerCore(CoreOptions(frequency_hz=args.frequency, pids=pids, keep_timestamps=False))
+        labels = ProcessLabels.attach(core)
         try:
             try:
                 core.load()
@@ -111,7 +113,7 @@ class TopCommand:
             except SamplerError as exc:
                 raise CliError(str(exc)) from None
             started = time.monotonic()
-            builder = builder_for(core)
+            builder = builder_for(core, labels)
             stop = StopRequest()
             try:
                 with stop.catching():

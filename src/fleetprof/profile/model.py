@@ -1,7 +1,9 @@
-"""The symbolized profile: the one data model every output format and the reporter consume.
+"""The profile: the one data model every output format, the reporter, the wire codec and the store consume.
 
 A `Profile` is a bag of `Sample`s; each sample is a stack of `Frame`s (root first, leaf last) plus the
-labels DESIGN.md requires (pid, tid, process and thread names, CPU, timestamps, container id).
+labels DESIGN.md requires (pid, tid, process and thread names, CPU, timestamps, container id, executable,
+pod uid). A raw profile (the agent's) still has native frames as file id + address; a symbolized one names
+them (fleetprof.symbolize.profile turns the first into the second).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class FrameKind(enum.IntEnum):
     PYTHON = 3  # CPython frame, symbolized from process memory (qualname, file, line)
     ERROR = 4  # the unwinder stopped here; `function` says why (e.g. "[unwind: no mapping]")
     PROCESS = 5  # synthetic root frame: the process name
+    INTERPRETED = 6  # another runtime's frame (JVM, V8, Ruby, ...) named by whoever sent it; see `runtime`
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class Frame:
 
     For NATIVE frames `address` is the ELF virtual address inside `mapping`'s file (what `nm` and
     `addr2line` print), already adjusted to point inside the call instruction for return addresses.
+    A *raw* NATIVE frame (see `is_raw`) has `function == ""` and a mapping with a file id: it still has to
+    be symbolized (fleetprof.symbolize.profile).
     """
 
     kind: FrameKind
@@ -55,14 +60,27 @@ class Frame:
     inlined: bool = False  # NATIVE: produced by DWARF inline info (not a real call frame)
     start_line: int = 0  # first line of the function when known (DWARF or co_firstlineno)
     system_name: str = ""  # mangled name, when different from `function`
+    runtime: str = ""  # OTel `profile.frame.type` when the kind alone doesn't say it (jvm, v8js, go, ...)
+
+    @property
+    def is_raw(self) -> bool:
+        """An unsymbolized native frame: to be named from its mapping's file id and `address`."""
+        return (
+            self.kind is FrameKind.NATIVE
+            and not self.function
+            and self.mapping is not None
+            and bool(self.mapping.file_id)
+        )
 
     def folded_name(self) -> str:
         """Render per the folded contract: `name (file:line)`, `name [module]`, or `name_[k]`."""
         if self.kind is FrameKind.KERNEL:
             return f"{self.function}_[k]"
-        if self.kind is FrameKind.PYTHON:
+        if self.kind in (FrameKind.PYTHON, FrameKind.INTERPRETED):
             return f"{self.function} ({self.file}:{self.line})" if self.file else self.function
         if self.kind is FrameKind.NATIVE and self.mapping is not None:
+            if not self.function:  # raw: what symbolization would fall back to
+                return f"{self.mapping.name}+0x{self.address:x} [{self.mapping.name}]"
             return f"{self.function} [{self.mapping.name}]"
         return self.function
 
@@ -83,11 +101,14 @@ class Sample:
     cpus: set[int] = field(default_factory=set)
     timestamps_ns: list[int] = field(default_factory=list)  # CLOCK_REALTIME, one per sample
     container_id: str = ""
+    executable: str = ""  # real executable path (/proc/PID/exe), "" when unknown; not the 15-char comm
+    pod_uid: str = ""  # Kubernetes pod uid when the process's cgroup names one
 
 
 @dataclass(slots=True)
 class Profile:
-    """A finished, symbolized profile over one time window on one host."""
+    """A profile over one time window on one host: symbolized, or *raw* (native frames still file id +
+    address, see `Frame.is_raw`), as the agent ships it."""
 
     samples: list[Sample]
     frequency_hz: int
@@ -97,6 +118,8 @@ class Profile:
     kernel_release: str = ""
     # Counters worth surfacing (lost samples, unwind errors by reason, ...): name -> value.
     stats: dict[str, int] = field(default_factory=dict)
+    # OTel resource attributes of the host: host.name, host.id, os.*, host.arch, host.cpu.*, agent version.
+    resource: dict[str, str | int] = field(default_factory=dict)
 
     @property
     def period_ns(self) -> int:
