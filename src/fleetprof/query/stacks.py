@@ -1,0 +1,177 @@
+"""Fetch the stacks of a selection with their sample counts, frames resolved through late symbols.
+
+Every query (flame graph, top functions, sandwich, diff, export) starts here: samples are summed per stack
+in ClickHouse, then stacks and frames are read by id and raw native frames are expanded into their symbol
+rows (outermost first) or named `module+0xADDR` while no symbols have arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fleetprof.profile.model import FrameKind
+from fleetprof.query.selection import Selection
+
+KIND_NAMES = {int(k): k.name.lower() for k in FrameKind}
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    """One displayed frame: how flame graphs merge frames (Python by line, native by function+module)."""
+
+    name: str
+    kind: str
+    function: str
+    module: str = ""
+    file: str = ""
+    line: int = 0
+
+
+@dataclass
+class StackSet:
+    """Stacks of a selection: counts, frames as interned keys (root first), totals."""
+
+    counts: list[int] = field(default_factory=list)
+    stacks: list[list[int]] = field(default_factory=list)  # key indexes, root first
+    stack_ids: list[int] = field(default_factory=list)
+    keys: list[NodeKey] = field(default_factory=list)
+    func_of_key: list[int] = field(default_factory=list)  # key index -> function index
+    functions: list[NodeKey] = field(default_factory=list)  # function identity (line dropped)
+    total: int = 0
+    cpu_seconds: float = 0.0
+
+
+class _Interner:
+    """Interns NodeKeys (for nodes) and their line-less function identities (for top functions)."""
+
+    def __init__(self, out: StackSet) -> None:
+        """Fill `out.keys`, `out.functions`, `out.func_of_key`."""
+        self.out = out
+        self.keys: dict[NodeKey, int] = {}
+        self.funcs: dict[NodeKey, int] = {}
+
+    def key(self, key: NodeKey) -> int:
+        """Index of `key`, adding it (and its function identity) when new."""
+        idx = self.keys.get(key)
+        if idx is None:
+            idx = self.keys[key] = len(self.out.keys)
+            self.out.keys.append(key)
+            func = NodeKey(
+                key.function, key.kind, key.function, key.module, key.file if key.kind == "python" else ""
+            )
+            fidx = self.funcs.get(func)
+            if fidx is None:
+                fidx = self.funcs[func] = len(self.out.functions)
+                self.out.functions.append(func)
+            self.out.func_of_key.append(fidx)
+        return idx
+
+
+def _base(path: str) -> str:
+    """Basename of a module path."""
+    return path.rsplit("/", 1)[-1] or path
+
+
+def _frame_keys(row: dict[str, Any], interner: _Interner) -> list[int]:
+    """Key indexes (outermost first) a stored frame expands to, using its symbols when it is raw."""
+    kind = KIND_NAMES.get(row["kind"], "native")
+    module = _base(row["module"])
+    if row["kind"] == int(FrameKind.NATIVE) and not row["function"]:
+        names = row["sym_functions"] or []
+        if not names:
+            name = f"{module}+0x{row['address']:x}"
+            return [interner.key(NodeKey(f"{name}", kind, name, module))]
+        keys = []
+        for i, fn in enumerate(names):
+            file = row["sym_files"][i] if row["sym_files"] else ""
+            line = row["sym_lines"][i] if row["sym_lines"] else 0
+            keys.append(interner.key(NodeKey(f"{fn} [{module}]", kind, fn, module, file, line)))
+        return keys
+    fn = row["function"]
+    if row["kind"] == int(FrameKind.PYTHON):
+        name = f"{fn} ({row['file']}:{row['line']})" if row["file"] else fn
+        return [interner.key(NodeKey(name, kind, fn, "", row["file"], row["line"]))]
+    if row["kind"] == int(FrameKind.KERNEL):
+        return [interner.key(NodeKey(f"{fn}_[k]", kind, fn, "[kernel]"))]
+    if row["kind"] == int(FrameKind.NATIVE) and module:
+        return [interner.key(NodeKey(f"{fn} [{module}]", kind, fn, module, row["file"], row["line"]))]
+    return [interner.key(NodeKey(fn, kind, fn, module, row["file"], row["line"]))]
+
+
+def query_stacks(store: Any, ids_sub: str, params: dict[str, Any]) -> Any:
+    """(stack_id, frame_ids) of the stacks `ids_sub` selects."""
+    return store.query(
+        f"SELECT stack_id, any(frame_ids) AS frame_ids FROM {store.t('stacks')} "
+        f"WHERE stack_id GLOBAL IN ({ids_sub}) GROUP BY stack_id",
+        params,
+    )
+
+
+def query_frames(store: Any, ids_sub: str, params: dict[str, Any]) -> Any:
+    """Every frame of the stacks `ids_sub` selects, with the latest symbols of raw native frames."""
+    frame_ids = f"SELECT arrayJoin(frame_ids) FROM {store.t('stacks')} WHERE stack_id GLOBAL IN ({ids_sub})"
+    return store.query(
+        "SELECT f.frame_id AS frame_id, f.kind AS kind, f.function AS function, f.file AS file, "
+        "f.line AS line, f.start_line AS start_line, f.inlined AS inlined, f.system_name AS system_name, "
+        "f.module AS module, f.file_id AS file_id, f.build_id AS build_id, f.address AS address, "
+        "f.runtime AS runtime, "
+        "s.functions AS sym_functions, s.files AS sym_files, s.lines AS sym_lines, "
+        "s.start_lines AS sym_start_lines, s.inlined AS sym_inlined, s.system_names AS sym_system_names "
+        "FROM (SELECT frame_id, any(kind) AS kind, any(function) AS function, any(file) AS file, "
+        "any(line) AS line, any(start_line) AS start_line, any(inlined) AS inlined, "
+        "any(system_name) AS system_name, any(module) AS module, any(file_id) AS file_id, "
+        "any(build_id) AS build_id, any(address) AS address, any(runtime) AS runtime "
+        f"FROM {store.t('frames')} WHERE frame_id GLOBAL IN ({frame_ids}) GROUP BY frame_id) AS f "
+        "LEFT JOIN (SELECT file_id, address, argMax(functions, updated_at) AS functions, "
+        "argMax(files, updated_at) AS files, argMax(lines, updated_at) AS lines, "
+        "argMax(start_lines, updated_at) AS start_lines, argMax(inlined, updated_at) AS inlined, "
+        "argMax(system_names, updated_at) AS system_names "
+        f"FROM {store.t('symbols')} WHERE (file_id, address) GLOBAL IN (SELECT file_id, address FROM "
+        f"{store.t('frames')} WHERE kind = 1 AND function = '' AND frame_id GLOBAL IN ({frame_ids})) "
+        "GROUP BY file_id, address) AS s ON f.file_id = s.file_id AND f.address = s.address",
+        params,
+    )
+
+
+def load_stacks(store: Any, sel: Selection, source: str = "samples", scale: int = 1) -> StackSet:
+    """Sum samples per stack over `sel` (from `source`, counts times `scale`) and resolve their frames."""
+    where, params = sel.where(store)
+    samples = store.t(source)
+    agg = store.query(
+        f"SELECT stack_id, sum(count) AS c, sum(count / frequency) AS cpu FROM {samples} "
+        f"WHERE {where} GROUP BY stack_id",
+        params,
+    )
+    out = StackSet()
+    if agg.num_rows == 0:
+        return out
+    ids_sub = f"SELECT DISTINCT stack_id FROM {samples} WHERE {where}"
+    stacks = query_stacks(store, ids_sub, params)
+    frames = query_frames(store, ids_sub, params)
+    interner = _Interner(out)
+    expand: dict[int, list[int]] = {}
+    for row in frames.to_pylist():
+        expand[row["frame_id"]] = _frame_keys(row, interner)
+    frame_lists = dict(
+        zip(stacks.column("stack_id").to_pylist(), stacks.column("frame_ids").to_pylist(), strict=True)
+    )
+    ids = agg.column("stack_id").to_pylist()
+    counts = (agg.column("c").to_numpy().astype(np.int64) * scale).tolist()
+    out.cpu_seconds = float(np.sum(agg.column("cpu").to_numpy())) * scale
+    missing = [interner.key(NodeKey("[missing stack]", "error", "[missing stack]"))]
+    for sid, count in zip(ids, counts, strict=True):
+        fids = frame_lists.get(sid)
+        keys: list[int] = []
+        if fids is None:
+            keys = missing
+        else:
+            for fid in fids:
+                keys += expand.get(fid, missing)
+        out.stack_ids.append(sid)
+        out.stacks.append(keys)
+        out.counts.append(count)
+    out.total = int(sum(counts))
+    return out

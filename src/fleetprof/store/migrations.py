@@ -1,0 +1,67 @@
+"""Versioned schema: numbered migrations applied in order, recorded in `schema_version`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fleetprof.store import schema
+from fleetprof.store.backend import Backend
+from fleetprof.store.schema import Layout
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: its number, what it does, and the statements it runs for a layout."""
+
+    version: int
+    description: str
+    statements: Callable[[Layout], list[str]]
+    backfill: Callable[[Layout], list[str]] | None = None  # run only when upgrading existing data
+
+
+def _v1(layout: Layout) -> list[str]:
+    """Base tables: samples, stacks, frames, symbols, executables, symbol files, hosts, batches, meta."""
+    out: list[str] = []
+    for table in schema.BASE_TABLES:
+        if table is not schema.SCHEMA_VERSION:
+            out += schema.create_table(layout, table)
+    return out
+
+
+MIGRATIONS: list[Migration] = [Migration(1, "base tables", _v1)]
+
+
+def latest_version() -> int:
+    """The version a fresh store ends at."""
+    return MIGRATIONS[-1].version
+
+
+def current_version(backend: Backend, layout: Layout) -> int:
+    """The highest version applied to `layout.database` (0 for an empty database)."""
+    table = backend.query(f"SELECT max(version) AS v FROM {layout.table('schema_version')}")
+    value = table.column("v")[0].as_py() if table.num_rows else 0
+    return int(value or 0)
+
+
+def migrate(backend: Backend, layout: Layout, target: int | None = None) -> int:
+    """Create the database and apply every migration above the current version up to `target`."""
+    backend.execute(f"CREATE DATABASE IF NOT EXISTS {layout.database}{layout.on_cluster}")
+    for statement in schema.create_table(layout, schema.SCHEMA_VERSION):
+        backend.execute(statement)
+    current = current_version(backend, layout)
+    target = latest_version() if target is None else target
+    for migration in MIGRATIONS:
+        if current < migration.version <= target:
+            for statement in migration.statements(layout):
+                backend.execute(statement)
+            if current > 0 and migration.backfill is not None:
+                for statement in migration.backfill(layout):
+                    backend.execute(statement)
+            backend.execute(
+                f"INSERT INTO {layout.table('schema_version')} (version, description) "
+                "SELECT {v:UInt32}, {d:String}",
+                {"v": migration.version, "d": migration.description},
+            )
+            current = migration.version
+    return current
