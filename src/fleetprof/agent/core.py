@@ -37,6 +37,7 @@ PY_RESCAN_S = 0.005  # rescans of a process whose Python frames wait for its int
 PY_RESCAN_TRIES = 20
 DEFAULT_UNWIND_ROWS = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
 TABLE_WAIT_S = 60.0  # at the end, how long to wait for tables that deferred samples still need
+INODE_SOFT_LIMIT = 48 << 10  # file_inodes holds 64 Ki: past this, inodes of unmapped files go, oldest first
 
 
 @dataclass(slots=True)
@@ -87,6 +88,10 @@ class ProfilerCore:
         self._pinned: set[str] = set()
         self._mtimes: dict[int, int] = {}  # file key -> mtime_ns of the file (part of its inode identity)
         self.own_pid = os.getpid()
+        # Long-running upkeep (release_exited): what was already gone at the previous call.
+        self._dead_before: set[int] = set()
+        self._unmapped_before: set[str] = set()
+        self._unpinned: dict[int, None] = {}  # file keys unpinned, oldest first (their inodes may go)
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -241,6 +246,8 @@ class ProfilerCore:
                 self._quiet_until.pop(pid, None)
                 # Mappings and tables go now; the files stay open (pinned) for symbolization.
                 self.tracker.on_exit(pid)
+                if self._mapsync is not None:
+                    self._mapsync.remove_pid(pid)  # also when never tracked: its known_pids mark
         for pid in self._asked_rescans:
             rescan.setdefault(pid, [])
         self._asked_rescans.clear()
@@ -275,6 +282,8 @@ class ProfilerCore:
             self._mapsync.mark_known(pid)
         diff = self.tracker.rescan(pid)
         if diff is None:
+            if self._mapsync is not None and self.tracker.process(pid) is None:
+                self._mapsync.remove_pid(pid)  # gone before it was read: no known_pids mark left behind
             return
         if any(self.tracker.lookup(pid, a) is None for a in unknown_pcs):
             # A pc no mapping explains (a stale or garbage return address): back off, 0.1 s doubling to 30 s.
@@ -314,6 +323,7 @@ class ProfilerCore:
             if m.file_id not in self._pinned:
                 self.tracker.pin(m.file_id)  # readable for symbolization after the process is gone
                 self._pinned.add(m.file_id)
+                self._unpinned.pop(key, None)
             flags = layout.MAPPING_FLAG_HAS_TABLE
             if self.python is not None:
                 flags |= self.python.interpreter_flags(pid, m)
@@ -399,6 +409,62 @@ class ProfilerCore:
         if self.python is not None:
             self.python.process_gone(pid)
             self.python.symbolizer.forget(pid)
+
+    # ---- long-running upkeep (the agent) ------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Forget tracked processes that exited without their exit event reaching us (a full ring buffer);
+        returns how many."""
+        return len(self.tracker.sweep())
+
+    def release_exited(self) -> None:
+        """Between windows: free what processes gone since before the previous call held (mapping history,
+        models, Python frames), unpin files no live process has mapped since then, and keep file_inodes
+        under its bound. The grace of one call keeps late (deferred) samples nameable."""
+        live = set(self.tracker.pids())
+        dead = {pid for pid in self._history if pid not in live}
+        freed, self._dead_before = dead & self._dead_before, dead - self._dead_before
+        if freed:
+            for pid in freed:
+                self._history.pop(pid, None)
+                self._containers.pop(pid, None)
+            self._models = {k: m for k, m in self._models.items() if k[0] not in freed}
+            if self.python is not None:
+                self.python.forget(freed)
+        for small in (self._quiet_until, self._py_rescans, self._followups):
+            for pid in [p for p in small if p not in live]:
+                del small[pid]
+        self._followed &= live
+        mapped = {m.file_id for pid in live if (info := self.tracker.process(pid)) for m in info.mappings}
+        unmapped = self._pinned - mapped
+        stale, self._unmapped_before = unmapped & self._unmapped_before, unmapped - self._unmapped_before
+        if stale:
+            keys = set()
+            for fid in stale:
+                self.tracker.unpin(fid)
+                key = file_id_u64(fid)
+                keys.add(key)
+                self.files.pop(key, None)
+                self._mtimes.pop(key, None)
+                self._unpinned[key] = None
+            self._pinned -= stale
+            if self._tables is not None:
+                self._tables.forget(keys)
+        if self._inodes is not None and len(self._inodes) > INODE_SOFT_LIMIT and self._unpinned:
+            excess = len(self._inodes) - INODE_SOFT_LIMIT + (1 << 10)
+            victims = list(self._unpinned)[:excess]
+            for key in victims:
+                del self._unpinned[key]
+            self._inodes.remove_files(set(victims))
+
+    def upkeep_stats(self) -> dict[str, int]:
+        """Sizes that must level off in a long run."""
+        return {
+            "tracked_pids": len(self._history),
+            "pinned_files": len(self._pinned),
+            "known_files": len(self.files),
+            "python_frames": len(self.python.frames) if self.python is not None else 0,
+        }
 
     # ---- what symbolization needs -------------------------------------------------------------------
 

@@ -148,6 +148,12 @@ class PythonSupport:
                 if fkey not in self.frames:
                     self.frames[fkey] = self.symbolizer.symbolize(key.pid, raw.id, raw.addr, raw.aux)
 
+    def forget(self, pids: set[int]) -> None:
+        """Drop the named frames and notes of processes gone for good (the agent, between windows)."""
+        self.frames = {k: f for k, f in self.frames.items() if k[0] not in pids}
+        for pid in pids:
+            self.unsupported.pop(pid, None)
+
     def waiting_pids(self) -> list[int]:
         """Processes with Python stacks waiting for their registration."""
         return list(dict.fromkeys(key.pid for key in self.waiting))

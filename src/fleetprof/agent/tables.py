@@ -28,6 +28,7 @@ from fleetprof.nativeunwind.loader import TableLoader, TableSpaceError
 from fleetprof.nativeunwind.table import Rule, UnwindTable
 
 log = logging.getLogger(__name__)
+MAX_MESSAGES = 1000  # fallback lines kept for the end-of-run summary (an agent runs for weeks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,15 +221,32 @@ class TableManager:
             victim = min(loaded, key=lambda k: (k in self._refs, self._last_used.get(k, 0.0)))
         self._loader.unload(victim)
         self.evictions += 1
-        log.debug("evicted the unwind table of %s", self._requests[victim].display_path)
+        with self._lock:
+            req = self._requests.get(victim)
+            if req is None:  # forgotten: nothing remembers it any more
+                self._last_used.pop(victim, None)
+        log.debug("evicted the unwind table of %s", req.display_path if req else f"file {victim:#x}")
         return True
+
+    def forget(self, file_keys: set[int]) -> None:
+        """Forget files no process maps any more (their open paths are about to close): a later mapping
+        asks again with a fresh path. A loaded table stays until space is needed."""
+        with self._lock:
+            for key in file_keys:
+                if self._refs.get(key) or key in self._pending:
+                    continue
+                self._requests.pop(key, None)
+                self._failed.pop(key, None)
+                if not self._loader.is_loaded(key):
+                    self._last_used.pop(key, None)
 
     def _fail(self, req: TableRequest, why: str) -> None:
         reason = f"{req.display_path}: no unwind table ({why}); using frame pointers"
         with self._lock:
             self._failed[req.file_key] = reason
         self._loader.mark_no_table(req.file_key)
-        self.messages.append(reason)
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(reason)
         log.info(reason)
 
     def usage(self) -> dict[str, int]:

@@ -129,6 +129,14 @@ class InodeMap:
                 return
             self._known[key] = value
 
+    def remove_files(self, file_keys: set[int]) -> None:
+        """Forget every inode of these files (no process maps them any more; the map is bounded)."""
+        with self._lock:
+            for key, value in list(self._known.items()):
+                if value[0] in file_keys:
+                    self._map.delete(layout.INODE_KEY_STRUCT.pack(*key))
+                    del self._known[key]
+
     def lookup(self, kdev: int, ino: int, mtime_ns: int) -> tuple[int, int, int] | None:
         """(file key, segment delta, flags) of a file by its kernel-encoded inode identity."""
         return self._known.get((kdev, ino, mtime_ns))
