@@ -49,12 +49,17 @@ class CodeExtents:
 
     def containing(self, addr: int) -> tuple[int, str] | None:
         """(start, name) of the sized function symbol that contains `addr`, or None."""
-        idx = bisect.bisect_right(self.starts, addr) - 1
+        i = self.containing_index(addr)
+        return (self.starts[i], self.name_at(i)) if i >= 0 else None
+
+    def containing_index(self, addr: int) -> int:
+        """Position of the sized function symbol that contains `addr`, or -1."""
+        starts, sizes = self.starts, self.sizes
+        idx = bisect.bisect_right(starts, addr) - 1
         for i in range(idx, max(idx - 8, -1), -1):  # a few back: a large symbol may enclose small ones
-            start, size = self.starts[i], self.sizes[i]
-            if start <= addr < start + size:
-                return start, self.name_at(i)
-        return None
+            if addr < starts[i] + sizes[i]:
+                return i
+        return -1
 
     def name_at(self, index: int) -> str:
         """Name of the symbol at position `index`."""

@@ -24,7 +24,7 @@ _MAX_REF_HOPS = 4
 
 
 @dataclass(slots=True)
-class _UnitIndex:
+class UnitIndex:
     """Declaration lines of the subprograms of one compile unit, by entry address and by name."""
 
     by_entry: dict[int, int] = field(default_factory=dict)
@@ -32,20 +32,16 @@ class _UnitIndex:
     scoped: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # bare name -> (line, full)
 
 
-class StartLines:
-    """Lazy DW_AT_decl_line lookups in one ELF file with DWARF (the binary or its debug file)."""
+class UnitLines:
+    """Start-line and scope lookups over compile-unit address ranges and per-unit indexes.
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._sections: DwarfSections | None = None
-        self._failed = ""
+    `_unit_at(offset)` supplies a unit's index: decoded lazily from DWARF by `StartLines`, or from a
+    symbol bundle's precomputed tables (`fleetprof.symbolize.bundle`), so both answer alike.
+    """
+
+    def __init__(self) -> None:
         self._ranges: list[tuple[int, int, int]] = []  # (start, end, unit offset), sorted
-        self._units: dict[int, _UnitIndex] = {}
-
-    @property
-    def failure(self) -> str:
-        """Why start lines are unavailable for this file ("" when they are)."""
-        return self._failed
+        self._units: dict[int, UnitIndex] = {}
 
     def start_line(self, addr: int, name: str, entry: int | None) -> int:
         """Decl line of function `name` (linkage or plain name) at ELF address `addr`; 0 when unknown.
@@ -78,11 +74,72 @@ class StartLines:
             decl, full = max(before)
         return (full, decl) if full != name else None
 
+    def unit_key(self, addr: int) -> int | None:
+        """Offset of the compile unit that answers for `addr`, None when none does."""
+        return self._unit_offset(addr) if self._ready() else None
+
+    def close(self) -> None:
+        """Release whatever backs the index (nothing here)."""
+
+    def _ready(self) -> bool:
+        """Whether `_ranges` is filled and units can be asked for."""
+        return True
+
+    def _unit_at(self, offset: int) -> UnitIndex:
+        """The index of the unit at `offset` (called once per unit)."""
+        return UnitIndex()
+
+    def _unit_for(self, addr: int) -> UnitIndex | None:
+        if not self._ready():
+            return None
+        offset = self._unit_offset(addr)
+        if offset is None:
+            return None
+        unit = self._units.get(offset)
+        if unit is None:
+            unit = self._units[offset] = self._unit_at(offset)
+        return unit
+
+    def _unit_offset(self, addr: int) -> int | None:
+        idx = bisect.bisect_right(self._ranges, (addr, 1 << 64, 0)) - 1
+        for i in range(idx, max(idx - 4, -1), -1):
+            start, end, offset = self._ranges[i]
+            if start <= addr < end:
+                return offset
+        return None
+
+
+class StartLines(UnitLines):
+    """Lazy DW_AT_decl_line lookups in one ELF file with DWARF (the binary or its debug file)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+        self._sections: DwarfSections | None = None
+        self._failed = ""
+
+    @property
+    def failure(self) -> str:
+        """Why start lines are unavailable for this file ("" when they are)."""
+        return self._failed
+
+    def export(self) -> tuple[list[tuple[int, int, int]], dict[int, UnitIndex]]:
+        """Every unit range and every unit's index, as lookups would see them (for symbol bundles)."""
+        if not self._ready():
+            return [], {}
+        for offset in sorted({offset for _, _, offset in self._ranges}):
+            if offset not in self._units:
+                self._units[offset] = self._unit_at(offset)
+        return list(self._ranges), dict(self._units)
+
     def close(self) -> None:
         """Release the mapped file."""
         if self._sections is not None:
             self._sections.close()
             self._sections = None
+
+    def _ready(self) -> bool:
+        return self._open() is not None
 
     def _open(self) -> DwarfSections | None:
         if self._sections is None and not self._failed:
@@ -100,40 +157,24 @@ class StartLines:
                 return None
         return self._sections
 
-    def _unit_for(self, addr: int) -> _UnitIndex | None:
-        sections = self._open()
-        if sections is None:
-            return None
-        offset = self._unit_offset(addr)
-        if offset is None:
-            return None
-        unit = self._units.get(offset)
-        if unit is None:
-            try:
-                header = sections.unit_at(offset)
-                found = sections.subprograms(header)
-                unit = _index(found, lambda ref: sections.subprogram_at(header, ref))
-            except (DwarfScanError, IndexError, ValueError) as exc:
-                self._failed = f"unit {offset:#x}: {exc}"
-                unit = _UnitIndex()
-            self._units[offset] = unit
-        return unit
-
-    def _unit_offset(self, addr: int) -> int | None:
-        idx = bisect.bisect_right(self._ranges, (addr, 1 << 64, 0)) - 1
-        for i in range(idx, max(idx - 4, -1), -1):
-            start, end, offset = self._ranges[i]
-            if start <= addr < end:
-                return offset
-        return None
+    def _unit_at(self, offset: int) -> UnitIndex:
+        sections = self._sections
+        assert sections is not None
+        try:
+            header = sections.unit_at(offset)
+            found = sections.subprograms(header)
+            return _index(found, lambda ref: sections.subprogram_at(header, ref))
+        except (DwarfScanError, IndexError, ValueError) as exc:
+            self._failed = f"unit {offset:#x}: {exc}"
+            return UnitIndex()
 
 
-def _index(found: dict[int, Subprogram], fetch: Callable[[int], Subprogram | None]) -> _UnitIndex:
+def _index(found: dict[int, Subprogram], fetch: Callable[[int], Subprogram | None]) -> UnitIndex:
     """Resolve abstract_origin/specification chains and index decl lines by entry and by name.
 
     A reference into a function body (not scanned) is decoded on its own through `fetch`.
     """
-    index = _UnitIndex()
+    index = UnitIndex()
     scoped: dict[str, set[tuple[int, str]]] = {}
     for sub in list(found.values()):
         line, names, ref, plain, scope = sub.decl_line, list(sub.names), sub.ref, sub.name, sub.scope

@@ -1,0 +1,431 @@
+"""Symbol bundles: one native file's symbol data, built on the host, symbolized anywhere.
+
+A bundle holds everything `lookup.FileSymbols` reads, so a server that has never seen the file gives
+the frames host-side symbolization gives: the SymCaches (binary, debug file, MiniDebugInfo), the code
+extents (symbol sizes and names), the PLT stub names and, precomputed from DWARF, the start lines and
+scopes of every compile unit (`startline.UnitLines`). It is a fraction of the binary's size.
+
+Format (version 1, little-endian): `FPSB`, u16 version, u16 reserved, u32 header length, a JSON header
+(identity, parts, and each section's offset, stored size, raw size and compression), the sections, and
+a CRC-32 of everything before it. `load_bundle` checks all of it and raises `BundleError` with a
+one-line reason for anything wrong; it never crashes on hostile bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from symbolic import SymCache
+from symbolic.exceptions import SymbolicError
+
+from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS
+from fleetprof.elf.reader import ElfError, read_elf_info
+from fleetprof.process.fileid import file_id as compute_file_id
+from fleetprof.symbolize.debuginfod import DebuginfodClient
+from fleetprof.symbolize.extents import CodeExtents
+from fleetprof.symbolize.lookup import FileSymbols, Part
+from fleetprof.symbolize.native import NativeFile, collect_symbols
+from fleetprof.symbolize.plt import PltNames, read_plt_names
+from fleetprof.symbolize.ranges import read_ranges
+from fleetprof.symbolize.startline import StartLines, UnitIndex, UnitLines
+
+MAGIC = b"FPSB"
+VERSION = 1
+MAX_SECTION_BYTES = 1 << 30  # a raw section larger than this is refused (a corrupt or hostile bundle)
+_PREFIX = struct.Struct("<4sHHI")
+_CRC = struct.Struct("<I")
+_UNIT_HEAD = struct.Struct("<III")  # entries, names, scoped
+_LEVEL = 6
+
+
+class BundleError(ValueError):
+    """A bundle that can't be built or read; the message is one line."""
+
+
+@dataclass(slots=True)
+class Bundle:
+    """A decoded bundle: identity, SymCache parts, extents, PLT names and start-line tables."""
+
+    file_id: str
+    build_id: str
+    path: str  # the file's path on the host that built the bundle
+    module: str  # basename, for `module+0xADDR`
+    note: str  # why symbols are limited ("" when complete)
+    parts: list[tuple[str, int, bytes]]  # (role, load address, SymCache bytes)
+    extents: CodeExtents
+    plt: PltNames
+    lines: BundledLines | None = None
+    source: str = "upload"  # "upload" (built on a host) or "debuginfod"
+    caches: list[SymCache] = field(default_factory=list)
+
+    def file_symbols(self, want_start_lines: bool = True, stats: Counter[str] | None = None) -> FileSymbols:
+        """Lookup tables over this bundle (the same lookup code the host path uses)."""
+        return FileSymbols(
+            module=self.module,
+            parts=[
+                Part(load, cache, read_ranges(data))
+                for (_, load, data), cache in zip(self.parts, self.caches, strict=True)
+            ],
+            extents=self.extents,
+            open_lines=lambda: self.lines,
+            open_plt=lambda: self.plt,
+            want_start_lines=want_start_lines,
+            stats=stats if stats is not None else Counter(),
+        )
+
+
+class BundledLines(UnitLines):
+    """Start lines and scopes from a bundle's precomputed tables, decoded one unit at a time."""
+
+    def __init__(self, ranges: list[tuple[int, int, int]], units: list[bytes], strings: list[str]) -> None:
+        super().__init__()
+        self._ranges = ranges
+        self._blobs = units
+        self._strings = strings
+
+    def _unit_at(self, offset: int) -> UnitIndex:
+        try:
+            return _decode_unit(self._blobs[offset], self._strings)
+        except (IndexError, struct.error, ValueError):  # checked at load; a bad unit is just unknown
+            return UnitIndex()
+
+
+def build_bundle(
+    source: NativeFile | str | os.PathLike[str] | int,
+    *,
+    debug_dirs: tuple[str, ...] = DEFAULT_DEBUG_DIRS,
+    debuginfod: DebuginfodClient | None = None,
+    debug_path: str = "",
+    start_lines: bool = True,
+    compress: bool = True,
+    origin: str = "upload",
+) -> bytes:
+    """The bundle of a native file: a `NativeFile` (as the agent has it), a path, or an open fd.
+
+    Debug files are found as host-side symbolization finds them (build-id directories, `.gnu_debuglink`,
+    `debuginfod` when given; `debug_path` names one directly). Raises BundleError when the file can't
+    be read as ELF.
+    """
+    file = _native_file(source)
+    stored = collect_symbols(file, debug_dirs, debuginfod, debug_path=debug_path)
+    if isinstance(stored, str):
+        raise BundleError(f"{file.path}: {stored}".splitlines()[0][:300])
+    read_path = file.open_path or file.path
+    dwarf = read_path if stored.dwarf_path == "self" else stored.dwarf_path
+    sections: list[tuple[str, bytes]] = []
+    parts = []
+    for index, (info, cache) in enumerate(zip(stored.parts, stored.symcaches, strict=True)):
+        with cache.open_stream() as stream:
+            sections.append((f"symcache.{index}", stream.read()))
+        parts.append({"role": info.role, "load_address": info.load_address})
+    sections.append(("extents", stored.extents.to_bytes()))
+    sections.append(("plt", _encode_plt(read_plt_names(read_path))))
+    if dwarf and start_lines:
+        lines = StartLines(dwarf)
+        try:
+            sections.append(("lines", _encode_lines(*lines.export())))
+        finally:
+            lines.close()
+    header = {
+        "file_id": file.file_id,
+        "build_id": stored.build_id,
+        "path": file.path,
+        "module": file.module,
+        "note": stored.note,
+        "source": origin,
+        "parts": parts,
+    }
+    return _pack(header, sections, compress)
+
+
+def load_bundle(data: bytes | memoryview) -> Bundle:
+    """Decode and check a bundle; raises BundleError (one line) for bad, truncated or foreign bytes."""
+    header, sections = _unpack(data)
+    try:
+        parts = []
+        caches = []
+        for index, part in enumerate(header["parts"]):
+            raw = sections[f"symcache.{index}"]
+            caches.append(SymCache.from_bytes(raw))
+            parts.append((str(part["role"]), int(part["load_address"]), raw))
+        extents = CodeExtents.from_bytes(sections["extents"])
+        plt = _decode_plt(sections["plt"])
+        lines = _decode_lines(sections["lines"]) if "lines" in sections else None
+        return Bundle(
+            file_id=_text(header["file_id"]),
+            build_id=_text(header.get("build_id", "")),
+            path=_text(header.get("path", "")),
+            module=_text(header.get("module", "")) or "unknown",
+            note=_text(header.get("note", "")),
+            parts=parts,
+            extents=extents,
+            plt=plt,
+            lines=lines,
+            source=_text(header.get("source", "upload")),
+            caches=caches,
+        )
+    except SymbolicError as exc:
+        raise BundleError(f"bad bundle: SymCache does not parse ({_first_line(exc)})") from None
+    except (KeyError, TypeError, ValueError, struct.error, IndexError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"bad bundle: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def repack(data: bytes | memoryview, compress: bool) -> bytes:
+    """The same bundle with its sections (re)compressed or stored raw (raw loads faster from a cache)."""
+    header, sections = _unpack(data)
+    return _pack(header, list(sections.items()), compress)
+
+
+def bundle_info(data: bytes | memoryview) -> dict[str, Any]:
+    """The header of a bundle (identity and section sizes) without decoding its sections."""
+    header, _ = _split(data)
+    return header
+
+
+def _native_file(source: NativeFile | str | os.PathLike[str] | int) -> NativeFile:
+    if isinstance(source, NativeFile):
+        return source
+    if isinstance(source, int):
+        path = f"/proc/self/fd/{source}"
+        name = os.readlink(path) if os.path.islink(path) else path
+    else:
+        path = name = os.fspath(source)
+    try:
+        build_id = read_elf_info(path).build_id
+        fid = compute_file_id(path, build_id)
+    except (ElfError, OSError) as exc:
+        raise BundleError(f"{name}: {_first_line(exc)}") from None
+    return NativeFile(fid, name, path, build_id)
+
+
+def _pack(header: dict[str, Any], sections: list[tuple[str, bytes]], compress: bool) -> bytes:
+    table = []
+    body = bytearray()
+    for name, raw in sections:
+        stored = zlib.compress(raw, _LEVEL) if compress else raw
+        method = "zlib" if compress else "none"
+        if compress and len(stored) >= len(raw):
+            stored, method = raw, "none"
+        table.append(
+            {"name": name, "offset": len(body), "size": len(stored), "raw": len(raw), "method": method}
+        )
+        body += stored
+    text = json.dumps({"version": VERSION, **header, "sections": table}, separators=(",", ":")).encode()
+    out = bytearray(_PREFIX.pack(MAGIC, VERSION, 0, len(text)))
+    out += text
+    out += body
+    out += _CRC.pack(zlib.crc32(out))
+    return bytes(out)
+
+
+def _split(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
+    """(header, body) of a bundle after the magic, version, length and CRC checks."""
+    view = memoryview(data)
+    if len(view) < _PREFIX.size + _CRC.size:
+        raise BundleError(f"bad bundle: {len(view)} bytes is too short")
+    magic, version, _, length = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise BundleError("bad bundle: not a fleetprof symbol bundle (wrong magic)")
+    if version != VERSION:
+        raise BundleError(f"bad bundle: format version {version}, this build reads {VERSION}")
+    end = len(view) - _CRC.size
+    if _PREFIX.size + length > end:
+        raise BundleError("bad bundle: truncated header")
+    (crc,) = _CRC.unpack_from(view, end)
+    if zlib.crc32(view[:end]) != crc:
+        raise BundleError("bad bundle: checksum mismatch (truncated or damaged)")
+    try:
+        header = json.loads(bytes(view[_PREFIX.size : _PREFIX.size + length]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bad bundle: header is not JSON ({_first_line(exc)})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("sections"), list):
+        raise BundleError("bad bundle: header lacks a section table")
+    if not isinstance(header.get("parts"), list) or not isinstance(header.get("file_id"), str):
+        raise BundleError("bad bundle: header lacks file id or parts")
+    return header, view[_PREFIX.size + length : end]
+
+
+def _unpack(data: bytes | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]:
+    header, body = _split(data)
+    sections: dict[str, bytes] = {}
+    for entry in header["sections"]:
+        try:
+            name, offset, size, raw = (
+                str(entry["name"]),
+                int(entry["offset"]),
+                int(entry["size"]),
+                int(entry["raw"]),
+            )
+            method = entry["method"]
+        except (KeyError, TypeError, ValueError):
+            raise BundleError("bad bundle: malformed section table") from None
+        if offset < 0 or size < 0 or offset + size > len(body) or not 0 <= raw <= MAX_SECTION_BYTES:
+            raise BundleError(f"bad bundle: section {name} out of bounds")
+        chunk = body[offset : offset + size]
+        if method == "none":
+            content = bytes(chunk)
+        elif method == "zlib":
+            content = _inflate(name, chunk, raw)
+        else:
+            raise BundleError(f"bad bundle: section {name}: unknown compression {method!r}")
+        if len(content) != raw:
+            raise BundleError(f"bad bundle: section {name} is {len(content)} bytes, header says {raw}")
+        sections[name] = content
+    for name in ("extents", "plt"):
+        if name not in sections:
+            raise BundleError(f"bad bundle: no {name} section")
+    return header, sections
+
+
+def _inflate(name: str, chunk: memoryview, raw: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        content = inflater.decompress(chunk, raw + 1)
+    except zlib.error as exc:
+        raise BundleError(f"bad bundle: section {name} does not decompress ({exc})") from None
+    if not inflater.eof:
+        raise BundleError(f"bad bundle: section {name} is larger than its header says")
+    return content
+
+
+def _encode_plt(plt: PltNames) -> bytes:
+    names = "\0".join(plt.names).encode()
+    head = struct.pack("<QQ", len(plt.starts), len(names))
+    return head + array("Q", plt.starts).tobytes() + array("Q", plt.ends).tobytes() + names
+
+
+def _decode_plt(data: bytes) -> PltNames:
+    count, length = struct.unpack_from("<QQ", data)
+    if len(data) != 16 + 16 * count + length:
+        raise BundleError("bad bundle: PLT section size mismatch")
+    starts, ends = array("Q"), array("Q")
+    starts.frombytes(data[16 : 16 + 8 * count])
+    ends.frombytes(data[16 + 8 * count : 16 + 16 * count])
+    names = data[16 + 16 * count :].decode("utf-8", "replace").split("\0") if count else []
+    if len(names) != count or any(a > b for a, b in pairwise(starts)):
+        raise BundleError("bad bundle: PLT section is inconsistent")
+    return PltNames(list(starts), list(ends), names)
+
+
+def _encode_lines(ranges: list[tuple[int, int, int]], units: dict[int, UnitIndex]) -> bytes:
+    """Unit ranges (by unit number), each unit's index, and one string table for all names."""
+    strings: dict[str, int] = {}
+
+    def sid(text: str) -> int:
+        found = strings.get(text)
+        if found is None:
+            found = strings[text] = len(strings)
+        return found
+
+    numbers = {offset: n for n, offset in enumerate(sorted(units))}
+    blobs = []
+    for offset in sorted(units):
+        unit = units[offset]
+        scoped = [(sid(bare), line, sid(full)) for bare, found in unit.scoped.items() for line, full in found]
+        parts = [
+            _UNIT_HEAD.pack(len(unit.by_entry), len(unit.by_name), len(scoped)),
+            array("Q", unit.by_entry).tobytes(),
+            array("I", unit.by_entry.values()).tobytes(),
+            array("I", [sid(name) for name in unit.by_name]).tobytes(),
+            array("I", unit.by_name.values()).tobytes(),
+            array("I", [v for triple in scoped for v in triple]).tobytes(),
+        ]
+        blobs.append(b"".join(parts))
+    kept = [(start, end, numbers[offset]) for start, end, offset in ranges if offset in numbers]
+    table = "\0".join(strings).encode()
+    blob_sizes = array("Q", [len(b) for b in blobs])
+    head = struct.pack("<QQQ", len(kept), len(blobs), len(table))
+    return b"".join(
+        [
+            head,
+            array("Q", [v for start, end, _ in kept for v in (start, end)]).tobytes(),
+            array("I", [n for _, _, n in kept]).tobytes(),
+            blob_sizes.tobytes(),
+            table,
+            *blobs,
+        ]
+    )
+
+
+def _decode_lines(data: bytes) -> BundledLines:
+    nranges, nunits, table_len = struct.unpack_from("<QQQ", data)
+    pos = 24
+    bounds = array("Q")
+    bounds.frombytes(data[pos : pos + 16 * nranges])
+    pos += 16 * nranges
+    owners = array("I")
+    owners.frombytes(data[pos : pos + 4 * nranges])
+    pos += 4 * nranges
+    sizes = array("Q")
+    sizes.frombytes(data[pos : pos + 8 * nunits])
+    pos += 8 * nunits
+    if len(bounds) != 2 * nranges or len(owners) != nranges or len(sizes) != nunits:
+        raise BundleError("bad bundle: lines section truncated")
+    if pos + table_len + sum(sizes) != len(data) or any(n >= nunits for n in owners):
+        raise BundleError("bad bundle: lines section is inconsistent")
+    strings = data[pos : pos + table_len].decode("utf-8", "replace").split("\0") if table_len else []
+    pos += table_len
+    blobs = []
+    for size in sizes:
+        blobs.append(data[pos : pos + size])
+        pos += size
+    ranges = sorted((bounds[2 * i], bounds[2 * i + 1], owners[i]) for i in range(nranges))
+    return BundledLines(ranges, blobs, strings)
+
+
+def _decode_unit(blob: bytes, strings: list[str]) -> UnitIndex:
+    entries, names, scoped = _UNIT_HEAD.unpack_from(blob)
+    pos = _UNIT_HEAD.size
+    expected = pos + 12 * entries + 8 * names + 12 * scoped
+    if len(blob) != expected:
+        raise ValueError("unit size mismatch")
+    addrs, lines = array("Q"), array("I")
+    addrs.frombytes(blob[pos : pos + 8 * entries])
+    pos += 8 * entries
+    lines.frombytes(blob[pos : pos + 4 * entries])
+    pos += 4 * entries
+    name_ids, name_lines = array("I"), array("I")
+    name_ids.frombytes(blob[pos : pos + 4 * names])
+    pos += 4 * names
+    name_lines.frombytes(blob[pos : pos + 4 * names])
+    pos += 4 * names
+    flat = array("I")
+    flat.frombytes(blob[pos : pos + 12 * scoped])
+    index = UnitIndex(
+        by_entry=dict(zip(addrs, lines, strict=True)),
+        by_name={strings[i]: line for i, line in zip(name_ids, name_lines, strict=True)},
+    )
+    grouped: dict[str, list[tuple[int, str]]] = {}
+    for i in range(0, len(flat), 3):
+        grouped.setdefault(strings[flat[i]], []).append((flat[i + 1], strings[flat[i + 2]]))
+    index.scoped = grouped
+    return index
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise BundleError(f"bad bundle: expected text in header, got {type(value).__name__}")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def write_bundle(path: Path, data: bytes) -> None:
+    """Write bundle bytes to `path` atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,204 @@
+"""Central (server-side) symbolization by (file id, address), from uploaded bundles, else debuginfod.
+
+The server has no copy of the hosts' files. For a file id it uses, in order: the bundle already loaded
+in memory, the bundle kept in its disk cache, the bundle an agent uploaded (`get_bundle`), or a bundle
+built from the debug file a debuginfod server has for the build id (`DEBUGINFOD_URLS`). Lookups run
+through the same code as host-side symbolization (`lookup.FileSymbols`), so frames match, inline frames
+included. Addresses that can't be resolved are left out of the answer: the caller shows
+`module+0xoffset` and asks again once symbols arrive (a file without symbols is not remembered as
+such, so a bundle uploaded later is used on the next call). Each (file id, address) is looked up once
+per loaded file and memoized.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from fleetprof.profile.model import Frame, Mapping
+from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle, repack, write_bundle
+from fleetprof.symbolize.debuginfod import DebuginfodClient
+from fleetprof.symbolize.lookup import FileSymbols, NativeFrame
+from fleetprof.symbolize.lru import BoundedLru
+from fleetprof.symbolize.modelframes import native_model_frames
+from fleetprof.symbolize.native import NativeFile
+
+_MEMO_LIMIT = 1 << 18  # memoized addresses per loaded file; the memo restarts when full
+_CACHE_SUFFIX = ".fpsb"
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A loaded file: its lookup tables, default mapping and memoized answers."""
+
+    bundle: Bundle
+    symbols: FileSymbols
+    mapping: Mapping
+    memo: dict[int, tuple[Frame, ...]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Release the lookup tables' resources."""
+        self.symbols.close()
+
+
+class CentralSymbolizer:
+    """Symbolizes native addresses by file id on a server that has no copy of the files."""
+
+    def __init__(
+        self,
+        get_bundle: Callable[[str], bytes | None],
+        cache_dir: Path,
+        debuginfod: DebuginfodClient | Literal["environment"] | None = "environment",
+        max_files: int = 64,
+        start_lines: bool = True,
+    ) -> None:
+        """`get_bundle(file_id)` returns an uploaded bundle or None; `cache_dir` keeps loaded bundles
+        (uncompressed, for fast reloads); `debuginfod` defaults to the servers in `DEBUGINFOD_URLS`."""
+        self._get_bundle = get_bundle
+        self._cache_dir = Path(cache_dir)
+        self._debuginfod = DebuginfodClient.from_environment() if debuginfod == "environment" else debuginfod
+        self._start_lines = start_lines
+        self._files: BoundedLru[str, _Entry] = BoundedLru(max_files, on_evict=_Entry.close)
+        self._lock = threading.RLock()
+        self.problems: dict[str, str] = {}  # file id -> why its symbols are unavailable or limited
+        self.stats: Counter[str] = Counter()
+
+    def symbolize(
+        self, file_id: str, build_id: str, addresses: Iterable[int], path: str = ""
+    ) -> dict[int, tuple[Frame, ...]]:
+        """NATIVE frames (outermost first) per ELF address of the file; unresolvable addresses are left
+        out. `path` names the mapping of the frames when the bundle doesn't (debuginfod)."""
+        with self._lock:
+            entry = self._entry(file_id, build_id, path)
+            if entry is None:
+                self.stats["central.addresses_without_symbols"] += 1
+                return {}
+            memo, lookup = entry.memo, entry.symbols.lookup
+            mapping = entry.mapping
+            out: dict[int, tuple[Frame, ...]] = {}
+            for addr in addresses:
+                frames = memo.get(addr)
+                if frames is None:
+                    frames = native_model_frames(mapping, addr, _resolve(lookup, entry.bundle.module, addr))
+                    if len(memo) >= _MEMO_LIMIT:
+                        memo.clear()
+                    memo[addr] = frames
+                    self.stats["central.lookups"] += 1
+                if frames:
+                    out[addr] = frames
+            if path and path != mapping.path:  # another process names the file differently
+                named = replace(mapping, path=path)
+                out = {a: tuple(replace(f, mapping=named) for f in fs) for a, fs in out.items()}
+            return out
+
+    def has_symbols(self, file_id: str, build_id: str = "") -> bool:
+        """Whether symbols for the file can be had now (loads them when they can)."""
+        with self._lock:
+            return self._entry(file_id, build_id, "") is not None
+
+    def close(self) -> None:
+        """Drop every loaded file."""
+        with self._lock:
+            self._files.clear()
+
+    def _entry(self, file_id: str, build_id: str, path: str) -> _Entry | None:
+        entry = self._files.get(file_id)
+        if entry is not None:
+            return entry
+        bundle = self._load(file_id, build_id, path)
+        if bundle is None:
+            return None
+        symbols = bundle.file_symbols(self._start_lines, self.stats)
+        mapping = Mapping(file_id=file_id, path=bundle.path or path, build_id=bundle.build_id or build_id)
+        entry = _Entry(bundle, symbols, mapping)
+        if bundle.note:
+            self.problems.setdefault(file_id, bundle.note)
+        self._files.put(file_id, entry)
+        return entry
+
+    def _load(self, file_id: str, build_id: str, path: str) -> Bundle | None:
+        """The file's bundle: disk cache, else uploaded, else debuginfod; None when there is none yet."""
+        cached = self._cache_path(file_id)
+        if cached is not None and cached.is_file():
+            try:
+                bundle = load_bundle(cached.read_bytes())
+                if bundle.file_id == file_id:
+                    self.stats["central.cache_loads"] += 1
+                    return bundle
+            except (BundleError, OSError):
+                pass
+            cached.unlink(missing_ok=True)
+        data = self._uploaded(file_id)
+        origin = "central.bundles_uploaded"
+        if data is None and build_id:
+            data = self._from_debuginfod(file_id, build_id, path)
+            origin = "central.bundles_debuginfod"
+        if data is None:
+            return None
+        try:
+            bundle = load_bundle(data)
+        except BundleError as exc:
+            self.problems[file_id] = str(exc)
+            return None
+        if bundle.file_id != file_id:
+            self.problems[file_id] = f"bundle is for file id {bundle.file_id}, not {file_id}"
+            return None
+        self.stats[origin] += 1
+        self.problems.pop(file_id, None)
+        self._keep(cached, data)
+        return bundle
+
+    def _uploaded(self, file_id: str) -> bytes | None:
+        try:
+            return self._get_bundle(file_id)
+        except Exception as exc:  # the store's trouble must not stop symbolization of other files
+            self.problems[file_id] = f"get_bundle failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return None
+
+    def _from_debuginfod(self, file_id: str, build_id: str, path: str) -> bytes | None:
+        """A bundle built from the debug file debuginfod has for `build_id` (None when it has none)."""
+        if self._debuginfod is None:
+            return None
+        found = self._debuginfod.debuginfo(build_id)
+        if not found.path:
+            self.problems[file_id] = found.reason
+            return None
+        name = path or f"/buildid/{build_id}"
+        file = NativeFile(file_id, name, open_path=found.path, build_id=build_id)
+        try:
+            return build_bundle(file, debug_dirs=(), compress=False, origin="debuginfod")
+        except BundleError as exc:
+            self.problems[file_id] = f"debuginfod file unusable: {exc}"
+            return None
+
+    def _keep(self, cached: Path | None, data: bytes) -> None:
+        """Keep the bundle uncompressed in the disk cache (best effort: without it, only speed is lost)."""
+        if cached is None:
+            return
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_bundle(cached, repack(data, compress=False))
+        except (OSError, BundleError) as exc:
+            self.problems.setdefault("cache", f"symbol cache {self._cache_dir}: {exc}".splitlines()[0])
+
+    def _cache_path(self, file_id: str) -> Path | None:
+        if len(file_id) < 3 or not all(c in "0123456789abcdef" for c in file_id):
+            return None
+        return self._cache_dir / file_id[:2] / f"{file_id}{_CACHE_SUFFIX}"
+
+
+def _resolve(
+    lookup: Callable[[int], tuple[NativeFrame, ...]], module: str, addr: int
+) -> tuple[NativeFrame, ...]:
+    """The frames of `addr`, () when the file's symbols don't know it (or a lookup fails)."""
+    try:
+        frames = lookup(addr)
+    except Exception:  # a library bug on one address must not lose the batch
+        return ()
+    if len(frames) == 1 and not frames[0].file and frames[0].function == f"{module}+0x{addr:x}":
+        return ()
+    return frames

@@ -1,0 +1,240 @@
+"""Address -> native frames over one file's symbol data, shared by host and central symbolization.
+
+`FileSymbols` holds what a lookup reads: SymCaches (with the ELF load address each is relative to),
+code extents, PLT stub names and start lines/scopes. `NativeSymbolizer` fills it from the file and its
+debug file; `CentralSymbolizer` from an uploaded symbol bundle. Both then answer through `lookup`,
+so the two paths give the same frames. The corrections to SymCache's answers are described in
+symbolize/README.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from symbolic import SymCache
+from symbolic.exceptions import SymbolicError
+
+from fleetprof.symbolize.demangle import demangle
+from fleetprof.symbolize.extents import CodeExtents
+from fleetprof.symbolize.plt import PltNames
+from fleetprof.symbolize.ranges import RangeIndex
+
+# GCC clone suffixes (foo.constprop.0, foo.isra.0, foo.part.1, foo.cold): DWARF and addr2line call it foo.
+_CLONE_SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|lto_priv|localalias)(\.\d+)?)+$")
+# A bare DW_AT_name (no scope, no parameters, not mangled): SymCache's name for a C++ function without
+# DW_AT_linkage_name (GCC omits it for internal linkage: statics, anonymous namespaces).
+_BARE_NAME = re.compile(r"^(?!_Z)[^:(]+$|^operator\(\)$")
+_INLINE_ENTRY = 0xFFFFFFFF  # SymCache's entry address for inlined frames
+_NO_RANGE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class NativeFrame:
+    """One symbolized native frame (an inlined function is its own frame)."""
+
+    function: str  # demangled name, or `module+0xADDR` when unknown
+    system_name: str = ""  # mangled name when it differs from `function`
+    file: str = ""  # source file from DWARF, "" when unknown
+    line: int = 0  # source line, 0 when unknown
+    inlined: bool = False  # True for every frame but the outermost (the real call frame)
+    start_line: int = 0  # DW_AT_decl_line of the function, 0 when unknown
+
+
+def fallback_frame(module: str, addr: int) -> NativeFrame:
+    """The frame for an address that can't be symbolized: `libfoo.so+0x1a2b`."""
+    return NativeFrame(function=f"{module}+0x{addr:x}")
+
+
+class LineSource(Protocol):
+    """Start lines (DW_AT_decl_line) and scopes of bare inline names: `startline.UnitLines`."""
+
+    def start_line(self, addr: int, name: str, entry: int | None) -> int:
+        """Decl line of `name` at `addr`, 0 when unknown."""
+        ...
+
+    def qualified_name(self, addr: int, name: str, line: int) -> tuple[str, int] | None:
+        """(`ns::Class::name`, decl line) for a bare inline name, None when unknown."""
+        ...
+
+    def unit_key(self, addr: int) -> int | None:
+        """Which compile unit answers for `addr` (None: none)."""
+        ...
+
+    def close(self) -> None:
+        """Release what backs the source."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Loc:
+    """The fields of one SymCache source location that lookups read."""
+
+    sym_addr: int
+    line: int
+    lang: str
+    symbol: str
+    full_path: str
+
+
+@dataclass(slots=True)
+class Part:
+    """One SymCache and the ELF load address its addresses are relative to."""
+
+    load_address: int
+    cache: SymCache
+    ranges: RangeIndex | None = None  # the cache's range starts, when its format could be read
+    chains: dict[int, tuple[_Loc, ...]] = field(default_factory=dict)  # range index -> locations
+
+
+@dataclass(slots=True)
+class FileSymbols:
+    """Everything a lookup reads for one file; `lookup(addr)` gives its frames, outermost first."""
+
+    module: str
+    parts: list[Part]
+    extents: CodeExtents
+    open_lines: Callable[[], LineSource | None] = lambda: None  # start lines, opened on first use
+    open_plt: Callable[[], PltNames] = PltNames  # PLT stub names, read on first use
+    want_start_lines: bool = True
+    stats: Counter[str] = field(default_factory=Counter)
+    _lines: LineSource | None = None
+    _lines_opened: bool = False
+    _plt: PltNames | None = None
+    _names: dict[str, str] = field(default_factory=dict)  # raw symbol -> demangled
+    _frames: dict[tuple, tuple[NativeFrame, ...]] = field(default_factory=dict)
+
+    def lookup(self, addr: int) -> tuple[NativeFrame, ...]:
+        """Frames for ELF address `addr`, outermost first; a `module+0xADDR` frame when unknown."""
+        for index, part in enumerate(self.parts):
+            rel = addr - part.load_address
+            if not 0 <= rel <= 0xFFFFFFFF:
+                continue
+            found = self._locations(part, rel)
+            if found is None:
+                continue
+            key, locs = found
+            outer = locs[-1]
+            symbol_only = outer.lang == "unknown" and not outer.full_path and not outer.line
+            if symbol_only and not self.extents.covers(outer.sym_addr + part.load_address, addr):
+                continue
+            containing = self.extents.containing_index(addr)
+            memo_key: tuple | None = None
+            if key != _NO_RANGE:
+                memo_key = (index, key, containing)
+                if symbol_only and self.want_start_lines:  # a symbol's range may span compile units
+                    lines = self._line_source()
+                    memo_key += (lines.unit_key(addr) if lines is not None else None,)
+            frames = self._frames.get(memo_key) if memo_key is not None else None
+            if frames is None:
+                frames = self._make_frames(addr, locs, part.load_address, containing)
+                if memo_key is not None and not any(f.function.endswith(f"+0x{addr:x}") for f in frames):
+                    self._frames[memo_key] = frames
+            return frames
+        plt = self.plt_name(addr)  # stubs have no symbols: only addresses that found none pay for this
+        if plt is not None:
+            return (NativeFrame(function=plt),)
+        return (fallback_frame(self.module, addr),)
+
+    def plt_name(self, addr: int) -> str | None:
+        """`name@plt` (demangled) when `addr` is in a PLT stub of the file."""
+        if self._plt is None:
+            self._plt = self.open_plt()
+        name = self._plt.lookup(addr)
+        if name is None:
+            return None
+        return self._demangle(name.removesuffix("@plt")) + "@plt"
+
+    def close(self) -> None:
+        """Release the start-line source (mmaps, open DWARF files)."""
+        if self._lines is not None:
+            self._lines.close()
+            self._lines = None
+        self._lines_opened = False
+
+    def _locations(self, part: Part, rel: int) -> tuple[int, tuple[_Loc, ...]] | None:
+        """(range index or _NO_RANGE, locations innermost first) of `rel` in `part`; None when none."""
+        key = part.ranges.find(rel) if part.ranges is not None else _NO_RANGE
+        if key != _NO_RANGE:
+            cached = part.chains.get(key)
+            if cached is not None:
+                return (key, cached) if cached else None
+        try:
+            raw = part.cache.lookup(rel)
+        except SymbolicError:
+            return None
+        locs = tuple(_Loc(x.sym_addr, x.line, x.lang, x.symbol or "", x.full_path or "") for x in raw)
+        if key != _NO_RANGE:
+            part.chains[key] = locs
+        return (key, locs) if locs else None
+
+    def _make_frames(
+        self, addr: int, locs: tuple[_Loc, ...], load_address: int, containing: int
+    ) -> tuple[NativeFrame, ...]:
+        """Turn SymCache locations (innermost first) into frames (outermost first)."""
+        frames = []
+        for depth, loc in enumerate(reversed(locs)):
+            outermost = depth == 0
+            raw = loc.symbol
+            entry: int | None = None
+            if outermost:
+                entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
+                # The sized symbol holding addr names the function: it prefers a global name over local
+                # aliases at the same address (__libc_start_main, not __libc_start_main_alias_2) and a
+                # function over another one's .cold part.
+                if containing >= 0:
+                    entry, raw = self.extents.starts[containing], self.extents.name_at(containing)
+                raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
+            base = _CLONE_SUFFIX.sub("", raw) if outermost else raw
+            function = self._demangle(base) if base else f"{self.module}+0x{addr:x}"
+            bare = not outermost and loc.lang == "cpp" and _BARE_NAME.match(raw)
+            scoped = self._scoped(addr, raw, loc.line) if bare else None
+            if scoped is not None:
+                function, start = scoped
+                raw = function
+            else:
+                start = self._start_line(addr, loc.symbol or raw, raw, entry)
+            frames.append(
+                NativeFrame(
+                    function=function,
+                    system_name=raw if raw != function else "",
+                    file=loc.full_path,
+                    line=loc.line,
+                    inlined=depth != 0,
+                    start_line=start,
+                )
+            )
+        return tuple(frames)
+
+    def _demangle(self, name: str) -> str:
+        found = self._names.get(name)
+        if found is None:
+            found = self._names[name] = demangle(name)
+        return found
+
+    def _line_source(self) -> LineSource | None:
+        if not self._lines_opened:
+            self._lines_opened = True
+            self._lines = self.open_lines()
+        return self._lines
+
+    def _scoped(self, addr: int, name: str, line: int) -> tuple[str, int] | None:
+        """(`ns::Class::name`, start line) for an inlined frame SymCache knows by a bare name only."""
+        lines = self._line_source()
+        found = lines.qualified_name(addr, name, line) if lines is not None else None
+        if found is None:
+            return None
+        self.stats["native.inline_names_qualified"] += 1
+        return found[0], found[1] if self.want_start_lines else 0
+
+    def _start_line(self, addr: int, name: str, alt: str, entry: int | None) -> int:
+        lines = self._line_source() if self.want_start_lines else None
+        if lines is None:
+            return 0
+        line = lines.start_line(addr, name, entry)
+        if not line and alt != name:
+            line = lines.start_line(addr, alt, entry)
+        return line

@@ -1,0 +1,187 @@
+"""Symbol bundles: compact, versioned, and refused with a one-line reason when damaged."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import sys
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from symbolic import SymCache
+
+from fleetprof.elf.reader import read_elf_info
+from fleetprof.process.fileid import file_id
+from fleetprof.symbolize.bundle import MAGIC, BundleError, build_bundle, bundle_info, load_bundle, repack
+from fleetprof.symbolize.central import CentralSymbolizer
+from fleetprof.symbolize.lookup import FileSymbols, Part
+from fleetprof.symbolize.ranges import read_ranges, symcache_ranges
+
+_spec = importlib.util.spec_from_file_location(
+    "symbolize_helpers", Path(__file__).parents[1] / "fixtures" / "symbolize" / "helpers.py"
+)
+h = importlib.util.module_from_spec(_spec)
+sys.modules["symbolize_helpers"] = h
+_spec.loader.exec_module(h)
+
+pytestmark = pytest.mark.skipif(not h.have("gcc", "g++", "nm"), reason="needs binutils+gcc")
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "cxxprog"
+    h.run("g++", "-g", "-O2", "-Wl,--build-id", "-o", out, h.FIXTURES / "prog.cpp")
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(binary: Path) -> bytes:
+    return build_bundle(str(binary))
+
+
+def test_identity_and_sections(binary: Path, bundle: bytes) -> None:
+    info = read_elf_info(binary)
+    loaded = load_bundle(bundle)
+    assert loaded.file_id == file_id(str(binary), info.build_id) and loaded.build_id == info.build_id
+    assert loaded.module == "cxxprog" and loaded.path == str(binary)
+    assert [role for role, _, _ in loaded.parts] == ["self"]
+    assert loaded.lines is not None and loaded.plt.names and len(loaded.extents.starts) > 10
+    header = bundle_info(bundle)
+    assert {s["name"] for s in header["sections"]} == {"symcache.0", "extents", "plt", "lines"}
+
+
+def test_compact_against_the_binary(binary: Path, bundle: bytes) -> None:
+    """Smaller than the -g binary it describes (bench/bench_central_symbolize.py sizes large ones)."""
+    assert len(bundle) < binary.stat().st_size / 3
+    raw = repack(bundle, compress=False)
+    assert len(bundle) < len(raw) and load_bundle(raw).file_id == load_bundle(bundle).file_id
+
+
+def test_from_an_open_fd(binary: Path, bundle: bytes) -> None:
+    with open(binary, "rb") as stream:
+        from_fd = load_bundle(build_bundle(stream.fileno()))
+    assert (from_fd.file_id, from_fd.path) == (load_bundle(bundle).file_id, str(binary))
+
+
+def test_not_elf_is_a_bundle_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not an elf file")
+    with pytest.raises(BundleError) as err:
+        build_bundle(str(junk))
+    assert "\n" not in str(err.value)
+
+
+def _resealed(data: bytes, header_edit=None, body: bytes | None = None) -> bytes:
+    """`data` with its JSON header edited and/or body replaced, CRC recomputed (a well-formed wrapper)."""
+    _, version, reserved, length = struct.unpack_from("<4sHHI", data)
+    header = json.loads(data[12 : 12 + length])
+    if header_edit is not None:
+        header_edit(header)
+    text = json.dumps(header).encode()
+    out = struct.pack("<4sHHI", MAGIC, version, reserved, len(text)) + text
+    out += data[12 + length : -4] if body is None else body
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def _damage(bundle: bytes) -> dict[str, bytes]:
+    flipped = bytearray(bundle)
+    flipped[len(bundle) // 2] ^= 0xFF
+
+    def bad_extents(header: dict) -> None:
+        for section in header["sections"]:
+            if section["name"] == "extents":
+                section["raw"] += 8
+
+    def zip_bomb(header: dict) -> None:
+        header["sections"][0]["raw"] = 1 << 40
+
+    def foreign(header: dict) -> None:
+        header["parts"] = [{"role": "self"}]
+
+    raw = repack(bundle, compress=False)
+    header_len = struct.unpack_from("<I", raw, 8)[0]
+    table = json.loads(raw[12 : 12 + header_len])["sections"]
+    symc = next(s for s in table if s["name"] == "symcache.0")
+    garbage_symcache = bytearray(raw[12 + header_len : -4])
+    garbage_symcache[symc["offset"] : symc["offset"] + 64] = bytes(range(64))
+    return {
+        "empty": b"",
+        "garbage": bytes(range(256)) * 4,
+        "truncated": bundle[: len(bundle) // 2],
+        "one byte short": bundle[:-1],
+        "flipped byte": bytes(flipped),
+        "wrong magic": b"XXXX" + bundle[4:],
+        "future version": bundle[:4] + struct.pack("<H", 99) + bundle[6:],
+        "section size lies": _resealed(bundle, bad_extents),
+        "zip bomb claim": _resealed(bundle, zip_bomb),
+        "missing field": _resealed(bundle, foreign),
+        "garbage SymCache": _resealed(raw, body=bytes(garbage_symcache)),
+        "header not JSON": MAGIC + struct.pack("<HHI", 1, 0, 4) + b"{{{{" + struct.pack("<I", 0),
+    }
+
+
+DAMAGES = [
+    "empty", "garbage", "truncated", "one byte short", "flipped byte", "wrong magic", "future version",
+    "section size lies", "zip bomb claim", "missing field", "garbage SymCache", "header not JSON",
+]  # fmt: skip
+
+
+def test_every_damage_is_listed(bundle: bytes) -> None:
+    assert sorted(_damage(bundle)) == sorted(DAMAGES)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_bundles_raise_one_line_errors(bundle: bytes, damage: str) -> None:
+    data = _damage(bundle)[damage]
+    with pytest.raises(BundleError) as err:
+        load_bundle(data)
+    assert "\n" not in str(err.value) and str(err.value).startswith("bad bundle")
+
+
+def test_central_survives_a_damaged_upload(binary: Path, bundle: bytes, tmp_path: Path) -> None:
+    fid = load_bundle(bundle).file_id
+    store = {fid: bundle[:-100]}
+    server = CentralSymbolizer(store.get, tmp_path, debuginfod=None)
+    assert server.symbolize(fid, "", [0x1000, 0x2000]) == {}
+    assert server.problems[fid].startswith("bad bundle") and "\n" not in server.problems[fid]
+    store[fid] = bundle  # a good upload replaces it
+    main = next(s for s, _, n in h.nm_functions(binary) if n == "main")
+    assert server.symbolize(fid, "", [main])[main][0].function == "main"
+
+
+def test_damaged_disk_cache_is_rebuilt(binary: Path, bundle: bytes, tmp_path: Path) -> None:
+    fid = load_bundle(bundle).file_id
+    main = next(s for s, _, n in h.nm_functions(binary) if n == "main")
+    first = CentralSymbolizer({fid: bundle}.get, tmp_path, debuginfod=None).symbolize(fid, "", [main])
+    [cached] = list(tmp_path.rglob("*.fpsb"))
+    cached.write_bytes(cached.read_bytes()[:50])
+    assert CentralSymbolizer({fid: bundle}.get, tmp_path, debuginfod=None).symbolize(fid, "", [main]) == first
+
+
+def test_range_memo_gives_the_answers_of_per_address_lookups(binary: Path, bundle: bytes) -> None:
+    """One SymCache lookup per range (ranges read from the SymCache bytes) changes no answer."""
+    loaded = load_bundle(bundle)
+    (_, load, data) = loaded.parts[0]
+    ranges = read_ranges(data)
+    assert ranges is not None and len(ranges) > 50
+    assert symcache_ranges(SymCache.from_bytes(data)).starts == ranges.starts
+
+    def table(index: object) -> FileSymbols:
+        return FileSymbols(
+            loaded.module, [Part(load, SymCache.from_bytes(data), index)], loaded.extents,
+            open_lines=lambda: loaded.lines, open_plt=lambda: loaded.plt, stats=Counter(),
+        )  # fmt: skip
+
+    with_ranges, without = table(ranges), table(None)
+    funcs = h.nm_functions(binary)
+    addrs = range(min(s for s, _, _ in funcs) - 0x100, max(s + n for s, n, _ in funcs) + 0x40)
+    assert [with_ranges.lookup(a) for a in addrs] == [without.lookup(a) for a in addrs]
+
+
+def test_ranges_of_other_formats_are_not_guessed() -> None:
+    assert read_ranges(b"SYMC" + struct.pack("<I", 7) + b"\0" * 200) is None
+    assert read_ranges(b"short") is None
+    assert read_ranges(b"SYMC" + struct.pack("<I", 9) + b"\xff" * 200) is None
