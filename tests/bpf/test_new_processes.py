@@ -64,9 +64,11 @@ def _record(cmd: list[str], out: Path, cache: Path) -> list[Stack]:
 
 def rooted(stack: Stack, exe: str) -> str:
     """ "" when the stack reaches its process's root (the executable's `_start`, or the dynamic loader's entry
-    before it ran `_start`; kernel-only inside execve), else why not."""
+    before it ran `_start`; kernel-only inside execve) with every Python frame named, else why not."""
     if stack.has_error:
         return next(f.name for f in stack.frames if f.kind == "error")
+    if any(f.kind == "python" and f.name.startswith("<unknown") for f in stack.user):
+        return "Python frame unnamed"
     user = stack.user
     if not user:
         return "" if stack.kernel else "empty"

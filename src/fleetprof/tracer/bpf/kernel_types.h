@@ -109,6 +109,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct task_struct *group_leader;
 	struct task_struct *real_parent;
+	__u64 start_time;       /* CLOCK_MONOTONIC ns */
 	char comm[16];
 	struct thread_struct thread;
 } __attribute__((preserve_access_index));

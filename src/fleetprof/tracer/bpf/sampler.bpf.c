@@ -56,7 +56,8 @@ struct unwind_state {
 	__u8 py_file_info;     /* the Python walker's info came from `py_files` (process not registered yet) */
 	__u8 vma_probed;       /* this sample's one bpf_find_vma is spent */
 	__u8 in_kernel;        /* the sample interrupted kernel code (user registers from pt_regs) */
-	__u8 reserved[3];
+	__u8 young;            /* the process started less than YOUNG_NS ago */
+	__u8 reserved[2];
 	__u32 lpm_pid;         /* whose `mappings` to look in: the pid, its parent (forked_from), or 0 */
 	__u32 reserved1;
 	__u64 rbx;             /* the frame's rbx, tracked like rbp (UW_CFA_RBX rules) */
@@ -64,6 +65,9 @@ struct unwind_state {
 	__u8 regs_live;        /* the per-CPU `user_gprs` are the frame at pc's own (leaf or signal frame) */
 	__u8 reserved2[6];
 };
+
+/* Processes younger than this wake the agent with every sample (see submit()). */
+#define YOUNG_NS (2ULL * 1000000000ULL)
 
 #define NEXT_SUBMIT 0
 #define NEXT_NATIVE 1
@@ -286,11 +290,12 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 		size = sizeof(struct sample);
 	/* Samples don't wake the agent, which drains them in batches (a wakeup per sample costs more than
 	 * the sample); a ring an eighth full does, so bursts can't overflow it between batches. Samples of a
-	 * process the agent has not read yet do: it may be short-lived, and its Python frames are named from
-	 * its memory while it lives. */
+	 * process the agent has not read yet, or of one started less than YOUNG_NS ago, do: it may be
+	 * short-lived, and its Python frames are named from its memory while it lives. */
 	__u64 pending = bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA);
 	__u64 ring = bpf_ringbuf_query(&samples, BPF_RB_RING_SIZE);
-	__u64 flags = pending + size >= ring / 8 || !st->pid_known ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 flags = pending + size >= ring / 8 || !st->pid_known || st->young ? BPF_RB_FORCE_WAKEUP
+										: BPF_RB_NO_WAKEUP;
 	bool sent = bpf_ringbuf_output(&samples, s, size, st->snapshot ? BPF_RB_NO_WAKEUP : flags) == 0;
 	count(sent ? STAT_SAMPLES_SUBMITTED : STAT_RINGBUF_FULL);
 	if (st->snapshot) {
@@ -382,6 +387,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	st->pid = pid;
 	st->tid = tid;
 	st->pid_known = bpf_map_lookup_elem(&known_pids, &pid) != NULL;
+	st->young = bpf_ktime_get_ns() - BPF_CORE_READ(task, group_leader, start_time) < YOUNG_NS;
 	if (st->pid_known) {
 		st->lpm_pid = pid;
 	} else {
