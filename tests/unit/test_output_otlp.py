@@ -117,7 +117,12 @@ def test_resources_per_process() -> None:
     by_pid = resources(round_trip(rich_profile()))
     assert sorted(by_pid) == [100, 200, 300]
     app_attrs, app = by_pid[100]
-    assert app_attrs == {"process.pid": 100, "process.executable.name": "app", "host.name": "host-1"}
+    assert app_attrs == {
+        "process.pid": 100,
+        "process.title": "app",
+        "host.name": "host-1",
+        "os.version": "6.1.0-test",
+    }
     py_attrs, _ = by_pid[200]
     assert py_attrs["container.id"] == "c0ffee" * 10
     assert "container.id" not in app_attrs
@@ -175,11 +180,12 @@ def test_mappings_locations_and_frame_types() -> None:
     app = by_file[APP.path]
     assert (app.memory_start, app.memory_limit, app.file_offset) == (APP.start, APP.limit, APP.offset)
     assert view.attrs(app.attribute_indices) == {
-        "process.executable.build_id.htlhash": APP.file_id,
+        "fleetprof.file_id": APP.file_id,
         "process.executable.build_id.gnu": APP.build_id,
     }
     assert view.attrs(by_file[LIBC.path].attribute_indices) == {
-        "process.executable.build_id.htlhash": LIBC.file_id
+        "fleetprof.file_id": LIBC.file_id,
+        "process.executable.build_id.htlhash": LIBC.file_id,  # no build id: our file id is the content hash
     }
     kernel = by_file["[kernel.kallsyms]"]
     types = {}

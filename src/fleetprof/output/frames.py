@@ -97,12 +97,14 @@ class MappingFacts:
 @dataclass(frozen=True, slots=True)
 class Location:
     """One physical frame: mapping (None for Python and error frames), ELF or kernel address, and one
-    (function index, line) per frame, innermost first. `head` is the physical frame itself."""
+    (function index, line) per frame, innermost first (none for a raw native frame, which is symbolized
+    later by file id and address). `head` is the physical frame itself."""
 
     mapping: MappingKey | None
     address: int
-    lines: tuple[tuple[int, int], ...]
+    lines: tuple[tuple[int, int], ...]  # empty for a raw (unsymbolized) native frame
     kind: FrameKind
+    runtime: str
     head: Frame = field(compare=False)
 
 
@@ -141,9 +143,10 @@ class LocationTables:
         lines = tuple(
             (functions.add((f.function, f.system_name, f.file, f.start_line)) + 1, f.line)
             for f in reversed(group)
+            if not f.is_raw
         )
         known = len(self.locations)
-        location = Location(mapping, head.address, lines, head.kind, head)
+        location = Location(mapping, head.address, lines, head.kind, head.runtime, head)
         number = self._groups[group] = self.locations.add(location) + 1
         if number > known and mapping is not None:  # a new location
             self.mappings.add(mapping)

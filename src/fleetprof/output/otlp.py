@@ -1,11 +1,24 @@
 """OTLP profiles (v1development): the Profile → ExportProfilesServiceRequest conversion and a file writer.
 
-`to_otlp_request` is the one conversion the agent's reporter reuses. Layout: one ResourceProfiles per process
-(process.pid, process.executable.name, host.name, container.id), one Profile each, and one shared
-ProfilesDictionary whose tables all start with their zero value. The PROCESS root frame becomes the resource;
-native locations carry the ELF virtual address (DESIGN: frames travel as file id + file-relative address,
-as the OpenTelemetry eBPF profiler sends them) inside a mapping with the runtime range and the build id /
-file id attributes; kernel frames share a `[kernel.kallsyms]` pseudo mapping; Python frames have none.
+`to_otlp_request` is the one conversion the agent's reporter uses, for raw and symbolized profiles alike;
+`fleetprof.wire.otlp_decode.from_otlp_request` is its inverse. Layout (as the OpenTelemetry eBPF profiler
+lays it out): one ResourceProfiles per process, one Profile each, and one shared ProfilesDictionary whose
+tables all start with their zero value.
+- Resource: the host's attributes (`Profile.resource`, plus `host.name` and `os.version` from the profile's
+  host name and kernel release), `process.pid`, `process.title` (the 15-character comm),
+  `process.executable.path` and `.name` (the real executable, when known), `container.id`, `k8s.pod.uid`.
+  The PROCESS root frame becomes this resource and is not a location.
+- Profile: its own start time and duration, period `cpu/nanoseconds`; the first one carries the profile's
+  counters as `fleetprof.stats.<name>` attributes. A profile without samples but with counters or a
+  resource still sends one host-only resource, so an idle window reaches the collector.
+- Sample: `thread.id`, `thread.name`, `cpu.logical_number` (when all its samples ran on one CPU), and a
+  timestamp per sample (a count in `values` when timestamps are incomplete).
+- Location: `profile.frame.type` (native, kernel, cpython, or the frame's own runtime); native frames carry
+  the ELF virtual address inside a mapping with the runtime range and `fleetprof.file_id`,
+  `process.executable.build_id.gnu` and, for content-hashed file ids, `process.executable.build_id.htlhash`
+  (the same hash the eBPF profiler computes). A raw native frame has no Line: it is symbolized later by
+  (file id, address). Kernel frames share a `[kernel.kallsyms]` pseudo mapping; Python frames have none;
+  error frames have neither a mapping nor a frame type.
 """
 
 from __future__ import annotations
@@ -28,16 +41,26 @@ from fleetprof.profile.model import FrameKind, Mapping, Profile, Sample
 SAMPLE_TYPE = ("samples", "count")
 PERIOD_TYPE = ("cpu", "nanoseconds")
 ATTR_BUILD_ID = "process.executable.build_id.gnu"
-ATTR_FILE_ID = "process.executable.build_id.htlhash"
+ATTR_HTLHASH = "process.executable.build_id.htlhash"  # the eBPF profiler's content hash of the file
+ATTR_FILE_ID = "fleetprof.file_id"  # our file id: build id prefix, or the htlhash when there is none
 ATTR_FRAME_TYPE = "profile.frame.type"
 ATTR_THREAD_ID = "thread.id"
 ATTR_THREAD_NAME = "thread.name"
 ATTR_CPU = "cpu.logical_number"
+ATTR_PID = "process.pid"
+ATTR_COMM = "process.title"
+ATTR_EXE_PATH = "process.executable.path"
+ATTR_EXE_NAME = "process.executable.name"
+ATTR_CONTAINER = "container.id"
+ATTR_POD_UID = "k8s.pod.uid"
+ATTR_HOST_NAME = "host.name"
+ATTR_OS_VERSION = "os.version"
+STATS_PREFIX = "fleetprof.stats."
 FRAME_TYPES = {FrameKind.NATIVE: "native", FrameKind.KERNEL: "kernel", FrameKind.PYTHON: "cpython"}
 
 _Scalar: TypeAlias = str | int
 _AttributeKey: TypeAlias = tuple[str, _Scalar]
-_ProcessKey: TypeAlias = tuple[int, str, str]
+_ProcessKey: TypeAlias = tuple[int, str, str, str, str]  # pid, comm, executable, container id, pod uid
 _SampleKey: TypeAlias = tuple[int, tuple[int, ...]]
 
 
@@ -86,6 +109,8 @@ class _Dictionary:
             attributes = [self.attribute(ATTR_FILE_ID, key.file_id)] if key.file_id else []
             if key.build_id:
                 attributes.append(self.attribute(ATTR_BUILD_ID, key.build_id))
+            elif key.file_id:  # no build id: the file id is the content hash
+                attributes.append(self.attribute(ATTR_HTLHASH, key.file_id))
             return otlp.Mapping(
                 memory_start=key.start,
                 memory_limit=key.limit,
@@ -109,7 +134,7 @@ class _Dictionary:
         out.mapping_table.extend(self.mapping_message(key) for key in tables.mappings.keys)
         out.location_table.add()
         for key in tables.locations.keys:
-            frame_type = FRAME_TYPES.get(key.kind)
+            frame_type = key.runtime or FRAME_TYPES.get(key.kind)
             location = out.location_table.add(
                 mapping_index=tables.mapping_number(key),
                 address=key.address,
@@ -143,21 +168,38 @@ def _sample_attributes(sample: Sample) -> list[tuple[str, _Scalar]]:
     return pairs
 
 
-def _resource_attributes(key: _ProcessKey, hostname: str) -> list[KeyValue]:
-    """Resource attributes of one process."""
-    pid, process_name, container_id = key
-    pairs: list[tuple[str, _Scalar]] = [("process.pid", pid), ("process.executable.name", process_name)]
-    if hostname:
-        pairs.append(("host.name", hostname))
+def _host_attributes(profile: Profile) -> dict[str, _Scalar]:
+    """The host's resource attributes: host name and kernel release, then `profile.resource`."""
+    pairs: dict[str, _Scalar] = {}
+    if profile.hostname:
+        pairs[ATTR_HOST_NAME] = profile.hostname
+    if profile.kernel_release:
+        pairs[ATTR_OS_VERSION] = profile.kernel_release
+    pairs.update(profile.resource)
+    return pairs
+
+
+def _resource_attributes(key: _ProcessKey, host: dict[str, _Scalar]) -> list[KeyValue]:
+    """Resource attributes of one process on its host."""
+    pid, comm, executable, container_id, pod_uid = key
+    pairs: list[tuple[str, _Scalar]] = [(ATTR_PID, pid)]
+    if comm:
+        pairs.append((ATTR_COMM, comm))
+    if executable:
+        pairs += [(ATTR_EXE_PATH, executable), (ATTR_EXE_NAME, executable.rsplit("/", 1)[-1])]
     if container_id:
-        pairs.append(("container.id", container_id))
+        pairs.append((ATTR_CONTAINER, container_id))
+    if pod_uid:
+        pairs.append((ATTR_POD_UID, pod_uid))
+    pairs += [(name, value) for name, value in host.items() if name not in dict(pairs)]
     return [KeyValue(key=name, value=_any_value(value)) for name, value in pairs]
 
 
 def _profile_message(
-    profile: Profile, aggregates: dict[_SampleKey, _Aggregate], strings: StringTable
+    profile: Profile, aggregates: dict[_SampleKey, _Aggregate], dictionary: _Dictionary, stats: bool
 ) -> otlp.Profile:
     """One process's Profile: header fields plus its samples (timestamps only when complete)."""
+    strings = dictionary.strings
     out = otlp.Profile(
         time_unix_nano=profile.start_time_ns,
         duration_nano=profile.duration_ns,
@@ -167,6 +209,11 @@ def _profile_message(
     out.sample_type.unit_strindex = strings.add(SAMPLE_TYPE[1])
     out.period_type.type_strindex = strings.add(PERIOD_TYPE[0])
     out.period_type.unit_strindex = strings.add(PERIOD_TYPE[1])
+    if stats:
+        out.attribute_indices.extend(
+            dictionary.attribute(STATS_PREFIX + name, int(value))
+            for name, value in sorted(profile.stats.items())
+        )
     for (stack_index, attributes), aggregate in aggregates.items():
         sample = out.samples.add(stack_index=stack_index, attribute_indices=attributes)
         if aggregate.timed:
@@ -177,23 +224,32 @@ def _profile_message(
 
 
 def to_otlp_request(profile: Profile) -> ExportProfilesServiceRequest:
-    """Convert a Profile into one OTLP ExportProfilesServiceRequest (resource per process)."""
+    """Convert a raw or symbolized Profile into one OTLP ExportProfilesServiceRequest (resource per
+    process); `fleetprof.wire.otlp_decode.from_otlp_request` reads it back."""
     dictionary = _Dictionary()
     processes: dict[_ProcessKey, dict[_SampleKey, _Aggregate]] = {}
     for sample in profile.samples:
         if sample.count <= 0:
             continue
-        process = (sample.pid, sample.process_name, sample.container_id)
+        process = (sample.pid, sample.process_name, sample.executable, sample.container_id, sample.pod_uid)
         stack = dictionary.stacks.add(dictionary.tables.stack(sample.stack))
         key = (stack, dictionary.attribute_set(_sample_attributes(sample)))
         processes.setdefault(process, {}).setdefault(key, _Aggregate()).add(sample)
     request = ExportProfilesServiceRequest()
     scope = InstrumentationScope(name="fleetprof", version=__version__)
-    for process in sorted(processes):
+    host = _host_attributes(profile)
+    if not processes and (profile.stats or profile.resource):
         resource_profiles = request.resource_profiles.add()
-        resource_profiles.resource.attributes.extend(_resource_attributes(process, profile.hostname))
+        resource_profiles.resource.attributes.extend(
+            KeyValue(key=k, value=_any_value(v)) for k, v in host.items()
+        )
         scope_profiles = resource_profiles.scope_profiles.add(scope=scope)
-        scope_profiles.profiles.append(_profile_message(profile, processes[process], dictionary.strings))
+        scope_profiles.profiles.append(_profile_message(profile, {}, dictionary, True))
+    for number, process in enumerate(sorted(processes)):
+        resource_profiles = request.resource_profiles.add()
+        resource_profiles.resource.attributes.extend(_resource_attributes(process, host))
+        scope_profiles = resource_profiles.scope_profiles.add(scope=scope)
+        scope_profiles.profiles.append(_profile_message(profile, processes[process], dictionary, number == 0))
     request.dictionary.CopyFrom(dictionary.message())
     return request
 

@@ -1,0 +1,431 @@
+"""OTLP profiles (v1development) → `Profile`s: the inverse of fleetprof.output.otlp, and a reader of what
+other OpenTelemetry profilers send (the OpenTelemetry eBPF profiler's shape in particular).
+
+One `Profile` per host and sampling frequency: resource attributes that describe the process (`process.*`,
+`container.*`, `k8s.pod.*`, `service.*`, …) become sample labels, the others (`host.*`, `os.*`, …) the
+profile's `resource`; the OTLP profiles of one host are merged (earliest start, latest end, counters
+summed). Process labels may also come as sample attributes (older eBPF profilers put them there).
+
+Frames by `profile.frame.type`: `native` (and `go`, `rust`) locations with Lines are kept as named native
+frames (one per Line, outermost first, the inner ones `inlined`); without Lines they are raw frames keyed
+by the mapping's file id (`fleetprof.file_id`, else `process.executable.build_id.htlhash`, else derived
+from the GNU build id) and the address, to be symbolized later; `kernel` and `cpython` become kernel and
+Python frames; `abort-marker`/`unknown`, and untyped locations without a mapping whose name is
+`[bracketed]`, become error frames; every other runtime (jvm, v8js, php, ruby, perl, dotnet, beam, …) an
+INTERPRETED frame named as sent, with `runtime` set to its frame type. Profiles whose sample type is not a
+sample count (or CPU nanoseconds, scaled by the period) are skipped and counted in `otlp_skipped_profiles`.
+
+Malformed input (an index outside its table, a missing dictionary, a negative count, bytes that are not a
+request) raises `OtlpDecodeError` with a one-line reason; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
+    ExportProfilesServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.profiles.v1development import profiles_pb2 as otlp
+
+from fleetprof.output.otlp import (
+    ATTR_BUILD_ID,
+    ATTR_COMM,
+    ATTR_CONTAINER,
+    ATTR_CPU,
+    ATTR_EXE_NAME,
+    ATTR_EXE_PATH,
+    ATTR_FILE_ID,
+    ATTR_FRAME_TYPE,
+    ATTR_HOST_NAME,
+    ATTR_HTLHASH,
+    ATTR_OS_VERSION,
+    ATTR_PID,
+    ATTR_POD_UID,
+    ATTR_THREAD_ID,
+    ATTR_THREAD_NAME,
+    STATS_PREFIX,
+)
+from fleetprof.process.fileid import file_id_from_build_id
+from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
+
+Scalar: TypeAlias = str | int
+PROCESS_PREFIXES = (
+    "process.",
+    "container.",
+    "k8s.pod.",
+    "k8s.container.",
+    "k8s.namespace.",
+    "k8s.deployment.",
+    "k8s.replicaset.",
+    "k8s.statefulset.",
+    "k8s.daemonset.",
+    "k8s.job.",
+    "k8s.cronjob.",
+    "service.",
+    "thread.",
+    "cpu.",
+)
+NATIVE_TYPES = {"native": "", "go": "go", "rust": "rust"}  # frame type -> Frame.runtime of a NATIVE frame
+ERROR_TYPES = frozenset({"abort-marker", "unknown"})
+COUNT_TYPES = frozenset({("samples", "count"), ("", "")})
+CPU_TIME_TYPES = frozenset({("cpu", "nanoseconds")})
+STAT_SKIPPED = "otlp_skipped_profiles"
+
+
+class OtlpDecodeError(ValueError):
+    """Malformed OTLP profiles input; the message is a one-line reason."""
+
+
+class _Request(Protocol):
+    """ExportProfilesServiceRequest or ProfilesData: the same two fields."""
+
+    @property
+    def resource_profiles(self) -> Sequence[otlp.ResourceProfiles]:
+        """Per-resource profiles."""
+
+    @property
+    def dictionary(self) -> otlp.ProfilesDictionary:
+        """The shared tables."""
+
+
+def _scalar(value: AnyValue) -> Scalar | None:
+    """A string or integer attribute value (booleans as 0/1, doubles and bytes as text); None otherwise."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return int(value.bool_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return None
+
+
+def _key_values(pairs: Iterable[KeyValue]) -> dict[str, Scalar]:
+    """Scalar attributes of a KeyValue list (resource attributes)."""
+    out: dict[str, Scalar] = {}
+    for pair in pairs:
+        value = _scalar(pair.value)
+        if value is not None:
+            out[pair.key] = value
+    return out
+
+
+def _check(index: int, size: int, what: str) -> int:
+    if not 0 <= index < size:
+        raise OtlpDecodeError(f"{what} {index} out of range (table has {size} entries)")
+    return index
+
+
+def _int(value: Scalar | None, what: str) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise OtlpDecodeError(f"{what} is not an integer: {str(value)[:40]!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """One Line: what a named frame is made of."""
+
+    function: str
+    system_name: str
+    file: str
+    start_line: int
+    line: int
+
+
+class _Dictionary:
+    """The request's ProfilesDictionary with bounds-checked, memoized lookups."""
+
+    def __init__(self, d: otlp.ProfilesDictionary) -> None:
+        self.d = d
+        self.strings = list(d.string_table)
+        self._attributes: dict[int, tuple[str, Scalar | None]] = {}
+        self._sets: dict[tuple[int, ...], dict[str, Scalar]] = {}
+        self._mappings: dict[int, Mapping | None] = {}
+        self._locations: dict[int, tuple[Frame, ...]] = {}
+        self._stacks: dict[int, tuple[Frame, ...]] = {}
+
+    def string(self, index: int, what: str) -> str:
+        """String table entry `index`."""
+        return self.strings[_check(index, len(self.strings), what)]
+
+    def attribute(self, index: int) -> tuple[str, Scalar | None]:
+        """(key, scalar value) of attribute table entry `index`."""
+        found = self._attributes.get(index)
+        if found is None:
+            entry = self.d.attribute_table[_check(index, len(self.d.attribute_table), "attribute index")]
+            key = self.string(entry.key_strindex, "attribute key string index")
+            found = self._attributes[index] = (key, _scalar(entry.value))
+        return found
+
+    def attributes(self, indices: Sequence[int]) -> dict[str, Scalar]:
+        """The attributes at `indices` as a dict (the zero attribute and non-scalar values left out)."""
+        key = tuple(indices)
+        found = self._sets.get(key)
+        if found is None:
+            found = {}
+            for index in key:
+                name, value = self.attribute(index)
+                if name and value is not None:
+                    found[name] = value
+            self._sets[key] = found
+        return found
+
+    def mapping(self, index: int) -> Mapping | None:
+        """The Mapping at `index`; None for the zero mapping."""
+        if index in self._mappings:
+            return self._mappings[index]
+        _check(index, max(len(self.d.mapping_table), 1), "mapping index")
+        found: Mapping | None = None
+        if index > 0:
+            m = self.d.mapping_table[index]
+            attributes = self.attributes(m.attribute_indices)
+            build_id = str(attributes.get(ATTR_BUILD_ID, "")).lower()
+            file_id = str(attributes.get(ATTR_FILE_ID) or attributes.get(ATTR_HTLHASH) or "").lower()
+            if not file_id and build_id:
+                try:
+                    file_id = file_id_from_build_id(build_id)
+                except ValueError:
+                    file_id = ""
+            found = Mapping(
+                file_id=file_id,
+                path=self.string(m.filename_strindex, "mapping filename string index"),
+                build_id=build_id,
+                start=m.memory_start,
+                limit=m.memory_limit,
+                offset=m.file_offset,
+            )
+        self._mappings[index] = found
+        return found
+
+    def named(self, line: otlp.Line) -> _Named:
+        """What one Line says."""
+        functions = self.d.function_table
+        index = _check(line.function_index, max(len(functions), 1), "function index")
+        if not functions:
+            return _Named("", "", "", 0, line.line)
+        f = functions[index]
+        return _Named(
+            self.string(f.name_strindex, "function name string index"),
+            self.string(f.system_name_strindex, "function system name string index"),
+            self.string(f.filename_strindex, "function filename string index"),
+            f.start_line,
+            line.line,
+        )
+
+    def stack(self, index: int) -> tuple[Frame, ...]:
+        """The frames (root first, no PROCESS frame) of stack table entry `index`."""
+        found = self._stacks.get(index)
+        if found is None:
+            entry = self.d.stack_table[_check(index, len(self.d.stack_table), "stack index")]
+            frames: list[Frame] = []
+            for location in reversed(entry.location_indices):
+                frames.extend(self.location(location))
+            found = self._stacks[index] = tuple(frames)
+        return found
+
+    def location(self, index: int) -> tuple[Frame, ...]:
+        """The frames (outermost first) of location table entry `index`."""
+        found = self._locations.get(index)
+        if found is None:
+            loc = self.d.location_table[_check(index, len(self.d.location_table), "location index")]
+            frame_type = str(self.attributes(loc.attribute_indices).get(ATTR_FRAME_TYPE, ""))
+            mapping = self.mapping(loc.mapping_index)
+            named = [self.named(line) for line in reversed(loc.lines)]
+            found = self._locations[index] = _frames(frame_type, mapping, loc.address, named)
+        return found
+
+
+def _chain(
+    kind: FrameKind, named: list[_Named], mapping: Mapping | None, address: int, runtime: str
+) -> tuple[Frame, ...]:
+    """One frame per Line (outermost first; the inner ones inlined)."""
+    return tuple(
+        Frame(
+            kind=kind,
+            function=n.function,
+            file=n.file,
+            line=n.line,
+            mapping=mapping,
+            address=address,
+            inlined=i > 0,
+            start_line=n.start_line,
+            system_name=n.system_name,
+            runtime=runtime,
+        )
+        for i, n in enumerate(named)
+    )
+
+
+def _frames(frame_type: str, mapping: Mapping | None, address: int, named: list[_Named]) -> tuple[Frame, ...]:
+    """The model frames of one location (see the module docstring for the rules)."""
+    has_names = any(n.function for n in named)
+    first = next((n.function for n in named if n.function), "")
+    if frame_type == "kernel":
+        if not has_names:
+            named = [_Named(f"[kernel]+0x{address:x}", "", "", 0, 0)]
+        return _chain(FrameKind.KERNEL, named, None, address, "")
+    if frame_type == "cpython":
+        if not has_names:
+            named = [_Named("<python frame>", "", named[0].file if named else "", 0, 0)]
+        return _chain(FrameKind.PYTHON, named, None, 0, "")
+    native = frame_type in NATIVE_TYPES or (not frame_type and mapping is not None and bool(mapping.path))
+    if native:
+        runtime = NATIVE_TYPES.get(frame_type, "")
+        module = mapping.name if mapping is not None and mapping.path else "[unknown]"
+        placed = mapping if mapping is not None and (mapping.path or mapping.file_id) else None
+        if has_names:
+            fallback = f"{module}+0x{address:x}"
+            named = [n if n.function else _Named(fallback, "", n.file, n.start_line, n.line) for n in named]
+            return _chain(FrameKind.NATIVE, named, placed, address, runtime)
+        if placed is not None and placed.file_id:  # raw: symbolized later by (file id, address)
+            return (Frame(FrameKind.NATIVE, "", mapping=placed, address=address, runtime=runtime),)
+        return (
+            Frame(
+                FrameKind.NATIVE, f"{module}+0x{address:x}", mapping=placed, address=address, runtime=runtime
+            ),
+        )
+    if frame_type in ERROR_TYPES or (not frame_type and (not has_names or first.startswith("["))):
+        return (Frame(FrameKind.ERROR, first or f"[unwind: {frame_type or 'unknown frame'}]"),)
+    if not has_names:
+        named = [_Named(f"[{frame_type} frame]", "", named[0].file if named else "", 0, 0)]
+    return _chain(FrameKind.INTERPRETED, named, None, 0, frame_type)
+
+
+@dataclass(slots=True)
+class _HostProfile:
+    """The Profile of one host (and frequency) being assembled."""
+
+    resource: dict[str, Scalar]
+    frequency_hz: int
+    samples: list[Sample] = field(default_factory=list)
+    start: int = 0
+    end: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def span(self, start: int, duration: int) -> None:
+        """Widen the time window to cover one OTLP profile."""
+        if start:
+            self.start = start if not self.start else min(self.start, start)
+            self.end = max(self.end, start + duration)
+
+    def profile(self) -> Profile:
+        """The finished Profile."""
+        return Profile(
+            samples=self.samples,
+            frequency_hz=self.frequency_hz,
+            start_time_ns=self.start,
+            duration_ns=max(self.end - self.start, 0),
+            hostname=str(self.resource.get(ATTR_HOST_NAME, "")),
+            kernel_release=str(self.resource.get(ATTR_OS_VERSION, "")),
+            stats=self.stats,
+            resource=self.resource,
+        )
+
+
+def _sample(
+    d: _Dictionary, s: otlp.Sample, process: dict[str, Scalar], scale: int, where: str
+) -> Sample | None:
+    """One model Sample of an OTLP sample; None when it counts nothing."""
+    _check(s.link_index, max(len(d.d.link_table), 1), f"{where}: link index")
+    frames = d.stack(s.stack_index)
+    labels = d.attributes(s.attribute_indices)
+    if process:
+        labels = {**process, **labels}
+    timestamps = list(s.timestamps_unix_nano)
+    values = list(s.values)
+    if any(v < 0 for v in values):
+        raise OtlpDecodeError(f"{where}: negative sample value")
+    total = sum(values) // scale if scale > 1 else sum(values)
+    count = (
+        (total if len(values) == len(timestamps) else max(total, len(timestamps)))
+        if values
+        else len(timestamps)
+    )
+    if count <= 0:
+        return None
+    pid = _int(labels.get(ATTR_PID), f"{where}: {ATTR_PID}")
+    executable = str(labels.get(ATTR_EXE_PATH, ""))
+    name = str(labels.get(ATTR_COMM) or labels.get(ATTR_EXE_NAME) or executable.rsplit("/", 1)[-1])
+    cpu = labels.get(ATTR_CPU)
+    return Sample(
+        stack=(Frame(FrameKind.PROCESS, name or f"pid {pid}"), *frames),
+        pid=pid,
+        tid=_int(labels.get(ATTR_THREAD_ID), f"{where}: {ATTR_THREAD_ID}"),
+        process_name=name,
+        thread_name=str(labels.get(ATTR_THREAD_NAME, "")),
+        count=count,
+        cpus={_int(cpu, f"{where}: {ATTR_CPU}")} if cpu is not None and cpu != "" else set(),
+        timestamps_ns=timestamps if len(timestamps) == count else [],
+        container_id=str(labels.get(ATTR_CONTAINER, "")),
+        executable=executable,
+        pod_uid=str(labels.get(ATTR_POD_UID, "")),
+    )
+
+
+def from_otlp_request(request: _Request) -> list[Profile]:
+    """The Profiles (one per host and frequency) of an ExportProfilesServiceRequest or ProfilesData."""
+    d = _Dictionary(request.dictionary)
+    if not d.strings and any(
+        p.samples for rp in request.resource_profiles for sp in rp.scope_profiles for p in sp.profiles
+    ):
+        raise OtlpDecodeError("missing dictionary: the string table is empty")
+    hosts: dict[tuple[object, ...], _HostProfile] = {}
+    for r, rp in enumerate(request.resource_profiles):
+        attributes = _key_values(rp.resource.attributes)
+        process = {k: v for k, v in attributes.items() if k.startswith(PROCESS_PREFIXES)}
+        host = {k: v for k, v in attributes.items() if not k.startswith(PROCESS_PREFIXES)}
+        host_key = tuple(sorted(host.items(), key=lambda item: item[0]))
+        for sp in rp.scope_profiles:
+            for p, prof in enumerate(sp.profiles):
+                where = f"resource {r} profile {p}"
+                sample_type = (
+                    (
+                        d.string(prof.sample_type.type_strindex, f"{where}: sample type string index"),
+                        d.string(prof.sample_type.unit_strindex, f"{where}: sample unit string index"),
+                    )
+                    if d.strings
+                    else ("", "")
+                )
+                period = max(prof.period, 0)
+                frequency = round(1_000_000_000 / period) if period else 0
+                target = hosts.get((*host_key, frequency))
+                if target is None:
+                    target = hosts[(*host_key, frequency)] = _HostProfile(dict(host), frequency)
+                if sample_type not in COUNT_TYPES and sample_type not in CPU_TIME_TYPES:
+                    target.stats[STAT_SKIPPED] = target.stats.get(STAT_SKIPPED, 0) + 1
+                    continue
+                scale = period if sample_type in CPU_TIME_TYPES and period > 1 else 1
+                target.span(prof.time_unix_nano, prof.duration_nano)
+                for name, value in d.attributes(prof.attribute_indices).items():
+                    if name.startswith(STATS_PREFIX):
+                        stat = name.removeprefix(STATS_PREFIX)
+                        target.stats[stat] = target.stats.get(stat, 0) + _int(value, f"{where}: {name}")
+                for i, s in enumerate(prof.samples):
+                    sample = _sample(d, s, process, scale, f"{where} sample {i}")
+                    if sample is not None:
+                        target.samples.append(sample)
+    return [host.profile() for host in hosts.values()]
+
+
+def from_otlp_bytes(data: bytes) -> list[Profile]:
+    """Parse a serialized ExportProfilesServiceRequest (not gzipped) and decode it."""
+    request = ExportProfilesServiceRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "truncated or corrupt"
+        raise OtlpDecodeError(f"not an OTLP profiles request: {reason}") from None
+    return from_otlp_request(request)
