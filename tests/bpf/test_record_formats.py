@@ -271,8 +271,12 @@ def test_otlp_request_carries_chains_and_attributes(outputs: dict[str, Path], ex
     pids = set()
     for rp in view.request.resource_profiles:
         resource = {kv.key: _any(kv.value) for kv in rp.resource.attributes}
-        process, pid = resource["process.executable.name"], resource["process.pid"]
+        process, pid = resource["process.title"], resource["process.pid"]
         assert resource["host.name"] == socket.gethostname()
+        assert resource["host.cpu.count"] == os.cpu_count() and resource["os.type"] == "linux"
+        if process == EXE:  # the real executable, not the comm
+            assert resource["process.executable.path"] == os.path.realpath(exe), resource
+            assert resource["process.executable.name"] == os.path.basename(os.path.realpath(exe)), resource
         assert process in {EXE, "fleetprof"}, "only the command's processes"
         assert pid not in pids or process != EXE, "one resource per process"
         pids.add(pid)
@@ -306,7 +310,7 @@ def test_otlp_request_carries_chains_and_attributes(outputs: dict[str, Path], ex
     for mapping in exe_maps:
         attrs = view.attrs(mapping.attribute_indices)
         assert attrs["process.executable.build_id.gnu"] == build_ids(exe)
-        assert re.fullmatch(r"[0-9a-f]{32}", attrs["process.executable.build_id.htlhash"]), attrs
+        assert re.fullmatch(r"[0-9a-f]{32}", attrs["fleetprof.file_id"]), attrs
         assert mapping.memory_start < mapping.memory_limit
     got = judge(stacks, chains(), process=EXE)
     assert got.selected > 300 and got.share >= MIN_SHARE, f"{got.summary()}\n{got.worst()}"

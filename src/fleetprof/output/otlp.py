@@ -191,7 +191,8 @@ def _resource_attributes(key: _ProcessKey, host: dict[str, _Scalar]) -> list[Key
         pairs.append((ATTR_CONTAINER, container_id))
     if pod_uid:
         pairs.append((ATTR_POD_UID, pod_uid))
-    pairs += [(name, value) for name, value in host.items() if name not in dict(pairs)]
+    own = {name for name, _ in pairs}
+    pairs += [(name, value) for name, value in host.items() if name not in own]
     return [KeyValue(key=name, value=_any_value(value)) for name, value in pairs]
 
 

@@ -61,23 +61,27 @@ def symbolize_profile(raw: Profile, lookup: Lookup) -> Profile:
         for address, frames in result.items():
             found[(file_id, address)] = frames
     converted: dict[Frame, tuple[Frame, ...]] = {}
+    stacks: dict[tuple[Frame, ...], tuple[Frame, ...]] = {}  # samples of many threads share stacks
     samples: list[Sample] = []
     for sample in raw.samples:
-        stack: list[Frame] = []
-        for frame in sample.stack:
-            if not frame.is_raw:
-                stack.append(frame)
-                continue
-            chain = converted.get(frame)
-            if chain is None:
-                assert frame.mapping is not None  # is_raw
-                chain = converted[frame] = _chain(frame, found.get((frame.mapping.file_id, frame.address)))
-            stack.extend(chain)
-        _place_python_marker(stack)
+        done = stacks.get(sample.stack)
+        if done is None:
+            stack: list[Frame] = []
+            for frame in sample.stack:
+                if not frame.is_raw:
+                    stack.append(frame)
+                    continue
+                chain = converted.get(frame)
+                if chain is None:
+                    assert frame.mapping is not None  # is_raw
+                    chain = converted[frame] = _chain(
+                        frame, found.get((frame.mapping.file_id, frame.address))
+                    )
+                stack.extend(chain)
+            _place_python_marker(stack)
+            done = stacks[sample.stack] = tuple(stack)
         samples.append(
-            replace(
-                sample, stack=tuple(stack), cpus=set(sample.cpus), timestamps_ns=list(sample.timestamps_ns)
-            )
+            replace(sample, stack=done, cpus=set(sample.cpus), timestamps_ns=list(sample.timestamps_ns))
         )
     stats = dict(raw.stats)
     if failed:

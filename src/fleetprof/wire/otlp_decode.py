@@ -154,7 +154,7 @@ class _Dictionary:
         self._attributes: dict[int, tuple[str, Scalar | None]] = {}
         self._sets: dict[tuple[int, ...], dict[str, Scalar]] = {}
         self._mappings: dict[int, Mapping | None] = {}
-        self._locations: dict[int, tuple[Frame, ...]] = {}
+        self._by_location: list[tuple[Frame, ...] | None] = [None] * len(d.location_table)
         self._stacks: dict[int, tuple[Frame, ...]] = {}
 
     def string(self, index: int, what: str) -> str:
@@ -229,22 +229,28 @@ class _Dictionary:
         """The frames (root first, no PROCESS frame) of stack table entry `index`."""
         found = self._stacks.get(index)
         if found is None:
-            entry = self.d.stack_table[_check(index, len(self.d.stack_table), "stack index")]
+            indices = self.d.stack_table[
+                _check(index, len(self.d.stack_table), "stack index")
+            ].location_indices
+            if indices and (min(indices) < 0 or max(indices) >= len(self._by_location)):
+                bad = min(indices) if min(indices) < 0 else max(indices)
+                _check(bad, len(self._by_location), "location index")
+            by_location = self._by_location
             frames: list[Frame] = []
-            for location in reversed(entry.location_indices):
-                frames.extend(self.location(location))
+            for location in reversed(indices):
+                frames += by_location[location] or self.location(location)
             found = self._stacks[index] = tuple(frames)
         return found
 
     def location(self, index: int) -> tuple[Frame, ...]:
         """The frames (outermost first) of location table entry `index`."""
-        found = self._locations.get(index)
+        found = self._by_location[_check(index, len(self._by_location), "location index")]
         if found is None:
-            loc = self.d.location_table[_check(index, len(self.d.location_table), "location index")]
+            loc = self.d.location_table[index]
             frame_type = str(self.attributes(loc.attribute_indices).get(ATTR_FRAME_TYPE, ""))
             mapping = self.mapping(loc.mapping_index)
             named = [self.named(line) for line in reversed(loc.lines)]
-            found = self._locations[index] = _frames(frame_type, mapping, loc.address, named)
+            found = self._by_location[index] = _frames(frame_type, mapping, loc.address, named)
         return found
 
 
