@@ -18,7 +18,7 @@ from fleetprof.process.fileid import file_id
 from fleetprof.symbolize.bundle import MAGIC, BundleError, build_bundle, bundle_info, load_bundle, repack
 from fleetprof.symbolize.central import CentralSymbolizer
 from fleetprof.symbolize.lookup import FileSymbols, Part
-from fleetprof.symbolize.ranges import read_ranges, symcache_ranges
+from fleetprof.symbolize.symcache_reader import make_reader, symcache_lookup
 
 _spec = importlib.util.spec_from_file_location(
     "symbolize_helpers", Path(__file__).parents[1] / "fixtures" / "symbolize" / "helpers.py"
@@ -161,27 +161,49 @@ def test_damaged_disk_cache_is_rebuilt(binary: Path, bundle: bytes, tmp_path: Pa
     assert CentralSymbolizer({fid: bundle}.get, tmp_path, debuginfod=None).symbolize(fid, "", [main]) == first
 
 
-def test_range_memo_gives_the_answers_of_per_address_lookups(binary: Path, bundle: bytes) -> None:
-    """One SymCache lookup per range (ranges read from the SymCache bytes) changes no answer."""
+def test_direct_reads_give_the_answers_of_symbolic(binary: Path, bundle: bytes) -> None:
+    """Reading the SymCache's arrays (one chain per range, memoized) changes no answer."""
     loaded = load_bundle(bundle)
     (_, load, data) = loaded.parts[0]
-    ranges = read_ranges(data)
-    assert ranges is not None and len(ranges) > 50
-    assert symcache_ranges(SymCache.from_bytes(data)).starts == ranges.starts
+    cache = SymCache.from_bytes(data)
+    reader = make_reader(cache, data)
+    assert reader is not None and len(reader.starts) > 50
+    assert make_reader(SymCache.from_bytes(data)).starts == reader.starts  # through symbolic's buffer
+    funcs = h.nm_functions(binary)
+    rels = range(min(s for s, _, _ in funcs) - load - 0x100, max(s + n for s, n, _ in funcs) - load + 0x40)
+    for rel in rels:
+        expected = symcache_lookup(cache, rel)
+        assert reader.chain(reader.find(rel), rel) == expected, hex(rel)
+        assert [(x.sym_addr, x.line, x.lang, x.symbol, x.full_path) for x in expected] == [
+            (x.sym_addr, x.line, x.lang, x.symbol, x.full_path or "") for x in cache.lookup(rel)
+        ]
+    assert reader.trusted
 
-    def table(index: object) -> FileSymbols:
+    def table(direct: object) -> FileSymbols:
         return FileSymbols(
-            loaded.module, [Part(load, SymCache.from_bytes(data), index)], loaded.extents,
+            loaded.module, [Part(load, SymCache.from_bytes(data), direct)], loaded.extents,
             open_lines=lambda: loaded.lines, open_plt=lambda: loaded.plt, stats=Counter(),
         )  # fmt: skip
 
-    with_ranges, without = table(ranges), table(None)
-    funcs = h.nm_functions(binary)
-    addrs = range(min(s for s, _, _ in funcs) - 0x100, max(s + n for s, n, _ in funcs) + 0x40)
-    assert [with_ranges.lookup(a) for a in addrs] == [without.lookup(a) for a in addrs]
+    with_reader, without = table(make_reader(cache, data)), table(None)
+    addrs = [rel + load for rel in rels]
+    assert [with_reader.lookup(a) for a in addrs] == [without.lookup(a) for a in addrs]
 
 
-def test_ranges_of_other_formats_are_not_guessed() -> None:
-    assert read_ranges(b"SYMC" + struct.pack("<I", 7) + b"\0" * 200) is None
-    assert read_ranges(b"short") is None
-    assert read_ranges(b"SYMC" + struct.pack("<I", 9) + b"\xff" * 200) is None
+def test_a_reader_that_disagrees_turns_itself_off(bundle: bytes) -> None:
+    (_, _, data) = load_bundle(bundle).parts[0]
+    cache = SymCache.from_bytes(data)
+    reader = make_reader(cache, data)
+    index = len(reader.starts) // 2
+    reader._names = {offset: "wrong" for offset in range(1 << 20)}  # names decoded wrongly from now on
+    reader._paths = {0xFFFFFFFF: ""}  # forces symbolic to be asked again, and compared
+    rel = reader.starts[index]
+    assert reader.chain(index, rel) == symcache_lookup(cache, rel)
+    assert not reader.trusted and reader.chain(index, rel) is None
+
+
+def test_other_formats_are_not_read(bundle: bytes) -> None:
+    cache = SymCache.from_bytes(load_bundle(bundle).parts[0][2])
+    assert make_reader(cache, b"SYMC" + struct.pack("<I", 7) + b"\0" * 200) is None
+    assert make_reader(cache, b"short") is None
+    assert make_reader(cache, b"SYMC" + struct.pack("<I", 9) + b"\xff" * 200) is None

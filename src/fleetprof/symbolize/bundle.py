@@ -35,8 +35,8 @@ from fleetprof.symbolize.extents import CodeExtents
 from fleetprof.symbolize.lookup import FileSymbols, Part
 from fleetprof.symbolize.native import NativeFile, collect_symbols
 from fleetprof.symbolize.plt import PltNames, read_plt_names
-from fleetprof.symbolize.ranges import read_ranges
 from fleetprof.symbolize.startline import StartLines, UnitIndex, UnitLines
+from fleetprof.symbolize.symcache_reader import make_reader
 
 MAGIC = b"FPSB"
 VERSION = 1
@@ -72,7 +72,7 @@ class Bundle:
         return FileSymbols(
             module=self.module,
             parts=[
-                Part(load, cache, read_ranges(data))
+                Part(load, cache, make_reader(cache, data))
                 for (_, load, data), cache in zip(self.parts, self.caches, strict=True)
             ],
             extents=self.extents,

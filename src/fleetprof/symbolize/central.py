@@ -22,7 +22,7 @@ from typing import Literal
 from fleetprof.profile.model import Frame, Mapping
 from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle, repack, write_bundle
 from fleetprof.symbolize.debuginfod import DebuginfodClient
-from fleetprof.symbolize.lookup import FileSymbols, NativeFrame
+from fleetprof.symbolize.lookup import FileSymbols
 from fleetprof.symbolize.lru import BoundedLru
 from fleetprof.symbolize.modelframes import native_model_frames
 from fleetprof.symbolize.native import NativeFile
@@ -77,19 +77,24 @@ class CentralSymbolizer:
             if entry is None:
                 self.stats["central.addresses_without_symbols"] += 1
                 return {}
-            memo, lookup = entry.memo, entry.symbols.lookup
-            mapping = entry.mapping
+            memo, resolve, mapping = entry.memo, entry.symbols.resolve, entry.mapping
             out: dict[int, tuple[Frame, ...]] = {}
+            looked_up = 0
             for addr in addresses:
                 frames = memo.get(addr)
                 if frames is None:
-                    frames = native_model_frames(mapping, addr, _resolve(lookup, entry.bundle.module, addr))
+                    looked_up += 1
+                    try:
+                        native = resolve(addr)
+                    except Exception:  # a library bug on one address must not lose the batch
+                        native = None
+                    frames = native_model_frames(mapping, addr, native) if native else ()
                     if len(memo) >= _MEMO_LIMIT:
                         memo.clear()
                     memo[addr] = frames
-                    self.stats["central.lookups"] += 1
                 if frames:
                     out[addr] = frames
+            self.stats["central.lookups"] += looked_up
             if path and path != mapping.path:  # another process names the file differently
                 named = replace(mapping, path=path)
                 out = {a: tuple(replace(f, mapping=named) for f in fs) for a, fs in out.items()}
@@ -189,16 +194,3 @@ class CentralSymbolizer:
         if len(file_id) < 3 or not all(c in "0123456789abcdef" for c in file_id):
             return None
         return self._cache_dir / file_id[:2] / f"{file_id}{_CACHE_SUFFIX}"
-
-
-def _resolve(
-    lookup: Callable[[int], tuple[NativeFrame, ...]], module: str, addr: int
-) -> tuple[NativeFrame, ...]:
-    """The frames of `addr`, () when the file's symbols don't know it (or a lookup fails)."""
-    try:
-        frames = lookup(addr)
-    except Exception:  # a library bug on one address must not lose the batch
-        return ()
-    if len(frames) == 1 and not frames[0].file and frames[0].function == f"{module}+0x{addr:x}":
-        return ()
-    return frames

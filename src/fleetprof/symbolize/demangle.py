@@ -80,7 +80,7 @@ def _call_pycxxfilt(func: Callable[[str], str | None] | None, name: str) -> str 
 
 def _demangle_rust_legacy(name: str) -> str | None:
     """Decode `_ZN<len><ident>…17h<16 hex>E[.suffix]`; None when `name` is not a legacy Rust symbol."""
-    if not name.startswith("_ZN"):
+    if not name.startswith("_ZN") or "17h" not in name:  # the hash element is `17h<16 hex>`
         return None
     parts: list[str] = []
     pos = 3

@@ -21,7 +21,7 @@ from symbolic.exceptions import SymbolicError
 from fleetprof.symbolize.demangle import demangle
 from fleetprof.symbolize.extents import CodeExtents
 from fleetprof.symbolize.plt import PltNames
-from fleetprof.symbolize.ranges import RangeIndex
+from fleetprof.symbolize.symcache_reader import Loc, SymcacheReader, symcache_lookup
 
 # GCC clone suffixes (foo.constprop.0, foo.isra.0, foo.part.1, foo.cold): DWARF and addr2line call it foo.
 _CLONE_SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|lto_priv|localalias)(\.\d+)?)+$")
@@ -69,25 +69,14 @@ class LineSource(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Loc:
-    """The fields of one SymCache source location that lookups read."""
-
-    sym_addr: int
-    line: int
-    lang: str
-    symbol: str
-    full_path: str
-
-
 @dataclass(slots=True)
 class Part:
     """One SymCache and the ELF load address its addresses are relative to."""
 
     load_address: int
     cache: SymCache
-    ranges: RangeIndex | None = None  # the cache's range starts, when its format could be read
-    chains: dict[int, tuple[_Loc, ...]] = field(default_factory=dict)  # range index -> locations
+    reader: SymcacheReader | None = None  # direct reads of the cache's arrays, when its format allows
+    chains: dict[int, tuple[Loc, ...]] = field(default_factory=dict)  # range index -> locations
 
 
 @dataclass(slots=True)
@@ -109,8 +98,14 @@ class FileSymbols:
 
     def lookup(self, addr: int) -> tuple[NativeFrame, ...]:
         """Frames for ELF address `addr`, outermost first; a `module+0xADDR` frame when unknown."""
+        return self.resolve(addr) or (fallback_frame(self.module, addr),)
+
+    def resolve(self, addr: int) -> tuple[NativeFrame, ...] | None:
+        """Frames for ELF address `addr`, outermost first; None when the file's symbols don't know it."""
+        extents = self.extents
         for index, part in enumerate(self.parts):
-            rel = addr - part.load_address
+            load = part.load_address
+            rel = addr - load
             if not 0 <= rel <= 0xFFFFFFFF:
                 continue
             found = self._locations(part, rel)
@@ -119,25 +114,23 @@ class FileSymbols:
             key, locs = found
             outer = locs[-1]
             symbol_only = outer.lang == "unknown" and not outer.full_path and not outer.line
-            if symbol_only and not self.extents.covers(outer.sym_addr + part.load_address, addr):
+            if symbol_only and not extents.covers(outer.sym_addr + load, addr):
                 continue
-            containing = self.extents.containing_index(addr)
-            memo_key: tuple | None = None
-            if key != _NO_RANGE:
-                memo_key = (index, key, containing)
-                if symbol_only and self.want_start_lines:  # a symbol's range may span compile units
-                    lines = self._line_source()
-                    memo_key += (lines.unit_key(addr) if lines is not None else None,)
-            frames = self._frames.get(memo_key) if memo_key is not None else None
+            containing = extents.containing_index(addr)
+            if key == _NO_RANGE:
+                return self._make_frames(addr, locs, load, containing)
+            memo_key: tuple = (index, key, containing)
+            if symbol_only and self.want_start_lines:  # a symbol's range may span compile units
+                lines = self._line_source()
+                memo_key = (index, key, containing, lines.unit_key(addr) if lines is not None else None)
+            frames = self._frames.get(memo_key)
             if frames is None:
-                frames = self._make_frames(addr, locs, part.load_address, containing)
-                if memo_key is not None and not any(f.function.endswith(f"+0x{addr:x}") for f in frames):
+                frames = self._make_frames(addr, locs, load, containing)
+                if not any(f.function.endswith(f"+0x{addr:x}") for f in frames):  # names holding addr
                     self._frames[memo_key] = frames
             return frames
         plt = self.plt_name(addr)  # stubs have no symbols: only addresses that found none pay for this
-        if plt is not None:
-            return (NativeFrame(function=plt),)
-        return (fallback_frame(self.module, addr),)
+        return (NativeFrame(function=plt),) if plt is not None else None
 
     def plt_name(self, addr: int) -> str | None:
         """`name@plt` (demangled) when `addr` is in a PLT stub of the file."""
@@ -155,24 +148,28 @@ class FileSymbols:
             self._lines = None
         self._lines_opened = False
 
-    def _locations(self, part: Part, rel: int) -> tuple[int, tuple[_Loc, ...]] | None:
+    def _locations(self, part: Part, rel: int) -> tuple[int, tuple[Loc, ...]] | None:
         """(range index or _NO_RANGE, locations innermost first) of `rel` in `part`; None when none."""
-        key = part.ranges.find(rel) if part.ranges is not None else _NO_RANGE
-        if key != _NO_RANGE:
-            cached = part.chains.get(key)
-            if cached is not None:
-                return (key, cached) if cached else None
+        reader = part.reader
+        if reader is not None and reader.trusted:
+            key = reader.find(rel)
+            locs = part.chains.get(key)
+            if locs is None:
+                locs = reader.chain(key, rel)
+                if locs is not None and reader.trusted:
+                    part.chains[key] = locs
+            if reader.trusted and locs is not None:
+                return (key, locs) if locs else None
+            part.chains.clear()  # the reader disagreed with symbolic: forget what it answered
+            self._frames.clear()
         try:
-            raw = part.cache.lookup(rel)
-        except SymbolicError:
+            locs = symcache_lookup(part.cache, rel)
+        except (SymbolicError, RuntimeError):
             return None
-        locs = tuple(_Loc(x.sym_addr, x.line, x.lang, x.symbol or "", x.full_path or "") for x in raw)
-        if key != _NO_RANGE:
-            part.chains[key] = locs
-        return (key, locs) if locs else None
+        return (_NO_RANGE, locs) if locs else None
 
     def _make_frames(
-        self, addr: int, locs: tuple[_Loc, ...], load_address: int, containing: int
+        self, addr: int, locs: tuple[Loc, ...], load_address: int, containing: int
     ) -> tuple[NativeFrame, ...]:
         """Turn SymCache locations (innermost first) into frames (outermost first)."""
         frames = []

@@ -28,8 +28,8 @@ from fleetprof.symbolize.lookup import FileSymbols, NativeFrame, Part, fallback_
 from fleetprof.symbolize.lru import BoundedLru
 from fleetprof.symbolize.minidebuginfo import SECTION, minidebuginfo_file
 from fleetprof.symbolize.plt import read_plt_names
-from fleetprof.symbolize.ranges import symcache_ranges
 from fleetprof.symbolize.startline import StartLines
+from fleetprof.symbolize.symcache_reader import make_reader
 from fleetprof.symbolize.symcache_store import PartInfo, StoredSymbols, SymcacheStore
 
 __all__ = ["NativeFile", "NativeFrame", "NativeSymbolizer", "collect_symbols", "fallback_frame"]
@@ -164,7 +164,7 @@ class NativeSymbolizer:
         return FileSymbols(
             module=file.module,
             parts=[
-                Part(info.load_address, cache, symcache_ranges(cache))
+                Part(info.load_address, cache, make_reader(cache))
                 for info, cache in zip(stored.parts, stored.symcaches, strict=True)
             ],
             extents=stored.extents,
