@@ -517,3 +517,31 @@ def test_random_corruption_never_escapes_as_another_error() -> None:
         except OtlpDecodeError:
             outcomes["error"] += 1
     assert outcomes["error"] > 0 and outcomes["ok"] > 0
+
+
+def test_sparse_locations_get_placeholder_names() -> None:
+    """Locations missing names or types still decode: kernel and Python placeholders, untyped file-backed
+    locations as raw native frames, nameless native Lines as module offsets."""
+    b = _Builder()
+    libx = b.mapping("/usr/lib/libx.so", HTL_LIBC)
+    kernel = b.location("kernel", 0, 0xFFFFFFFF81000000)
+    python = b.location("cpython", 0, 0)
+    untyped = b.d.location_table.add(mapping_index=libx, address=0x4242)
+    chain = b.location(
+        "native", libx, 0x99, "inner", "x.h", 2
+    )  # an inline chain whose outer Line has no name
+    b.d.function_table.add(filename_strindex=b.s("x.c"))
+    b.d.location_table[chain].lines.add(function_index=len(b.d.function_table) - 1, line=4)
+    only_file = b.location("native", libx, 0x77, file="y.c", line=9)
+    stack = b.stack(kernel, chain, only_file, len(b.d.location_table) - 3, python)
+    del untyped
+    sp = b.resource(process_pid=5)
+    b.sample(b.profile(sp), stack, 5, "x", 0, [START])
+    (profile,) = from_otlp_request(b.request)
+    _, py, raw_frame, no_name, outer, inner, k = profile.samples[0].stack
+    assert (py.kind, py.function) == (FrameKind.PYTHON, "<python frame>")
+    assert raw_frame.is_raw and raw_frame.address == 0x4242
+    assert no_name.is_raw and no_name.address == 0x77, "a Line without a function: symbolized later"
+    assert (outer.function, outer.file, outer.line, outer.inlined) == ("libx.so+0x99", "x.c", 4, False)
+    assert (inner.function, inner.inlined) == ("inner", True)
+    assert (k.kind, k.function) == (FrameKind.KERNEL, "[kernel]+0xffffffff81000000")

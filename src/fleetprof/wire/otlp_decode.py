@@ -6,14 +6,15 @@ One `Profile` per host and sampling frequency: resource attributes that describe
 profile's `resource`; the OTLP profiles of one host are merged (earliest start, latest end, counters
 summed). Process labels may also come as sample attributes (older eBPF profilers put them there).
 
-Frames by `profile.frame.type`: `native` (and `go`, `rust`) locations with Lines are kept as named native
-frames (one per Line, outermost first, the inner ones `inlined`); without Lines they are raw frames keyed
-by the mapping's file id (`fleetprof.file_id`, else `process.executable.build_id.htlhash`, else derived
-from the GNU build id) and the address, to be symbolized later; `kernel` and `cpython` become kernel and
-Python frames; `abort-marker`/`unknown`, and untyped locations without a mapping whose name is
-`[bracketed]`, become error frames; every other runtime (jvm, v8js, php, ruby, perl, dotnet, beam, …) an
-INTERPRETED frame named as sent, with `runtime` set to its frame type. Profiles whose sample type is not a
-sample count (or CPU nanoseconds, scaled by the period) are skipped and counted in `otlp_skipped_profiles`.
+Frames by `profile.frame.type`: `native` (and `go`, `rust`; untyped ones with a file mapping) locations
+with Lines are kept as named native frames (one per Line, outermost first, the inner ones `inlined`, a
+nameless one `module+0x…`); without a named Line they are raw frames keyed by the mapping's file id
+(`fleetprof.file_id`, else `process.executable.build_id.htlhash`, else derived from the GNU build id) and
+the address, to be symbolized later; `kernel` and `cpython` become kernel and Python frames;
+`abort-marker`/`unknown`, and untyped locations without a mapping whose name is `[bracketed]`, become
+error frames; every other runtime (jvm, v8js, php, ruby, perl, dotnet, beam, …) an INTERPRETED frame named
+as sent, with `runtime` set to its frame type. Profiles whose sample type is not a sample count (or CPU
+nanoseconds, scaled by the period) are skipped and counted in `otlp_skipped_profiles`.
 
 Malformed input (an index outside its table, a missing dictionary, a negative count, bytes that are not a
 request) raises `OtlpDecodeError` with a one-line reason; nothing else escapes.
@@ -277,16 +278,20 @@ def _chain(
 
 def _frames(frame_type: str, mapping: Mapping | None, address: int, named: list[_Named]) -> tuple[Frame, ...]:
     """The model frames of one location (see the module docstring for the rules)."""
-    has_names = any(n.function for n in named)
-    first = next((n.function for n in named if n.function), "")
+    with_names = [n for n in named if n.function]  # nameless Lines only help native frames (module+0x…)
+    has_names = bool(with_names)
+    first = with_names[0].function if with_names else ""
+    file = named[0].file if named else ""
     if frame_type == "kernel":
-        if not has_names:
-            named = [_Named(f"[kernel]+0x{address:x}", "", "", 0, 0)]
-        return _chain(FrameKind.KERNEL, named, None, address, "")
+        return _chain(
+            FrameKind.KERNEL,
+            with_names or [_Named(f"[kernel]+0x{address:x}", "", "", 0, 0)],
+            None,
+            address,
+            "",
+        )
     if frame_type == "cpython":
-        if not has_names:
-            named = [_Named("<python frame>", "", named[0].file if named else "", 0, 0)]
-        return _chain(FrameKind.PYTHON, named, None, 0, "")
+        return _chain(FrameKind.PYTHON, with_names or [_Named("<python frame>", "", file, 0, 0)], None, 0, "")
     native = frame_type in NATIVE_TYPES or (not frame_type and mapping is not None and bool(mapping.path))
     if native:
         runtime = NATIVE_TYPES.get(frame_type, "")
@@ -305,9 +310,8 @@ def _frames(frame_type: str, mapping: Mapping | None, address: int, named: list[
         )
     if frame_type in ERROR_TYPES or (not frame_type and (not has_names or first.startswith("["))):
         return (Frame(FrameKind.ERROR, first or f"[unwind: {frame_type or 'unknown frame'}]"),)
-    if not has_names:
-        named = [_Named(f"[{frame_type} frame]", "", named[0].file if named else "", 0, 0)]
-    return _chain(FrameKind.INTERPRETED, named, None, 0, frame_type)
+    unnamed = [_Named(f"[{frame_type} frame]", "", file, 0, 0)]
+    return _chain(FrameKind.INTERPRETED, with_names or unnamed, None, 0, frame_type)
 
 
 @dataclass(slots=True)
