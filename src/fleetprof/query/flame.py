@@ -6,13 +6,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from fleetprof.query.selection import Selection
-from fleetprof.query.stacks import NodeKey, StackSet
+from fleetprof.query.stacks import NodeKey, StackSet, gc_paused
 
 Trie = list[Any]  # [total, self, children: dict[key index, Trie]]
 
 
 def build_trie(paths: Iterable[tuple[list[int], int]]) -> Trie:
-    """Merge (key path, count) pairs into a trie, root first."""
+    """Merge (key path, count) pairs into a trie, root first (the cyclic GC is paused: millions of nodes)."""
+    with gc_paused():
+        return _build_trie(paths)
+
+
+def _build_trie(paths: Iterable[tuple[list[int], int]]) -> Trie:
+    """build_trie's loop."""
     root: Trie = [0, 0, {}]
     for keys, count in paths:
         node = root
@@ -48,13 +54,15 @@ def node_dict(key: NodeKey | None, trie: Trie, keys: list[NodeKey], min_total: i
 def tree_of(stacks: StackSet, min_fraction: float = 0.0) -> dict[str, Any]:
     """The flame tree of loaded stacks; nodes under `min_fraction` of the total are left out."""
     trie = build_trie(zip(stacks.stacks, stacks.counts, strict=True))
-    return node_dict(None, trie, stacks.keys, int(stacks.total * min_fraction))
+    with gc_paused():
+        return node_dict(None, trie, stacks.keys, max(int(stacks.total * min_fraction), 1))
 
 
 def flame_graph(
-    store: Any, sel: Selection, min_fraction: float = 0.0, long_range: bool = True
+    store: Any, sel: Selection, min_fraction: float = 1e-4, long_range: bool = True
 ) -> dict[str, Any]:
-    """Flame graph of `sel`: a root node whose children are the stacks' root frames."""
+    """Flame graph of `sel`: a root node over the stacks' root frames; nodes under `min_fraction` of all
+    samples are left out (0 keeps every node)."""
     from fleetprof.query.longrange import load_for_range
 
     return tree_of(load_for_range(store, sel, long_range), min_fraction)

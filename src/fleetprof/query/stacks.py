@@ -7,6 +7,9 @@ rows (outermost first) or named `module+0xADDR` while no symbols have arrived.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +104,18 @@ def _frame_keys(row: dict[str, Any], interner: _Interner) -> list[int]:
     return [interner.key(NodeKey(fn, kind, fn, module, row["file"], row["line"]))]
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector, which rescans every node each time many are allocated."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def query_stacks(store: Any, ids_sub: str, params: dict[str, Any]) -> Any:
     """(stack_id, frame_ids) of the stacks `ids_sub` selects."""
     return store.query(
@@ -136,8 +151,14 @@ def query_frames(store: Any, ids_sub: str, params: dict[str, Any]) -> Any:
     )
 
 
-def load_stacks(store: Any, sel: Selection, source: str = "samples", scale: int = 1) -> StackSet:
-    """Sum samples per stack over `sel` (from `source`, counts times `scale`) and resolve their frames."""
+def load_stacks(store: Any, sel: Selection, source: str = "samples") -> StackSet:
+    """Sum samples per stack over `sel` (from `source`: raw samples or a pyramid level) and resolve frames."""
+    with gc_paused():
+        return _load_stacks(store, sel, source)
+
+
+def _load_stacks(store: Any, sel: Selection, source: str) -> StackSet:
+    """load_stacks' body."""
     where, params = sel.where(store)
     samples = store.t(source)
     agg = store.query(
@@ -159,8 +180,8 @@ def load_stacks(store: Any, sel: Selection, source: str = "samples", scale: int 
         zip(stacks.column("stack_id").to_pylist(), stacks.column("frame_ids").to_pylist(), strict=True)
     )
     ids = agg.column("stack_id").to_pylist()
-    counts = (agg.column("c").to_numpy().astype(np.int64) * scale).tolist()
-    out.cpu_seconds = float(np.sum(agg.column("cpu").to_numpy())) * scale
+    counts = agg.column("c").to_numpy().astype(np.int64).tolist()
+    out.cpu_seconds = float(np.sum(agg.column("cpu").to_numpy()))
     missing = [interner.key(NodeKey("[missing stack]", "error", "[missing stack]"))]
     for sid, count in zip(ids, counts, strict=True):
         fids = frame_lists.get(sid)

@@ -29,7 +29,30 @@ def _v1(layout: Layout) -> list[str]:
     return out
 
 
-MIGRATIONS: list[Migration] = [Migration(1, "base tables", _v1)]
+def _v2(layout: Layout) -> list[str]:
+    """The 5^k random-sampling pyramid for long ranges, fed by materialized views from samples."""
+    out: list[str] = []
+    for factor in schema.PYRAMID_LEVELS:
+        out += schema.create_table(layout, schema.pyramid_table(factor))
+        out += schema.create_view(
+            layout, f"samples_{factor}_mv", f"samples_{factor}", schema.pyramid_select(layout, factor)
+        )
+    return out
+
+
+def _v2_backfill(layout: Layout) -> list[str]:
+    """Sample the samples stored before v2 into every pyramid level."""
+    return [
+        f"INSERT INTO {layout.local(f'samples_{factor}')} ({schema.SAMPLE_COLUMNS}) "
+        f"{schema.pyramid_select(layout, factor)}"
+        for factor in schema.PYRAMID_LEVELS
+    ]
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "base tables", _v1),
+    Migration(2, "random-sampling pyramid for long ranges", _v2, _v2_backfill),
+]
 
 
 def latest_version() -> int:

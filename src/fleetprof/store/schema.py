@@ -240,3 +240,30 @@ BASE_TABLES = (
     HOSTS,
     BATCHES,
 )
+
+
+# Long-range scheme (schema v2): Elastic-style random-sampling pyramid. Level k keeps each sample row with
+# probability 1/5^k and stores its count multiplied by 5^k, so sums over any level estimate the raw sums.
+PYRAMID_LEVELS = (5, 25, 125, 625)
+SAMPLE_COLUMNS = (
+    "ts, host, host_id, process, pid, tid, thread, container, pod_uid, executable, stack_id, count, frequency"
+)
+
+
+def pyramid_table(factor: int) -> Table:
+    """The table of pyramid level `factor` (1/factor of the rows), shaped and expiring like samples."""
+    return Table(
+        name=f"samples_{factor}",
+        columns=SAMPLES.columns,
+        engine=SAMPLES.engine,
+        partition_by=SAMPLES.partition_by,
+        order_by=SAMPLES.order_by,
+        ttl_column=SAMPLES.ttl_column,
+        shard_key=SAMPLES.shard_key,
+    )
+
+
+def pyramid_select(layout: Layout, factor: int) -> str:
+    """Rows of the raw samples table sampled at 1/factor, counts scaled up by factor."""
+    cols = SAMPLE_COLUMNS.replace("count,", f"count * {int(factor)} AS count,")
+    return f"SELECT {cols} FROM {layout.local('samples')} WHERE rand() % {int(factor)} = 0"

@@ -23,7 +23,14 @@ from fleetprof.store.migrations import migrate
 from fleetprof.store.rows import IdCache, build_rows
 from fleetprof.store.schema import Layout
 
-_TTL_TABLES = (schema.SAMPLES, schema.STACKS, schema.FRAMES, schema.HOSTS, schema.BATCHES)
+_TTL_TABLES = (
+    schema.SAMPLES,
+    *(schema.pyramid_table(f) for f in schema.PYRAMID_LEVELS),
+    schema.STACKS,
+    schema.FRAMES,
+    schema.HOSTS,
+    schema.BATCHES,
+)
 
 
 class Store:
@@ -198,7 +205,7 @@ class Store:
         if stored == wanted:
             return
         if stored is not None:
-            for table in _TTL_TABLES:
+            for table in self._ttl_tables():
                 self.backend.execute(
                     f"ALTER TABLE {self.layout.local(table.name)}{self.layout.on_cluster} "
                     f"MODIFY TTL {schema.ttl_clause(self.layout, table)}"
@@ -207,9 +214,13 @@ class Store:
             f"INSERT INTO {self.t('meta')} (key, value) SELECT 'retention_days', {{v:String}}", {"v": wanted}
         )
 
+    def _ttl_tables(self) -> list[schema.Table]:
+        """Expiring tables present at this schema version."""
+        return [t for t in _TTL_TABLES if self.version >= 2 or not t.name.startswith("samples_")]
+
     def optimize(self) -> None:
         """Merge every expiring table now (`OPTIMIZE … FINAL`): applies TTL drops and replacements."""
-        for table in _TTL_TABLES:
+        for table in self._ttl_tables():
             self.backend.execute(
                 f"OPTIMIZE TABLE {self.layout.local(table.name)}{self.layout.on_cluster} FINAL"
             )

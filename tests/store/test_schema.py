@@ -1,0 +1,74 @@
+"""Schema: cluster DDL rendering, migrations from v1, retention that really drops expired partitions."""
+
+from __future__ import annotations
+
+import time
+
+from fleetprof.store.migrations import MIGRATIONS, latest_version
+from fleetprof.store.schema import Layout
+from fleetprof.store.synthetic import fleet_profile
+
+NOW = time.time_ns() // 10**9 * 10**9
+DAY = 86_400 * 10**9
+
+
+def _all_ddl(layout: Layout) -> str:
+    return "\n".join(s for m in MIGRATIONS for s in m.statements(layout))
+
+
+def test_cluster_ddl_is_replicated_and_sharded_by_stack():
+    ddl = _all_ddl(Layout("fp", cluster="fleet", fsync=False))
+    assert "ON CLUSTER fleet" in ddl
+    assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/fp/samples_local', '{replica}')" in ddl
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/fp/stacks_local', '{replica}', day)" in ddl
+    )
+    assert "ENGINE = Distributed(fleet, fp, samples_local, stack_id)" in ddl
+    assert "ENGINE = Distributed(fleet, fp, stacks_local, stack_id)" in ddl
+    assert "TO fp.samples_5_local AS SELECT" in ddl and "FROM fp.samples_local WHERE rand() % 5 = 0" in ddl
+    assert "ttl_only_drop_parts = 1" in ddl
+    single = _all_ddl(Layout("fp"))
+    assert "Replicated" not in single and "Distributed" not in single and "_local" not in single
+    assert "fsync_after_insert = 1" in single
+
+
+def test_layout_rejects_bad_names():
+    import pytest
+
+    for bad in ("a-b", "x; DROP", "", "1abc"):
+        with pytest.raises(ValueError):
+            Layout(bad)
+
+
+def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
+    old = open_db(schema_version=1)
+    assert old.version == 1
+    old.ingest(fleet_profile(pool, "mig", NOW, 20_000), "mig-1")
+    new = open_db(old.layout.database)
+    assert new.version == latest_version() == 2
+    raw = new.query(f"SELECT sum(count) AS n FROM {new.t('samples')}").column("n")[0].as_py()
+    assert raw == 20_000
+    sampled = new.query(f"SELECT sum(count) AS n FROM {new.t('samples_5')}").column("n")[0].as_py()
+    assert 20_000 * 0.7 < sampled < 20_000 * 1.3
+    versions = new.query(f"SELECT version FROM {new.t('schema_version')} ORDER BY version")
+    assert versions.column("version").to_pylist() == [1, 2]
+
+
+def test_retention_drops_expired_partitions(open_db, pool):
+    store = open_db(retention_days=365)
+    store.ingest(fleet_profile(pool, "ret", NOW - 40 * DAY, 500), "old")
+    store.ingest(fleet_profile(pool, "ret", NOW, 300), "new")
+
+    def total(table: str) -> int:
+        return int(store.query(f"SELECT sum(count) AS n FROM {store.t(table)}").column("n")[0].as_py() or 0)
+
+    assert total("samples") == 800
+    shorter = open_db(store.layout.database, retention_days=30)  # reopening applies the new retention
+    shorter.optimize()
+    assert total("samples") == 300
+    parts = store.query(
+        "SELECT min(partition) AS p FROM system.parts WHERE database = {d:String} AND table = 'samples' "
+        "AND active AND rows > 0",
+        {"d": store.layout.database},
+    )
+    assert parts.column("p")[0].as_py() >= time.strftime("%Y-%m-%d", time.gmtime((NOW - 31 * DAY) / 1e9))
