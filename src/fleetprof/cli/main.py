@@ -38,10 +38,13 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _commands() -> list[Command]:
+    from fleetprof.cli.export import ExportCommand
     from fleetprof.cli.record import RecordCommand
+    from fleetprof.cli.server import ServerCommand
     from fleetprof.cli.top import TopCommand
+    from fleetprof.cli.up import UpCommand
 
-    return [RecordCommand(), TopCommand()]
+    return [RecordCommand(), TopCommand(), ServerCommand(), UpCommand(), ExportCommand()]
 
 
 def _terminate(signum: int, _frame: object) -> None:

@@ -18,7 +18,9 @@ from fleetprof.agent.raw import ProcessLabels
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import CapabilityError, CliError, UsageError
 from fleetprof.cli.record import MAX_FREQUENCY
+from fleetprof.cli.serverclient import add_selection_options
 from fleetprof.cli.stopping import StopRequest
+from fleetprof.cli.top_server import run_server_top
 from fleetprof.profile.model import Frame, FrameKind, Profile
 from fleetprof.tracer.sampler import SamplerError
 
@@ -85,6 +87,10 @@ class TopCommand:
         parser.add_argument("--interval", "-i", type=float, default=2.0, metavar="S", help="refresh period")
         parser.add_argument("--limit", "-n", type=int, default=25, metavar="N", help="rows to show")
         parser.add_argument("--iterations", type=int, metavar="K", help="stop after K refreshes")
+        parser.add_argument(
+            "--server", metavar="URL", help="show the top functions a fleetprof server stored"
+        )
+        add_selection_options(parser, default_since="1m")
 
     def run(self, args: argparse.Namespace) -> int:
         """Sample and redraw until Ctrl-C (or --iterations)."""
@@ -96,6 +102,10 @@ class TopCommand:
             raise UsageError(f"--frequency must be between 1 and {MAX_FREQUENCY} Hz")
         if args.iterations is not None and args.iterations <= 0:
             raise UsageError("--iterations must be positive")
+        if args.server:
+            if args.pid:
+                raise UsageError("--pid samples this host; with --server use --filter pid=N")
+            return run_server_top(args)
         for pid in args.pid or ():
             if pid <= 0 or not Path(f"/proc/{pid}").exists():
                 raise CliError(f"no process with pid {pid}")
