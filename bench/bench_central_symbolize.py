@@ -1,7 +1,10 @@
 """Central symbolization throughput from symbol bundles, against llvm-symbolizer on the same addresses.
 
-For each binary: 20,000 addresses sampled inside function symbols (as bench_symbolize.py does). The
-bundle is built once (as an agent would) and its size put against the binary's. Then, like for like:
+For each binary, two sets of 20,000 distinct addresses inside function symbols: uniform (every address
+in a different place, as bench_symbolize.py samples: the worst case for any cache) and profile-shaped
+(functions drawn with Zipf weights, several addresses each, as the return addresses and PCs of real
+profiles cluster in hot code). The bundle is built once (as an agent would) and its size put against
+the binary's. Then, like for like, on each set:
 - cold: a fresh `CentralSymbolizer` that has never seen the file gets the uploaded bundle bytes and
   answers every address (decode + lookups), against one fresh `llvm-symbolizer` process with the
   binary answering the same addresses; also the restart case, loading the bundle from the disk cache;
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -36,6 +40,19 @@ from fleetprof.symbolize.central import CentralSymbolizer
 DEFAULT_BINARIES = ["/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0", "/usr/bin/node"]
 
 
+def profile_sample(funcs: list[tuple[int, int]], count: int, seed: int) -> list[int]:
+    """`count` distinct addresses, their functions drawn with Zipf weights (1/rank) from a shuffled list."""
+    rng = random.Random(seed)
+    order = funcs[:]
+    rng.shuffle(order)
+    weights = [1 / (rank + 1) for rank in range(len(order))]
+    addrs: set[int] = set()
+    while len(addrs) < count:
+        for start, size in rng.choices(order, weights, k=count - len(addrs)):
+            addrs.add(start + rng.randrange(size))
+    return sorted(addrs)
+
+
 def timed(call: object, *args: object) -> tuple[float, object]:
     t0 = time.perf_counter()
     result = call(*args)  # type: ignore[operator]
@@ -50,25 +67,52 @@ def bench_one(path: str, count: int, llvm: bool) -> dict[str, float] | None:
     if not funcs:
         print(f"{path}: no function symbols, skipped")
         return None
-    count = min(count, sum(size for _, size in funcs) // 2)
-    addrs = sample(funcs, count)
-    warmup = sample(funcs, count, seed=7)
+    count = min(count, sum(size for _, size in funcs) // 4)
     info = read_elf_info(path)
     fid = file_id(path, info.build_id)
     build_s, bundle = timed(build_bundle, path)
     assert isinstance(bundle, bytes)
     sections = {s["name"]: s for s in bundle_info(bundle)["sections"]}
+    size = os.path.getsize(path)
+    parts = ", ".join(f"{k} {v['size'] / 1e6:.1f} MB" for k, v in sections.items())
+    print(
+        f"{os.path.basename(path)} ({size / 1e6:.0f} MB): bundle {len(bundle) / 1e6:.1f} MB = "
+        f"{len(bundle) / size:.1%} of the binary ({parts}), built in {build_s:.2f} s"
+    )
+    row = {"bundle_share": len(bundle) / size}
+    shapes = {
+        "uniform": (sample(funcs, count), sample(funcs, count, seed=7)),
+        "profile-shaped": (profile_sample(funcs, count, 42), profile_sample(funcs, count, 7)),
+    }
+    for shape, (addrs, warmup) in shapes.items():
+        row |= {
+            f"{shape} {k}": v
+            for k, v in compare(shape, path, fid, info.build_id, bundle, addrs, warmup, llvm).items()
+        }
+    return row
+
+
+def compare(
+    shape: str,
+    path: str,
+    fid: str,
+    build_id: str,
+    bundle: bytes,
+    addrs: list[int],
+    warmup: list[int],
+    llvm: bool,
+) -> dict[str, float]:
+    """Cold, restart, warm and memoized central rates against llvm-symbolizer on `addrs`; prints them."""
     work = Path(tempfile.mkdtemp(prefix="fleetprof-central-bench-"))
     try:
-        store = {fid: bundle}
-        cold = CentralSymbolizer(store.get, work / "cache", debuginfod=None)
-        cold_s, answers = timed(cold.symbolize, fid, info.build_id, addrs)
+        cold = CentralSymbolizer({fid: bundle}.get, work / "cache", debuginfod=None)
+        cold_s, answers = timed(cold.symbolize, fid, build_id, addrs)
         restart = CentralSymbolizer({}.get, work / "cache", debuginfod=None)
-        reload_s, _ = timed(restart.symbolize, fid, info.build_id, addrs)
+        reload_s, _ = timed(restart.symbolize, fid, build_id, addrs)
         warm = CentralSymbolizer({}.get, work / "cache", debuginfod=None)
-        warm.symbolize(fid, info.build_id, warmup)
-        warm_s, _ = timed(warm.symbolize, fid, info.build_id, addrs)
-        repeat_s, again = timed(warm.symbolize, fid, info.build_id, addrs)
+        warm.symbolize(fid, build_id, warmup)
+        warm_s, _ = timed(warm.symbolize, fid, build_id, addrs)
+        repeat_s, again = timed(warm.symbolize, fid, build_id, addrs)
         assert again == answers
         host = NativeSymbolizer(cache_dir=work / "host")
         native = NativeFile(fid, path)
@@ -83,32 +127,22 @@ def bench_one(path: str, count: int, llvm: bool) -> dict[str, float] | None:
         llvm_cold, _ = run_tool(cmd, addrs)
         llvm_warm = warm_peer_time(cmd, warmup, addrs)
     n = len(addrs)
-    size = os.path.getsize(path)
     row = {
-        "bundle_share": len(bundle) / size,
-        "cold_rate": n / cold_s,
-        "warm_rate": n / warm_s,
-        "cold_ratio": llvm_cold / cold_s,
-        "reload_ratio": llvm_cold / reload_s,
-        "warm_ratio": llvm_warm / warm_s,
-        "host_ratio": llvm_warm / host_s,
+        "cold": llvm_cold / cold_s,
+        "reload": llvm_cold / reload_s,
+        "warm": llvm_warm / warm_s,
+        "host": llvm_warm / host_s,
     }
-    name = os.path.basename(path)
-    parts = ", ".join(f"{k} {v['size'] / 1e6:.1f} MB" for k, v in sections.items())
+    print(f"  {shape}: {n} addresses ({len(answers)} resolved)")
     print(
-        f"{name} ({size / 1e6:.0f} MB, {n} addrs, {len(answers)} resolved): bundle "
-        f"{len(bundle) / 1e6:.1f} MB = {row['bundle_share']:.1%} of the binary ({parts}), "
-        f"built in {build_s:.2f} s"
+        f"    cold (never seen the file, bundle bytes in hand): central {n / cold_s:,.0f}/s, "
+        f"llvm-symbolizer {n / llvm_cold:,.0f}/s: x{row['cold']:.2f}; after a restart (disk cache) "
+        f"{n / reload_s:,.0f}/s: x{row['reload']:.2f}"
     )
     print(
-        f"  cold (never seen the file, bundle bytes in hand): central {cold_s:.2f} s = {n / cold_s:,.0f}/s, "
-        f"llvm-symbolizer {llvm_cold:.2f} s = {n / llvm_cold:,.0f}/s: x{row['cold_ratio']:.2f}; "
-        f"after a restart (disk cache) {reload_s:.2f} s: x{row['reload_ratio']:.2f}"
-    )
-    print(
-        f"  warm ({n} new addresses after {len(warmup)} others): central {n / warm_s:,.0f}/s, "
-        f"llvm-symbolizer {n / llvm_warm:,.0f}/s: x{row['warm_ratio']:.2f}; host-side NativeSymbolizer "
-        f"{n / host_s:,.0f}/s: x{row['host_ratio']:.2f}; repeated batch (memoized) {n / repeat_s:,.0f}/s"
+        f"    warm (new addresses after {len(warmup)} others): central {n / warm_s:,.0f}/s, llvm-symbolizer "
+        f"{n / llvm_warm:,.0f}/s: x{row['warm']:.2f}; host-side NativeSymbolizer {n / host_s:,.0f}/s: "
+        f"x{row['host']:.2f}; the same batch again (memoized) {n / repeat_s:,.0f}/s"
     )
     return row
 
@@ -136,7 +170,9 @@ def main() -> int:
     share = max(r["bundle_share"] for r in rows)
     print(
         f"headline: central symbolization from bundles vs llvm-symbolizer, {len(rows)} binaries (geo-mean, "
-        f"range): cold {geo('cold_ratio')}, warm {geo('warm_ratio')} (host-side today {geo('host_ratio')}); "
+        f"range): profile-shaped cold {geo('profile-shaped cold')}, warm {geo('profile-shaped warm')}; "
+        f"uniform cold {geo('uniform cold')}, warm {geo('uniform warm')} (host-side today "
+        f"{geo('uniform host')}); "
         f"bundles <= {share:.1%} of the binary"
     )
     return 0

@@ -161,17 +161,16 @@ def test_frames_carry_the_callers_path(bins: Path, tmp_path: Path) -> None:
 
 
 class _Debuginfod:
-    """A tiny debuginfod: serves one debug file at /buildid/<id>/debuginfo, 404 for anything else."""
+    """A tiny debuginfod: serves `files` by URL path (/buildid/<id>/debuginfo|executable), 404 otherwise."""
 
-    def __init__(self, build_id: str, body: bytes) -> None:
-        served = {f"/buildid/{build_id}/debuginfo": body}
+    def __init__(self, files: dict[str, bytes]) -> None:
         self.hits: list[str] = []
         hits = self.hits
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits.append(self.path)
-                data = served.get(self.path)
+                data = files.get(self.path)
                 self.send_response(200 if data is not None else 404)
                 self.send_header("Content-Length", str(len(data or b"")))
                 self.end_headers()
@@ -189,40 +188,52 @@ class _Debuginfod:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def debuginfod_server(bins: Path, tmp_path: Path) -> Iterator[tuple[_Debuginfod, Path]]:
-    """A server holding the debug file of a stripped copy of cxxprog; yields it and the stripped copy."""
+@pytest.fixture(params=["debuginfo", "debuginfo+executable"])
+def debuginfod_server(
+    request: pytest.FixtureRequest, bins: Path, tmp_path: Path
+) -> Iterator[tuple[_Debuginfod, Path, bool]]:
+    """A server with the debug file (and the stripped binary) of cxxprog: it, the stripped copy, and
+    whether it serves the binary too."""
     src = bins / "cxxprog"
     h.run("objcopy", "--only-keep-debug", src, tmp_path / "cxxprog.debug")
     stripped = tmp_path / "cxxprog"
     h.run("objcopy", "--strip-all", src, stripped)
-    server = _Debuginfod(read_elf_info(src).build_id, (tmp_path / "cxxprog.debug").read_bytes())
-    yield server, stripped
+    build_id = read_elf_info(src).build_id
+    files = {f"/buildid/{build_id}/debuginfo": (tmp_path / "cxxprog.debug").read_bytes()}
+    if request.param == "debuginfo+executable":
+        files[f"/buildid/{build_id}/executable"] = stripped.read_bytes()
+    server = _Debuginfod(files)
+    yield server, stripped, request.param == "debuginfo+executable"
     server.close()
 
 
 def test_debuginfod_by_build_id(
-    bins: Path, tmp_path: Path, debuginfod_server: tuple[_Debuginfod, Path]
+    bins: Path, tmp_path: Path, debuginfod_server: tuple[_Debuginfod, Path, bool]
 ) -> None:
-    server, stripped = debuginfod_server
+    server, stripped, serves_binary = debuginfod_server
     fid, build_id = identity(stripped)
     client = DebuginfodClient((server.url,), tmp_path / "debuginfod-cache")
-    addrs = h.sample(h.nm_functions(bins / "cxxprog"), step=1)
     host = NativeSymbolizer(persist=False, debuginfod=client, debug_dirs=("/nonexistent",))
+    addrs = every_address(bins / "cxxprog")
     expected = resolved(symbolize_mapping(host, Mapping(fid, str(stripped), build_id), addrs))
     assert any(f.inlined for fs in expected.values() for f in fs)
+    assert any(fs[0].function.endswith("@plt") for fs in expected.values())
     cold = CentralSymbolizer(lambda _: None, tmp_path / "central", debuginfod=client)
-    assert cold.symbolize(fid, build_id, addrs, path=str(stripped)) == expected
+    got = cold.symbolize(fid, build_id, addrs, path=str(stripped))
     assert cold.stats["central.bundles_debuginfod"] == 1
-    assert server.hits == [f"/buildid/{build_id}/debuginfo"]  # the host's fetch is in the shared cache
+    if serves_binary:
+        assert got == expected  # PLT stubs too: their names come from the binary
+    else:  # the debug file alone: everything but the PLT stubs, which only the binary describes
+        assert got == {a: fs for a, fs in expected.items() if not fs[0].function.endswith("@plt")}
+    assert server.hits.count(f"/buildid/{build_id}/debuginfo") == 1  # the host's fetch is in the shared cache
     again = CentralSymbolizer(lambda _: None, tmp_path / "central", debuginfod=None)
-    assert again.symbolize(fid, build_id, addrs, path=str(stripped)) == expected  # from its disk cache
+    assert again.symbolize(fid, build_id, addrs, path=str(stripped)) == got  # from its disk cache
 
 
 def test_debuginfod_without_the_file_leaves_addresses_out(
-    tmp_path: Path, debuginfod_server: tuple[_Debuginfod, Path]
+    tmp_path: Path, debuginfod_server: tuple[_Debuginfod, Path, bool]
 ) -> None:
-    server, _ = debuginfod_server
+    server, _, _ = debuginfod_server
     client = DebuginfodClient((server.url,), tmp_path / "debuginfod-cache")
     sym = CentralSymbolizer(lambda _: None, tmp_path / "central", debuginfod=client)
     unknown = "ab" * 20

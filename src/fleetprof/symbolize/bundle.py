@@ -88,7 +88,7 @@ class BundledLines(UnitLines):
 
     def __init__(self, ranges: list[tuple[int, int, int]], units: list[bytes], strings: list[str]) -> None:
         super().__init__()
-        self._ranges = ranges
+        self._set_ranges(ranges)
         self._blobs = units
         self._strings = strings
 

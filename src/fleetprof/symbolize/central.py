@@ -165,17 +165,22 @@ class CentralSymbolizer:
             return None
 
     def _from_debuginfod(self, file_id: str, build_id: str, path: str) -> bytes | None:
-        """A bundle built from the debug file debuginfod has for `build_id` (None when it has none)."""
+        """A bundle built from what debuginfod has for `build_id`: the debug file and, when served, the
+        executable (for its PLT stubs and dynamic symbols); None when it has neither."""
         if self._debuginfod is None:
             return None
-        found = self._debuginfod.debuginfo(build_id)
-        if not found.path:
-            self.problems[file_id] = found.reason
+        debug = self._debuginfod.debuginfo(build_id)
+        binary = self._debuginfod.executable(build_id)
+        if not debug.path and not binary.path:
+            self.problems[file_id] = debug.reason
             return None
         name = path or f"/buildid/{build_id}"
-        file = NativeFile(file_id, name, open_path=found.path, build_id=build_id)
+        file = NativeFile(file_id, name, open_path=binary.path or debug.path, build_id=build_id)
+        debug_path = debug.path if binary.path else ""
         try:
-            return build_bundle(file, debug_dirs=(), compress=False, origin="debuginfod")
+            return build_bundle(
+                file, debug_dirs=(), debug_path=debug_path, compress=False, origin="debuginfod"
+            )
         except BundleError as exc:
             self.problems[file_id] = f"debuginfod file unusable: {exc}"
             return None

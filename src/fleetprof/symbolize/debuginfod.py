@@ -25,6 +25,7 @@ from fleetprof.elf.reader import ElfError, read_elf_info
 
 DEFAULT_TIMEOUT_S = 90.0  # elfutils' default for DEBUGINFOD_TIMEOUT
 DEFAULT_CACHE_MISS_S = 600.0  # elfutils' default for <cache>/cache_miss_s
+_WHAT = {"debuginfo": "debug file", "executable": "executable"}
 _CHUNK = 1 << 20
 
 
@@ -74,17 +75,24 @@ class DebuginfodClient:
 
     def debuginfo(self, build_id: str) -> Lookup:
         """The debug file of `build_id` (hex): from the cache, else downloaded; never raises."""
+        return self._artifact(build_id, "debuginfo")
+
+    def executable(self, build_id: str) -> Lookup:
+        """The executable or library itself of `build_id` (its PLT stubs are not in the debug file)."""
+        return self._artifact(build_id, "executable")
+
+    def _artifact(self, build_id: str, kind: str) -> Lookup:
         build_id = build_id.lower()
         if len(build_id) < 2 or any(c not in "0123456789abcdef" for c in build_id):
             return Lookup(reason=f"debuginfod: bad build id {build_id!r}")
-        target = self.cache_dir / build_id / "debuginfo"
+        target = self.cache_dir / build_id / kind
         cached = self._cached(target, build_id)
         if cached is not None:
             return cached
-        missed = self._misses.get(build_id)
+        missed = self._misses.get(build_id if kind == "debuginfo" else f"{build_id}/{kind}")
         if missed is not None and missed[0] > time.monotonic():
             return missed[1]
-        return self._fetch(target, build_id)
+        return self._fetch(target, build_id, kind)
 
     def _cached(self, target: Path, build_id: str) -> Lookup | None:
         try:
@@ -94,10 +102,11 @@ class DebuginfodClient:
         if st.st_size > 0:
             return Lookup(str(target))
         if time.time() - st.st_mtime <= self.cache_miss_s:
-            return Lookup(reason=f"debuginfod: no debug file for build id {build_id} (cached miss)")
+            what = _WHAT.get(target.name, target.name)
+            return Lookup(reason=f"debuginfod: no {what} for build id {build_id} (cached miss)")
         return None
 
-    def _fetch(self, target: Path, build_id: str) -> Lookup:
+    def _fetch(self, target: Path, build_id: str, kind: str = "debuginfo") -> Lookup:
         reasons: list[str] = []
         all_missing = True
         now = time.monotonic()
@@ -106,7 +115,7 @@ class DebuginfodClient:
                 reasons.append(f"{url} skipped (unreachable recently)")
                 all_missing = False
                 continue
-            status, detail = self._download(url, build_id, target)
+            status, detail = self._download(url, build_id, target, kind)
             if status == "ok":
                 return Lookup(str(target), downloaded=True)
             if status == "down":
@@ -115,20 +124,23 @@ class DebuginfodClient:
             reasons.append(f"{url}: {detail}")
         if all_missing:
             self._mark_missing(target)
-            reason = f"debuginfod: no debug file for build id {build_id} ({'; '.join(reasons)})"
+            reason = f"debuginfod: no {_WHAT[kind]} for build id {build_id} ({'; '.join(reasons)})"
         else:
-            reason = f"debuginfod: debug file for build id {build_id} not fetched ({'; '.join(reasons)})"
+            reason = f"debuginfod: {_WHAT[kind]} for build id {build_id} not fetched ({'; '.join(reasons)})"
         lookup = Lookup(reason=reason[:300])
-        self._misses[build_id] = (now + self.cache_miss_s, lookup)
+        self._misses[build_id if kind == "debuginfo" else f"{build_id}/{kind}"] = (
+            now + self.cache_miss_s,
+            lookup,
+        )
         return lookup
 
-    def _download(self, url: str, build_id: str, target: Path) -> tuple[str, str]:
+    def _download(self, url: str, build_id: str, target: Path, kind: str = "debuginfo") -> tuple[str, str]:
         """("ok" | "missing" | "bad" | "down", detail) for one server."""
         self.requests += 1
         request = urllib.request.Request(
-            f"{url}/buildid/{build_id}/debuginfo", headers={"User-Agent": "fleetprof"}
+            f"{url}/buildid/{build_id}/{kind}", headers={"User-Agent": "fleetprof"}
         )
-        tmp = target.with_name(f".debuginfo.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = target.with_name(f".{kind}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             stream = open(tmp, "wb")  # noqa: SIM115 - closed below, after the response

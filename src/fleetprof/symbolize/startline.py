@@ -41,7 +41,12 @@ class UnitLines:
 
     def __init__(self) -> None:
         self._ranges: list[tuple[int, int, int]] = []  # (start, end, unit offset), sorted
+        self._starts: list[int] = []  # the ranges' starts, for bisecting on plain integers
         self._units: dict[int, UnitIndex] = {}
+
+    def _set_ranges(self, ranges: list[tuple[int, int, int]]) -> None:
+        self._ranges = sorted(ranges)
+        self._starts = [start for start, _, _ in self._ranges]
 
     def start_line(self, addr: int, name: str, entry: int | None) -> int:
         """Decl line of function `name` (linkage or plain name) at ELF address `addr`; 0 when unknown.
@@ -101,10 +106,11 @@ class UnitLines:
         return unit
 
     def _unit_offset(self, addr: int) -> int | None:
-        idx = bisect.bisect_right(self._ranges, (addr, 1 << 64, 0)) - 1
-        for i in range(idx, max(idx - 4, -1), -1):
-            start, end, offset = self._ranges[i]
-            if start <= addr < end:
+        ranges = self._ranges
+        idx = bisect.bisect_right(self._starts, addr) - 1  # the last range starting at or before addr
+        for i in range(idx, idx - 4 if idx >= 4 else -1, -1):
+            _, end, offset = ranges[i]
+            if addr < end:
                 return offset
         return None
 
@@ -151,7 +157,7 @@ class StartLines(UnitLines):
                 ranges = self._sections.aranges() or [
                     (start, end, unit.offset) for unit in self._sections.units() for start, end in unit.ranges
                 ]
-                self._ranges = sorted(ranges)
+                self._set_ranges(ranges)
             except Exception as exc:  # pyelftools and mmap raise many types on bad files; lines are optional
                 self._failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
                 return None
