@@ -96,7 +96,8 @@ def test_real_kallsyms():
     if not table.available:
         pytest.skip(table.reason)
     text = Path("/proc/kallsyms").read_text()
-    match = re.search(r"^([0-9a-f]+) [tT] (\w+)$", text[len(text) // 3 :], re.M)
+    third = text.index("\n", len(text) // 3) + 1  # a whole line: a cut address would name another symbol
+    match = re.search(r"^([0-9a-f]+) [tT] (\w+)$", text[third:], re.M)
     addr, name = int(match.group(1), 16), match.group(2)
     found = table.lookup(addr)
     assert found is not None and found.offset == 0
