@@ -5,51 +5,50 @@ from __future__ import annotations
 from typing import Any
 
 from fleetprof.query.cost import CostModel
-from fleetprof.query.flame import Trie, build_trie
+from fleetprof.query.flame import tree_of
 from fleetprof.query.selection import Selection
-from fleetprof.query.stacks import NodeKey, StackSet
+from fleetprof.query.stacks import StackSet
 from fleetprof.query.top import top_of
 
 
-def _merge(base: Trie | None, cmp: Trie | None, key: NodeKey, btot: int, ctot: int, keys_b: list[NodeKey],
-           keys_c: list[NodeKey]) -> dict[str, Any]:  # fmt: skip
-    """One diff node: totals on both sides and the change of its share of all samples."""
-    b_total, b_self = (base[0], base[1]) if base else (0, 0)
-    c_total, c_self = (cmp[0], cmp[1]) if cmp else (0, 0)
-    children: dict[NodeKey, list[Trie | None]] = {}
-    for k, t in (base[2] if base else {}).items():
-        children.setdefault(keys_b[k], [None, None])[0] = t
-    for k, t in (cmp[2] if cmp else {}).items():
-        children.setdefault(keys_c[k], [None, None])[1] = t
-    nodes = [_merge(b, c, k, btot, ctot, keys_b, keys_c) for k, (b, c) in children.items()]
+def _merge(base: dict[str, Any] | None, cmp: dict[str, Any] | None, btot: int, ctot: int) -> dict[str, Any]:
+    """One diff node from the same-named nodes of both trees: totals and the change of its share."""
+    either = base or cmp
+    assert either is not None
+    children: dict[str, list[dict[str, Any] | None]] = {}
+    for child in base["children"] if base else []:
+        children.setdefault(child["name"], [None, None])[0] = child
+    for child in cmp["children"] if cmp else []:
+        children.setdefault(child["name"], [None, None])[1] = child
+    nodes = [_merge(b, c, btot, ctot) for b, c in children.values()]
     nodes.sort(key=lambda n: -max(n["base_total"], n["cmp_total"]))
+    b_total, c_total = (base["total"] if base else 0), (cmp["total"] if cmp else 0)
     return {
-        "name": key.name,
-        "kind": key.kind,
-        "module": key.module,
-        "file": key.file,
-        "line": key.line,
+        "name": either["name"],
+        "kind": either["kind"],
+        "module": either["module"],
+        "file": either["file"],
+        "line": either["line"],
         "base_total": b_total,
         "cmp_total": c_total,
-        "base_self": b_self,
-        "cmp_self": c_self,
+        "base_self": base["self"] if base else 0,
+        "cmp_self": cmp["self"] if cmp else 0,
         "delta_pct": 100.0 * (c_total / max(ctot, 1) - b_total / max(btot, 1)),
         "children": nodes,
     }
 
 
-def diff_of(base: StackSet, cmp: StackSet, base_s: float, cmp_s: float, cost: CostModel | None = None,
-            limit: int = 100) -> dict[str, Any]:  # fmt: skip
+def diff_of(
+    base: StackSet,
+    cmp: StackSet,
+    base_s: float,
+    cmp_s: float,
+    cost: CostModel | None = None,
+    limit: int = 100,
+    min_fraction: float = 1e-4,
+) -> dict[str, Any]:
     """Diff tree, functions whose self share moved most, and a summary of both sides."""
-    tree = _merge(
-        build_trie(zip(base.stacks, base.counts, strict=True)),
-        build_trie(zip(cmp.stacks, cmp.counts, strict=True)),
-        NodeKey("root", "root", "root"),
-        base.total,
-        cmp.total,
-        base.keys,
-        cmp.keys,
-    )
+    tree = _merge(tree_of(base, min_fraction), tree_of(cmp, min_fraction), base.total, cmp.total)
     top_b = {(r["function"], r["module"], r["file"]): r for r in top_of(base, base_s, cost, limit=10**9)}
     top_c = {(r["function"], r["module"], r["file"]): r for r in top_of(cmp, cmp_s, cost, limit=10**9)}
     deltas = []
@@ -69,6 +68,7 @@ def diff_of(base: StackSet, cmp: StackSet, base_s: float, cmp_s: float, cost: Co
             }
         )
     deltas.sort(key=lambda r: (-abs(r["delta_self_pct"]), r["function"]))
+    change = 100.0 * (cmp.cpu_seconds - base.cpu_seconds) / base.cpu_seconds if base.cpu_seconds else None
     return {
         "tree": tree,
         "top": deltas[:limit],
@@ -77,15 +77,18 @@ def diff_of(base: StackSet, cmp: StackSet, base_s: float, cmp_s: float, cost: Co
             "cmp_samples": cmp.total,
             "base_cpu_s": base.cpu_seconds,
             "cmp_cpu_s": cmp.cpu_seconds,
-            "cpu_change_pct": 100.0 * (cmp.cpu_seconds - base.cpu_seconds) / base.cpu_seconds
-            if base.cpu_seconds
-            else None,
+            "cpu_change_pct": change,
         },
     }
 
 
-def diff(store: Any, base_sel: Selection, cmp_sel: Selection, cost: CostModel | None = None,
-         long_range: bool = True) -> dict[str, Any]:  # fmt: skip
+def diff(
+    store: Any,
+    base_sel: Selection,
+    cmp_sel: Selection,
+    cost: CostModel | None = None,
+    long_range: bool = True,
+) -> dict[str, Any]:
     """Differential flame graph + top function deltas + summary between two selections."""
     from fleetprof.query.longrange import load_for_range
 

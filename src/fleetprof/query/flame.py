@@ -1,61 +1,105 @@
-"""Flame graph trees (nested JSON-ready nodes) from a selection's stacks."""
+"""Flame graph trees (nested JSON-ready nodes) from a selection's stacks, built level by level in numpy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fleetprof.query.selection import Selection
-from fleetprof.query.stacks import NodeKey, StackSet, gc_paused
+from fleetprof.query.stacks import NodeKey, StackSet
 
-Trie = list[Any]  # [total, self, children: dict[key index, Trie]]
-
-
-def build_trie(paths: Iterable[tuple[list[int], int]]) -> Trie:
-    """Merge (key path, count) pairs into a trie, root first (the cyclic GC is paused: millions of nodes)."""
-    with gc_paused():
-        return _build_trie(paths)
+ROOT = NodeKey("root", "root", "root")
 
 
-def _build_trie(paths: Iterable[tuple[list[int], int]]) -> Trie:
-    """build_trie's loop."""
-    root: Trie = [0, 0, {}]
-    for keys, count in paths:
-        node = root
-        node[0] += count
-        for key in keys:
-            children = node[2]
-            child = children.get(key)
-            if child is None:
-                child = children[key] = [0, 0, {}]
-            child[0] += count
-            node = child
-        node[1] += count
-    return root
+@dataclass
+class Nodes:
+    """A flame tree as arrays: node 0 is the root; parent, key index, total and self per node."""
+
+    parent: np.ndarray
+    key: np.ndarray
+    total: np.ndarray
+    self_: np.ndarray
 
 
-def node_dict(key: NodeKey | None, trie: Trie, keys: list[NodeKey], min_total: int = 0) -> dict[str, Any]:
-    """The nested node form of a trie: name, kind, module, file, line, self, total, children."""
-    if key is None:
-        key = NodeKey("root", "root", "root")
-    children = sorted(trie[2].items(), key=lambda kv: -kv[1][0])
-    return {
-        "name": key.name,
-        "kind": key.kind,
-        "module": key.module,
-        "file": key.file,
-        "line": key.line,
-        "self": trie[1],
-        "total": trie[0],
-        "children": [node_dict(keys[k], t, keys, min_total) for k, t in children if t[0] >= min_total],
-    }
+def build_nodes(flat: np.ndarray, offsets: np.ndarray, counts: np.ndarray, min_total: int = 1) -> Nodes:
+    """Merge CSR key paths into a tree one depth at a time; nodes under `min_total` end their paths."""
+    n = len(counts)
+    lens = offsets[1:] - offsets[:-1]
+    key_space = int(flat.max()) + 2 if len(flat) else 2
+    parents, keys, totals = [np.array([-1])], [np.array([-1])], [np.array([int(counts.sum())])]
+    ends_node, ends_count = [], []
+    node_of = np.zeros(n, np.int64)
+    active = np.arange(n)
+    next_id = 1
+    depth = 0
+    while len(active):
+        ending = lens[active] == depth
+        ends_node.append(node_of[active[ending]])
+        ends_count.append(counts[active[ending]])
+        active = active[~ending]
+        if not len(active):
+            break
+        combo = node_of[active] * key_space + flat[offsets[active] + depth]
+        uniq, inverse = np.unique(combo, return_inverse=True)
+        total = np.bincount(inverse, weights=counts[active]).astype(np.int64)
+        keep = total >= min_total
+        ids = np.full(len(uniq), -1, np.int64)
+        ids[keep] = next_id + np.arange(int(keep.sum()))
+        next_id += int(keep.sum())
+        parents.append(uniq[keep] // key_space)
+        keys.append(uniq[keep] % key_space)
+        totals.append(total[keep])
+        node_of[active] = ids[inverse]
+        active = active[node_of[active] >= 0]
+        depth += 1
+    self_ = np.zeros(next_id, np.int64)
+    if ends_node:
+        np.add.at(self_, np.concatenate(ends_node), np.concatenate(ends_count))
+    return Nodes(np.concatenate(parents), np.concatenate(keys), np.concatenate(totals), self_)
+
+
+def nodes_dict(nodes: Nodes, keys: list[NodeKey], root: NodeKey = ROOT) -> dict[str, Any]:
+    """The nested form: name, kind, module, file, line, self, total, children (largest first)."""
+    parent = nodes.parent.tolist()
+    key = nodes.key.tolist()
+    total = nodes.total.tolist()
+    self_ = nodes.self_.tolist()
+    out = []
+    for i in range(len(parent)):
+        k = keys[key[i]] if i else root
+        node = {
+            "name": k.name,
+            "kind": k.kind,
+            "module": k.module,
+            "file": k.file,
+            "line": k.line,
+            "self": self_[i],
+            "total": total[i],
+            "children": [],
+        }
+        out.append(node)
+        if i:
+            out[parent[i]]["children"].append(node)
+    for node in out:
+        node["children"].sort(key=lambda c: -c["total"])
+    return out[0]
 
 
 def tree_of(stacks: StackSet, min_fraction: float = 0.0) -> dict[str, Any]:
     """The flame tree of loaded stacks; nodes under `min_fraction` of the total are left out."""
-    trie = build_trie(zip(stacks.stacks, stacks.counts, strict=True))
-    with gc_paused():
-        return node_dict(None, trie, stacks.keys, max(int(stacks.total * min_fraction), 1))
+    nodes = build_nodes(stacks.flat, stacks.offsets, stacks.counts, max(int(stacks.total * min_fraction), 1))
+    return nodes_dict(nodes, stacks.keys)
+
+
+def paths_tree(paths: list[tuple[list[int], int]], keys: list[NodeKey], root: NodeKey) -> dict[str, Any]:
+    """A tree of arbitrary key paths (sandwich callers and callees)."""
+    offsets = np.zeros(len(paths) + 1, np.int64)
+    np.cumsum([len(p) for p, _ in paths], out=offsets[1:])
+    flat = np.asarray([k for p, _ in paths for k in p], np.int64)
+    counts = np.asarray([c for _, c in paths], np.int64)
+    return nodes_dict(build_nodes(flat, offsets, counts), keys, root)
 
 
 def flame_graph(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetprof.query.flame import build_trie, node_dict
+from fleetprof.query.flame import paths_tree
 from fleetprof.query.selection import Selection
 from fleetprof.query.stacks import NodeKey, StackSet
 
@@ -14,7 +14,7 @@ def sandwich_of(stacks: StackSet, function: str) -> dict[str, Any]:
     callers: list[tuple[list[int], int]] = []
     callees: list[tuple[list[int], int]] = []
     self_count = total = 0
-    for keys, count in zip(stacks.stacks, stacks.counts, strict=True):
+    for keys, count in zip(stacks.stacks, stacks.counts.tolist(), strict=True):
         at = next((i for i, k in enumerate(keys) if stacks.keys[k].function == function), -1)
         if at < 0:
             continue
@@ -24,8 +24,8 @@ def sandwich_of(stacks: StackSet, function: str) -> dict[str, Any]:
         callers.append((keys[at::-1][1:], count))
         callees.append((keys[at + 1 :], count))
     fn_key = NodeKey(function, "function", function)
-    caller_tree = node_dict(fn_key, build_trie(callers), stacks.keys)
-    callee_tree = node_dict(fn_key, build_trie(callees), stacks.keys)
+    caller_tree = paths_tree(callers, stacks.keys, fn_key)
+    callee_tree = paths_tree(callees, stacks.keys, fn_key)
     return {
         "function": function,
         "self": self_count,

@@ -35,16 +35,35 @@ class NodeKey:
 
 @dataclass
 class StackSet:
-    """Stacks of a selection: counts, frames as interned keys (root first), totals."""
+    """Stacks of a selection in CSR form: stack i is `flat[offsets[i]:offsets[i + 1]]` (key indexes, root
+    first) with `counts[i]` samples; keys are interned NodeKeys, each mapped to a line-less function."""
 
-    counts: list[int] = field(default_factory=list)
-    stacks: list[list[int]] = field(default_factory=list)  # key indexes, root first
-    stack_ids: list[int] = field(default_factory=list)
+    flat: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    stack_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     keys: list[NodeKey] = field(default_factory=list)
     func_of_key: list[int] = field(default_factory=list)  # key index -> function index
     functions: list[NodeKey] = field(default_factory=list)  # function identity (line dropped)
     total: int = 0
     cpu_seconds: float = 0.0
+
+    @property
+    def stacks(self) -> list[list[int]]:
+        """Each stack's key indexes as a Python list (for per-stack walks over small sets)."""
+        flat = self.flat.tolist()
+        offs = self.offsets.tolist()
+        return [flat[offs[i] : offs[i + 1]] for i in range(len(offs) - 1)]
+
+
+def csr_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of a CSR array (values, offsets) as a new CSR array, without a Python loop."""
+    starts = offsets[rows]
+    lens = offsets[rows + 1] - starts
+    new_offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lens, out=new_offsets[1:])
+    index = np.repeat(starts - new_offsets[:-1], lens) + np.arange(new_offsets[-1], dtype=np.int64)
+    return values[index], new_offsets
 
 
 class _Interner:
@@ -173,26 +192,42 @@ def _load_stacks(store: Any, sel: Selection, source: str) -> StackSet:
     stacks = query_stacks(store, ids_sub, params)
     frames = query_frames(store, ids_sub, params)
     interner = _Interner(out)
-    expand: dict[int, list[int]] = {}
+    missing = interner.key(NodeKey("[missing frame]", "error", "[missing frame]"))
+    # Frames: id -> CSR row of key indexes (a raw frame may expand to an inlined chain).
+    frame_ids = frames.column("frame_id").to_numpy().astype(np.uint64)
+    frame_keys: list[int] = []
+    frame_offsets = [0]
     for row in frames.to_pylist():
-        expand[row["frame_id"]] = _frame_keys(row, interner)
-    frame_lists = dict(
-        zip(stacks.column("stack_id").to_pylist(), stacks.column("frame_ids").to_pylist(), strict=True)
-    )
-    ids = agg.column("stack_id").to_pylist()
-    counts = agg.column("c").to_numpy().astype(np.int64).tolist()
+        frame_keys += _frame_keys(row, interner)
+        frame_offsets.append(len(frame_keys))
+    frame_keys.append(missing)  # the last row: frames that were not found
+    frame_offsets.append(len(frame_keys))
+    order = np.argsort(frame_ids)
+    sorted_fids = frame_ids[order]
+    fkeys = np.asarray(frame_keys, np.int64)
+    foffs = np.asarray(frame_offsets, np.int64)
+    # Stacks in the order of `agg`, as CSR rows of frame ids.
+    agg_ids = agg.column("stack_id").to_numpy().astype(np.uint64)
+    st_ids = stacks.column("stack_id").to_numpy().astype(np.uint64)
+    lists = stacks.column("frame_ids").combine_chunks()
+    st_values = lists.flatten().to_numpy().astype(np.uint64)
+    st_offs = lists.offsets.to_numpy().astype(np.int64)
+    st_order = np.argsort(st_ids)
+    pos = np.searchsorted(st_ids[st_order], agg_ids).clip(0, max(len(st_ids) - 1, 0))
+    found = (st_ids[st_order][pos] == agg_ids) if len(st_ids) else np.zeros(len(agg_ids), bool)
+    rows = np.where(found, st_order[pos] if len(st_ids) else 0, -1)
+    # A stack that is missing gets one missing frame: append a one-element row for it.
+    st_values = np.append(st_values, np.uint64(0))
+    st_offs = np.append(st_offs, st_offs[-1] + 1)
+    rows = np.where(rows < 0, len(st_offs) - 2, rows)
+    fids, s_offs = csr_take(st_values, st_offs, rows)
+    fpos = np.searchsorted(sorted_fids, fids).clip(0, max(len(sorted_fids) - 1, 0))
+    hit = (sorted_fids[fpos] == fids) if len(sorted_fids) else np.zeros(len(fids), bool)
+    frow = np.where(hit, order[fpos] if len(sorted_fids) else 0, len(foffs) - 2)
+    out.flat, expanded_offs = csr_take(fkeys, foffs, frow)
+    out.offsets = expanded_offs[s_offs]
+    out.counts = agg.column("c").to_numpy().astype(np.int64)
+    out.stack_ids = agg_ids
     out.cpu_seconds = float(np.sum(agg.column("cpu").to_numpy()))
-    missing = [interner.key(NodeKey("[missing stack]", "error", "[missing stack]"))]
-    for sid, count in zip(ids, counts, strict=True):
-        fids = frame_lists.get(sid)
-        keys: list[int] = []
-        if fids is None:
-            keys = missing
-        else:
-            for fid in fids:
-                keys += expand.get(fid, missing)
-        out.stack_ids.append(sid)
-        out.stacks.append(keys)
-        out.counts.append(count)
-    out.total = int(sum(counts))
+    out.total = int(out.counts.sum())
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from fleetprof.query.cost import CostModel
 from fleetprof.query.selection import Selection
 from fleetprof.query.stacks import StackSet
@@ -12,16 +14,17 @@ from fleetprof.query.stacks import StackSet
 def function_counts(stacks: StackSet) -> tuple[list[int], list[int]]:
     """(self, total) samples per function index; a function counts once per stack for its total."""
     n = len(stacks.functions)
-    self_counts = [0] * n
-    total_counts = [0] * n
-    func_of = stacks.func_of_key
-    for keys, count in zip(stacks.stacks, stacks.counts, strict=True):
-        if not keys:
-            continue
-        self_counts[func_of[keys[-1]]] += count
-        for f in {func_of[k] for k in keys}:
-            total_counts[f] += count
-    return self_counts, total_counts
+    if not len(stacks.counts) or not n:
+        return [0] * n, [0] * n
+    func_of = np.asarray(stacks.func_of_key, np.int64)
+    lens = stacks.offsets[1:] - stacks.offsets[:-1]
+    nonempty = lens > 0
+    leaves = func_of[stacks.flat[stacks.offsets[1:][nonempty] - 1]]
+    self_counts = np.bincount(leaves, weights=stacks.counts[nonempty], minlength=n)
+    owner = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    pairs = np.unique(owner * n + func_of[stacks.flat])
+    total_counts = np.bincount(pairs % n, weights=stacks.counts[pairs // n], minlength=n)
+    return self_counts.astype(np.int64).tolist(), total_counts.astype(np.int64).tolist()
 
 
 def top_of(
@@ -37,9 +40,13 @@ def top_of(
     total = max(stacks.total, 1)
     per_sample = stacks.cpu_seconds / total
     out = []
-    for idx, func in enumerate(stacks.functions):
+    order = sorted(range(len(self_counts)), key=lambda i: (-self_counts[i], -total_counts[i]))
+    for idx in order:
+        func = stacks.functions[idx]
         if func.kind == "process" and not include_process:
             continue
+        if len(out) >= limit:
+            break
         s, t = self_counts[idx], total_counts[idx]
         self_cpu, total_cpu = s * per_sample, t * per_sample
         out.append(
