@@ -4,14 +4,21 @@ read-only API without the token, hostile filter values."""
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
+import sys
+import time
+from pathlib import Path
 
+from fastapi.testclient import TestClient
 from google.protobuf import json_format
 
 from fleetprof.output.otlp import to_otlp_request
+from fleetprof.server.app import ServerConfig, create_app
 from tests.server.conftest import (
     AUTH,
     MAX_BODY,
+    TOKEN,
     named_profile,
     new_batch_id,
     otlp_body,
@@ -181,3 +188,41 @@ def test_missing_symbols_route(client):
     assert bad.status_code == 400 and bad.json()["error"]
     assert client.post("/api/v1/symbols/missing", json=["3" * 32], headers=AUTH).json() == ["3" * 32]
     assert json.loads(client.get("/api/v1/status").text)["token_required"] is True
+
+
+def test_opentelemetry_ebpf_profiler_request(client, store):
+    """A request shaped like the OpenTelemetry eBPF profiler's (built in the wire tests), moved to now."""
+    unit = str(Path(__file__).resolve().parents[1] / "unit")  # the wire tests import their siblings by name
+    if unit not in sys.path:
+        sys.path.append(unit)
+    wire_tests = importlib.import_module("test_otlp_roundtrip")
+
+    request = wire_tests.ebpf_profiler_request()
+    shift = time.time_ns() - 60 * 10**9 - wire_tests.START
+    for rp in request.resource_profiles:
+        for sp in rp.scope_profiles:
+            for profile in sp.profiles:
+                profile.time_unix_nano += shift
+                for sample in profile.samples:
+                    sample.timestamps_unix_nano[:] = [t + shift for t in sample.timestamps_unix_nano]
+    response = post_otlp(client, gzip.compress(request.SerializeToString()), new_batch_id())
+    assert response.status_code == 200, response.text
+    params = {"since": "5m", "executable": "/usr/lib/jvm/java-21/bin/java"}
+    tree = client.get("/api/v1/flamegraph", params=params).json()
+    names = _names(tree)
+    assert tree["total"] == 3
+    assert "com.example.Main.run (Main.java:42)" in names or any("com.example.Main.run" in n for n in names)
+    assert any(n.startswith("__libc_write") for n in names)  # symbolized upstream, stored as it came
+    assert any("libc.so.6+0x11a2af" in n for n in names)  # raw: by (file id, address), no symbols here
+    assert "ksys_read_[k]" in names
+
+
+def test_built_ui_is_served_at_root(store, tmp_path):
+    (tmp_path / "index.html").write_text("<!doctype html><title>fleetprof ui</title>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    app = create_app(store, None, TOKEN, ServerConfig(ui_dir=tmp_path))
+    with TestClient(app) as ui_client:
+        assert "fleetprof ui" in ui_client.get("/").text
+        assert ui_client.get("/app.js").text == "console.log(1)"
+        assert ui_client.get("/healthz").json()["status"] == "ok"
+        assert ui_client.get("/api/v1/hosts").status_code == 200

@@ -51,16 +51,21 @@ def inflate(data: bytes, encoding: str, limit: int) -> bytes:
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise IngestError(415, f"unsupported Content-Encoding {encoding!r} (gzip, deflate or none)")
     wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise IngestError(400, f"body is not valid {encoding}: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise IngestError(413, f"decompressed body exceeds {limit} bytes")
-    if not inflater.eof:
-        raise IngestError(400, f"body is truncated {encoding} data")
-    return out
+    out = bytearray()
+    rest = data
+    while True:  # gzip allows several members one after the other
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise IngestError(400, f"body is not valid {encoding}: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise IngestError(413, f"decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise IngestError(400, f"body is truncated {encoding} data")
+        rest = inflater.unused_data
+        if encoding == "deflate" or not rest.strip(b"\0"):
+            return bytes(out)
 
 
 def parse_request(data: bytes, content_type: str = "application/x-protobuf") -> ExportProfilesServiceRequest:

@@ -119,7 +119,12 @@ class SymbolWorker:
             return
         build_id = next((b for b, _ in pairs if b), "")
         addresses = [a for _, a in pairs]
-        found = self.symbolizer.symbolize(file_id, build_id, addresses)
+        try:
+            found = self.symbolizer.symbolize(file_id, build_id, addresses)
+        except Exception as exc:  # one file's bad symbols must not stall the others: its frames stay unknown
+            self.last_error = f"{file_id}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+            log.warning("central symbolization of %s", self.last_error)
+            found = {}
         rows: list[tuple[str, int, tuple[Frame, ...]]] = [
             (file_id, a, tuple(found.get(a, ()))) for a in addresses
         ]
