@@ -66,6 +66,10 @@ def test_from_an_open_fd(binary: Path, bundle: bytes) -> None:
     assert (from_fd.file_id, from_fd.path) == (load_bundle(bundle).file_id, str(binary))
 
 
+def test_the_callers_file_id_is_kept(binary: Path) -> None:
+    assert load_bundle(build_bundle(str(binary), file_id="cd" * 16)).file_id == "cd" * 16
+
+
 def test_not_elf_is_a_bundle_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"not an elf file")

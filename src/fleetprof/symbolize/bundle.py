@@ -19,7 +19,7 @@ import struct
 import zlib
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -108,14 +108,17 @@ def build_bundle(
     start_lines: bool = True,
     compress: bool = True,
     origin: str = "upload",
+    file_id: str = "",
 ) -> bytes:
     """The bundle of a native file: a `NativeFile` (as the agent has it), a path, or an open fd.
 
     Debug files are found as host-side symbolization finds them (build-id directories, `.gnu_debuglink`,
-    `debuginfod` when given; `debug_path` names one directly). Raises BundleError when the file can't
-    be read as ELF.
+    `debuginfod` when given; `debug_path` names one directly). `file_id` overrides the id computed for
+    a path or fd (`fleetprof.process.fileid.file_id`). Raises BundleError when the file can't be read.
     """
     file = _native_file(source)
+    if file_id:
+        file = replace(file, file_id=file_id)
     stored = collect_symbols(file, debug_dirs, debuginfod, debug_path=debug_path)
     if isinstance(stored, str):
         raise BundleError(f"{file.path}: {stored}".splitlines()[0][:300])
