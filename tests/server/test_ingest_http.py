@@ -57,6 +57,8 @@ def test_round_trip_flamegraph_and_top(client, store):
     top = client.get("/api/v1/top", params={"since": "1h", "host": "rt-host"}).json()["functions"]
     assert top[0]["function"] == "spin_here" and top[0]["self"] == 30
     assert {"self_co2_kg", "self_cost", "annual_self_cost"} <= set(top[0])
+    exact = client.get("/api/v1/top", params={"since": "1h", "host": "rt-host", "exact": "true"}).json()
+    assert exact["functions"] == top
     hosts = {h["host_name"] for h in client.get("/api/v1/hosts").json()["hosts"]}
     assert "rt-host" in hosts
 

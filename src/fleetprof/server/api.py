@@ -22,6 +22,7 @@ EXPORT_TYPES = {
     "otlp": "application/x-protobuf",
 }
 Values = Annotated[list[str] | None, Query()]
+Exact = Annotated[bool, Query(description="read every sample, never the sampled copies long ranges use")]
 
 
 @dataclass(frozen=True)
@@ -92,17 +93,20 @@ def build_router() -> APIRouter:
 
     @router.get("/flamegraph", summary="Flame graph tree of a selection")
     def get_flamegraph(
-        request: Request, params: Params, min_fraction: Annotated[float, Query(ge=0, le=1)] = 0.0
+        request: Request,
+        params: Params,
+        exact: Exact = False,
+        min_fraction: Annotated[float, Query(ge=0, le=1, description="leave out smaller nodes")] = 1e-4,
     ) -> dict[str, Any]:
         """Nested nodes (name, kind, module, file, line, self, total, children) from the root."""
-        return flame_graph(_store(request), params.selection(), min_fraction)
+        return flame_graph(_store(request), params.selection(), min_fraction, long_range=not exact)
 
     @router.get("/sandwich", summary="Callers and callees of one function")
     def get_sandwich(
-        request: Request, params: Params, function: Annotated[str, Query(min_length=1)]
+        request: Request, params: Params, function: Annotated[str, Query(min_length=1)], exact: Exact = False
     ) -> dict[str, Any]:
         """Callers tree (inverted) and callees tree of `function` within the selection."""
-        return sandwich(_store(request), params.selection(), function)
+        return sandwich(_store(request), params.selection(), function, long_range=not exact)
 
     @router.get("/top", summary="Top functions by self samples, with CO2 and cost")
     def get_top(
@@ -110,10 +114,11 @@ def build_router() -> APIRouter:
         params: Params,
         cost: Annotated[CostModel, Depends(cost_model)],
         limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+        exact: Exact = False,
     ) -> dict[str, Any]:
         """Rows with self/total samples and %, CPU seconds, CO2 and cost (also annualized)."""
         sel = params.selection()
-        rows = query_top(_store(request), sel, cost, limit)
+        rows = query_top(_store(request), sel, cost, limit, long_range=not exact)
         return {"start_ns": sel.start_ns, "end_ns": sel.end_ns, "functions": rows}
 
     @router.get("/timeline", summary="Sample counts over time, grouped")
@@ -140,12 +145,13 @@ def build_router() -> APIRouter:
         cmp_start: str | None = None,
         cmp_end: str | None = None,
         cmp_filter: Values = None,
+        exact: Exact = False,
     ) -> dict[str, Any]:
         """Baseline vs comparison: each side's range (default: the common one) and extra KEY=VALUE filters
         on top of the common filters."""
         base = _side(params, base_since, base_start, base_end, base_filter)
         cmp = _side(params, cmp_since, cmp_start, cmp_end, cmp_filter)
-        return diff(_store(request), base, cmp, cost)
+        return diff(_store(request), base, cmp, cost, long_range=not exact)
 
     @router.get(
         "/export",
