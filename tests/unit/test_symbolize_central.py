@@ -239,3 +239,15 @@ def test_debuginfod_without_the_file_leaves_addresses_out(
     unknown = "ab" * 20
     assert sym.symbolize("ab" * 16, unknown, [0x1000]) == {}
     assert "no debug file" in sym.problems["ab" * 16]
+
+
+def test_memory_is_bounded_and_answers_stay_the_same(bins: Path, tmp_path: Path) -> None:
+    bundles = {identity(bins / n)[0]: build_bundle(str(bins / n)) for n in ("cprog", "cxxprog")}
+    addrs = {n: h.sample(h.nm_functions(bins / n), step=1) for n in ("cprog", "cxxprog")}
+    roomy = central(tmp_path / "a", bundles)
+    tight = central(tmp_path / "b", bundles, max_files=1, memo_entries=64)
+    for _ in range(2):
+        for name in ("cprog", "cxxprog"):
+            fid, build_id = identity(bins / name)
+            assert tight.symbolize(fid, build_id, addrs[name]) == roomy.symbolize(fid, build_id, addrs[name])
+    assert tight._memo_size <= 64 and len(tight._files) == 1

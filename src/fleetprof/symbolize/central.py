@@ -27,7 +27,7 @@ from fleetprof.symbolize.lru import BoundedLru
 from fleetprof.symbolize.modelframes import native_model_frames
 from fleetprof.symbolize.native import NativeFile
 
-_MEMO_LIMIT = 1 << 18  # memoized addresses per loaded file; the memo restarts when full
+MEMO_ENTRIES = 1 << 17  # memoized (file, address) answers in all; the memo restarts when full (~50 MB)
 _CACHE_SUFFIX = ".fpsb"
 
 
@@ -53,16 +53,20 @@ class CentralSymbolizer:
         get_bundle: Callable[[str], bytes | None],
         cache_dir: Path,
         debuginfod: DebuginfodClient | Literal["environment"] | None = "environment",
-        max_files: int = 64,
+        max_files: int = 32,
         start_lines: bool = True,
+        memo_entries: int = MEMO_ENTRIES,
     ) -> None:
         """`get_bundle(file_id)` returns an uploaded bundle or None; `cache_dir` keeps loaded bundles
-        (uncompressed, for fast reloads); `debuginfod` defaults to the servers in `DEBUGINFOD_URLS`."""
+        (uncompressed, for fast reloads); `debuginfod` defaults to the servers in `DEBUGINFOD_URLS`.
+        Memory is bounded by `max_files` loaded bundles and `memo_entries` memoized answers."""
         self._get_bundle = get_bundle
         self._cache_dir = Path(cache_dir)
         self._debuginfod = DebuginfodClient.from_environment() if debuginfod == "environment" else debuginfod
         self._start_lines = start_lines
-        self._files: BoundedLru[str, _Entry] = BoundedLru(max_files, on_evict=_Entry.close)
+        self._memo_entries = memo_entries
+        self._memo_size = 0
+        self._files: BoundedLru[str, _Entry] = BoundedLru(max_files, on_evict=self._evicted)
         self._lock = threading.RLock()
         self.problems: dict[str, str] = {}  # file id -> why its symbols are unavailable or limited
         self.stats: Counter[str] = Counter()
@@ -89,9 +93,10 @@ class CentralSymbolizer:
                     except Exception:  # a library bug on one address must not lose the batch
                         native = None
                     frames = native_model_frames(mapping, addr, native) if native else ()
-                    if len(memo) >= _MEMO_LIMIT:
-                        memo.clear()
+                    if self._memo_size >= self._memo_entries:
+                        self._forget_answers()
                     memo[addr] = frames
+                    self._memo_size += 1
                 if frames:
                     out[addr] = frames
             self.stats["central.lookups"] += looked_up
@@ -109,6 +114,18 @@ class CentralSymbolizer:
         """Drop every loaded file."""
         with self._lock:
             self._files.clear()
+            self._memo_size = 0
+
+    def _evicted(self, entry: _Entry) -> None:
+        self._memo_size -= len(entry.memo)
+        entry.close()
+
+    def _forget_answers(self) -> None:
+        """Empty every loaded file's memo (the store keeps answers; this only bounds memory)."""
+        for entry in self._files.values():
+            entry.memo.clear()
+            entry.symbols.forget()
+        self._memo_size = 0
 
     def _entry(self, file_id: str, build_id: str, path: str) -> _Entry | None:
         entry = self._files.get(file_id)

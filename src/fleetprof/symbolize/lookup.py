@@ -30,6 +30,7 @@ _CLONE_SUFFIX = re.compile(r"(\.(cold|constprop|isra|part|lto_priv|localalias)(\
 _BARE_NAME = re.compile(r"^(?!_Z)[^:(]+$|^operator\(\)$")
 _INLINE_ENTRY = 0xFFFFFFFF  # SymCache's entry address for inlined frames
 _NO_RANGE = -1
+_MEMO_LIMIT = 1 << 16  # memoized chains and frames per file; each memo restarts when full
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,8 @@ class FileSymbols:
             if frames is None:
                 frames = self._make_frames(addr, locs, load, containing)
                 if not any(f.function.endswith(f"+0x{addr:x}") for f in frames):  # names holding addr
+                    if len(self._frames) >= _MEMO_LIMIT:
+                        self._frames.clear()
                     self._frames[memo_key] = frames
             return frames
         plt = self.plt_name(addr)  # stubs have no symbols: only addresses that found none pay for this
@@ -140,6 +143,13 @@ class FileSymbols:
         if name is None:
             return None
         return self._demangle(name.removesuffix("@plt")) + "@plt"
+
+    def forget(self) -> None:
+        """Drop memoized chains, frames and demangled names (memory only; answers stay the same)."""
+        self._frames.clear()
+        self._names.clear()
+        for part in self.parts:
+            part.chains.clear()
 
     def close(self) -> None:
         """Release the start-line source (mmaps, open DWARF files)."""
@@ -157,6 +167,8 @@ class FileSymbols:
             if locs is None:
                 locs = reader.chain(key, rel)
                 if locs is not None and reader.trusted:
+                    if len(part.chains) >= _MEMO_LIMIT:
+                        part.chains.clear()
                     part.chains[key] = locs
             if reader.trusted and locs is not None:
                 return (key, locs) if locs else None
@@ -209,6 +221,8 @@ class FileSymbols:
     def _demangle(self, name: str) -> str:
         found = self._names.get(name)
         if found is None:
+            if len(self._names) >= _MEMO_LIMIT:
+                self._names.clear()
             found = self._names[name] = demangle(name)
         return found
 

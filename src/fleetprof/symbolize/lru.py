@@ -34,6 +34,10 @@ class BoundedLru(Generic[K, V]):
             if self._on_evict is not None:
                 self._on_evict(old)
 
+    def values(self) -> list[V]:
+        """The values, least recently used first (without marking them used)."""
+        return list(self._items.values())
+
     def clear(self) -> None:
         """Evict everything."""
         while self._items:
