@@ -22,9 +22,15 @@ from fleetprof.interpreters.python.debug_offsets import (
     struct_size,
 )
 from fleetprof.interpreters.python.discovery import inspect_python_binary
-from fleetprof.interpreters.python.layouts import NONE, SEMANTICS, table_layout
+from fleetprof.interpreters.python.layouts import NONE, SEMANTICS, STATE_BITS, table_layout
 from fleetprof.interpreters.python.process import proc_info
-from fleetprof.interpreters.python.procinfo import PyFrameRecord, PyProcInfo, code_checksum
+from fleetprof.interpreters.python.procinfo import (
+    PyCodeKey,
+    PyCodeRecord,
+    PyFrameRecord,
+    PyProcInfo,
+    code_checksum,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "src" / "fleetprof" / "interpreters" / "python" / "python_offsets.h"
@@ -83,7 +89,13 @@ def _compile(tmp_path: Path, body: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("name", "mirror"), [("py_proc_info", PyProcInfo), ("py_frame_record", PyFrameRecord)]
+    ("name", "mirror"),
+    [
+        ("py_proc_info", PyProcInfo),
+        ("py_frame_record", PyFrameRecord),
+        ("py_code_record", PyCodeRecord),
+        ("py_code_key", PyCodeKey),
+    ],
 )
 def test_header_matches_python_mirror(tmp_path: Path, name: str, mirror: type[ctypes.Structure]) -> None:
     lines = [f'printf("%zu\\n", sizeof(struct {name}));']
@@ -92,12 +104,26 @@ def test_header_matches_python_mirror(tmp_path: Path, name: str, mirror: type[ct
     assert out[0] == ctypes.sizeof(mirror)
     assert out[1:] == [getattr(mirror, f[0]).offset for f in mirror._fields_]
     assert ctypes.sizeof(PyFrameRecord) == 16
-    assert ctypes.sizeof(PyProcInfo) == 64
+    assert ctypes.sizeof(PyProcInfo) == 80
+    assert ctypes.sizeof(PyCodeRecord) == 808
+    assert ctypes.sizeof(PyCodeKey) == 24
+
+
+def test_string_state_bits_match_the_layouts() -> None:
+    """BPF decodes str objects with the PY_STATE_* shifts; the layouts name the same bits."""
+    shifts = {
+        "unicode_kind_bit": procinfo.PY_STATE_KIND_SHIFT,
+        "unicode_compact_bit": procinfo.PY_STATE_COMPACT_SHIFT,
+        "unicode_ascii_bit": procinfo.PY_STATE_ASCII_SHIFT,
+    }
+    assert shifts == STATE_BITS
 
 
 def test_header_constants_match_python(tmp_path: Path) -> None:
     names = [
-        n for n in dir(procinfo) if n.startswith(("PY_F_", "PY_WALK_", "PY_CSUM_", "PY_OFF_", "PY_LASTI_"))
+        n
+        for n in dir(procinfo)
+        if n.startswith(("PY_F_", "PY_WALK_", "PY_CSUM_", "PY_OFF_", "PY_LASTI_", "PY_STATE_", "PY_CODE_"))
     ]
     out = _compile(tmp_path, "\n".join(f'printf("%llu\\n", (unsigned long long){n});' for n in names))
     assert [int(v) for v in out] == [getattr(procinfo, n) for n in names]
@@ -132,7 +158,16 @@ def test_proc_info_mirrors_the_layout(interpreter: Interpreter) -> None:
         "frame_lasti",
         "code_firstlineno",
         "code_name",
+        "code_linetable",
+        "var_ob_size",
+        "bytes_sval",
+        "unicode_length",
+        "unicode_state",
+        "unicode_ascii_size",
+        "unicode_compact_size",
     ):
         assert getattr(info, name) == getattr(layout, name)
+    qualname = layout.code_qualname if layout.code_qualname != NONE else layout.code_name
+    assert info.code_qualname == qualname
     assert (info.tstate_native_tid == procinfo.PY_OFF_NONE) == (interpreter.minor < 11)
     assert (info.frame_entry == procinfo.PY_OFF_NONE) == (interpreter.minor < 11)

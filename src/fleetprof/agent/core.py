@@ -123,6 +123,8 @@ class ProfilerCore:
         self.aggregator.on_deferred = self.deferred.add
         self.aggregator.fix_failed = self._fix_failed
         self.aggregator.on_new_stack = self._on_new_stack
+        # Code records first: a sample's records are written before it, and must be stored before it is read.
+        self.sampler.on_ring("py_codes", self.python.on_code_record)
         self.sampler.on_samples(self.aggregator.add_record)
         self.sampler.on_events(self._on_event)
 

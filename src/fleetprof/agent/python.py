@@ -4,6 +4,7 @@ and how to walk each process (struct py_proc_info), and symbolize Python frames 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPython, inspect_python_binary
 from fleetprof.interpreters.python.process import PythonProcess, proc_info
-from fleetprof.interpreters.python.symbolizer import PythonSymbolizer
+from fleetprof.interpreters.python.symbolizer import UNKNOWN_FRAME, PythonSymbolizer
 from fleetprof.interpreters.python.threadnames import ThreadNames
 from fleetprof.process.fileid import file_id_u64
 from fleetprof.process.memory import process_start_time
@@ -144,9 +145,7 @@ class PythonSupport:
             self.thread_names.observe(key.pid, key.tid)
         for raw in decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :]):
             if raw.kind == layout.FRAME_PYTHON:
-                fkey = (key.pid, raw.id, raw.addr, raw.aux)
-                if fkey not in self.frames:
-                    self.frames[fkey] = self.symbolizer.symbolize(key.pid, raw.id, raw.addr, raw.aux)
+                self.resolve(key.pid, raw)
 
     def forget(self, pids: set[int]) -> None:
         """Drop the named frames and notes of processes gone for good (the agent, between windows)."""
@@ -172,12 +171,20 @@ class PythonSupport:
             elif os.path.exists(f"/proc/{key.pid}"):
                 self.waiting.append(key)
 
+    def on_code_record(self, address: int, size: int) -> None:
+        """Ring-buffer callback of `py_codes`: keep a code object's identity BPF captured at sample time (it
+        names frames whose process or code object is gone; stored at once, before any exit cleanup)."""
+        self.symbolizer.captured.add_record(ctypes.string_at(address, size))
+
     def resolve(self, pid: int, raw: RawFrame) -> Frame:
-        """The symbolized frame (symbolized now if it was not seen live)."""
+        """The symbolized frame (symbolized now if it was not seen live). An unnamed frame is not kept: its
+        captured record may still be on its way."""
         fkey = (pid, raw.id, raw.addr, raw.aux)
         frame = self.frames.get(fkey)
         if frame is None:
-            frame = self.frames[fkey] = self.symbolizer.symbolize(pid, raw.id, raw.addr, raw.aux)
+            frame = self.symbolizer.symbolize(pid, raw.id, raw.addr, raw.aux)
+            if frame is not UNKNOWN_FRAME:
+                self.frames[fkey] = frame
         return frame
 
     def thread_name(self, pid: int, tid: int, os_name: str, process_name: str) -> str:
@@ -189,4 +196,7 @@ class PythonSupport:
         out = {"python_processes": len(self._pids)}
         for reason, n in self.symbolizer.stats.items():
             out[f"python_symbolize: {reason}"] = n
+        for path, n in self.symbolizer.named.items():
+            out[f"python_named: {path}"] = n
+        out["python_code_records"] = self.symbolizer.captured.received
         return out

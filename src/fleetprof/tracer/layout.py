@@ -39,6 +39,7 @@ PY_ERROR_NAMES: dict[int, str] = {
     1: "no thread state",
     2: "unreadable",
     3: "bad code object",
+    4: "code record lost",
 }
 
 UNWIND_ERROR_NAMES: dict[int, str] = {
@@ -97,7 +98,7 @@ STAT_SNAPSHOTS = 14
 STAT_SNAPSHOTS_LOST = 15
 STAT_ERROR_BASE = 16
 STAT_PY_ERROR_BASE = 28
-STAT_COUNT = 32
+STAT_COUNT = 36
 
 STAT_NAMES: dict[int, str] = {
     STAT_SAMPLES: "samples",

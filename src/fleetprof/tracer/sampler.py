@@ -129,6 +129,11 @@ class Sampler:
                 os.close(pfd)
                 raise SamplerError(f"attaching the sampler to CPU {cpu} failed: {exc}") from None
 
+    def on_ring(self, name: str, fn: Callable[[int, int], None]) -> None:
+        """Call `fn(address, size)` for each record of ring buffer `name`; rings are drained in the order
+        they were added."""
+        self._rb.add(self.map(name), fn)
+
     def on_samples(self, fn: Callable[[int, int], None]) -> None:
         """Call `fn(address, size)` for each sample record."""
         self._rb.add(self.map("samples"), fn)

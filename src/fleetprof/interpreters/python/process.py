@@ -37,6 +37,13 @@ _OFFSETS = (
     "code_filename",
     "code_name",
     "ob_type",
+    "code_linetable",
+    "var_ob_size",
+    "bytes_sval",
+    "unicode_length",
+    "unicode_state",
+    "unicode_ascii_size",
+    "unicode_compact_size",
 )
 
 
@@ -83,6 +90,7 @@ def proc_info(binary: PythonBinary, bias: int) -> PyProcInfo:
         owner_shim_min=sem.owner_shim_min,
         lasti_shift=sem.lasti_shift,
         code_adaptive=max(lay.code_adaptive, 0),
+        code_qualname=_off(lay.code_qualname if lay.code_qualname != NONE else lay.code_name),
         **{name: _off(getattr(lay, name)) for name in _OFFSETS},
     )
 

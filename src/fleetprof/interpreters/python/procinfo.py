@@ -19,6 +19,15 @@ PY_F_LASTI_PTR = 0x02
 PY_F_EXEC_TAGGED = 0x04
 PY_F_NATIVE_TID = 0x08
 
+PY_STATE_KIND_SHIFT = 2
+PY_STATE_COMPACT_SHIFT = 5
+PY_STATE_ASCII_SHIFT = 6
+
+PY_CODE_NAME_MAX = 96
+PY_CODE_FILE_MAX = 160
+PY_CODE_TABLE_MAX = 512
+PY_CODE_F_FILE_TAIL = 0x01
+
 PY_CSUM_BASIS = 0x811C9DC5
 PY_CSUM_PRIME = 0x01000193
 _U32 = 0xFFFFFFFF
@@ -54,7 +63,14 @@ class PyProcInfo(ctypes.Structure):
         ("code_filename", ctypes.c_uint16),
         ("code_name", ctypes.c_uint16),
         ("ob_type", ctypes.c_uint16),
-        ("reserved1", ctypes.c_uint32),
+        ("code_qualname", ctypes.c_uint16),
+        ("code_linetable", ctypes.c_uint16),
+        ("var_ob_size", ctypes.c_uint16),
+        ("bytes_sval", ctypes.c_uint16),
+        ("unicode_length", ctypes.c_uint16),
+        ("unicode_state", ctypes.c_uint16),
+        ("unicode_ascii_size", ctypes.c_uint16),
+        ("unicode_compact_size", ctypes.c_uint16),
     )
 
     def __repr__(self) -> str:
@@ -69,6 +85,43 @@ class PyFrameRecord(ctypes.Structure):
         ("code", ctypes.c_uint64),
         ("lasti", ctypes.c_uint32),
         ("checksum", ctypes.c_uint32),
+    )
+
+
+class PyCodeRecord(ctypes.Structure):
+    """`struct py_code_record`: a code object's identity, copied by BPF the first time a process's walker
+    emits it (808 bytes)."""
+
+    _fields_ = (
+        ("code", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("checksum", ctypes.c_uint32),
+        ("firstlineno", ctypes.c_int32),
+        ("table_size", ctypes.c_uint32),
+        ("version", ctypes.c_uint16),
+        ("name_len", ctypes.c_uint16),
+        ("file_len", ctypes.c_uint16),
+        ("table_len", ctypes.c_uint16),
+        ("name_kind", ctypes.c_uint8),
+        ("file_kind", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("reserved0", ctypes.c_uint8),
+        ("reserved1", ctypes.c_uint32),
+        ("name", ctypes.c_char * PY_CODE_NAME_MAX),
+        ("file", ctypes.c_char * PY_CODE_FILE_MAX),
+        ("table", ctypes.c_uint8 * PY_CODE_TABLE_MAX),
+    )
+
+
+class PyCodeKey(ctypes.Structure):
+    """`struct py_code_key`: key of the BPF `py_code_seen` map."""
+
+    _fields_ = (
+        ("code", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("checksum", ctypes.c_uint32),
+        ("start", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
     )
 
 

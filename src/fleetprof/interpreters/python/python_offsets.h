@@ -78,8 +78,16 @@ struct py_proc_info {
 	__u16 code_filename;         /* co_filename, PyObject * */
 	__u16 code_name;             /* co_name, PyObject * */
 	__u16 ob_type;               /* offsetof(PyObject, ob_type) */
-	__u32 reserved1;             /* zero */
-};                               /* 64 bytes */
+	/* what a code record (struct py_code_record) copies */
+	__u16 code_qualname;         /* co_qualname (3.11+), else co_name: PyObject * (str) */
+	__u16 code_linetable;        /* co_linetable (3.10+) / co_lnotab: PyObject * (bytes) */
+	__u16 var_ob_size;           /* PyVarObject.ob_size: a bytes object's length */
+	__u16 bytes_sval;            /* PyBytesObject.ob_sval: a bytes object's data */
+	__u16 unicode_length;        /* PyASCIIObject.length: characters */
+	__u16 unicode_state;         /* PyASCIIObject.state: u32 bit fields (PY_STATE_*) */
+	__u16 unicode_ascii_size;    /* sizeof(PyASCIIObject): compact ASCII data follows */
+	__u16 unicode_compact_size;  /* sizeof(PyCompactUnicodeObject): compact non-ASCII data follows */
+};                               /* 80 bytes */
 
 /* What the BPF walker sends per Python frame; userspace symbolizes it from process memory. */
 struct py_frame_record {
@@ -87,6 +95,50 @@ struct py_frame_record {
 	__u32 lasti;                 /* instruction offset in code units (2 bytes), or PY_LASTI_NONE */
 	__u32 checksum;              /* py_code_checksum() of the code object when it was sampled */
 };                               /* 16 bytes */
+
+/* PyASCIIObject.state bits, the same in every supported version (layouts.STATE_BITS). */
+#define PY_STATE_KIND_SHIFT 2        /* kind: 3 bits, bytes per character (1, 2, 4) */
+#define PY_STATE_COMPACT_SHIFT 5     /* compact: the characters follow the object header */
+#define PY_STATE_ASCII_SHIFT 6       /* ascii: compact ASCII, data at unicode_ascii_size */
+
+/* Sizes of what a code record copies: the bytes of co_qualname (its head), co_filename (its tail when
+ * longer: the file name matters more than the directories) and the head of the line table. */
+#define PY_CODE_NAME_MAX 96
+#define PY_CODE_FILE_MAX 160
+#define PY_CODE_TABLE_MAX 512
+
+/* The identity of a code object, sent once per (process, code object, checksum) the first time the walker
+ * emits it (`py_code_seen`), so userspace names its frames after the object or the process is gone. */
+#define PY_CODE_F_FILE_TAIL 0x01     /* file holds the last file_len bytes of a longer co_filename */
+
+struct py_code_record {
+	__u64 code;                  /* PyCodeObject address in the process */
+	__u32 pid;
+	__u32 checksum;              /* as in struct py_frame_record */
+	__s32 firstlineno;           /* co_firstlineno */
+	__u32 table_size;            /* bytes of the whole line table (table holds the first table_len) */
+	__u16 version;               /* py_proc_info.version: the line table's format */
+	__u16 name_len;              /* bytes in name */
+	__u16 file_len;              /* bytes in file */
+	__u16 table_len;             /* bytes in table */
+	__u8 name_kind;              /* bytes per character of name (1, 2, 4); 0: not captured */
+	__u8 file_kind;              /* the same for file */
+	__u8 flags;                  /* PY_CODE_F_* */
+	__u8 reserved0;
+	__u32 reserved1;
+	char name[PY_CODE_NAME_MAX];
+	char file[PY_CODE_FILE_MAX];
+	__u8 table[PY_CODE_TABLE_MAX];
+};                               /* 808 bytes */
+
+/* Key of `py_code_seen`: a code object of one process (start time tells a reused pid apart). */
+struct py_code_key {
+	__u64 code;
+	__u32 pid;
+	__u32 checksum;
+	__u32 start;                 /* low 32 bits of the process's start time (ns) */
+	__u32 reserved;
+};                               /* 24 bytes */
 
 /* Checksum of a code object: tells userspace whether the object now at `code` is the one sampled.
  * FNV-1a over 32-bit words: co_firstlineno, co_argcount, then each of co_filename and co_name folded to

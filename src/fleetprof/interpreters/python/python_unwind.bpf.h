@@ -19,6 +19,7 @@
 #define PY_ERR_NO_TSTATE 1
 #define PY_ERR_READ 2
 #define PY_ERR_BAD_CODE 3
+#define PY_ERR_CODE_RING 4 /* a code record did not fit py_codes (sent with a later sample) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -42,6 +43,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct py_proc_info);
 } py_info_scratch SEC(".maps");
+
+/* Code objects whose identity was sent (struct py_code_record), per process: one lookup per emitted frame,
+ * one copy per code object and process. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct py_code_key);
+	__type(value, __u8);
+} py_code_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} py_codes SEC(".maps");
 
 /* tid -> PyThreadState address, verified on every use. */
 struct {
@@ -95,6 +110,105 @@ static __always_inline __u64 find_tstate(struct py_proc_info *info, __u32 tid)
 	return 0;
 }
 
+/* n clamped to max in a way the verifier sees (the compiler may not reuse an unclamped copy of n). */
+#define PY_CLAMP(n, max)                                                                   \
+	({                                                                                 \
+		__u64 __n = (n);                                                           \
+		asm volatile("if %[v] <= %[m] goto +1; %[v] = %[m]" : [v] "+r"(__n) : [m] "i"(max)); \
+		__n;                                                                       \
+	})
+
+/* Where a str object's characters are and how many bytes they take; false when it is not a compact str. */
+static __always_inline bool py_str_data(struct py_proc_info *info, __u64 str, __u64 *data, __u32 *bytes,
+					__u8 *kind)
+{
+	__s64 length = 0;
+	__u32 state = 0;
+	if (!str || bpf_probe_read_user(&length, sizeof(length), (void *)(str + info->unicode_length)) ||
+	    bpf_probe_read_user(&state, sizeof(state), (void *)(str + info->unicode_state)))
+		return false;
+	__u8 k = (state >> PY_STATE_KIND_SHIFT) & 7;
+	if (!((state >> PY_STATE_COMPACT_SHIFT) & 1) || length < 0 || length > 4096 ||
+	    (k != 1 && k != 2 && k != 4))
+		return false;
+	bool ascii = (state >> PY_STATE_ASCII_SHIFT) & 1;
+	if (ascii && k != 1)
+		return false;
+	*data = str + (ascii ? info->unicode_ascii_size : info->unicode_compact_size);
+	*bytes = (__u32)length * k;
+	*kind = k;
+	return true;
+}
+
+/* Send the identity of a code object the first time this process's walker emits it. */
+static __noinline void py_capture_code(struct py_proc_info *info, struct py_code_key *key, __s32 firstlineno,
+				       __u64 filename)
+{
+	if (bpf_map_lookup_elem(&py_code_seen, key))
+		return;
+	__u64 code = key->code;
+	bool ok = true;
+	__u64 qualname = read_u64(code + info->code_qualname, &ok);
+	__u64 table = read_u64(code + info->code_linetable, &ok);
+	__s64 table_size = 0;
+	if (!ok || !table ||
+	    bpf_probe_read_user(&table_size, sizeof(table_size), (void *)(table + info->var_ob_size)) ||
+	    table_size < 0)
+		return;
+	struct py_code_record *rec = bpf_ringbuf_reserve(&py_codes, sizeof(*rec), 0);
+	if (!rec) {
+		count(STAT_PY_ERROR_BASE + PY_ERR_CODE_RING);
+		return;
+	}
+	rec->code = code;
+	rec->pid = key->pid;
+	rec->checksum = key->checksum;
+	rec->firstlineno = firstlineno;
+	rec->table_size = table_size > 0xffffffffLL ? 0xffffffffu : (__u32)table_size;
+	rec->version = info->version;
+	rec->flags = 0;
+	rec->reserved0 = 0;
+	rec->reserved1 = 0;
+	rec->name_len = 0;
+	rec->file_len = 0;
+	rec->name_kind = 0;
+	rec->file_kind = 0;
+
+	__u64 n = PY_CLAMP(table_size, PY_CODE_TABLE_MAX); /* table_size >= 0 */
+	if (bpf_probe_read_user(rec->table, n, (void *)(table + info->bytes_sval)))
+		n = 0;
+	rec->table_len = n;
+
+	__u64 data = 0;
+	__u32 bytes = 0;
+	__u8 kind = 0;
+	if (py_str_data(info, qualname, &data, &bytes, &kind)) {
+		n = PY_CLAMP(bytes, PY_CODE_NAME_MAX);
+		if (!bpf_probe_read_user(rec->name, n, (void *)data)) {
+			rec->name_len = n;
+			rec->name_kind = kind;
+		}
+	}
+	if (py_str_data(info, filename, &data, &bytes, &kind)) {
+		if (bytes > PY_CODE_FILE_MAX) {
+			data += bytes - PY_CODE_FILE_MAX; /* the tail, on a character boundary (kind divides 160) */
+			rec->flags |= PY_CODE_F_FILE_TAIL;
+		}
+		n = PY_CLAMP(bytes, PY_CODE_FILE_MAX);
+		if (!bpf_probe_read_user(rec->file, n, (void *)data)) {
+			rec->file_len = n;
+			rec->file_kind = kind;
+		}
+	}
+	if (!rec->name_kind) {
+		bpf_ringbuf_discard(rec, 0); /* nothing to name it by: userspace reads memory, as before */
+		return;
+	}
+	bpf_ringbuf_submit(rec, 0);
+	__u8 one = 1;
+	bpf_map_update_elem(&py_code_seen, key, &one, BPF_ANY);
+}
+
 /* Emit the Python frame at `f`; false (with the stack marked) when it is not a plausible frame. */
 static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state *st, struct py_proc_info *info,
 					  __u64 f)
@@ -135,6 +249,8 @@ static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state 
 		return false;
 	}
 	__u32 csum = py_code_checksum((__u32)ints[0], (__u32)ints[1], filename, name);
+	struct py_code_key key = {.code = code, .pid = st->pid, .checksum = csum, .start = st->start_lo};
+	py_capture_code(info, &key, ints[0], filename);
 	if (!push_frame(s, code, lasti, csum, FRAME_PYTHON, 0)) {
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 		return false;

@@ -1,8 +1,9 @@
-"""Turn (pid, code object address, lasti, checksum) into a Python Frame, reading the process's memory.
+"""Turn (pid, code object address, lasti, checksum) into a Python Frame: from the process's memory while it
+is readable and consistent, else from the code object's identity BPF captured at sample time.
 
 Code objects are cached per (process, address, checksum); a pid whose start time changed is a new
-process and starts afresh. Anything unreadable or inconsistent gives `<unknown python frame>` and bumps
-a reason counter in `stats`; nothing here raises for bad input.
+process and starts afresh. A frame neither path names gives `<unknown python frame>` and bumps a reason
+counter in `stats`; `named` counts which path named each frame; nothing here raises for bad input.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from fleetprof.interpreters.python.captured import CapturedCodes
 from fleetprof.interpreters.python.objects import CodeInfo, ObjectReader
 from fleetprof.interpreters.python.process import PythonProcess, find_python
 from fleetprof.interpreters.python.procinfo import PY_LASTI_NONE
@@ -60,15 +62,21 @@ class ProcessSymbolizer:
 
     def symbolize(self, code: int, lasti: int, checksum: int) -> Frame:
         """The Frame for one sampled Python frame; `<unknown python frame>` when it cannot be read."""
+        found = self.lookup(code, lasti, checksum)
+        if isinstance(found, str):
+            self.stats[found] += 1
+            return UNKNOWN_FRAME
+        return found
+
+    def lookup(self, code: int, lasti: int, checksum: int) -> Frame | str:
+        """The Frame for one sampled Python frame from memory, or the reason it cannot be read."""
         entry = self._codes.get((code, checksum))
         if entry is None:
             read = self.reader.read_code(code)
             if isinstance(read, str):
-                self.stats[read] += 1
-                return UNKNOWN_FRAME
+                return read
             if read.checksum != checksum:
-                self.stats["checksum mismatch"] += 1
-                return UNKNOWN_FRAME
+                return "checksum mismatch"
             entry = _Code(read)
             self._codes.put((code, checksum), entry)
         info = entry.info
@@ -92,17 +100,29 @@ class _Pid:
 class PythonSymbolizer:
     """Symbolizes Python frames of any process on the host; one ProcessSymbolizer per live process."""
 
-    def __init__(self) -> None:
+    def __init__(self, captured: CapturedCodes | None = None) -> None:
         self.stats: Counter[str] = Counter()  # failure reason -> count, over all processes
+        self.named: Counter[str] = Counter()  # "memory" / "captured" -> frames named that way
+        self.captured = captured if captured is not None else CapturedCodes()
         self._processes: dict[int, _Pid] = {}
 
     def symbolize(self, pid: int, code: int, lasti: int, checksum: int) -> Frame:
-        """The Frame for one Python frame of `pid`."""
+        """The Frame for one Python frame of `pid`: from memory, else from the captured code object."""
         symbolizer = self._for_pid(pid)
-        if symbolizer is None:
-            self.stats["no supported CPython in the process"] += 1
-            return UNKNOWN_FRAME
-        return symbolizer.symbolize(code, lasti, checksum)
+        found = (
+            symbolizer.lookup(code, lasti, checksum)
+            if symbolizer is not None
+            else "no supported CPython in the process"
+        )
+        if not isinstance(found, str):
+            self.named["memory"] += 1
+            return found
+        captured = self.captured.get(pid, code, checksum)
+        if captured is not None:
+            self.named["captured"] += 1
+            return captured.frame(lasti)
+        self.stats[found] += 1
+        return UNKNOWN_FRAME
 
     def register(self, process: PythonProcess) -> None:
         """Use what the caller already knows about a process (binary, bias) instead of rediscovering it."""

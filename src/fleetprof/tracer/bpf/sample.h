@@ -219,7 +219,7 @@ struct sampler_config {
 #define STAT_SNAPSHOTS_LOST 15 /* snapshots that did not fit the ring buffer */
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
 #define STAT_PY_ERROR_BASE 28 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
-#define STAT_COUNT 32
+#define STAT_COUNT 36
 
 /* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
  * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks

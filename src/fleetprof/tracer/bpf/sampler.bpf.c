@@ -43,7 +43,7 @@ struct unwind_state {
 	__u32 pid;
 	__u32 tid;
 	__u32 cur_flags;
-	__u32 reserved0;
+	__u32 start_lo;        /* low 32 bits of the process's start time (ns): keys per-process caches */
 	__u8 return_address;   /* pc is a return address (not the interrupted instruction) */
 	__u8 next;             /* NEXT_*: what runs after the loop */
 	__u8 mode;             /* MODE_*: which walker the next loop step runs */
@@ -387,7 +387,9 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	st->pid = pid;
 	st->tid = tid;
 	st->pid_known = bpf_map_lookup_elem(&known_pids, &pid) != NULL;
-	st->young = bpf_ktime_get_ns() - BPF_CORE_READ(task, group_leader, start_time) < YOUNG_NS;
+	__u64 started = BPF_CORE_READ(task, group_leader, start_time);
+	st->young = bpf_ktime_get_ns() - started < YOUNG_NS;
+	st->start_lo = (__u32)started;
 	if (st->pid_known) {
 		st->lpm_pid = pid;
 	} else {
