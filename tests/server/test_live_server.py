@@ -4,6 +4,8 @@ each host's data; `kill -9` during ingest loses no acknowledged batch; `export -
 from __future__ import annotations
 
 import gzip
+import re
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,8 @@ import pytest
 
 from fleetprof.cli.main import main
 from fleetprof.output.otlp import to_otlp_request
+from fleetprof.reporter.batch import encode_batch
+from fleetprof.reporter.senders import GrpcSender, Outcome
 from fleetprof.store.synthetic import StackPool, fleet_profile
 from tests.server.conftest import named_profile
 from tests.server.live import LiveServer
@@ -193,3 +197,20 @@ def test_server_port_in_use(tmp_path, server):
     )
     assert run.returncode == 1
     assert run.stderr.count("\n") == 1 and "cannot listen" in run.stderr
+
+
+def test_server_process_grpc_then_ctrl_c(tmp_path):
+    live = LiveServer(tmp_path / "grpc", grpc=True)
+    try:
+        port = int(re.search(r"OTLP/gRPC on port (\d+)", live.log.read_text()).group(1))
+        sender = GrpcSender(f"127.0.0.1:{port}", "secret", timeout_s=60)
+        try:
+            result = sender.send(encode_batch(named_profile("grpc-live"), "f" * 32))
+        finally:
+            sender.close()
+        assert result.outcome is Outcome.ACK, result.reason
+        assert _total(live, host="grpc-live") == 40
+    finally:
+        live.proc.send_signal(signal.SIGINT)
+        assert live.proc.wait(60) == 0
+    assert "Traceback" not in live.log.read_text()

@@ -88,8 +88,7 @@ class RunningServer:
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10, access_log=False
         )
-        self._uvicorn = uvicorn.Server(config)
-        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._uvicorn = uvicorn.Server(config)  # off the main thread: it leaves signals to the caller
         self._thread: threading.Thread | None = None
         self._grpc: Any = None
         self.grpc_port: int | None = None
