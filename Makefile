@@ -21,8 +21,10 @@ run_pytest = $(PYTEST) $(1) || { rc=$$?; [ $$rc -ne 5 ] || echo "make: pytest ra
 STAMP := .stamp
 DURATION ?= 10
 OUT ?= fleetprof.html
+DATA_DIR ?= fleetprof-data
+PORT ?= 8080
 
-.PHONY: help setup deps venv bpf npm test test-unit test-bpf run lint format bench clean
+.PHONY: help setup deps venv bpf npm test test-unit test-bpf run record lint format bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -62,13 +64,16 @@ $(BPF_OBJ): $(BPF_SRC) $(STAMP)/deps
 test: setup ## run every test (unit tier, then the BPF tier as root)
 	@$(call run_pytest,tests)
 
-test-unit: venv npm ## the tier that needs no root (and no system packages installed by make)
-	@$(call run_pytest,tests/unit)
+test-unit: venv npm ## the tiers that need no root (and no system packages installed by make)
+	@$(call run_pytest,tests --ignore=tests/bpf -m "not bpf")
 
 test-bpf: setup ## the tier that runs BPF for real
 	@$(call run_pytest,tests/bpf)
 
-run: setup ## record the whole host for $(DURATION) s into $(OUT), an HTML flame graph
+run: setup ## the all-in-one backend + local agent on its embedded store (`fleetprof up`); Ctrl-C stops it
+	$(VENV)/bin/fleetprof up --data-dir $(DATA_DIR) --port $(PORT)
+
+record: setup ## record the whole host for $(DURATION) s into $(OUT), an HTML flame graph
 	$(VENV)/bin/fleetprof record --all --duration $(DURATION) --output $(OUT)
 
 lint: setup ## ruff
