@@ -45,7 +45,7 @@ def test_fifty_hosts_concurrent_ingest_and_queries(store, pool):
     for t in readers:
         t.join()
     assert not errors, errors
-    for h in HOSTS[::7] + [HOSTS[-1]]:
+    for h in [*HOSTS[::7], HOSTS[-1]]:
         sel = Selection(window.start_ns, window.end_ns, {"host": [h]})
         assert flame_graph(store, sel)["total"] == 2 * expected[h]
         exported = export_profile(store, sel)

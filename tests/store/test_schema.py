@@ -27,7 +27,7 @@ def test_cluster_ddl_is_replicated_and_sharded_by_stack():
     assert "ENGINE = Distributed(fleet, fp, stacks_local, stack_id)" in ddl
     assert "TO fp.samples_5_local AS SELECT" in ddl and "FROM fp.samples_local WHERE rand() % 5 = 0" in ddl
     assert "ttl_only_drop_parts = 1" in ddl
-    single = _all_ddl(Layout("fp"))
+    single = _all_ddl(Layout("fp", fsync=True))
     assert "Replicated" not in single and "Distributed" not in single and "_local" not in single
     assert "fsync_after_insert = 1" in single
 

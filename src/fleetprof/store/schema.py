@@ -20,7 +20,7 @@ class Layout:
     database: str = "fleetprof"
     cluster: str | None = None
     retention_days: int = 30
-    fsync: bool = True  # fsync parts and their directories on insert (embedded crash safety)
+    fsync: bool = False  # fsync parts and their directories on insert (power-loss safety)
 
     def __post_init__(self) -> None:
         """Names are spliced into DDL, so only plain identifiers are accepted."""

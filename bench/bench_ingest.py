@@ -1,0 +1,105 @@
+"""Ingest rate of the embedded store from N simulated hosts with realistic stacks, against a bare bulk
+INSERT of the same sample rows into chDB, and the bytes stored per sample and per core-day at 20 Hz.
+
+Each host sends one 5-second batch per round (8 cores at 20 Hz = 800 samples) drawn from a pool of
+realistic stacks; profiles are built before timing. Bytes are every table's compressed parts after merges
+(samples, the long-range pyramid, stacks, frames, hosts, batches) over the samples stored.
+
+    .venv/bin/python bench/bench_ingest.py [--hosts 20] [--rounds 30] [--stacks 20000] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from fleetprof.store import open_store
+from fleetprof.store.rows import IdCache, build_rows
+from fleetprof.store.synthetic import StackPool, fleet_profile
+
+CORE_DAY_SAMPLES = 20 * 86_400
+
+
+def main() -> None:
+    """Time Store.ingest, then the bare INSERT of the same rows, then measure storage."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--stacks", type=int, default=20_000)
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--fsync", action="store_true", help="fsync every part (power-loss safety; slow disks)")
+    ap.add_argument(
+        "--group", type=int, default=0, help="batches per group commit (default: one round's hosts)"
+    )
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory(prefix="fleetprof-bench-ingest-")
+    data_dir = args.data_dir or Path(tmp.name)
+    pool = StackPool.build(args.stacks, seed=5)
+    start = time.time_ns() - args.rounds * 5 * 10**9
+    profiles = [
+        (fleet_profile(pool, f"host{h:03d}", start + r * 5 * 10**9, 800, seed=r), f"h{h}-r{r}")
+        for r in range(args.rounds)
+        for h in range(args.hosts)
+    ]
+    total = sum(p.total for p, _ in profiles)
+    group = args.group or args.hosts
+    one = open_store(data_dir, database="bench_ingest_single", fsync=args.fsync)
+    singles = profiles[: max(len(profiles) // 10, 1)]
+    t = time.perf_counter()
+    for profile, batch in singles:
+        one.ingest(profile, batch)
+    single_rate = sum(p.total for p, _ in singles) / (time.perf_counter() - t)
+    one.close()
+    print(f"Store.ingest, one batch per call: {single_rate:,.0f} samples/s ({len(singles)} batches)")
+    store = open_store(data_dir, database="bench_ingest", fsync=args.fsync)
+    t = time.perf_counter()
+    for i in range(0, len(profiles), group):
+        store.ingest_many(profiles[i : i + group])
+    store_s = time.perf_counter() - t
+    store_rate = total / store_s
+    print(
+        f"Store.ingest_many, {group} batches per call: {total:,} samples from {args.hosts} hosts in "
+        f"{store_s:.2f} s, {store_rate:,.0f} samples/s"
+    )
+
+    rows = pa.concat_tables([build_rows(p, IdCache(), 0).samples for p, _ in profiles]).combine_chunks()
+    store.backend.execute(
+        f"CREATE TABLE IF NOT EXISTS bench_ingest.bare AS {store.t('samples')} "
+        "ENGINE = MergeTree PARTITION BY toDate(ts) ORDER BY (toStartOfHour(ts), host, process, stack_id, ts)"
+    )
+    t = time.perf_counter()
+    store.backend.insert("bench_ingest.bare", rows)
+    bare_s = time.perf_counter() - t
+    bare_rate = total / bare_s
+    print(f"bare bulk INSERT of the same {rows.num_rows:,} rows: {bare_s:.2f} s, {bare_rate:,.0f} samples/s")
+
+    store.optimize()
+    for table in ("samples", "stacks", "frames", "symbols", "executables"):
+        store.backend.execute(f"OPTIMIZE TABLE {store.t(table)} FINAL")
+    parts = store.query(
+        "SELECT table, sum(data_compressed_bytes) AS b FROM system.parts "
+        "WHERE database = 'bench_ingest' AND active AND table != 'bare' GROUP BY table ORDER BY b DESC"
+    ).to_pylist()
+    stored = sum(p["b"] for p in parts)
+    per_sample = stored / total
+    print("bytes by table: " + ", ".join(f"{p['table']} {p['b'] / total:.2f}/sample" for p in parts))
+    per_core_day = per_sample * CORE_DAY_SAMPLES / 1e6
+    rowwise = sum(p["b"] for p in parts if p["table"].startswith("samples")) / total
+    print(
+        f"sample rows alone (raw + pyramid): {rowwise:.2f} bytes/sample; the rest is stacks/frames met once"
+    )
+    store.close()
+    tmp.cleanup()
+    print(
+        f"ingest {store_rate:,.0f} samples/s on the embedded store, group commit "
+        f"({store_rate / bare_rate:.2f}x a bare bulk INSERT; {single_rate:,.0f}/s one batch per call), "
+        f"{per_sample:.2f} bytes/sample, {per_core_day:.1f} MB per core-day at 20 Hz"
+    )
+
+
+if __name__ == "__main__":
+    main()
