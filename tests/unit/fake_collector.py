@@ -37,7 +37,7 @@ class CollectorState:
     symbols: dict[str, bytes] = field(default_factory=dict)  # file id -> uploaded bundle
     known: set[str] = field(default_factory=set)  # file ids the server already has
     received: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     arrived: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:

@@ -38,13 +38,14 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _commands() -> list[Command]:
+    from fleetprof.cli.agent import AgentCommand
     from fleetprof.cli.export import ExportCommand
     from fleetprof.cli.record import RecordCommand
     from fleetprof.cli.server import ServerCommand
     from fleetprof.cli.top import TopCommand
     from fleetprof.cli.up import UpCommand
 
-    return [RecordCommand(), TopCommand(), ServerCommand(), UpCommand(), ExportCommand()]
+    return [RecordCommand(), TopCommand(), AgentCommand(), ServerCommand(), UpCommand(), ExportCommand()]
 
 
 def _terminate(signum: int, _frame: object) -> None:

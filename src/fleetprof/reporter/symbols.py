@@ -75,6 +75,7 @@ class SymbolUploader:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_upload_at = 0.0
+        self._failing = False  # the server could not be asked last time (said once per outage)
         self.uploaded = 0
         self.uploaded_bytes = 0
         self.present = 0
@@ -155,8 +156,12 @@ class SymbolUploader:
         """The subset of `file_ids` the server lacks; None on trouble (logged)."""
         status, body = self._request("POST", MISSING_PATH, json.dumps(file_ids).encode(), "application/json")
         if status is None or http_outcome(status) is not Outcome.ACK:
-            log.info("symbol server: asking for missing symbols failed (%s)", body or status)
+            why = body.decode("utf-8", "replace")[:200] if status is None else f"HTTP {status}"
+            if not self._failing:
+                log.info("symbol server: asking for missing symbols failed (%s); retrying with backoff", why)
+            self._failing = True
             return None
+        self._failing = False
         try:
             answer = json.loads(body or b"[]")
         except ValueError:
