@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.server
 import importlib.util
 import shutil
@@ -251,3 +252,23 @@ def test_memory_is_bounded_and_answers_stay_the_same(bins: Path, tmp_path: Path)
             fid, build_id = identity(bins / name)
             assert tight.symbolize(fid, build_id, addrs[name]) == roomy.symbolize(fid, build_id, addrs[name])
     assert tight._memo_size <= 64 and len(tight._files) == 1
+
+
+def test_disk_cache_read_in_place_survives_garbage_cycles(bins: Path, tmp_path: Path) -> None:
+    """Bundles mapped from the disk cache, dropped inside garbage cycles and tracebacks, then collected."""
+    path = bins / "cxxprog"
+    fid, build_id = identity(path)
+    addrs = h.sample(h.nm_functions(path), step=4)
+    expected = central(tmp_path, {fid: build_bundle(str(path))}).symbolize(fid, build_id, addrs)
+    [cached] = list((tmp_path / "central-cache").rglob("*.fpsb"))
+    assert cached.stat().st_size > len(build_bundle(str(path)))  # kept uncompressed, to be mapped
+    for _ in range(3):
+        server = central(tmp_path, {})
+        try:
+            assert server.symbolize(fid, build_id, addrs) == expected
+            assert server.stats["central.cache_loads"] == 1
+            raise RuntimeError("a traceback holding the frames")
+        except RuntimeError as exc:
+            kept = [exc, server, exc]
+        del server, kept
+        gc.collect()

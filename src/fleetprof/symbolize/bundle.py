@@ -6,14 +6,16 @@ extents (symbol sizes and names), the PLT stub names and, precomputed from DWARF
 scopes of every compile unit (`startline.UnitLines`). It is a fraction of the binary's size.
 
 Format (version 1, little-endian): `FPSB`, u16 version, u16 reserved, u32 header length, a JSON header
-(identity, parts, and each section's offset, stored size, raw size and compression), the sections, and
-a CRC-32 of everything before it. `load_bundle` checks all of it and raises `BundleError` with a
+(identity, parts, and each section's offset, stored size, raw size and compression), the sections
+(each 8-aligned in the file, so a cached uncompressed bundle is read in place through mmap), and a
+CRC-32 of everything before it. `load_bundle` checks all of it and raises `BundleError` with a
 one-line reason for anything wrong; it never crashes on hostile bytes.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import zlib
@@ -25,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from symbolic import SymCache
+from symbolic._lowlevel import ffi, lib
 from symbolic.exceptions import SymbolicError
+from symbolic.utils import attached_refs, rustcall
 
 from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS
 from fleetprof.elf.reader import ElfError, read_elf_info
@@ -45,6 +49,7 @@ _PREFIX = struct.Struct("<4sHHI")
 _CRC = struct.Struct("<I")
 _UNIT_HEAD = struct.Struct("<III")  # entries, names, scoped
 _LEVEL = 6
+_ALIGN = 8
 
 
 class BundleError(ValueError):
@@ -66,6 +71,19 @@ class Bundle:
     lines: BundledLines | None = None
     source: str = "upload"  # "upload" (built on a host) or "debuginfod"
     caches: list[SymCache] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    lines_raw: bytes | memoryview = b""
+
+    def to_bytes(self, compress: bool) -> bytes:
+        """This bundle serialized again (e.g. uncompressed for a disk cache), without re-reading it."""
+        sections: list[tuple[str, bytes | memoryview]] = [
+            (f"symcache.{index}", data) for index, (_, _, data) in enumerate(self.parts)
+        ]
+        sections += [("extents", self.extents.to_bytes()), ("plt", _encode_plt(self.plt))]
+        if self.lines_raw:
+            sections.append(("lines", self.lines_raw))
+        header = {k: v for k, v in self.header.items() if k not in ("version", "sections")}
+        return _pack(header, sections, compress)
 
     def file_symbols(self, want_start_lines: bool = True, stats: Counter[str] | None = None) -> FileSymbols:
         """Lookup tables over this bundle (the same lookup code the host path uses)."""
@@ -86,7 +104,9 @@ class Bundle:
 class BundledLines(UnitLines):
     """Start lines and scopes from a bundle's precomputed tables, decoded one unit at a time."""
 
-    def __init__(self, ranges: list[tuple[int, int, int]], units: list[bytes], strings: list[str]) -> None:
+    def __init__(
+        self, ranges: list[tuple[int, int, int]], units: list[bytes | memoryview], strings: list[str]
+    ) -> None:
         super().__init__()
         self._set_ranges(ranges)
         self._blobs = units
@@ -150,15 +170,18 @@ def build_bundle(
     return _pack(header, sections, compress)
 
 
-def load_bundle(data: bytes | memoryview) -> Bundle:
-    """Decode and check a bundle; raises BundleError (one line) for bad, truncated or foreign bytes."""
-    header, sections = _unpack(data)
+def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
+    """Decode and check a bundle; raises BundleError (one line) for bad, truncated or foreign bytes.
+
+    From an mmap, stored sections are read in place: SymCaches stay in the page cache, not the heap."""
+    header, sections, offsets = _unpack(data)
+    mapped = ffi.from_buffer(data) if isinstance(data, mmap.mmap) else None
     try:
         parts = []
         caches = []
         for index, part in enumerate(header["parts"]):
             raw = sections[f"symcache.{index}"]
-            caches.append(SymCache.from_bytes(raw))
+            caches.append(_symcache(raw, mapped, offsets[f"symcache.{index}"], data))
             parts.append((str(part["role"]), int(part["load_address"]), raw))
         extents = CodeExtents.from_bytes(sections["extents"])
         plt = _decode_plt(sections["plt"])
@@ -175,6 +198,8 @@ def load_bundle(data: bytes | memoryview) -> Bundle:
             lines=lines,
             source=_text(header.get("source", "upload")),
             caches=caches,
+            header=header,
+            lines_raw=sections.get("lines", b""),
         )
     except SymbolicError as exc:
         raise BundleError(f"bad bundle: SymCache does not parse ({_first_line(exc)})") from None
@@ -186,13 +211,13 @@ def load_bundle(data: bytes | memoryview) -> Bundle:
 
 def repack(data: bytes | memoryview, compress: bool) -> bytes:
     """The same bundle with its sections (re)compressed or stored raw (raw loads faster from a cache)."""
-    header, sections = _unpack(data)
+    header, sections, _ = _unpack(data)
     return _pack(header, list(sections.items()), compress)
 
 
 def bundle_info(data: bytes | memoryview) -> dict[str, Any]:
     """The header of a bundle (identity and section sizes) without decoding its sections."""
-    header, _ = _split(data)
+    header, _, _ = _split(data)
     return header
 
 
@@ -212,7 +237,7 @@ def _native_file(source: NativeFile | str | os.PathLike[str] | int) -> NativeFil
     return NativeFile(fid, name, path, build_id)
 
 
-def _pack(header: dict[str, Any], sections: list[tuple[str, bytes]], compress: bool) -> bytes:
+def _pack(header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool) -> bytes:
     table = []
     body = bytearray()
     for name, raw in sections:
@@ -220,11 +245,13 @@ def _pack(header: dict[str, Any], sections: list[tuple[str, bytes]], compress: b
         method = "zlib" if compress else "none"
         if compress and len(stored) >= len(raw):
             stored, method = raw, "none"
+        body += bytes(-len(body) % _ALIGN)  # sections start 8-aligned: SymCaches are read in place
         table.append(
             {"name": name, "offset": len(body), "size": len(stored), "raw": len(raw), "method": method}
         )
         body += stored
     text = json.dumps({"version": VERSION, **header, "sections": table}, separators=(",", ":")).encode()
+    text += b" " * (-(_PREFIX.size + len(text)) % _ALIGN)  # and so does the body
     out = bytearray(_PREFIX.pack(MAGIC, VERSION, 0, len(text)))
     out += text
     out += body
@@ -232,8 +259,8 @@ def _pack(header: dict[str, Any], sections: list[tuple[str, bytes]], compress: b
     return bytes(out)
 
 
-def _split(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
-    """(header, body) of a bundle after the magic, version, length and CRC checks."""
+def _split(data: bytes | memoryview | mmap.mmap) -> tuple[dict[str, Any], memoryview, int]:
+    """(header, body, body offset) of a bundle after the magic, version, length and CRC checks."""
     view = memoryview(data)
     if len(view) < _PREFIX.size + _CRC.size:
         raise BundleError(f"bad bundle: {len(view)} bytes is too short")
@@ -256,12 +283,17 @@ def _split(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
         raise BundleError("bad bundle: header lacks a section table")
     if not isinstance(header.get("parts"), list) or not isinstance(header.get("file_id"), str):
         raise BundleError("bad bundle: header lacks file id or parts")
-    return header, view[_PREFIX.size + length : end]
+    return header, view[_PREFIX.size + length : end], _PREFIX.size + length
 
 
-def _unpack(data: bytes | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]:
-    header, body = _split(data)
-    sections: dict[str, bytes] = {}
+def _unpack(
+    data: bytes | memoryview | mmap.mmap,
+) -> tuple[dict[str, Any], dict[str, bytes | memoryview], dict[str, int]]:
+    """Header, sections and where each starts in `data`; stored sections of a memoryview or mmap stay
+    views into it."""
+    header, body, body_at = _split(data)
+    sections: dict[str, bytes | memoryview] = {}
+    offsets: dict[str, int] = {}
     for entry in header["sections"]:
         try:
             name, offset, size, raw = (
@@ -277,7 +309,7 @@ def _unpack(data: bytes | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]
             raise BundleError(f"bad bundle: section {name} out of bounds")
         chunk = body[offset : offset + size]
         if method == "none":
-            content = bytes(chunk)
+            content = bytes(chunk) if isinstance(data, bytes) else chunk
         elif method == "zlib":
             content = _inflate(name, chunk, raw)
         else:
@@ -285,10 +317,11 @@ def _unpack(data: bytes | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]
         if len(content) != raw:
             raise BundleError(f"bad bundle: section {name} is {len(content)} bytes, header says {raw}")
         sections[name] = content
+        offsets[name] = body_at + offset
     for name in ("extents", "plt"):
         if name not in sections:
             raise BundleError(f"bad bundle: no {name} section")
-    return header, sections
+    return header, sections, offsets
 
 
 def _inflate(name: str, chunk: memoryview, raw: int) -> bytes:
@@ -302,13 +335,28 @@ def _inflate(name: str, chunk: memoryview, raw: int) -> bytes:
     return content
 
 
+def _symcache(
+    data: bytes | memoryview, mapped: Any = None, offset: int = 0, owner: object = None
+) -> SymCache:
+    """A SymCache over `data`; one stored in the mmap `owner` (cffi buffer `mapped`) is read in place.
+
+    Only the mmap object itself is lent to cffi: a memoryview lent out and then torn down inside a
+    garbage cycle crashes CPython; an mmap, which the collector does not track, does not."""
+    if mapped is None or not isinstance(data, memoryview) or offset % _ALIGN:
+        return SymCache.from_bytes(data if isinstance(data, bytes) else bytes(data))
+    cache = SymCache._from_objptr(rustcall(lib.symbolic_symcache_from_bytes, mapped + offset, len(data)))
+    attached_refs[cache] = (mapped, owner)  # symbolic reads the bytes in place: keep them alive
+    return cache
+
+
 def _encode_plt(plt: PltNames) -> bytes:
     names = "\0".join(plt.names).encode()
     head = struct.pack("<QQ", len(plt.starts), len(names))
     return head + array("Q", plt.starts).tobytes() + array("Q", plt.ends).tobytes() + names
 
 
-def _decode_plt(data: bytes) -> PltNames:
+def _decode_plt(data: bytes | memoryview) -> PltNames:
+    data = bytes(data)
     count, length = struct.unpack_from("<QQ", data)
     if len(data) != 16 + 16 * count + length:
         raise BundleError("bad bundle: PLT section size mismatch")
@@ -361,7 +409,7 @@ def _encode_lines(ranges: list[tuple[int, int, int]], units: dict[int, UnitIndex
     )
 
 
-def _decode_lines(data: bytes) -> BundledLines:
+def _decode_lines(data: bytes | memoryview) -> BundledLines:
     nranges, nunits, table_len = struct.unpack_from("<QQQ", data)
     pos = 24
     bounds = array("Q")
@@ -377,7 +425,7 @@ def _decode_lines(data: bytes) -> BundledLines:
         raise BundleError("bad bundle: lines section truncated")
     if pos + table_len + sum(sizes) != len(data) or any(n >= nunits for n in owners):
         raise BundleError("bad bundle: lines section is inconsistent")
-    strings = data[pos : pos + table_len].decode("utf-8", "replace").split("\0") if table_len else []
+    strings = bytes(data[pos : pos + table_len]).decode("utf-8", "replace").split("\0") if table_len else []
     pos += table_len
     blobs = []
     for size in sizes:
@@ -387,7 +435,7 @@ def _decode_lines(data: bytes) -> BundledLines:
     return BundledLines(ranges, blobs, strings)
 
 
-def _decode_unit(blob: bytes, strings: list[str]) -> UnitIndex:
+def _decode_unit(blob: bytes | memoryview, strings: list[str]) -> UnitIndex:
     entries, names, scoped = _UNIT_HEAD.unpack_from(blob)
     pos = _UNIT_HEAD.size
     expected = pos + 12 * entries + 8 * names + 12 * scoped

@@ -12,6 +12,7 @@ per loaded file and memoized.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from fleetprof.profile.model import Frame, Mapping
-from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle, repack, write_bundle
+from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle, write_bundle
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.lookup import FileSymbols
 from fleetprof.symbolize.lru import BoundedLru
@@ -146,13 +147,10 @@ class CentralSymbolizer:
         """The file's bundle: disk cache, else uploaded, else debuginfod; None when there is none yet."""
         cached = self._cache_path(file_id)
         if cached is not None and cached.is_file():
-            try:
-                bundle = load_bundle(cached.read_bytes())
-                if bundle.file_id == file_id:
-                    self.stats["central.cache_loads"] += 1
-                    return bundle
-            except (BundleError, OSError):
-                pass
+            bundle = _load_mapped(cached)
+            if bundle is not None and bundle.file_id == file_id:
+                self.stats["central.cache_loads"] += 1
+                return bundle
             cached.unlink(missing_ok=True)
         data = self._uploaded(file_id)
         origin = "central.bundles_uploaded"
@@ -171,7 +169,7 @@ class CentralSymbolizer:
             return None
         self.stats[origin] += 1
         self.problems.pop(file_id, None)
-        self._keep(cached, data)
+        self._keep(cached, bundle)
         return bundle
 
     def _uploaded(self, file_id: str) -> bytes | None:
@@ -202,17 +200,27 @@ class CentralSymbolizer:
             self.problems[file_id] = f"debuginfod file unusable: {exc}"
             return None
 
-    def _keep(self, cached: Path | None, data: bytes) -> None:
+    def _keep(self, cached: Path | None, bundle: Bundle) -> None:
         """Keep the bundle uncompressed in the disk cache (best effort: without it, only speed is lost)."""
         if cached is None:
             return
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            write_bundle(cached, repack(data, compress=False))
-        except (OSError, BundleError) as exc:
+            write_bundle(cached, bundle.to_bytes(compress=False))
+        except OSError as exc:
             self.problems.setdefault("cache", f"symbol cache {self._cache_dir}: {exc}".splitlines()[0])
 
     def _cache_path(self, file_id: str) -> Path | None:
         if len(file_id) < 3 or not all(c in "0123456789abcdef" for c in file_id):
             return None
         return self._cache_dir / file_id[:2] / f"{file_id}{_CACHE_SUFFIX}"
+
+
+def _load_mapped(path: Path) -> Bundle | None:
+    """A cached bundle read through mmap (its SymCaches stay in the page cache); None when unusable."""
+    try:
+        with open(path, "rb") as stream:
+            mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        return load_bundle(mapped)
+    except (OSError, ValueError):  # BundleError is a ValueError; an empty file can't be mapped
+        return None
