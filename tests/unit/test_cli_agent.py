@@ -98,7 +98,7 @@ class FakeUploader:
     def __init__(self) -> None:
         self.offers: list[tuple[str, tuple[str, ...]]] = []
 
-    def offer(self, file_id: str, paths) -> None:
+    def offer(self, file_id: str, paths, display_path: str = "") -> None:
         self.offers.append((file_id, tuple(paths)))
 
 

@@ -3,6 +3,7 @@ longer matches its id is not uploaded; a server that is down is retried; uploads
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def identify_by_content(fd: int) -> str:
     return chr(os.pread(fd, 1, 0)[0]) * 32
 
 
-def bundle(fd: int) -> bytes:
+def bundle(fd: int, file_id: str, path: str) -> bytes:
     import os
 
     return b"BUNDLE:" + os.pread(fd, 100, 0)
@@ -139,3 +140,25 @@ def test_without_a_builder_offers_are_ignored() -> None:
     up.build_bundle = None
     up.offer("a" * 32, ["/bin/sh"])
     assert up.stats()["symbols_pending"] == 0
+
+
+def test_real_bundle_of_a_real_binary(collector: FakeCollector, build_dir: Path) -> None:
+    """The default builder and identity check: a compiled program's bundle arrives under its file id and
+    loads as a bundle of that file."""
+    from fleetprof.process.files import examine
+    from fleetprof.symbolize.bundle import bundle_info
+    from tests.conftest import compile_c
+
+    exe = compile_c("int work(void) { return 42; }\nint main(void) { return work(); }\n", build_dir / "up")
+    fd = os.open(exe, os.O_RDONLY)
+    try:
+        file_id = examine(fd).file_id
+    finally:
+        os.close(fd)
+    up = SymbolUploader(collector.url, "tok", backoff=Backoff(0.01, 0.05), ask_interval_s=0.02, timeout_s=5)
+    up.start()
+    up.offer(file_id, ["/nonexistent", str(exe)], str(exe))
+    assert wait(lambda: up.uploaded == 1)
+    up.close()
+    info = bundle_info(collector.state.symbols[file_id])
+    assert info.get("file_id", file_id) == file_id

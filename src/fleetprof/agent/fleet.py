@@ -186,7 +186,7 @@ class FleetAgent:
                 self.core.tracker.open_path(fid),
                 mapping.path if mapping.path.startswith("/") else "",
             )
-            self.uploader.offer(fid, paths)
+            self.uploader.offer(fid, paths, mapping.path)
 
 
 def _local_builder(

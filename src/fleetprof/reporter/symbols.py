@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from fleetprof import __version__
 from fleetprof.reporter.backoff import Backoff
@@ -26,7 +25,7 @@ UPLOAD_PATH = "/api/v1/symbols/{file_id}"
 ASK_LIMIT = 256  # file ids per "which are missing?" request
 DONE_LIMIT = 100_000  # file ids remembered as settled (uploaded, present, or impossible)
 PENDING_LIMIT = 10_000
-BundleBuilder = Callable[[Any], bytes]
+BundleBuilder = Callable[[int, str, str], bytes]  # (open fd, file id, path as processes name it) -> bundle
 Identify = Callable[[int], str]
 
 
@@ -34,9 +33,16 @@ def _default_builder() -> BundleBuilder | None:
     """symbolize.bundle.build_bundle when installed, else None (upload disabled, said once)."""
     try:
         from fleetprof.symbolize.bundle import build_bundle
+        from fleetprof.symbolize.native import NativeFile
     except ImportError:
         return None
-    return build_bundle
+
+    def build(fd: int, file_id: str, path: str) -> bytes:
+        """Read through the fd; the process's path finds debug files (.gnu_debuglink) beside it."""
+        fd_path = f"/proc/self/fd/{fd}"
+        return build_bundle(NativeFile(file_id, path or fd_path, fd_path), file_id=file_id)
+
+    return build
 
 
 def _identify(fd: int) -> str:
@@ -69,7 +75,8 @@ class SymbolUploader:
         self.identify = identify
         self.ask_interval_s = ask_interval_s
         self._lock = threading.Lock()
-        self._pending: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # file id -> paths to open it
+        # file id -> (paths to open it, the path processes name it by)
+        self._pending: OrderedDict[str, tuple[tuple[str, ...], str]] = OrderedDict()
         self._done: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -83,8 +90,9 @@ class SymbolUploader:
         if self.build_bundle is None:
             log.warning("symbol upload disabled: this installation has no symbol bundle builder")
 
-    def offer(self, file_id: str, paths: Sequence[str]) -> None:
-        """A native file the profiles reference; `paths` open it (first that matches the id wins)."""
+    def offer(self, file_id: str, paths: Sequence[str], display_path: str = "") -> None:
+        """A native file the profiles reference; `paths` open it (the first that still holds this file id
+        wins); `display_path` is how processes name it."""
         if self.build_bundle is None or not file_id:
             return
         with self._lock:
@@ -92,7 +100,7 @@ class SymbolUploader:
                 return
             if len(self._pending) >= PENDING_LIMIT:
                 self._pending.popitem(last=False)
-            self._pending[file_id] = tuple(p for p in paths if p)
+            self._pending[file_id] = (tuple(p for p in paths if p), display_path)
         self._wake.set()
 
     def start(self) -> None:
@@ -136,7 +144,7 @@ class SymbolUploader:
             else:
                 self.backoff.reset()
 
-    def _round(self, batch: dict[str, tuple[str, ...]]) -> bool:
+    def _round(self, batch: dict[str, tuple[tuple[str, ...], str]]) -> bool:
         """Ask about `batch`, upload what is missing; False when the server could not be reached."""
         missing = self._ask(list(batch))
         if missing is None:
@@ -173,7 +181,7 @@ class SymbolUploader:
             return None
         return {x for x in answer if isinstance(x, str)}
 
-    def _upload(self, file_id: str, paths: tuple[str, ...]) -> bool:
+    def _upload(self, file_id: str, paths: tuple[tuple[str, ...], str]) -> bool:
         """Build and PUT one bundle; False only when the server could not be reached (retry later)."""
         assert self.build_bundle is not None
         try:
@@ -201,17 +209,18 @@ class SymbolUploader:
         self._settle(file_id)
         return True
 
-    def _bundle(self, file_id: str, paths: tuple[str, ...]) -> bytes | None:
+    def _bundle(self, file_id: str, paths: tuple[tuple[str, ...], str]) -> bytes | None:
         """The bundle of the first path that still opens the file with this id."""
         assert self.build_bundle is not None
-        for path in paths:
+        candidates, display_path = paths
+        for path in candidates:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
                 if self.identify(fd) == file_id:
-                    return self.build_bundle(fd)
+                    return self.build_bundle(fd, file_id, display_path)
             finally:
                 os.close(fd)
         log.debug("symbols for %s: no path opens that file any more", file_id)
