@@ -32,9 +32,10 @@ def _record(
     table_size: int | None = None,
     kind: int = 1,
     flags: int = 0,
+    pid: int = PID,
 ) -> bytes:
     """A record as BPF sends it (the table cut to what BPF copies)."""
-    rec = PyCodeRecord(code=ADDR, pid=PID, checksum=CSUM, firstlineno=firstlineno, version=version)
+    rec = PyCodeRecord(code=ADDR, pid=pid, checksum=CSUM, firstlineno=firstlineno, version=version)
     rec.table_size = len(table) if table_size is None else table_size
     rec.name_len, rec.name_kind = len(name), kind
     rec.file_len, rec.file_kind = len(file), 1 if file else 0
@@ -141,6 +142,11 @@ def test_names_files_and_kinds() -> None:
     codes.add_record(_record(b"f", b"a.py", b""))
     assert (codes.received, codes.malformed, len(codes)) == (1, 1, 1)
     assert codes.get(PID, ADDR, CSUM) is not None and codes.get(PID, ADDR, CSUM + 1) is None
+    codes.add_record(_record(b"g", b"b.py", b"", pid=7))
+    codes.add_record(_record(b"h", b"c.py", b"", firstlineno=99))  # the same key: replaces f
+    assert len(codes) == 2 and codes.get(PID, ADDR, CSUM).qualname == "h"
+    codes.forget([PID])
+    assert len(codes) == 1 and codes.get(7, ADDR, CSUM) is not None
 
 
 class _FakeProcess:

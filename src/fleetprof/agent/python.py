@@ -150,6 +150,7 @@ class PythonSupport:
     def forget(self, pids: set[int]) -> None:
         """Drop the named frames and notes of processes gone for good (the agent, between windows)."""
         self.frames = {k: f for k, f in self.frames.items() if k[0] not in pids}
+        self.symbolizer.captured.forget(pids)
         for pid in pids:
             self.unsupported.pop(pid, None)
 

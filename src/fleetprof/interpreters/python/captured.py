@@ -10,16 +10,17 @@ same decoders as memory reads use, and is unknown (0) past the captured part of 
 from __future__ import annotations
 
 import ctypes
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from fleetprof.interpreters.python.layouts import SEMANTICS, LineTable
 from fleetprof.interpreters.python.linetable import LineRanges, decode
 from fleetprof.interpreters.python.procinfo import PY_CODE_F_FILE_TAIL, PY_LASTI_NONE, PyCodeRecord
 from fleetprof.profile.model import Frame, FrameKind
-from fleetprof.symbolize.lru import BoundedLru
 
 RECORD_SIZE = ctypes.sizeof(PyCodeRecord)
-CAPACITY = 1 << 16  # records kept (about 1 KiB each with their decoded tables)
+CAPACITY = 1 << 15  # records kept (under 1 KiB each; a table is decoded when a frame first needs it)
 TAIL_MARK = "..."  # before a file name whose head BPF cut off
 _ENCODINGS = {1: "latin-1", 2: "utf-16-le", 4: "utf-32-le"}
 
@@ -50,18 +51,28 @@ class CapturedCode:
     qualname: str
     filename: str
     firstlineno: int
-    lines: LineRanges
+    line_format: LineTable
+    table: bytes  # whole entries only
     truncated: bool  # the table is only the head of the code object's: offsets past it have no line
     frames: dict[int, Frame] = field(default_factory=dict)
+    _lines: LineRanges | None = None
+
+    @property
+    def lines(self) -> LineRanges:
+        """The decoded line table (decoded on first use: most records are never needed)."""
+        if self._lines is None:
+            self._lines = decode(self.line_format, self.table, self.firstlineno)
+        return self._lines
 
     def line(self, lasti: int) -> int:
         """The line of instruction `lasti` (code units), 0 when unknown."""
         if lasti == PY_LASTI_NONE:
             return self.firstlineno
         offset = lasti * 2
-        if self.truncated and offset >= self.lines.end:
+        lines = self.lines
+        if self.truncated and offset >= lines.end:
             return 0
-        line = self.lines.line_at(offset)
+        line = lines.line_at(offset)
         return line if line is not None and line > 0 else 0
 
     def frame(self, lasti: int) -> Frame:
@@ -108,15 +119,17 @@ def parse_record(data: bytes) -> tuple[CodeKey, CapturedCode] | None:
     truncated = len(table) < rec.table_size
     if truncated:
         table = _whole_entries(kind, table)
-    code = CapturedCode(name, filename, rec.firstlineno, decode(kind, table, rec.firstlineno), truncated)
+    code = CapturedCode(name, filename, rec.firstlineno, kind, table, truncated)
     return (rec.pid, rec.code, rec.checksum), code
 
 
 class CapturedCodes:
-    """The captured code objects of every process, bounded; newest record wins for a reused key."""
+    """The captured code objects of every process, least recently used dropped first past `capacity`;
+    the newest record wins for a reused key."""
 
     def __init__(self, capacity: int = CAPACITY) -> None:
-        self._codes: BoundedLru[CodeKey, CapturedCode] = BoundedLru(capacity)
+        self._capacity = max(1, capacity)
+        self._codes: OrderedDict[CodeKey, CapturedCode] = OrderedDict()
         self.received = 0
         self.malformed = 0
 
@@ -127,11 +140,25 @@ class CapturedCodes:
             self.malformed += 1
             return
         self.received += 1
-        self._codes.put(*parsed)
+        key, code = parsed
+        self._codes[key] = code
+        self._codes.move_to_end(key)
+        while len(self._codes) > self._capacity:
+            self._codes.popitem(last=False)
 
     def get(self, pid: int, code: int, checksum: int) -> CapturedCode | None:
         """The captured code object, None when BPF sent none."""
-        return self._codes.get((pid, code, checksum))
+        key = (pid, code, checksum)
+        found = self._codes.get(key)
+        if found is not None:
+            self._codes.move_to_end(key)
+        return found
+
+    def forget(self, pids: Iterable[int]) -> None:
+        """Drop the records of processes gone for good."""
+        gone = set(pids)
+        for key in [k for k in self._codes if k[0] in gone]:
+            del self._codes[key]
 
     def __len__(self) -> int:
         return len(self._codes)

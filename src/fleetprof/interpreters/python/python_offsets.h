@@ -28,6 +28,9 @@
  *                  lasti = d < 0 ? PY_LASTI_NONE : (__u32)(d >> 1);   (code units of co_code_adaptive)
  *                  else v = *(s32 *)(f + frame_lasti); lasti = v < 0 ? PY_LASTI_NONE : v >> lasti_shift;
  *           checksum: py_code_checksum() over the fields named below, read from the code object.
+ *           first sight: the first time (pid, start time, code, checksum) is emitted (`py_code_seen`), send a
+ *           struct py_code_record (co_qualname, co_filename, the line table's head) on the `py_codes` ring:
+ *           userspace names the frame from it when the object or the process is gone (captured.py).
  */
 #ifndef FLEETPROF_PYTHON_OFFSETS_H
 #define FLEETPROF_PYTHON_OFFSETS_H
