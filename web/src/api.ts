@@ -1,0 +1,131 @@
+// Calls to the server's /api/v1 query routes, with errors classified into what the user should do.
+
+export class ApiError extends Error {
+  /** kind: unreachable (no server), input (400), broad (too much data / timeout), server (5xx). */
+  constructor(
+    message: string,
+    public kind: "unreachable" | "input" | "broad" | "server",
+    public hint: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What the user should do about an HTTP error status and the server's one-line message. */
+export function classify(status: number, message: string): ApiError {
+  if (status === 400 || status === 422) {
+    return new ApiError(message, "input", "Check the time range and filters.");
+  }
+  if (status === 413 || status === 504 || /too (broad|large|many)|memory limit|timeout/i.test(message)) {
+    return new ApiError(message, "broad", "The query is too broad: choose a shorter time range or add filters.");
+  }
+  if (status === 503) {
+    return new ApiError(message, "server", "The server's store is unavailable; check the server's log.");
+  }
+  return new ApiError(message || `HTTP ${status}`, "server", "The server failed this query; check its log.");
+}
+
+/** GET a JSON answer from the API; raises ApiError with a hint on failure (AbortError passes through). */
+export async function getJson<T>(path: string, params?: URLSearchParams, signal?: AbortSignal): Promise<T> {
+  const url = params && [...params].length ? `${path}?${params}` : path;
+  let response: Response;
+  try {
+    response = await fetch(url, { signal, headers: { Accept: "application/json" } });
+  } catch (err) {
+    if ((err as Error).name === "AbortError") throw err;
+    throw new ApiError(
+      "Cannot reach the fleetprof server",
+      "unreachable",
+      "Is `fleetprof server` (or `fleetprof up`) still running? Start it again, then reload this page.",
+    );
+  }
+  if (!response.ok) {
+    let message = "";
+    try {
+      message = String(((await response.json()) as { error?: string }).error ?? "");
+    } catch {
+      message = response.statusText;
+    }
+    throw classify(response.status, message);
+  }
+  return (await response.json()) as T;
+}
+
+export interface FlameNode {
+  name: string;
+  kind: string;
+  module: string;
+  file: string;
+  line: number;
+  self: number;
+  total: number;
+  children: FlameNode[];
+  base_total?: number;
+  cmp_total?: number;
+  base_self?: number;
+  cmp_self?: number;
+  delta_pct?: number;
+}
+
+export interface TopRow {
+  function: string;
+  kind: string;
+  module: string;
+  file: string;
+  self: number;
+  total: number;
+  self_pct: number;
+  total_pct: number;
+  self_cpu_s: number;
+  total_cpu_s: number;
+  annual_self_co2_kg: number;
+  annual_self_cost: number;
+  [key: string]: string | number;
+}
+
+export interface Timeline {
+  group_by: string;
+  step_s: number;
+  times_ns: number[];
+  series: { group: string; values: number[]; total: number }[];
+}
+
+export interface DiffRow {
+  function: string;
+  module: string;
+  file: string;
+  base_self: number;
+  cmp_self: number;
+  base_self_pct: number;
+  cmp_self_pct: number;
+  delta_self_pct: number;
+  delta_total_pct: number;
+}
+
+export interface Diff {
+  tree: FlameNode;
+  top: DiffRow[];
+  summary: { base_samples: number; cmp_samples: number; base_cpu_s: number; cmp_cpu_s: number; cpu_change_pct: number | null };
+}
+
+export interface Host {
+  host_name: string;
+  host_id: string;
+  agent_version: string;
+  kernel: string;
+  os: string;
+  arch: string;
+  cpu_model: string;
+  cores: number;
+  samples: number;
+  last_report_ns: number;
+}
+
+export interface Sandwich {
+  function: string;
+  self: number;
+  total: number;
+  total_samples: number;
+  callers: FlameNode;
+  callees: FlameNode;
+}
