@@ -24,12 +24,12 @@ OUT ?= fleetprof.html
 DATA_DIR ?= fleetprof-data
 PORT ?= 8080
 
-.PHONY: help setup deps venv bpf npm test test-unit test-bpf run record lint format bench clean
+.PHONY: help setup deps venv bpf npm ui test test-unit test-bpf run record lint format bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-setup: deps venv bpf npm ## install system packages, the venv, the BPF objects and test tools (idempotent)
+setup: deps venv bpf npm ui ## install system packages, the venv, the BPF objects and test tools (idempotent)
 
 deps: $(STAMP)/deps
 $(STAMP)/deps: Makefile
@@ -56,6 +56,13 @@ $(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	@if command -v npm >/dev/null; then \
 		cd $(NPM_DIR) && npm ci --no-audit --no-fund --no-update-notifier --ignore-scripts --loglevel=error && touch node_modules/.package-lock.json; \
 	else echo "npm is not installed: the tests that use $(NPM_DIR) will fail (make setup installs npm)"; fi
+
+ui: web/dist/index.html ## build the web UI (web/ -> web/dist, served by fleetprof server at /)
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json | $(STAMP)/deps
+	cd web && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error
+web/dist/index.html: web/node_modules/.package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
+		$(shell find web/src -type f 2>/dev/null)
+	cd web && npm run --silent build && touch dist/index.html
 
 bpf: $(BPF_OBJ) ## compile the BPF programs (CO-RE objects)
 $(BPF_OBJ): $(BPF_SRC) $(STAMP)/deps
