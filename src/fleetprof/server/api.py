@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from fleetprof.query import CostModel, Selection, diff, export_profile, flame_graph, sandwich, timeline
 from fleetprof.query import top_functions as query_top
@@ -99,14 +99,14 @@ def build_router() -> APIRouter:
         min_fraction: Annotated[float, Query(ge=0, le=1, description="leave out smaller nodes")] = 1e-4,
     ) -> dict[str, Any]:
         """Nested nodes (name, kind, module, file, line, self, total, children) from the root."""
-        return flame_graph(_store(request), params.selection(), min_fraction, long_range=not exact)
+        return _tree(flame_graph(_store(request), params.selection(), min_fraction, long_range=not exact))
 
     @router.get("/sandwich", summary="Callers and callees of one function")
     def get_sandwich(
         request: Request, params: Params, function: Annotated[str, Query(min_length=1)], exact: Exact = False
     ) -> dict[str, Any]:
         """Callers tree (inverted) and callees tree of `function` within the selection."""
-        return sandwich(_store(request), params.selection(), function, long_range=not exact)
+        return _tree(sandwich(_store(request), params.selection(), function, long_range=not exact))
 
     @router.get("/top", summary="Top functions by self samples, with CO2 and cost")
     def get_top(
@@ -151,7 +151,7 @@ def build_router() -> APIRouter:
         on top of the common filters."""
         base = _side(params, base_since, base_start, base_end, base_filter)
         cmp = _side(params, cmp_since, cmp_start, cmp_end, cmp_filter)
-        return diff(_store(request), base, cmp, cost, long_range=not exact)
+        return _tree(diff(_store(request), base, cmp, cost, long_range=not exact))
 
     @router.get(
         "/export",
@@ -193,6 +193,12 @@ def build_router() -> APIRouter:
         return {"key": key, "values": suggest(_store(request), key, params.selection(), prefix, limit)}
 
     return router
+
+
+def _tree(answer: dict[str, Any]) -> Any:
+    """A nested tree answer as JSON without pydantic, whose serializer refuses trees deeper than ~127 frames
+    (real stacks are: a Python process's startup imports reach 200)."""
+    return JSONResponse(answer)
 
 
 def _side(
