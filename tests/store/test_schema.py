@@ -45,13 +45,16 @@ def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
     assert old.version == 1
     old.ingest(fleet_profile(pool, "mig", NOW, 20_000), "mig-1")
     new = open_db(old.layout.database)
-    assert new.version == latest_version() == 2
+    assert new.version == latest_version() == 3
     raw = new.query(f"SELECT sum(count) AS n FROM {new.t('samples')}").column("n")[0].as_py()
     assert raw == 20_000
     sampled = new.query(f"SELECT sum(count) AS n FROM {new.t('samples_5')}").column("n")[0].as_py()
     assert 20_000 * 0.7 < sampled < 20_000 * 1.3
+    new.ingest(fleet_profile(pool, "mig", NOW + 60 * 10**9, 20_000, seed=1), "mig-2")  # views still feed
+    sampled = new.query(f"SELECT sum(count) AS n FROM {new.t('samples_5')}").column("n")[0].as_py()
+    assert 40_000 * 0.7 < sampled < 40_000 * 1.3
     versions = new.query(f"SELECT version FROM {new.t('schema_version')} ORDER BY version")
-    assert versions.column("version").to_pylist() == [1, 2]
+    assert versions.column("version").to_pylist() == [1, 2, 3]
 
 
 def test_retention_drops_expired_partitions(open_db, pool):

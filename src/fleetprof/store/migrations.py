@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fleetprof.store import schema
 from fleetprof.store.backend import Backend
@@ -49,9 +49,40 @@ def _v2_backfill(layout: Layout) -> list[str]:
     ]
 
 
+def _v3(layout: Layout) -> list[str]:
+    """Samples at one-second resolution, thread before stack in the key: new stores have it from v1."""
+    return []
+
+
+def _v3_rebuild(layout: Layout) -> list[str]:
+    """Rebuild an older store's samples table in the v3 shape, counting its rows per second (single node;
+    a cluster keeps its table, which the code still reads and writes, until it is recreated)."""
+    if layout.cluster:
+        return []
+    new = replace(schema.SAMPLES, name="samples_v3")
+    cols = schema.SAMPLE_COLUMNS
+    views = [f"samples_{factor}_mv" for factor in schema.PYRAMID_LEVELS]
+    out = [f"DROP TABLE IF EXISTS {layout.local('samples_v3')}", *schema.create_table(layout, new)]
+    out.append(
+        f"INSERT INTO {layout.local('samples_v3')} ({cols}) SELECT toStartOfSecond(ts) AS sec, host, "
+        "any(host_id), process, pid, tid, thread, container, pod_uid, executable, stack_id, sum(count), "
+        f"any(frequency) FROM {layout.local('samples')} "
+        "GROUP BY sec, host, process, pid, tid, thread, container, pod_uid, executable, stack_id"
+    )
+    out += [f"DROP VIEW IF EXISTS {layout.local(v)}" for v in views]
+    out.append(f"EXCHANGE TABLES {layout.local('samples')} AND {layout.local('samples_v3')}")
+    out.append(f"DROP TABLE {layout.local('samples_v3')}")
+    for factor in schema.PYRAMID_LEVELS:
+        out += schema.create_view(
+            layout, f"samples_{factor}_mv", f"samples_{factor}", schema.pyramid_select(layout, factor)
+        )
+    return out
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "base tables", _v1),
     Migration(2, "random-sampling pyramid for long ranges", _v2, _v2_backfill),
+    Migration(3, "samples counted per second, thread before stack in the key", _v3, _v3_rebuild),
 ]
 
 
@@ -73,12 +104,13 @@ def migrate(backend: Backend, layout: Layout, target: int | None = None) -> int:
     for statement in schema.create_table(layout, schema.SCHEMA_VERSION):
         backend.execute(statement)
     current = current_version(backend, layout)
+    existing = current > 0  # backfills only run on stores that held data before this upgrade
     target = latest_version() if target is None else target
     for migration in MIGRATIONS:
         if current < migration.version <= target:
             for statement in migration.statements(layout):
                 backend.execute(statement)
-            if current > 0 and migration.backfill is not None:
+            if existing and migration.backfill is not None:
                 for statement in migration.backfill(layout):
                     backend.execute(statement)
             backend.execute(

@@ -8,15 +8,16 @@ and address alone: symbols for it live in the `symbols` table and apply to every
 from __future__ import annotations
 
 import hashlib
+import itertools
+import operator
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from fleetprof.profile.model import Frame, FrameKind, Profile, Sample
-
-_MS = 1_000_000
 
 
 def frame_id(frame: Frame) -> int:
@@ -43,6 +44,26 @@ def frame_id(frame: Frame) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
+def frame_key(frame: Frame) -> tuple[object, ...]:
+    """What `frame_id` hashes, as a tuple: (file id, address) of raw native frames, else every field."""
+    mapping = frame.mapping
+    if mapping is not None and not frame.function and frame.kind is FrameKind.NATIVE:
+        return (mapping.file_id, frame.address)
+    return (
+        int(frame.kind),
+        frame.function,
+        frame.file,
+        frame.line,
+        frame.start_line,
+        frame.inlined,
+        frame.system_name,
+        mapping.file_id if mapping else "",
+        mapping.path if mapping else "",
+        frame.address,
+        getattr(frame, "runtime", ""),
+    )
+
+
 def stack_id(frame_ids: Iterable[int]) -> int:
     """Content hash of a stack: its frame ids, root first."""
     ids = list(frame_ids)
@@ -62,15 +83,19 @@ def resource_of(profile: Profile) -> dict[str, str | int]:
 
 @dataclass
 class IdCache:
-    """Ids already computed and (frame, stack, file) rows already written per day; bounded."""
+    """Ids memoized across batches and the (stack, frame) rows already stored per week; each bounded.
+
+    `frame_ids` maps a frame's content to its id (hashed once), `stack_ids` a stack's frame ids to its id;
+    `written` holds (table, id, week) of rows already inserted, so a known stack costs no row at all.
+    """
 
     limit: int = 500_000
-    frame_ids: dict[Frame, int] = field(default_factory=dict)
-    stack_ids: dict[tuple[Frame, ...], tuple[int, list[int]]] = field(default_factory=dict)
+    frame_ids: dict[tuple[object, ...], int] = field(default_factory=dict)
+    stack_ids: dict[tuple[int, ...], int] = field(default_factory=dict)
     written: set[tuple[str, int, int]] = field(default_factory=set)  # (table, id, week)
 
     def trim(self) -> None:
-        """Forget everything when a cache outgrows its bound (ids are recomputed, rows rewritten)."""
+        """Forget a memo when it outgrows its bound (ids are recomputed, rows written again)."""
         if len(self.frame_ids) > self.limit:
             self.frame_ids.clear()
         if len(self.stack_ids) > self.limit:
@@ -79,19 +104,25 @@ class IdCache:
             self.written.clear()
 
     def frame(self, frame: Frame) -> int:
-        """Cached `frame_id`."""
-        fid = self.frame_ids.get(frame)
+        """Cached `frame_id`, memoized by a plain tuple of the frame's content (tuples of str and int hash
+        and compare in C, several times faster than the dataclass's own hash and eq)."""
+        key = frame_key(frame)
+        fid = self.frame_ids.get(key)
         if fid is None:
-            fid = self.frame_ids[frame] = frame_id(frame)
+            fid = self.frame_ids[key] = frame_id(frame)
         return fid
 
-    def stack(self, stack: tuple[Frame, ...]) -> tuple[int, list[int]]:
+    def stack(self, stack: tuple[Frame, ...]) -> tuple[int, tuple[int, ...]]:
         """Cached (stack id, frame ids)."""
-        hit = self.stack_ids.get(stack)
-        if hit is None:
-            fids = [self.frame(f) for f in stack]
-            hit = self.stack_ids[stack] = (stack_id(fids), fids)
-        return hit
+        fids = tuple(self.frame(f) for f in stack)
+        return self.stack_of(fids), fids
+
+    def stack_of(self, fids: tuple[int, ...]) -> int:
+        """Cached `stack_id` of frame ids."""
+        sid = self.stack_ids.get(fids)
+        if sid is None:
+            sid = self.stack_ids[fids] = stack_id(fids)
+        return sid
 
 
 @dataclass
@@ -105,70 +136,113 @@ class Rows:
     host: pa.Table
     sample_count: int
     pending: set[tuple[str, int, int]]  # marks for IdCache.written once the batch is committed
+    sample_counts: list[int] = field(default_factory=list)  # samples per profile of a group
 
 
-def _expand(sample: Sample, default_ms: int) -> tuple[list[int], list[int]]:
-    """(timestamps in ms, counts): one row per timestamp, leftover count on the last row (ms ascending)."""
-    stamps = sample.timestamps_ns
-    if not stamps:
-        return [default_ms], [max(sample.count, 1)]
-    ms = [t // _MS for t in stamps]
-    counts = [1] * len(ms)
-    extra = sample.count - len(ms)
-    if extra > 0:
-        counts[-1] += extra
-    return ms, counts
+def csr_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of a CSR array (values, offsets) as a new CSR array, without a Python loop."""
+    starts = offsets[rows]
+    lens = offsets[rows + 1] - starts
+    new_offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lens, out=new_offsets[1:])
+    index = np.repeat(starts - new_offsets[:-1], lens) + np.arange(new_offsets[-1], dtype=np.int64)
+    return values[index], new_offsets
+
+
+def _stack_ids(
+    stacks: list[tuple[Frame, ...]], cache: IdCache
+) -> tuple[list[int], np.ndarray, np.ndarray, dict[int, Frame]]:
+    """Ids of distinct stack objects: (stack ids, CSR frame ids and offsets, frame id -> one frame object).
+
+    Frames are hashed by content once per distinct frame object of the batch (the OTLP decoder shares one
+    object per location) and memoized across batches in `cache`; each distinct stack is hashed once."""
+    flat = list(itertools.chain.from_iterable(stacks))
+    objs = dict(zip(map(id, flat), flat, strict=True))
+    fid_of = {key: cache.frame(frame) for key, frame in objs.items()}
+    fids = list(map(fid_of.__getitem__, map(id, flat)))
+    offsets = np.zeros(len(stacks) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, stacks), np.int64, len(stacks)), out=offsets[1:])
+    bounds = offsets.tolist()
+    sids = [cache.stack_of(tuple(fids[bounds[i] : bounds[i + 1]])) for i in range(len(stacks))]
+    by_fid = {fid_of[key]: frame for key, frame in objs.items()}
+    return sids, np.asarray(fids, np.uint64), offsets, by_fid
+
+
+def _dict_column(values: list[str], rows: np.ndarray) -> pa.DictionaryArray:
+    """Per-sample strings taken at `rows`, dictionary-encoded (what LowCardinality columns take)."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    return pa.DictionaryArray.from_arrays(pa.array(codes[rows]), encoded.dictionary)
+
+
+def _second_rows(samples: list[Sample], default_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample index, unix second, count) per row: each sample's timestamps counted per second; a count
+    beyond the timestamps goes to its last second, a sample without timestamps to its `default_s`."""
+    stamp_lists = list(map(operator.attrgetter("timestamps_ns"), samples))
+    lens = np.fromiter(map(len, stamp_lists), np.int64, len(samples))
+    counts = np.fromiter(map(operator.attrgetter("count"), samples), np.int64, len(samples))
+    stamps = np.fromiter(itertools.chain.from_iterable(stamp_lists), np.int64, int(lens.sum()))
+    stamped = lens > 0
+    # One entry per timestamp, plus one per timestamp-less sample; weights 1 (the leftover count goes to
+    # the last timestamp of each sample).
+    n_entries = np.where(stamped, lens, 1)
+    owner = np.repeat(np.arange(len(samples), dtype=np.int64), n_entries)
+    secs = default_s[owner]
+    entry_start = np.zeros(len(samples) + 1, np.int64)
+    np.cumsum(n_entries, out=entry_start[1:])
+    stamped_entries = np.repeat(stamped, n_entries)
+    secs[stamped_entries] = stamps // 1_000_000_000
+    weights = np.ones(len(owner), np.int64)
+    last = entry_start[1:] - 1
+    weights[last] += np.maximum(counts - np.where(stamped, lens, 1), 0)
+    weights[last[~stamped]] = np.maximum(counts[~stamped], 1)
+    order = np.lexsort((secs, owner))
+    owner, secs, weights = owner[order], secs[order], weights[order]
+    first = np.ones(len(owner), bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (secs[1:] != secs[:-1])
+    starts = np.flatnonzero(first)
+    return owner[starts], secs[starts], np.add.reduceat(weights, starts) if len(starts) else weights
 
 
 def build_rows(profile: Profile, cache: IdCache, now_ms: int) -> Rows:
-    """All rows a profile contributes; frames/stacks/executables only when not yet written that day."""
-    resource = resource_of(profile)
-    host = str(resource.get("host.name", ""))
-    host_id = str(resource.get("host.id", ""))
-    default_ms = profile.start_time_ns // _MS
-    frequency = max(int(profile.frequency_hz), 1)
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "ts", "process", "pid", "tid", "thread", "container", "pod_uid", "executable", "stack_id", "count"
-        )
-    }  # fmt: skip
-    stack_rows: dict[int, list[int]] = {}
-    frame_rows: dict[int, Frame] = {}
-    exe_rows: dict[str, tuple[str, str]] = {}
-    days: set[int] = set()
+    """All rows one profile contributes (see `build_group`)."""
+    return build_group([profile], cache, now_ms)
+
+
+def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
+    """All rows several profiles contribute, built in one pass (per-call costs paid once per group):
+    samples counted per (sample, second); stacks, frames and executables only when not yet stored this
+    week, each distinct stack hashed once."""
+    samples = [s for p in profiles for s in p.samples]
+    batch_of = np.repeat(np.arange(len(profiles), dtype=np.int64), [len(p.samples) for p in profiles]).astype(
+        np.int64
+    )
+    default_s = np.asarray([p.start_time_ns // 1_000_000_000 for p in profiles], np.int64)[batch_of]
+    owner, secs, counts = _second_rows(samples, default_s)
+    last_s = int(secs.max()) if len(secs) else now_ms // 1000
+    day = last_s // 86_400
+    week = day // 7
+    stack_objs = list(map(operator.attrgetter("stack"), samples))
+    obj_ids = np.fromiter(map(id, stack_objs), np.int64, len(stack_objs))
+    _, first, sample_stack = np.unique(obj_ids, return_index=True, return_inverse=True)
+    sids, flat, offsets, frames = _stack_ids([stack_objs[i] for i in first.tolist()], cache)
     written = cache.written
-    for sample in profile.samples:
-        ms, counts = _expand(sample, default_ms)
-        n = len(ms)
-        sid, fids = cache.stack(sample.stack)
-        cols["ts"] += ms
-        cols["count"] += counts
-        cols["stack_id"] += [sid] * n
-        cols["process"] += [sample.process_name] * n
-        cols["pid"] += [sample.pid] * n
-        cols["tid"] += [sample.tid] * n
-        cols["thread"] += [sample.thread_name] * n
-        cols["container"] += [sample.container_id] * n
-        cols["pod_uid"] += [getattr(sample, "pod_uid", "") or ""] * n
-        cols["executable"] += [getattr(sample, "executable", "") or ""] * n
-        day = max(ms) // 86_400_000
-        days.add(day)
-        week = day // 7
-        if ("s", sid, week) not in written and sid not in stack_rows:
-            stack_rows[sid] = fids
-            for frame, fid in zip(sample.stack, fids, strict=True):
-                if ("f", fid, week) not in written:
-                    frame_rows[fid] = frame
-                    if frame.mapping is not None and frame.mapping.file_id not in exe_rows:
-                        exe_rows[frame.mapping.file_id] = (frame.mapping.build_id, frame.mapping.path)
-    total = sum(cols["count"])
-    day = max(days) if days else now_ms // 86_400_000
-    pending = {("s", sid, day // 7) for sid in stack_rows} | {("f", fid, day // 7) for fid in frame_rows}
+    new = [i for i, sid in enumerate(sids) if ("s", sid, week) not in written]
+    new = list({sids[i]: i for i in reversed(new)}.values())  # one row per id, first occurrence
+    new_fids = set(csr_take(flat, offsets, np.asarray(new, np.int64))[0].tolist()) if new else set()
+    frame_rows = {fid: frames[fid] for fid in new_fids if ("f", fid, week) not in written}
+    exe_rows: dict[str, tuple[str, str]] = {}
+    for frame in frame_rows.values():
+        if frame.mapping is not None and frame.mapping.file_id not in exe_rows:
+            exe_rows[frame.mapping.file_id] = (frame.mapping.build_id, frame.mapping.path)
+    sample_sids = np.asarray(sids, np.uint64)[sample_stack] if sids else np.zeros(0, np.uint64)
+    per_batch = np.bincount(batch_of[owner], weights=counts, minlength=len(profiles)).astype(np.int64)
+    pending = {("s", sids[i], week) for i in new} | {("f", fid, week) for fid in frame_rows}
     cache.trim()
+    resources = [resource_of(p) for p in profiles]
     return Rows(
-        samples=_samples_table(cols, host, host_id, frequency),
-        stacks=_stacks_table(stack_rows, day),
+        samples=_samples_table(samples, profiles, resources, batch_of, owner, secs, counts, sample_sids),
+        stacks=_stacks_table([sids[i] for i in new], flat, offsets, np.asarray(new, np.int64), day),
         frames=_frames_table(frame_rows, day),
         executables=pa.table(
             {
@@ -177,45 +251,74 @@ def build_rows(profile: Profile, cache: IdCache, now_ms: int) -> Rows:
                 "path": pa.array([v[1] for v in exe_rows.values()], pa.string()),
             }
         ),
-        host=_host_table(resource, profile, now_ms, total),
-        sample_count=total,
+        host=pa.concat_tables(
+            [
+                _host_table(r, p, now_ms, int(n))
+                for r, p, n in zip(resources, profiles, per_batch.tolist(), strict=True)
+            ]
+        ),
+        sample_count=int(counts.sum()),
         pending=pending,
+        sample_counts=per_batch.tolist(),
     )
 
 
-def _samples_table(cols: dict[str, list], host: str, host_id: str, frequency: int) -> pa.Table:
-    """The samples rows as Arrow columns (strings dictionary-encoded, like LowCardinality)."""
-    n = len(cols["ts"])
+def _samples_table(
+    samples: list[Sample],
+    profiles: list[Profile],
+    resources: list[dict[str, str | int]],
+    batch_of: np.ndarray,
+    owner: np.ndarray,
+    secs: np.ndarray,
+    counts: np.ndarray,
+    sids: np.ndarray,
+) -> pa.Table:
+    """The samples rows as Arrow columns: labels taken per row from their sample (and its profile),
+    strings dictionary-encoded (like LowCardinality), seconds as the `ts` column."""
+    row_batch = batch_of[owner]
 
-    def lc(values: list[str]) -> pa.Array:
-        return pa.array(values, pa.string()).dictionary_encode()
+    def per_batch(values: list[str]) -> pa.DictionaryArray:
+        return _dict_column(values, row_batch)
 
+    def labels(name: str) -> pa.DictionaryArray:
+        return _dict_column(list(map(operator.attrgetter(name), samples)), owner)
+
+    pids = np.fromiter(map(operator.attrgetter("pid"), samples), np.int64, len(samples))
+    tids = np.fromiter(map(operator.attrgetter("tid"), samples), np.int64, len(samples))
+    freqs = np.asarray([max(int(p.frequency_hz), 1) for p in profiles], np.uint32)
     return pa.table(
         {
-            "ts": pa.array(cols["ts"], pa.timestamp("ms", tz="UTC")),
-            "host": lc([host] * n),
-            "host_id": lc([host_id] * n),
-            "process": lc(cols["process"]),
-            "pid": pa.array(cols["pid"], pa.uint32()),
-            "tid": pa.array(cols["tid"], pa.uint32()),
-            "thread": lc(cols["thread"]),
-            "container": lc(cols["container"]),
-            "pod_uid": lc(cols["pod_uid"]),
-            "executable": lc(cols["executable"]),
-            "stack_id": pa.array(cols["stack_id"], pa.uint64()),
-            "count": pa.array(cols["count"], pa.uint32()),
-            "frequency": pa.array([frequency] * n, pa.uint32()),
+            "ts": pa.array(secs, pa.int64()).cast(pa.timestamp("s", tz="UTC")),
+            "host": per_batch([str(r.get("host.name", "")) for r in resources]),
+            "host_id": per_batch([str(r.get("host.id", "")) for r in resources]),
+            "process": labels("process_name"),
+            "pid": pa.array((pids[owner] & 0xFFFFFFFF).astype(np.uint32)),
+            "tid": pa.array((tids[owner] & 0xFFFFFFFF).astype(np.uint32)),
+            "thread": labels("thread_name"),
+            "container": labels("container_id"),
+            "pod_uid": labels("pod_uid"),
+            "executable": labels("executable"),
+            "stack_id": pa.array(sids[owner]),
+            "count": pa.array(counts.astype(np.uint32)),
+            "frequency": pa.array(freqs[row_batch]),
         }
     )
 
 
-def _stacks_table(stacks: dict[int, list[int]], day: int) -> pa.Table:
-    """One stacks row per stack not written this week, dated `day`."""
+def _stacks_table(
+    sids: list[int], flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray, day: int
+) -> pa.Table:
+    """Stacks rows for CSR rows `rows` of (flat, offsets), with ids `sids`, dated `day`."""
+    values, offs = (
+        csr_take(flat, offsets, rows) if len(rows) else (np.zeros(0, np.uint64), np.zeros(1, np.int64))
+    )
     return pa.table(
         {
-            "stack_id": pa.array(list(stacks), pa.uint64()),
-            "frame_ids": pa.array(list(stacks.values()), pa.list_(pa.uint64())),
-            "day": pa.array([day] * len(stacks), pa.date32()),
+            "stack_id": pa.array(sids, pa.uint64()),
+            "frame_ids": pa.ListArray.from_arrays(
+                pa.array(offs.astype(np.int32)), pa.array(values, pa.uint64())
+            ),
+            "day": pa.array(np.full(len(sids), day, np.int32), pa.int32()).cast(pa.date32()),
         }
     )
 

@@ -20,7 +20,7 @@ from fleetprof.profile.model import Frame, Profile
 from fleetprof.store import schema
 from fleetprof.store.backend import Backend, ChdbBackend, Params, ServerBackend, StoreError
 from fleetprof.store.migrations import migrate
-from fleetprof.store.rows import IdCache, build_rows
+from fleetprof.store.rows import IdCache, build_group
 from fleetprof.store.schema import Layout
 
 _TTL_TABLES = (
@@ -77,32 +77,31 @@ class Store:
                 fresh.append(i)
             if not fresh:
                 return written
-            parts = [build_rows(batches[i][0], self._cache, now_ms) for i in fresh]
+            rows = build_group([batches[i][0] for i in fresh], self._cache, now_ms)
             names = [batches[i][1] or f"anon-{now_ms}-{id(batches[i][0])}" for i in fresh]
             token = hashlib.sha256("\0".join(names).encode()).hexdigest()
             dedup = {"insert_deduplication_token": token, "insert_deduplicate": 1}
             # Content-addressed rows first (harmless if the batch fails), samples last as the commit point.
             for table in ("frames", "stacks", "executables"):
-                data = pa.concat_tables([getattr(p, table) for p in parts])
+                data = getattr(rows, table)
                 if data.num_rows:
                     self.backend.insert(self.t(table), data)
-            samples = pa.concat_tables([p.samples for p in parts]).unify_dictionaries()
-            if samples.num_rows:
-                self.backend.insert(self.t("samples"), samples, dedup)
-            self.backend.insert(self.t("hosts"), pa.concat_tables([p.host for p in parts]), dedup)
+            if rows.samples.num_rows:
+                self.backend.insert(self.t("samples"), rows.samples, dedup)
+            self.backend.insert(self.t("hosts"), rows.host, dedup)
             ids = [batches[i][1] for i in fresh if batches[i][1] is not None]
             if ids:
                 counts = [
-                    p.sample_count for i, p in zip(fresh, parts, strict=True) if batches[i][1] is not None
+                    n for i, n in zip(fresh, rows.sample_counts, strict=True) if batches[i][1] is not None
                 ]
                 self.backend.insert(
                     self.t("batches"), pa.table({"batch_id": ids, "samples": pa.array(counts, pa.uint64())})
                 )
                 for batch_id in ids:
                     self._remember_batch(batch_id)
-            for i, p in zip(fresh, parts, strict=True):
-                self._cache.written |= p.pending
-                written[i] = p.sample_count
+            self._cache.written |= rows.pending
+            for i, n in zip(fresh, rows.sample_counts, strict=True):
+                written[i] = n
             return written
 
     def _seen_batches(self, batch_ids: list[str]) -> set[str]:

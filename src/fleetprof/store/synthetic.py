@@ -6,6 +6,7 @@ a process frame, Python or native application frames (raw: file id + address), l
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class StackPool:
         rng = random.Random(seed)
         funcs = [f"fn_{i}" for i in range(max(distinct // 4, 50))]
         stacks: set[tuple[Frame, ...]] = set()
+        interned: dict[Frame, Frame] = {}  # one object per distinct frame, as the OTLP decoder shares them
         roots = [Frame(FrameKind.PROCESS, f"proc{i}") for i in range(8)]
         while len(stacks) < distinct:
             n = rng.randint(*depth)
@@ -45,7 +47,7 @@ class StackPool:
                     frames.append(Frame(FrameKind.NATIVE, "", mapping=LIBC, address=0x20000 + pick * 16))
             if rng.random() < 0.3:
                 frames.append(Frame(FrameKind.KERNEL, rng.choice(["do_syscall_64", "vfs_read", "schedule"])))
-            stacks.add(tuple(frames))
+            stacks.add(tuple(interned.setdefault(f, f) for f in frames))
         ordered = sorted(stacks, key=lambda s: tuple(f.function + hex(f.address) for f in s))
         rng.shuffle(ordered)
         weights = [1.0 / (i + 1) ** 1.1 for i in range(len(ordered))]
@@ -64,6 +66,18 @@ def fleet_profile(
 ) -> Profile:
     """One host's batch: `samples` samples spread over `duration_ns`, aggregated per (stack, thread)."""
     rng = random.Random(hash((host, start_ns, seed)))
+    fresh: dict[int, tuple[Frame, ...]] = {}  # per-batch copies: a decoded request holds its own objects
+    copies: dict[int, Frame] = {}
+
+    def own(stack: tuple[Frame, ...]) -> tuple[Frame, ...]:
+        """The batch's own copy of a pool stack (frames shared within the batch, like the decoder's)."""
+        hit = fresh.get(id(stack))
+        if hit is None:
+            hit = fresh[id(stack)] = tuple(
+                copies.get(id(f)) or copies.setdefault(id(f), copy.copy(f)) for f in stack
+            )
+        return hit
+
     picks = rng.choices(range(len(pool.stacks)), weights=pool.weights, k=samples)
     by_key: dict[tuple[int, int], Sample] = {}
     for idx in picks:
@@ -73,7 +87,7 @@ def fleet_profile(
         sample = by_key.get(key)
         if sample is None:
             sample = by_key[key] = Sample(
-                stack=pool.stacks[idx],
+                stack=own(pool.stacks[idx]),
                 pid=1000 + proc * 10,
                 tid=tid,
                 process_name=f"proc{proc}",
