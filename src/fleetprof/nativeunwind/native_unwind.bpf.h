@@ -206,12 +206,14 @@ static __always_inline bool vma_cache_find(struct unwind_state *st, __u64 pc, st
 	return false;
 }
 
+/* A new pid's cache starts empty (too large to build on the BPF stack). */
+static struct vma_cache empty_vma_cache;
+
 static __always_inline void vma_cache_add(__u32 pid, struct vma_probe *vp)
 {
 	struct vma_cache *c = bpf_map_lookup_elem(&vma_cache, &pid);
 	if (!c) {
-		struct vma_cache fresh = {};
-		bpf_map_update_elem(&vma_cache, &pid, &fresh, BPF_NOEXIST);
+		bpf_map_update_elem(&vma_cache, &pid, &empty_vma_cache, BPF_NOEXIST);
 		c = bpf_map_lookup_elem(&vma_cache, &pid);
 		if (!c)
 			return;

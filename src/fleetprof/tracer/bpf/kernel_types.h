@@ -95,8 +95,14 @@ struct vm_area_struct {
 	unsigned long vm_start;
 	unsigned long vm_end;
 	unsigned long vm_pgoff;
+	unsigned long vm_flags;
 	struct file *vm_file;
 } __attribute__((preserve_access_index));
+
+/* The open-coded vma iterator (kernel >= 6.4): its state, as the kernel's BTF names and sizes it. */
+struct bpf_iter_task_vma {
+	__u64 __opaque[1];
+} __attribute__((aligned(8)));
 
 struct mm_struct {
 	unsigned long start_code;

@@ -120,7 +120,7 @@ struct inode_info {
  * allows in interrupt context (the mmap lock is released by irq_work), so a new process's stacks fill the
  * cache over its first samples (and at exec, its executable and loader); the agent reads it for processes
  * that exited before their maps were read. */
-#define VMA_CACHE_SLOTS 8
+#define VMA_CACHE_SLOTS 32
 
 struct vma_cache_entry {
 	__u64 start;            /* the vma, as bpf_find_vma saw it */

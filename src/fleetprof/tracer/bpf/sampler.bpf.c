@@ -158,7 +158,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct vma_cache);
 } vma_cache SEC(".maps");
@@ -528,6 +528,60 @@ int on_exec(__u64 *ctx)
 	return 0;
 }
 
+extern int bpf_iter_task_vma_new(struct bpf_iter_task_vma *it, struct task_struct *task, __u64 addr) __ksym __weak;
+extern struct vm_area_struct *bpf_iter_task_vma_next(struct bpf_iter_task_vma *it) __ksym __weak;
+extern void bpf_iter_task_vma_destroy(struct bpf_iter_task_vma *it) __ksym __weak;
+
+#define VM_EXEC_FLAG 0x4
+
+/* A young process exits, its memory still mapped (the exit tracepoint runs before exit_mm on kernels
+ * >= 6.16; earlier ones show no mm and this does nothing): cache its executable file mappings, so its
+ * deferred samples can still be unwound through the files it mapped after exec, when it exited before the
+ * agent read its maps. In process context any number of vmas may be read (a sample may read only one). */
+static __always_inline void exit_fill_vmas(struct task_struct *task, __u32 pid)
+{
+	if (!bpf_iter_task_vma_new || !BPF_CORE_READ(task, mm))
+		return;
+	if (bpf_ktime_get_ns() - BPF_CORE_READ(task, group_leader, start_time) >= YOUNG_NS)
+		return;
+	struct vma_cache *c = bpf_map_lookup_elem(&vma_cache, &pid);
+	if (!c) {
+		bpf_map_update_elem(&vma_cache, &pid, &empty_vma_cache, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&vma_cache, &pid);
+		if (!c)
+			return;
+	}
+	/* The whole map in address order (the executable first), replacing what samples cached one by one. */
+	for (int i = 0; i < VMA_CACHE_SLOTS; i++) {
+		c->e[i].start = 0;
+		c->e[i].end = 0;
+	}
+	c->next = 0;
+	struct bpf_iter_task_vma it;
+	struct vm_area_struct *vma;
+	/* No counters in registers: the iterator ends the loop (the verifier checks one iteration), the slot
+	 * index lives in the map value. */
+	bpf_iter_task_vma_new(&it, task, 0);
+	while ((vma = bpf_iter_task_vma_next(&it))) {
+		struct file *f = vma->vm_file;
+		if (!f || !(vma->vm_flags & VM_EXEC_FLAG))
+			continue;
+		__u32 slot = c->next;
+		if (slot >= VMA_CACHE_SLOTS)
+			break;
+		struct inode *inode = f->f_inode;
+		struct vma_cache_entry *e = &c->e[slot];
+		e->start = vma->vm_start;
+		e->end = vma->vm_end;
+		e->pgoff = vma->vm_pgoff;
+		e->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		e->ino = BPF_CORE_READ(inode, i_ino);
+		e->mtime_ns = inode_mtime_ns(inode);
+		c->next = slot + 1;
+	}
+	bpf_iter_task_vma_destroy(&it);
+}
+
 SEC("tp_btf/sched_process_exit")
 int on_exit(__u64 *ctx)
 {
@@ -536,6 +590,7 @@ int on_exit(__u64 *ctx)
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	if (pid != tgid || !wanted(tgid))
 		return 0;
+	exit_fill_vmas(task, tgid);
 	bpf_map_delete_elem(&known_pids, &tgid);
 	bpf_map_delete_elem(&reported_pids, &tgid);
 	struct pid_event ev = {.type = EVENT_EXIT, .pid = tgid};
