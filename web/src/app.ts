@@ -29,6 +29,7 @@ export class App {
   private filterBox = h("div", { class: "filters" });
   private main = h("main");
   private pollTimer = 0;
+  private shellKey = "";
 
   constructor(root: HTMLElement) {
     this.state = fromQuery(location.search);
@@ -97,6 +98,21 @@ export class App {
   private render(): void {
     const s = this.state;
     document.body.dataset.view = s.view;
+    // The shell (tabs, range, filters) is rebuilt only when what it shows changed: zooming stays cheap.
+    const shellKey = JSON.stringify([s.view, s.since, s.start, s.end, s.filters]);
+    if (shellKey !== this.shellKey || this.refreshing) {
+      this.shellKey = shellKey;
+      this.renderShell(s);
+    }
+    const view = { flame: this.flame, top: this.top, diff: this.diff, hosts: this.hosts }[s.view];
+    if (this.main.firstChild !== view.el) replace(this.main, view.el);
+    this.timeline.el.hidden = s.view === "hosts";
+    this.filterBox.hidden = s.view === "hosts";
+    if (s.view !== "hosts") this.timeline.update(s);
+    view.update(s);
+  }
+
+  private renderShell(s: State): void {
     replace(
       this.tabs,
       ...VIEWS.map((v) =>
@@ -105,12 +121,6 @@ export class App {
     );
     this.renderRange();
     this.renderFilters();
-    const view = { flame: this.flame, top: this.top, diff: this.diff, hosts: this.hosts }[s.view];
-    if (this.main.firstChild !== view.el) replace(this.main, view.el);
-    this.timeline.el.hidden = s.view === "hosts";
-    this.filterBox.hidden = s.view === "hosts";
-    if (s.view !== "hosts") this.timeline.update(s);
-    view.update(s);
   }
 
   private renderRange(): void {

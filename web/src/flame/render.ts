@@ -135,7 +135,18 @@ export class FlameGraph {
     const f = this.flat;
     const width = Math.max(this.container.clientWidth, 100);
     this.width = this.container.clientWidth;
-    const height = f ? (f.maxDepth + 1) * ROW : ROW;
+    const buckets: number[][] = PALETTE.map(() => []);
+    const labels: Rect[] = [];
+    let drawn = 0;
+    let bottom = ROW;
+    this.layout(width, (r) => {
+      buckets[r.color].push(r.x, r.y, r.w);
+      if (r.w >= LABEL_PX) labels.push(r);
+      if (r.y + ROW > bottom) bottom = r.y + ROW;
+      drawn++;
+    });
+    // The canvas is as tall as the rows drawn (frames thinner than half a pixel are not).
+    const height = bottom;
     const dpr = window.devicePixelRatio || 1;
     if (this.canvas.width !== Math.round(width * dpr) || this.canvas.height !== Math.round(height * dpr)) {
       this.canvas.width = Math.round(width * dpr);
@@ -149,14 +160,6 @@ export class FlameGraph {
     ctx.clearRect(0, 0, width, height);
     ctx.font = FONT;
     this.charW = ctx.measureText("MMMMMMMMMM").width / 10 || 7.2;
-    const buckets: number[][] = PALETTE.map(() => []);
-    const labels: Rect[] = [];
-    let drawn = 0;
-    this.layout(width, (r) => {
-      buckets[r.color].push(r.x, r.y, r.w);
-      if (r.w >= LABEL_PX) labels.push(r);
-      drawn++;
-    });
     for (let c = 0; c < buckets.length; c++) {
       const b = buckets[c];
       if (!b.length) continue;
