@@ -1,6 +1,7 @@
 """Query latency of the store: flame graph and top functions over 1 M and 10 M samples with 100 k distinct
 stacks, on a short range (the last hour) and a 30-day range, read from raw samples ("before") and through
-the long-range scheme ("after", the 5^k random-sampling pyramid). Goal: < 1 s.
+the long-range scheme ("after", the 5^k random-sampling pyramid). Goal: < 1 s. Stacks are read through
+an in-process cache (content-addressed rows never change): "cold" is the first raw query after clearing it.
 
 Stacks and frames go in through `Store.ingest` (one profile holding every stack once); the bulk of the
 samples is generated inside chDB with INSERT … SELECT (Zipf-like stack popularity, 50 hosts, 30 days).
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from fleetprof.profile.model import Profile, Sample
 from fleetprof.query import Selection, flame_graph, top_functions
+from fleetprof.query.stacks import stack_cache
 from fleetprof.store import open_store
 from fleetprof.store.synthetic import StackPool
 
@@ -90,6 +92,7 @@ def main() -> None:
     print(f"pool of {len(pool.stacks)} stacks built in {time.perf_counter() - t:.1f} s")
     now = time.time_ns()
     worst_after = 0.0
+    worst_cold = 0.0
     for size in sizes:
         store = open_store(data_dir, database=f"bench_q_{size}")
         t = time.perf_counter()
@@ -100,19 +103,21 @@ def main() -> None:
         for label, span in (("1 h", 3600 * 10**9), ("30 d", 30 * DAY_NS)):
             sel = Selection(now - span, now + 1)
             for name, fn in (("flame graph", flame_graph), ("top functions", top_functions)):
-                before = timed(lambda fn=fn, sel=sel, st=store: fn(st, sel, long_range=False), repeat=1)
+                stack_cache(store).stacks.clear()
+                cold = timed(lambda fn=fn, sel=sel, st=store: fn(st, sel, long_range=False), repeat=1)
+                before = timed(lambda fn=fn, sel=sel, st=store: fn(st, sel, long_range=False))
                 after = timed(lambda fn=fn, sel=sel, st=store: fn(st, sel, long_range=True))
-                if span > 3600 * 10**9:
-                    worst_after = max(worst_after, after)
+                worst_after = max(worst_after, after)
+                worst_cold = max(worst_cold, cold)
                 print(
-                    f"{size:>11,} samples {label:>4} {name:<13}: raw {before:6.3f} s, "
-                    f"long-range scheme {after:6.3f} s ({before / after:4.1f}x)"
+                    f"{size:>11,} samples {label:>4} {name:<13}: raw {before:6.3f} s (cold stack cache "
+                    f"{cold:6.3f} s), long-range scheme {after:6.3f} s ({before / after:4.1f}x)"
                 )
         store.close()
     tmp.cleanup()
     print(
-        f"slowest 30-day query over {max(sizes):,} samples with the long-range scheme: "
-        f"{worst_after:.3f} s (goal < 1 s)"
+        f"slowest query over {max(sizes):,} samples (1 h and 30 d) with the long-range scheme: "
+        f"{worst_after:.3f} s (goal < 1 s); slowest raw query on a cold stack cache {worst_cold:.3f} s"
     )
 
 

@@ -121,3 +121,38 @@ def test_export_feeds_output_writers(loaded):
     folded = folded_counts(exported)
     assert sum(folded.values()) == 100
     assert any(line.endswith("hot (/app.py:1)") for line in folded)
+
+
+def test_stack_cache_gives_the_same_answers_cold_and_warm(loaded):
+    from fleetprof.query import flame_graph
+    from fleetprof.query.stacks import stack_cache
+
+    stack_cache(loaded).stacks.clear()
+    cold = (flame_graph(loaded, sel("q-cmp")), top_functions(loaded, sel("q-cmp")))
+    assert stack_cache(loaded).stacks
+    warm = (flame_graph(loaded, sel("q-cmp")), top_functions(loaded, sel("q-cmp")))
+    assert cold == warm
+    tiny = type(stack_cache(loaded))(limit=1)  # a cache that forgets on every put still answers right
+    from fleetprof.query import stacks as stacks_module
+
+    stacks_module._caches[loaded] = tiny
+    try:
+        assert flame_graph(loaded, sel("q-cmp")) == cold[0]
+    finally:
+        stacks_module._caches.pop(loaded, None)
+
+
+def test_flame_graph_node_budget_keeps_the_largest_nodes_connected(loaded):
+    from fleetprof.query import flame_graph
+
+    full = flame_graph(loaded, sel("q-base"), min_fraction=0, max_nodes=0)
+    small = flame_graph(loaded, sel("q-base"), min_fraction=0, max_nodes=3)
+
+    def walk(node):
+        yield node
+        for child in node["children"]:
+            yield from walk(child)
+
+    assert len(list(walk(small))) <= 4 < len(list(walk(full)))
+    assert small["total"] == full["total"] == 100
+    assert [c["name"] for c in small["children"]] == [c["name"] for c in full["children"]]

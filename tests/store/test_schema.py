@@ -25,7 +25,8 @@ def test_cluster_ddl_is_replicated_and_sharded_by_stack():
     )
     assert "ENGINE = Distributed(fleet, fp, samples_local, stack_id)" in ddl
     assert "ENGINE = Distributed(fleet, fp, stacks_local, stack_id)" in ddl
-    assert "TO fp.samples_5_local AS SELECT" in ddl and "FROM fp.samples_local WHERE rand() % 5 = 0" in ddl
+    assert "TO fp.samples_sampled_local AS SELECT" in ddl and "FROM fp.samples_local ARRAY JOIN" in ddl
+    assert "DROP TABLE IF EXISTS fp.samples_5_local ON CLUSTER fleet" in ddl
     assert "ttl_only_drop_parts = 1" in ddl
     single = _all_ddl(Layout("fp", fsync=True))
     assert "Replicated" not in single and "Distributed" not in single and "_local" not in single
@@ -45,16 +46,24 @@ def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
     assert old.version == 1
     old.ingest(fleet_profile(pool, "mig", NOW, 20_000), "mig-1")
     new = open_db(old.layout.database)
-    assert new.version == latest_version() == 3
+    assert new.version == latest_version() == 4
     raw = new.query(f"SELECT sum(count) AS n FROM {new.t('samples')}").column("n")[0].as_py()
     assert raw == 20_000
-    sampled = new.query(f"SELECT sum(count) AS n FROM {new.t('samples_5')}").column("n")[0].as_py()
+    sampled = (
+        new.query(f"SELECT sum(count) AS n FROM {new.t('samples_sampled')} WHERE level = 1")
+        .column("n")[0]
+        .as_py()
+    )
     assert 20_000 * 0.7 < sampled < 20_000 * 1.3
     new.ingest(fleet_profile(pool, "mig", NOW + 60 * 10**9, 20_000, seed=1), "mig-2")  # views still feed
-    sampled = new.query(f"SELECT sum(count) AS n FROM {new.t('samples_5')}").column("n")[0].as_py()
+    sampled = (
+        new.query(f"SELECT sum(count) AS n FROM {new.t('samples_sampled')} WHERE level = 1")
+        .column("n")[0]
+        .as_py()
+    )
     assert 40_000 * 0.7 < sampled < 40_000 * 1.3
     versions = new.query(f"SELECT version FROM {new.t('schema_version')} ORDER BY version")
-    assert versions.column("version").to_pylist() == [1, 2, 3]
+    assert versions.column("version").to_pylist() == [1, 2, 3, 4]
 
 
 def test_retention_drops_expired_partitions(open_db, pool):

@@ -87,9 +87,20 @@ def nodes_dict(nodes: Nodes, keys: list[NodeKey], root: NodeKey = ROOT) -> dict[
     return out[0]
 
 
-def tree_of(stacks: StackSet, min_fraction: float = 0.0) -> dict[str, Any]:
-    """The flame tree of loaded stacks; nodes under `min_fraction` of the total are left out."""
-    nodes = build_nodes(stacks.flat, stacks.offsets, stacks.counts, max(int(stacks.total * min_fraction), 1))
+MAX_NODES = 20_000  # like Pyroscope's max-nodes: a browser draws no more, and the JSON stays small
+
+
+def tree_of(stacks: StackSet, min_fraction: float = 0.0, max_nodes: int = 0) -> dict[str, Any]:
+    """The flame tree of loaded stacks; nodes under `min_fraction` of the total are left out, and past
+    `max_nodes` nodes (0: no limit) the smallest ones too (a node's total always counts its pruned
+    descendants; the threshold keeps the tree connected, since a child never outweighs its parent)."""
+    min_total = max(int(stacks.total * min_fraction), 1)
+    nodes = build_nodes(stacks.flat, stacks.offsets, stacks.counts, min_total)
+    if max_nodes and len(nodes.total) > max_nodes:
+        threshold = int(np.partition(nodes.total, -max_nodes)[-max_nodes])
+        if int(np.count_nonzero(nodes.total >= threshold)) > 2 * max_nodes:  # many ties: drop them all
+            threshold += 1
+        nodes = build_nodes(stacks.flat, stacks.offsets, stacks.counts, max(threshold, min_total))
     return nodes_dict(nodes, stacks.keys)
 
 
@@ -103,10 +114,14 @@ def paths_tree(paths: list[tuple[list[int], int]], keys: list[NodeKey], root: No
 
 
 def flame_graph(
-    store: Any, sel: Selection, min_fraction: float = 1e-4, long_range: bool = True
+    store: Any,
+    sel: Selection,
+    min_fraction: float = 1e-4,
+    long_range: bool = True,
+    max_nodes: int = MAX_NODES,
 ) -> dict[str, Any]:
     """Flame graph of `sel`: a root node over the stacks' root frames; nodes under `min_fraction` of all
-    samples are left out (0 keeps every node)."""
+    samples are left out, and the smallest past `max_nodes` nodes (0 and 0 keep every node)."""
     from fleetprof.query.longrange import load_for_range
 
-    return tree_of(load_for_range(store, sel, long_range), min_fraction)
+    return tree_of(load_for_range(store, sel, long_range), min_fraction, max_nodes)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,17 @@ class StackSet:
         flat = self.flat.tolist()
         offs = self.offsets.tolist()
         return [flat[offs[i] : offs[i + 1]] for i in range(len(offs) - 1)]
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values, sorted (numpy 2's hash-based `np.unique` is many times slower on millions of
+    64-bit keys)."""
+    if not len(values):
+        return values
+    ordered = np.sort(values)
+    keep = np.ones(len(ordered), bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
 
 
 def csr_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,62 +183,186 @@ def query_frames(store: Any, ids_sub: str, params: dict[str, Any]) -> Any:
     )
 
 
-def load_stacks(store: Any, sel: Selection, source: str = "samples") -> StackSet:
-    """Sum samples per stack over `sel` (from `source`: raw samples or a pyramid level) and resolve frames."""
+@dataclass(frozen=True)
+class Source:
+    """Which rows a query sums: a samples table, and the pyramid level when it is the sampled table."""
+
+    table: str = "samples"
+    level: int = 0
+
+    def condition(self) -> str:
+        """Extra WHERE condition selecting the level (nothing for a plain table)."""
+        return f" AND level = {int(self.level)}" if self.level else ""
+
+
+class StackCache:
+    """Frames of stacks already read, by stack id: content-addressed rows never change, so a bounded
+    in-process memo is exact. Each distinct frame id gets a small index, so a query finds its frames with
+    array gathers instead of sorting millions of ids. Frame rows themselves are read per query (their
+    symbols may arrive at any time). Thread-safe."""
+
+    def __init__(self, limit: int = 400_000) -> None:
+        """An empty cache of at most `limit` stacks (forgotten all at once past it)."""
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.stacks: dict[int, bytes] = {}  # stack id -> frame indexes as int32 bytes
+        self.index: dict[int, int] = {}  # frame id -> frame index
+        self.frame_ids = np.zeros(1024, np.uint64)  # frame index -> frame id
+
+    def put(self, ids: list[int], flat: np.ndarray, offsets: np.ndarray) -> None:
+        """Remember stacks `ids` whose frame ids are CSR rows of (flat, offsets); hold `lock`."""
+        if len(self.stacks) + len(ids) > self.limit:
+            self.stacks.clear()
+            self.index.clear()
+        distinct, inverse = np.unique(flat, return_inverse=True)
+        slots = np.fromiter(
+            (self.index.setdefault(f, len(self.index)) for f in distinct.tolist()), np.int64, len(distinct)
+        )
+        if len(self.index) > len(self.frame_ids):
+            grown = np.zeros(max(2 * len(self.frame_ids), len(self.index)), np.uint64)
+            grown[: len(self.frame_ids)] = self.frame_ids
+            self.frame_ids = grown
+        self.frame_ids[slots] = distinct
+        data = slots[inverse].astype("<i4").tobytes()
+        bounds = (offsets * 4).tolist()
+        for i, sid in enumerate(ids):
+            self.stacks[sid] = data[bounds[i] : bounds[i + 1]]
+
+
+_caches: weakref.WeakKeyDictionary[Any, StackCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def stack_cache(store: Any) -> StackCache:
+    """The stack cache of `store` (one per store object)."""
+    with _caches_lock:
+        cache = _caches.get(store)
+        if cache is None:
+            cache = _caches[store] = StackCache()
+        return cache
+
+
+def stack_frames(store: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(flat frame indexes, offsets, found, frame index -> frame id) of stacks `ids` in their order,
+    read from the stacks table once and from the cache after."""
+    cache = stack_cache(store)
+    wanted = ids.tolist()
+    for _ in range(5):  # another thread may clear the cache between fetch and use: fetch again
+        with cache.lock:
+            known = cache.stacks
+            missing = [sid for sid in wanted if sid not in known]
+        fetched = [_fetch_stacks(store, missing[i : i + 100_000]) for i in range(0, len(missing), 100_000)]
+        with cache.lock:
+            for stack_ids, flat, offsets in fetched:
+                cache.put(stack_ids, flat, offsets)
+            known = cache.stacks
+            if not all(sid in known for sid in missing):
+                continue
+            blobs = [known.get(sid, b"") for sid in wanted]
+            found = np.fromiter((sid in known for sid in wanted), bool, len(wanted))
+            frame_ids = cache.frame_ids[: len(cache.index)].copy()
+        break
+    lens = np.fromiter(map(len, blobs), np.int64, len(blobs)) // 4
+    offsets = np.zeros(len(blobs) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return np.frombuffer(b"".join(blobs), "<i4").astype(np.int64), offsets, found, frame_ids
+
+
+def _fetch_stacks(store: Any, ids: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(stack ids, flat frame ids, offsets) of the stored stacks among `ids`."""
+    table = store.query(
+        f"SELECT stack_id, any(frame_ids) AS frame_ids FROM {store.t('stacks')} "
+        "WHERE stack_id IN {ids:Array(UInt64)} GROUP BY stack_id",
+        {"ids": ids},
+    )
+    lists = table.column("frame_ids").combine_chunks()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    return (
+        table.column("stack_id").to_pylist(),
+        lists.flatten().to_numpy().astype(np.uint64),
+        offsets - offsets[0] if len(offsets) else np.zeros(1, np.int64),
+    )
+
+
+def query_frame_rows(store: Any, frame_ids: list[int]) -> Any:
+    """Frames `frame_ids` with the latest symbols of the raw native ones."""
+    frames = (
+        "SELECT frame_id, any(kind) AS kind, any(function) AS function, any(file) AS file, "
+        "any(line) AS line, any(start_line) AS start_line, any(inlined) AS inlined, "
+        "any(system_name) AS system_name, any(module) AS module, any(file_id) AS file_id, "
+        "any(build_id) AS build_id, any(address) AS address, any(runtime) AS runtime "
+        f"FROM {store.t('frames')} WHERE frame_id IN {{fids:Array(UInt64)}} GROUP BY frame_id"
+    )
+    return store.query(
+        "SELECT f.frame_id AS frame_id, f.kind AS kind, f.function AS function, f.file AS file, "
+        "f.line AS line, f.start_line AS start_line, f.inlined AS inlined, f.system_name AS system_name, "
+        "f.module AS module, f.file_id AS file_id, f.build_id AS build_id, f.address AS address, "
+        "f.runtime AS runtime, s.functions AS sym_functions, s.files AS sym_files, s.lines AS sym_lines, "
+        "s.start_lines AS sym_start_lines, s.inlined AS sym_inlined, s.system_names AS sym_system_names "
+        f"FROM ({frames}) AS f "
+        "LEFT JOIN (SELECT file_id, address, argMax(functions, updated_at) AS functions, "
+        "argMax(files, updated_at) AS files, argMax(lines, updated_at) AS lines, "
+        "argMax(start_lines, updated_at) AS start_lines, argMax(inlined, updated_at) AS inlined, "
+        "argMax(system_names, updated_at) AS system_names "
+        f"FROM {store.t('symbols')} WHERE (file_id, address) GLOBAL IN (SELECT file_id, address FROM "
+        f"{store.t('frames')} WHERE frame_id IN {{fids:Array(UInt64)}} AND kind = 1 AND function = '') "
+        "GROUP BY file_id, address) AS s ON f.file_id = s.file_id AND f.address = s.address",
+        {"fids": frame_ids},
+    )
+
+
+def load_stacks(store: Any, sel: Selection, source: Source | None = None) -> StackSet:
+    """Sum samples per stack over `sel` (raw samples or a pyramid level) and resolve their frames."""
     with gc_paused():
-        return _load_stacks(store, sel, source)
+        return _load_stacks(store, sel, source or Source())
 
 
-def _load_stacks(store: Any, sel: Selection, source: str) -> StackSet:
-    """load_stacks' body."""
+def _load_stacks(store: Any, sel: Selection, source: Source) -> StackSet:
+    """load_stacks' body: one aggregation in SQL, stacks through the cache, frames by id."""
     where, params = sel.where(store)
-    samples = store.t(source)
     agg = store.query(
-        f"SELECT stack_id, sum(count) AS c, sum(count / frequency) AS cpu FROM {samples} "
-        f"WHERE {where} GROUP BY stack_id",
+        f"SELECT stack_id, sum(count) AS c, sum(count / frequency) AS cpu FROM {store.t(source.table)} "
+        f"WHERE {where}{source.condition()} GROUP BY stack_id",
         params,
     )
     out = StackSet()
     if agg.num_rows == 0:
         return out
-    ids_sub = f"SELECT DISTINCT stack_id FROM {samples} WHERE {where}"
-    stacks = query_stacks(store, ids_sub, params)
-    frames = query_frames(store, ids_sub, params)
+    agg_ids = agg.column("stack_id").to_numpy().astype(np.uint64)
+    st_values, st_offs, found, index_fids = stack_frames(store, agg_ids)
+    present = np.flatnonzero(np.bincount(st_values, minlength=len(index_fids)))
+    frames = query_frame_rows(store, index_fids[present].tolist()) if len(present) else None
     interner = _Interner(out)
     missing = interner.key(NodeKey("[missing frame]", "error", "[missing frame]"))
-    # Frames: id -> CSR row of key indexes (a raw frame may expand to an inlined chain).
-    frame_ids = frames.column("frame_id").to_numpy().astype(np.uint64)
+    # Frames: CSR rows of key indexes (a raw frame may expand to an inlined chain), the last row for frames
+    # that were not found; `row_of` maps a frame index to its row.
     frame_keys: list[int] = []
     frame_offsets = [0]
-    for row in frames.to_pylist():
-        frame_keys += _frame_keys(row, interner)
-        frame_offsets.append(len(frame_keys))
-    frame_keys.append(missing)  # the last row: frames that were not found
+    row_of = np.full(len(index_fids) + 1, -1, np.int64)
+    if frames is not None:
+        slot = {int(f): i for i, f in zip(present.tolist(), index_fids[present].tolist(), strict=True)}
+        for row in frames.to_pylist():
+            row_of[slot[row["frame_id"]]] = len(frame_offsets) - 1
+            frame_keys += _frame_keys(row, interner)
+            frame_offsets.append(len(frame_keys))
+    frame_keys.append(missing)
     frame_offsets.append(len(frame_keys))
-    order = np.argsort(frame_ids)
-    sorted_fids = frame_ids[order]
+    row_of[row_of < 0] = len(frame_offsets) - 2
     fkeys = np.asarray(frame_keys, np.int64)
     foffs = np.asarray(frame_offsets, np.int64)
-    # Stacks in the order of `agg`, as CSR rows of frame ids.
-    agg_ids = agg.column("stack_id").to_numpy().astype(np.uint64)
-    st_ids = stacks.column("stack_id").to_numpy().astype(np.uint64)
-    lists = stacks.column("frame_ids").combine_chunks()
-    st_values = lists.flatten().to_numpy().astype(np.uint64)
-    st_offs = lists.offsets.to_numpy().astype(np.int64)
-    st_order = np.argsort(st_ids)
-    pos = np.searchsorted(st_ids[st_order], agg_ids).clip(0, max(len(st_ids) - 1, 0))
-    found = (st_ids[st_order][pos] == agg_ids) if len(st_ids) else np.zeros(len(agg_ids), bool)
-    rows = np.where(found, st_order[pos] if len(st_ids) else 0, -1)
-    # A stack that is missing gets one missing frame: append a one-element row for it.
-    st_values = np.append(st_values, np.uint64(0))
-    st_offs = np.append(st_offs, st_offs[-1] + 1)
-    rows = np.where(rows < 0, len(st_offs) - 2, rows)
-    fids, s_offs = csr_take(st_values, st_offs, rows)
-    fpos = np.searchsorted(sorted_fids, fids).clip(0, max(len(sorted_fids) - 1, 0))
-    hit = (sorted_fids[fpos] == fids) if len(sorted_fids) else np.zeros(len(fids), bool)
-    frow = np.where(hit, order[fpos] if len(sorted_fids) else 0, len(foffs) - 2)
-    out.flat, expanded_offs = csr_take(fkeys, foffs, frow)
-    out.offsets = expanded_offs[s_offs]
+    if found.all():
+        fidx, s_offs = st_values, st_offs
+    else:  # a stack that is missing gets one missing frame: a one-element row appended for it
+        st_values = np.append(st_values, len(index_fids))
+        st_offs = np.append(st_offs, st_offs[-1] + 1)
+        rows = np.where(found, np.arange(len(agg_ids)), len(st_offs) - 2)
+        fidx, s_offs = csr_take(st_values, st_offs, rows)
+    frow = row_of[fidx]
+    if (foffs[1:] - foffs[:-1] == 1).all():  # every frame one key (no inlined chains): a plain lookup
+        out.flat, out.offsets = fkeys[foffs[:-1]][frow], s_offs
+    else:
+        out.flat, expanded_offs = csr_take(fkeys, foffs, frow)
+        out.offsets = expanded_offs[s_offs]
     out.counts = agg.column("c").to_numpy().astype(np.int64)
     out.stack_ids = agg_ids
     out.cpu_seconds = float(np.sum(agg.column("cpu").to_numpy()))

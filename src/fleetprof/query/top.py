@@ -8,7 +8,7 @@ import numpy as np
 
 from fleetprof.query.cost import CostModel
 from fleetprof.query.selection import Selection
-from fleetprof.query.stacks import StackSet
+from fleetprof.query.stacks import StackSet, sorted_unique
 
 
 def function_counts(stacks: StackSet) -> tuple[list[int], list[int]]:
@@ -22,7 +22,7 @@ def function_counts(stacks: StackSet) -> tuple[list[int], list[int]]:
     leaves = func_of[stacks.flat[stacks.offsets[1:][nonempty] - 1]]
     self_counts = np.bincount(leaves, weights=stacks.counts[nonempty], minlength=n)
     owner = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
-    pairs = np.unique(owner * n + func_of[stacks.flat])
+    pairs = sorted_unique(owner * n + func_of[stacks.flat])
     total_counts = np.bincount(pairs % n, weights=stacks.counts[pairs // n], minlength=n)
     return self_counts.astype(np.int64).tolist(), total_counts.astype(np.int64).tolist()
 

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 i
 )
 
 from fleetprof.profile.model import Profile
+from fleetprof.server.groupcommit import GroupCommit
 
 MAX_BATCH_ID = 128
 # Resource attributes that describe one process, not the host: profiles differing only in these merge.
@@ -158,31 +159,38 @@ def check_batch_id(batch_id: str | None) -> str | None:
 
 
 class Ingestor:
-    """Decodes and stores OTLP requests into a store; calls `on_ingest` after each stored request."""
+    """Decodes and stores OTLP requests into a store; calls `on_ingest` after each stored request.
+    Requests arriving together are stored by one group commit (fleetprof.server.groupcommit)."""
 
     def __init__(self, store: Any, on_ingest: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_ingest = on_ingest
+        self.group = GroupCommit(store)
 
     def ingest_bytes(
         self, data: bytes, batch_id: str | None, content_type: str = "application/x-protobuf"
     ) -> IngestResult:
         """Parse, decode, merge per host and store; bad input raises IngestError and writes nothing."""
         batch_id = check_batch_id(batch_id)
-        request = parse_request(data, content_type)
-        profiles = decode_profiles(request)
+        self.group.announce()
+        try:
+            request = parse_request(data, content_type)
+            profiles = decode_profiles(request)
+        except BaseException:
+            self.group.withdraw()
+            raise
         base = batch_id or "sha256:" + hashlib.sha256(data).hexdigest()
-        return self.store_profiles(profiles, base)
+        return self.store_profiles(profiles, base, announced=True)
 
-    def store_profiles(self, profiles: list[Profile], base_id: str) -> IngestResult:
-        """Store decoded profiles, one batch per host (`base_id`, then `base_id#N` for further hosts)."""
+    def store_profiles(self, profiles: list[Profile], base_id: str, announced: bool = False) -> IngestResult:
+        """Store decoded profiles, one batch per host (`base_id`, then `base_id#N` for further hosts),
+        committed with the requests arriving at the same time; returns once they are stored."""
         from fleetprof.store import StoreError
 
         hosts = merge_by_host([p for p in profiles if p.samples])
-        written = 0
+        batches = [(p, base_id if i == 0 else f"{base_id}#{i}") for i, p in enumerate(hosts)]
         try:
-            for index, profile in enumerate(hosts):
-                written += self.store.ingest(profile, base_id if index == 0 else f"{base_id}#{index}")
+            written = sum(self.group.submit(batches, announced))
         except StoreError as exc:
             raise IngestError(503, f"the store could not take the batch: {exc}") from None
         if written and self.on_ingest is not None:

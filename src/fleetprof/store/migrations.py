@@ -18,6 +18,7 @@ class Migration:
     description: str
     statements: Callable[[Layout], list[str]]
     backfill: Callable[[Layout], list[str]] | None = None  # run only when upgrading existing data
+    superseded_by: int = 0  # a fresh store migrating at least this far skips this step's statements
 
 
 def _v1(layout: Layout) -> list[str]:
@@ -79,10 +80,34 @@ def _v3_rebuild(layout: Layout) -> list[str]:
     return out
 
 
+def _v4(layout: Layout) -> list[str]:
+    """One sampled table (levels 5^1..5^8) with one view replaces the per-level pyramid tables; stacks'
+    frame ids compressed harder (written once a week per stack, read through a cache)."""
+    out = schema.create_table(layout, schema.SAMPLED)
+    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout))
+    for factor in schema.PYRAMID_LEVELS:
+        out.append(f"DROP VIEW IF EXISTS {layout.local(f'samples_{factor}_mv')}{layout.on_cluster}")
+        out.append(f"DROP TABLE IF EXISTS {layout.local(f'samples_{factor}')}{layout.on_cluster}")
+        if layout.cluster:
+            out.append(f"DROP TABLE IF EXISTS {layout.table(f'samples_{factor}')}{layout.on_cluster}")
+    out.append(
+        f"ALTER TABLE {layout.local('stacks')}{layout.on_cluster} MODIFY COLUMN frame_ids Array(UInt64) "
+        "CODEC(ZSTD(9))"
+    )
+    return out
+
+
+def _v4_backfill(layout: Layout) -> list[str]:
+    """Sample the samples stored before v4 into every level."""
+    select = schema.sampled_select(layout)
+    return [f"INSERT INTO {layout.local('samples_sampled')} ({schema.SAMPLE_COLUMNS}, level) {select}"]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "base tables", _v1),
-    Migration(2, "random-sampling pyramid for long ranges", _v2, _v2_backfill),
+    Migration(2, "random-sampling pyramid for long ranges", _v2, _v2_backfill, superseded_by=4),
     Migration(3, "samples counted per second, thread before stack in the key", _v3, _v3_rebuild),
+    Migration(4, "one sampled table for long ranges, stacks compressed harder", _v4, _v4_backfill),
 ]
 
 
@@ -108,7 +133,8 @@ def migrate(backend: Backend, layout: Layout, target: int | None = None) -> int:
     target = latest_version() if target is None else target
     for migration in MIGRATIONS:
         if current < migration.version <= target:
-            for statement in migration.statements(layout):
+            skip = not existing and migration.superseded_by and target >= migration.superseded_by
+            for statement in [] if skip else migration.statements(layout):
                 backend.execute(statement)
             if existing and migration.backfill is not None:
                 for statement in migration.backfill(layout):

@@ -160,7 +160,7 @@ SAMPLES = Table(
 # week after the samples that could reference them.
 STACKS = Table(
     name="stacks",
-    columns="stack_id UInt64, frame_ids Array(UInt64), day Date",
+    columns="stack_id UInt64, frame_ids Array(UInt64) CODEC(ZSTD(9)), day Date",
     engine="ReplacingMergeTree(day)",
     order_by="stack_id",
     ttl_column="day",
@@ -270,3 +270,28 @@ def pyramid_select(layout: Layout, factor: int) -> str:
     """Rows of the raw samples table sampled at 1/factor, counts scaled up by factor."""
     cols = SAMPLE_COLUMNS.replace("count,", f"count * {int(factor)} AS count,")
     return f"SELECT {cols} FROM {layout.local('samples')} WHERE rand() % {int(factor)} = 0"
+
+
+# Long-range scheme (schema v4): the same pyramid in one table, level k holding each sample row with
+# probability 1/5^k (count scaled by 5^k), fed by one materialized view: one extra part per insert instead
+# of one per level, and levels enough for a fleet (5^8 = 390 625).
+SAMPLED_LEVELS = tuple(range(1, 9))
+SAMPLED = Table(
+    name="samples_sampled",
+    columns=SAMPLES.columns + ", level UInt8",
+    engine="MergeTree",
+    partition_by=SAMPLES.partition_by,
+    order_by="(level, toStartOfHour(ts), host, process, tid, stack_id, ts)",
+    ttl_column=SAMPLES.ttl_column,
+    shard_key=SAMPLES.shard_key,
+)
+
+
+def sampled_select(layout: Layout) -> str:
+    """Rows of the raw samples table into every level of the sampled table (1/5^k each, counts x 5^k)."""
+    cols = SAMPLE_COLUMNS.replace("count,", "count * toUInt32(pow(5, level)) AS count,")
+    levels = ", ".join(str(k) for k in SAMPLED_LEVELS)
+    return (
+        f"SELECT {cols}, level FROM {layout.local('samples')} ARRAY JOIN [{levels}] AS level "
+        "WHERE rand() % toUInt32(pow(5, level)) = 0"
+    )

@@ -26,6 +26,7 @@ from fleetprof.store.schema import Layout
 _TTL_TABLES = (
     schema.SAMPLES,
     *(schema.pyramid_table(f) for f in schema.PYRAMID_LEVELS),
+    schema.SAMPLED,
     schema.STACKS,
     schema.FRAMES,
     schema.HOSTS,
@@ -238,7 +239,7 @@ class Store:
 
     def _ttl_tables(self) -> list[schema.Table]:
         """Expiring tables present at this schema version."""
-        return [t for t in _TTL_TABLES if self.version >= 2 or not t.name.startswith("samples_")]
+        return [t for t in _TTL_TABLES if _present(t.name, self.version)]
 
     def optimize(self) -> None:
         """Merge every expiring table now (`OPTIMIZE … FINAL`): applies TTL drops and replacements."""
@@ -258,6 +259,15 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         """Close on leaving the block."""
         self.close()
+
+
+def _present(table: str, version: int) -> bool:
+    """Whether `table` exists at schema `version` (the per-level pyramid lived from v2 to v3)."""
+    if table == schema.SAMPLED.name:
+        return version >= 4
+    if table.startswith("samples_"):
+        return 2 <= version <= 3
+    return True
 
 
 def open_store(

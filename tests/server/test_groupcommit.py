@@ -1,0 +1,67 @@
+"""Group commit: concurrent requests share one ingest_many call, each returns after its rows are stored."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from fleetprof.profile.model import Frame, FrameKind, Profile, Sample
+from fleetprof.server.groupcommit import GroupCommit
+
+
+class FakeStore:
+    """Records ingest_many calls; slow, so requests pile up behind a running commit."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[list[str | None]] = []
+        self.stored: set[str | None] = set()
+        self.fail = fail
+
+    def ingest_many(self, batches):
+        time.sleep(0.05)
+        if self.fail:
+            raise RuntimeError("disk full")
+        self.calls.append([b for _, b in batches])
+        self.stored.update(b for _, b in batches)
+        return [p.total for p, _ in batches]
+
+
+def _profile(n: int) -> Profile:
+    stack = (Frame(FrameKind.PROCESS, "p"), Frame(FrameKind.KERNEL, "k"))
+    return Profile([Sample(stack, 1, 1, "p", "t", count=n)], 20, 0, 10**9, hostname="h")
+
+
+def test_concurrent_requests_are_grouped_and_acknowledged_after_their_commit():
+    store = FakeStore()
+    group = GroupCommit(store, window_s=1.0)
+    results: dict[str, list[int]] = {}
+
+    def request(i: int) -> None:
+        group.announce()
+        time.sleep(0.01 * (i % 3))  # decoding
+        written = group.submit([(_profile(i + 1), f"b{i}")], announced=True)
+        assert f"b{i}" in store.stored  # acknowledged only once stored
+        results[f"b{i}"] = written
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {f"b{i}": [i + 1] for i in range(20)}
+    assert len(store.calls) < 20 and sum(len(c) for c in store.calls) == 20
+
+
+def test_a_lone_request_is_not_delayed():
+    group = GroupCommit(FakeStore(), window_s=5.0)
+    t = time.monotonic()
+    assert group.submit([(_profile(3), "solo")]) == [3]
+    assert time.monotonic() - t < 1.0
+
+
+def test_a_failed_group_fails_every_member():
+    group = GroupCommit(FakeStore(fail=True))
+    with pytest.raises(RuntimeError, match="disk full"):
+        group.submit([(_profile(1), "x")])
