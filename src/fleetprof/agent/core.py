@@ -49,6 +49,9 @@ class CoreOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     keep_timestamps: bool = True
     follow_new_processes: bool = False  # rescan new processes once more shortly after they appear
+    # Read a process's new image at exec; False (the agent): when it is first sampled instead (BPF reports
+    # the pid once its exec cleared the known mark), as most short-lived processes never are.
+    scan_on_exec: bool = True
     unwind_rows: int = DEFAULT_UNWIND_ROWS
 
 
@@ -239,6 +242,10 @@ class ProfilerCore:
                 rescan[pid] = []  # pcs reported before the exec belong to the old image
                 if self.python is not None:
                     self.python.process_gone(pid)
+                if not self.options.scan_on_exec:
+                    del rescan[pid]  # a NEW_PID event after this one asks again
+                    self.tracker.on_exit(pid)  # the old image's mappings go now
+                    continue
                 self.tracker.on_exec(pid)
                 self._resync_python(pid)
                 rescan.setdefault(pid, [])
