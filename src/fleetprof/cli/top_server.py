@@ -39,8 +39,9 @@ def render_rows(rows: list[dict[str, Any]], limit: int, width: int, header: str)
     return "\n".join(lines)
 
 
-def run_server_top(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Print the server's table once (or --iterations times, every --interval)."""
+def run_server_top(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Print the server's table once (or --iterations times, every --interval); stdout as it is now."""
+    out = out if out is not None else sys.stdout
     server = check_server_url(args.server)
     params = [*selection_query(args, default_since="1m"), ("limit", str(args.limit))]
     iterations = args.iterations or 1
