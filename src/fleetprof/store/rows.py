@@ -92,7 +92,9 @@ class IdCache:
     limit: int = 500_000
     frame_ids: dict[tuple[object, ...], int] = field(default_factory=dict)
     stack_ids: dict[tuple[int, ...], int] = field(default_factory=dict)
+    stack_bytes: dict[bytes, int] = field(default_factory=dict)  # frame ids as little-endian u64 -> id
     written: set[tuple[str, int, int]] = field(default_factory=set)  # (table, id, week)
+    executables: set[tuple[str, str, str, int]] = field(default_factory=set)  # (file id, build, path, week)
 
     def trim(self) -> None:
         """Forget a memo when it outgrows its bound (ids are recomputed, rows written again)."""
@@ -100,8 +102,12 @@ class IdCache:
             self.frame_ids.clear()
         if len(self.stack_ids) > self.limit:
             self.stack_ids.clear()
+        if len(self.stack_bytes) > self.limit:
+            self.stack_bytes.clear()
         if len(self.written) > 4 * self.limit:
             self.written.clear()
+        if len(self.executables) > self.limit:
+            self.executables.clear()
 
     def frame(self, frame: Frame) -> int:
         """Cached `frame_id`, memoized by a plain tuple of the frame's content (tuples of str and int hash
@@ -137,6 +143,7 @@ class Rows:
     sample_count: int
     pending: set[tuple[str, int, int]]  # marks for IdCache.written once the batch is committed
     sample_counts: list[int] = field(default_factory=list)  # samples per profile of a group
+    pending_executables: set[tuple[str, str, str, int]] = field(default_factory=set)
 
 
 def csr_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,23 +156,48 @@ def csr_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple
     return values[index], new_offsets
 
 
-def _stack_ids(
-    stacks: list[tuple[Frame, ...]], cache: IdCache
-) -> tuple[list[int], np.ndarray, np.ndarray, dict[int, Frame]]:
-    """Ids of distinct stack objects: (stack ids, CSR frame ids and offsets, frame id -> one frame object).
+@dataclass
+class _StackIds:
+    """Stack ids of a group's samples: `of_sample[i]` indexes the distinct stacks, which have `sids`,
+    frame ids `keys` (root first, little-endian u64 bytes) and one representative tuple of frame objects."""
 
-    Frames are hashed by content once per distinct frame object of the batch (the OTLP decoder shares one
-    object per location) and memoized across batches in `cache`; each distinct stack is hashed once."""
-    flat = list(itertools.chain.from_iterable(stacks))
-    objs = dict(zip(map(id, flat), flat, strict=True))
-    fid_of = {key: cache.frame(frame) for key, frame in objs.items()}
-    fids = list(map(fid_of.__getitem__, map(id, flat)))
+    of_sample: np.ndarray
+    sids: list[int]
+    keys: list[bytes]
+    objects: list[tuple[Frame, ...]]
+
+    def fids(self, i: int) -> list[int]:
+        """Frame ids of distinct stack `i`."""
+        return np.frombuffer(self.keys[i], "<u8").tolist()
+
+
+def _stack_ids(stacks: list[tuple[Frame, ...]], cache: IdCache) -> _StackIds:
+    """Ids of the samples' stacks. Every distinct frame object is hashed by content once (the OTLP decoder
+    shares one object per location; memoized across groups in `cache`); frame ids are gathered in numpy;
+    each stack's id is memoized by the bytes of its frame ids (what `stack_id` hashes)."""
+    lens = np.fromiter(map(len, stacks), np.int64, len(stacks))
     offsets = np.zeros(len(stacks) + 1, np.int64)
-    np.cumsum(np.fromiter(map(len, stacks), np.int64, len(stacks)), out=offsets[1:])
-    bounds = offsets.tolist()
-    sids = [cache.stack_of(tuple(fids[bounds[i] : bounds[i + 1]])) for i in range(len(stacks))]
-    by_fid = {fid_of[key]: frame for key, frame in objs.items()}
-    return sids, np.asarray(fids, np.uint64), offsets, by_fid
+    np.cumsum(lens, out=offsets[1:])
+    flat = list(itertools.chain.from_iterable(stacks))
+    obj_ids = np.fromiter(map(id, flat), np.int64, len(flat))
+    _, first, inverse = np.unique(obj_ids, return_index=True, return_inverse=True)
+    frame = cache.frame
+    distinct_fids = np.fromiter((frame(flat[i]) for i in first.tolist()), np.uint64, len(first))
+    fids = distinct_fids[inverse]
+    data = fids.astype("<u8").tobytes()
+    bounds = (offsets * 8).tolist()
+    memo = cache.stack_bytes
+    keys = [data[bounds[i] : bounds[i + 1]] for i in range(len(stacks))]
+    index: dict[bytes, int] = {}
+    of_sample = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
+    sids = []
+    for key in index:
+        sid = memo.get(key)
+        if sid is None:
+            sid = memo[key] = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        sids.append(sid)
+    objects = list(dict(zip(keys, stacks, strict=True)).values())
+    return _StackIds(of_sample, sids, list(index), objects)
 
 
 def _dict_column(values: list[str], rows: np.ndarray) -> pa.DictionaryArray:
@@ -222,27 +254,34 @@ def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
     last_s = int(secs.max()) if len(secs) else now_ms // 1000
     day = last_s // 86_400
     week = day // 7
-    stack_objs = list(map(operator.attrgetter("stack"), samples))
-    obj_ids = np.fromiter(map(id, stack_objs), np.int64, len(stack_objs))
-    _, first, sample_stack = np.unique(obj_ids, return_index=True, return_inverse=True)
-    sids, flat, offsets, frames = _stack_ids([stack_objs[i] for i in first.tolist()], cache)
+    ids = _stack_ids(list(map(operator.attrgetter("stack"), samples)), cache)
+    sids = ids.sids
     written = cache.written
     new = [i for i, sid in enumerate(sids) if ("s", sid, week) not in written]
     new = list({sids[i]: i for i in reversed(new)}.values())  # one row per id, first occurrence
-    new_fids = set(csr_take(flat, offsets, np.asarray(new, np.int64))[0].tolist()) if new else set()
-    frame_rows = {fid: frames[fid] for fid in new_fids if ("f", fid, week) not in written}
+    frame_rows: dict[int, Frame] = {}
+    for i in new:
+        for fid, frame in zip(ids.fids(i), ids.objects[i], strict=True):
+            if fid not in frame_rows and ("f", fid, week) not in written:
+                frame_rows[fid] = frame
     exe_rows: dict[str, tuple[str, str]] = {}
     for frame in frame_rows.values():
-        if frame.mapping is not None and frame.mapping.file_id not in exe_rows:
-            exe_rows[frame.mapping.file_id] = (frame.mapping.build_id, frame.mapping.path)
-    sample_sids = np.asarray(sids, np.uint64)[sample_stack] if sids else np.zeros(0, np.uint64)
+        mapping = frame.mapping
+        if (
+            mapping is not None
+            and mapping.file_id not in exe_rows
+            and (mapping.file_id, mapping.build_id, mapping.path, week) not in cache.executables
+        ):
+            exe_rows[mapping.file_id] = (mapping.build_id, mapping.path)
+    sample_sids = np.asarray(sids, np.uint64)[ids.of_sample] if sids else np.zeros(0, np.uint64)
     per_batch = np.bincount(batch_of[owner], weights=counts, minlength=len(profiles)).astype(np.int64)
     pending = {("s", sids[i], week) for i in new} | {("f", fid, week) for fid in frame_rows}
+    pending_exe = {(f, b, p, week) for f, (b, p) in exe_rows.items()}
     cache.trim()
     resources = [resource_of(p) for p in profiles]
     return Rows(
         samples=_samples_table(samples, profiles, resources, batch_of, owner, secs, counts, sample_sids),
-        stacks=_stacks_table([sids[i] for i in new], flat, offsets, np.asarray(new, np.int64), day),
+        stacks=_stacks_table([sids[i] for i in new], [ids.keys[i] for i in new], day),
         frames=_frames_table(frame_rows, day),
         executables=pa.table(
             {
@@ -260,6 +299,7 @@ def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
         sample_count=int(counts.sum()),
         pending=pending,
         sample_counts=per_batch.tolist(),
+        pending_executables=pending_exe,
     )
 
 
@@ -305,19 +345,15 @@ def _samples_table(
     )
 
 
-def _stacks_table(
-    sids: list[int], flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray, day: int
-) -> pa.Table:
-    """Stacks rows for CSR rows `rows` of (flat, offsets), with ids `sids`, dated `day`."""
-    values, offs = (
-        csr_take(flat, offsets, rows) if len(rows) else (np.zeros(0, np.uint64), np.zeros(1, np.int64))
-    )
+def _stacks_table(sids: list[int], keys: list[bytes], day: int) -> pa.Table:
+    """Stacks rows: ids `sids` with frame ids `keys` (root first, little-endian u64 bytes), dated `day`."""
+    offsets = np.zeros(len(keys) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, keys), np.int32, len(keys)) // 8, out=offsets[1:])
+    values = np.frombuffer(b"".join(keys), "<u8").astype(np.uint64)
     return pa.table(
         {
             "stack_id": pa.array(sids, pa.uint64()),
-            "frame_ids": pa.ListArray.from_arrays(
-                pa.array(offs.astype(np.int32)), pa.array(values, pa.uint64())
-            ),
+            "frame_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.uint64())),
             "day": pa.array(np.full(len(sids), day, np.int32), pa.int32()).cast(pa.date32()),
         }
     )
