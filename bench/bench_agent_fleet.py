@@ -108,6 +108,43 @@ def tree_cpu_s(pid: int) -> float:
     return total / TICK
 
 
+def python_thread_names(pid: int) -> dict[int, str]:
+    """Native thread id -> Python thread name, from one `py-spy dump` (empty without py-spy)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return {}
+    try:
+        out = subprocess.run(
+            [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {
+        int(m.group(1)): m.group(2)
+        for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', out.stdout, re.M)
+    }
+
+
+def thread_cpu_s(pid: int, names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds per thread of `pid` (utime+stime), named by `names` where known; its descendants' summed
+    as "workers"."""
+    out: dict[str, float] = {}
+    for i, p in enumerate(tree(pid)):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                text = Path(f"/proc/{p}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name = "workers" if i else names.get(int(tid), text[text.index("(") + 1 : text.rindex(")")])
+            f = text.rpartition(")")[2].split()
+            out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / TICK
+    return out
+
+
 def tree_rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS of `pid`, VmRSS of its descendants) in MiB."""
     own, workers = 0.0, 0.0
@@ -255,6 +292,7 @@ class Cost:
     steady_bpf_runs: int = 0
     rss_mb: float = 0.0
     worker_rss_mb: float = 0.0
+    threads: dict[str, float] = field(default_factory=dict)  # steady-state CPU seconds per thread name
 
     @property
     def steady_pct(self) -> float:
@@ -306,9 +344,13 @@ class Run:
             file=sys.stderr,
             flush=True,
         )
+        names = python_thread_names(pid)
+        threads0 = thread_cpu_s(pid, names)
         cpu0, (ns0, runs0), t0 = tree_cpu_s(pid), sampling_run_time(pid), time.monotonic()
         time.sleep(seconds)
         cpu1, (ns1, runs1), t1 = tree_cpu_s(pid), sampling_run_time(pid), time.monotonic()
+        threads1 = thread_cpu_s(pid, names)
+        self.cost.threads = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
         self.cost.steady_cpu_s, self.cost.steady_wall_s = cpu1 - cpu0, t1 - t0
         self.cost.steady_bpf_ns, self.cost.steady_bpf_runs = ns1 - ns0, runs1 - runs0
         self.take_rss()
@@ -446,6 +488,13 @@ def print_table(
         )
         rss = f"{c.rss_mb:.0f} (+{c.worker_rss_mb:.0f}) MB"
         print(f"{c.name:>24s}" + "".join(f"{x:>14s}" for x in cells) + f"{rss:>20s}")
+    for c in costs.values():
+        busy = sorted(((v, k) for k, v in c.threads.items() if v > 0), reverse=True)
+        if len(busy) > 1:
+            print(
+                f"  {c.name} steady CPU by thread: "
+                + ", ".join(f"{k} {100 * v / c.steady_wall_s:.2f}%" for v, k in busy)
+            )
     if sink_note:
         print(sink_note)
     if rss_trace:
