@@ -3,7 +3,8 @@
 Measured by bench/bench_query.py: the cost of a flame graph grows with the rows scanned and with the distinct
 stacks that come back; level k of `samples_sampled` keeps 1/5^k of the rows (counts scaled by 5^k), which
 cuts both while keeping every stack's share unbiased. The level is the sparsest one still expected to hold
-`target_rows`. Stores before schema v4 read the per-level tables `samples_<5^k>` instead.
+`target_rows` (counted, so a store created with fewer levels still answers). Stores before schema v4 read
+the per-level tables `samples_<5^k>` instead.
 """
 
 from __future__ import annotations
@@ -27,9 +28,15 @@ def choose_source(store: Any, sel: Selection, target_rows: int = TARGET_ROWS) ->
     n = int(rows.column("n")[0].as_py() or 0)
     source = Source()
     if version >= 4:
-        for level in SAMPLED_LEVELS:
-            if n / 5**level >= target_rows:
-                source = Source("samples_sampled", level)
+        if n < target_rows * 5 ** min(SAMPLED_LEVELS):
+            return source
+        levels = store.query(
+            f"SELECT level, count() AS n FROM {store.t('samples_sampled')} WHERE {where} GROUP BY level",
+            params,
+        )
+        for row in sorted(levels.to_pylist(), key=lambda r: r["level"]):
+            if row["n"] >= target_rows:  # the sparsest level that holds enough rows
+                source = Source("samples_sampled", int(row["level"]))
         return source
     for factor in PYRAMID_LEVELS:
         if n / factor >= target_rows:

@@ -273,13 +273,14 @@ def pyramid_select(layout: Layout, factor: int) -> str:
 
 
 # Long-range scheme (schema v4): the same pyramid in one table, level k holding each sample row with
-# probability 1/5^k (count scaled by 5^k), fed by one materialized view: one extra part per insert instead
-# of one per level, and levels enough for a fleet (5^8 = 390 625). No level 1: a range small enough for it
-# (under 2.5 M rows) is summed from raw samples in about 0.1 s, and 1/5 of every row is 20 % more storage.
-SAMPLED_LEVELS = tuple(range(2, 9))
+# probability 1/5^k (count scaled by 5^k, hence UInt64), fed by one materialized view: one extra part per
+# insert instead of one per level, and levels enough for a 10,000-host fleet's month (5^12 = 244 M). No
+# level 1: a range small enough for it (under 2.5 M rows) is summed from raw samples in about 0.1 s, and
+# 1/5 of every row would be 20 % more storage; levels from 2 on add 1/25 + 1/125 + ... = 4.2 % of the rows.
+SAMPLED_LEVELS = tuple(range(2, 13))
 SAMPLED = Table(
     name="samples_sampled",
-    columns=SAMPLES.columns + ", level UInt8",
+    columns=SAMPLES.columns.replace("count UInt32", "count UInt64") + ", level UInt8",
     engine="MergeTree",
     partition_by=SAMPLES.partition_by,
     order_by="(level, toStartOfHour(ts), host, process, tid, stack_id, ts)",
@@ -290,9 +291,9 @@ SAMPLED = Table(
 
 def sampled_select(layout: Layout) -> str:
     """Rows of the raw samples table into every level of the sampled table (1/5^k each, counts x 5^k)."""
-    cols = SAMPLE_COLUMNS.replace("count,", "count * toUInt32(pow(5, level)) AS count,")
+    cols = SAMPLE_COLUMNS.replace("count,", "toUInt64(count) * toUInt64(pow(5, level)) AS count,")
     levels = ", ".join(str(k) for k in SAMPLED_LEVELS)
     return (
         f"SELECT {cols}, level FROM {layout.local('samples')} ARRAY JOIN [{levels}] AS level "
-        "WHERE rand() % toUInt32(pow(5, level)) = 0"
+        "WHERE rand() % toUInt64(pow(5, level)) = 0"
     )
