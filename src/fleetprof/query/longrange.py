@@ -3,7 +3,8 @@
 Measured by bench/bench_query.py: the cost of a flame graph grows with the rows scanned and with the distinct
 stacks that come back; level k of `samples_sampled` keeps 1/5^k of the rows (counts scaled by 5^k), which
 cuts both while keeping every stack's share unbiased. The level is the sparsest one still expected to hold
-`target_rows` (counted, so a store created with fewer levels still answers). Stores before schema v4 read
+`target_rows`, found by counting the sparse levels first (see PROBES), so the choice never scans the raw
+rows of a long range, and a store created with other levels still answers. Stores before schema v4 read
 the per-level tables `samples_<5^k>` instead.
 """
 
@@ -13,31 +14,37 @@ from typing import Any
 
 from fleetprof.query.selection import Selection
 from fleetprof.query.stacks import Source, StackSet, load_stacks
-from fleetprof.store.schema import PYRAMID_LEVELS, SAMPLED_LEVELS
+from fleetprof.store.schema import PYRAMID_LEVELS
 
 TARGET_ROWS = 100_000
 
 
+# Levels probed together, sparsest first: a probe counts the rows of its levels in range, so it reads at most
+# about target_rows x 5^(lowest level of the next probe) rows; the first probe that holds a level with
+# enough rows ends the search. A month of a large fleet stops in the first probe after a few thousand rows.
+PROBES = ((7, 99), (4, 6), (0, 3))
+
+
 def choose_source(store: Any, sel: Selection, target_rows: int = TARGET_ROWS) -> Source:
-    """Raw samples, or the sparsest pyramid level expected to keep at least `target_rows` rows."""
+    """Raw samples, or the sparsest pyramid level that holds at least `target_rows` rows of `sel`."""
     version = getattr(store, "version", 1)
     if version < 2:
         return Source()
     where, params = sel.where(store)
+    if version >= 4:
+        for low, high in PROBES:
+            levels = store.query(
+                f"SELECT level, count() AS n FROM {store.t('samples_sampled')} WHERE level >= {low} "
+                f"AND level <= {high} AND {where} GROUP BY level",
+                params,
+            )
+            enough = [int(r["level"]) for r in levels.to_pylist() if r["n"] >= target_rows]
+            if enough:
+                return Source("samples_sampled", max(enough))
+        return Source()
     rows = store.query(f"SELECT count() AS n FROM {store.t('samples')} WHERE {where}", params)
     n = int(rows.column("n")[0].as_py() or 0)
     source = Source()
-    if version >= 4:
-        if n < target_rows * 5 ** min(SAMPLED_LEVELS):
-            return source
-        levels = store.query(
-            f"SELECT level, count() AS n FROM {store.t('samples_sampled')} WHERE {where} GROUP BY level",
-            params,
-        )
-        for row in sorted(levels.to_pylist(), key=lambda r: r["level"]):
-            if row["n"] >= target_rows:  # the sparsest level that holds enough rows
-                source = Source("samples_sampled", int(row["level"]))
-        return source
     for factor in PYRAMID_LEVELS:
         if n / factor >= target_rows:
             source = Source(f"samples_{factor}")
