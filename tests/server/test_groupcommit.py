@@ -65,3 +65,16 @@ def test_a_failed_group_fails_every_member():
     group = GroupCommit(FakeStore(fail=True))
     with pytest.raises(RuntimeError, match="disk full"):
         group.submit([(_profile(1), "x")])
+
+
+def test_a_minimum_interval_gathers_requests_into_fewer_groups():
+    store = FakeStore()
+    group = GroupCommit(store, min_interval_s=0.3)
+    group.submit([(_profile(1), "first")])
+    threads = [threading.Thread(target=group.submit, args=([(_profile(1), f"later{i}")],)) for i in range(5)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    assert len(store.calls) <= 3 and store.stored == {"first", *(f"later{i}" for i in range(5))}
