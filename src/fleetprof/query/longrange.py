@@ -19,10 +19,11 @@ from fleetprof.store.schema import PYRAMID_LEVELS
 TARGET_ROWS = 100_000
 
 
-# Levels probed together, sparsest first: a probe counts the rows of its levels in range, so it reads at most
-# about target_rows x 5^(lowest level of the next probe) rows; the first probe that holds a level with
-# enough rows ends the search. A month of a large fleet stops in the first probe after a few thousand rows.
-PROBES = ((7, 99), (4, 6), (0, 3))
+# Levels probed together, sparsest first: a probe counts the rows of its levels in range, which are under
+# target_rows x 5^3 when no sparser probe found enough (at most 12.5 M); the first probe holding a level
+# with enough rows ends the search. A 10,000-host fleet's month stops in the first probe (level 10 holds
+# ~300 k rows), a 10 M-row store in the last.
+PROBES = ((10, 99), (7, 9), (4, 6), (0, 3))
 
 
 def choose_source(store: Any, sel: Selection, target_rows: int = TARGET_ROWS) -> Source:
