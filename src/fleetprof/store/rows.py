@@ -1,4 +1,7 @@
-"""Turn a `Profile` into the rows of the store's tables: frames and stacks by hash, samples by time.
+"""Turn `Profile`s into the rows of the store's tables: frames and stacks by hash, samples per second.
+
+A group of profiles is built at once with numpy and Arrow (the per-call costs of both are paid per group,
+not per sample); a sample's timestamps become one row per second with a count.
 
 Frame and stack ids are 64-bit BLAKE2b hashes of their content, so every host, process and batch that sees
 the same frame or stack writes the same id. A raw native frame (function "") is identified by its file id
@@ -144,16 +147,6 @@ class Rows:
     pending: set[tuple[str, int, int]]  # marks for IdCache.written once the batch is committed
     sample_counts: list[int] = field(default_factory=list)  # samples per profile of a group
     pending_executables: set[tuple[str, str, str, int]] = field(default_factory=set)
-
-
-def csr_take(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows `rows` of a CSR array (values, offsets) as a new CSR array, without a Python loop."""
-    starts = offsets[rows]
-    lens = offsets[rows + 1] - starts
-    new_offsets = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(lens, out=new_offsets[1:])
-    index = np.repeat(starts - new_offsets[:-1], lens) + np.arange(new_offsets[-1], dtype=np.int64)
-    return values[index], new_offsets
 
 
 @dataclass
