@@ -78,3 +78,12 @@ def test_a_minimum_interval_gathers_requests_into_fewer_groups():
     for t in threads:
         t.join()
     assert len(store.calls) <= 3 and store.stored == {"first", *(f"later{i}" for i in range(5))}
+
+
+def test_a_withdrawn_request_does_not_hold_the_next_group():
+    group = GroupCommit(FakeStore(), window_s=5.0)
+    group.announce()
+    group.withdraw()  # its body did not decode
+    t = time.monotonic()
+    group.submit([(_profile(1), "next")])
+    assert time.monotonic() - t < 1.0

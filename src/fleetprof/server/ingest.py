@@ -187,7 +187,12 @@ class Ingestor:
         committed with the requests arriving at the same time; returns once they are stored."""
         from fleetprof.store import StoreError
 
-        hosts = merge_by_host([p for p in profiles if p.samples])
+        try:
+            hosts = merge_by_host([p for p in profiles if p.samples])
+        except BaseException:
+            if announced:
+                self.group.withdraw()
+            raise
         batches = [(p, base_id if i == 0 else f"{base_id}#{i}") for i, p in enumerate(hosts)]
         try:
             written = sum(self.group.submit(batches, announced))
