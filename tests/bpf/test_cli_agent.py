@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fleetprof.elf.reader import read_elf_info
+from fleetprof.process.fileid import file_id
 from tests.conftest import compile_c
 from tests.unit.fake_collector import FakeCollector
 
@@ -77,7 +79,16 @@ def test_agent_streams_raw_windows_and_flushes_on_sigterm(build_dir: Path, tmp_p
         text=True,
     )
     try:
-        assert collector.state.wait_for(lambda: len(collector.state.accepted()) >= 3, timeout=120)
+        busy_id = file_id(str(exe), read_elf_info(exe).build_id)
+
+        def asked_about_busy() -> bool:
+            asked = [r.body for r in collector.state.received if r.path == "/api/v1/symbols/missing"]
+            return any(busy_id in json.loads(body) for body in asked)
+
+        # Three windows in, and the symbol uploader has asked about the busy program (in the background).
+        assert collector.state.wait_for(
+            lambda: len(collector.state.accepted()) >= 3 and asked_about_busy(), timeout=120
+        )
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=60)
     finally:

@@ -97,6 +97,8 @@ def live(build_dir: Path, cache: Path) -> LiveRuns:
         host = top("--interval", "1", "--iterations", "2", "--limit", "50", cache=cache)
         args = ["--pid", str(procs[0].pid), "--interval", "0.5", "--iterations", "2", "--limit", "3"]
         pid = top(*args, cache=cache)
+        gone = [p.args[0] for p in procs if p.poll() is not None]
+        assert not gone, f"busy programs exited early: {gone}\n{host.stdout}"
     finally:
         for proc in procs:
             proc.kill()
