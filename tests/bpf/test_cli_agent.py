@@ -35,6 +35,16 @@ int main(void) {
 """
 
 
+PY_BUSY = """
+import time
+def agent_py_hot():
+    end = time.time() + 60
+    while time.time() < end:
+        pass
+agent_py_hot()
+"""
+
+
 def strings(request) -> list[str]:
     return list(request.dictionary.string_table)
 
@@ -56,6 +66,7 @@ def test_agent_streams_raw_windows_and_flushes_on_sigterm(build_dir: Path, tmp_p
     collector = FakeCollector().start()
     spool = tmp_path / "spool"
     busy = subprocess.Popen([str(exe)])
+    py_busy = subprocess.Popen([sys.executable, "-c", PY_BUSY])
     agent = subprocess.Popen(
         [
             sys.executable,
@@ -92,8 +103,9 @@ def test_agent_streams_raw_windows_and_flushes_on_sigterm(build_dir: Path, tmp_p
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=60)
     finally:
-        busy.kill()
-        busy.wait()
+        for proc in (busy, py_busy):
+            proc.kill()
+            proc.wait()
         if agent.poll() is None:
             agent.kill()
         collector.stop()
@@ -134,6 +146,9 @@ def test_agent_streams_raw_windows_and_flushes_on_sigterm(build_dir: Path, tmp_p
                             busy_ids |= {v for k, v in attrs.items() if k.endswith(("file_id", "htlhash"))}
                             raw_busy += 1
     assert raw_busy > 0
+    # Python frames are named on the host (their names live in the process's memory).
+    names = {name for post in posts for name in strings(post.request)}
+    assert "agent_py_hot" in names and "<python frame>" not in names
     asked = [json.loads(r.body) for r in collector.state.received if r.path == "/api/v1/symbols/missing"]
     uploaded = set(collector.state.symbols)
     assert busy_ids and all(any(fid in ids for ids in asked) for fid in busy_ids)  # asked about

@@ -105,11 +105,11 @@ class FleetAgent:
         core = self.core
         labels = ProcessLabels.attach(core)  # before the scan, so every process's labels are kept
         resource = host_resource(self.options.host_name)
+        core.load()  # first: the builder is wired to the runtime support the load creates (CPython)
         raw = raw_builder_for(core, labels=labels, resource=resource)
         self._build = raw.build
         if self.options.symbols == "local":
             self._build, self._close_build = _local_builder(core, raw.build)
-        core.load()
         core.scan(None)
         core.start()
         self._window_start_ns = core.started_ns
