@@ -13,8 +13,10 @@ larger than the whole table space; BPF then walks it by frame pointers.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -47,6 +49,38 @@ def _compile_to_cache(cache_dir: str, version: int, path: str, file_id: str) -> 
         UnwindTableCache(cache_dir, version).get(path, file_id)
 
 
+BIG_FILE = 64 << 20
+"""Files from this size on compile in their own lane, so small programs' tables never wait behind them."""
+
+
+def _file_size(req: TableRequest) -> int:
+    """The file's size; unreadable now: last (its compile reports why, after the others)."""
+    try:
+        return os.stat(req.open_path).st_size
+    except OSError:
+        return 1 << 62
+
+
+class _SmallestFirst:
+    """The compile queue, smallest file first: a short-lived program's tables are not held behind a 600 MB
+    library's (shortest job first; the stop marker goes before everything)."""
+
+    def __init__(self) -> None:
+        self._q: queue.PriorityQueue[tuple[int, int, TableRequest | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+
+    def put(self, req: TableRequest | None) -> None:
+        """Queue a request (None: stop the worker)."""
+        if req is None:
+            self._q.put((-1, next(self._seq), None))
+            return
+        self._q.put((_file_size(req), next(self._seq), req))
+
+    def get(self) -> TableRequest | None:
+        """The smallest queued request (blocks)."""
+        return self._q.get()[2]
+
+
 class TableManager:
     """Counts mappings per file, keeps tables in the kernel, evicts under pressure and reloads on demand."""
 
@@ -60,12 +94,19 @@ class TableManager:
         self._last_used: dict[int, float] = {}  # file key -> monotonic time of last mapping or use
         self._failed: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[TableRequest | None] = queue.Queue()
+        self._small = _SmallestFirst()  # files under BIG_FILE
+        self._big = _SmallestFirst()
         self._pending: set[int] = set()
         self._idle = threading.Event()
         self._idle.set()
-        self._thread = threading.Thread(target=self._work, name="fleetprof-tables", daemon=True)
-        self._thread.start()
+        # Two lanes, each smallest file first: a 500 MB library's compilation holds only the big files.
+        self._threads = [
+            threading.Thread(target=self._work, args=(lane,), name=f"fleetprof-tables-{name}", daemon=True)
+            for name, lane in (("small", self._small), ("big", self._big))
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._pool_lock = threading.Lock()
         # Tables the disk cache has load here, never queued behind a compilation.
         self._fast: queue.Queue[TableRequest | None] = queue.Queue()
         self._fast_thread = threading.Thread(
@@ -115,7 +156,7 @@ class TableManager:
             return True
         if self._load_cached(req):
             return True
-        self._queue.put(req)
+        self._enqueue(req)
         return True
 
     def state(self, file_key: int) -> str:
@@ -141,9 +182,13 @@ class TableManager:
             if not self._pending:
                 self._idle.set()
 
-    def _work(self) -> None:
+    def _enqueue(self, req: TableRequest) -> None:
+        """Queue a compilation in the lane its file's size picks."""
+        (self._big if _file_size(req) >= BIG_FILE else self._small).put(req)
+
+    def _work(self, lane: _SmallestFirst) -> None:
         while True:
-            req = self._queue.get()
+            req = lane.get()
             if req is None:
                 return
             try:
@@ -161,7 +206,7 @@ class TableManager:
             except Exception:  # a failed load goes to the compiling worker, which reports it
                 loaded = False
             if not loaded:
-                self._queue.put(req)
+                self._enqueue(req)
 
     def _load_cached(self, req: TableRequest) -> bool:
         """Load a table the disk cache already has, right away (compilations queue behind each other)."""
@@ -190,9 +235,10 @@ class TableManager:
     def _compile_elsewhere(self, req: TableRequest) -> None:
         """Compile in the worker process; on any trouble with it, _load compiles here instead."""
         try:
-            if self._pool is None:
-                ctx = multiprocessing.get_context("spawn")  # no fork of a process holding BPF objects
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            with self._pool_lock:
+                if self._pool is None:
+                    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding BPF objects
+                    self._pool = ProcessPoolExecutor(max_workers=2, mp_context=ctx)
             future = self._pool.submit(
                 _compile_to_cache, str(self._cache.cache_dir), self._cache.version, req.open_path, req.file_id
             )
@@ -259,8 +305,10 @@ class TableManager:
     def close(self) -> None:
         """Stop the worker thread and process."""
         self._fast.put(None)
-        self._queue.put(None)
+        self._small.put(None)
+        self._big.put(None)
         self._fast_thread.join(timeout=5)
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
