@@ -68,8 +68,9 @@ bpf: $(BPF_OBJ) ## compile the BPF programs (CO-RE objects)
 $(BPF_OBJ): $(BPF_SRC) $(STAMP)/deps
 	clang $(BPF_CFLAGS) -c $(BPF_DIR)/sampler.bpf.c -o $@
 
-test: setup ## run every test (unit tier, then the BPF tier as root)
-	@$(call run_pytest,tests)
+test: setup ## run every test: the BPF tier as root, then the others (in their own pytest process)
+	@$(call run_pytest,tests/bpf)
+	@$(call run_pytest,tests --ignore=tests/bpf)
 
 test-unit: venv npm ## the tiers that need no root (and no system packages installed by make)
 	@$(call run_pytest,tests --ignore=tests/bpf -m "not bpf")
