@@ -6,9 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetprof.cli.errors import CliError, UsageError
 from fleetprof.cli.stopping import StopRequest
+
+if TYPE_CHECKING:
+    from fleetprof.server.run import RunningServer, ServerOptions
 
 TOKEN_ENV = "FLEETPROF_INGEST_TOKEN"
 DEFAULT_DATA_DIR = Path("fleetprof-data")
@@ -36,6 +40,18 @@ def check_port(value: int, option: str) -> int:
     if not 0 <= value <= 65535:
         raise UsageError(f"{option} must be a port number (0-65535)")
     return value
+
+
+def start_server(options: ServerOptions) -> RunningServer:
+    """Start the server (store, HTTP, gRPC) or fail with its one-line reason."""
+    from fleetprof.server.run import RunningServer, ServerStartError
+
+    try:
+        server = RunningServer(options)
+        server.start()
+    except ServerStartError as exc:
+        raise CliError(str(exc)) from None
+    return server
 
 
 def add_listen_options(parser: argparse.ArgumentParser, port: int) -> None:
@@ -71,7 +87,7 @@ class ServerCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Serve until stopped."""
-        from fleetprof.server.run import RunningServer, ServerOptions, ServerStartError
+        from fleetprof.server.run import ServerOptions
 
         check_port(args.port, "--port")
         grpc_port = None if args.grpc_port == -1 else check_port(args.grpc_port, "--grpc-port")
@@ -85,11 +101,7 @@ class ServerCommand:
             ingest_token=token,
             retention_days=parse_retention(args.retention),
         )
-        try:
-            server = RunningServer(options)
-            server.start()
-        except ServerStartError as exc:
-            raise CliError(str(exc)) from None
+        server = start_server(options)
         where = options.clickhouse_url or str(options.data_dir)
         grpc = f", OTLP/gRPC on port {server.grpc_port}" if server.grpc_port else ""
         print(f"fleetprof server on {server.url} (store: {where}{grpc})", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fleetprof.bpf.caps import missing_capabilities
 from fleetprof.cli.errors import CapabilityError, CliError, UsageError
-from fleetprof.cli.server import add_listen_options, check_port, parse_retention
+from fleetprof.cli.server import add_listen_options, check_port, parse_retention, start_server
 from fleetprof.cli.stopping import StopRequest
 
 DEFAULT_DATA_DIR = Path("fleetprof-data")
@@ -47,7 +47,7 @@ class UpCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Start the server, then the agent; on Ctrl-C or SIGTERM stop the agent, then the server."""
-        from fleetprof.server.run import RunningServer, ServerOptions, ServerStartError
+        from fleetprof.server.run import ServerOptions
 
         check_port(args.port, "--port")
         if not 0 < args.interval <= 3600:
@@ -69,11 +69,7 @@ class UpCommand:
             ingest_token=token,
             retention_days=parse_retention(args.retention),
         )
-        try:
-            server = RunningServer(options)
-            server.start()
-        except ServerStartError as exc:
-            raise CliError(str(exc)) from None
+        server = start_server(options)
         stop = StopRequest()
         agent: subprocess.Popen[bytes] | None = None
         try:
