@@ -138,3 +138,20 @@ def test_allocator_refuses_what_does_not_fit() -> None:
         assert "no 5 free rows (capacity 10)" in str(exc)
     else:
         raise AssertionError("5 rows fit in 4")
+
+
+def test_an_evicted_table_still_answers_rules_from_the_disk_cache() -> None:
+    """Samples that waited for a table evicted meanwhile (two programs taking turns in too little space) are
+    finished from the cached copy: the replay does not need the kernel's."""
+    manager, loader = _manager(100, {1: 60, 2: 60})
+    manager.acquire(_req(1))
+    manager.acquire(_req(2))  # evicts 1
+    assert 1 not in loader.loaded
+    assert manager.find_rule(1, 0x10) == STOP_RULE
+    try:
+        manager.find_rule(99, 0x10)  # never asked for: nothing to read
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("an unknown file has no rules")
+    manager.close()

@@ -11,11 +11,14 @@ from fleetprof.nativeunwind.replay import StackCopy, replay
 from fleetprof.nativeunwind.table import (
     SIGNAL_RULE,
     STOP_RULE,
+    UW_CFA_RBP,
     UW_CFA_RBX,
     UW_CFA_REG,
     UW_CFA_RSP,
+    UW_RBP_AT_CFA,
     UW_RBP_SAME,
     UW_RBX_LOST,
+    UW_RBX_SAME,
     Rule,
 )
 from fleetprof.tracer import layout
@@ -136,3 +139,15 @@ def test_snapshot_leaf_registers_seed_a_register_cfa() -> None:
     assert error == layout.UNWIND_COMPLETE
     regs.regs_live = 0
     assert _run(rules, _stack({0x7300: BIAS + 0x410}), regs=regs)[1] == layout.UNWIND_ERR_INVALID_RULE
+
+
+def test_epilogue_slots_below_sp_keep_the_registers_already_popped() -> None:
+    """GCC's epilogue CFI keeps "rbp/rbx saved at CFA-48" after the pops: those slots lie below sp, outside
+    the snapshot, and the registers already hold the caller's values (BPF reads them only at or above sp)."""
+    after_pops: Rule = (UW_CFA_RSP, UW_RBP_AT_CFA, 24, 0, -48, -56)
+    caller: Rule = (UW_CFA_RBP, UW_RBP_AT_CFA, 16, 0, -16, UW_RBX_SAME)
+    stack = _stack({0x7010: BIAS + 0x210, 0x7040: 0, 0x7048: BIAS + 0x321})
+    regs = layout.SnapshotRegs(pc=BIAS + 0x100, sp=BASE, fp=0x7040, return_address=0, rbx=0x55, rbx_valid=1)
+    frames, error = _run({0x100: after_pops, 0x200: caller, 0x300: STOP_RULE}, stack, regs=regs)
+    assert frames == [(NATIVE, KEY, 0x100, 0), (NATIVE, KEY, 0x210, RA), (NATIVE, KEY, 0x321, RA)]
+    assert error == layout.UNWIND_COMPLETE

@@ -6,7 +6,8 @@ process's maps before the process is gone.
 A table stays loaded after the last mapping of its file goes (the next run of the same program, a build
 farm's thousandth `cc1`, finds it ready). When space runs short, tables of files no longer mapped go first
 (longest unmapped first), then those least recently used; an evicted table comes back on demand, when BPF
-defers a sample for want of it. A file fails for good only when its table can't be built at all or is
+defers a sample for want of it; samples that waited for a table evicted meanwhile are finished from the
+disk cache's copy. A file fails for good only when its table can't be built at all or is
 larger than the whole table space; BPF then walks it by frame pointers.
 """
 
@@ -31,6 +32,7 @@ from fleetprof.nativeunwind.table import Rule, UnwindTable
 
 log = logging.getLogger(__name__)
 MAX_MESSAGES = 1000  # fallback lines kept for the end-of-run summary (an agent runs for weeks)
+USER_TABLE_ROWS = 2_000_000  # rows of evicted tables kept in userspace for deferred samples (~16 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class TableManager:
         self._requests: dict[int, TableRequest] = {}  # every file ever asked for, to reload after eviction
         self._last_used: dict[int, float] = {}  # file key -> monotonic time of last mapping or use
         self._failed: dict[int, str] = {}
+        self._user_tables: dict[int, UnwindTable] = {}  # LRU order: evicted tables read from the cache
         self._lock = threading.Lock()
         self._small = _SmallestFirst()  # files under BIG_FILE
         self._big = _SmallestFirst()
@@ -169,8 +172,39 @@ class TableManager:
             return "unknown" if file_key not in self._requests else "evicted"
 
     def find_rule(self, file_key: int, elf_pc: int) -> Rule | None:
-        """The loaded table's rule at `elf_pc` (see TableLoader.find_rule); KeyError when not loaded."""
-        return self._loader.find_rule(file_key, elf_pc)
+        """The rule at `elf_pc` (see TableLoader.find_rule): from the kernel's copy, else from the disk
+        cache (a table evicted while samples waited for it still finishes them); KeyError when neither
+        has it yet."""
+        try:
+            return self._loader.find_rule(file_key, elf_pc)
+        except KeyError:
+            table = self._user_table(file_key)
+            if table is None:
+                raise
+            return table.lookup(elf_pc)
+
+    def _user_table(self, file_key: int) -> UnwindTable | None:
+        """A compiled table read from the disk cache for userspace lookups, kept in a small LRU."""
+        with self._lock:
+            table = self._user_tables.pop(file_key, None)
+            if table is not None:
+                self._user_tables[file_key] = table
+                return table
+            req = self._requests.get(file_key)
+        if req is None:
+            return None
+        try:
+            table = self._cache.cached(req.file_id)
+        except UnwindTableError:
+            return None
+        if table is None:
+            return None
+        with self._lock:
+            self._user_tables[file_key] = table
+            rows = sum(t.row_count for t in self._user_tables.values())
+            while rows > USER_TABLE_ROWS and len(self._user_tables) > 1:
+                rows -= self._user_tables.pop(next(iter(self._user_tables))).row_count
+        return table
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until queued compilations are done."""

@@ -575,7 +575,8 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	__u64 ra;
 	if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8)))
 		return fail(s, st, UNWIND_ERR_READ_FAILED);
-	if (r->rbp_kind == UW_RBP_AT_CFA) {
+	if (r->rbp_kind == UW_RBP_AT_CFA && cfa + (__s64)r->rbp_off >= st->sp) {
+		/* a slot below sp was popped already (GCC's epilogue CFI keeps the rule): rbp is the caller's */
 		if (bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(cfa + (__s64)r->rbp_off)))
 			return fail(s, st, UNWIND_ERR_READ_FAILED);
 		st->fp = tmp;
@@ -587,7 +588,7 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 	}
 	if (r->rbx_off == UW_RBX_LOST) {
 		st->rbx_valid = 0;
-	} else if (r->rbx_off != UW_RBX_SAME) {
+	} else if (r->rbx_off != UW_RBX_SAME && cfa + (__s64)r->rbx_off >= st->sp) {
 		/* an unreadable slot loses rbx, not the stack: few frames need it */
 		st->rbx_valid = !bpf_probe_read_user(&tmp, sizeof(tmp), (void *)(cfa + (__s64)r->rbx_off));
 		st->rbx = tmp;

@@ -227,7 +227,8 @@ def _apply(rule: Rule, r: _Regs, stack: StackCopy) -> tuple[bool, int]:
     ra = stack.u64(cfa - 8)
     if ra is None:
         return False, layout.UNWIND_ERR_READ_FAILED
-    if rbp_kind == UW_RBP_AT_CFA:
+    if rbp_kind == UW_RBP_AT_CFA and cfa + rbp_off >= r.sp:
+        # A slot below sp was popped already (GCC's epilogue CFI keeps the rule): rbp is the caller's.
         saved = stack.u64(cfa + rbp_off)
         if saved is None:
             return False, layout.UNWIND_ERR_READ_FAILED
@@ -238,7 +239,7 @@ def _apply(rule: Rule, r: _Regs, stack: StackCopy) -> tuple[bool, int]:
             r.fp = saved
     if rbx_off == UW_RBX_LOST:
         r.rbx = None
-    elif rbx_off != UW_RBX_SAME:
+    elif rbx_off != UW_RBX_SAME and cfa + rbx_off >= r.sp:
         r.rbx = stack.u64(cfa + rbx_off)  # an unreadable slot loses rbx, not the stack
     r.sp, r.pc, r.return_address, r.via_fp, r.gprs = cfa, ra, True, False, None
     return ra == 0, 0
