@@ -36,6 +36,8 @@ from fleetprof.elf.reader import ElfError, read_elf_info
 from fleetprof.process.fileid import file_id as compute_file_id
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.extents import CodeExtents
+from fleetprof.symbolize.golang.pclntab import PclntabError
+from fleetprof.symbolize.golang.symbols import GoSymbols, open_go_symbols
 from fleetprof.symbolize.lookup import FileSymbols, Part
 from fleetprof.symbolize.native import NativeFile, collect_symbols
 from fleetprof.symbolize.plt import PltNames, read_plt_names
@@ -49,6 +51,8 @@ _PREFIX = struct.Struct("<4sHHI")
 _CRC = struct.Struct("<I")
 _UNIT_HEAD = struct.Struct("<III")  # entries, names, scoped
 _LEVEL = 6
+_GO_PCLNTAB = "go.pclntab"  # a Go binary's pclntab, verbatim
+_GO_INLINE = "go.inline"  # its inline trees (from go:func.*), by funcdata value
 _ALIGN = 8
 
 
@@ -73,6 +77,8 @@ class Bundle:
     caches: list[SymCache] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
     lines_raw: bytes | memoryview = b""
+    go: GoSymbols | None = None  # a Go binary's pclntab and inline trees
+    go_raw: tuple[bytes | memoryview, bytes | memoryview] = (b"", b"")  # (pclntab, inline trees)
 
     def to_bytes(self, compress: bool) -> bytes:
         """This bundle serialized again (e.g. uncompressed for a disk cache), without re-reading it."""
@@ -82,6 +88,8 @@ class Bundle:
         sections += [("extents", self.extents.to_bytes()), ("plt", _encode_plt(self.plt))]
         if self.lines_raw:
             sections.append(("lines", self.lines_raw))
+        if self.go is not None:
+            sections += [(_GO_PCLNTAB, self.go_raw[0]), (_GO_INLINE, self.go_raw[1])]
         header = {k: v for k, v in self.header.items() if k not in ("version", "sections")}
         return _pack(header, sections, compress)
 
@@ -98,6 +106,7 @@ class Bundle:
             open_plt=lambda: self.plt,
             want_start_lines=want_start_lines,
             stats=stats if stats is not None else Counter(),
+            go=self.go,
         )
 
 
@@ -158,12 +167,26 @@ def build_bundle(
             sections.append(("lines", _encode_lines(*lines.export())))
         finally:
             lines.close()
-    header = {
+    note = stored.note
+    go, problem = open_go_symbols(read_path)
+    header: dict[str, Any] = {}
+    if go is not None:
+        try:
+            header["go"], pclntab, trees = go.export()
+            sections += [(_GO_PCLNTAB, pclntab), (_GO_INLINE, trees)]
+            note = ""
+        except PclntabError as exc:
+            note = f"{note}; Go pclntab unusable ({exc})" if note else f"Go pclntab unusable ({exc})"
+        finally:
+            go.close()
+    elif problem:
+        note = f"{note}; {problem}" if note else problem
+    header |= {
         "file_id": file.file_id,
         "build_id": stored.build_id,
         "path": file.path,
         "module": file.module,
-        "note": stored.note,
+        "note": note,
         "source": origin,
         "parts": parts,
     }
@@ -186,6 +209,7 @@ def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
         extents = CodeExtents.from_bytes(sections["extents"])
         plt = _decode_plt(sections["plt"])
         lines = _decode_lines(sections["lines"]) if "lines" in sections else None
+        go, go_raw = _decode_go(header, sections)
         return Bundle(
             file_id=_text(header["file_id"]),
             build_id=_text(header.get("build_id", "")),
@@ -200,6 +224,8 @@ def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
             caches=caches,
             header=header,
             lines_raw=sections.get("lines", b""),
+            go=go,
+            go_raw=go_raw,
         )
     except SymbolicError as exc:
         raise BundleError(f"bad bundle: SymCache does not parse ({_first_line(exc)})") from None
@@ -462,6 +488,22 @@ def _decode_unit(blob: bytes | memoryview, strings: list[str]) -> UnitIndex:
         grouped.setdefault(strings[flat[i]], []).append((flat[i + 1], strings[flat[i + 2]]))
     index.scoped = grouped
     return index
+
+
+def _decode_go(
+    header: dict[str, Any], sections: dict[str, bytes | memoryview]
+) -> tuple[GoSymbols | None, tuple[bytes | memoryview, bytes | memoryview]]:
+    """The Go table of a bundle that has one (bundles from before Go support have none)."""
+    meta = header.get("go")
+    if meta is None:
+        return None, (b"", b"")
+    if not isinstance(meta, dict) or _GO_PCLNTAB not in sections or _GO_INLINE not in sections:
+        raise BundleError("bad bundle: Go header without its pclntab and inline tree sections")
+    raw = (sections[_GO_PCLNTAB], sections[_GO_INLINE])
+    try:
+        return GoSymbols.from_export(meta, *raw), raw
+    except PclntabError as exc:
+        raise BundleError(f"bad bundle: Go pclntab: {_first_line(exc)}") from None
 
 
 def _text(value: object) -> str:

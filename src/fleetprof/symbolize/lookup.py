@@ -70,6 +70,18 @@ class LineSource(Protocol):
         ...
 
 
+class FrameSource(Protocol):
+    """Frames from a table of the file's own, asked before SymCache: `golang.GoSymbols` (pclntab)."""
+
+    def lookup(self, addr: int) -> tuple[NativeFrame, ...] | None:
+        """Frames for `addr`, outermost first; None when the table doesn't hold it."""
+        ...
+
+    def close(self) -> None:
+        """Release what backs the table."""
+        ...
+
+
 @dataclass(slots=True)
 class Part:
     """One SymCache and the ELF load address its addresses are relative to."""
@@ -91,6 +103,7 @@ class FileSymbols:
     open_plt: Callable[[], PltNames] = PltNames  # PLT stub names, read on first use
     want_start_lines: bool = True
     stats: Counter[str] = field(default_factory=Counter)
+    go: FrameSource | None = None  # a Go binary's pclntab: names, lines and inlining, even when stripped
     _lines: LineSource | None = None
     _lines_opened: bool = False
     _plt: PltNames | None = None
@@ -103,6 +116,11 @@ class FileSymbols:
 
     def resolve(self, addr: int) -> tuple[NativeFrame, ...] | None:
         """Frames for ELF address `addr`, outermost first; None when the file's symbols don't know it."""
+        if self.go is not None:  # Go functions: the pclntab has lines and inlining even when stripped
+            found = self.go.lookup(addr)
+            if found is not None:
+                self.stats["native.go_addresses"] += 1
+                return found
         extents = self.extents
         for index, part in enumerate(self.parts):
             load = part.load_address
@@ -152,7 +170,10 @@ class FileSymbols:
             part.chains.clear()
 
     def close(self) -> None:
-        """Release the start-line source (mmaps, open DWARF files)."""
+        """Release the start-line source (mmaps, open DWARF files) and the Go table's mapping."""
+        if self.go is not None:
+            self.go.close()
+            self.go = None
         if self._lines is not None:
             self._lines.close()
             self._lines = None

@@ -24,6 +24,7 @@ from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS, find_debug_file
 from fleetprof.elf.reader import ElfError, ElfInfo, read_elf_info
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.extents import CodeExtents, read_code_extents
+from fleetprof.symbolize.golang.symbols import open_go_symbols
 from fleetprof.symbolize.lookup import FileSymbols, NativeFrame, Part, fallback_frame
 from fleetprof.symbolize.lru import BoundedLru
 from fleetprof.symbolize.minidebuginfo import SECTION, minidebuginfo_file
@@ -155,7 +156,15 @@ class NativeSymbolizer:
             self.stats["native.cache_builds"] += 1
         else:
             self.stats["native.cache_loads"] += 1
-        return _Loaded(file.module, stored, symbols=self._file_symbols(file, stored))
+        symbols = self._file_symbols(file, stored)
+        go, problem = open_go_symbols(file.open_path or file.path)
+        if go is not None:  # a Go binary: its pclntab names what SymCache can't (stripped) or lacks
+            symbols.go = go
+            stored.note = ""  # "stripped" no longer limits it
+            self.stats["native.go_files"] += 1
+        elif problem:
+            stored.note = f"{stored.note}; {problem}" if stored.note else problem
+        return _Loaded(file.module, stored, symbols=symbols)
 
     def _file_symbols(self, file: NativeFile, stored: StoredSymbols) -> FileSymbols:
         """The lookup tables of a loaded entry: its SymCaches, extents, and the file for PLT and DWARF."""
