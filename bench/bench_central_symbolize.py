@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_symbolize import functions, run_tool, sample, warm_peer_time
+from _common import functions, llvm_symbolizer_cmd, run_tool, sample, warm_peer_time
 
 from fleetprof.elf.reader import read_elf_info
 from fleetprof.process.fileid import file_id
@@ -134,7 +134,7 @@ def compare(
     assert isinstance(answers, dict)
     llvm_cold = llvm_warm = math.nan
     if llvm:
-        cmd = ["llvm-symbolizer", f"--obj={path}", "--addresses", "-f", "-i", "-C"]
+        cmd = llvm_symbolizer_cmd(path)
         llvm_cold = min(run_tool(cmd, addrs)[0] for _ in range(REPEAT))
         llvm_warm = min(warm_peer_time(cmd, warmup, addrs) for _ in range(REPEAT))
     n = len(addrs)

@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from _common import CLONE_SUFFIX, functions, llvm_symbolizer_cmd, run_tool, sample, warm_peer_time
 
 from fleetprof.elf.debugfile import find_debug_file
 from fleetprof.elf.reader import read_elf_info
@@ -36,112 +35,6 @@ DEFAULT_BINARIES = [
     "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
     "/usr/lib/x86_64-linux-gnu/libc.so.6",
 ]
-_CLONE = re.compile(r"( \[clone [^\]]+\]|\.(cold|constprop|isra|part|lto_priv)(\.\d+)?)+$")
-
-
-def functions(path: str) -> tuple[list[tuple[int, int]], dict[str, int]]:
-    """(start, size) of sized text symbols (.symtab, else .dynsym), and demangled name -> start.
-
-    Aliases also come from the separate debug file's .symtab, when there is one.
-    """
-    info = read_elf_info(path)
-    debug = find_debug_file(path, info.build_id, info.debuglink, info.debuglink_crc)
-    funcs, starts = _nm(path)
-    if debug:
-        starts = {**_nm(debug)[1], **starts}
-    return funcs, starts
-
-
-def _nm(path: str) -> tuple[list[tuple[int, int]], dict[str, int]]:
-    for flags in (["-S"], ["-D", "-S"]):
-        out = subprocess.run(
-            ["nm", "-C", *flags, "--defined-only", path], capture_output=True, text=True
-        ).stdout
-        funcs, starts = [], {}
-        for line in out.splitlines():
-            parts = line.split(maxsplit=3)
-            if len(parts) == 4 and parts[2] in "tTwWi" and int(parts[1], 16) > 0:
-                funcs.append((int(parts[0], 16), int(parts[1], 16)))
-                starts[_CLONE.sub("", parts[3].split("@")[0])] = int(parts[0], 16)
-        if funcs:
-            return funcs, starts
-    return [], {}
-
-
-def sample(funcs: list[tuple[int, int]], count: int, seed: int = 42) -> list[int]:
-    """`count` distinct addresses inside the functions, drawn with `seed`."""
-    rng = random.Random(seed)
-    addrs: set[int] = set()
-    while len(addrs) < count:
-        start, size = rng.choice(funcs)
-        addrs.add(start + rng.randrange(size))
-    return sorted(addrs)
-
-
-def run_tool(cmd: list[str], addrs: list[int]) -> tuple[float, str]:
-    text = "\n".join(hex(a) for a in addrs) + "\n"
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, input=text, capture_output=True, text=True)
-    return time.perf_counter() - t0, done.stdout
-
-
-SENTINEL = 0xFFFF_FFFF_FFF0  # an address no binary here maps: its echo marks the end of a batch
-
-
-class WarmPeer:
-    """A long-running `addr2line -a …` or `llvm-symbolizer --addresses …` fed addresses on stdin, as a
-    symbolizer service would keep it: `timed` answers one batch (every address, then the sentinel) and
-    returns the seconds it took until the sentinel's echo came back."""
-
-    def __init__(self, cmd: list[str]) -> None:
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
-
-    def timed(self, addrs: list[int]) -> float:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        text = "".join(f"{a:#x}\n" for a in addrs) + f"{SENTINEL:#x}\n"
-        writer = threading.Thread(target=self._write, args=(text,))
-        t0 = time.perf_counter()
-        writer.start()
-        ends = {f"{SENTINEL:#x}", f"0x{SENTINEL:016x}"}  # llvm-symbolizer's echo, addr2line's
-        for line in self.proc.stdout:
-            if line.strip() in ends:
-                break
-        else:
-            raise RuntimeError(f"{self.proc.args[0]} ended before answering")
-        took = time.perf_counter() - t0
-        writer.join()
-        return took
-
-    def _write(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.kill()
-        self.proc.wait()
-
-
-def warm_peer_time(cmd: list[str], warmup: list[int], addrs: list[int]) -> float:
-    """Seconds a warm peer (it has answered `warmup` already) takes for `addrs`; nan when it fails."""
-    peer = WarmPeer(cmd)
-    try:
-        peer.timed(warmup)
-        return peer.timed(addrs)
-    except (OSError, RuntimeError, ValueError) as exc:
-        print(f"  ({cmd[0]} as a warm process failed: {exc})")
-        return math.nan
-    finally:
-        peer.close()
 
 
 def addr2line_names(output: str) -> dict[int, list[str]]:
@@ -155,7 +48,7 @@ def addr2line_names(output: str) -> dict[int, list[str]]:
 
 def same(mine: str, theirs: str, starts: dict[str, int]) -> bool:
     """Same function: equal names (modulo clone suffixes), a bare DWARF name, or aliases of one address."""
-    a, b = _CLONE.sub("", mine), _CLONE.sub("", theirs)
+    a, b = CLONE_SUFFIX.sub("", mine), CLONE_SUFFIX.sub("", theirs)
     if a == b or (a in starts and starts.get(a) == starts.get(b)):
         return True
     short = b if "::" not in b else a if "::" not in a else ""
@@ -208,7 +101,7 @@ def bench_one(path: str, count: int) -> dict[str, float] | None:
     a2l_warm = warm_peer_time(a2l_cmd, warmup, addrs)
     llvm_time = llvm_warm = math.nan
     if shutil.which("llvm-symbolizer"):
-        llvm_cmd = ["llvm-symbolizer", f"--obj={path}", "--addresses", "-f", "-i", "-C"]
+        llvm_cmd = llvm_symbolizer_cmd(path)
         llvm_time, _ = run_tool(llvm_cmd, addrs)
         llvm_warm = warm_peer_time(llvm_cmd, warmup, addrs)
     else:
