@@ -96,6 +96,7 @@ class Pclntab:
         self._word = "<Q" if ptrsize == 8 else "<I"
         self.funcdata = funcdata
         self._tables: dict[int, tuple[list[int], list[int]]] = {}
+        self._seen: set[int] = set()  # tables scanned once (decoded whole on their next use)
         self._names: dict[int, str] = {}
         self._old_funcid: bool | None = None  # 1.2 layout: whether _func has funcID (Go 1.12+)
         self.header_text_start = 0
@@ -363,12 +364,49 @@ class Pclntab:
         return self._file(func, fileno), max(line, 0)
 
     def _value(self, table: int, func: _Func, pc: int) -> int:
-        """Value of pcvalue table `table` at `pc` (-1 when the table is absent or doesn't cover it)."""
+        """Value of pcvalue table `table` at `pc` (-1 when the table is absent or doesn't cover it).
+
+        A table is scanned up to `pc` the first time and decoded whole (kept) from its second use on:
+        uniform addresses don't pay for decoding, hot functions are answered by bisection."""
         if not table:
             return -1
-        pcs, values = self._decoded(table, func)
+        found = self._tables.get(table)
+        if found is None:
+            if table not in self._seen:
+                if len(self._seen) >= _TABLE_MEMO:
+                    self._seen.clear()
+                self._seen.add(table)
+                return self._scan(table, pc - func.entry)
+            found = self._decoded(table, func)
+        pcs, values = found
         i = bisect.bisect_right(pcs, pc - func.entry)
         return values[i] if i < len(values) else -1
+
+    def _scan(self, table: int, target: int) -> int:
+        """Value at pc offset `target` read straight from the table, as the runtime's pcvalue does."""
+        buf, limit = self._buf, self._base + self.size
+        pos = self._base + self._pctab + table
+        pc, value, quantum = 0, -1, self.quantum
+        for step in range(_MAX_TABLE_STEPS):
+            if pos >= limit:
+                raise PclntabError("pcvalue table truncated or malformed")
+            uv = buf[pos]
+            pos += 1
+            if uv & 0x80:
+                uv, pos = _varint(buf, pos - 1, limit)
+            if uv == 0 and step:
+                return -1
+            if pos >= limit:
+                raise PclntabError("pcvalue table truncated")
+            pd = buf[pos]
+            pos += 1
+            if pd & 0x80:
+                pd, pos = _varint(buf, pos - 1, limit)
+            value += -((uv + 1) >> 1) if uv & 1 else uv >> 1
+            pc += pd * quantum
+            if target < pc:
+                return value
+        raise PclntabError("pcvalue table malformed (too long)")
 
     def _decoded(self, table: int, func: _Func) -> tuple[list[int], list[int]]:
         """(ends of each run as offsets from the entry, value of each run) of a pcvalue table."""
@@ -382,15 +420,29 @@ class Pclntab:
         pcs: list[int] = []
         values: list[int] = []
         pc, value, quantum = 0, -1, self.quantum
-        for step in range(_MAX_TABLE_STEPS):
-            uv, pos = _varint(buf, pos, limit)
-            if uv == 0 and step:
+        first = True
+        for _ in range(_MAX_TABLE_STEPS):  # single-byte varints inline: they are nearly all of them
+            if pos >= limit:
+                raise PclntabError("pcvalue table truncated or malformed")
+            uv = buf[pos]
+            pos += 1
+            if uv & 0x80:
+                uv, pos = _varint(buf, pos - 1, limit)
+            if uv == 0 and not first:
                 break
-            pd, pos = _varint(buf, pos, limit)
+            first = False
+            if pos >= limit:
+                raise PclntabError("pcvalue table truncated")
+            pd = buf[pos]
+            pos += 1
+            if pd & 0x80:
+                pd, pos = _varint(buf, pos - 1, limit)
             value += -((uv + 1) >> 1) if uv & 1 else uv >> 1
             pc += pd * quantum
             pcs.append(pc)
             values.append(value)
+        else:
+            raise PclntabError("pcvalue table malformed (too long)")
         if len(self._tables) >= _TABLE_MEMO:
             self._tables.clear()
         self._tables[table] = (pcs, values)
