@@ -3,7 +3,8 @@
 A bundle holds everything `lookup.FileSymbols` reads, so a server that has never seen the file gives
 the frames host-side symbolization gives: the SymCaches (binary, debug file, MiniDebugInfo), the code
 extents (symbol sizes and names), the PLT stub names and, precomputed from DWARF, the start lines and
-scopes of every compile unit (`startline.UnitLines`). It is a fraction of the binary's size.
+scopes of every compile unit (`startline.UnitLines`), and for Go binaries the pclntab and its inline
+trees (`golang.GoSymbols`). It is a fraction of the binary's size.
 
 Format (version 1, little-endian): `FPSB`, u16 version, u16 reserved, u32 header length, a JSON header
 (identity, parts, and each section's offset, stored size, raw size and compression), the sections
