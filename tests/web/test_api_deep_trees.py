@@ -46,6 +46,8 @@ def _depth(node: dict) -> int:
 def test_deep_trees_are_served(server: LiveServer):
     tree = server.get("/api/v1/flamegraph", {"since": "1h"})
     assert _depth(tree) == DEPTH + 1
+    columns = server.get("/api/v1/flamegraph", {"since": "1h", "shape": "columns"})
+    assert max(columns["depth"]) == DEPTH + 1
     sandwich = server.get("/api/v1/sandwich", {"since": "1h", "function": "level_0"})
     assert _depth(sandwich["callees"]) == DEPTH - 1
     diff = server.get("/api/v1/diff", {"since": "1h", "cmp_filter": "host=deep-host"})

@@ -1,4 +1,6 @@
-"""Flame graph trees (nested JSON-ready nodes) from a selection's stacks, built level by level in numpy."""
+"""Flame graph trees from a selection's stacks, built level by level in numpy: nested JSON-ready nodes, or
+columns (one array per field in preorder over a string table) that a browser reads without an object per
+node."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fleetprof.query.selection import Selection
+from fleetprof.query.selection import QueryError, Selection
 from fleetprof.query.stacks import NodeKey, StackSet
 
 ROOT = NodeKey("root", "root", "root")
@@ -87,12 +89,56 @@ def nodes_dict(nodes: Nodes, keys: list[NodeKey], root: NodeKey = ROOT) -> dict[
     return out[0]
 
 
+def preorder(nodes: Nodes) -> tuple[list[int], list[int]]:
+    """Node ids in preorder, children largest first (ties in id order, as nested), and their depths."""
+    n = len(nodes.parent)
+    by_parent = np.lexsort((np.arange(n), -nodes.total, nodes.parent)).tolist()  # root (parent -1) first
+    parent = nodes.parent.tolist()
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i in by_parent[1:]:
+        children[parent[i]].append(i)
+    order: list[int] = []
+    depths: list[int] = []
+    stack = [(0, 0)]
+    while stack:
+        i, depth = stack.pop()
+        order.append(i)
+        depths.append(depth)
+        stack.extend((c, depth + 1) for c in reversed(children[i]))
+    return order, depths
+
+
+def nodes_columns(nodes: Nodes, keys: list[NodeKey], root: NodeKey = ROOT) -> dict[str, Any]:
+    """The columnar form: `strings`, and per node in preorder name, kind, module and file (indexes into
+    `strings`), line, depth, self and total."""
+    order, depths = preorder(nodes)
+    key, total, self_ = nodes.key.tolist(), nodes.total.tolist(), nodes.self_.tolist()
+    strings: dict[str, int] = {}
+    columns: dict[str, list[int]] = {c: [] for c in ("name", "kind", "module", "file", "line")}
+    for i in order:
+        k = keys[key[i]] if i else root
+        columns["name"].append(strings.setdefault(k.name, len(strings)))
+        columns["kind"].append(strings.setdefault(k.kind, len(strings)))
+        columns["module"].append(strings.setdefault(k.module, len(strings)))
+        columns["file"].append(strings.setdefault(k.file, len(strings)))
+        columns["line"].append(k.line)
+    return {
+        "shape": "columns",
+        "strings": list(strings),
+        **columns,
+        "depth": depths,
+        "self": [self_[i] for i in order],
+        "total": [total[i] for i in order],
+    }
+
+
 MAX_NODES = 20_000  # like Pyroscope's max-nodes: a browser draws no more, and the JSON stays small
+SHAPES = ("nested", "columns")
 
 
-def tree_of(stacks: StackSet, min_fraction: float = 0.0, max_nodes: int = 0) -> dict[str, Any]:
-    """The flame tree of loaded stacks; nodes under `min_fraction` of the total are left out, and past
-    `max_nodes` nodes (0: no limit) the smallest ones too (a node's total always counts its pruned
+def nodes_of(stacks: StackSet, min_fraction: float = 0.0, max_nodes: int = 0) -> Nodes:
+    """The flame tree of loaded stacks as arrays; nodes under `min_fraction` of the total are left out, and
+    past `max_nodes` nodes (0: no limit) the smallest ones too (a node's total always counts its pruned
     descendants; the threshold keeps the tree connected, since a child never outweighs its parent)."""
     min_total = max(int(stacks.total * min_fraction), 1)
     nodes = build_nodes(stacks.flat, stacks.offsets, stacks.counts, min_total)
@@ -101,7 +147,12 @@ def tree_of(stacks: StackSet, min_fraction: float = 0.0, max_nodes: int = 0) -> 
         if int(np.count_nonzero(nodes.total >= threshold)) > 2 * max_nodes:  # many ties: drop them all
             threshold += 1
         nodes = build_nodes(stacks.flat, stacks.offsets, stacks.counts, max(threshold, min_total))
-    return nodes_dict(nodes, stacks.keys)
+    return nodes
+
+
+def tree_of(stacks: StackSet, min_fraction: float = 0.0, max_nodes: int = 0) -> dict[str, Any]:
+    """The nested flame tree of loaded stacks (pruned as `nodes_of` says)."""
+    return nodes_dict(nodes_of(stacks, min_fraction, max_nodes), stacks.keys)
 
 
 def paths_tree(paths: list[tuple[list[int], int]], keys: list[NodeKey], root: NodeKey) -> dict[str, Any]:
@@ -119,9 +170,15 @@ def flame_graph(
     min_fraction: float = 1e-4,
     long_range: bool = True,
     max_nodes: int = MAX_NODES,
+    shape: str = "nested",
 ) -> dict[str, Any]:
     """Flame graph of `sel`: a root node over the stacks' root frames; nodes under `min_fraction` of all
-    samples are left out, and the smallest past `max_nodes` nodes (0 and 0 keep every node)."""
+    samples are left out, and the smallest past `max_nodes` nodes (0 and 0 keep every node). `shape` is
+    "nested" (children lists) or "columns" (see `nodes_columns`)."""
     from fleetprof.query.longrange import load_for_range
 
-    return tree_of(load_for_range(store, sel, long_range), min_fraction, max_nodes)
+    if shape not in SHAPES:
+        raise QueryError(f"unknown flame graph shape {shape!r} (choose one of {', '.join(SHAPES)})")
+    stacks = load_for_range(store, sel, long_range)
+    nodes = nodes_of(stacks, min_fraction, max_nodes)
+    return nodes_columns(nodes, stacks.keys) if shape == "columns" else nodes_dict(nodes, stacks.keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +22,10 @@ EXPORT_TYPES = {
     "otlp": "application/x-protobuf",
 }
 Values = Annotated[list[str] | None, Query()]
+SHAPE_DOC = (
+    "nested: children lists; columns: `strings` and one array per field (name, kind, module, file as "
+    "indexes into strings; line, depth, self, total) over the nodes in preorder, children largest first"
+)
 Exact = Annotated[bool, Query(description="read every sample, never the sampled copies long ranges use")]
 
 
@@ -97,9 +101,12 @@ def build_router() -> APIRouter:
         params: Params,
         exact: Exact = False,
         min_fraction: Annotated[float, Query(ge=0, le=1, description="leave out smaller nodes")] = 1e-4,
+        shape: Annotated[Literal["nested", "columns"], Query(description=SHAPE_DOC)] = "nested",
     ) -> dict[str, Any]:
-        """Nested nodes (name, kind, module, file, line, self, total, children) from the root."""
-        return _tree(flame_graph(_store(request), params.selection(), min_fraction, long_range=not exact))
+        """Nested nodes (name, kind, module, file, line, self, total, children) from the root, or the same
+        nodes as columns (what the web UI reads: no object per node to parse)."""
+        sel = params.selection()
+        return _tree(flame_graph(_store(request), sel, min_fraction, long_range=not exact, shape=shape))
 
     @router.get("/sandwich", summary="Callers and callees of one function")
     def get_sandwich(
