@@ -87,6 +87,23 @@ def synthetic_tree(n: int = NODES, seed: int = 7) -> dict:
     return nodes[0]
 
 
+def columns_json(tree: dict) -> dict:
+    """The flame graph route's columnar answer (`shape=columns`) for a nested tree: what the UI fetches."""
+    strings: dict[str, int] = {}
+    out: dict[str, list[int]] = {k: [] for k in ("name", "kind", "module", "file", "line", "depth")}
+    out |= {"self": [], "total": []}
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        for key in ("name", "kind", "module", "file"):
+            out[key].append(strings.setdefault(node[key], len(strings)))
+        for key in ("line", "self", "total"):
+            out[key].append(node[key])
+        out["depth"].append(depth)
+        stack.extend((c, depth + 1) for c in reversed(node["children"]))
+    return {"shape": "columns", "strings": list(strings)} | out
+
+
 def speedscope_json(tree: dict) -> dict:
     """The same profile as a speedscope sampled profile: one sample per node with self time."""
     frames: dict[str, int] = {}
@@ -186,7 +203,7 @@ def main() -> int:
         print(f"speedscope is not installed ({SPEEDSCOPE}): run make setup", file=sys.stderr)
         return 1
     tree = synthetic_tree()
-    tree_json = json.dumps(tree).encode()
+    tree_json = json.dumps(columns_json(tree), separators=(",", ":")).encode()
     profile = json.dumps(speedscope_json(tree)).encode()
     work = ROOT / "build" / "bench_ui"
     work.mkdir(parents=True, exist_ok=True)
@@ -200,7 +217,8 @@ def main() -> int:
     ours_srv, ours_url = serve(DIST, api)
     ss_srv, ss_url = serve(work)
     print(
-        f"tree: {NODES:,} nodes, {len(tree_json) / 1e6:.1f} MB JSON; speedscope {len(profile) / 1e6:.1f} MB"
+        f"tree: {NODES:,} nodes, {len(tree_json) / 1e6:.1f} MB JSON (columns); "
+        f"speedscope {len(profile) / 1e6:.1f} MB"
     )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])

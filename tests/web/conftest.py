@@ -1,4 +1,4 @@
-"""Web UI test helpers: where the web app lives and a check that its npm packages are installed."""
+"""Web UI test helpers: where the web app lives, a check that its npm packages are installed, the built UI."""
 
 from __future__ import annotations
 
@@ -28,3 +28,12 @@ def ensure_node_modules() -> None:
     )
     if done.returncode:
         pytest.fail(f"npm ci in web/ failed: {done.stderr.strip()[-800:]}")
+
+
+def built_ui() -> None:
+    """web/dist as `make ui` builds it (built here when missing)."""
+    if (WEB / "dist" / "index.html").is_file():
+        return
+    ensure_node_modules()
+    done = subprocess.run(["npm", "run", "build"], cwd=WEB, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,5 +1,6 @@
 """The tree routes the web UI reads (flame graph, sandwich, diff) answer for stacks deeper than pydantic's
-serializer allows (real ones are: a Python process's start-up imports reach 200 frames)."""
+serializer allows (real ones are: a Python process's start-up imports reach 200 frames), and the UI scrolls
+through such a graph: its canvas stays a window tall and draws the rows in view."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 from fleetprof.output.otlp import to_otlp_request
 from fleetprof.profile.model import Frame, FrameKind, Profile, Sample
 from tests.server.live import LiveServer
+from tests.web.browser import CHROMIUM
+from tests.web.conftest import built_ui
 
 DEPTH = 400
 
@@ -52,3 +55,28 @@ def test_deep_trees_are_served(server: LiveServer):
     assert _depth(sandwich["callees"]) == DEPTH - 1
     diff = server.get("/api/v1/diff", {"since": "1h", "cmp_filter": "host=deep-host"})
     assert _depth(diff["tree"]) == DEPTH + 1
+
+
+@pytest.mark.slow
+def test_the_ui_scrolls_through_a_deep_graph(server: LiveServer):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing (make setup installs chromium)")
+    built_ui()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1000, "height": 600})
+        page.goto(f"{server.url}/?since=1h")
+        page.wait_for_selector(".flame-canvas[data-zoom=root]", timeout=30_000)
+        rows = DEPTH + 2  # root, the process, DEPTH kernel frames
+        assert page.eval_on_selector(".flame-area", "a => a.getBoundingClientRect().height") == rows * 18
+        assert page.eval_on_selector(".flame-canvas", "c => c.height") <= 600
+        top = page.eval_on_selector(".flame-area", "a => a.getBoundingClientRect().top + scrollY")
+        page.evaluate("(y) => scrollTo(0, y)", top + 300 * 18)
+        page.wait_for_function("() => Number(document.querySelector('.flame-canvas').dataset.offset) > 0")
+        offset = int(page.eval_on_selector(".flame-canvas", "c => c.dataset.offset"))
+        box = page.locator(".flame-canvas").bounding_box()
+        page.mouse.move(box["x"] + 200, box["y"] + 100)
+        row = (offset + 100) // 18
+        assert page.locator(".flame-view .tt-name").inner_text() == f"level_{row - 2}_[k]"
+        browser.close()

@@ -5,7 +5,6 @@ and an HTML payload in a thread name shown as text. Screenshots go to tests/web/
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +12,12 @@ import pytest
 
 from fleetprof.bpf.caps import missing_capabilities
 from tests.web.browser import CHROMIUM, PROGRAMS, XSS_HOST, XSS_THREAD, start_dataset
-from tests.web.conftest import ARTIFACTS, WEB, ensure_node_modules
+from tests.web.conftest import ARTIFACTS, built_ui
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
 playwright_api = pytest.importorskip("playwright.sync_api")
 ALPHA, BETA = PROGRAMS["fp_alpha"], PROGRAMS["fp_beta"]
 HIGHLIGHT_RGB = (224, 64, 251)
-
-
-def _built_ui() -> None:
-    """web/dist as `make ui` builds it (built here when missing)."""
-    if (WEB / "dist" / "index.html").is_file():
-        return
-    ensure_node_modules()
-    done = subprocess.run(["npm", "run", "build"], cwd=WEB, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         if os.environ.get("FLEETPROF_SKIP_BPF") == "1":
             pytest.skip("; ".join(missing))
         pytest.fail("; ".join(missing))
-    _built_ui()
+    built_ui()
     live = start_dataset(tmp_path_factory.mktemp("web-dataset"))
     ARTIFACTS.mkdir(exist_ok=True)
     print(f"\nscreenshots: {ARTIFACTS}")
@@ -143,6 +133,8 @@ def test_timeline_shows_each_process_and_brushing_narrows_the_range(page: object
         timeout=30_000,
     )
     assert "fp_alpha" in legend.inner_text()
+    # Seconds of data in "last hour": the chart fits the samples (finer bars), not one bar at the right edge.
+    assert "where the samples are" in page.locator("[data-testid=timeline-fit]").inner_text()
     _shot(page, "timeline")
     box = page.locator(".timeline .u-over").bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.90, box["y"] + 20)

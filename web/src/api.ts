@@ -67,6 +67,20 @@ export interface FlameNode {
   delta_pct?: number;
 }
 
+/** The flame graph route's columnar answer (`shape=columns`): one value per node in preorder (children
+ * largest first), node 0 the root; name, kind, module and file index `strings`. */
+export interface FlameColumns {
+  strings: string[];
+  name: number[];
+  kind: number[];
+  module: number[];
+  file: number[];
+  line: number[];
+  depth: number[];
+  self: number[];
+  total: number[];
+}
+
 export interface TopRow {
   function: string;
   kind: string;

@@ -43,6 +43,27 @@ describe("render helpers", () => {
     expect(svg).not.toContain("<img");
   });
 
+  it("lays out a zoom: ancestors full width, the zoomed subtree scaled, siblings and thin frames left out", () => {
+    HTMLCanvasElement.prototype.getContext = () => null;
+    const box = document.createElement("div");
+    document.body.append(box);
+    const leaf = (name: string, total: number): FlameNode => ({ name, kind: "native", module: "", file: "", line: 0, self: total, total, children: [] });
+    const big: FlameNode = {
+      name: "root", kind: "root", module: "", file: "", line: 0, self: 0, total: 10000,
+      children: [{ ...leaf("a", 6000), self: 0, children: [leaf("a1", 5999), leaf("thin", 1)] }, leaf("b", 4000)],
+    };
+    const g = new FlameGraph(box);
+    g.setData(flatten(big));
+    const rects = (zoom: number) => {
+      g.setZoom(zoom);
+      const out: string[] = [];
+      g.layout(1000, (r) => out.push(`${g.flat!.strings[g.flat!.nameId[r.i]]}@${r.y / 18}:${Math.round(r.x)}+${Math.round(r.w)}`));
+      return out;
+    };
+    expect(rects(0)).toEqual(["root@0:0+1000", "a@1:0+600", "a1@2:0+600", "b@1:600+400"]);
+    expect(rects(1)).toEqual(["root@0:0+1000", "a@1:0+1000", "a1@2:0+1000"]);
+  });
+
   it("maps changes onto a symmetric red/green scale", () => {
     expect(diffBucket(5, 5)).toBe(10);
     expect(diffBucket(-50, 5)).toBe(-10);

@@ -1,11 +1,13 @@
-// The canvas flame graph (icicle: root on top). Drawing walks the preorder arrays once and skips whole
-// subtrees that are off screen or thinner than half a pixel, batching rectangles by colour; labels are
-// drawn as canvas text (never markup) and the tooltip is filled with textContent.
+// The canvas flame graph (icicle: root on top). A layout pass per zoom, width or search walks the preorder
+// arrays once, skipping whole subtrees that are off screen or thinner than half a pixel, into typed arrays
+// ordered by colour; drawing fills only the rows in the window (the canvas is at most a window tall and
+// sticks to the top of the page while the tree scrolls past), so zooming and scrolling redraw a few
+// thousand rectangles. Labels are canvas text (never markup) and the tooltip is filled with textContent.
 
 import { h, replace } from "../dom";
 import { compact, deltaPp, pct } from "../format";
 import { DIFF_STEPS, HIGHLIGHT, SHADES, diffBucket, diffColor, diffScale, kindColor, shadeOf } from "./colors";
-import { type Flat, KINDS, type SearchResult, hitTest } from "./tree";
+import { type Flat, KINDS, type SearchResult, hitTest, info, nameOf } from "./tree";
 
 export const ROW = 18;
 const FONT = "12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace";
@@ -35,10 +37,24 @@ export interface Options {
   onSelect?: (i: number) => void;
 }
 
+/** The visible rectangles of one zoom and width, in colour order (one fillStyle change per colour). */
+interface Layout {
+  count: number;
+  node: Int32Array;
+  x: Float32Array;
+  w: Float32Array;
+  row: Int32Array;
+  color: Uint16Array;
+  /** Rows with anything drawn (the height of the graph in rows). */
+  rows: number;
+}
+
 /** A canvas flame graph bound to a container; setData, setZoom and setSearch redraw it. */
 export class FlameGraph {
   readonly canvas: HTMLCanvasElement;
   readonly tooltip: HTMLDivElement;
+  /** As tall as the graph; the canvas sticks to the window's top inside it. */
+  readonly area: HTMLDivElement;
   flat: Flat | null = null;
   zoom = 0;
   lastRenderMs = 0;
@@ -48,26 +64,33 @@ export class FlameGraph {
   private width = 0;
   private charW = 7.2;
   private observer: ResizeObserver | null = null;
+  private laid: Layout | null = null;
+  private frame = 0;
+  private offset = -1;
+  private onScroll = () => this.scrolled();
 
   constructor(
     readonly container: HTMLElement,
     private options: Options = {},
   ) {
     this.canvas = h("canvas", { class: "flame-canvas", role: "img", "aria-label": "flame graph" });
+    this.area = h("div", { class: "flame-area" }, this.canvas);
     this.tooltip = h("div", { class: "tooltip", hidden: true });
-    container.append(this.canvas, this.tooltip);
+    container.append(this.area, this.tooltip);
     this.canvas.addEventListener("click", (e) => this.click(e));
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => (this.tooltip.hidden = true));
+    if (typeof document !== "undefined") document.addEventListener("scroll", this.onScroll, { capture: true, passive: true });
+    if (typeof window !== "undefined") window.addEventListener("resize", this.onScroll, { passive: true });
     if (typeof ResizeObserver !== "undefined") {
       this.observer = new ResizeObserver(() => {
-        if (this.container.clientWidth !== this.width) this.render();
+        if (this.container.clientWidth !== this.width) this.request(true);
       });
       this.observer.observe(container);
     }
   }
 
-  /** Shows a new tree; `diff` colours by change instead of by kind. */
+  /** Shows a new tree (drawn now: the first render is timed); diff trees colour by change. */
   setData(flat: Flat, zoom = 0): void {
     this.flat = flat;
     this.zoom = zoom < flat.n ? zoom : 0;
@@ -76,10 +99,19 @@ export class FlameGraph {
       this.scale = diffScale(flat.delta);
       for (let i = 0; i < flat.n; i++) this.colors[i] = DIFF0 + diffBucket(flat.delta[i], this.scale);
     } else {
-      const shades = flat.names.map(shadeOf);
-      for (let i = 0; i < flat.n; i++) this.colors[i] = flat.kind[i] * SHADES + shades[flat.nameId[i]];
+      const shades = new Uint8Array(flat.strings.length);
+      const seen = new Uint8Array(flat.strings.length);
+      for (let i = 0; i < flat.n; i++) {
+        const id = flat.nameId[i];
+        if (!seen[id]) {
+          seen[id] = 1;
+          shades[id] = shadeOf(flat.strings[id]);
+        }
+        this.colors[i] = flat.kind[i] * SHADES + shades[id];
+      }
     }
     this.found = null;
+    this.laid = null;
     this.render();
   }
 
@@ -88,15 +120,34 @@ export class FlameGraph {
     return this.flat?.delta ? this.scale : 0;
   }
 
+  /** Zooms to node i (the root for an unknown one), drawn at the next frame. */
   setZoom(i: number): void {
     if (!this.flat) return;
-    this.zoom = i >= 0 && i < this.flat.n ? i : 0;
-    this.render();
+    const zoom = i >= 0 && i < this.flat.n ? i : 0;
+    if (zoom === this.zoom && this.laid) return;
+    this.zoom = zoom;
+    this.request(true);
   }
 
+  /** Highlights the search's matches (dims the rest), drawn at the next frame. */
   setSearch(found: SearchResult | null): void {
+    if (found === this.found) return;
     this.found = found;
-    this.render();
+    this.request(true);
+  }
+
+  /** Draws at the next animation frame, once however many changes came before it. */
+  private request(relayout: boolean): void {
+    if (relayout) this.laid = null;
+    if (this.frame || typeof requestAnimationFrame === "undefined") return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render();
+    });
+  }
+
+  private scrolled(): void {
+    if (this.laid && this.canvas.isConnected && this.viewOffset() !== this.offset) this.request(false);
   }
 
   /** The colour index of node i, after search highlighting. */
@@ -106,16 +157,42 @@ export class FlameGraph {
     return found.matched[this.flat.nameId[i]] ? HL : DIM0 + this.flat.kind[i];
   }
 
-  /** Visible rectangles at `width` CSS pixels (the layout both the canvas and the SVG export draw). */
+  /** Visible rectangles at `width` CSS pixels in preorder (what the SVG export draws). */
   layout(width: number, visit: (r: Rect) => void): void {
+    const l = this.compute(width);
+    const byNode = Array.from(l.node.subarray(0, l.count), (i, k) => [i, k]).sort((a, b) => a[0] - b[0]);
+    for (const [i, k] of byNode) visit({ i, x: l.x[k], y: l.row[k] * ROW, w: l.w[k], color: l.color[k] });
+  }
+
+  /** One pass over the zoomed subtree's visible nodes into typed arrays, then a counting sort by colour. */
+  private compute(width: number): Layout {
     const f = this.flat;
-    if (!f || f.n === 0) return;
+    const empty: Layout = { count: 0, node: new Int32Array(0), x: new Float32Array(0), w: new Float32Array(0), row: new Int32Array(0), color: new Uint16Array(0), rows: 1 };
+    if (!f || f.n === 0) return empty;
     const z = this.zoom;
     const vx0 = f.x[z];
     const scale = width / (f.value[z] || 1);
-    const { x, value, end, depth } = f;
-    let i = 0;
-    while (i < f.n) {
+    const { x, value, end } = f;
+    // The zoomed node's ancestors keep their rows above it, drawn full width.
+    const chain: number[] = [];
+    for (let a = f.parent[z]; a >= 0; a = f.parent[a]) chain.push(a);
+    const cap = end[z] - z + chain.length;
+    const nodes = new Int32Array(cap);
+    const xs = new Float32Array(cap);
+    const ws = new Float32Array(cap);
+    const colors = new Uint16Array(cap);
+    const perColor = new Int32Array(PALETTE.length + 1);
+    let m = 0;
+    for (const a of chain) {
+      nodes[m] = a;
+      ws[m] = width;
+      colors[m] = this.colorOf(a);
+      perColor[colors[m] + 1]++;
+      m++;
+    }
+    let i = z;
+    const stop = end[z];
+    while (i < stop) {
       const x0 = (x[i] - vx0) * scale;
       const w = value[i] * scale;
       if (w < MIN_PX || x0 + w <= 0 || x0 >= width) {
@@ -123,59 +200,101 @@ export class FlameGraph {
         continue;
       }
       const cx = x0 < 0 ? 0 : x0;
-      const cw = (x0 + w > width ? width : x0 + w) - cx;
-      visit({ i, x: cx, y: depth[i] * ROW, w: cw, color: this.colorOf(i) });
+      nodes[m] = i;
+      xs[m] = cx;
+      ws[m] = (x0 + w > width ? width : x0 + w) - cx;
+      const c = this.colorOf(i);
+      colors[m] = c;
+      perColor[c + 1]++;
+      m++;
       i++;
     }
+    for (let c = 1; c < perColor.length; c++) perColor[c] += perColor[c - 1];
+    let rows = 0;
+    const out: Layout = { count: m, node: new Int32Array(m), x: new Float32Array(m), w: new Float32Array(m), row: new Int32Array(m), color: new Uint16Array(m), rows: 1 };
+    for (let k = 0; k < m; k++) {
+      const at = perColor[colors[k]]++;
+      const node = nodes[k];
+      const row = f.depth[node];
+      out.node[at] = node;
+      out.x[at] = xs[k];
+      out.w[at] = ws[k];
+      out.row[at] = row;
+      out.color[at] = colors[k];
+      if (row + 1 > rows) rows = row + 1;
+    }
+    out.rows = Math.max(rows, 1);
+    return out;
   }
 
-  /** Redraws the canvas; returns the time it took in ms. */
+  /** Pixels of the graph scrolled above the canvas (it sticks to the window's top inside `area`). */
+  private viewOffset(): number {
+    if (!this.laid || typeof window === "undefined") return 0;
+    const top = this.area.getBoundingClientRect().top;
+    const height = this.laid.rows * ROW;
+    const canvasH = Math.min(height, Math.max(window.innerHeight, ROW));
+    return Math.round(Math.max(0, Math.min(-top, height - canvasH)));
+  }
+
+  /** Lays out (when the zoom, width, search or data changed) and draws the rows in view; returns the ms. */
   render(): number {
     const t0 = performance.now();
+    if (this.frame) {
+      cancelAnimationFrame(this.frame);
+      this.frame = 0;
+    }
     const f = this.flat;
     const width = Math.max(this.container.clientWidth, 100);
-    this.width = this.container.clientWidth;
-    const buckets: number[][] = PALETTE.map(() => []);
-    const labels: Rect[] = [];
-    let drawn = 0;
-    let bottom = ROW;
-    this.layout(width, (r) => {
-      buckets[r.color].push(r.x, r.y, r.w);
-      if (r.w >= LABEL_PX) labels.push(r);
-      if (r.y + ROW > bottom) bottom = r.y + ROW;
-      drawn++;
-    });
-    // The canvas is as tall as the rows drawn (frames thinner than half a pixel are not).
-    const height = bottom;
-    const dpr = window.devicePixelRatio || 1;
-    if (this.canvas.width !== Math.round(width * dpr) || this.canvas.height !== Math.round(height * dpr)) {
-      this.canvas.width = Math.round(width * dpr);
-      this.canvas.height = Math.round(height * dpr);
-      this.canvas.style.width = `${width}px`;
-      this.canvas.style.height = `${height}px`;
+    if (!this.laid || width !== this.width) {
+      this.width = width;
+      this.laid = this.compute(width);
+      this.area.style.height = `${this.laid.rows * ROW}px`;
     }
+    const l = this.laid;
+    const height = l.rows * ROW;
+    const canvasH = Math.min(height, Math.max(typeof window === "undefined" ? height : window.innerHeight, ROW));
+    const dpr = window.devicePixelRatio || 1;
+    if (this.canvas.width !== Math.round(width * dpr) || this.canvas.height !== Math.round(canvasH * dpr)) {
+      this.canvas.width = Math.round(width * dpr);
+      this.canvas.height = Math.round(canvasH * dpr);
+      this.canvas.style.width = `${width}px`;
+      this.canvas.style.height = `${canvasH}px`;
+    }
+    const offset = canvasH < height ? this.viewOffset() : 0;
+    this.offset = offset;
+    this.canvas.dataset.offset = String(offset);
     const ctx = this.canvas.getContext("2d");
     if (!ctx || !f) return 0;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, width, height);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, -offset * dpr);
+    ctx.clearRect(0, offset, width, canvasH);
+    // Rows that show any pixel of the canvas.
+    const first = Math.floor(offset / ROW);
+    const last = Math.ceil((offset + canvasH) / ROW);
+    let color = -1;
+    let drawn = 0;
+    for (let k = 0; k < l.count; k++) {
+      const row = l.row[k];
+      if (row < first || row >= last) continue;
+      if (l.color[k] !== color) {
+        color = l.color[k];
+        ctx.fillStyle = PALETTE[color];
+      }
+      const w = l.w[k] - 0.5;
+      ctx.fillRect(l.x[k], row * ROW, w > 0.5 ? w : 0.5, ROW - 1);
+      drawn++;
+    }
     ctx.font = FONT;
     this.charW = ctx.measureText("MMMMMMMMMM").width / 10 || 7.2;
-    for (let c = 0; c < buckets.length; c++) {
-      const b = buckets[c];
-      if (!b.length) continue;
-      ctx.fillStyle = PALETTE[c];
-      ctx.beginPath();
-      for (let k = 0; k < b.length; k += 3) ctx.rect(b[k], b[k + 1], Math.max(b[k + 2] - 0.5, 0.5), ROW - 1);
-      ctx.fill();
-    }
     ctx.fillStyle = "#111";
     ctx.textBaseline = "middle";
-    for (const r of labels) {
-      const text = truncate(f.nodes[r.i].name, Math.floor((r.w - 6) / this.charW));
-      if (text) ctx.fillText(text, r.x + 3, r.y + ROW / 2);
+    for (let k = 0; k < l.count; k++) {
+      const row = l.row[k];
+      if (l.w[k] < LABEL_PX || row < first || row >= last) continue;
+      const text = truncate(nameOf(f, l.node[k]), Math.floor((l.w[k] - 6) / this.charW));
+      if (text) ctx.fillText(text, l.x[k] + 3, row * ROW + ROW / 2);
     }
     this.canvas.dataset.drawn = String(drawn);
-    this.canvas.dataset.zoom = f.nodes[this.zoom].name;
+    this.canvas.dataset.zoom = nameOf(f, this.zoom);
     this.lastRenderMs = performance.now() - t0;
     return this.lastRenderMs;
   }
@@ -186,8 +305,10 @@ export class FlameGraph {
     if (!f) return -1;
     const box = this.canvas.getBoundingClientRect();
     const width = box.width || 1;
+    const row = Math.floor((e.clientY - box.top + Math.max(this.offset, 0)) / ROW);
+    // Within the zoomed node's range, rows above it hit its ancestors (drawn full width).
     const vx = f.x[this.zoom] + ((e.clientX - box.left) / width) * f.value[this.zoom];
-    return hitTest(f, vx, Math.floor((e.clientY - box.top) / ROW));
+    return hitTest(f, vx, row);
   }
 
   private click(e: MouseEvent): void {
@@ -219,11 +340,12 @@ export class FlameGraph {
     const svg = document.createElementNS(NS, "svg");
     svg.setAttribute("xmlns", NS);
     svg.setAttribute("width", String(width));
-    svg.setAttribute("height", String(f ? (f.maxDepth + 1) * ROW : ROW));
     svg.setAttribute("font-family", "monospace");
     svg.setAttribute("font-size", "12");
+    let bottom = ROW;
     if (f) {
       this.layout(width, (r) => {
+        bottom = Math.max(bottom, r.y + ROW);
         const g = document.createElementNS(NS, "g");
         const rect = document.createElementNS(NS, "rect");
         for (const [k, v] of [["x", r.x], ["y", r.y], ["width", Math.max(r.w - 0.5, 0.5)], ["height", ROW - 1]]) {
@@ -231,23 +353,27 @@ export class FlameGraph {
         }
         rect.setAttribute("fill", PALETTE[r.color]);
         const title = document.createElementNS(NS, "title");
-        title.textContent = f.nodes[r.i].name;
+        title.textContent = nameOf(f, r.i);
         g.append(title, rect);
         if (r.w >= LABEL_PX) {
           const text = document.createElementNS(NS, "text");
           text.setAttribute("x", String(r.x + 3));
           text.setAttribute("y", String(r.y + ROW / 2 + 4));
-          text.textContent = truncate(f.nodes[r.i].name, Math.floor((r.w - 6) / this.charW));
+          text.textContent = truncate(nameOf(f, r.i), Math.floor((r.w - 6) / this.charW));
           g.append(text);
         }
         svg.append(g);
       });
     }
+    svg.setAttribute("height", String(bottom));
     return new XMLSerializer().serializeToString(svg);
   }
 
   destroy(): void {
     this.observer?.disconnect();
+    if (this.frame) cancelAnimationFrame(this.frame);
+    document.removeEventListener("scroll", this.onScroll, { capture: true });
+    window.removeEventListener("resize", this.onScroll);
   }
 }
 
@@ -259,7 +385,7 @@ export function truncate(text: string, chars: number): string {
 
 /** Where a frame comes from: file:line for interpreted frames, the module for native and kernel ones. */
 export function location(flat: Flat, i: number): string {
-  const node = flat.nodes[i];
+  const node = info(flat, i);
   const kind = KINDS[flat.kind[i]];
   if ((kind === "python" || kind === "interpreted") && node.file) return `${node.file}:${node.line}`;
   if (node.module) return node.file ? `${node.module} (${node.file}:${node.line})` : node.module;
@@ -268,7 +394,7 @@ export function location(flat: Flat, i: number): string {
 
 /** The tooltip's lines for node i: name, kind, self and total with shares, location (all as text). */
 export function fillTooltip(el: HTMLElement, flat: Flat, i: number, zoom: number): void {
-  const node = flat.nodes[i];
+  const node = info(flat, i);
   const rows: [string, string][] = [["kind", KINDS[flat.kind[i]]]];
   if (flat.delta) {
     rows.push(["baseline", `${compact(node.base_total ?? 0)} samples (self ${compact(node.base_self ?? 0)})`]);

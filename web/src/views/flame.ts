@@ -1,10 +1,10 @@
 // The flame graph view: search with share, breadcrumb, legend, tooltip, exports, and the sandwich panel.
 
-import { ApiError, type FlameNode, type Sandwich, getJson } from "../api";
+import { ApiError, type FlameColumns, type Sandwich, getJson } from "../api";
 import { h, replace, status } from "../dom";
 import { KIND_LABELS, kindColor } from "../flame/colors";
 import { FlameGraph } from "../flame/render";
-import { type Flat, KINDS, type SearchResult, ancestors, findPath, flatten, functionOf, largestOf, pathOf, search } from "../flame/tree";
+import { type Flat, KINDS, type SearchResult, ancestors, findPath, flatten, fromColumns, functionOf, info, largestOf, nameOf, pathOf, search } from "../flame/tree";
 import { compact, pct } from "../format";
 import { type State, selectionParams } from "../state";
 import type { App } from "../app";
@@ -42,8 +42,12 @@ export class FlameView {
   private details = h("div", { class: "details" });
   private sandwichEl = h("section", { class: "sandwich", hidden: true });
   private exportLinks = h("span", { class: "exports" });
+  private exportKey = "";
+  private crumbKey = "";
+  private crumbFlat: Flat | null = null;
   private key = "";
   private sandwichKey = "";
+  private sandwichGraphs: FlameGraph[] = [];
   private controller: AbortController | null = null;
   private pendingFocus = "";
   private firstRender = true;
@@ -121,16 +125,18 @@ export class FlameView {
     const controller = (this.controller = new AbortController());
     if (!this.graph.flat) status(this.stat, "loading", "Loading the flame graph…");
     try {
-      const tree = await getJson<FlameNode>("api/v1/flamegraph", selectionParams(s), controller.signal);
+      const params = selectionParams(s);
+      params.set("shape", "columns");
+      const columns = await getJson<FlameColumns>("api/v1/flamegraph", params, controller.signal);
       if (key !== this.key) return;
-      if (!tree.total) {
-        this.graph.setData(flatten({ ...tree, children: [] }));
+      const t0 = performance.now();
+      const flat = fromColumns(columns);
+      if (!flat.n || !flat.total[0]) {
+        this.graph.setData(flatten({ name: "root", kind: "root", module: "", file: "", line: 0, self: 0, total: 0, children: [] }));
         this.app.noData(this.stat);
         return;
       }
       status(this.stat, "none");
-      const t0 = performance.now();
-      const flat = flatten(tree);
       this.graph.setData(flat, findPath(flat, this.app.state.zoom));
       this.applyFocus();
       this.show(this.app.state);
@@ -141,7 +147,7 @@ export class FlameView {
       }
     } catch (err) {
       if ((err as Error).name === "AbortError") return;
-      this.app.failed(this.stat, err as ApiError);
+      this.app.failed(this.stat, err instanceof ApiError ? err : new ApiError(String((err as Error).message), "server", "The server's answer was malformed; check its version."));
     }
   }
 
@@ -167,14 +173,18 @@ export class FlameView {
 
   private renderCrumbs(chain: number[]): void {
     const flat = this.graph.flat!;
+    const crumbKey = chain.join(",");
+    if (crumbKey === this.crumbKey && flat === this.crumbFlat) return;
+    this.crumbKey = crumbKey;
+    this.crumbFlat = flat;
     const items = chain.map((i, k) => {
-      const label = i === 0 ? "all" : flat.nodes[i].name;
+      const label = i === 0 ? "all" : nameOf(flat, i);
       const last = k === chain.length - 1;
       return h(
         "button",
         {
           class: last ? "crumb current" : "crumb",
-          title: flat.nodes[i].name,
+          title: nameOf(flat, i),
           onclick: () => {
             this.graph.setZoom(i);
             this.zoomed(i);
@@ -186,7 +196,7 @@ export class FlameView {
     replace(this.crumbs, ...items.flatMap((b, k) => (k ? [h("span", { class: "sep" }, "›"), b] : [b])));
     const z = chain[chain.length - 1];
     if (z > 0) {
-      const node = flat.nodes[z];
+      const node = info(flat, z);
       const fn = functionOf(node);
       replace(
         this.details,
@@ -204,6 +214,8 @@ export class FlameView {
 
   private renderExports(s: State): void {
     const q = selectionParams(s);
+    if (q.toString() === this.exportKey) return;
+    this.exportKey = q.toString();
     const link = (format: string, label: string) => {
       const p = new URLSearchParams(q);
       p.set("format", format);
@@ -260,8 +272,10 @@ export class FlameView {
         h("h4", {}, "Callees (what it calls)"),
         callees,
       );
-      new FlameGraph(callers).setData(flatten(data.callers));
-      new FlameGraph(callees).setData(flatten(data.callees));
+      for (const old of this.sandwichGraphs) old.destroy();
+      this.sandwichGraphs = [new FlameGraph(callers), new FlameGraph(callees)];
+      this.sandwichGraphs[0].setData(flatten(data.callers));
+      this.sandwichGraphs[1].setData(flatten(data.callees));
     } catch (err) {
       if ((err as Error).name !== "AbortError") this.app.failed(stat, err as ApiError);
     }

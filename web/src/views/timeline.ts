@@ -5,9 +5,10 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { ApiError, type Timeline, getJson } from "../api";
 import { h, replace, status } from "../dom";
+import { clock } from "../format";
 import { GROUP_KEYS, type State, selectionParams } from "../state";
 import type { App } from "../app";
-import { stack } from "./series";
+import { fitRange, stack } from "./series";
 
 const COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
 
@@ -19,6 +20,7 @@ export class TimelineView {
   private plot: uPlot | null = null;
   private key = "";
   private raw: number[][] = [];
+  private note = h("span", { class: "muted fit-note", "data-testid": "timeline-fit" });
 
   constructor(private app: App) {
     this.groupSelect = h(
@@ -34,7 +36,8 @@ export class TimelineView {
         { class: "toolbar" },
         h("strong", {}, "Samples over time"),
         h("label", {}, " stacked by ", this.groupSelect),
-        h("span", { class: "muted" }, " — drag across the chart to narrow the time range"),
+        h("span", { class: "muted" }, " — drag across the chart to narrow the time range "),
+        this.note,
       ),
       this.stat,
       this.chartBox,
@@ -62,8 +65,24 @@ export class TimelineView {
   private async load(params: URLSearchParams, key: string): Promise<void> {
     if (!this.plot) status(this.stat, "loading", "Loading the timeline…");
     try {
-      const data = await getJson<Timeline>("api/v1/timeline", params);
+      let data = await getJson<Timeline>("api/v1/timeline", params);
       if (key !== this.key) return;
+      const fit = fitRange(data);
+      replace(this.note);
+      if (fit) {
+        // The data fills little of the range: chart where it is, in finer buckets (the views keep the range).
+        const narrow = new URLSearchParams(params);
+        narrow.delete("since");
+        narrow.set("start", String(fit.startMs));
+        narrow.set("end", String(fit.endMs));
+        narrow.set("step_s", String(fit.stepS));
+        const fitted = await getJson<Timeline>("api/v1/timeline", narrow);
+        if (key !== this.key) return;
+        if (fitted.series.length) {
+          data = fitted;
+          replace(this.note, `· showing ${clock(fit.startMs)} → ${clock(fit.endMs)}, where the samples are`);
+        }
+      }
       if (!data.series.length) {
         this.plot?.destroy();
         this.plot = null;

@@ -5,7 +5,7 @@ import { ago, co2, compact, money, pct } from "../format";
 import { diffValue, summarize } from "./diff";
 import { lastInterval } from "./hosts";
 import { filterRows, sortRows } from "./table";
-import { stack } from "./series";
+import { fitRange, stack } from "./series";
 
 const rows = [
   { function: "b", module: "libx.so", file: "", self: 5 },
@@ -22,6 +22,34 @@ describe("tables", () => {
     expect(filterRows(rows, "app.py").map((r) => r.function)).toEqual(["a"]);
     expect(filterRows(rows, "LIB so").length).toBe(2);
     expect(filterRows(rows, " ").length).toBe(3);
+  });
+});
+
+describe("timeline range fitting", () => {
+  const hour = (values: number[]) => ({
+    group_by: "process",
+    step_s: 18,
+    times_ns: values.map((_, i) => (1_700_000_000_000 + i * 18_000) * 1e6),
+    series: [{ group: "p", values, total: values.reduce((a, b) => a + b, 0) }],
+  });
+  it("narrows a range whose data is a bar at the right edge to the data, with finer buckets", () => {
+    const values = new Array(200).fill(0);
+    values[199] = 40;
+    const fit = fitRange(hour(values))!;
+    const end = 1_700_000_000_000 + 200 * 18_000;
+    expect(fit.endMs).toBe(end);
+    expect(fit.startMs).toBeLessThanOrEqual(end - 18_000);
+    expect(fit.startMs).toBeGreaterThan(end - 2 * 18_000);
+    expect(fit.stepS).toBe(1);
+  });
+  it("keeps a range the data spreads over, and empty or already fine ones", () => {
+    const spread = new Array(200).fill(0);
+    spread[20] = 1;
+    spread[199] = 1;
+    expect(fitRange(hour(spread))).toBeNull();
+    expect(fitRange(hour(new Array(200).fill(0)))).toBeNull();
+    const fine = { ...hour([0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), step_s: 1 };
+    expect(fitRange(fine)).toBeNull();
   });
 });
 
