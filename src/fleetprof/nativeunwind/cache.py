@@ -24,7 +24,7 @@ from fleetprof.nativeunwind.errors import UnwindTableError
 from fleetprof.nativeunwind.table import ROW_STRUCT, RULE_STRUCT, UnwindStats, UnwindTable
 
 CACHE_MAGIC = b"FPUWTAB\0"
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 """Bump whenever the table layout or the compiler's output for the same input changes."""
 _HEADER = struct.Struct("<8sIIIIII")
 _KIND_TABLE = 0

@@ -1,4 +1,5 @@
-"""compile_unwind_table: an ELF file's CFI to a sorted, merged, deduplicated unwind table."""
+"""compile_unwind_table: an ELF file's CFI (and a Go binary's pclntab) to a sorted, merged, deduplicated
+unwind table."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fleetprof.elf.view import ET_REL, ElfError
 from fleetprof.nativeunwind.assemble import assemble_table
 from fleetprof.nativeunwind.ehframe import FrameSection, RowSink, covered_ranges, walk_frames
 from fleetprof.nativeunwind.errors import UnwindTableError
+from fleetprof.nativeunwind.gotable import add_go_functions
 from fleetprof.nativeunwind.sources import debug_frame_section, eh_frame_section, open_elf
 from fleetprof.nativeunwind.table import MAX_PC, RuleSet, UnwindStats, UnwindTable
 
@@ -39,6 +41,7 @@ def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug
         sections = [s for s in (eh_frame, debug_frame_section(elf)) if s is not None]
         exec_bytes = elf.exec_bytes()
     sink = RowSink(RuleSet(), UnwindStats(), code_lo, code_hi)
+    go_functions = add_go_functions(path, sink)  # Go's own table first: its linker writes no CFI
     for sec in sections:
         walk_section(sec, sink)
     if debug_path is None and find_debug and sink.covered < DEBUG_FILE_COVERAGE * exec_bytes:
@@ -48,7 +51,7 @@ def compile_unwind_table(path: str, debug_path: str | None = None, *, find_debug
         if debug_sec is not None:
             walk_section(debug_sec, sink)
             sections.append(debug_sec)
-    if not sections:
+    if not sections and not go_functions:
         raise UnwindTableError(eh_error or f"{path}: no .eh_frame or .debug_frame (nothing to unwind with)")
     if eh_error:
         sink.stats.note_skipped("eh_frame_hdr_corrupt")

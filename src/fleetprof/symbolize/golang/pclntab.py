@@ -55,6 +55,7 @@ class _Func:
     entry: int
     end: int
     name_off: int
+    pcsp: int
     pcfile: int
     pcln: int
     npcdata: int
@@ -208,6 +209,16 @@ class Pclntab:
         outer = GoFrame(self._name(func.name_off), file, line, func.start_line, False)
         return (outer, *reversed(inner))
 
+    def sp_deltas(self) -> Iterator[tuple[int, int, str, list[int], list[int]]]:
+        """(entry, end, name, run ends, SP deltas) of every function: how far below its entry SP each run
+        of its code keeps the stack pointer (the pcsp table), for unwind tables of code without CFI."""
+        for index in range(self.nfunc):
+            func = self._func(index)
+            if not func.pcsp:
+                continue
+            pcs, values = self._decoded(func.pcsp, func)
+            yield func.entry, func.end, self._name(func.name_off), pcs, values
+
     def raw(self) -> bytes:
         """The table's bytes; 1.16+ tables end at their last `_func` record (a scan may find more)."""
         end = self.size
@@ -250,8 +261,8 @@ class Pclntab:
             nfuncdata = self._unpack("<4B", at)[3]
             head = at + 4
             npcdata = fields[7]
-            return _Func(entry, end, fields[1], fields[5], fields[6], npcdata, fields[8], start_line,
-                         nfuncdata, head, head + 4 * npcdata)  # fmt: skip
+            return _Func(entry, end, fields[1], fields[4], fields[5], fields[6], npcdata, fields[8],
+                         start_line, nfuncdata, head, head + 4 * npcdata)  # fmt: skip
         fields = self._unpack(f"<{'Q' if ps == 8 else 'I'}iiIIIII", off)
         at = off + ps + 28
         if self.magic == MAGIC_116:
@@ -267,7 +278,18 @@ class Pclntab:
         if ps == 8 and (self._base + slots) % 8:
             slots += 4
         return _Func(
-            entry, end, fields[1], fields[5], fields[6], npcdata, cu_offset, 0, nfuncdata, head, slots
+            entry,
+            end,
+            fields[1],
+            fields[4],
+            fields[5],
+            fields[6],
+            npcdata,
+            cu_offset,
+            0,
+            nfuncdata,
+            head,
+            slots,
         )
 
     def _nfuncdata_12(self, at: int) -> int:
