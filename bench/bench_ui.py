@@ -2,7 +2,9 @@
 graph, side by side with speedscope (npm) loading the same profile as speedscope JSON; and page weight.
 Ours is the built app (web/dist), its query API answered over HTTP from the same tree; speedscope draws with
 WebGL, so its first render is its first draw call after navigation. Zoom latency is the work from the input
-event to the end of the frame that shows it (the idle wait for the next vsync left out), median of 15."""
+event to the end of the frame that shows it (its handlers, animation-frame callbacks, style, layout and
+paint; the idle wait for the next vsync left out), median of 15; the script part alone (handlers and
+animation-frame callbacks) is printed too."""
 
 from __future__ import annotations
 
@@ -49,9 +51,13 @@ FRAME_WORK = """async ([x, y, kind]) => {
                                                   bubbles: true, cancelable: true}));
   }
   const sync = performance.now() - t0;
+  // The frame's rendering (style, layout, paint) runs after its animation-frame callbacks and before a task
+  // posted from them: the time from the frame's start to that task counts, the wait for the frame does not.
+  // Two figures: to the animation-frame callback (script work only), and to that task (the whole frame).
   return await new Promise((done) => requestAnimationFrame((frame) => {
-    setTimeout(() => {}, 0);
-    done(sync + Math.max(0, performance.now() - Math.max(frame, t0 + sync)));
+    const start = Math.max(frame, t0 + sync);
+    const script = sync + Math.max(0, performance.now() - start);
+    setTimeout(() => done([script, sync + Math.max(0, performance.now() - start)]), 0);
   }));
 }"""
 
@@ -158,8 +164,8 @@ def weight(directory: Path) -> tuple[int, int]:
     return raw, sum(len(gzip.compress(p.read_bytes(), 6)) for p in files)
 
 
-def bench_ours(browser: object, url: str) -> tuple[float, float, list[float]]:
-    """(first render ms from navigation, of which flatten+draw ms, zoom latencies ms)."""
+def bench_ours(browser: object, url: str) -> tuple[float, float, list[list[float]]]:
+    """(first render ms from navigation, of which flatten+draw ms, zoom latencies [script, frame] ms)."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{url}/index.html?since=1h")
     mark = "performance.getEntriesByName('fleetprof:flame-first-render')"
@@ -176,8 +182,9 @@ def bench_ours(browser: object, url: str) -> tuple[float, float, list[float]]:
     return first, own, zooms
 
 
-def bench_speedscope(browser: object, url: str) -> tuple[float, list[float]]:
-    """(first render ms from navigation, zoom latencies ms) of speedscope loading profile.json."""
+def bench_speedscope(browser: object, url: str) -> tuple[float, list[list[float]]]:
+    """(first render ms from navigation, zoom latencies [script, frame] ms) of speedscope loading
+    profile.json."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.add_init_script(HOOK)
     page.goto(f"{url}/index.html#profileURL={url}/profile.json")
@@ -229,9 +236,11 @@ def main() -> int:
     ss_srv.shutdown()
     first = min(r[0] for r in runs)
     own = min(r[1] for r in runs)
-    zoom = statistics.median(z for r in runs for z in r[2])
+    zoom = statistics.median(z[1] for r in runs for z in r[2])
+    script = statistics.median(z[0] for r in runs for z in r[2])
     ss_first = min(r[0] for r in ss_runs)
-    ss_zoom = statistics.median(z for r in ss_runs for z in r[1])
+    ss_zoom = statistics.median(z[1] for r in ss_runs for z in r[1])
+    ss_script = statistics.median(z[0] for r in ss_runs for z in r[1])
     ours_w, ss_w = weight(DIST), weight(SPEEDSCOPE)
     print(
         f"first render  ours {first:8.1f} ms (flatten + draw {own:.1f} ms)  speedscope {ss_first:8.1f} ms",
@@ -239,11 +248,14 @@ def main() -> int:
     )
     print(f"  speedscope/ours {ss_first / first:.2f}")
     print(f"zoom (median) ours {zoom:8.2f} ms  speedscope {ss_zoom:8.2f} ms  ratio {ss_zoom / zoom:.2f}")
+    print(f"  script only  ours {script:8.2f} ms  speedscope {ss_script:8.2f} ms  ", end="")
+    print(f"ratio {ss_script / script:.2f}")
     print(f"page weight      ours {ours_w[0] / 1e3:.0f} kB ({ours_w[1] / 1e3:.0f} kB gzip)   "
           f"speedscope {ss_w[0] / 1e3:.0f} kB ({ss_w[1] / 1e3:.0f} kB gzip)")  # fmt: skip
-    ok = first < 300 and zoom < 50 and first < ss_first and zoom < ss_zoom
+    ok = first < 300 and zoom < 50 and first < ss_first and zoom < ss_zoom and script < ss_script
     print(f"headline: 100k-node flame graph first render {first:.0f} ms (speedscope {ss_first:.0f} ms), "
-          f"zoom {zoom:.1f} ms (speedscope {ss_zoom:.1f} ms), {ours_w[1] / 1e3:.0f} kB gzip "
+          f"zoom {zoom:.1f} ms (speedscope {ss_zoom:.1f} ms; script {script:.1f} vs {ss_script:.1f} ms), "
+          f"{ours_w[1] / 1e3:.0f} kB gzip "
           f"[goal <300 ms, <50 ms, ahead of speedscope: {'met' if ok else 'NOT met'}]")  # fmt: skip
     return 0
 

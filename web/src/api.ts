@@ -25,12 +25,29 @@ export function classify(status: number, message: string): ApiError {
   return new ApiError(message || `HTTP ${status}`, "server", "The server failed this query; check its log.");
 }
 
+const early = new Map<string, Promise<Response>>();
+
+function urlOf(path: string, params?: URLSearchParams): string {
+  return params && [...params].length ? `${path}?${params}` : path;
+}
+
+/** Starts a GET before the page is built (the first view's query); the next getJson of it takes the answer. */
+export function prefetch(path: string, params?: URLSearchParams): void {
+  const url = urlOf(path, params);
+  const started = fetch(url, { headers: { Accept: "application/json" } });
+  started.catch(() => undefined); // a failure is reported by the getJson that takes it
+  early.set(url, started);
+}
+
 /** GET a JSON answer from the API; raises ApiError with a hint on failure (AbortError passes through). */
 export async function getJson<T>(path: string, params?: URLSearchParams, signal?: AbortSignal): Promise<T> {
-  const url = params && [...params].length ? `${path}?${params}` : path;
+  const url = urlOf(path, params);
   let response: Response;
   try {
-    response = await fetch(url, { signal, headers: { Accept: "application/json" } });
+    const started = early.get(url);
+    early.delete(url);
+    response = await (started ?? fetch(url, { signal, headers: { Accept: "application/json" } }));
+    signal?.throwIfAborted();
   } catch (err) {
     if ((err as Error).name === "AbortError") throw err;
     throw new ApiError(

@@ -159,6 +159,13 @@ export function selectionParams(s: State): URLSearchParams {
   return q;
 }
 
+/** The /api/v1/flamegraph parameters: the selection, answered as columns. */
+export function flameParams(s: State): URLSearchParams {
+  const q = selectionParams(s);
+  q.set("shape", "columns");
+  return q;
+}
+
 /** The /api/v1/diff parameters: the common selection plus each side's range and filters. */
 export function diffParams(s: State): URLSearchParams {
   const q = selectionParams(s);

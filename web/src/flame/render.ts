@@ -1,7 +1,7 @@
 // The canvas flame graph (icicle: root on top). A layout pass per zoom, width or search walks the preorder
 // arrays once, skipping whole subtrees that are off screen or thinner than half a pixel, into typed arrays
-// ordered by colour; drawing fills only the rows in the window (the canvas is at most a window tall and
-// sticks to the top of the page while the tree scrolls past), so zooming and scrolling redraw a few
+// ordered by colour; drawing fills only the rows inside the window (the canvas is at most a window tall
+// and sticks to the top of the page while the tree scrolls past), so zooming and scrolling redraw a few
 // thousand rectangles. Labels are canvas text (never markup) and the tooltip is filled with textContent.
 
 import { h, replace } from "../dom";
@@ -67,6 +67,8 @@ export class FlameGraph {
   private laid: Layout | null = null;
   private frame = 0;
   private offset = -1;
+  /** The rows drawn last: [first, last). */
+  private drawnRows: [number, number] = [0, 0];
   private onScroll = () => this.scrolled();
 
   constructor(
@@ -147,7 +149,9 @@ export class FlameGraph {
   }
 
   private scrolled(): void {
-    if (this.laid && this.canvas.isConnected && this.viewOffset() !== this.offset) this.request(false);
+    if (!this.laid || !this.canvas.isConnected) return;
+    const v = this.view(this.laid.rows * ROW);
+    if (v.offset !== this.offset || v.first < this.drawnRows[0] || v.last > this.drawnRows[1]) this.request(false);
   }
 
   /** The colour index of node i, after search highlighting. */
@@ -227,13 +231,25 @@ export class FlameGraph {
     return out;
   }
 
-  /** Pixels of the graph scrolled above the canvas (it sticks to the window's top inside `area`). */
-  private viewOffset(): number {
-    if (!this.laid || typeof window === "undefined") return 0;
-    const top = this.area.getBoundingClientRect().top;
-    const height = this.laid.rows * ROW;
-    const canvasH = Math.min(height, Math.max(window.innerHeight, ROW));
-    return Math.round(Math.max(0, Math.min(-top, height - canvasH)));
+  /** The canvas's height for a graph `height` pixels tall: at most the window's. */
+  private canvasHeight(height: number): number {
+    return Math.min(height, Math.max(typeof window === "undefined" ? height : window.innerHeight, ROW));
+  }
+
+  /** Pixels of the graph scrolled above the canvas (it sticks to the window's top inside `area`), and the
+   * rows [first, last) of the canvas that are inside the window (all of them when it is not laid out). */
+  private view(height: number): { offset: number; first: number; last: number } {
+    const canvasH = this.canvasHeight(height);
+    const box = this.area.getBoundingClientRect();
+    if (typeof window === "undefined" || (box.width === 0 && box.height === 0)) {
+      return { offset: 0, first: 0, last: Math.ceil(canvasH / ROW) };
+    }
+    const offset = canvasH < height ? Math.round(Math.max(0, Math.min(-box.top, height - canvasH))) : 0;
+    const top = box.top + offset; // the canvas's top in the window
+    const from = Math.max(0, -top);
+    const to = Math.min(canvasH, window.innerHeight - top);
+    if (to <= from) return { offset, first: 0, last: 0 };
+    return { offset, first: Math.floor((offset + from) / ROW), last: Math.ceil((offset + to) / ROW) };
   }
 
   /** Lays out (when the zoom, width, search or data changed) and draws the rows in view; returns the ms. */
@@ -252,7 +268,7 @@ export class FlameGraph {
     }
     const l = this.laid;
     const height = l.rows * ROW;
-    const canvasH = Math.min(height, Math.max(typeof window === "undefined" ? height : window.innerHeight, ROW));
+    const canvasH = this.canvasHeight(height);
     const dpr = window.devicePixelRatio || 1;
     if (this.canvas.width !== Math.round(width * dpr) || this.canvas.height !== Math.round(canvasH * dpr)) {
       this.canvas.width = Math.round(width * dpr);
@@ -260,16 +276,15 @@ export class FlameGraph {
       this.canvas.style.width = `${width}px`;
       this.canvas.style.height = `${canvasH}px`;
     }
-    const offset = canvasH < height ? this.viewOffset() : 0;
+    // Only the rows inside the window are drawn; scrolling draws the rest when they come into view.
+    const { offset, first, last } = this.view(height);
     this.offset = offset;
+    this.drawnRows = [first, last];
     this.canvas.dataset.offset = String(offset);
     const ctx = this.canvas.getContext("2d");
     if (!ctx || !f) return 0;
     ctx.setTransform(dpr, 0, 0, dpr, 0, -offset * dpr);
     ctx.clearRect(0, offset, width, canvasH);
-    // Rows that show any pixel of the canvas.
-    const first = Math.floor(offset / ROW);
-    const last = Math.ceil((offset + canvasH) / ROW);
     let color = -1;
     let drawn = 0;
     for (let k = 0; k < l.count; k++) {

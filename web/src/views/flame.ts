@@ -6,8 +6,10 @@ import { KIND_LABELS, kindColor } from "../flame/colors";
 import { FlameGraph } from "../flame/render";
 import { type Flat, KINDS, type SearchResult, ancestors, findPath, flatten, fromColumns, functionOf, info, largestOf, nameOf, pathOf, search } from "../flame/tree";
 import { compact, pct } from "../format";
-import { type State, selectionParams } from "../state";
+import { type State, flameParams, selectionParams } from "../state";
 import type { App } from "../app";
+
+export const FLAME_PATH = "api/v1/flamegraph";
 
 /** A legend of frame-kind colours. */
 export function legend(): HTMLElement {
@@ -125,9 +127,7 @@ export class FlameView {
     const controller = (this.controller = new AbortController());
     if (!this.graph.flat) status(this.stat, "loading", "Loading the flame graph…");
     try {
-      const params = selectionParams(s);
-      params.set("shape", "columns");
-      const columns = await getJson<FlameColumns>("api/v1/flamegraph", params, controller.signal);
+      const columns = await getJson<FlameColumns>(FLAME_PATH, flameParams(s), controller.signal);
       if (key !== this.key) return;
       const t0 = performance.now();
       const flat = fromColumns(columns);

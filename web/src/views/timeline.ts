@@ -1,7 +1,7 @@
 // The timeline: samples over the range stacked by host, process, thread, container or executable (uPlot);
 // dragging across it (brushing) narrows the time range of every view.
 
-import uPlot from "uplot";
+import type uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { ApiError, type Timeline, getJson } from "../api";
 import { h, replace, status } from "../dom";
@@ -90,14 +90,17 @@ export class TimelineView {
         this.app.noData(this.stat);
         return;
       }
+      // uPlot loads on first use, in its own chunk: the flame graph's start does not wait for it.
+      const { default: UPlot } = await import("uplot");
+      if (key !== this.key) return;
       status(this.stat, "none");
-      this.draw(data);
+      this.draw(UPlot, data);
     } catch (err) {
       this.app.failed(this.stat, err as ApiError);
     }
   }
 
-  private draw(data: Timeline): void {
+  private draw(UPlot: typeof uPlot, data: Timeline): void {
     this.raw = data.series.map((s) => s.values);
     const stacked = stack(this.raw);
     const xs = data.times_ns.map((t) => t / 1e9);
@@ -110,7 +113,7 @@ export class TimelineView {
         stroke: COLORS[k % COLORS.length],
         fill: COLORS[k % COLORS.length] + "cc",
         width: 1,
-        paths: uPlot.paths.stepped!({ align: 1 }),
+        paths: UPlot.paths.stepped!({ align: 1 }),
         value: (_u: uPlot, _v: number | null, _si: number, idx: number | null) =>
           idx === null ? "--" : String(this.raw[k][idx] ?? 0),
       })),
@@ -137,6 +140,6 @@ export class TimelineView {
     };
     this.plot?.destroy();
     replace(this.chartBox);
-    this.plot = new uPlot(opts, [xs, ...order.map((k) => stacked[k])], this.chartBox);
+    this.plot = new UPlot(opts, [xs, ...order.map((k) => stacked[k])], this.chartBox);
   }
 }
