@@ -1,0 +1,1 @@
+"""PHP (Zend engine) support: discovery, struct layouts, a userspace reference walker and naming."""
