@@ -10,7 +10,7 @@ BPF_SRC := $(BPF_DIR)/sampler.bpf.c $(wildcard $(BPF_DIR)/*.h) $(wildcard src/fl
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
 	-I$(BPF_DIR) -Isrc/fleetprof/nativeunwind -Isrc/fleetprof/interpreters/python
 DEB_PACKAGES := clang llvm libbpf1 libbpf-dev bpftool gcc g++ make binutils gdb linux-perf procps util-linux \
-	chromium golang-go debuginfod php8.2-cli
+	chromium golang-go debuginfod php8.2-cli php8.2-dev
 # Installed from Debian only when the command is missing (a rustup or NodeSource install serves as well).
 RUSTUP_CARGO := $(HOME)/.cargo/bin/cargo
 NPM_DIR := tools/npm
