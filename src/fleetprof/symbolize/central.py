@@ -12,20 +12,21 @@ per loaded file and memoized.
 
 from __future__ import annotations
 
+import gc
 import mmap
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from fleetprof.profile.model import Frame, Mapping
+from fleetprof.profile.model import Frame, FrameKind, Mapping
 from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle, write_bundle
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.lookup import FileSymbols
 from fleetprof.symbolize.lru import BoundedLru
-from fleetprof.symbolize.modelframes import native_model_frames
 from fleetprof.symbolize.native import NativeFile
 
 MEMO_ENTRIES = 1 << 17  # memoized (file, address) answers in all; the memo restarts when full (~50 MB)
@@ -77,7 +78,7 @@ class CentralSymbolizer:
     ) -> dict[int, tuple[Frame, ...]]:
         """NATIVE frames (outermost first) per ELF address of the file; unresolvable addresses are left
         out. `path` names the mapping of the frames when the bundle doesn't (debuginfod)."""
-        with self._lock:
+        with self._lock, _collector_paused():
             entry = self._entry(file_id, build_id, path)
             if entry is None:
                 self.stats["central.addresses_without_symbols"] += 1
@@ -85,6 +86,7 @@ class CentralSymbolizer:
             memo, resolve, mapping = entry.memo, entry.symbols.resolve, entry.mapping
             out: dict[int, tuple[Frame, ...]] = {}
             looked_up = 0
+            native_kind = FrameKind.NATIVE
             for addr in addresses:
                 frames = memo.get(addr)
                 if frames is None:
@@ -93,7 +95,28 @@ class CentralSymbolizer:
                         native = resolve(addr)
                     except Exception:  # a library bug on one address must not lose the batch
                         native = None
-                    frames = native_model_frames(mapping, addr, native) if native else ()
+                    # Positional: the fields of `modelframes.native_model_frames`, without its per-frame
+                    # keyword parsing (the equality tests against the host path hold them together).
+                    frames = (
+                        tuple(
+                            [
+                                Frame(
+                                    native_kind,
+                                    f.function,
+                                    f.file,
+                                    f.line,
+                                    mapping,
+                                    addr,
+                                    f.inlined,
+                                    f.start_line,
+                                    f.system_name,
+                                )
+                                for f in native
+                            ]
+                        )
+                        if native
+                        else ()
+                    )
                     if self._memo_size >= self._memo_entries:
                         self._forget_answers()
                     memo[addr] = frames
@@ -214,6 +237,20 @@ class CentralSymbolizer:
         if len(file_id) < 3 or not all(c in "0123456789abcdef" for c in file_id):
             return None
         return self._cache_dir / file_id[:2] / f"{file_id}{_CACHE_SUFFIX}"
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch runs: its frames hold no cycles, and a batch of
+    tens of thousands of new objects would otherwise trigger full collections over every memoized one."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _load_mapped(path: Path) -> Bundle | None:

@@ -31,6 +31,7 @@ _BARE_NAME = re.compile(r"^(?!_Z)[^:(]+$|^operator\(\)$")
 _INLINE_ENTRY = 0xFFFFFFFF  # SymCache's entry address for inlined frames
 _NO_RANGE = -1
 _MEMO_LIMIT = 1 << 16  # memoized chains and frames per file; each memo restarts when full
+_UNSET = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,8 @@ class FileSymbols:
     _plt: PltNames | None = None
     _names: dict[str, str] = field(default_factory=dict)  # raw symbol -> demangled
     _frames: dict[tuple, tuple[NativeFrame, ...]] = field(default_factory=dict)
+    _loc_frames: dict[tuple, NativeFrame] = field(default_factory=dict)  # one location's frame
+    _addressed: NativeFrame | None = None  # set by `_make_frames` when a frame's name holds the address
 
     def lookup(self, addr: int) -> tuple[NativeFrame, ...]:
         """Frames for ELF address `addr`, outermost first; a `module+0xADDR` frame when unknown."""
@@ -138,14 +141,16 @@ class FileSymbols:
             containing = extents.containing_index(addr)
             if key == _NO_RANGE:
                 return self._make_frames(addr, locs, load, containing)
-            memo_key: tuple = (index, key, containing)
             if symbol_only and self.want_start_lines:  # a symbol's range may span compile units
                 lines = self._line_source()
-                memo_key = (index, key, containing, lines.unit_key(addr) if lines is not None else None)
+                unit = lines.unit_key(addr) if lines is not None else None
+                memo_key: tuple = (index, key, containing, unit)
+            else:
+                memo_key = (index, key, containing)
             frames = self._frames.get(memo_key)
             if frames is None:
                 frames = self._make_frames(addr, locs, load, containing)
-                if not any(f.function.endswith(f"+0x{addr:x}") for f in frames):  # names holding addr
+                if self._addressed is None:  # no frame names addr: the answer holds for the whole range
                     if len(self._frames) >= _MEMO_LIMIT:
                         self._frames.clear()
                     self._frames[memo_key] = frames
@@ -165,9 +170,12 @@ class FileSymbols:
     def forget(self) -> None:
         """Drop memoized chains, frames and demangled names (memory only; answers stay the same)."""
         self._frames.clear()
+        self._loc_frames.clear()
         self._names.clear()
         for part in self.parts:
             part.chains.clear()
+            if part.reader is not None:
+                part.reader.forget()
 
     def close(self) -> None:
         """Release the start-line source (mmaps, open DWARF files) and the Go table's mapping."""
@@ -204,40 +212,73 @@ class FileSymbols:
     def _make_frames(
         self, addr: int, locs: tuple[Loc, ...], load_address: int, containing: int
     ) -> tuple[NativeFrame, ...]:
-        """Turn SymCache locations (innermost first) into frames (outermost first)."""
+        """Turn SymCache locations (innermost first) into frames (outermost first).
+
+        A frame depends on its location, on the compile unit holding `addr` (start lines, scopes) and,
+        for the outermost, on the symbol containing `addr`: frames are memoized by those, so the inline
+        callers shared by many ranges are built once. `_addressed` is set when a name holds `addr`.
+        """
+        self._addressed = None
+        memo = self._loc_frames
+        unit: object = _UNSET
         frames = []
-        for depth, loc in enumerate(reversed(locs)):
+        last = len(locs) - 1
+        for depth in range(last + 1):
+            loc = locs[last - depth]
             outermost = depth == 0
-            raw = loc.symbol
-            entry: int | None = None
-            if outermost:
-                entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
-                # The sized symbol holding addr names the function: it prefers a global name over local
-                # aliases at the same address (__libc_start_main, not __libc_start_main_alias_2) and a
-                # function over another one's .cold part.
-                if containing >= 0:
-                    entry, raw = self.extents.starts[containing], self.extents.name_at(containing)
-                raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
-            base = _CLONE_SUFFIX.sub("", raw) if outermost else raw
-            function = self._demangle(base) if base else f"{self.module}+0x{addr:x}"
-            bare = not outermost and loc.lang == "cpp" and _BARE_NAME.match(raw)
-            scoped = self._scoped(addr, raw, loc.line) if bare else None
-            if scoped is not None:
-                function, start = scoped
-                raw = function
-            else:
-                start = self._start_line(addr, loc.symbol or raw, raw, entry)
-            frames.append(
-                NativeFrame(
-                    function=function,
-                    system_name=raw if raw != function else "",
-                    file=loc.full_path,
-                    line=loc.line,
-                    inlined=depth != 0,
-                    start_line=start,
+            frame = None
+            if depth != last:  # a caller's location (a range's own one is kept by the range memo)
+                needs_unit = self.want_start_lines or (
+                    not outermost and loc.lang == "cpp" and _BARE_NAME.match(loc.symbol) is not None
                 )
-            )
+                if needs_unit and unit is _UNSET:
+                    lines = self._line_source()
+                    unit = lines.unit_key(addr) if lines is not None else None
+                held = unit if needs_unit else None
+                key = (loc, load_address, containing, held) if outermost else (loc, held)
+                frame = memo.get(key)
+            if frame is None:
+                frame = self._make_frame(addr, loc, load_address, containing, outermost)
+                if frame.function.endswith(f"+0x{addr:x}"):
+                    self._addressed = frame
+                elif depth != last:
+                    if len(memo) >= _MEMO_LIMIT:
+                        memo.clear()
+                    memo[key] = frame
+            frames.append(frame)
         return tuple(frames)
+
+    def _make_frame(
+        self, addr: int, loc: Loc, load_address: int, containing: int, outermost: bool
+    ) -> NativeFrame:
+        """One location's frame (the outermost is named by the sized symbol containing `addr`)."""
+        raw = loc.symbol
+        entry: int | None = None
+        if outermost:
+            entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
+            # The sized symbol holding addr names the function: it prefers a global name over local
+            # aliases at the same address (__libc_start_main, not __libc_start_main_alias_2) and a
+            # function over another one's .cold part.
+            if containing >= 0:
+                entry, raw = self.extents.starts[containing], self.extents.name_at(containing)
+            raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
+        base = _CLONE_SUFFIX.sub("", raw) if outermost and "." in raw else raw
+        function = self._demangle(base) if base else f"{self.module}+0x{addr:x}"
+        bare = not outermost and loc.lang == "cpp" and _BARE_NAME.match(raw)
+        scoped = self._scoped(addr, raw, loc.line) if bare else None
+        if scoped is not None:
+            function, start = scoped
+            raw = function
+        else:
+            start = self._start_line(addr, loc.symbol or raw, raw, entry)
+        return NativeFrame(
+            function=function,
+            system_name=raw if raw != function else "",
+            file=loc.full_path,
+            line=loc.line,
+            inlined=not outermost,
+            start_line=start,
+        )
 
     def _demangle(self, name: str) -> str:
         found = self._names.get(name)

@@ -32,6 +32,7 @@ _HEADER_END = 8 + 72
 _FILE_WORDS, _FUNCTION_WORDS, _LOCATION_WORDS = 6, 4, 4  # u32 fields per record (format 9)
 _MAX_DEPTH = 256  # longer inline chains are treated as damage
 _SELF_CHECKS = 32  # ranges compared with symbolic when a reader is made
+_SUFFIX_LIMIT = 1 << 16  # memoized caller chains; the memo restarts when full
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,8 @@ class SymcacheReader:
     """Format-9 SymCache arrays over its bytes: `find` a range, `chain` its locations (innermost first)."""
 
     __slots__ = (
-        "_cache", "_files", "_functions", "_langs", "_loc_start", "_locs", "_names", "_paths", "_strings",
-        "starts", "trusted",
+        "_cache", "_files", "_functions", "_langs", "_loc_start", "_locs", "_names", "_nfunctions", "_nlocs",
+        "_paths", "_strings", "_suffixes", "starts", "trusted",
     )  # fmt: skip
 
     def __init__(self, cache: SymCache, data: memoryview, at: _Layout) -> None:
@@ -80,7 +81,15 @@ class SymcacheReader:
         self._names: dict[int, str] = {}
         self._paths: dict[int, str] = {NONE: ""}
         self._langs: dict[int, str] = {}
+        self._nlocs = at.locations
+        self._nfunctions = at.functions
+        self._suffixes: dict[int, tuple[Loc, ...]] = {}  # location -> its chain (shared inline callers)
         self.trusted = True
+
+    def forget(self) -> None:
+        """Drop memoized names and chains (memory only)."""
+        self._names.clear()
+        self._suffixes.clear()
 
     def find(self, rel: int) -> int:
         """Index of the range containing `rel` (an address relative to the cache), -1 before the first."""
@@ -99,40 +108,65 @@ class SymcacheReader:
         return found
 
     def _walk(self, index: int) -> tuple[Loc, ...] | None:
-        """The chain from the arrays; None when a file or language has not been learned yet."""
-        locs, functions = self._locs, self._functions
+        """The chain from the arrays; None when a file or language has not been learned yet.
+
+        A range's own location is read each time; the chain of its callers (locations shared by every
+        range inlined at the same call site) is memoized by the caller's location."""
+        locs = self._locs
         at = self._loc_start + index
-        if at >= len(locs) // _LOCATION_WORDS:
+        if at >= self._nlocs:
             return ()
         base = at * _LOCATION_WORDS
-        if (
-            locs[base] == NONE
-            and locs[base + 1] == NONE
-            and locs[base + 2] == NONE
-            and locs[base + 3] == NONE
-        ):
+        file_idx, line, function, parent = locs[base], locs[base + 1], locs[base + 2], locs[base + 3]
+        if file_idx == NONE and line == NONE and function == NONE and parent == NONE:
             return ()  # the end marker after a function
+        first = self._loc(file_idx, line, function)
+        if first is None:
+            return None
+        if parent == NONE or parent >= self._nlocs:
+            return (first,)
+        rest = self._suffixes.get(parent)
+        if rest is None:
+            rest = self._chain_from(parent)
+            if rest is None:
+                return None
+        return (first, *rest)
+
+    def _chain_from(self, at: int) -> tuple[Loc, ...] | None:
+        """The chain starting at location `at` (memoized when complete); None as `_walk` says."""
+        start = at
         out = []
-        nlocs = len(locs) // _LOCATION_WORDS
-        while at != NONE and at < nlocs:
-            if len(out) >= _MAX_DEPTH:
+        locs = self._locs
+        while at != NONE and at < self._nlocs:
+            if len(out) >= _MAX_DEPTH - 1:
                 self.trusted = False
                 return None
             base = at * _LOCATION_WORDS
-            file_idx, line, function, parent = locs[base], locs[base + 1], locs[base + 2], locs[base + 3]
-            path = self._paths.get(file_idx if file_idx < self._files else NONE)
-            if function < len(functions) // _FUNCTION_WORDS:
-                f = function * _FUNCTION_WORDS
-                entry, lang_code = functions[f + 2], functions[f + 3]
-                name = self._name(functions[f])
-            else:
-                entry, lang_code, name = NONE, 0, "?"
-            lang = self._langs.get(lang_code)
-            if path is None or lang is None:
+            loc = self._loc(locs[base], locs[base + 1], locs[base + 2])
+            if loc is None:
                 return None
-            out.append(Loc(entry, line, lang, name, path))
-            at = parent
-        return tuple(out)
+            out.append(loc)
+            at = locs[base + 3]
+        found = tuple(out)
+        if len(self._suffixes) >= _SUFFIX_LIMIT:
+            self._suffixes.clear()
+        self._suffixes[start] = found
+        return found
+
+    def _loc(self, file_idx: int, line: int, function: int) -> Loc | None:
+        """One location from its fields; None when its file or language has not been learned yet."""
+        path = self._paths.get(file_idx if file_idx < self._files else NONE)
+        if function < self._nfunctions:
+            f = function * _FUNCTION_WORDS
+            functions = self._functions
+            entry, lang_code = functions[f + 2], functions[f + 3]
+            name = self._name(functions[f])
+        else:
+            entry, lang_code, name = NONE, 0, "?"
+        lang = self._langs.get(lang_code)
+        if path is None or lang is None:
+            return None
+        return Loc(entry, line, lang, name, path)
 
     def _learn(self, index: int, rel: int) -> tuple[Loc, ...] | None:
         """Ask symbolic for `rel`, learn the chain's file paths and languages, and check the rest."""
