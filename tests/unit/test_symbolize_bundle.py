@@ -159,7 +159,9 @@ def test_central_survives_a_damaged_upload(binary: Path, bundle: bytes, tmp_path
 def test_damaged_disk_cache_is_rebuilt(binary: Path, bundle: bytes, tmp_path: Path) -> None:
     fid = load_bundle(bundle).file_id
     main = next(s for s, _, n in h.nm_functions(binary) if n == "main")
-    first = CentralSymbolizer({fid: bundle}.get, tmp_path, debuginfod=None).symbolize(fid, "", [main])
+    server = CentralSymbolizer({fid: bundle}.get, tmp_path, debuginfod=None)
+    first = server.symbolize(fid, "", [main])
+    server.flush()  # the disk cache is written in the background
     [cached] = list(tmp_path.rglob("*.fpsb"))
     cached.write_bytes(cached.read_bytes()[:50])
     assert CentralSymbolizer({fid: bundle}.get, tmp_path, debuginfod=None).symbolize(fid, "", [main]) == first

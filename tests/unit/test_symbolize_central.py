@@ -259,7 +259,9 @@ def test_disk_cache_read_in_place_survives_garbage_cycles(bins: Path, tmp_path: 
     path = bins / "cxxprog"
     fid, build_id = identity(path)
     addrs = h.sample(h.nm_functions(path), step=4)
-    expected = central(tmp_path, {fid: build_bundle(str(path))}).symbolize(fid, build_id, addrs)
+    first = central(tmp_path, {fid: build_bundle(str(path))})
+    expected = first.symbolize(fid, build_id, addrs)
+    first.flush()  # the disk cache is written in the background
     [cached] = list((tmp_path / "central-cache").rglob("*.fpsb"))
     assert cached.stat().st_size > len(build_bundle(str(path)))  # kept uncompressed, to be mapped
     for _ in range(3):

@@ -19,9 +19,11 @@ import json
 import mmap
 import os
 import struct
+import threading
 import zlib
 from array import array
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -55,6 +57,7 @@ _LEVEL = 6
 _GO_PCLNTAB = "go.pclntab"  # a Go binary's pclntab, verbatim
 _GO_INLINE = "go.inline"  # its inline trees (from go:func.*), by funcdata value
 _ALIGN = 8
+_PARALLEL_BYTES = 4 << 20  # zlib sections inflated in two threads past this many bytes in all
 
 
 class BundleError(ValueError):
@@ -83,6 +86,10 @@ class Bundle:
 
     def to_bytes(self, compress: bool) -> bytes:
         """This bundle serialized again (e.g. uncompressed for a disk cache), without re-reading it."""
+        return _pack(*self._contents(), compress)
+
+    def _contents(self) -> tuple[dict[str, Any], list[tuple[str, bytes | memoryview]]]:
+        """The header fields and sections this bundle was read from."""
         sections: list[tuple[str, bytes | memoryview]] = [
             (f"symcache.{index}", data) for index, (_, _, data) in enumerate(self.parts)
         ]
@@ -92,7 +99,20 @@ class Bundle:
         if self.go is not None:
             sections += [(_GO_PCLNTAB, self.go_raw[0]), (_GO_INLINE, self.go_raw[1])]
         header = {k: v for k, v in self.header.items() if k not in ("version", "sections")}
-        return _pack(header, sections, compress)
+        return header, sections
+
+    def write_uncompressed(self, path: Path) -> None:
+        """This bundle, uncompressed (read in place when mapped), written to `path` atomically piece by
+        piece: nothing is joined in memory, and the GIL is let go while the bytes are summed and written."""
+        pieces = _pieces(*self._contents(), compress=False)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        crc = 0
+        with open(tmp, "wb") as out:
+            for piece in pieces:
+                out.write(piece)
+                crc = zlib.crc32(piece, crc)
+            out.write(_CRC.pack(crc))
+        os.replace(tmp, path)
 
     def file_symbols(self, want_start_lines: bool = True, stats: Counter[str] | None = None) -> FileSymbols:
         """Lookup tables over this bundle (the same lookup code the host path uses)."""
@@ -265,25 +285,32 @@ def _native_file(source: NativeFile | str | os.PathLike[str] | int) -> NativeFil
 
 
 def _pack(header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool) -> bytes:
+    out = b"".join(_pieces(header, sections, compress))
+    return out + _CRC.pack(zlib.crc32(out))
+
+
+def _pieces(
+    header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool
+) -> list[bytes | memoryview]:
+    """A bundle's bytes before its CRC, in pieces (prefix and header, then each section after its
+    padding), so that a disk cache is written without joining them."""
     table = []
-    body = bytearray()
+    body: list[bytes | memoryview] = []
+    size = 0
     for name, raw in sections:
         stored = zlib.compress(raw, _LEVEL) if compress else raw
         method = "zlib" if compress else "none"
         if compress and len(stored) >= len(raw):
             stored, method = raw, "none"
-        body += bytes(-len(body) % _ALIGN)  # sections start 8-aligned: SymCaches are read in place
-        table.append(
-            {"name": name, "offset": len(body), "size": len(stored), "raw": len(raw), "method": method}
-        )
-        body += stored
+        if size % _ALIGN:  # sections start 8-aligned: SymCaches are read in place
+            body.append(bytes(-size % _ALIGN))
+            size += len(body[-1])
+        table.append({"name": name, "offset": size, "size": len(stored), "raw": len(raw), "method": method})
+        body.append(stored)
+        size += len(stored)
     text = json.dumps({"version": VERSION, **header, "sections": table}, separators=(",", ":")).encode()
     text += b" " * (-(_PREFIX.size + len(text)) % _ALIGN)  # and so does the body
-    out = bytearray(_PREFIX.pack(MAGIC, VERSION, 0, len(text)))
-    out += text
-    out += body
-    out += _CRC.pack(zlib.crc32(out))
-    return bytes(out)
+    return [_PREFIX.pack(MAGIC, VERSION, 0, len(text)) + text, *body]
 
 
 def _split(data: bytes | memoryview | mmap.mmap) -> tuple[dict[str, Any], memoryview, int]:
@@ -321,6 +348,7 @@ def _unpack(
     header, body, body_at = _split(data)
     sections: dict[str, bytes | memoryview] = {}
     offsets: dict[str, int] = {}
+    packed: list[tuple[str, memoryview, int]] = []  # zlib sections: name, stored bytes, raw size
     for entry in header["sections"]:
         try:
             name, offset, size, raw = (
@@ -336,19 +364,32 @@ def _unpack(
             raise BundleError(f"bad bundle: section {name} out of bounds")
         chunk = body[offset : offset + size]
         if method == "none":
-            content = bytes(chunk) if isinstance(data, bytes) else chunk
+            sections[name] = bytes(chunk) if isinstance(data, bytes) else chunk
         elif method == "zlib":
-            content = _inflate(name, chunk, raw)
+            sections[name] = b""
+            packed.append((name, chunk, raw))
         else:
             raise BundleError(f"bad bundle: section {name}: unknown compression {method!r}")
-        if len(content) != raw:
-            raise BundleError(f"bad bundle: section {name} is {len(content)} bytes, header says {raw}")
-        sections[name] = content
         offsets[name] = body_at + offset
+    sections |= _inflate_all(packed)
+    for entry in header["sections"]:
+        name, raw = str(entry["name"]), int(entry["raw"])
+        if len(sections[name]) != raw:
+            raise BundleError(f"bad bundle: section {name} is {len(sections[name])} bytes, header says {raw}")
     for name in ("extents", "plt"):
         if name not in sections:
             raise BundleError(f"bad bundle: no {name} section")
     return header, sections, offsets
+
+
+def _inflate_all(packed: list[tuple[str, memoryview, int]]) -> dict[str, bytes]:
+    """The zlib sections inflated; large ones two at a time (zlib lets the GIL go), largest first."""
+    if len(packed) < 2 or sum(raw for _, _, raw in packed) < _PARALLEL_BYTES:
+        return {name: _inflate(name, chunk, raw) for name, chunk, raw in packed}
+    ordered = sorted(packed, key=lambda job: -job[2])
+    with ThreadPoolExecutor(2) as pool:
+        inflated = pool.map(lambda job: _inflate(*job), ordered)
+        return dict(zip([name for name, _, _ in ordered], inflated, strict=True))
 
 
 def _inflate(name: str, chunk: memoryview, raw: int) -> bytes:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from fleetprof.profile.model import Frame, FrameKind, Mapping
-from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle, write_bundle
+from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.lookup import FileSymbols
 from fleetprof.symbolize.lru import BoundedLru
@@ -135,10 +135,18 @@ class CentralSymbolizer:
             return self._entry(file_id, build_id, "") is not None
 
     def close(self) -> None:
-        """Drop every loaded file."""
+        """Drop every loaded file (after its disk cache copy is written)."""
         with self._lock:
+            self.flush()
             self._files.clear()
             self._memo_size = 0
+
+    def flush(self) -> None:
+        """Wait until the bundles loaded so far are in the disk cache."""
+        with _WRITING_LOCK:
+            paths = list(_WRITING)
+        for path in paths:
+            _written(path)
 
     def _evicted(self, entry: _Entry) -> None:
         self._memo_size -= len(entry.memo)
@@ -169,6 +177,8 @@ class CentralSymbolizer:
     def _load(self, file_id: str, build_id: str, path: str) -> Bundle | None:
         """The file's bundle: disk cache, else uploaded, else debuginfod; None when there is none yet."""
         cached = self._cache_path(file_id)
+        if cached is not None:
+            _written(cached)
         if cached is not None and cached.is_file():
             bundle = _load_mapped(cached)
             if bundle is not None and bundle.file_id == file_id:
@@ -224,19 +234,44 @@ class CentralSymbolizer:
             return None
 
     def _keep(self, cached: Path | None, bundle: Bundle) -> None:
-        """Keep the bundle uncompressed in the disk cache (best effort: without it, only speed is lost)."""
+        """Keep the bundle uncompressed in the disk cache (best effort: without it, only speed is lost),
+        written by a thread of its own while lookups go on; a reader of the file waits for it."""
         if cached is None:
             return
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            write_bundle(cached, bundle.to_bytes(compress=False))
-        except OSError as exc:
-            self.problems.setdefault("cache", f"symbol cache {self._cache_dir}: {exc}".splitlines()[0])
+
+        def write() -> None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                bundle.write_uncompressed(cached)
+            except OSError as exc:
+                self.problems.setdefault("cache", f"symbol cache {self._cache_dir}: {exc}".splitlines()[0])
+            finally:
+                with _WRITING_LOCK:
+                    if _WRITING.get(cached) is threading.current_thread():
+                        del _WRITING[cached]
+
+        writer = threading.Thread(target=write, name="fleetprof-symbol-cache")
+        with _WRITING_LOCK:
+            _WRITING[cached] = writer
+        writer.start()
 
     def _cache_path(self, file_id: str) -> Path | None:
         if len(file_id) < 3 or not all(c in "0123456789abcdef" for c in file_id):
             return None
         return self._cache_dir / file_id[:2] / f"{file_id}{_CACHE_SUFFIX}"
+
+
+_WRITING: dict[Path, threading.Thread] = {}  # disk cache files being written, in every symbolizer
+_WRITING_LOCK = threading.Lock()
+
+
+def _written(path: Path) -> None:
+    """Wait for a write of `path` under way in this process, if there is one."""
+    with _WRITING_LOCK:
+        writer = _WRITING.get(path)
+    if writer is None:
+        return
+    writer.join()
 
 
 @contextmanager

@@ -13,10 +13,11 @@ off, and lookups go through symbolic as before; answers are the same either way.
 from __future__ import annotations
 
 import bisect
+import operator
 import struct
 from array import array
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import islice
 
 from symbolic import SymCache
 from symbolic._lowlevel import ffi, lib
@@ -214,7 +215,8 @@ def make_reader(cache: SymCache, data: bytes | memoryview | None = None) -> Symc
     if layout is None:
         return None
     reader = SymcacheReader(cache, view, layout)
-    if any(a >= b for a, b in pairwise(reader.starts)):  # SymCache binary-searches distinct starts
+    starts = reader.starts
+    if not all(map(operator.lt, starts, islice(starts, 1, None))):  # SymCache bisects distinct starts
         return None
     step = max(1, len(reader.starts) // _SELF_CHECKS)
     for index in range(0, len(reader.starts), step):
