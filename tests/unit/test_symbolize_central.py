@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import http.server
 import importlib.util
+import random
 import shutil
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +276,45 @@ def test_disk_cache_read_in_place_survives_garbage_cycles(bins: Path, tmp_path: 
             kept = [exc, server, exc]
         del server, kept
         gc.collect()
+
+
+def _real_binaries() -> list[Path]:
+    """Libraries of this machine: libpython (DWARF, inlined C) and libstdc++ (C++ names, symbols only)."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    found = [Path(libdir) / (sysconfig.get_config_var("INSTSONAME") or "none")]
+    found += [
+        Path(p)
+        for p in ("/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/aarch64-linux-gnu/libstdc++.so.6")
+    ]
+    return [p.resolve() for p in found if p.is_file()]
+
+
+def _functions(path: Path) -> list[tuple[int, int]]:
+    """(start, size) of the sized text symbols of `path` (.symtab, else .dynsym)."""
+    for flags in (("-S",), ("-D", "-S")):
+        out = h.run("nm", *flags, "--defined-only", path).splitlines()
+        funcs = [(int(p[0], 16), int(p[1], 16)) for p in (line.split() for line in out) if len(p) >= 4]
+        funcs = [(start, size) for start, size in funcs if size]
+        if funcs:
+            return funcs
+    return []
+
+
+@pytest.mark.parametrize("path", _real_binaries(), ids=lambda p: p.name)
+def test_central_equals_host_on_a_real_binary(path: Path, tmp_path: Path) -> None:
+    """Batches of a real library's addresses (new ones, then some again mixed with more new ones, as a
+    warm server gets them) give the host's frames."""
+    funcs = _functions(path)
+    if not funcs:
+        pytest.skip(f"{path} has no sized function symbols")
+    rng = random.Random(9)
+    hot = rng.sample(funcs, min(len(funcs), 40))  # profile-shaped: many addresses in a few functions
+    first = sorted({s + rng.randrange(n) for s, n in rng.sample(funcs, min(len(funcs), 1500))})
+    second = [s + rng.randrange(n) for s, n in hot for _ in range(20)] + first[::7] + [0x10, 1 << 40]
+    fid, build_id = identity(path)
+    expected = resolved(host_frames(path, sorted(set(first + second))))
+    server = central(tmp_path, {fid: build_bundle(str(path))})
+    assert server.symbolize(fid, build_id, first) == {a: expected[a] for a in first if a in expected}
+    assert server.symbolize(fid, build_id, second) == {a: expected[a] for a in second if a in expected}
+    frames = [f for fs in expected.values() for f in fs]
+    assert len(expected) > len(first) // 2 and len({f.function for f in frames}) > 100
