@@ -70,6 +70,7 @@ export class FlameGraph {
   /** The rows drawn last: [first, last). */
   private drawnRows: [number, number] = [0, 0];
   private onScroll = () => this.scrolled();
+  private onResize = () => this.laid && this.request(false);
 
   constructor(
     readonly container: HTMLElement,
@@ -83,7 +84,7 @@ export class FlameGraph {
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => (this.tooltip.hidden = true));
     if (typeof document !== "undefined") document.addEventListener("scroll", this.onScroll, { capture: true, passive: true });
-    if (typeof window !== "undefined") window.addEventListener("resize", this.onScroll, { passive: true });
+    if (typeof window !== "undefined") window.addEventListener("resize", this.onResize, { passive: true });
     if (typeof ResizeObserver !== "undefined") {
       this.observer = new ResizeObserver(() => {
         if (this.container.clientWidth !== this.width) this.request(true);
@@ -388,7 +389,7 @@ export class FlameGraph {
     this.observer?.disconnect();
     if (this.frame) cancelAnimationFrame(this.frame);
     document.removeEventListener("scroll", this.onScroll, { capture: true });
-    window.removeEventListener("resize", this.onScroll);
+    window.removeEventListener("resize", this.onResize);
   }
 }
 
