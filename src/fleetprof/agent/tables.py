@@ -53,6 +53,9 @@ def _compile_to_cache(cache_dir: str, version: int, path: str, file_id: str) -> 
 
 BIG_FILE = 64 << 20
 """Files from this size on compile in their own lane, so small programs' tables never wait behind them."""
+TINY_FILE = 1 << 20
+"""Files under this size (a C extension a Python program just imported, a small tool) compile in a lane of
+their own: tens of milliseconds, never queued behind a libpython or a compiler's tables."""
 
 
 def _file_size(req: TableRequest) -> int:
@@ -97,15 +100,17 @@ class TableManager:
         self._failed: dict[int, str] = {}
         self._user_tables: dict[int, UnwindTable] = {}  # LRU order: evicted tables read from the cache
         self._lock = threading.Lock()
+        self._tiny = _SmallestFirst()  # files under TINY_FILE
         self._small = _SmallestFirst()  # files under BIG_FILE
         self._big = _SmallestFirst()
         self._pending: set[int] = set()
         self._idle = threading.Event()
         self._idle.set()
-        # Two lanes, each smallest file first: a 500 MB library's compilation holds only the big files.
+        # Three lanes, each smallest file first: a 500 MB library's compilation holds only the big files,
+        # a libpython's never holds a just-imported C extension's.
         self._threads = [
             threading.Thread(target=self._work, args=(lane,), name=f"fleetprof-tables-{name}", daemon=True)
-            for name, lane in (("small", self._small), ("big", self._big))
+            for name, lane in (("tiny", self._tiny), ("small", self._small), ("big", self._big))
         ]
         for thread in self._threads:
             thread.start()
@@ -218,7 +223,8 @@ class TableManager:
 
     def _enqueue(self, req: TableRequest) -> None:
         """Queue a compilation in the lane its file's size picks."""
-        (self._big if _file_size(req) >= BIG_FILE else self._small).put(req)
+        size = _file_size(req)
+        (self._big if size >= BIG_FILE else self._small if size >= TINY_FILE else self._tiny).put(req)
 
     def _work(self, lane: _SmallestFirst) -> None:
         while True:
@@ -226,7 +232,7 @@ class TableManager:
             if req is None:
                 return
             try:
-                self._load(req)
+                self._load(req, here=lane is self._tiny)
             finally:
                 self._done(req.file_key)
 
@@ -256,8 +262,10 @@ class TableManager:
             self._done(req.file_key)
         return True
 
-    def _load(self, req: TableRequest) -> None:
-        if not self._in_process:
+    def _load(self, req: TableRequest, here: bool = False) -> None:
+        """Compile (in the worker process unless `here`: a tiny file's milliseconds are cheaper than a
+        worker's start) and install."""
+        if not self._in_process and not here:
             self._compile_elsewhere(req)  # then the cache has it (or its failure), like a reload
         try:
             table = self._cache.get(req.open_path, req.file_id)
@@ -339,6 +347,7 @@ class TableManager:
     def close(self) -> None:
         """Stop the worker thread and process."""
         self._fast.put(None)
+        self._tiny.put(None)
         self._small.put(None)
         self._big.put(None)
         self._fast_thread.join(timeout=5)
