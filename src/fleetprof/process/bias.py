@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import mmap
 
-from fleetprof.elf.reader import ElfInfo, LoadSegment
+from fleetprof.elf.reader import ElfError, ElfInfo, LoadSegment, read_elf_info
+from fleetprof.process.maps import MapsEntry
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -57,3 +58,17 @@ def covered_by_text(info: ElfInfo, offset: int, length: int, page: int = PAGE_SI
         if low <= offset and offset + length <= high:
             return True
     return False
+
+
+def file_bias(path: str, mappings: list[MapsEntry]) -> int | None:
+    """Load bias of ELF `path` from the first of its mappings that a PT_LOAD explains (None: unreadable
+    file, or no mapping it explains)."""
+    try:
+        info = read_elf_info(path)
+    except ElfError:
+        return None
+    for mapping in mappings:
+        bias = load_bias(info, mapping.start, mapping.offset)
+        if bias is not None:
+            return bias
+    return None

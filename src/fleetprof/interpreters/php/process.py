@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from fleetprof.elf.reader import ElfError, read_elf_info
 from fleetprof.interpreters.php.discovery import (
     PhpBinary,
     PhpUnsupported,
     inspect_php_binary,
     is_php_name,
 )
-from fleetprof.process.bias import load_bias
-from fleetprof.process.maps import MapKind, MapsEntry, parse_maps
+from fleetprof.process.bias import file_bias
+from fleetprof.process.maps import MapKind, parse_maps
 from fleetprof.process.procfs import ProcFS
 
 NOT_PHP = PhpUnsupported("no Zend engine mapped (php, php-fpm, php-cgi or libphp*.so)", is_php=False)
@@ -42,19 +41,6 @@ class PhpProcess:
         """[start, end) of execute_ex in the process: the native frames that stand for PHP frames."""
         start, size = self.binary.execute_ex
         return start + self.bias, start + self.bias + size
-
-
-def _file_bias(path: str, mappings: list[MapsEntry]) -> int | None:
-    """Load bias of ELF `path` from the first of its mappings that a PT_LOAD explains."""
-    try:
-        info = read_elf_info(path)
-    except (ElfError, OSError):
-        return None
-    for mapping in mappings:
-        bias = load_bias(info, mapping.start, mapping.offset)
-        if bias is not None:
-            return bias
-    return None
 
 
 def find_php(pid: int) -> PhpProcess | PhpUnsupported:
@@ -82,7 +68,7 @@ def find_php(pid: int) -> PhpProcess | PhpUnsupported:
             continue
         if found is None:
             continue
-        bias = _file_bias(readable, [m for m in mappings if m.path == path])
+        bias = file_bias(readable, [m for m in mappings if m.path == path])
         if bias is None:
             unsupported = unsupported or PhpUnsupported(f"{path}: no mapping matches its PT_LOADs")
             continue

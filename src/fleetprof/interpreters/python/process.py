@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from fleetprof.elf.reader import ElfError, read_elf_info
 from fleetprof.interpreters.python.discovery import PythonBinary, UnsupportedPython, inspect_python_binary
 from fleetprof.interpreters.python.layouts import NONE
 from fleetprof.interpreters.python.objects import TypeAddresses
 from fleetprof.interpreters.python.procinfo import PY_OFF_NONE, PyProcInfo
-from fleetprof.process.bias import load_bias
-from fleetprof.process.maps import MapKind, MapsEntry, parse_maps
+from fleetprof.process.bias import file_bias
+from fleetprof.process.maps import MapKind, parse_maps
 from fleetprof.process.procfs import ProcFS
 
 # PyProcInfo offsets copied from the PyLayout field of the same name (NONE becomes PY_OFF_NONE).
@@ -95,19 +94,6 @@ def proc_info(binary: PythonBinary, bias: int) -> PyProcInfo:
     )
 
 
-def _file_bias(path: str, mappings: list[MapsEntry]) -> int | None:
-    """Load bias of ELF `path` from the first of its mappings that a PT_LOAD explains."""
-    try:
-        info = read_elf_info(path)
-    except ElfError:
-        return None
-    for mapping in mappings:
-        bias = load_bias(info, mapping.start, mapping.offset)
-        if bias is not None:
-            return bias
-    return None
-
-
 def find_python(pid: int) -> PythonProcess | None:
     """The CPython this process runs, with its load bias; None when there is none (or it is unsupported).
 
@@ -131,7 +117,7 @@ def find_python(pid: int) -> PythonProcess | None:
             continue
         if binary is None:
             continue
-        bias = _file_bias(readable, [m for m in mappings if m.path == path])
+        bias = file_bias(readable, [m for m in mappings if m.path == path])
         if bias is not None:
             return PythonProcess(pid, binary, bias, start_time)
     return None

@@ -406,10 +406,19 @@ class Pclntab:
 
     def _scan(self, table: int, target: int) -> int:
         """Value at pc offset `target` read straight from the table, as the runtime's pcvalue does."""
+        for pc, value in self._steps(table):
+            if target < pc:
+                return value
+        return -1
+
+    def _steps(self, table: int) -> Iterator[tuple[int, int]]:
+        """(end of the run as an offset from the entry, value) of each run of pcvalue table `table`."""
         buf, limit = self._buf, self._base + self.size
         pos = self._base + self._pctab + table
+        if pos >= limit:
+            raise PclntabError(f"pcvalue table {table:#x} out of range")
         pc, value, quantum = 0, -1, self.quantum
-        for step in range(_MAX_TABLE_STEPS):
+        for step in range(_MAX_TABLE_STEPS):  # single-byte varints inline: they are nearly all of them
             if pos >= limit:
                 raise PclntabError("pcvalue table truncated or malformed")
             uv = buf[pos]
@@ -417,7 +426,7 @@ class Pclntab:
             if uv & 0x80:
                 uv, pos = _varint(buf, pos - 1, limit)
             if uv == 0 and step:
-                return -1
+                return
             if pos >= limit:
                 raise PclntabError("pcvalue table truncated")
             pd = buf[pos]
@@ -426,8 +435,7 @@ class Pclntab:
                 pd, pos = _varint(buf, pos - 1, limit)
             value += -((uv + 1) >> 1) if uv & 1 else uv >> 1
             pc += pd * quantum
-            if target < pc:
-                return value
+            yield pc, value
         raise PclntabError("pcvalue table malformed (too long)")
 
     def _decoded(self, table: int, func: _Func) -> tuple[list[int], list[int]]:
@@ -435,36 +443,11 @@ class Pclntab:
         found = self._tables.get(table)
         if found is not None:
             return found
-        buf, limit = self._buf, self._base + self.size
-        pos = self._base + self._pctab + table
-        if pos >= limit:
-            raise PclntabError(f"pcvalue table {table:#x} out of range")
         pcs: list[int] = []
         values: list[int] = []
-        pc, value, quantum = 0, -1, self.quantum
-        first = True
-        for _ in range(_MAX_TABLE_STEPS):  # single-byte varints inline: they are nearly all of them
-            if pos >= limit:
-                raise PclntabError("pcvalue table truncated or malformed")
-            uv = buf[pos]
-            pos += 1
-            if uv & 0x80:
-                uv, pos = _varint(buf, pos - 1, limit)
-            if uv == 0 and not first:
-                break
-            first = False
-            if pos >= limit:
-                raise PclntabError("pcvalue table truncated")
-            pd = buf[pos]
-            pos += 1
-            if pd & 0x80:
-                pd, pos = _varint(buf, pos - 1, limit)
-            value += -((uv + 1) >> 1) if uv & 1 else uv >> 1
-            pc += pd * quantum
+        for pc, value in self._steps(table):
             pcs.append(pc)
             values.append(value)
-        else:
-            raise PclntabError("pcvalue table malformed (too long)")
         if len(self._tables) >= _TABLE_MEMO:
             self._tables.clear()
         self._tables[table] = (pcs, values)
