@@ -206,6 +206,96 @@ def test_unknown_first_file_waits_for_another_process_to_show_it() -> None:
     assert frames == [(layout.FRAME_NATIVE_RAW, 0, 0x6000_0010)]
 
 
+# ---- the Python tail: frames BPF walked after deferring take the places of their eval-loop frames -------
+
+EVAL = 0xE7A1  # a libpython: its eval loop at ELF [0x100, 0x200)
+TAIL = layout.FRAME_FLAG_PY_TAIL
+END = layout.FRAME_FLAG_PY_TAIL | layout.FRAME_FLAG_CALL_END
+
+
+def _py(code: int, lasti: int, flags: int) -> bytes:
+    return layout.FRAME_STRUCT.pack(code, lasti, 0xC0DE + code, layout.FRAME_PYTHON, flags, 0)
+
+
+def _eval_world() -> tuple[World, DeferredStacks]:
+    world = World()
+    world.mappings[EVAL] = (0x6000_0000, 0x6001_0000)
+    world.loaded.add(EVAL)
+    stacks = DeferredStacks(
+        emit=world.out.append,
+        mapping=world.mapping,
+        inode=lambda dev, ino, mtime: None,
+        rules=world.rules,
+        want_table=world.wanted.append,
+        pid_ready=lambda pid: True,
+        eval_loop=lambda key, pc: key == EVAL and 0x100 <= pc < 0x200,
+    )
+    return world, stacks
+
+
+def _stack_snapshot(returns: list[int]) -> bytes:
+    """The exe's leaf, then every return address in `returns` (each frame CFA = sp + 8), then the end."""
+    regs = layout.SnapshotRegs(pc=0x5000_1010, sp=0x7FF0_0000, fp=0)
+    stack = struct.pack(f"<{len(returns) + 1}Q", *returns, 0)
+    regs.stack_size = len(stack)
+    return _header(0, 0, 0, layout.SAMPLE_FLAG_SNAPSHOT) + bytes(regs) + stack
+
+
+def _finished(tail: list[bytes], returns: list[int]) -> tuple[int, list[tuple[int, int, int, int, int]]]:
+    world, stacks = _eval_world()
+    sample = _header(1, len(tail), layout.UNWIND_ERR_NOT_READY, layout.SAMPLE_FLAG_DEFERRED) + KERNEL
+    stacks.add(sample + b"".join(tail), layout.SAMPLE_FLAG_DEFERRED)
+    stacks.add(_stack_snapshot(returns), layout.SAMPLE_FLAG_SNAPSHOT)
+    stacks.resolve()
+    _, _, _, _, nk, nu, error, *_ = layout.HEADER_STRUCT.unpack_from(world.out[0])
+    frames = list(layout.FRAME_STRUCT.iter_unpack(world.out[0][layout.HEADER_SIZE :]))[nk:]
+    assert len(frames) == nu
+    return error, [(kind, fid, addr, aux, fflags) for fid, addr, aux, kind, fflags, _ in frames]
+
+
+def _native(key: int, addr: int) -> tuple[int, int, int, int, int]:
+    return (layout.FRAME_NATIVE, key, addr, 0, layout.FRAME_FLAG_RETURN_ADDRESS)
+
+
+def _python(code: int, lasti: int) -> tuple[int, int, int, int, int]:
+    return (layout.FRAME_PYTHON, code, lasti, 0xC0DE + code, 0)
+
+
+def test_python_tail_takes_the_places_of_the_eval_loop_frames() -> None:
+    """exe leaf > eval call (2 Python frames) > C in libpython > eval call (1 frame) > libc: each call's
+    frames where its eval-loop frame is, the native frame between them kept, the tail flags cleared."""
+    tail = [_py(0xA, 1, TAIL), _py(0xB, 2, END), _py(0xC, 3, END)]
+    error, frames = _finished(tail, [0x6000_0150, 0x6000_0900, 0x6000_0180, 0x7000_2020])
+    leaf = (layout.FRAME_NATIVE, EXE, 0x1010, 0, 0)
+    middle = _native(EVAL, 0x900)
+    expected = [leaf, _python(0xA, 1), _python(0xB, 2), middle, _python(0xC, 3), _native(LIBC, 0x2020)]
+    assert (error, frames) == (layout.UNWIND_COMPLETE, expected)
+
+
+def test_python_tail_shorter_than_the_eval_loop_frames_leaves_the_rest_native() -> None:
+    """The kernel's walk ended early (a torn frame): later eval-loop frames stay the native frames they
+    are, and a call cut short still names its inner frames."""
+    error, frames = _finished([_py(0xA, 1, TAIL)], [0x6000_0150, 0x6000_0180, 0x7000_2020])
+    expected = [(layout.FRAME_NATIVE, EXE, 0x1010, 0, 0), _python(0xA, 1), _native(EVAL, 0x180)]
+    assert (error, frames) == (layout.UNWIND_COMPLETE, [*expected, _native(LIBC, 0x2020)])
+
+
+def test_python_tail_dropped_when_the_table_never_comes() -> None:
+    """Given up: without the native frames the tail has no place; the sample keeps its leaf, as before."""
+    world, stacks = _eval_world()
+    world.loaded = set()
+    sample = (
+        _header(1, 1, layout.UNWIND_ERR_NOT_READY, layout.SAMPLE_FLAG_DEFERRED) + KERNEL + _py(0xA, 1, END)
+    )
+    stacks.add(sample, layout.SAMPLE_FLAG_DEFERRED)
+    stacks.add(_snapshot(), layout.SAMPLE_FLAG_SNAPSHOT)
+    stacks.resolve(final=True)
+    assert _user_frames(world.out[0]) == (
+        layout.UNWIND_ERR_NOT_READY,
+        [(layout.FRAME_NATIVE_RAW, 0, 0x5000_1010)],
+    )
+
+
 EXEC_LO, EXEC_HI = 0xFFFFFFFF81200000, 0xFFFFFFFF81200400
 
 

@@ -122,6 +122,7 @@ class ProfilerCore:
             want_table=self._tables.ensure_loaded,
             pid_ready=self._pid_ready,
             want_rescan=self._asked_rescans.add,
+            eval_loop=self.python.in_eval_loop,
         )
         self.aggregator.on_deferred = self.deferred.add
         self.aggregator.fix_failed = self._fix_failed

@@ -1,7 +1,8 @@
 """Samples the BPF unwinder deferred (SAMPLE_FLAG_DEFERRED): held with their stack snapshots until the
 tables they need are loaded, then finished by the userspace unwinder (nativeunwind/replay.py) and counted
 like every other sample. Nothing is lost: a sample that can't be finished in time is counted as it came,
-ending in its `[unwind: table not ready]` frame.
+ending in its `[unwind: table not ready]` frame. The thread's Python frames BPF walked after deferring
+(FRAME_FLAG_PY_TAIL) take the places of their eval-loop frames in the replayed stack.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ MAX_BYTES = 256 << 20  # snapshots held at once; past this the oldest are counte
 Key = tuple[int, int, int]  # cpu, ktime, tid
 MappingResolver = Callable[[int, int], "tuple[int, int, int] | None"]
 InodeResolver = Callable[[int, int, int], "tuple[int, int, int] | None"]
+EvalLoop = Callable[[int, int], bool]
+"""(file key, ELF pc) -> whether the pc is in an interpreter's eval loop."""
+_FLAGS_AT = 21  # struct frame's flags byte
+_TAIL_FLAGS = layout.FRAME_FLAG_PY_TAIL | layout.FRAME_FLAG_CALL_END
 
 
 @dataclass(slots=True)
@@ -31,6 +36,26 @@ class _Pending:
     snapshot: bytes | None = None
     since: float = 0.0
     rescanned: bool = False  # a rescan of its process was asked for a pc no known mapping explained
+
+
+def split_tail(frames: bytes) -> tuple[bytes, list[list[tuple[int, ...]]]]:
+    """The user frames before the Python tail, and the tail grouped by eval-loop call (innermost first),
+    each frame as replay's (kind, id, addr, flags, aux) with the tail flags cleared."""
+    end = len(frames)
+    while (
+        end >= layout.FRAME_SIZE and frames[end - layout.FRAME_SIZE + _FLAGS_AT] & layout.FRAME_FLAG_PY_TAIL
+    ):
+        end -= layout.FRAME_SIZE
+    calls: list[list[tuple[int, ...]]] = []
+    current: list[tuple[int, ...]] = []
+    for fid, addr, aux, kind, fflags, _ in layout.FRAME_STRUCT.iter_unpack(frames[end:]):
+        current.append((kind, fid, addr, fflags & ~_TAIL_FLAGS, aux))
+        if fflags & layout.FRAME_FLAG_CALL_END:
+            calls.append(current)
+            current = []
+    if current:
+        calls.append(current)  # the walk stopped inside a call: its inner frames still name it
+    return frames[:end], calls
 
 
 def _unmapped(record: bytes) -> bool:
@@ -50,6 +75,7 @@ class DeferredStacks:
         want_table: Callable[[int], object],
         pid_ready: Callable[[int], bool],
         want_rescan: Callable[[int], object] = lambda pid: None,
+        eval_loop: EvalLoop = lambda key, pc: False,
     ) -> None:
         self._emit = emit
         self._mapping = mapping
@@ -58,6 +84,7 @@ class DeferredStacks:
         self._want_table = want_table
         self._pid_ready = pid_ready
         self._want_rescan = want_rescan
+        self._eval_loop = eval_loop
         self._pending: dict[Key, _Pending] = {}
         self._bytes = 0
         self.finished = 0  # deferred samples completed in userspace
@@ -146,21 +173,30 @@ class DeferredStacks:
                 return first
             return self._mapping(pid, pc)
 
+        start = layout.HEADER_SIZE + nk * layout.FRAME_SIZE
+        before, calls = split_tail(sample[start : start + nu * layout.FRAME_SIZE])
+        nu = len(before) // layout.FRAME_SIZE
+
+        def interp(key: int, elf_pc: int) -> list[tuple[int, ...]] | None:
+            return calls.pop(0) if calls and self._eval_loop(key, elf_pc) else None
+
         room = layout.MAX_FRAMES - nk - nu
-        result = replay(regs, stack, first, mapping, self._rules, room)
+        result = replay(regs, stack, first, mapping, self._rules, room, interp)
         pack = layout.FRAME_STRUCT.pack
-        frames = b"".join(pack(fid, addr, 0, kind, fflags, 0) for kind, fid, addr, fflags in result.frames)
+        frames = b"".join(pack(f[1], f[2], f[4] if len(f) > 4 else 0, f[0], f[3], 0) for f in result.frames)
         flags &= ~layout.SAMPLE_FLAG_DEFERRED
         header = _HDR.pack(
             ktime, pid, tid, cpu, nk, nu + len(result.frames), result.error, flags, res, comm, pcomm
         )
-        end = layout.HEADER_SIZE + (nk + nu) * layout.FRAME_SIZE
-        return header + sample[layout.HEADER_SIZE : end] + frames
+        return header + sample[layout.HEADER_SIZE : start] + before + frames
 
     def _as_is(self, sample: bytes, error: int, snapshot: bytes | None = None) -> bytes:
         """The sample as BPF left it, plus the frame it stopped at (so the leaf is never lost)."""
         ktime, pid, tid, cpu, nk, nu, _, flags, res, comm, pcomm = _HDR.unpack_from(sample)
-        end = layout.HEADER_SIZE + (nk + nu) * layout.FRAME_SIZE
+        start = layout.HEADER_SIZE + nk * layout.FRAME_SIZE
+        before, _calls = split_tail(sample[start : start + nu * layout.FRAME_SIZE])
+        nu = len(before) // layout.FRAME_SIZE  # the Python tail has no place without the native frames
+        end = start + len(before)
         extra = b""
         if snapshot is not None and nk + nu < layout.MAX_FRAMES:
             regs = layout.SnapshotRegs.from_buffer_copy(snapshot, _REGS_OFF)

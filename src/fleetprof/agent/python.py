@@ -124,6 +124,13 @@ class PythonSupport:
                 log.debug("py_files: %s", exc)
         self._files[key] = binary
 
+    def in_eval_loop(self, key: int, elf_pc: int) -> bool:
+        """Whether an ELF pc of a registered CPython file lies in its eval loop (as `interp_ranges` says)."""
+        binary = self._files.get(key)
+        if binary is None:
+            return False
+        return any(r.start <= elf_pc < r.end for r in binary.eval_ranges[: layout.MAX_INTERP_RANGES])
+
     def file_flags(self, key: int) -> int:
         """MAPPING_FLAG_INTERPRETER when the file is a registered CPython binary, else 0."""
         return layout.MAPPING_FLAG_INTERPRETER if key in self._files else 0

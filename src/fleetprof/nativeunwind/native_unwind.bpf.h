@@ -373,7 +373,13 @@ static __always_inline long defer(struct sample *s, struct unwind_state *st, __u
 	snap->regs.stack_size = size;
 	s->hdr.flags |= SAMPLE_FLAG_DEFERRED;
 	st->snapshot = 1;
-	return fail(s, st, UNWIND_ERR_NOT_READY);
+	long end = fail(s, st, UNWIND_ERR_NOT_READY);
+	if (st->py_no_info || (st->py_started && !st->py_frame))
+		return end;
+	/* The replay can't read the Python frames (they live outside the stack copy): walk the rest now. */
+	st->mode = MODE_PY_TAIL;
+	st->next = NEXT_NATIVE;
+	return 0;
 }
 
 /* The interrupted code's registers, all of them, from the sigcontext: its frame unwinds like a leaf.

@@ -1,7 +1,8 @@
 """Finish, in userspace, a stack the BPF unwinder deferred: the same steps as native_unwind.bpf.h, run over
 the stack snapshot the kernel copied (registers + the stack from sp up) with the tables the agent has since
-loaded. Interpreter frames can't be walked here (their frames live outside the stack copy), so eval-loop
-frames come out as the native frames they are. The snapshot carries the unwinder's registers as they stood
+loaded. Interpreter frames can't be walked here (their frames live outside the stack copy): BPF walked them
+when it deferred, and `interp` puts each eval-loop call's frames where its native frame is (or the native
+frame stays). The snapshot carries the unwinder's registers as they stood
 when it deferred: pc, sp, rbp, rbx while known, and the frame's general registers while they are its own.
 """
 
@@ -43,6 +44,8 @@ MappingLookup = Callable[[int], "tuple[int, int, int] | None"]
 """pc -> (file key, bias, MAPPING_FLAG_*) of the mapping holding it, or None."""
 RuleLookup = Callable[[int, int], "Rule | None"]
 """(file key, ELF pc) -> the rule (None: no row covers it); raises KeyError while the table is not loaded."""
+InterpFrames = Callable[[int, int], "list[tuple[int, ...]] | None"]
+"""(file key, ELF pc) of a native frame -> the interpreter frames that stand for it, or None to keep it."""
 
 
 class NotReady(Exception):
@@ -77,9 +80,9 @@ class StackCopy:
 
 @dataclass(slots=True)
 class Replay:
-    """Frames found (leaf first, as (kind, id, addr, flags)) and why the walk ended (UNWIND_*)."""
+    """Frames found (leaf first, as (kind, id, addr, flags[, aux])) and why the walk ended (UNWIND_*)."""
 
-    frames: list[tuple[int, int, int, int]] = field(default_factory=list)
+    frames: list[tuple[int, ...]] = field(default_factory=list)
     error: int = layout.UNWIND_COMPLETE
 
 
@@ -109,6 +112,7 @@ def replay(
     mapping: MappingLookup,
     rules: RuleLookup,
     max_frames: int,
+    interp: InterpFrames | None = None,
 ) -> Replay:
     """Unwind from the snapshot's registers. `first` is the mapping of the first pc when the kernel knew
     it (file key, bias, flags); every later pc goes through `mapping`. Raises NotReady."""
@@ -137,7 +141,11 @@ def replay(
         key, bias, mflags = m
         pushed = not skip_push
         if pushed:
-            out.frames.append((layout.FRAME_NATIVE, key, r.pc - bias, flags))
+            instead = interp(key, r.pc - bias) if interp is not None else None
+            if instead:
+                out.frames.extend(instead[: max_frames - len(out.frames)])
+            else:
+                out.frames.append((layout.FRAME_NATIVE, key, r.pc - bias, flags))
         skip_push = False
         if not (mflags & layout.MAPPING_FLAG_HAS_TABLE) or mflags & layout.MAPPING_FLAG_FRAME_POINTERS:
             rule: Rule | None = FRAME_POINTER_RULE

@@ -74,10 +74,20 @@ static __always_inline __u64 read_u64(__u64 addr, bool *ok)
 	return v;
 }
 
+/* End the walk on `error`; after a deferral the sample keeps UNWIND_ERR_NOT_READY (the replay finishes it
+ * with the Python frames walked so far). */
+static __always_inline void py_stop(struct sample *s, struct unwind_state *st, __u16 error)
+{
+	if (st->mode == MODE_PY_TAIL)
+		st->next = NEXT_SUBMIT;
+	else
+		stop(s, st, error);
+}
+
 static __always_inline long py_fail(struct sample *s, struct unwind_state *st, __u32 why)
 {
 	count(STAT_PY_ERROR_BASE + why);
-	stop(s, st, UNWIND_ERR_PYTHON);
+	py_stop(s, st, UNWIND_ERR_PYTHON);
 	return 1;
 }
 
@@ -251,13 +261,32 @@ static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state 
 	__u32 csum = py_code_checksum((__u32)ints[0], (__u32)ints[1], filename, name);
 	struct py_code_key key = {.code = code, .pid = st->pid, .checksum = csum, .start = st->start_lo};
 	py_capture_code(info, &key, ints[0], filename);
-	if (!push_frame(s, code, lasti, csum, FRAME_PYTHON, 0)) {
-		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
+	if (!push_frame(s, code, lasti, csum, FRAME_PYTHON, st->mode == MODE_PY_TAIL ? FRAME_FLAG_PY_TAIL : 0)) {
+		py_stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 		return false;
 	}
 	count(STAT_PYTHON_FRAMES);
 	st->interp_emitted = 1;
 	return true;
+}
+
+/* Point the Python cursor at the thread's current frame (0: no thread state, or no frame); true on a failed
+ * read. */
+static __always_inline bool py_start(struct unwind_state *st, struct py_proc_info *info)
+{
+	bool ok = true;
+	st->py_started = 1;
+	st->py_frame = 0;
+	__u64 tstate = find_tstate(info, st->tid);
+	if (!tstate) {
+		count(STAT_PY_ERROR_BASE + PY_ERR_NO_TSTATE);
+		return false;
+	}
+	__u64 f = read_u64(tstate + info->tstate_frame, &ok);
+	if (ok && f && (info->flags & PY_F_CFRAME))
+		f = read_u64(f + info->cframe_current_frame, &ok);
+	st->py_frame = ok ? f : 0;
+	return !ok;
 }
 
 /* The walk info of the sampled process: its own, else its interpreter file's relocated by the load bias. */
@@ -289,25 +318,13 @@ static __always_inline long python_step(struct sample *s, struct unwind_state *s
 	struct py_proc_info *info = py_info(st);
 	if (!info) {
 		count(STAT_PY_ERROR_BASE + PY_ERR_NO_PROC);
+		st->py_no_info = 1;
 		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
 		return 0;
 	}
+	if (!st->py_started && py_start(st, info))
+		return py_fail(s, st, PY_ERR_READ);
 	bool ok = true;
-	if (!st->py_started) {
-		st->py_started = 1;
-		__u64 tstate = find_tstate(info, st->tid);
-		if (!tstate) {
-			count(STAT_PY_ERROR_BASE + PY_ERR_NO_TSTATE);
-			st->py_frame = 0;
-		} else {
-			__u64 f = read_u64(tstate + info->tstate_frame, &ok);
-			if (ok && f && (info->flags & PY_F_CFRAME))
-				f = read_u64(f + info->cframe_current_frame, &ok);
-			if (!ok)
-				return py_fail(s, st, PY_ERR_READ);
-			st->py_frame = f;
-		}
-	}
 	__u64 f = st->py_frame;
 	if (!f) {
 		st->mode = MODE_NATIVE; /* no Python frame left for this eval-loop call */
@@ -353,6 +370,88 @@ static __always_inline long python_step(struct sample *s, struct unwind_state *s
 	default:
 		return py_fail(s, st, PY_ERR_NO_PROC);
 	}
+}
+
+/* The walk info for the frames after a deferral: as python_step found it, else (no eval-loop frame met
+ * yet, process not registered) from an interpreter file among the vmas this process's samples have seen. */
+static __noinline struct py_proc_info *py_tail_info(struct unwind_state *st)
+{
+	if (!st)
+		return NULL;
+	struct py_proc_info *info = py_info(st);
+	if (info || st->py_started)
+		return info;
+	struct vma_cache *c = bpf_map_lookup_elem(&vma_cache, &st->pid);
+	__u32 zero = 0;
+	struct py_proc_info *tmp = bpf_map_lookup_elem(&py_info_scratch, &zero);
+	if (!c || !tmp)
+		return NULL;
+	for (int i = 0; i < VMA_CACHE_SLOTS; i++) {
+		struct vma_cache_entry *e = &c->e[i];
+		if (!e->start)
+			continue;
+		struct inode_info *ii = bpf_map_lookup_elem(&file_inodes, (struct inode_key *)&e->dev);
+		if (!ii)
+			continue;
+		struct py_proc_info *fi = bpf_map_lookup_elem(&py_files, &ii->file_id);
+		if (!fi)
+			continue;
+		__u64 bias = e->start - (e->pgoff << PAGE_SHIFT) - ii->seg_delta;
+		__builtin_memcpy(tmp, fi, sizeof(*tmp));
+		tmp->runtime_addr += bias;
+		if (tmp->code_type_addr)
+			tmp->code_type_addr += bias;
+		st->py_file_info = 1;
+		return tmp;
+	}
+	return NULL;
+}
+
+/* Mark the sample's last frame, when it is a tail Python frame, as the outermost of its eval-loop call. */
+static __always_inline void py_tail_call_end(struct sample *s)
+{
+	__u32 last = (__u32)s->hdr.num_kernel + s->hdr.num_user - 1;
+	if (s->hdr.num_user && last < MAX_FRAMES && (s->frames[last].flags & FRAME_FLAG_PY_TAIL))
+		s->frames[last].flags |= FRAME_FLAG_CALL_END;
+}
+
+/* One step of the walk after a deferral (MODE_PY_TAIL): the thread's next Python frame, flagged PY_TAIL and,
+ * at the end of each eval-loop call, CALL_END, so the agent's replay puts it where the eval-loop frame is.
+ * The sample keeps UNWIND_ERR_NOT_READY; a failed read ends the walk with what it has. */
+static __noinline long py_tail_step(struct sample *s, struct unwind_state *st)
+{
+	if (!s || !st)
+		return 1;
+	struct py_proc_info *info = py_tail_info(st);
+	if (!info || (!st->py_started && py_start(st, info))) {
+		st->next = NEXT_SUBMIT;
+		return 1;
+	}
+	bool ok = true;
+	__u64 f = st->py_frame;
+	__u64 prev = f ? read_u64(f + info->frame_previous, &ok) : 0;
+	if (!f || !ok || prev == f) {
+		if (!f)
+			py_tail_call_end(s); /* the thread's outermost frame */
+		st->next = NEXT_SUBMIT;
+		return 1;
+	}
+	__u8 byte = 0;
+	if (info->walk_kind != PY_WALK_FRAMEOBJECT &&
+	    bpf_probe_read_user(&byte, 1, (void *)(f + info->frame_entry))) {
+		st->next = NEXT_SUBMIT;
+		return 1;
+	}
+	st->py_frame = prev;
+	if (info->walk_kind == PY_WALK_SHIM && byte >= info->owner_shim_min) {
+		py_tail_call_end(s); /* a shim starts each eval-loop call; never shown */
+		return 0;
+	}
+	if (!emit_py_frame(s, st, info, f))
+		return 1;
+	if (info->walk_kind == PY_WALK_FRAMEOBJECT || (info->walk_kind == PY_WALK_IS_ENTRY && byte))
+		py_tail_call_end(s);
+	return 0;
 }
 
 #endif

@@ -57,7 +57,8 @@ struct unwind_state {
 	__u8 vma_probed;       /* this sample's one bpf_find_vma is spent */
 	__u8 in_kernel;        /* the sample interrupted kernel code (user registers from pt_regs) */
 	__u8 young;            /* the process started less than YOUNG_NS ago */
-	__u8 reserved[2];
+	__u8 py_no_info;       /* an eval-loop frame was met with no Python walk info: keep its native frames */
+	__u8 reserved[1];
 	__u32 lpm_pid;         /* whose `mappings` to look in: the pid, its parent (forked_from), or 0 */
 	__u32 reserved1;
 	__u64 rbx;             /* the frame's rbx, tracked like rbp (UW_CFA_RBX rules) */
@@ -74,6 +75,7 @@ struct unwind_state {
 
 #define MODE_NATIVE 0
 #define MODE_PYTHON 1
+#define MODE_PY_TAIL 2 /* after a deferral: the thread's remaining Python frames, for the agent's replay */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -329,6 +331,8 @@ static long unwind_step(__u32 index, void *unused)
 	st->next = NEXT_NATIVE;
 	if (st->mode == MODE_PYTHON)
 		return python_step(s, st);
+	if (st->mode == MODE_PY_TAIL)
+		return py_tail_step(s, st);
 	return native_step(s, st);
 }
 
