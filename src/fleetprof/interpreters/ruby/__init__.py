@@ -1,0 +1,1 @@
+"""Ruby (CRuby/YARV) support: discovery, struct layouts, a userspace reference walker and naming."""
