@@ -2,6 +2,8 @@
 
 `create_app` wires a store, a central symbolizer and the ingest token into one ASGI app; the background
 symbolization worker starts and stops with the app's lifespan. Errors become one-line JSON reasons.
+Answers of at least `GZIP_MIN_BYTES` go out gzip-encoded to clients that accept it (flame graph JSON
+shrinks about tenfold).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.middleware.gzip import GZipMiddleware
 
 from fleetprof import __version__
 from fleetprof.query.selection import QueryError
@@ -27,6 +30,8 @@ from fleetprof.server.worker import SymbolWorker
 from fleetprof.store import StoreError
 
 log = logging.getLogger(__name__)
+GZIP_MIN_BYTES = 1024  # smaller answers fit a packet or two either way
+GZIP_LEVEL = 5  # most of level 9's ratio on JSON at a fraction of its CPU
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ def create_app(
     app.state.worker = worker
     app.state.ingestor = Ingestor(store, worker.wake if worker is not None else None)
     _install_error_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness and store reachability")
     def healthz() -> dict[str, Any]:
