@@ -41,6 +41,12 @@ CHAIN, LIB = FIXTURES / "chain.rb", FIXTURES / "lib.rb"
 CAPTURE = FIXTURES / "captured_park.json"
 RUBY = shutil.which("ruby3.1") or shutil.which("ruby")
 
+JIT_MODES = {
+    "none": (),
+    "yjit": ("--yjit", "--yjit-call-threshold=1"),
+    "mjit": ("--mjit", "--mjit-min-calls=1"),
+}
+
 needs_ruby = pytest.mark.skipif(RUBY is None, reason="ruby is not installed (apt-get install ruby3.1)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's memory needs root")
 
@@ -97,16 +103,26 @@ def _wait_blocked_on_stdin(pid: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def running_chain(mode: str) -> Iterator[subprocess.Popen[str]]:
-    """Run chain.rb in `mode` ("park": blocked in IO#gets; "spin": String#* in a loop) once it is ready."""
+def running_chain(mode: str, jit: str = "none") -> Iterator[subprocess.Popen[str]]:
+    """Run chain.rb in `mode` ("park": blocked in IO#gets; "spin": String#* in a loop) once it is ready,
+    with `jit` ("none", "yjit", "mjit"); skips when this ruby cannot run that JIT."""
     assert RUBY is not None
     process = subprocess.Popen(
-        [RUBY, str(CHAIN), mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=FIXTURES
+        [RUBY, *JIT_MODES[jit], str(CHAIN), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=FIXTURES,
     )
     try:
         assert process.stdout is not None
-        if process.stdout.readline().strip() != "ready":
+        status = process.stdout.readline().strip()
+        if not status.startswith("ready"):
+            if jit != "none":
+                pytest.skip(f"this ruby cannot run with {' '.join(JIT_MODES[jit])}")
             pytest.fail(f"chain.rb exited with {process.wait(timeout=10)}")
+        assert status == f"ready jit={jit}", status
         if mode == "park":
             _wait_blocked_on_stdin(process.pid)
         yield process
@@ -152,9 +168,11 @@ def _save_capture(process: RubyProcess, ec: int, memory: RecordingMemory) -> Non
 
 @needs_ruby
 @needs_root
-def test_walker_reads_the_parked_chain_exactly() -> None:
-    """Every frame, name, file and line of the chain parked in IO#gets, root first; C functions named."""
-    with running_chain("park") as process:
+@pytest.mark.parametrize("jit", list(JIT_MODES))
+def test_walker_reads_the_parked_chain_exactly(jit: str) -> None:
+    """Every frame, name, file and line of the chain parked in IO#gets, root first; C functions named;
+    the same with YJIT compiling every method on its first call and with MJIT."""
+    with running_chain("park", jit) as process:
         found = find_ruby(process.pid)
         assert isinstance(found, RubyProcess), found
         with ProcessMemory(process.pid) as mem:
@@ -172,7 +190,7 @@ def test_walker_reads_the_parked_chain_exactly() -> None:
     assert [raw.is_cfunc for raw in stack.raw] == [f.file == "" for f in stack.frames[::-1]]
     assert all(raw.method_entry for raw in stack.raw[:-1]) and stack.raw[-1].method_entry == 0
     assert all(bool(raw.frame_flags & VM_FRAME_FLAG_CFRAME) == raw.is_cfunc for raw in stack.raw)
-    if os.environ.get("FLEETPROF_RUBY_RECAPTURE") == "1":
+    if jit == "none" and os.environ.get("FLEETPROF_RUBY_RECAPTURE") == "1":
         _save_capture(found, ec, recorder)
 
 
