@@ -37,7 +37,7 @@ from fleetprof.process.memory import MemoryReader, ProcessMemory
 from fleetprof.profile.model import FrameKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ruby"
-CHAIN, LIB = FIXTURES / "chain.rb", FIXTURES / "lib.rb"
+CHAIN, LIB, THREADS = FIXTURES / "chain.rb", FIXTURES / "lib.rb", FIXTURES / "threads.rb"
 CAPTURE = FIXTURES / "captured_park.json"
 RUBY = shutil.which("ruby3.1") or shutil.which("ruby")
 
@@ -54,7 +54,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reading another proce
 def markers(root: Path = FIXTURES) -> dict[str, tuple[str, int]]:
     """`@frame:NAME` marker -> (file under `root`, line) in the fixture scripts."""
     out = {}
-    for path in (CHAIN, LIB):
+    for path in (CHAIN, LIB, THREADS):
         for number, text in enumerate(path.read_text().splitlines(), 1):
             found = re.search(r"@frame:([\w-]+)", text)
             if found:
@@ -231,7 +231,7 @@ def test_walker_reads_a_spinning_chain_stopped_in_a_c_method() -> None:
 
 
 def _fs_base(pid: int) -> int:
-    """The thread pointer of stopped-and-attached `pid` (PTRACE_GETREGS: user_regs_struct.fs_base)."""
+    """The thread pointer of thread `pid` (PTRACE_GETREGS: user_regs_struct.fs_base), read attached."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.restype = ctypes.c_long
     libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
@@ -239,7 +239,7 @@ def _fs_base(pid: int) -> int:
     if libc.ptrace(16, pid, None, None) != 0:  # PTRACE_ATTACH
         pytest.skip(f"ptrace attach refused ({os.strerror(ctypes.get_errno())})")
     try:
-        os.waitpid(pid, 0)
+        os.waitpid(pid, 0x40000000)  # __WALL: `pid` may be a thread other than the leader
         assert libc.ptrace(12, pid, None, ctypes.byref(regs)) == 0  # PTRACE_GETREGS
     finally:
         libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
@@ -261,6 +261,50 @@ def test_thread_local_execution_context_is_the_walked_one() -> None:
             assert by_tls == found.execution_context(mem)
             assert isinstance(by_tls, int)
             assert _triples(walk_process(found, mem, by_tls)) == expected_park()
+
+
+def _thread_stacks(process: RubyProcess) -> list[list[tuple[str, str, int]]]:
+    """The Ruby stack of every thread of `process` that has an EC, each found through its own TLS."""
+    stacks = []
+    for tid in sorted(int(name) for name in os.listdir(f"/proc/{process.pid}/task")):
+        thread_pointer = _fs_base(tid)
+        with ProcessMemory(process.pid) as mem:
+            ec = process.tls_execution_context(mem, thread_pointer)
+            if isinstance(ec, int):
+                stack = walk_process(process, mem, ec)
+                stacks.append(_triples(stack) + ([("error", stack.error, 0)] if stack.error else []))
+    return stacks
+
+
+@needs_ruby
+@needs_root
+def test_each_thread_walks_its_own_stack_through_its_tls() -> None:
+    """Three Ruby threads: each thread's fs base leads (DTV -> libruby's TLS block -> ruby_current_ec) to
+    its own EC and stack, as it will for BPF on whichever thread a sample interrupts."""
+    assert RUBY is not None
+    at = markers()
+    spawn = ("block in <main>", *at["spawn"])
+    wanted = [
+        [("<main>", *at["join"]), ("Array#each", "", 0), ("Thread#join", "", 0)],
+        [spawn, ("Sleeper#alpha", *at["alpha"]), ("Kernel#sleep", "", 0)],
+        [spawn, ("Sleeper#beta", *at["beta"]), ("Kernel#sleep", "", 0)],
+    ]
+    process = subprocess.Popen([RUBY, str(THREADS)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        found = find_ruby(process.pid)
+        assert isinstance(found, RubyProcess), found
+        for _ in range(100):  # the main thread reaches Thread#join just after "ready"
+            stacks = _thread_stacks(found)
+            if sorted(stacks) == sorted(wanted):
+                break
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
+    assert sorted(stacks) == sorted(wanted)
 
 
 @needs_ruby
