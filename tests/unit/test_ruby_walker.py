@@ -190,6 +190,9 @@ def test_walker_reads_the_parked_chain_exactly(jit: str) -> None:
     assert [raw.is_cfunc for raw in stack.raw] == [f.file == "" for f in stack.frames[::-1]]
     assert all(raw.method_entry for raw in stack.raw[:-1]) and stack.raw[-1].method_entry == 0
     assert all(bool(raw.frame_flags & VM_FRAME_FLAG_CFRAME) == raw.is_cfunc for raw in stack.raw)
+    # rb_vm_exec native frames stand for the Ruby frames up to a FINISH one: the block (yielded to by
+    # Array#sort's C code) and <main> (run by ruby_exec_node); raw is innermost first.
+    assert [i for i, raw in enumerate(stack.raw) if raw.ends_native_segment] == [7, 11]
     if jit == "none" and os.environ.get("FLEETPROF_RUBY_RECAPTURE") == "1":
         _save_capture(found, ec, recorder)
 
@@ -424,6 +427,7 @@ def test_captured_park_replays_without_a_process() -> None:
         mem.put(addr, bytes.fromhex(data))
     raw, error = walk_ec(mem, layout, capture["ec"])
     assert error == ""
+    assert [i for i, item in enumerate(raw) if item.ends_native_segment] == [7, 11]
     frames, name_error = symbolize(RubyNamer(mem, layout, capture["global_symbols"]), raw)
     assert name_error == ""
     got = [(f.function, f.file, f.line) for f in frames[::-1]]

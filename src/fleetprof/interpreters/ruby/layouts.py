@@ -32,6 +32,7 @@ IMEMO_ISEQ = 7
 VM_FRAME_MAGIC_MASK = 0x7FFF0001
 VM_FRAME_MAGIC_CFUNC = 0x55550001
 VM_FRAME_MAGIC_DUMMY = 0x79990001  # the frames ruby_exec_node and thread starts push below user code
+VM_FRAME_FLAG_FINISH = 0x0020  # entered from C (rb_vm_exec): the last Ruby frame of its VM loop
 VM_FRAME_FLAG_CFRAME = 0x0080
 VM_ENV_FLAG_LOCAL = 0x0002
 VM_METHOD_TYPE_ISEQ = 0

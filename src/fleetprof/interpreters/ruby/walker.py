@@ -23,6 +23,7 @@ from fleetprof.interpreters.ruby.layouts import (
     T_MASK,
     VM_ENV_FLAG_LOCAL,
     VM_FRAME_FLAG_CFRAME,
+    VM_FRAME_FLAG_FINISH,
     VM_FRAME_MAGIC_DUMMY,
     VM_FRAME_MAGIC_MASK,
     VM_METHOD_TYPE_CFUNC,
@@ -48,6 +49,12 @@ class RawFrame:
     pc: int  # cfp->pc (next instruction) of a Ruby frame, 0 for a C function
     method_entry: int  # rb_callable_method_entry_t * (ISEQ or CFUNC), 0 for none (<main>, top blocks)
     frame_flags: int  # ep[0]: VM_FRAME_MAGIC_* | flags
+
+    @property
+    def ends_native_segment(self) -> bool:
+        """VM_FRAME_FLAG_FINISH: entered from C, so the last Ruby frame its rb_vm_exec native frame
+        stands for (the script's <main>, a block yielded to from a C method, a method called by C)."""
+        return bool(self.frame_flags & VM_FRAME_FLAG_FINISH)
 
     @property
     def is_cfunc(self) -> bool:
