@@ -197,11 +197,7 @@ class FleetAgent:
     def take_window(self) -> tuple[dict[StackKey, StackCounts], int, int]:
         """The stacks since the previous window, with the window's realtime start and end; the aggregator
         starts afresh (and its clock offset is refreshed: NTP steps and suspend move the realtime clock)."""
-        agg = self.core.aggregator
-        stacks, agg.stacks = agg.stacks, {}
-        agg.samples = 0
-        agg.pids = set()
-        agg.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
+        stacks = self.core.aggregator.cut()
         start, end = self._window_start_ns, time.time_ns()
         self._window_start_ns = end
         return stacks, start, end

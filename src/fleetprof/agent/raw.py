@@ -28,11 +28,13 @@ from fleetprof.symbolize.native import NativeFile
 from fleetprof.symbolize.perfmap import PerfMap, load_perf_map
 from fleetprof.symbolize.profile import PYTHON_MARKER_PREFIX
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
+from fleetprof.tracer.aggregate import RawFrame, StackKey
 
 PythonResolver = Callable[[int, RawFrame], Frame]
 ThreadNamer = Callable[[int, int, str, str], str]  # (pid, tid, OS thread name, process name) -> label
 KERNEL_MEMO_LIMIT = 1 << 16
+_FRAME = layout.FRAME_STRUCT
+_FRAME_SIZE = layout.FRAME_SIZE
 
 
 class _Options(Protocol):
@@ -197,41 +199,53 @@ class RawProfileBuilder:
         """A raw Profile of `stacks` (default: everything the core's aggregator holds)."""
         core = self.core
         agg_stacks = core.aggregator.stacks if stacks is None else stacks  # type: ignore[attr-defined]
-        memo: dict[tuple[int, RawFrame], Frame] = {}  # the same frame recurs in many stacks
+        # Memos for this window: the same frames (and whole user and kernel stacks) recur in many stacks.
+        # Keys are the raw bytes or plain tuples of struct frame: no per-frame object is built for a hit.
+        frame_memo: dict[tuple[int, tuple[int, ...]], Frame] = {}
+        user_memo: dict[tuple[int, bytes], tuple[Frame, ...]] = {}
+        kernel_memo: dict[bytes, tuple[Frame, ...]] = {}
+        heads: dict[tuple[int, bytes, int], tuple[Frame, ...]] = {}
+        per_pid: dict[int, tuple[str, str, str]] = {}  # pid -> (executable, pod uid, container id)
+        threads: dict[tuple[int, int, bytes, bytes], str] = {}
         samples: list[Sample] = []
         for key, counts in agg_stacks.items():
-            if key.pid == core.own_pid:
+            pid = key.pid
+            if pid == core.own_pid:
                 continue
-            frames = decode_frames(key.frames)
-            stack: list[Frame] = [
-                Frame(kind=FrameKind.PROCESS, function=_name(key.pcomm) or f"pid {key.pid}")
-            ]
-            if key.error != layout.UNWIND_COMPLETE:
-                stack.append(_error_frame(key.error))
-            unwalkable = self.python_problem(key.pid) if self.python_problem else ""
-            if unwalkable:
-                stack.append(python_marker(unwalkable))
-            for raw in reversed(frames[key.num_kernel :]):
-                frame = memo.get((key.pid, raw))
-                if frame is None:
-                    frame = memo[(key.pid, raw)] = self._user_frame(key.pid, raw)
-                stack.append(frame)
-            for raw in reversed(frames[: key.num_kernel]):
-                stack.append(self._kernel_frame(raw.addr))
-            executable, pod_uid = self.labels.get(key.pid)
+            split = key.num_kernel * _FRAME_SIZE
+            head = heads.get((pid, key.pcomm, key.error))
+            if head is None:
+                head = heads[(pid, key.pcomm, key.error)] = self._head(pid, key.pcomm, key.error)
+            user_bytes = key.frames[split:]
+            user = user_memo.get((pid, user_bytes))
+            if user is None:
+                user = user_memo[(pid, user_bytes)] = self._user_stack(pid, user_bytes, frame_memo)
+            kernel_bytes = key.frames[:split]
+            kernel = kernel_memo.get(kernel_bytes)
+            if kernel is None:
+                kernel = kernel_memo[kernel_bytes] = tuple(
+                    self._kernel_frame(addr)
+                    for _, addr, _, _, _, _ in reversed(list(_FRAME.iter_unpack(kernel_bytes)))
+                )
+            labels = per_pid.get(pid)
+            if labels is None:
+                labels = per_pid[pid] = (*self.labels.get(pid), core.container_id(pid))
+            thread = threads.get((pid, key.tid, key.comm, key.pcomm))
+            if thread is None:
+                thread = threads[(pid, key.tid, key.comm, key.pcomm)] = self._thread_name(key)
             samples.append(
                 Sample(
-                    stack=tuple(stack),
-                    pid=key.pid,
+                    stack=head + user + kernel,
+                    pid=pid,
                     tid=key.tid,
                     process_name=_name(key.pcomm),
-                    thread_name=self._thread_name(key),
+                    thread_name=thread,
                     count=counts.count,  # type: ignore[attr-defined]
                     cpus=set(counts.cpus),  # type: ignore[attr-defined]
                     timestamps_ns=list(counts.timestamps_ns),  # type: ignore[attr-defined]
-                    container_id=core.container_id(key.pid),
-                    executable=executable,
-                    pod_uid=pod_uid,
+                    container_id=labels[2],
+                    executable=labels[0],
+                    pod_uid=labels[1],
                 )
             )
         self.labels.end_window()
@@ -248,6 +262,29 @@ class RawProfileBuilder:
             stats=dict(core.stats()),
             resource=dict(self.resource),
         )
+
+    def _head(self, pid: int, pcomm: bytes, error: int) -> tuple[Frame, ...]:
+        """The root frames of a stack: its process, then its unwinding error and unwalkable-CPython marker."""
+        head = [Frame(kind=FrameKind.PROCESS, function=_name(pcomm) or f"pid {pid}")]
+        if error != layout.UNWIND_COMPLETE:
+            head.append(_error_frame(error))
+        unwalkable = self.python_problem(pid) if self.python_problem else ""
+        if unwalkable:
+            head.append(python_marker(unwalkable))
+        return tuple(head)
+
+    def _user_stack(
+        self, pid: int, user_bytes: bytes, memo: dict[tuple[int, tuple[int, ...]], Frame]
+    ) -> tuple[Frame, ...]:
+        """The user frames of one stack, root first; a frame is decoded into a RawFrame only when `memo`
+        (this window's, per pid) does not hold it yet."""
+        out: list[Frame] = []
+        for fields in reversed(list(_FRAME.iter_unpack(user_bytes))):
+            frame = memo.get((pid, fields))
+            if frame is None:
+                frame = memo[(pid, fields)] = self._user_frame(pid, RawFrame._make(fields))
+            out.append(frame)
+        return tuple(out)
 
     def _thread_name(self, key: StackKey) -> str:
         comm = _name(key.comm)

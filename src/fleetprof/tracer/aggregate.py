@@ -17,6 +17,8 @@ _HDR = layout.HEADER_STRUCT
 _HDR_SIZE = layout.HEADER_SIZE
 _FRAME = layout.FRAME_STRUCT
 _HELD = layout.SAMPLE_FLAG_DEFERRED | layout.SAMPLE_FLAG_SNAPSHOT
+SEEN_LIMIT = 1 << 15  # stacks of earlier windows remembered as seen (on_new_stack is not called again)
+SEEN_S = 60.0  # ... for at most this long: then every stack is new once more (tables' LRU is touched)
 
 
 class RawFrame(NamedTuple):
@@ -61,9 +63,10 @@ def decode_frames(frames: bytes) -> list[RawFrame]:
 
 class Aggregator:
     """Counts records per StackKey; `on_new_stack` is called once for every new key (e.g. to symbolize
-    interpreter frames while the process is still alive)."""
+    interpreter frames while the process is still alive). Cut into windows (`cut`), a key counted in an
+    earlier window is not new again for up to SEEN_S."""
 
-    def __init__(self, keep_timestamps: bool = True) -> None:
+    def __init__(self, keep_timestamps: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.stacks: dict[StackKey, StackCounts] = {}
         self.samples = 0
         self.keep_timestamps = keep_timestamps
@@ -75,6 +78,25 @@ class Aggregator:
         self.pids: set[int] = set()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) to CLOCK_REALTIME
         self.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
+        self._seen: set[StackKey] = set()  # keys of earlier windows (see `cut`)
+        self._clock = clock
+        self._seen_until = clock() + SEEN_S
+
+    def cut(self) -> dict[StackKey, StackCounts]:
+        """End a window: its stacks, with counting started afresh (and the clock offset refreshed: NTP steps
+        and suspend move the realtime clock). Its keys stay seen, so a stack that recurs window after window
+        is handed to `on_new_stack` about once per SEEN_S rather than once per window."""
+        stacks, self.stacks = self.stacks, {}
+        self.samples = 0
+        self.pids = set()
+        self.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
+        now = self._clock()
+        if now >= self._seen_until or len(self._seen) + len(stacks) > SEEN_LIMIT:
+            self._seen = set()
+            self._seen_until = now + SEEN_S
+        else:
+            self._seen.update(stacks)
+        return stacks
 
     def add_record(self, address: int, size: int) -> None:
         """Ring-buffer callback: the record is only valid during the call, so copy what we keep."""
@@ -99,7 +121,7 @@ class Aggregator:
         if entry is None:
             entry = self.stacks[key] = StackCounts()
             self.pids.add(pid)
-            if self.on_new_stack is not None:
+            if self.on_new_stack is not None and key not in self._seen:
                 self.on_new_stack(key)
         entry.count += 1
         entry.cpus.add(cpu)
