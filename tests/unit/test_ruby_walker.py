@@ -432,3 +432,8 @@ def test_captured_park_replays_without_a_process() -> None:
     assert name_error == ""
     got = [(f.function, f.file, f.line) for f in frames[::-1]]
     assert got == expected_park(Path(capture["root"]))
+    # without the global symbol table C functions become error frames and classes go unnamed
+    frames, name_error = symbolize(RubyNamer(mem, layout, 0), raw)
+    assert name_error == "no ruby_global_symbols: C functions cannot be named"
+    assert frames[0].folded_name() == f"[unwind: ruby: {name_error}]" and frames[0].kind is FrameKind.ERROR
+    assert re.fullmatch(r"#<Class:0x[0-9a-f]+>#leaf", frames[1].function), frames[1].function

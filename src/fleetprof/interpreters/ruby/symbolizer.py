@@ -281,6 +281,8 @@ class RubyNamer:
     def frame(self, iseq: int, pc: int, entry: int) -> Frame | str:
         """The Frame of a Ruby frame (iseq, pc, method entry or 0) or a C function (0, 0, entry)."""
         if not iseq:
+            if not self.global_symbols:
+                return "no ruby_global_symbols: C functions cannot be named"
             method = self.cfunc_name(entry)
             name = self.qualified(entry, method) if method is not None else None
             if name is None:
