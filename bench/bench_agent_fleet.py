@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 NCPU = os.cpu_count() or 1
 UPLOAD_QUIET_S = 15.0  # the agent's startup lasts until its symbol uploads have stopped this long
+UPLOAD_STUCK_S = 120.0  # ... and every file the collector asked for arrived (or none did for this long)
 BURN_C = r"""
 #include <stdlib.h>
 #include <time.h>
@@ -145,6 +147,12 @@ def thread_cpu_s(pid: int, names: dict[int, str]) -> dict[str, float]:
     return out
 
 
+def host_busy_s() -> float:
+    """CPU seconds the whole host has been busy (all CPUs, /proc/stat: everything but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
+
+
 def tree_rss_mb(pid: int) -> tuple[float, float]:
     """(VmRSS of `pid`, VmRSS of its descendants) in MiB."""
     own, workers = 0.0, 0.0
@@ -174,6 +182,7 @@ class Sink:
     upload_bytes: int = 0
     have: set[str] = field(default_factory=set)
     repeats: int = 0  # uploads of a file id already uploaded
+    asked: set[str] = field(default_factory=set)  # file ids the agent was told are missing
     last_upload: float = 0.0  # monotonic time of the latest upload
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,6 +203,9 @@ def _sink_handler(sink: Sink) -> type[BaseHTTPRequestHandler]:
             if self.path == "/api/v1/symbols/missing":
                 with sink.lock:
                     missing = [f for f in json.loads(body) if f not in sink.have]
+                    sink.asked.update(missing)
+                    if missing:
+                        sink.last_upload = time.monotonic()
                 self._answer(json.dumps(missing).encode())
                 return
             with sink.lock:
@@ -293,10 +305,15 @@ class Cost:
     rss_mb: float = 0.0
     worker_rss_mb: float = 0.0
     threads: dict[str, float] = field(default_factory=dict)  # steady-state CPU seconds per thread name
+    intervals: list[float] = field(default_factory=list)  # steady-state % of one core per interval
+    host_busy_pct: float = float("nan")  # the whole host's busy CPU in steady state, % of all cores
 
     @property
     def steady_pct(self) -> float:
-        """Steady-state CPU as a percentage of one core."""
+        """Steady-state CPU as a percentage of one core: the median of the intervals when there are several
+        (other work on the host moves single ones)."""
+        if len(self.intervals) > 1:
+            return statistics.median(self.intervals)
         return 100 * self.steady_cpu_s / self.steady_wall_s if self.steady_wall_s else float("nan")
 
     @property
@@ -322,22 +339,26 @@ class Run:
 
     def warm_up(self, seconds: float, sink: Sink | None = None, timeout: float = 900.0) -> None:
         """Until it samples, then `seconds` more, and on until `sink` has had no symbol upload for
-        UPLOAD_QUIET_S: all of that is startup."""
+        UPLOAD_QUIET_S and holds every bundle it asked for (a big bundle takes longer to build than that
+        quiet spell; one that never comes is waited for UPLOAD_STUCK_S): all of that is startup."""
         end = time.monotonic() + timeout
         while not holds_perf_events(self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"{self.cost.name} did not start: {self.proc.communicate()[1][-2000:]}")
             time.sleep(0.05)
         time.sleep(seconds)
-        while sink is not None and time.monotonic() - sink.last_upload < UPLOAD_QUIET_S:
+        while sink is not None and (
+            (quiet := time.monotonic() - sink.last_upload) < UPLOAD_QUIET_S
+            or (sink.asked - sink.have and quiet < UPLOAD_STUCK_S)
+        ):
             if time.monotonic() > end:
                 raise RuntimeError(f"{self.cost.name} still uploads symbols after {timeout:g} s")
             time.sleep(1.0)
         self.cost.startup_cpu_s = tree_cpu_s(self.proc.pid)
         self.cost.startup_wall_s = time.monotonic() - self.began
 
-    def steady(self, seconds: float) -> None:
-        """Measure `seconds` of steady state."""
+    def steady(self, seconds: float, repeats: int = 1) -> None:
+        """Measure `repeats` intervals of `seconds` of steady state, one after the other."""
         pid = self.proc.pid
         print(
             f"  {self.cost.name}: started in {time.monotonic() - self.began:.0f} s; steady state",
@@ -346,9 +367,16 @@ class Run:
         )
         names = python_thread_names(pid)
         threads0 = thread_cpu_s(pid, names)
+        busy0 = host_busy_s()
         cpu0, (ns0, runs0), t0 = tree_cpu_s(pid), sampling_run_time(pid), time.monotonic()
-        time.sleep(seconds)
+        cpu_a, t_a = cpu0, t0
+        for _ in range(max(repeats, 1)):
+            time.sleep(seconds)
+            cpu_b, t_b = tree_cpu_s(pid), time.monotonic()
+            self.cost.intervals.append(100 * (cpu_b - cpu_a) / (t_b - t_a))
+            cpu_a, t_a = cpu_b, t_b
         cpu1, (ns1, runs1), t1 = tree_cpu_s(pid), sampling_run_time(pid), time.monotonic()
+        self.cost.host_busy_pct = 100 * (host_busy_s() - busy0) / (t1 - t0) / NCPU
         threads1 = thread_cpu_s(pid, names)
         self.cost.threads = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
         self.cost.steady_cpu_s, self.cost.steady_wall_s = cpu1 - cpu0, t1 - t0
@@ -395,7 +423,10 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=float, default=20.0, help="seconds after sampling starts (and uploads end): startup"
     )
-    parser.add_argument("--seconds", type=float, default=60.0, help="steady-state seconds per profiler")
+    parser.add_argument("--seconds", type=float, default=60.0, help="steady-state seconds per interval")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="steady-state intervals per profiler (the median is reported)"
+    )
     parser.add_argument(
         "--churn-minutes", type=float, default=2.0, help="the agent's run through the churn, then its RSS"
     )
@@ -427,7 +458,7 @@ def main() -> int:
                     run = Run("fleetprof agent", agent_argv(url, args.frequency, work / "spool"), env)
                 try:
                     run.warm_up(args.warmup, sink if name == "agent" else None)
-                    run.steady(args.seconds)
+                    run.steady(args.seconds, args.repeats)
                     if name == "agent":
                         rss_trace = churn_phase(run, args.churn_minutes * 60)
                 finally:
@@ -471,7 +502,8 @@ def print_table(
     print(
         f"agent cost at {args.frequency} Hz, whole host, {NCPU} CPUs: {args.burners_c} C + {args.burners_py} "
         f"Python burners, {args.churn_rate:g} short-lived processes/s ({churned} in all); startup = until "
-        f"sampling + {args.warmup:g} s warm-up, steady = the next {args.seconds:g} s"
+        f"sampling + {args.warmup:g} s warm-up (and symbol uploads done), steady = the next "
+        f"{args.repeats} x {args.seconds:g} s (median)"
     )
     head = ("profiler", "startup CPU", "startup wall", "steady CPU", "% of 1 core", "vs perf", "BPF % core")
     print(f"{head[0]:>24s}" + "".join(f"{h:>14s}" for h in head[1:]) + f"{'RSS (+workers)':>20s}")
@@ -495,6 +527,12 @@ def print_table(
                 f"  {c.name} steady CPU by thread: "
                 + ", ".join(f"{k} {100 * v / c.steady_wall_s:.2f}%" for v, k in busy)
             )
+    for c in costs.values():
+        print(
+            f"  {c.name} steady % of 1 core per interval: "
+            + ", ".join(f"{x:.2f}" for x in c.intervals)
+            + f"; the host was {c.host_busy_pct:.0f}% busy (all {NCPU} CPUs, burners included)"
+        )
     if sink_note:
         print(sink_note)
     if rss_trace:

@@ -128,3 +128,19 @@ def test_raw_frames_are_memoized_per_process(tmp_path: Path) -> None:
     assert by_tid[11].thread_name == "a" and by_tid[12].thread_name == "b"
     assert by_tid[11].stack[1].address == 0x401000
     assert by_tid[11].stack[2].function == "do_syscall_64"
+
+
+def test_the_agent_builds_without_reading_the_core_counters(tmp_path: Path) -> None:
+    class _Counting(_Core):
+        reads = 0
+
+        def stats(self) -> dict[str, int]:
+            _Counting.reads += 1
+            return {"samples": 1}
+
+    agg = Aggregator()
+    agg.add_bytes(_record(10, [(5, 0x401000, layout.FRAME_NATIVE)]))
+    builder = RawProfileBuilder(_Counting(agg, {}), kernel=KernelSymbols.load("/nonexistent"), resource={})
+    assert builder.build().stats == {"samples": 1} and _Counting.reads == 1
+    builder.with_stats = False  # the agent: each window's stats delta replaces them
+    assert builder.build().stats == {} and _Counting.reads == 1

@@ -107,6 +107,7 @@ class FleetAgent:
         resource = host_resource(self.options.host_name)
         core.load()  # first: the builder is wired to the runtime support the load creates (CPython)
         raw = raw_builder_for(core, labels=labels, resource=resource)
+        raw.with_stats = False  # each window carries its own stats delta (cut_window), not the totals
         self._build = raw.build
         if self.options.symbols == "local":
             self._build, self._close_build = _local_builder(core, raw.build)

@@ -193,6 +193,8 @@ class RawProfileBuilder:
         self.labels = labels or ProcessLabels(getattr(core, "tracker", None))
         self.resource = dict(resource) if resource is not None else host_resource()
         self._kernel_memo: dict[int, Frame] = {}
+        # The core's counters in each profile; the agent turns off (it puts per-window deltas there itself).
+        self.with_stats = True
         self._perf_maps: dict[int, PerfMap | None] = {}
 
     def build(self, stacks: dict[StackKey, object] | None = None) -> Profile:
@@ -259,7 +261,7 @@ class RawProfileBuilder:
             duration_ns=max(end - start, 0),
             hostname=str(self.resource.get("host.name") or socket.gethostname()),
             kernel_release=str(self.resource.get("os.version", "")),
-            stats=dict(core.stats()),
+            stats=dict(core.stats()) if self.with_stats else {},
             resource=dict(self.resource),
         )
 

@@ -161,23 +161,10 @@ class Sampler:
         out: dict[str, int] = {}
         m = self.map("stats")
         for idx in range(layout.STAT_COUNT):
-            values = m.lookup_percpu(struct.pack("<I", idx), self.ncpus_possible)
-            total = sum(struct.unpack("<Q", v)[0] for v in values)
-            if idx >= layout.STAT_PY_ERROR_BASE:
-                name = layout.PY_ERROR_NAMES.get(idx - layout.STAT_PY_ERROR_BASE)
-                if name is None:
-                    continue
-                name = "python_error: " + name
-            elif idx >= layout.STAT_ERROR_BASE:
-                name = layout.UNWIND_ERROR_NAMES.get(idx - layout.STAT_ERROR_BASE)
-                if name is None:
-                    continue
-                name = "unwind_error: " + name
-            else:
-                name = layout.STAT_NAMES.get(idx, "")
-                if not name:
-                    continue
-            out[name] = total
+            name = _stat_name(idx)
+            if name:  # only named counters are read (one syscall each)
+                values = m.lookup_percpu(struct.pack("<I", idx), self.ncpus_possible)
+                out[name] = sum(struct.unpack("<Q", v)[0] for v in values)
         return out
 
     def detach(self) -> None:
@@ -198,6 +185,17 @@ class Sampler:
         if self._obj is None:
             raise SamplerError("sampler not loaded")
         return self._obj
+
+
+def _stat_name(idx: int) -> str:
+    """The name of stats slot `idx`, "" for an unused slot."""
+    if idx >= layout.STAT_PY_ERROR_BASE:
+        name = layout.PY_ERROR_NAMES.get(idx - layout.STAT_PY_ERROR_BASE)
+        return "python_error: " + name if name is not None else ""
+    if idx >= layout.STAT_ERROR_BASE:
+        name = layout.UNWIND_ERROR_NAMES.get(idx - layout.STAT_ERROR_BASE)
+        return "unwind_error: " + name if name is not None else ""
+    return layout.STAT_NAMES.get(idx, "")
 
 
 def _verifier_summary(log: str) -> str:
