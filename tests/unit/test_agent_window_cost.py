@@ -1,6 +1,7 @@
 """The agent's per-window work stays proportional to what is new: a stack counted in an earlier window is not
 handed to `on_new_stack` again until SEEN_S has passed, and the raw stage's per-window memos still resolve
-frames per process (the same frame bytes in two processes name two mappings)."""
+frames per process (the same frame bytes in two processes name two mappings); an exit costs no syscall for a
+pid the agent never marked known."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fleetprof.profile.model import FrameKind, Mapping
 from fleetprof.symbolize.kernel import KernelSymbols
 from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import SEEN_LIMIT, SEEN_S, Aggregator, StackKey
+from fleetprof.tracer.mapsync import MappingsMap, MappingValue
 
 KALLSYMS = "ffffffff80000000 T _stext\nffffffff81000000 T do_syscall_64\nffffffff81000100 T _etext\n"
 
@@ -144,3 +146,29 @@ def test_the_agent_builds_without_reading_the_core_counters(tmp_path: Path) -> N
     assert builder.build().stats == {"samples": 1} and _Counting.reads == 1
     builder.with_stats = False  # the agent: each window's stats delta replaces them
     assert builder.build().stats == {} and _Counting.reads == 1
+
+
+class _FakeMap:
+    def __init__(self) -> None:
+        self.items: dict[bytes, bytes] = {}
+        self.deletes = 0
+
+    def update(self, key: bytes, value: bytes) -> None:
+        self.items[key] = value
+
+    def delete(self, key: bytes) -> bool:
+        self.deletes += 1
+        return self.items.pop(key, None) is not None
+
+
+def test_an_exit_of_a_pid_never_marked_costs_no_syscall() -> None:
+    mappings, known = _FakeMap(), _FakeMap()
+    sync = MappingsMap(mappings, known)  # type: ignore[arg-type]
+    sync.remove_pid(300)  # a short-lived process the agent never read
+    assert known.deletes == 0
+    sync.mark_known(301)
+    sync.add(301, 0x1000, 0x3000, MappingValue(1, 0, 0))
+    sync.remove_pid(301)
+    assert known.items == {} and known.deletes == 1 and mappings.items == {} and sync.entries == 0
+    sync.remove_pid(301)  # twice (exit after a failed rescan): the mark is gone already
+    assert known.deletes == 1

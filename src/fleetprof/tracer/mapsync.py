@@ -56,6 +56,7 @@ class MappingsMap:
         self._map = mappings
         self._known = known_pids
         self._keys: dict[int, dict[tuple[int, int], list[bytes]]] = {}
+        self._marked: set[int] = set()  # pids put into known_pids (only userspace adds entries there)
         self._lock = threading.Lock()
         self.entries = 0
         self.failures = 0
@@ -86,17 +87,23 @@ class MappingsMap:
 
     def mark_known(self, pid: int) -> None:
         """Tell BPF the pid has been scanned (so misses report EVENT_UNKNOWN_PC, not EVENT_NEW_PID)."""
+        with self._lock:
+            self._marked.add(pid)
         self._known.update(struct.pack("<I", pid), b"\x01")
 
     def remove_pid(self, pid: int) -> None:
-        """Drop every mapping of `pid` (exit or exec)."""
+        """Drop every mapping of `pid` (exit or exec) and its known mark; a pid never marked (most short-lived
+        processes are never sampled) costs no syscall."""
         with self._lock:
             ranges = self._keys.pop(pid, {})
             for keys in ranges.values():
                 for key in keys:
                     self._map.delete(key)
                     self.entries -= 1
-        self._known.delete(struct.pack("<I", pid))
+            marked = pid in self._marked
+            self._marked.discard(pid)
+        if marked:
+            self._known.delete(struct.pack("<I", pid))
 
 
 def kernel_dev(dev: int) -> int:
