@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from fleetprof.profile.model import Frame, FrameKind, Mapping
+from fleetprof.symbolize.batch import BatchLookup, Record, records
 from fleetprof.symbolize.bundle import Bundle, BundleError, build_bundle, load_bundle
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.lookup import FileSymbols
@@ -40,6 +41,7 @@ class _Entry:
     bundle: Bundle
     symbols: FileSymbols
     mapping: Mapping
+    batch: BatchLookup
     memo: dict[int, tuple[Frame, ...]] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -83,51 +85,52 @@ class CentralSymbolizer:
             if entry is None:
                 self.stats["central.addresses_without_symbols"] += 1
                 return {}
-            memo, resolve, mapping = entry.memo, entry.symbols.resolve, entry.mapping
+            memo, mapping = entry.memo, entry.mapping
             out: dict[int, tuple[Frame, ...]] = {}
-            looked_up = 0
-            native_kind = FrameKind.NATIVE
+            new: dict[int, None] = {}  # addresses not answered yet, once each, in order
             for addr in addresses:
                 frames = memo.get(addr)
                 if frames is None:
-                    looked_up += 1
-                    try:
-                        native = resolve(addr)
-                    except Exception:  # a library bug on one address must not lose the batch
-                        native = None
-                    # Positional: the fields of `modelframes.native_model_frames`, without its per-frame
-                    # keyword parsing (the equality tests against the host path hold them together).
-                    frames = (
-                        tuple(
-                            [
-                                Frame(
-                                    native_kind,
-                                    f.function,
-                                    f.file,
-                                    f.line,
-                                    mapping,
-                                    addr,
-                                    f.inlined,
-                                    f.start_line,
-                                    f.system_name,
-                                )
-                                for f in native
-                            ]
-                        )
-                        if native
-                        else ()
-                    )
-                    if self._memo_size >= self._memo_entries:
-                        self._forget_answers()
-                    memo[addr] = frames
-                    self._memo_size += 1
-                if frames:
+                    new[addr] = None
+                elif frames:
                     out[addr] = frames
+            looked_up = len(new)
+            if new:
+                self._answer(entry, list(new), out)
             self.stats["central.lookups"] += looked_up
             if path and path != mapping.path:  # another process names the file differently
                 named = replace(mapping, path=path)
                 out = {a: tuple(replace(f, mapping=named) for f in fs) for a, fs in out.items()}
             return out
+
+    def _answer(self, entry: _Entry, addrs: list[int], out: dict[int, tuple[Frame, ...]]) -> None:
+        """Look up addresses not memoized yet (all at once), memoize them, and put the known into `out`."""
+        try:
+            found = entry.batch.resolve(addrs)
+        except Exception:  # a library bug must not lose the batch: each address alone, the failing left out
+            found = [_scalar(entry, addr) for addr in addrs]
+        memo, mapping, native_kind = entry.memo, entry.mapping, FrameKind.NATIVE
+        if self._memo_size + len(addrs) > self._memo_entries:
+            self._forget_answers()
+        for addr, answer in zip(addrs, found, strict=True):
+            # Positional: the fields of `modelframes.native_model_frames`, without its per-frame keyword
+            # parsing (the equality tests against the host path hold them together).
+            frames = (
+                tuple(
+                    [
+                        Frame(native_kind, function, file, line, mapping, addr, inlined, start, system)
+                        for function, system, file, line, inlined, start in answer
+                    ]
+                )
+                if answer
+                else ()
+            )
+            if self._memo_size >= self._memo_entries:
+                self._forget_answers()
+            memo[addr] = frames
+            self._memo_size += 1
+            if frames:
+                out[addr] = frames
 
     def has_symbols(self, file_id: str, build_id: str = "") -> bool:
         """Whether symbols for the file can be had now (loads them when they can)."""
@@ -157,6 +160,7 @@ class CentralSymbolizer:
         for entry in self._files.values():
             entry.memo.clear()
             entry.symbols.forget()
+            entry.batch.forget()
         self._memo_size = 0
 
     def _entry(self, file_id: str, build_id: str, path: str) -> _Entry | None:
@@ -168,7 +172,7 @@ class CentralSymbolizer:
             return None
         symbols = bundle.file_symbols(self._start_lines, self.stats)
         mapping = Mapping(file_id=file_id, path=bundle.path or path, build_id=bundle.build_id or build_id)
-        entry = _Entry(bundle, symbols, mapping)
+        entry = _Entry(bundle, symbols, mapping, BatchLookup(symbols))
         if bundle.note:
             self.problems.setdefault(file_id, bundle.note)
         self._files.put(file_id, entry)
@@ -277,7 +281,10 @@ def _written(path: Path) -> None:
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while a batch runs: its frames hold no cycles, and a batch of
-    tens of thousands of new objects would otherwise trigger full collections over every memoized one."""
+    tens of thousands of new objects would otherwise trigger full collections over every memoized one.
+    At the end the batch's objects join the oldest generation unscanned (a freeze and unfreeze: two list
+    splices) instead of being traversed by the young collection the first allocation would start;
+    skipped when something else keeps objects frozen."""
     if not gc.isenabled():
         yield
         return
@@ -285,7 +292,18 @@ def _collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
+
+
+def _scalar(entry: _Entry, addr: int) -> tuple[Record, ...] | None:
+    """One address through the scalar path; None when it fails (a library bug) or is unknown."""
+    try:
+        return records(entry.symbols.resolve(addr))
+    except Exception:
+        return None
 
 
 def _load_mapped(path: Path) -> Bundle | None:

@@ -66,6 +66,10 @@ class LineSource(Protocol):
         """Which compile unit answers for `addr` (None: none)."""
         ...
 
+    def ranges(self) -> list[tuple[int, int, int]] | None:
+        """The compile units' (start, end, unit offset) ranges, sorted, as `unit_key` searches them."""
+        ...
+
     def close(self) -> None:
         """Release what backs the source."""
         ...
@@ -252,10 +256,31 @@ class FileSymbols:
         self, addr: int, loc: Loc, load_address: int, containing: int, outermost: bool
     ) -> NativeFrame:
         """One location's frame (the outermost is named by the sized symbol containing `addr`)."""
-        raw = loc.symbol
+        function, system_name, start = self.name_fields(
+            addr, loc.symbol, loc.sym_addr, loc.lang, loc.line, load_address, containing, outermost
+        )
+        return NativeFrame(function, system_name, loc.full_path, loc.line, not outermost, start)
+
+    def name_fields(
+        self,
+        addr: int,
+        symbol: str,
+        sym_addr: int,
+        lang: str,
+        line: int,
+        load_address: int,
+        containing: int,
+        outermost: bool,
+        in_unit: bool = True,
+    ) -> tuple[str, str, int]:
+        """(function, system name, start line) of a location's frame: what a frame holds besides its
+        location's file and line. Depends on `addr` only through its compile unit, except for a
+        nameless function (`module+0xADDR`); `in_unit=False` says no unit holds `addr` (no start line,
+        no scope), so none is searched for."""
+        raw = symbol
         entry: int | None = None
         if outermost:
-            entry = loc.sym_addr + load_address if loc.sym_addr != _INLINE_ENTRY else None
+            entry = sym_addr + load_address if sym_addr != _INLINE_ENTRY else None
             # The sized symbol holding addr names the function: it prefers a global name over local
             # aliases at the same address (__libc_start_main, not __libc_start_main_alias_2) and a
             # function over another one's .cold part.
@@ -264,21 +289,14 @@ class FileSymbols:
             raw = raw.partition("@")[0]  # symbol version (memcpy@@GLIBC_2.14)
         base = _CLONE_SUFFIX.sub("", raw) if outermost and "." in raw else raw
         function = self._demangle(base) if base else f"{self.module}+0x{addr:x}"
-        bare = not outermost and loc.lang == "cpp" and _BARE_NAME.match(raw)
-        scoped = self._scoped(addr, raw, loc.line) if bare else None
+        bare = in_unit and not outermost and lang == "cpp" and _BARE_NAME.match(raw)
+        scoped = self._scoped(addr, raw, line) if bare else None
         if scoped is not None:
             function, start = scoped
             raw = function
         else:
-            start = self._start_line(addr, loc.symbol or raw, raw, entry)
-        return NativeFrame(
-            function=function,
-            system_name=raw if raw != function else "",
-            file=loc.full_path,
-            line=loc.line,
-            inlined=not outermost,
-            start_line=start,
-        )
+            start = self._start_line(addr, symbol or raw, raw, entry) if in_unit else 0
+        return function, raw if raw != function else "", start
 
     def _demangle(self, name: str) -> str:
         found = self._names.get(name)

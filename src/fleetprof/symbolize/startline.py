@@ -83,6 +83,10 @@ class UnitLines:
         """Offset of the compile unit that answers for `addr`, None when none does."""
         return self._unit_offset(addr) if self._ready() else None
 
+    def ranges(self) -> list[tuple[int, int, int]] | None:
+        """The compile units' (start, end, unit offset) ranges, sorted; None when they can't be had."""
+        return self._ranges if self._ready() else None
+
     def close(self) -> None:
         """Release whatever backs the index (nothing here)."""
 

@@ -66,8 +66,8 @@ class SymcacheReader:
     """Format-9 SymCache arrays over its bytes: `find` a range, `chain` its locations (innermost first)."""
 
     __slots__ = (
-        "_cache", "_files", "_functions", "_langs", "_loc_start", "_locs", "_names", "_nfunctions", "_nlocs",
-        "_paths", "_strings", "_suffixes", "starts", "trusted",
+        "_cache", "_files", "_function_fields", "_functions", "_langs", "_loc_start", "_locs", "_names",
+        "_nfunctions", "_nlocs", "_parents", "_paths", "_strings", "_suffixes", "starts", "trusted",
     )  # fmt: skip
 
     def __init__(self, cache: SymCache, data: memoryview, at: _Layout) -> None:
@@ -85,12 +85,16 @@ class SymcacheReader:
         self._nlocs = at.locations
         self._nfunctions = at.functions
         self._suffixes: dict[int, tuple[Loc, ...]] = {}  # location -> its chain (shared inline callers)
+        self._parents: dict[int, tuple[int, ...]] = {}  # the same chains, as location indices
+        self._function_fields: dict[int, tuple[int, str, str]] = {}  # function -> entry, language, name
         self.trusted = True
 
     def forget(self) -> None:
         """Drop memoized names and chains (memory only)."""
         self._names.clear()
         self._suffixes.clear()
+        self._parents.clear()
+        self._function_fields.clear()
 
     def find(self, rel: int) -> int:
         """Index of the range containing `rel` (an address relative to the cache), -1 before the first."""
@@ -107,6 +111,89 @@ class SymcacheReader:
         if found is None:
             found = self._learn(index, rel)
         return found
+
+    def chain_indices(self, index: int, rel: int) -> tuple[int, ...] | None:
+        """Location indices of range `index` (which holds `rel`), innermost first, each one's file and
+        language learned (`location` then reads them); None when the reader is off or the chain can't
+        be read here. The same chain `chain` gives, as indices, for lookups that cache by location."""
+        if not self.trusted:
+            return None
+        if index < 0:
+            return ()
+        found = self._indices(index)
+        if found is None:  # a file or language not learned yet: symbolic's answer teaches them
+            if self.chain(index, rel) is None or not self.trusted:
+                return None
+            found = self._indices(index)
+        return found
+
+    def location(self, at: int) -> tuple[int, int, int, str, str, str]:
+        """(function index, then `Loc`'s fields: entry address, line, language, function name, file
+        path) of location `at`, an index `chain_indices` gave."""
+        locs = self._locs
+        base = at * _LOCATION_WORDS
+        file_idx, line, function = locs[base], locs[base + 1], locs[base + 2]
+        path = self._paths[file_idx if file_idx < self._files else NONE]
+        named = self._function_fields.get(function)
+        if named is None:
+            if function < self._nfunctions:
+                f = function * _FUNCTION_WORDS
+                functions = self._functions
+                named = (functions[f + 2], self._langs[functions[f + 3]], self._name(functions[f]))
+            else:
+                named = (NONE, self._langs[0], "?")
+            if len(self._function_fields) >= _SUFFIX_LIMIT:
+                self._function_fields.clear()
+            self._function_fields[function] = named
+        return function, named[0], line, named[1], named[2], path
+
+    def _indices(self, index: int) -> tuple[int, ...] | None:
+        """Location indices of range `index` as `_walk` reads them; None when a file or language is
+        unknown or the chain is too deep. The callers' part is memoized by the first caller."""
+        locs = self._locs
+        at = self._loc_start + index
+        if at >= self._nlocs:
+            return ()
+        base = at * _LOCATION_WORDS
+        file_idx, line, function, parent = locs[base], locs[base + 1], locs[base + 2], locs[base + 3]
+        if file_idx == NONE and line == NONE and function == NONE and parent == NONE:
+            return ()  # the end marker after a function
+        if not self._known(file_idx, function):
+            return None
+        if parent == NONE or parent >= self._nlocs:
+            return (at,)
+        rest = self._parents.get(parent)
+        if rest is None:
+            rest = self._indices_from(parent)
+            if rest is None:
+                return None
+        return (at, *rest)
+
+    def _indices_from(self, at: int) -> tuple[int, ...] | None:
+        """The location indices from `at` up its callers (memoized when all are learned)."""
+        start = at
+        out = []
+        locs = self._locs
+        while at != NONE and at < self._nlocs:
+            if len(out) >= _MAX_DEPTH - 1:
+                return None
+            base = at * _LOCATION_WORDS
+            if not self._known(locs[base], locs[base + 2]):
+                return None
+            out.append(at)
+            at = locs[base + 3]
+        found = tuple(out)
+        if len(self._parents) >= _SUFFIX_LIMIT:
+            self._parents.clear()
+        self._parents[start] = found
+        return found
+
+    def _known(self, file_idx: int, function: int) -> bool:
+        """Whether the file and language of a location have been learned."""
+        if (file_idx if file_idx < self._files else NONE) not in self._paths:
+            return False
+        lang_code = self._functions[function * _FUNCTION_WORDS + 3] if function < self._nfunctions else 0
+        return lang_code in self._langs
 
     def _walk(self, index: int) -> tuple[Loc, ...] | None:
         """The chain from the arrays; None when a file or language has not been learned yet.
@@ -254,6 +341,12 @@ def _read_string(strings: memoryview, offset: int) -> str:
     """A LEB128-length-prefixed string of the table; "?" (symbolic's name for none) when invalid."""
     if offset == NONE or offset >= len(strings):
         return "?"
+    length = strings[offset]
+    if length < 0x80 and offset + 1 + length <= len(strings):  # a one-byte length: most names
+        try:
+            return str(strings[offset + 1 : offset + 1 + length], "utf-8")
+        except UnicodeDecodeError:
+            return "?"
     length = shift = 0
     pos = offset
     while pos < len(strings):

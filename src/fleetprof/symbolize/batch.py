@@ -1,0 +1,307 @@
+"""Batched lookups of many addresses of one file, for central symbolization: the answers of
+`FileSymbols.resolve`, with the per-address work done once per batch or once per range.
+
+The binary searches (SymCache range, containing symbol, executable section, compile unit) run over the
+whole batch at once (numpy `searchsorted`). An address then costs a dictionary lookup by (part, range,
+containing symbol, unit): frames are a function of those, so each is built once, from the SymCache's
+location indices (no per-location objects) through the scalar path's own naming code
+(`FileSymbols.name_fields`). Anything unusual (Go tables, a SymCache the direct reader can't read, an
+address no SymCache range answers, PLT stubs) goes through `FileSymbols.resolve` itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from fleetprof.symbolize.lookup import _BARE_NAME, FileSymbols, NativeFrame
+from fleetprof.symbolize.symcache_reader import SymcacheReader
+
+try:
+    import numpy as np
+except ImportError:  # without numpy every address takes the scalar path
+    np = None
+
+# One frame's fields, in NativeFrame's order: function, system_name, file, line, inlined, start_line.
+Record = tuple[str, str, str, int, bool, int]
+_MEMO_LIMIT = 1 << 16  # memoized ranges, groups and names; each memo restarts when full
+_HIGHEST = 1 << 63  # addresses at or past this (or negative) take the scalar path
+_OUTSIDE = -2  # an address outside a part's 32-bit relative range
+_CONTAINING_BACK = 8  # as `CodeExtents.containing_index`
+_UNIT_BACK = 4  # as `UnitLines._unit_offset`
+
+
+def records(frames: tuple[NativeFrame, ...] | None) -> tuple[Record, ...] | None:
+    """The records of frames from the scalar path."""
+    if frames is None:
+        return None
+    return tuple((f.function, f.system_name, f.file, f.line, f.inlined, f.start_line) for f in frames)
+
+
+class BatchLookup:
+    """Answers many addresses of one `FileSymbols` at once; its memos are dropped by `forget`."""
+
+    __slots__ = ("_arrays", "_callers", "_groups", "_names", "_outer", "_symbols", "_units")
+
+    def __init__(self, symbols: FileSymbols) -> None:
+        self._symbols = symbols
+        self._arrays: tuple | None = None  # numpy views of the tables searched, made on first use
+        self._callers: dict[tuple[int, int, int, int], tuple[Record, ...]] = {}  # by first caller
+        self._outer: dict[tuple[int, int], object] = {}  # outermost location -> its cover limits
+        self._groups: dict[tuple[int, int, int, int], tuple[tuple[Record, ...], object]] = {}  # and cover
+        self._names: dict[tuple, tuple[str, str, int]] = {}  # one location's naming, by what decides it
+        self._units: tuple | None = None  # numpy columns of the compile units' ranges, made on first use
+
+    def forget(self) -> None:
+        """Drop memoized ranges, groups and names (memory only)."""
+        self._callers.clear()
+        self._outer.clear()
+        self._groups.clear()
+        self._names.clear()
+
+    def resolve(self, addrs: Sequence[int]) -> list[tuple[Record, ...] | None]:
+        """Records (outermost first) per address, as `FileSymbols.resolve` gives them; None when the
+        file's symbols don't know the address."""
+        symbols = self._symbols
+        if not addrs:
+            return []
+        readers = [part.reader for part in symbols.parts]
+        if (
+            np is None
+            or symbols.go is not None
+            or not readers
+            or not all(r is not None and r.trusted for r in readers)
+            or min(addrs) < 0
+            or max(addrs) >= _HIGHEST
+        ):
+            return [records(symbols.resolve(a)) for a in addrs]
+        return self._batch(addrs)
+
+    def _batch(self, addrs: Sequence[int]) -> list[tuple[Record, ...] | None]:
+        symbols = self._symbols
+        arrays = self._tables()
+        wanted = np.array(addrs, dtype=np.int64)
+        containing = _back_search(arrays[0], arrays[1], wanted, _CONTAINING_BACK).tolist()
+        sections = _sections(arrays[2], arrays[3], wanted).tolist() if symbols.extents.sections else None
+        unit_ranges = self._unit_tables()
+        if unit_ranges is not None:
+            units = _back_search(*unit_ranges[:2], wanted, _UNIT_BACK, unit_ranges[2]).tolist()
+        else:
+            units = [-1] * len(addrs)
+        indexes = []
+        for part, starts in zip(symbols.parts, arrays[4], strict=True):
+            rel = wanted - part.load_address
+            found = np.searchsorted(starts, rel, side="right").astype(np.int64) - 1
+            found[(rel < 0) | (rel > 0xFFFFFFFF)] = _OUTSIDE
+            indexes.append(found.tolist())
+        out: list[tuple[Record, ...] | None] = []
+        groups = self._groups
+        first = indexes[0]
+        for j, addr in enumerate(addrs):
+            c, u = containing[j], units[j]
+            group = groups.get((0, first[j], c, u))
+            if group is not None and (group[1] is None or _covers(group[1], addr, sections, j)):
+                out.append(group[0])
+                continue
+            for p, part_indexes in enumerate(indexes):
+                index = part_indexes[j]
+                if index < 0:
+                    continue
+                group = groups.get((p, index, c, u))
+                if group is not None:
+                    if group[1] is not None and not _covers(group[1], addr, sections, j):
+                        continue
+                    out.append(group[0])
+                    break
+                found_records = self._miss(p, index, addr, c, u, sections, j)
+                if found_records is None:
+                    continue
+                out.append(records(symbols.resolve(addr)) if found_records is False else found_records)
+                break
+            else:
+                out.append(records(symbols.resolve(addr)))  # no range: a PLT stub, or nothing
+        return out
+
+    def _miss(
+        self, p: int, index: int, addr: int, c: int, u: int, sections: list[int] | None, j: int
+    ) -> tuple[Record, ...] | bool | None:
+        """Records of range `index` of part `p` for `addr`, memoized by (part, range, containing symbol,
+        unit) unless a name holds the address; None when the range has no locations or its symbol
+        doesn't cover `addr`; False when the reader can't read the range (symbolic's path then)."""
+        symbols = self._symbols
+        part = symbols.parts[p]
+        reader: SymcacheReader = part.reader  # type: ignore[assignment]
+        load = part.load_address
+        chain = reader.chain_indices(index, addr - load)
+        if chain is None:
+            return False
+        if not chain:
+            return None
+        inner = reader.location(chain[0])
+        inner_outermost = len(chain) == 1
+        cover = self._cover(inner, load) if inner_outermost else self._outer_cover(p, chain[-1])
+        if cover is not None and not _covers(cover, addr, sections, j):
+            return None
+        callers: tuple[Record, ...] | None = ()
+        shared = True
+        if not inner_outermost:
+            caller_key = (p, chain[1], c, u)
+            callers = self._callers.get(caller_key)
+            if callers is None:
+                callers, shared = self._records(p, [reader.location(at) for at in chain[:0:-1]], addr, c, u)
+                if shared:
+                    _remember(self._callers, caller_key, callers)
+        own, own_shared = self._record(p, inner, addr, c, u, inner_outermost)
+        found = (*callers, own)
+        if shared and own_shared:
+            _remember(self._groups, (p, index, c, u), (found, cover))
+        return found
+
+    def _records(
+        self, p: int, locations: list[tuple[int, int, int, str, str, str]], addr: int, c: int, u: int
+    ) -> tuple[tuple[Record, ...], bool]:
+        """Records of inline callers (outermost first) and whether no name among them holds `addr`."""
+        out = []
+        shared = outermost = True
+        for fields in locations:
+            record, ok = self._record(p, fields, addr, c, u, outermost)
+            out.append(record)
+            shared = shared and ok
+            outermost = False
+        return tuple(out), shared
+
+    def _record(
+        self, p: int, fields: tuple[int, int, int, str, str, str], addr: int, c: int, u: int, outermost: bool
+    ) -> tuple[Record, bool]:
+        """One location's record, and whether it may be shared (its name doesn't hold `addr`). Naming
+        is memoized by what `name_fields` reads: function, depth, containing symbol, unit and, for a
+        bare C++ inline name (placed by its line), the line."""
+        function, sym_addr, line, lang, symbol, path = fields
+        placed = line if not outermost and lang == "cpp" and _BARE_NAME.match(symbol) else -1
+        name_key = (p, function, outermost, c if outermost else -2, u, placed)
+        names = self._names
+        named = names.get(name_key)
+        shared = True
+        if named is None:
+            load = self._symbols.parts[p].load_address
+            named = self._symbols.name_fields(addr, symbol, sym_addr, lang, line, load, c, outermost, u != -1)
+            if named[0].endswith(f"+0x{addr:x}"):
+                shared = False
+            else:
+                _remember(names, name_key, named)
+        return (named[0], named[1], path, line, not outermost, named[2]), shared
+
+    def _outer_cover(self, p: int, at: int) -> tuple[int, int] | bool | None:
+        """`_cover` for the outermost location `at` of part `p` (memoized)."""
+        key = (p, at)
+        found = self._outer.get(key, False)
+        if found is False:
+            part = self._symbols.parts[p]
+            found = self._cover(part.reader.location(at), part.load_address)  # type: ignore[union-attr]
+            _remember(self._outer, key, found)
+        return found  # type: ignore[return-value]
+
+    def _cover(self, fields: tuple[int, int, int, str, str, str], load: int) -> tuple[int, int] | bool | None:
+        """None for a location with DWARF; for a symbol-only one what `CodeExtents.covers(sym_start,
+        addr)` compares `addr` with: (end, -1) for a sized symbol, (-1, the symbol's section) otherwise;
+        True when the file has no section table."""
+        _function, sym_addr, line, lang, _symbol, path = fields
+        if not (lang == "unknown" and not path and not line):
+            return None
+        extents = self._symbols.extents
+        if not extents.sections:
+            return True
+        sym_start = sym_addr + load
+        idx = bisect.bisect_left(extents.starts, sym_start)
+        if idx < len(extents.starts) and extents.starts[idx] == sym_start and extents.sizes[idx]:
+            return (sym_start + extents.sizes[idx], -1)
+        return (-1, extents.section_of(sym_start))
+
+    def _unit_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """numpy columns (starts, ends, unit offsets) of the compile-unit ranges; None without any."""
+        if self._units is None:
+            lines = self._symbols._line_source()
+            ranges = lines.ranges() if lines is not None else None
+            if ranges is None:
+                return None
+            self._units = tuple(
+                np.array([min(r[i], _HIGHEST - 1) for r in ranges], dtype=np.int64) for i in range(3)
+            )
+        return self._units if len(self._units[0]) else None
+
+    def _tables(self) -> tuple:
+        """numpy views of the symbol starts and sizes, section bounds and each part's range starts."""
+        if self._arrays is None:
+            extents = self._symbols.extents
+            self._arrays = (
+                _signed(_view(extents.starts, np.uint64)),
+                _signed(_view(extents.sizes, np.uint64)),
+                np.array([s for s, _ in extents.sections], dtype=np.int64),
+                np.array([e for _, e in extents.sections], dtype=np.int64),
+                [
+                    _view(part.reader.starts, np.uint32).astype(np.int64)  # type: ignore[union-attr]
+                    for part in self._symbols.parts
+                ],
+            )
+        return self._arrays
+
+
+def _remember(memo: dict, key: object, value: object) -> None:
+    """`memo[key] = value`, the memo restarted when full."""
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+
+
+def _covers(cover: tuple[int, int] | bool, addr: int, sections: list[int] | None, j: int) -> bool:
+    """`CodeExtents.covers` for a symbol-only range, from its precomputed limits."""
+    if cover is True or sections is None:
+        return True
+    section = sections[j]
+    if section < 0:
+        return False
+    end, sym_section = cover
+    return addr < end if end >= 0 else sym_section == section
+
+
+def _view(values: object, dtype: object) -> np.ndarray:
+    """A numpy view of an `array.array` (an empty array when it is empty)."""
+    return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype=dtype)  # type: ignore[arg-type]
+
+
+def _signed(values: np.ndarray) -> np.ndarray:
+    """Unsigned 64-bit values as signed ones, the few past 2**63 - 1 held there (no address reaches it)."""
+    return np.minimum(values, np.uint64(_HIGHEST - 1)).astype(np.int64)
+
+
+def _back_search(
+    starts: np.ndarray, sizes: np.ndarray, addrs: np.ndarray, back: int, values: np.ndarray | None = None
+) -> np.ndarray:
+    """Per address, the position (or `values` there) of the last of the `back` entries starting at or
+    before it whose extent holds it, nearest first; -1 when none does. `sizes` are the entries' sizes
+    (or, with `values`, their ends)."""
+    out = np.full(len(addrs), -1, dtype=np.int64)
+    if not len(starts):
+        return out
+    top = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+    pending = np.ones(len(addrs), dtype=bool)
+    for k in range(back):
+        at = top - k
+        ok = pending & (at >= 0)
+        if not ok.any():
+            break
+        safe = np.where(ok, at, 0)
+        inside = addrs - starts[safe] < sizes[safe] if values is None else addrs < sizes[safe]
+        hit = ok & inside
+        out[hit] = at[hit] if values is None else values[safe[hit]]
+        pending &= ~hit
+    return out
+
+
+def _sections(starts: np.ndarray, ends: np.ndarray, addrs: np.ndarray) -> np.ndarray:
+    """Per address, the index of the executable section holding it, -1 when none does."""
+    if not len(starts):
+        return np.full(len(addrs), -1, dtype=np.int64)
+    at = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+    safe = np.where(at >= 0, at, 0)
+    return np.where((at >= 0) & (addrs < ends[safe]), at, -1)
