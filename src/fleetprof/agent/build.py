@@ -55,7 +55,7 @@ def builder_for(core: ProfilerCore, labels: ProcessLabels | None = None) -> Prof
     py = core.python
     return ProfileBuilder(
         core,
-        python=py.resolve if py is not None else None,
+        python=core.resolve_interpreted if py is not None else None,
         thread_names=py.thread_name if py is not None else None,
         python_problem=py.unsupported.get if py is not None else None,
         labels=labels,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetprof.agent.deferred import DeferredStacks
 from fleetprof.agent.execwindow import ExecWindow
+from fleetprof.agent.php import PhpSupport
 from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.python import PythonSupport
 from fleetprof.agent.tables import TableManager, TableRequest
@@ -23,10 +24,10 @@ from fleetprof.nativeunwind.loader import TableLoader
 from fleetprof.process.fileid import file_id_u64
 from fleetprof.process.files import FileStatus
 from fleetprof.process.tracker import ExecMapping, ProcessTracker
-from fleetprof.profile.model import Mapping
+from fleetprof.profile.model import Frame, FrameKind, Mapping
 from fleetprof.symbolize.native import NativeFile
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import Aggregator, StackKey
+from fleetprof.tracer.aggregate import Aggregator, RawFrame, StackKey
 from fleetprof.tracer.mapsync import InodeMap, MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
@@ -81,6 +82,7 @@ class ProfilerCore:
         self.deferred: DeferredStacks | None = None
         self._exec_window: ExecWindow | None = None
         self.python: PythonSupport | None = None
+        self.php: PhpSupport | None = None
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
@@ -113,6 +115,7 @@ class ProfilerCore:
             self.options.cache_dir / "python",
             self.sampler.map("py_files"),
         )
+        self.php = PhpSupport(self.sampler.map("php_procs"), self.sampler.map("interp_ranges"))
         self._inodes = InodeMap(self.sampler.map("file_inodes"))
         self.deferred = DeferredStacks(
             emit=self.aggregator.add_bytes,
@@ -243,6 +246,8 @@ class ProfilerCore:
                 rescan[pid] = []  # pcs reported before the exec belong to the old image
                 if self.python is not None:
                     self.python.process_gone(pid)
+                if self.php is not None:
+                    self.php.process_gone(pid)
                 if not self.options.scan_on_exec:
                     del rescan[pid]  # a NEW_PID event after this one asks again
                     self.tracker.on_exit(pid)  # the old image's mappings go now
@@ -337,6 +342,8 @@ class ProfilerCore:
             flags = layout.MAPPING_FLAG_HAS_TABLE
             if self.python is not None:
                 flags |= self.python.interpreter_flags(pid, m)
+            if self.php is not None:
+                flags |= self.php.interpreter_flags(pid, m)
             self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, flags))
             self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
             self._register_inode(m, key, flags)
@@ -354,6 +361,8 @@ class ProfilerCore:
         file_flags = flags & ~layout.MAPPING_FLAG_INTERPRETER
         if self.python is not None:
             file_flags |= self.python.file_flags(key)
+        if self.php is not None:
+            file_flags |= self.php.file_flags(key)
         self._inodes.add(m.dev, m.inode, mtime, key, m.start - m.offset - m.bias, file_flags)
 
     def _on_new_stack(self, key: StackKey) -> None:
@@ -364,6 +373,8 @@ class ProfilerCore:
             if kind == layout.FRAME_NATIVE and fid:
                 self._tables.touch(fid)
         self.python.on_new_stack(key)
+        if self.php is not None:
+            self.php.on_new_stack(key)
 
     def _mapping_for_replay(self, pid: int, pc: int) -> tuple[int, int, int] | None:
         """(file key, bias, flags) of the mapping holding `pc` for the userspace unwinder."""
@@ -419,6 +430,8 @@ class ProfilerCore:
         if self.python is not None:
             self.python.process_gone(pid)
             self.python.symbolizer.forget(pid)
+        if self.php is not None:
+            self.php.process_gone(pid)
 
     # ---- long-running upkeep (the agent) ------------------------------------------------------------
 
@@ -441,6 +454,8 @@ class ProfilerCore:
             self._models = {k: m for k, m in self._models.items() if k[0] not in freed}
             if self.python is not None:
                 self.python.forget(freed)
+            if self.php is not None:
+                self.php.forget(freed)
         for small in (self._quiet_until, self._py_rescans, self._followups):
             for pid in [p for p in small if p not in live]:
                 del small[pid]
@@ -524,11 +539,21 @@ class ProfilerCore:
             out["lpm_update_failures"] = self._mapsync.failures
         if self.python is not None:
             out.update(self.python.stats())
+        if self.php is not None:
+            out.update(self.php.stats())
         if self.deferred is not None:
             out.update(self.deferred.stats())
         if self._inodes is not None:
             out["file_inodes"] = len(self._inodes)
         return out
+
+    def resolve_interpreted(self, pid: int, raw: RawFrame) -> Frame:
+        """The named frame of an interpreted raw frame (Python or PHP), by its kind."""
+        if raw.kind == layout.FRAME_PHP and self.php is not None:
+            return self.php.resolve(pid, raw)
+        if self.python is not None:
+            return self.python.resolve(pid, raw)
+        return Frame(kind=FrameKind.PYTHON, function="<python frame>")
 
     def table_messages(self) -> list[str]:
         """Files that fell back to frame pointers, one line each."""

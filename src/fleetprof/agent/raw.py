@@ -293,8 +293,8 @@ class RawProfileBuilder:
         return self.thread_names(key.pid, key.tid, comm, _name(key.pcomm)) if self.thread_names else comm
 
     def _user_frame(self, pid: int, raw: RawFrame) -> Frame:
-        if raw.kind == layout.FRAME_PYTHON:
-            if self.python is not None:
+        if raw.kind == layout.FRAME_PYTHON or raw.kind == layout.FRAME_PHP:
+            if self.python is not None:  # the core's resolver of every interpreted kind
                 return self.python(pid, raw)
             return Frame(kind=FrameKind.PYTHON, function="<python frame>")
         if raw.kind == layout.FRAME_NATIVE_RAW:
@@ -362,7 +362,7 @@ def raw_builder_for(
     py = getattr(core, "python", None)
     return RawProfileBuilder(
         core,
-        python=py.resolve if py is not None else None,
+        python=getattr(core, "resolve_interpreted", py.resolve if py is not None else None),
         thread_names=py.thread_name if py is not None else None,
         python_problem=py.unsupported.get if py is not None else None,
         labels=labels,

@@ -301,16 +301,17 @@ static __always_inline long find_row(__u32 start, __u32 count, __u32 target)
 	return lo - 1;
 }
 
-static __always_inline bool in_interpreter(__u64 file_id, __u64 elf_pc)
+/* The INTERP_* kind of the interpreter loop holding elf_pc, 0 when it is in none. */
+static __always_inline __u32 in_interpreter(__u64 file_id, __u64 elf_pc)
 {
 	struct interp_ranges *r = bpf_map_lookup_elem(&interp_ranges, &file_id);
 	if (!r)
-		return false;
+		return 0;
 	for (int i = 0; i < MAX_INTERP_RANGES; i++) {
 		if (elf_pc >= r->start[i] && elf_pc < r->end[i])
-			return true;
+			return r->kind;
 	}
-	return false;
+	return 0;
 }
 
 /* Stop here and hand the agent a copy of the stack from sp up (to the end of the stack's vma, at most
@@ -494,8 +495,9 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		st->cur_file_id = m->file_id;
 		st->cur_bias = m->bias;
 		st->cur_flags = m->flags;
-		if ((st->cur_flags & MAPPING_FLAG_INTERPRETER) && in_interpreter(st->cur_file_id, pc - st->cur_bias)) {
-			st->mode = MODE_PYTHON;
+		__u32 interp = st->cur_flags & MAPPING_FLAG_INTERPRETER ? in_interpreter(st->cur_file_id, pc - st->cur_bias) : 0;
+		if (interp) {
+			st->mode = interp == INTERP_PHP ? MODE_PHP : MODE_PYTHON;
 			st->resume = 1;
 			st->interp_emitted = 0;
 			return 0;

@@ -17,6 +17,7 @@
 #define FRAME_NATIVE_RAW 2  /* id = 0, addr = virtual address: no mapping was known in the kernel */
 #define FRAME_KERNEL 3      /* id = 0, addr = kernel address */
 #define FRAME_PYTHON 4      /* id = code object address, addr = instruction offset (code units), aux = checksum */
+#define FRAME_PHP 5         /* id = zend_function address, addr = line (0: internal function), aux = cookie */
 
 /* Frame flags. */
 #define FRAME_FLAG_RETURN_ADDRESS 1 /* addr is a return address: symbolize at addr - 1 */
@@ -38,7 +39,8 @@
 #define UNWIND_ERR_NO_USER_REGS 9    /* user registers unavailable */
 #define UNWIND_ERR_FRAME_POINTER 10  /* frame-pointer fallback ended on a bad pointer */
 #define UNWIND_ERR_NOT_READY 11      /* code in a file whose unwind table the agent had not loaded yet */
-#define UNWIND_ERR_COUNT 12
+#define UNWIND_ERR_PHP 12            /* the PHP walker met an unreadable or implausible frame */
+#define UNWIND_ERR_COUNT 13
 
 /* Sample flags (struct sample_header.flags). */
 #define SAMPLE_FLAG_KERNEL_THREAD 1  /* no user space at all (kernel worker) */
@@ -177,6 +179,7 @@ struct stack_snapshot {
 /* Interpreter loop ranges of a file, ELF virtual addresses; unused slots have start == end == 0. */
 #define MAX_INTERP_RANGES 4
 #define INTERP_PYTHON 1
+#define INTERP_PHP 2
 struct interp_ranges {
 	__u32 kind;             /* INTERP_* */
 	__u32 reserved;
@@ -223,8 +226,8 @@ struct sampler_config {
 #define STAT_SNAPSHOTS 14    /* stack snapshots sent for deferred unwinding */
 #define STAT_SNAPSHOTS_LOST 15 /* snapshots that did not fit the ring buffer */
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
-#define STAT_PY_ERROR_BASE 28 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
-#define STAT_COUNT 36
+#define STAT_PY_ERROR_BASE 29 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
+#define STAT_COUNT 37
 
 /* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
  * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks

@@ -6,7 +6,8 @@
  *   on_sample  - filters, fills the per-CPU record header, kernel stack, user registers
  *   PROG_NATIVE - a bounded loop (bpf_loop) of unwind steps: native frames from unwind tables compiled from
  *                .eh_frame (nativeunwind/), frame pointers as the fallback; when the pc is in an interpreter
- *                loop the next steps run that interpreter's walker (interpreters/python/) and then hand back;
+ *                loop the next steps run that interpreter's walker (interpreters/python/, interpreters/php/)
+ *                and then hand back;
  *                then it submits the record.
  */
 #include "kernel_types.h"
@@ -64,7 +65,9 @@ struct unwind_state {
 	__u64 rbx;             /* the frame's rbx, tracked like rbp (UW_CFA_RBX rules) */
 	__u8 rbx_valid;        /* rbx is known: not lost by an unsaved clobber or a frame-pointer step */
 	__u8 regs_live;        /* the per-CPU `user_gprs` are the frame at pc's own (leaf or signal frame) */
-	__u8 reserved2[6];
+	__u8 php_started;      /* the PHP cursor was initialised from EG(current_execute_data) */
+	__u8 reserved2[5];
+	__u64 php_ex;          /* PHP walker: the next zend_execute_data to emit */
 };
 
 /* Processes younger than this wake the agent with every sample (see submit()). */
@@ -76,6 +79,7 @@ struct unwind_state {
 #define MODE_NATIVE 0
 #define MODE_PYTHON 1
 #define MODE_PY_TAIL 2 /* after a deferral: the thread's remaining Python frames, for the agent's replay */
+#define MODE_PHP 3
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -320,6 +324,7 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 
 #include "native_unwind.bpf.h"
 #include "python_unwind.bpf.h"
+#include "php_unwind.bpf.h"
 
 /* One step of the unwind loop: a native frame, or a Python frame. */
 static long unwind_step(__u32 index, void *unused)
@@ -333,6 +338,8 @@ static long unwind_step(__u32 index, void *unused)
 		return python_step(s, st);
 	if (st->mode == MODE_PY_TAIL)
 		return py_tail_step(s, st);
+	if (st->mode == MODE_PHP)
+		return php_step(s, st);
 	return native_step(s, st);
 }
 

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/* The in-kernel PHP (Zend engine) walker: one PHP frame per step of the unwind loop.
+ *
+ * The native unwinder hands over when its pc is inside execute_ex (`interp_ranges`, kind INTERP_PHP); this
+ * walker emits the PHP frames that execute_ex call runs (down to the frame entered from C, PHP_CALL_TOP) and
+ * hands back, so native frames between them (zend_call_function, array_map's C code...) stay in place.
+ * Offsets come from userspace (struct php_proc_info, php_offsets.h); nothing is symbolized here: a frame is
+ * the zend_function address, the line and a cookie, named by the agent from process memory.
+ * Included by tracer/bpf/sampler.bpf.c after the shared maps and helpers.
+ */
+#ifndef FLEETPROF_PHP_UNWIND_BPF_H
+#define FLEETPROF_PHP_UNWIND_BPF_H
+
+#include "php_offsets.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct php_proc_info);
+} php_procs SEC(".maps");
+
+static __always_inline long php_fail(struct sample *s, struct unwind_state *st)
+{
+	stop(s, st, UNWIND_ERR_PHP);
+	return 1;
+}
+
+/* One step of the PHP walker: emit (at most) one frame, or hand back to the native unwinder. */
+static __noinline long php_step(struct sample *s, struct unwind_state *st)
+{
+	if (!s || !st)
+		return 1;
+	struct php_proc_info *info = bpf_map_lookup_elem(&php_procs, &st->pid);
+	if (!info) {
+		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
+		return 0;
+	}
+	bool ok = true;
+	if (!st->php_started) {
+		st->php_started = 1;
+		st->php_ex = read_u64(info->current_execute_data, &ok);
+		if (!ok)
+			return php_fail(s, st);
+	}
+	__u64 ex = st->php_ex;
+	if (!ex) {
+		st->mode = MODE_NATIVE; /* no PHP frame left for this execute_ex call */
+		return 0;
+	}
+	__u64 func = read_u64(ex + info->ex_func, &ok);
+	__u64 prev = read_u64(ex + info->ex_prev, &ok);
+	if (!ok || prev == ex)
+		return php_fail(s, st);
+	st->php_ex = prev;
+	if (!func)
+		return 0; /* a dummy frame: no function to show */
+	__u64 head[3] = {0, 0, 0}; /* type (first byte), function_name, scope */
+	if (bpf_probe_read_user(&head[0], 1, (void *)(func + info->fn_type)))
+		return php_fail(s, st);
+	__u8 type = (__u8)head[0];
+	if (type != PHP_FN_INTERNAL && type != PHP_FN_USER && type != PHP_FN_EVAL)
+		return php_fail(s, st);
+	head[1] = read_u64(func + info->fn_name, &ok);
+	head[2] = read_u64(func + info->fn_scope, &ok);
+	__u32 call_info = 0;
+	if (bpf_probe_read_user(&call_info, sizeof(call_info), (void *)(ex + info->ex_call_info)))
+		ok = false;
+	__u32 line = 0;
+	if (type != PHP_FN_INTERNAL) {
+		__u64 opline = read_u64(ex + info->ex_opline, &ok);
+		if (opline && bpf_probe_read_user(&line, sizeof(line), (void *)(opline + info->op_lineno)))
+			line = 0;
+	}
+	if (!ok)
+		return php_fail(s, st);
+	if (!push_frame(s, func, line, php_func_cookie(head[1], head[2], type), FRAME_PHP, 0)) {
+		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
+		return 1;
+	}
+	st->interp_emitted = 1;
+	if (call_info & PHP_CALL_TOP)
+		st->mode = MODE_NATIVE; /* entered from C: the native frames under this execute_ex come next */
+	return 0;
+}
+
+#endif

@@ -1,0 +1,108 @@
+"""`fleetprof record -- php8.2 busy.php`: PHP frames walked in the kernel from the Zend engine's own memory,
+in place of the execute_ex frame that runs them, over the engine's native root, with preg_match's C code
+above its PHP frame; with opcache off and on (no JIT: JIT'd code runs outside execute_ex, not walked yet)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from functools import cache
+from pathlib import Path
+
+import pytest
+from test_python_common import Recording, Stack, record
+
+SCRIPT = Path(__file__).resolve().parent / "phpscripts" / "busy.php"
+PHP = shutil.which("php8.2") or shutil.which("php")
+MODES = {
+    "plain": ["-d", "opcache.enable_cli=0"],
+    "opcache": ["-d", "opcache.enable_cli=1", "-d", "opcache.jit=off"],
+}
+MIN_SHARE = 0.99
+
+pytestmark = pytest.mark.skipif(PHP is None, reason="php8.2-cli is not installed (make setup installs it)")
+
+
+def _call_lines() -> dict[str, int]:
+    """`// calls: f` markers: callee -> the line its caller shows while it runs."""
+    out = {}
+    for number, text in enumerate(SCRIPT.read_text(encoding="utf-8").splitlines(), start=1):
+        found = re.search(r"// calls: (\S+)", text)
+        if found:
+            out[found.group(1)] = number
+    return out
+
+
+LINES = _call_lines()
+HOT_BODY = set(range(LINES["preg_match"] - 4, LINES["preg_match"] + 2))
+EXPECTED = [
+    ("<main>", {LINES["run"]}),
+    ("run", {LINES["Cart::total"]}),
+    ("Cart::total", {LINES["Cart::line"]}),
+    ("Cart::line", {LINES["price-first"]}),
+    ("price", {LINES["price"]}),
+    ("price", {LINES["price"]}),
+    ("price", {LINES["hot"]}),
+    ("hot", HOT_BODY),
+]
+
+
+@cache
+def _recorded(mode: str) -> Recording:
+    assert PHP is not None
+    return record(["--", PHP, "-d", "pcre.jit=0", *MODES[mode], str(SCRIPT), "2"], f"php-{mode}")
+
+
+def _php_frames(stack: Stack) -> list[int]:
+    """Indexes of the script's own frames in the stack (root first)."""
+    return [i for i, f in enumerate(stack.frames) if f.where.endswith("busy.php")]
+
+
+def _check(stack: Stack) -> str:
+    """Why a stack under `hot` is not the whole chain with its lines, "" when it is."""
+    at = _php_frames(stack)
+    got = [(stack.frames[i].name, stack.frames[i].line) for i in at]
+    if [name for name, _ in got] != [name for name, _ in EXPECTED]:
+        return "php frames " + " > ".join(name for name, _ in got)
+    for (name, line), (_, lines) in zip(got, EXPECTED, strict=True):
+        if line not in lines:
+            return f"{name} at line {line}, expected one of {sorted(lines)}"
+    if at != list(range(at[0], at[0] + len(at))):
+        return "native frames between PHP frames of one execute_ex call"
+    root = [f.name for f in stack.frames[: at[0]]]
+    if not root or root[0] != "_start" or "zend_execute" not in root:
+        return "native root " + " > ".join(root)
+    above = [f.name for f in stack.frames[at[-1] + 1 :]]
+    if "preg_match" in above:
+        if above[0] != "preg_match" or "php_pcre_match_impl" not in above:
+            return "above hot: " + " > ".join(above)
+        if stack.frames[at[-1]].line != LINES["preg_match"]:
+            return f"hot calls preg_match from line {stack.frames[at[-1]].line}"
+    return ""
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_php_chain_is_whole_with_lines(mode: str) -> None:
+    """>= 99 % of the samples under hot read <main> > run > Cart::total > Cart::line > price x3 > hot, each
+    caller at the line of its call, over _start..zend_execute; both the PHP loop and preg_match's C code
+    (under its own PHP frame) are sampled."""
+    run = _recorded(mode)
+    under_hot = [
+        s for s in run.stacks if any(f.name == "hot" and f.where.endswith("busy.php") for f in s.frames)
+    ]
+    judged = sum(s.count for s in under_hot)
+    bad: dict[str, tuple[int, str]] = {}
+    for stack in under_hot:
+        why = "unwind error" if stack.has_error else _check(stack)
+        if why:
+            n, example = bad.get(why, (0, stack.render()))
+            bad[why] = (n + stack.count, example)
+    failed = sum(n for n, _ in bad.values())
+    worst = "\n".join(
+        f"{n} x {why}\n  e.g. {ex}" for why, (n, ex) in sorted(bad.items(), key=lambda kv: -kv[1][0])
+    )
+    assert judged >= 300, f"{judged} samples under hot\n{run.describe()}"
+    assert (judged - failed) / judged >= MIN_SHARE, f"{judged - failed}/{judged} whole\n{worst}"
+    in_regex = sum(s.count for s in under_hot if any(f.name == "php_pcre_match_impl" for f in s.frames))
+    assert judged * 0.2 <= in_regex <= judged * 0.8, f"{in_regex} of {judged} samples in preg_match"
+    assert run.stats.get("php_processes", 0) + run.stats.get("php_named", 0) >= 1, run.describe()
