@@ -15,7 +15,7 @@ import bisect
 from collections.abc import Sequence
 
 from fleetprof.symbolize.lookup import _BARE_NAME, FileSymbols, NativeFrame
-from fleetprof.symbolize.symcache_reader import SymcacheReader
+from fleetprof.symbolize.symcache_reader import NONE, SymcacheReader
 
 try:
     import numpy as np
@@ -41,13 +41,12 @@ def records(frames: tuple[NativeFrame, ...] | None) -> tuple[Record, ...] | None
 class BatchLookup:
     """Answers many addresses of one `FileSymbols` at once; its memos are dropped by `forget`."""
 
-    __slots__ = ("_arrays", "_callers", "_groups", "_names", "_outer", "_symbols", "_units")
+    __slots__ = ("_arrays", "_callers", "_groups", "_names", "_symbols", "_units")
 
     def __init__(self, symbols: FileSymbols) -> None:
         self._symbols = symbols
         self._arrays: tuple | None = None  # numpy views of the tables searched, made on first use
-        self._callers: dict[tuple[int, int, int, int], tuple[Record, ...]] = {}  # by first caller
-        self._outer: dict[tuple[int, int], object] = {}  # outermost location -> its cover limits
+        self._callers: dict[tuple[int, int, int, int], tuple[tuple[Record, ...], object]] = {}  # and cover
         self._groups: dict[tuple[int, int, int, int], tuple[tuple[Record, ...], object]] = {}  # and cover
         self._names: dict[tuple, tuple[str, str, int]] = {}  # one location's naming, by what decides it
         self._units: tuple | None = None  # numpy columns of the compile units' ranges, made on first use
@@ -55,7 +54,6 @@ class BatchLookup:
     def forget(self) -> None:
         """Drop memoized ranges, groups and names (memory only)."""
         self._callers.clear()
-        self._outer.clear()
         self._groups.clear()
         self._names.clear()
 
@@ -94,6 +92,7 @@ class BatchLookup:
             found = np.searchsorted(starts, rel, side="right").astype(np.int64) - 1
             found[(rel < 0) | (rel > 0xFFFFFFFF)] = _OUTSIDE
             indexes.append(found.tolist())
+        words = [self._words(p, index) for p, index in enumerate(indexes)]
         out: list[tuple[Record, ...] | None] = []
         groups = self._groups
         first = indexes[0]
@@ -113,7 +112,7 @@ class BatchLookup:
                         continue
                     out.append(group[0])
                     break
-                found_records = self._miss(p, index, addr, c, u, sections, j)
+                found_records = self._miss(p, index, addr, c, u, sections, j, words[p])
                 if found_records is None:
                     continue
                 out.append(records(symbols.resolve(addr)) if found_records is False else found_records)
@@ -123,39 +122,91 @@ class BatchLookup:
         return out
 
     def _miss(
-        self, p: int, index: int, addr: int, c: int, u: int, sections: list[int] | None, j: int
+        self,
+        p: int,
+        index: int,
+        addr: int,
+        c: int,
+        u: int,
+        sections: list[int] | None,
+        j: int,
+        words: tuple[list[int], ...],
     ) -> tuple[Record, ...] | bool | None:
         """Records of range `index` of part `p` for `addr`, memoized by (part, range, containing symbol,
         unit) unless a name holds the address; None when the range has no locations or its symbol
-        doesn't cover `addr`; False when the reader can't read the range (symbolic's path then)."""
-        symbols = self._symbols
-        part = symbols.parts[p]
+        doesn't cover `addr`; False when the reader can't read the range (symbolic's path then).
+        `words` are the range's own location's fields, read for the whole batch."""
+        part = self._symbols.parts[p]
         reader: SymcacheReader = part.reader  # type: ignore[assignment]
-        load = part.load_address
-        chain = reader.chain_indices(index, addr - load)
+        file_idx, line, function, parent = words[0][j], words[1][j], words[2][j], words[3][j]
+        path = reader.known_path(file_idx) if reader.trusted and function != NONE else None
+        named = reader.known_function(function) if path is not None else None
+        if named is None:  # an end marker, or a file or language not learned yet: the general way
+            return self._miss_read(p, index, addr, c, u, sections, j)
+        sym_addr, lang, symbol = named
+        inner = (function, sym_addr, line, lang, symbol, path)
+        shared = True
+        if parent == NONE or parent >= reader.locations:
+            callers: tuple[Record, ...] = ()
+            cover = self._cover(inner, part.load_address)
+        else:
+            held = self._callers.get((p, parent, c, u))
+            if held is None:
+                chain = reader.caller_indices(parent)
+                if chain is None:
+                    return self._miss_read(p, index, addr, c, u, sections, j)
+                held, shared = self._caller_records(p, chain, addr, c, u)
+            callers, cover = held
+        if cover is not None and not _covers(cover, addr, sections, j):
+            return None
+        own, own_shared = self._record(p, inner, addr, c, u, not callers)
+        found = (*callers, own)
+        if shared and own_shared:
+            _remember(self._groups, (p, index, c, u), (found, cover))
+        return found
+
+    def _miss_read(
+        self, p: int, index: int, addr: int, c: int, u: int, sections: list[int] | None, j: int
+    ) -> tuple[Record, ...] | bool | None:
+        """`_miss` with the range's chain read (and its files and languages learned) by the reader."""
+        part = self._symbols.parts[p]
+        reader: SymcacheReader = part.reader  # type: ignore[assignment]
+        chain = reader.chain_indices(index, addr - part.load_address)
         if chain is None:
             return False
         if not chain:
             return None
         inner = reader.location(chain[0])
-        inner_outermost = len(chain) == 1
-        cover = self._cover(inner, load) if inner_outermost else self._outer_cover(p, chain[-1])
+        shared = True
+        if len(chain) == 1:
+            callers: tuple[Record, ...] = ()
+            cover = self._cover(inner, part.load_address)
+        else:
+            held = self._callers.get((p, chain[1], c, u))
+            if held is None:
+                held, shared = self._caller_records(p, chain[1:], addr, c, u)
+            callers, cover = held
         if cover is not None and not _covers(cover, addr, sections, j):
             return None
-        callers: tuple[Record, ...] | None = ()
-        shared = True
-        if not inner_outermost:
-            caller_key = (p, chain[1], c, u)
-            callers = self._callers.get(caller_key)
-            if callers is None:
-                callers, shared = self._records(p, [reader.location(at) for at in chain[:0:-1]], addr, c, u)
-                if shared:
-                    _remember(self._callers, caller_key, callers)
-        own, own_shared = self._record(p, inner, addr, c, u, inner_outermost)
+        own, own_shared = self._record(p, inner, addr, c, u, len(chain) == 1)
         found = (*callers, own)
         if shared and own_shared:
             _remember(self._groups, (p, index, c, u), (found, cover))
         return found
+
+    def _caller_records(
+        self, p: int, chain: tuple[int, ...], addr: int, c: int, u: int
+    ) -> tuple[tuple[tuple[Record, ...], object], bool]:
+        """((records of the inline callers `chain` (innermost first) outermost first, the outermost's
+        cover limits), whether they may be shared), memoized by the first caller when shareable."""
+        part = self._symbols.parts[p]
+        reader: SymcacheReader = part.reader  # type: ignore[assignment]
+        locations = [reader.location(at) for at in reversed(chain)]
+        callers, shared = self._records(p, locations, addr, c, u)
+        held = (callers, self._cover(locations[0], part.load_address))
+        if shared:
+            _remember(self._callers, (p, chain[0], c, u), held)
+        return held, shared
 
     def _records(
         self, p: int, locations: list[tuple[int, int, int, str, str, str]], addr: int, c: int, u: int
@@ -191,16 +242,6 @@ class BatchLookup:
                 _remember(names, name_key, named)
         return (named[0], named[1], path, line, not outermost, named[2]), shared
 
-    def _outer_cover(self, p: int, at: int) -> tuple[int, int] | bool | None:
-        """`_cover` for the outermost location `at` of part `p` (memoized)."""
-        key = (p, at)
-        found = self._outer.get(key, False)
-        if found is False:
-            part = self._symbols.parts[p]
-            found = self._cover(part.reader.location(at), part.load_address)  # type: ignore[union-attr]
-            _remember(self._outer, key, found)
-        return found  # type: ignore[return-value]
-
     def _cover(self, fields: tuple[int, int, int, str, str, str], load: int) -> tuple[int, int] | bool | None:
         """None for a location with DWARF; for a symbol-only one what `CodeExtents.covers(sym_start,
         addr)` compares `addr` with: (end, -1) for a sized symbol, (-1, the symbol's section) otherwise;
@@ -216,6 +257,17 @@ class BatchLookup:
         if idx < len(extents.starts) and extents.starts[idx] == sym_start and extents.sizes[idx]:
             return (sym_start + extents.sizes[idx], -1)
         return (-1, extents.section_of(sym_start))
+
+    def _words(self, p: int, indexes: list[int]) -> tuple[list[int], ...]:
+        """(file, line, function, parent) of each address's range location in part `p`, all NONE
+        where there is none (outside the part, before its first range, past its locations)."""
+        reader: SymcacheReader = self._symbols.parts[p].reader  # type: ignore[assignment]
+        table = self._tables()[5][p]
+        at = np.array(indexes, dtype=np.int64) + reader.first_location
+        inside = (np.array(indexes, dtype=np.int64) >= 0) & (at < len(table))
+        picked = table[np.where(inside, at, 0)] if len(table) else np.zeros((len(at), 4), dtype=np.uint32)
+        picked[~inside] = NONE
+        return tuple(picked[:, k].tolist() for k in range(4))
 
     def _unit_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """numpy columns (starts, ends, unit offsets) of the compile-unit ranges; None without any."""
@@ -240,6 +292,10 @@ class BatchLookup:
                 np.array([e for _, e in extents.sections], dtype=np.int64),
                 [
                     _view(part.reader.starts, np.uint32).astype(np.int64)  # type: ignore[union-attr]
+                    for part in self._symbols.parts
+                ],
+                [
+                    _view(part.reader.location_words, np.uint32).reshape(-1, 4)  # type: ignore[union-attr]
                     for part in self._symbols.parts
                 ],
             )

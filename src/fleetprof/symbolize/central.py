@@ -110,27 +110,33 @@ class CentralSymbolizer:
         except Exception:  # a library bug must not lose the batch: each address alone, the failing left out
             found = [_scalar(entry, addr) for addr in addrs]
         memo, mapping, native_kind = entry.memo, entry.mapping, FrameKind.NATIVE
-        if self._memo_size + len(addrs) > self._memo_entries:
+        room = self._memo_entries - self._memo_size
+        if room < len(addrs):
             self._forget_answers()
+            room = self._memo_entries
         for addr, answer in zip(addrs, found, strict=True):
             # Positional: the fields of `modelframes.native_model_frames`, without its per-frame keyword
             # parsing (the equality tests against the host path hold them together).
-            frames = (
-                tuple(
+            if not answer:
+                frames: tuple[Frame, ...] = ()
+            elif len(answer) == 1:
+                ((function, system, file, line, inlined, start),) = answer
+                frames = (Frame(native_kind, function, file, line, mapping, addr, inlined, start, system),)
+            else:
+                frames = tuple(
                     [
                         Frame(native_kind, function, file, line, mapping, addr, inlined, start, system)
                         for function, system, file, line, inlined, start in answer
                     ]
                 )
-                if answer
-                else ()
-            )
-            if self._memo_size >= self._memo_entries:
+            if room <= 0:
                 self._forget_answers()
+                room = self._memo_entries
             memo[addr] = frames
-            self._memo_size += 1
+            room -= 1
             if frames:
                 out[addr] = frames
+        self._memo_size = self._memo_entries - room
 
     def has_symbols(self, file_id: str, build_id: str = "") -> bool:
         """Whether symbols for the file can be had now (loads them when they can)."""

@@ -127,6 +127,52 @@ class SymcacheReader:
             found = self._indices(index)
         return found
 
+    @property
+    def first_location(self) -> int:
+        """Index of the location of range 0 (range i's is this plus i)."""
+        return self._loc_start
+
+    @property
+    def locations(self) -> int:
+        """How many locations the cache has."""
+        return self._nlocs
+
+    @property
+    def location_words(self) -> memoryview:
+        """The locations' u32 fields, four each: file, line, function, parent (NONE for none)."""
+        return self._locs
+
+    def known_path(self, file_idx: int) -> str | None:
+        """The path of file `file_idx` of a location ("" for none); None when not learned yet."""
+        return self._paths.get(file_idx if file_idx < self._files else NONE)
+
+    def known_function(self, function: int) -> tuple[int, str, str] | None:
+        """(entry address, language, name) of function `function` of a location; None when its
+        language has not been learned yet."""
+        found = self._function_fields.get(function)
+        if found is None:
+            if function < self._nfunctions:
+                f = function * _FUNCTION_WORDS
+                lang = self._langs.get(self._functions[f + 3])
+                if lang is None:
+                    return None
+                found = (self._functions[f + 2], lang, self._name(self._functions[f]))
+            else:
+                lang = self._langs.get(0)
+                if lang is None:
+                    return None
+                found = (NONE, lang, "?")
+            if len(self._function_fields) >= _SUFFIX_LIMIT:
+                self._function_fields.clear()
+            self._function_fields[function] = found
+        return found
+
+    def caller_indices(self, at: int) -> tuple[int, ...] | None:
+        """Location indices from `at` up its callers (innermost first); None when one's file or
+        language is not learned yet or the chain is too deep."""
+        found = self._parents.get(at)
+        return found if found is not None else self._indices_from(at)
+
     def location(self, at: int) -> tuple[int, int, int, str, str, str]:
         """(function index, then `Loc`'s fields: entry address, line, language, function name, file
         path) of location `at`, an index `chain_indices` gave."""
