@@ -13,7 +13,9 @@ the binary's. Then, like for like, on each set:
 - repeated: the batch again (each (file id, address) is looked up once, then memoized).
 Today's host-side symbolizer (`NativeSymbolizer` through `symbolize_mapping`, model frames as central
 gives them; start lines read from DWARF on demand) is shown for reference. Every timing is the best
-of three fresh runs. The last line is the headline.
+of three fresh runs. The machine may be shared: CPU time is measured too (ours from this process, the
+peer's from the kernel's account of its process) and its ratios printed beside the wall-clock ones.
+The last line is the headline.
 
     .venv/bin/python bench/bench_central_symbolize.py [--count N] [BINARY ...]
 """
@@ -24,13 +26,14 @@ import argparse
 import math
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import functions, llvm_symbolizer_cmd, run_tool, sample, warm_peer_time
+from _common import WarmPeer, functions, llvm_symbolizer_cmd, run_tool, sample
 
 from fleetprof.elf.reader import read_elf_info
 from fleetprof.process.fileid import file_id
@@ -60,6 +63,47 @@ def timed(call: object, *args: object) -> tuple[float, object]:
     t0 = time.perf_counter()
     result = call(*args)  # type: ignore[operator]
     return time.perf_counter() - t0, result
+
+
+def cpu_timed(call: object, *args: object) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process, result) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = call(*args)  # type: ignore[operator]
+    return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tool_cold(cmd: list[str], addrs: list[int]) -> tuple[float, float]:
+    """(wall, CPU) seconds of a fresh peer process answering `addrs`."""
+    before = children_cpu()
+    wall = run_tool(cmd, addrs)[0]
+    return wall, children_cpu() - before
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a running process has had (/proc/PID/schedstat, nanoseconds)."""
+    with open(f"/proc/{pid}/schedstat") as stream:
+        return int(stream.read().split()[0]) / 1e9
+
+
+def tool_warm(cmd: list[str], warmup: list[int], addrs: list[int]) -> tuple[float, float]:
+    """(wall, CPU) seconds of a warm peer (it has answered `warmup`) answering `addrs`; nan on failure."""
+    peer = WarmPeer(cmd)
+    try:
+        peer.timed(warmup)
+        before = process_cpu(peer.proc.pid)
+        wall = peer.timed(addrs)
+        return wall, process_cpu(peer.proc.pid) - before
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"  ({cmd[0]} as a warm process failed: {exc})")
+        return math.nan, math.nan
+    finally:
+        peer.close()
 
 
 def bench_one(path: str, count: int, llvm: bool) -> dict[str, float] | None:
@@ -108,19 +152,20 @@ def compare(
     """Cold, restart, warm and memoized central rates against llvm-symbolizer on `addrs`; prints them.
 
     Every timing, ours and llvm-symbolizer's, is the best of REPEAT fresh runs (the machine is shared)."""
-    cold_s = reload_s = warm_s = repeat_s = host_s = math.inf
+    cold_s = reload_s = warm_s = repeat_s = host_s = cold_cpu = warm_cpu = math.inf
     answers: object = None
     for _ in range(REPEAT):
         work = Path(tempfile.mkdtemp(prefix="fleetprof-central-bench-"))
         try:
             cold = CentralSymbolizer({fid: bundle}.get, work / "cache", debuginfod=None)
-            took, answers = timed(cold.symbolize, fid, build_id, addrs)
-            cold_s = min(cold_s, took)
+            took, cpu, answers = cpu_timed(cold.symbolize, fid, build_id, addrs)
+            cold_s, cold_cpu = min(cold_s, took), min(cold_cpu, cpu)
             restart = CentralSymbolizer({}.get, work / "cache", debuginfod=None)
             reload_s = min(reload_s, timed(restart.symbolize, fid, build_id, addrs)[0])
             warm = CentralSymbolizer({}.get, work / "cache", debuginfod=None)
             warm.symbolize(fid, build_id, warmup)
-            warm_s = min(warm_s, timed(warm.symbolize, fid, build_id, addrs)[0])
+            took, cpu, _ = cpu_timed(warm.symbolize, fid, build_id, addrs)
+            warm_s, warm_cpu = min(warm_s, took), min(warm_cpu, cpu)
             took, again = timed(warm.symbolize, fid, build_id, addrs)
             repeat_s = min(repeat_s, took)
             assert again == answers
@@ -132,17 +177,21 @@ def compare(
         finally:
             shutil.rmtree(work, ignore_errors=True)
     assert isinstance(answers, dict)
-    llvm_cold = llvm_warm = math.nan
+    llvm_cold = llvm_warm = llvm_cold_cpu = llvm_warm_cpu = math.nan
     if llvm:
         cmd = llvm_symbolizer_cmd(path)
-        llvm_cold = min(run_tool(cmd, addrs)[0] for _ in range(REPEAT))
-        llvm_warm = min(warm_peer_time(cmd, warmup, addrs) for _ in range(REPEAT))
+        colds = [tool_cold(cmd, addrs) for _ in range(REPEAT)]
+        warms = [tool_warm(cmd, warmup, addrs) for _ in range(REPEAT)]
+        llvm_cold, llvm_cold_cpu = min(w for w, _ in colds), min(c for _, c in colds)
+        llvm_warm, llvm_warm_cpu = min(w for w, _ in warms), min(c for _, c in warms)
     n = len(addrs)
     row = {
         "cold": llvm_cold / cold_s,
         "reload": llvm_cold / reload_s,
         "warm": llvm_warm / warm_s,
         "host": llvm_warm / host_s,
+        "cold cpu": llvm_cold_cpu / cold_cpu,
+        "warm cpu": llvm_warm_cpu / warm_cpu,
     }
     print(f"  {shape}: {n} addresses ({len(answers)} resolved)")
     print(
@@ -154,6 +203,11 @@ def compare(
         f"    warm (new addresses after {len(warmup)} others): central {n / warm_s:,.0f}/s, llvm-symbolizer "
         f"{n / llvm_warm:,.0f}/s: x{row['warm']:.2f}; host-side NativeSymbolizer {n / host_s:,.0f}/s: "
         f"x{row['host']:.2f}; the same batch again (memoized) {n / repeat_s:,.0f}/s"
+    )
+    print(
+        f"    CPU time: cold central {n / cold_cpu:,.0f}/s, llvm-symbolizer {n / llvm_cold_cpu:,.0f}/s: "
+        f"x{row['cold cpu']:.2f}; warm central {n / warm_cpu:,.0f}/s, llvm-symbolizer "
+        f"{n / llvm_warm_cpu:,.0f}/s: x{row['warm cpu']:.2f}"
     )
     return row
 
@@ -184,7 +238,10 @@ def main() -> int:
         f"range): profile-shaped cold {geo('profile-shaped cold')}, warm {geo('profile-shaped warm')}; "
         f"uniform cold {geo('uniform cold')}, warm {geo('uniform warm')} (host-side today "
         f"{geo('uniform host')}); "
-        f"bundles <= {share:.1%} of the binary"
+        f"bundles <= {share:.1%} of the binary; CPU time: profile-shaped cold "
+        f"{geo('profile-shaped cold cpu')}, "
+        f"warm {geo('profile-shaped warm cpu')}; uniform cold {geo('uniform cold cpu')}, "
+        f"warm {geo('uniform warm cpu')}"
     )
     return 0
 
