@@ -5,38 +5,19 @@ from __future__ import annotations
 
 import ctypes
 import random
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from cprobe import run_c, struct_layout
 
 from fleetprof.interpreters.php import layouts, procinfo
 
 HEADER = Path(procinfo.__file__).with_name("php_offsets.h")
 
 
-def _compile(tmp_path: Path, body: str) -> list[str]:
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is not installed (make setup installs it)")
-    src = tmp_path / "probe.c"
-    src.write_text(
-        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
-        f'#include "{HEADER}"\nint main(void) {{\n{body}\nreturn 0; }}\n'
-    )
-    exe = tmp_path / "probe"
-    built = subprocess.run(
-        ["gcc", "-Wall", "-Werror", "-o", str(exe), str(src)], capture_output=True, text=True
-    )
-    assert built.returncode == 0, built.stderr
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
-
-
 def test_struct_matches_c(tmp_path: Path) -> None:
     cls = procinfo.PhpProcInfo
-    body = ['printf("%zu\\n", sizeof(struct php_proc_info));']
-    body += [f'printf("%zu\\n", offsetof(struct php_proc_info, {f[0]}));' for f in cls._fields_]
-    got = [int(v) for v in _compile(tmp_path, "\n".join(body))]
+    got = struct_layout(tmp_path, HEADER, "php_proc_info", [f[0] for f in cls._fields_])
     assert got == [ctypes.sizeof(cls), *(getattr(cls, f[0]).offset for f in cls._fields_)]
 
 
@@ -47,7 +28,7 @@ def test_constants_and_cookie_match_c(tmp_path: Path) -> None:
     cases += [(rng.getrandbits(64), rng.getrandbits(64), rng.choice((1, 2, 4))) for _ in range(50)]
     body = [f'printf("%llu\\n", (unsigned long long){n});' for n in names]
     body += [f'printf("%u\\n", php_func_cookie({a}ull, {b}ull, {c}));' for a, b, c in cases]
-    got = [int(v) for v in _compile(tmp_path, "\n".join(body))]
+    got = [int(v) for v in run_c(tmp_path, HEADER, body)]
     assert got[: len(names)] == [getattr(procinfo, n) for n in names]
     assert got[len(names) :] == [procinfo.php_func_cookie(*case) for case in cases]
 

@@ -17,6 +17,8 @@ from fleetprof.agent.execwindow import ExecWindow
 from fleetprof.agent.php import PhpSupport
 from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.python import PythonSupport
+from fleetprof.agent.ruby import RubySupport
+from fleetprof.agent.runtime import RuntimeSupport
 from fleetprof.agent.tables import TableManager, TableRequest
 from fleetprof.cachedir import default_cache_dir
 from fleetprof.nativeunwind.cache import UnwindTableCache
@@ -82,7 +84,7 @@ class ProfilerCore:
         self.deferred: DeferredStacks | None = None
         self._exec_window: ExecWindow | None = None
         self.python: PythonSupport | None = None
-        self.php: PhpSupport | None = None
+        self.runtimes: list[RuntimeSupport] = []  # interpreters walked in BPF beside CPython
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
@@ -115,7 +117,11 @@ class ProfilerCore:
             self.options.cache_dir / "python",
             self.sampler.map("py_files"),
         )
-        self.php = PhpSupport(self.sampler.map("php_procs"), self.sampler.map("interp_ranges"))
+        ranges = self.sampler.map("interp_ranges")
+        self.runtimes = [
+            PhpSupport(self.sampler.map("php_procs"), ranges),
+            RubySupport(self.sampler.map("ruby_procs"), ranges),
+        ]
         self._inodes = InodeMap(self.sampler.map("file_inodes"))
         self.deferred = DeferredStacks(
             emit=self.aggregator.add_bytes,
@@ -246,8 +252,8 @@ class ProfilerCore:
                 rescan[pid] = []  # pcs reported before the exec belong to the old image
                 if self.python is not None:
                     self.python.process_gone(pid)
-                if self.php is not None:
-                    self.php.process_gone(pid)
+                for runtime in self.runtimes:
+                    runtime.process_gone(pid)
                 if not self.options.scan_on_exec:
                     del rescan[pid]  # a NEW_PID event after this one asks again
                     self.tracker.on_exit(pid)  # the old image's mappings go now
@@ -342,8 +348,8 @@ class ProfilerCore:
             flags = layout.MAPPING_FLAG_HAS_TABLE
             if self.python is not None:
                 flags |= self.python.interpreter_flags(pid, m)
-            if self.php is not None:
-                flags |= self.php.interpreter_flags(pid, m)
+            for runtime in self.runtimes:
+                flags |= runtime.interpreter_flags(pid, m)
             self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, flags))
             self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
             self._register_inode(m, key, flags)
@@ -361,8 +367,8 @@ class ProfilerCore:
         file_flags = flags & ~layout.MAPPING_FLAG_INTERPRETER
         if self.python is not None:
             file_flags |= self.python.file_flags(key)
-        if self.php is not None:
-            file_flags |= self.php.file_flags(key)
+        for runtime in self.runtimes:
+            file_flags |= runtime.file_flags(key)
         self._inodes.add(m.dev, m.inode, mtime, key, m.start - m.offset - m.bias, file_flags)
 
     def _on_new_stack(self, key: StackKey) -> None:
@@ -373,8 +379,8 @@ class ProfilerCore:
             if kind == layout.FRAME_NATIVE and fid:
                 self._tables.touch(fid)
         self.python.on_new_stack(key)
-        if self.php is not None:
-            self.php.on_new_stack(key)
+        for runtime in self.runtimes:
+            runtime.on_new_stack(key)
 
     def _mapping_for_replay(self, pid: int, pc: int) -> tuple[int, int, int] | None:
         """(file key, bias, flags) of the mapping holding `pc` for the userspace unwinder."""
@@ -430,8 +436,8 @@ class ProfilerCore:
         if self.python is not None:
             self.python.process_gone(pid)
             self.python.symbolizer.forget(pid)
-        if self.php is not None:
-            self.php.process_gone(pid)
+        for runtime in self.runtimes:
+            runtime.process_gone(pid)
 
     # ---- long-running upkeep (the agent) ------------------------------------------------------------
 
@@ -454,8 +460,8 @@ class ProfilerCore:
             self._models = {k: m for k, m in self._models.items() if k[0] not in freed}
             if self.python is not None:
                 self.python.forget(freed)
-            if self.php is not None:
-                self.php.forget(freed)
+            for runtime in self.runtimes:
+                runtime.forget(freed)
         for small in (self._quiet_until, self._py_rescans, self._followups):
             for pid in [p for p in small if p not in live]:
                 del small[pid]
@@ -539,8 +545,8 @@ class ProfilerCore:
             out["lpm_update_failures"] = self._mapsync.failures
         if self.python is not None:
             out.update(self.python.stats())
-        if self.php is not None:
-            out.update(self.php.stats())
+        for runtime in self.runtimes:
+            out.update(runtime.stats())
         if self.deferred is not None:
             out.update(self.deferred.stats())
         if self._inodes is not None:
@@ -548,9 +554,10 @@ class ProfilerCore:
         return out
 
     def resolve_interpreted(self, pid: int, raw: RawFrame) -> Frame:
-        """The named frame of an interpreted raw frame (Python or PHP), by its kind."""
-        if raw.kind == layout.FRAME_PHP and self.php is not None:
-            return self.php.resolve(pid, raw)
+        """The named frame of an interpreted raw frame (Python, PHP, Ruby), by its kind."""
+        for runtime in self.runtimes:
+            if raw.kind == runtime.frame_kind:
+                return runtime.resolve(pid, raw)
         if self.python is not None:
             return self.python.resolve(pid, raw)
         return Frame(kind=FrameKind.PYTHON, function="<python frame>")

@@ -163,6 +163,9 @@ class ProcessLabels:
         return pod_uid_from_cgroup(_read_text(f"{self._proc}/{pid}/cgroup"))
 
 
+_INTERPRETED = (layout.FRAME_PYTHON, layout.FRAME_PHP, layout.FRAME_RUBY)
+
+
 def _error_frame(code: int) -> Frame:
     return Frame(kind=FrameKind.ERROR, function=f"[unwind: {layout.UNWIND_ERROR_NAMES.get(code, str(code))}]")
 
@@ -293,7 +296,7 @@ class RawProfileBuilder:
         return self.thread_names(key.pid, key.tid, comm, _name(key.pcomm)) if self.thread_names else comm
 
     def _user_frame(self, pid: int, raw: RawFrame) -> Frame:
-        if raw.kind == layout.FRAME_PYTHON or raw.kind == layout.FRAME_PHP:
+        if raw.kind in _INTERPRETED:
             if self.python is not None:  # the core's resolver of every interpreted kind
                 return self.python(pid, raw)
             return Frame(kind=FrameKind.PYTHON, function="<python frame>")

@@ -6,7 +6,7 @@
  *   on_sample  - filters, fills the per-CPU record header, kernel stack, user registers
  *   PROG_NATIVE - a bounded loop (bpf_loop) of unwind steps: native frames from unwind tables compiled from
  *                .eh_frame (nativeunwind/), frame pointers as the fallback; when the pc is in an interpreter
- *                loop the next steps run that interpreter's walker (interpreters/python/, interpreters/php/)
+ *                loop the next steps run that interpreter's walker (interpreters/python/, php/, ruby/)
  *                and then hand back;
  *                then it submits the record.
  */
@@ -66,8 +66,11 @@ struct unwind_state {
 	__u8 rbx_valid;        /* rbx is known: not lost by an unsaved clobber or a frame-pointer step */
 	__u8 regs_live;        /* the per-CPU `user_gprs` are the frame at pc's own (leaf or signal frame) */
 	__u8 php_started;      /* the PHP cursor was initialised from EG(current_execute_data) */
-	__u8 reserved2[5];
+	__u8 rb_started;       /* the Ruby cursor was initialised from the thread's execution context */
+	__u8 reserved2[4];
 	__u64 php_ex;          /* PHP walker: the next zend_execute_data to emit */
+	__u64 rb_cfp;          /* Ruby walker: the next control frame */
+	__u64 rb_end;          /* Ruby walker: the end of the thread's VM stack */
 };
 
 /* Processes younger than this wake the agent with every sample (see submit()). */
@@ -80,6 +83,7 @@ struct unwind_state {
 #define MODE_PYTHON 1
 #define MODE_PY_TAIL 2 /* after a deferral: the thread's remaining Python frames, for the agent's replay */
 #define MODE_PHP 3
+#define MODE_RUBY 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -325,6 +329,7 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 #include "native_unwind.bpf.h"
 #include "python_unwind.bpf.h"
 #include "php_unwind.bpf.h"
+#include "ruby_unwind.bpf.h"
 
 /* One step of the unwind loop: a native frame, or a Python frame. */
 static long unwind_step(__u32 index, void *unused)
@@ -340,6 +345,8 @@ static long unwind_step(__u32 index, void *unused)
 		return py_tail_step(s, st);
 	if (st->mode == MODE_PHP)
 		return php_step(s, st);
+	if (st->mode == MODE_RUBY)
+		return ruby_step(s, st);
 	return native_step(s, st);
 }
 

@@ -1,0 +1,103 @@
+"""`fleetprof record -- ruby3.1 busy.rb`: Ruby frames walked in the kernel from the thread's execution
+context (libruby's thread-local `ruby_current_ec`, reached through the thread's fs base), in place of the
+rb_vm_exec frame that runs them, over the interpreter's native root; a block called back from Array#sort's C
+code sits above rb_ary_sort's native frames."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from functools import cache
+from pathlib import Path
+
+import pytest
+from test_python_common import Recording, Stack, record
+
+SCRIPT = Path(__file__).resolve().parent / "rubyscripts" / "busy.rb"
+RUBY = shutil.which("ruby3.1") or shutil.which("ruby")
+MIN_SHARE = 0.99
+
+pytestmark = pytest.mark.skipif(RUBY is None, reason="ruby3.1 is not installed (make setup installs it)")
+
+
+def _call_lines() -> dict[str, int]:
+    """`# calls: f` markers: callee -> the line its caller shows while it runs."""
+    out = {}
+    for number, text in enumerate(SCRIPT.read_text(encoding="utf-8").splitlines(), start=1):
+        found = re.search(r"# calls: (\S+)", text)
+        if found:
+            out[found.group(1)] = number
+    return out
+
+
+LINES = _call_lines()
+HOT_BODY = set(range(LINES["sort"] - 7, LINES["sort"] + 2))
+EXPECTED = [
+    ("<main>", {LINES["run"]}),
+    ("Object#run", {LINES["total"]}),
+    ("Shop::Cart#total", {LINES["line"]}),
+    ("Shop::Cart#line", {LINES["price-first"]}),
+    ("Pricing.price", {LINES["price"]}),
+    ("Pricing.price", {LINES["price"]}),
+    ("Pricing.price", {LINES["hot"]}),
+    ("Pricing.hot", HOT_BODY),
+]
+BLOCK = ("block in Pricing.hot", {LINES["sort"]})
+
+
+@cache
+def _recorded() -> Recording:
+    assert RUBY is not None
+    return record(["--", RUBY, str(SCRIPT), "2"], "ruby-busy")
+
+
+def _check(stack: Stack) -> str:
+    """Why a stack under Pricing.hot is not the whole chain with its lines, "" when it is."""
+    at = [i for i, f in enumerate(stack.frames) if f.where.endswith("busy.rb")]
+    got = [(stack.frames[i].name, stack.frames[i].line) for i in at]
+    in_block = bool(got) and got[-1][0] == BLOCK[0]
+    expected = [*EXPECTED, BLOCK] if in_block else EXPECTED
+    if [name for name, _ in got] != [name for name, _ in expected]:
+        return "ruby frames " + " > ".join(name for name, _ in got)
+    for (name, line), (_, lines) in zip(got, expected, strict=True):
+        if line not in lines:
+            return f"{name} at line {line}, expected one of {sorted(lines)}"
+    if at[: len(EXPECTED)] != list(range(at[0], at[0] + len(EXPECTED))):
+        return "native frames between Ruby frames of one VM loop"
+    root = [f.name for f in stack.frames[: at[0]]]
+    if not root or root[0] != "_start" or "ruby_run_node" not in root:
+        return "native root " + " > ".join(root)
+    if in_block:
+        between = [f.name for f in stack.frames[at[-2] + 1 : at[-1]]]
+        if between[:1] != ["Array#sort"] or "rb_ary_sort" not in between:
+            return "between hot and its block: " + " > ".join(between)
+    return ""
+
+
+def test_ruby_chain_is_whole_with_lines() -> None:
+    """>= 99 % of the samples under Pricing.hot read <main> > Object#run > Shop::Cart#total > #line >
+    Pricing.price x3 > Pricing.hot, each caller at the line of its call, over _start..ruby_run_node; the
+    block Array#sort calls back sits above Array#sort and rb_ary_sort; the loop and the block both run."""
+    run = _recorded()
+    under = [
+        s
+        for s in run.stacks
+        if any(f.name == "Pricing.hot" and f.where.endswith("busy.rb") for f in s.frames)
+    ]
+    judged = sum(s.count for s in under)
+    bad: dict[str, tuple[int, str]] = {}
+    for stack in under:
+        why = "unwind error" if stack.has_error else _check(stack)
+        if why:
+            n, example = bad.get(why, (0, stack.render()))
+            bad[why] = (n + stack.count, example)
+    failed = sum(n for n, _ in bad.values())
+    worst = "\n".join(
+        f"{n} x {why}\n  e.g. {ex}" for why, (n, ex) in sorted(bad.items(), key=lambda kv: -kv[1][0])
+    )
+    assert judged >= 300, f"{judged} samples under Pricing.hot\n{run.describe()}"
+    assert (judged - failed) / judged >= MIN_SHARE, f"{judged - failed}/{judged} whole\n{worst}"
+    in_block = sum(s.count for s in under if any(f.name == BLOCK[0] for f in s.frames))
+    in_loop = sum(s.count for s in under if not any(f.name == "Array#sort" for f in s.frames))
+    assert in_block >= 20 and in_loop >= 100, f"{in_block} samples in the block, {in_loop} in the loop"
+    assert run.stats.get("ruby_named", 0) >= len(EXPECTED), run.describe()
