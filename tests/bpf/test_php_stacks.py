@@ -4,6 +4,7 @@ above its PHP frame; with opcache off and on (no JIT: JIT'd code runs outside ex
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from functools import cache
@@ -106,3 +107,25 @@ def test_php_chain_is_whole_with_lines(mode: str) -> None:
     in_regex = sum(s.count for s in under_hot if any(f.name == "php_pcre_match_impl" for f in s.frames))
     assert judged * 0.2 <= in_regex <= judged * 0.8, f"{in_regex} of {judged} samples in preg_match"
     assert run.stats.get("php_processes", 0) + run.stats.get("php_named", 0) >= 1, run.describe()
+
+
+def test_unsupported_version_degrades_to_native_frames_and_one_marker(tmp_path: Path) -> None:
+    """A copy of the engine claiming PHP 9.9 (no layout): its stacks stay whole native stacks, with one
+    `[unwind: php: why]` frame under execute_ex and no PHP frame."""
+    assert PHP is not None
+    data = Path(os.path.realpath(PHP)).read_bytes()
+    powered = re.search(rb"X-Powered-By: PHP/\d\.\d\.", data)
+    assert powered is not None
+    fake = tmp_path / "php9.9"
+    fake.write_bytes(data.replace(powered.group(0), b"X-Powered-By: PHP/9.9."))
+    fake.chmod(0o755)
+    run = record(["--", str(fake), "-d", "pcre.jit=0", *MODES["plain"], str(SCRIPT), "1"], "php-unsupported")
+    mine = [s for s in run.stacks if s.process == "php9.9" and any(f.name == "execute_ex" for f in s.frames)]
+    assert sum(s.count for s in mine) >= 100, run.describe()
+    marker = "[unwind: php: PHP 9.9 has no struct layout (covered: 7.4, 8.0-8.4)]"
+    for stack in mine:
+        names = [f.name for f in stack.frames]
+        assert names[0] == "_start" and names.count(marker) == 1, stack.render()
+        assert names.index(marker) == names.index("execute_ex") + 1, stack.render()
+        assert [f.name for f in stack.frames if f.kind == "error"] == [marker], stack.render()
+        assert not _php_frames(stack), stack.render()

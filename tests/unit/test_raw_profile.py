@@ -268,3 +268,38 @@ def test_sample_defaults_keep_old_constructors() -> None:
     sample = Sample(stack=(), pid=1, tid=1, process_name="p", thread_name="t")
     assert (sample.executable, sample.pod_uid) == ("", "")
     assert Profile(samples=[], frequency_hz=1, start_time_ns=0, duration_ns=0).resource == {}
+
+
+def test_php_and_ruby_markers_move_under_their_vm_loops() -> None:
+    """An unwalkable PHP or Ruby engine's error frame goes under that engine's VM loop, like CPython's."""
+    from fleetprof.symbolize.profile import _place_python_marker
+
+    def native(name: str) -> Frame:
+        return Frame(FrameKind.NATIVE, name)
+
+    php = Frame(FrameKind.ERROR, "[unwind: php: PHP 9.9 has no struct layout (covered: 7.4, 8.0-8.4)]")
+    ruby = Frame(FrameKind.ERROR, "[unwind: ruby: Ruby 3.9 has no struct layout (covered: 3.1)]")
+    root = Frame(FrameKind.PROCESS, "php")
+    stack = [root, php, native("_start"), native("zend_execute"), native("execute_ex"), native("zif_usleep")]
+    _place_python_marker(stack)
+    assert [f.function for f in stack] == [
+        "php",
+        "_start",
+        "zend_execute",
+        "execute_ex",
+        php.function,
+        "zif_usleep",
+    ]
+    stack = [
+        root,
+        ruby,
+        native("_start"),
+        native("ruby_run_node"),
+        native("rb_vm_exec"),
+        native("rb_ary_sort"),
+    ]
+    _place_python_marker(stack)
+    assert stack.index(ruby) == 4 and stack[3].function == "rb_vm_exec"
+    outside = [root, ruby, native("_start"), native("main")]
+    _place_python_marker(outside)
+    assert ruby not in outside, "a stack that never enters the VM loop gets no marker"

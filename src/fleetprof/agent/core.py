@@ -562,6 +562,15 @@ class ProfilerCore:
             return self.python.resolve(pid, raw)
         return Frame(kind=FrameKind.PYTHON, function="<python frame>")
 
+    def runtime_problem(self, pid: int) -> str:
+        """The error frame's name when a PHP or Ruby engine of `pid` can't be walked (`[unwind: php: why]`),
+        else ""."""
+        for runtime in self.runtimes:
+            why = runtime.unsupported.get(pid)
+            if why:
+                return f"[unwind: {runtime.name}: {why}]"
+        return ""
+
     def table_messages(self) -> list[str]:
         """Files that fell back to frame pointers, one line each."""
         return list(self._tables.messages) if self._tables else []

@@ -276,6 +276,10 @@ class RawProfileBuilder:
         unwalkable = self.python_problem(pid) if self.python_problem else ""
         if unwalkable:
             head.append(python_marker(unwalkable))
+        other = getattr(self.core, "runtime_problem", None)  # PHP, Ruby: "[unwind: php: why]" or ""
+        marker = other(pid) if other is not None else ""
+        if marker:
+            head.append(Frame(kind=FrameKind.ERROR, function=marker))
         return tuple(head)
 
     def _user_stack(

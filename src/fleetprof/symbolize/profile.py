@@ -28,6 +28,12 @@ Lookup = Callable[[str, str, str, list[int]], MappingOf[int, tuple[Frame, ...]]]
 
 PYTHON_MARKER_PREFIX = "[unwind: python: "  # error frame of a CPython whose frames can't be walked
 EVAL_LOOP_FUNCTIONS = frozenset({"_PyEval_EvalFrameDefault", "PyEval_EvalFrameEx", "_PyEval_EvalFrame"})
+MARKER_LOOPS = {
+    PYTHON_MARKER_PREFIX: EVAL_LOOP_FUNCTIONS,
+    "[unwind: php: ": frozenset({"execute_ex"}),
+    "[unwind: ruby: ": frozenset({"rb_vm_exec"}),
+}
+"""Error-frame prefix of each runtime whose frames can't be walked -> the native VM loop it belongs under."""
 STAT_FAILED_FILES = "symbolize_failed_files"
 
 
@@ -102,21 +108,28 @@ def _chain(raw: Frame, frames: tuple[Frame, ...] | None) -> tuple[Frame, ...]:
 
 
 def _place_python_marker(stack: list[Frame]) -> None:
-    """Move the unwalkable-CPython error frame (right under the root) under the outermost eval-loop frame,
-    so the native structure of the stack stays as it is; drop it from stacks that never enter the loop."""
-    for index in (1, 2):
-        if index >= len(stack):
-            return
-        frame = stack[index]
-        if frame.kind is FrameKind.ERROR and frame.function.startswith(PYTHON_MARKER_PREFIX):
-            break
-    else:
-        return
-    marker = stack.pop(index)
-    for i, frame in enumerate(stack):
-        if frame.kind is FrameKind.NATIVE and frame.function in EVAL_LOOP_FUNCTIONS:
-            stack.insert(i + 1, marker)
-            return
+    """Move each unwalkable-interpreter error frame (right under the root: CPython, PHP, Ruby) under the
+    outermost frame of that interpreter's VM loop, so the native structure of the stack stays as it is;
+    drop it from stacks that never enter the loop."""
+    markers = []
+    for index in (3, 2, 1):
+        if index < len(stack) and stack[index].kind is FrameKind.ERROR:
+            loops = _marker_loops(stack[index].function)
+            if loops is not None:
+                markers.append((stack.pop(index), loops))
+    for marker, loops in reversed(markers):
+        for i, frame in enumerate(stack):
+            if frame.kind is FrameKind.NATIVE and frame.function in loops:
+                stack.insert(i + 1, marker)
+                break
+
+
+def _marker_loops(function: str) -> frozenset[str] | None:
+    """The VM-loop functions an unwalkable-interpreter marker goes under, None for other error frames."""
+    for prefix, loops in MARKER_LOOPS.items():
+        if function.startswith(prefix):
+            return loops
+    return None
 
 
 class HostLookup:
