@@ -2,8 +2,11 @@
 INSERT of the same sample rows into chDB, and the bytes stored per sample and per core-day at 20 Hz.
 
 Each host sends one 5-second batch per round (8 cores at 20 Hz = 800 samples) drawn from a pool of
-realistic stacks; profiles are built before timing. Bytes are every table's compressed parts after merges
-(samples, the long-range pyramid, stacks, frames, hosts, batches) over the samples stored.
+realistic stacks, encoded as the agent sends it (OTLP) before timing. The server's decoder turns each request
+into the profile it stores (timed on its own: one object per distinct frame and stack across requests); the
+headline stores those. The same batches as synthetic profiles with per-request objects (what nothing
+shares across requests) are stored too, for comparison. Bytes are every table's compressed parts after
+merges (samples, the long-range pyramid, stacks, frames, hosts, batches) over the samples stored.
 
     .venv/bin/python bench/bench_ingest.py [--hosts 20] [--rounds 30] [--stacks 20000] [--data-dir DIR]
 """
@@ -15,11 +18,32 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleetprof.store import open_store, schema
+from fleetprof.output.otlp import to_otlp_request
+from fleetprof.profile.model import Profile
+from fleetprof.store import Store, open_store, schema
 from fleetprof.store.rows import IdCache, build_group
 from fleetprof.store.synthetic import StackPool, fleet_profile
+from fleetprof.wire.otlp_decode import from_otlp_bytes
 
 CORE_DAY_SAMPLES = 20 * 86_400
+
+
+def _ingest_all(store: Store, profiles: list[tuple[Profile, str]], group: int) -> tuple[float, float]:
+    """Store `profiles` `group` batches per call; (wall seconds, CPU seconds)."""
+    t = time.perf_counter()
+    cpu = time.process_time()
+    for i in range(0, len(profiles), group):
+        store.ingest_many(profiles[i : i + group])
+    return time.perf_counter() - t, time.process_time() - cpu
+
+
+def _decode(requests: list[bytes]) -> tuple[list[Profile], float]:
+    """Each request's one profile, as the server decodes it; and the CPU seconds that took."""
+    cpu = time.process_time()
+    decoded = [from_otlp_bytes(r) for r in requests]
+    seconds = time.process_time() - cpu
+    assert all(len(d) == 1 for d in decoded)
+    return [d[0] for d in decoded], seconds
 
 
 def main() -> None:
@@ -38,12 +62,20 @@ def main() -> None:
     data_dir = args.data_dir or Path(tmp.name)
     pool = StackPool.build(args.stacks, seed=5)
     start = time.time_ns() - args.rounds * 5 * 10**9
-    profiles = [
+    synthetic = [
         (fleet_profile(pool, f"host{h:03d}", start + r * 5 * 10**9, 800, seed=r), f"h{h}-r{r}")
         for r in range(args.rounds)
         for h in range(args.hosts)
     ]
+    requests = [to_otlp_request(p).SerializeToString() for p, _ in synthetic]
+    decoded, decode_cpu = _decode(requests)
+    profiles = [(p, b) for p, (_, b) in zip(decoded, synthetic, strict=True)]
     total = sum(p.total for p, _ in profiles)
+    assert total == sum(p.total for p, _ in synthetic)
+    print(
+        f"OTLP decode (server): {total / decode_cpu:,.0f} samples/s per CPU-second "
+        f"({len(requests)} requests, {decode_cpu:.2f} s)"
+    )
     group = args.group or args.hosts
     one = open_store(data_dir, database="bench_ingest_single", fsync=args.fsync)
     singles = profiles[: max(len(profiles) // 10, 1)]
@@ -53,13 +85,15 @@ def main() -> None:
     single_rate = sum(p.total for p, _ in singles) / (time.perf_counter() - t)
     one.close()
     print(f"Store.ingest, one batch per call: {single_rate:,.0f} samples/s ({len(singles)} batches)")
+    copies = open_store(data_dir, database="bench_ingest_copies", fsync=args.fsync)
+    copies_s, copies_cpu = _ingest_all(copies, synthetic, group)
+    copies.close()
+    print(
+        f"Store.ingest_many of per-request objects (nothing shared across requests): "
+        f"{total / copies_s:,.0f} samples/s ({total / copies_cpu:,.0f} per CPU-second)"
+    )
     store = open_store(data_dir, database="bench_ingest", fsync=args.fsync)
-    t = time.perf_counter()
-    cpu = time.process_time()
-    for i in range(0, len(profiles), group):
-        store.ingest_many(profiles[i : i + group])
-    store_s = time.perf_counter() - t
-    store_cpu = time.process_time() - cpu
+    store_s, store_cpu = _ingest_all(store, profiles, group)
     store_rate = total / store_s
     print(
         f"Store.ingest_many, {group} batches per call: {total:,} samples from {args.hosts} hosts in "
@@ -67,6 +101,10 @@ def main() -> None:
         f"{store_cpu:.2f} s of CPU)"
     )
 
+    print(
+        f"decode + store, the server's work per request: {total / (decode_cpu + store_cpu):,.0f} samples "
+        "per CPU-second"
+    )
     rows = build_group([p for p, _ in profiles], IdCache(), 0).samples.combine_chunks()
     store.backend.execute(
         f"CREATE TABLE IF NOT EXISTS bench_ingest.bare AS {store.t('samples')} "

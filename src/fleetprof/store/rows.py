@@ -89,14 +89,23 @@ class IdCache:
     """Ids memoized across batches and the (stack, frame) rows already stored per week; each bounded.
 
     `frame_ids` maps a frame's content to its id (hashed once), `stack_ids` a stack's frame ids to its id;
-    `written` holds (table, id, week) of rows already inserted, so a known stack costs no row at all.
+    `stacks_written` and `frames_written` hold the week each id's row was last inserted, so a known stack
+    costs no row at all.
+    `stack_objects` and `frame_objects` map `id()` of a stack tuple or frame object seen before to (that
+    object, its frame ids or id): the decoder hands out one object per distinct stack and frame across
+    requests, so a known stack costs a dict lookup. Each entry holds its object, so its `id()` stays its own.
     """
 
     limit: int = 500_000
+    identity_limit: int = 200_000
     frame_ids: dict[tuple[object, ...], int] = field(default_factory=dict)
     stack_ids: dict[tuple[int, ...], int] = field(default_factory=dict)
     stack_bytes: dict[bytes, int] = field(default_factory=dict)  # frame ids as little-endian u64 -> id
-    written: set[tuple[str, int, int]] = field(default_factory=set)  # (table, id, week)
+    stack_objects: dict[int, tuple[tuple[Frame, ...], bytes, int]] = field(default_factory=dict)
+    frame_objects: dict[int, tuple[Frame, int]] = field(default_factory=dict)
+    groups: int = 0  # groups built, for `learn_identities`
+    stacks_written: dict[int, int] = field(default_factory=dict)  # stack id -> week of its last row
+    frames_written: dict[int, int] = field(default_factory=dict)  # frame id -> week of its last row
     executables: set[tuple[str, str, str, int]] = field(default_factory=set)  # (file id, build, path, week)
 
     def trim(self) -> None:
@@ -107,10 +116,22 @@ class IdCache:
             self.stack_ids.clear()
         if len(self.stack_bytes) > self.limit:
             self.stack_bytes.clear()
-        if len(self.written) > 4 * self.limit:
-            self.written.clear()
+        if len(self.stack_objects) > self.identity_limit:
+            self.stack_objects.clear()
+        if len(self.frame_objects) > self.identity_limit:
+            self.frame_objects.clear()
+        if len(self.stacks_written) > 2 * self.limit:
+            self.stacks_written.clear()
+        if len(self.frames_written) > 2 * self.limit:
+            self.frames_written.clear()
         if len(self.executables) > self.limit:
             self.executables.clear()
+
+    def commit(self, rows: Rows) -> None:
+        """Remember the stacks, frames and executables of `rows` as stored (call once they are)."""
+        self.stacks_written.update(dict.fromkeys(rows.pending_stacks, rows.week))
+        self.frames_written.update(dict.fromkeys(rows.pending_frames, rows.week))
+        self.executables |= rows.pending_executables
 
     def frame(self, frame: Frame) -> int:
         """Cached `frame_id`, memoized by a plain tuple of the frame's content (tuples of str and int hash
@@ -119,6 +140,22 @@ class IdCache:
         fid = self.frame_ids.get(key)
         if fid is None:
             fid = self.frame_ids[key] = frame_id(frame)
+        return fid
+
+    def learn_identities(self, hits: int, distinct: int) -> bool:
+        """Whether to remember this group's new stack and frame objects by identity: when objects recur
+        (a quarter of its distinct stacks were known), when nothing is known yet, and every 16th group
+        else (profiles whose objects never recur, like per-request copies, then pay almost nothing)."""
+        self.groups += 1
+        return 4 * hits >= distinct or not self.stack_objects or self.groups % 16 == 0
+
+    def frame_of_object(self, frame: Frame) -> int:
+        """`frame` by identity first (no content tuple for an object seen before), else by content."""
+        hit = self.frame_objects.get(id(frame))
+        if hit is not None:
+            return hit[1]
+        fid = self.frame(frame)
+        self.frame_objects[id(frame)] = (frame, fid)
         return fid
 
     def stack(self, stack: tuple[Frame, ...]) -> tuple[int, tuple[int, ...]]:
@@ -133,6 +170,15 @@ class IdCache:
             sid = self.stack_ids[fids] = stack_id(fids)
         return sid
 
+    def stack_of_bytes(self, key: bytes) -> int:
+        """Cached `stack_id` of frame ids given as little-endian u64 bytes (what `stack_id` hashes)."""
+        sid = self.stack_bytes.get(key)
+        if sid is None:
+            sid = self.stack_bytes[key] = int.from_bytes(
+                hashlib.blake2b(key, digest_size=8).digest(), "little"
+            )
+        return sid
+
 
 @dataclass
 class Rows:
@@ -144,7 +190,9 @@ class Rows:
     executables: pa.Table
     host: pa.Table
     sample_count: int
-    pending: set[tuple[str, int, int]]  # marks for IdCache.written once the batch is committed
+    week: int  # of the rows' `day`: stacks and frames are written again once a week
+    pending_stacks: list[int]  # stack ids of `stacks`, for IdCache.commit once the batch is committed
+    pending_frames: list[int]  # frame ids of `frames`, likewise
     sample_counts: list[int] = field(default_factory=list)  # samples per profile of a group
     pending_executables: set[tuple[str, str, str, int]] = field(default_factory=set)
 
@@ -164,33 +212,60 @@ class _StackIds:
         return np.frombuffer(self.keys[i], "<u8").tolist()
 
 
-def _stack_ids(stacks: list[tuple[Frame, ...]], cache: IdCache) -> _StackIds:
-    """Ids of the samples' stacks. Every distinct frame object is hashed by content once (the OTLP decoder
-    shares one object per location; memoized across groups in `cache`); frame ids are gathered in numpy;
-    each stack's id is memoized by the bytes of its frame ids (what `stack_id` hashes)."""
-    lens = np.fromiter(map(len, stacks), np.int64, len(stacks))
-    offsets = np.zeros(len(stacks) + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
+def _stack_keys(stacks: list[tuple[Frame, ...]], cache: IdCache, learn: bool) -> list[bytes]:
+    """Frame ids (little-endian u64 bytes, root first) of distinct stack objects not known by identity.
+    Distinct frame objects are found and their ids gathered in C (dict and numpy); only each distinct
+    frame object costs Python work, once (remembered by identity too when `learn`)."""
+    if not stacks:
+        return []
     flat = list(itertools.chain.from_iterable(stacks))
-    obj_ids = np.fromiter(map(id, flat), np.int64, len(flat))
-    _, first, inverse = np.unique(obj_ids, return_index=True, return_inverse=True)
-    frame = cache.frame
-    distinct_fids = np.fromiter((frame(flat[i]) for i in first.tolist()), np.uint64, len(first))
-    fids = distinct_fids[inverse]
-    data = fids.astype("<u8").tobytes()
-    bounds = (offsets * 8).tolist()
-    memo = cache.stack_bytes
-    keys = [data[bounds[i] : bounds[i + 1]] for i in range(len(stacks))]
-    index: dict[bytes, int] = {}
-    of_sample = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
-    sids = []
-    for key in index:
-        sid = memo.get(key)
-        if sid is None:
-            sid = memo[key] = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
-        sids.append(sid)
-    objects = list(dict(zip(keys, stacks, strict=True)).values())
-    return _StackIds(of_sample, sids, list(index), objects)
+    object_ids = np.fromiter(map(id, flat), np.int64, len(flat))
+    _, first, inverse = np.unique(object_ids, return_index=True, return_inverse=True)
+    of_object = cache.frame_of_object if learn else cache.frame
+    distinct_fids = np.fromiter(map(of_object, map(flat.__getitem__, first.tolist())), np.uint64, len(first))
+    data = distinct_fids[inverse.reshape(-1)].astype("<u8").tobytes()
+    bounds = np.zeros(len(stacks) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, stacks), np.int64, len(stacks)), out=bounds[1:])
+    ends = (bounds * 8).tolist()
+    return list(map(data.__getitem__, map(slice, ends[:-1], ends[1:])))
+
+
+def _stack_ids(stacks: list[tuple[Frame, ...]], cache: IdCache) -> _StackIds:
+    """Ids of the samples' stacks, each distinct stack object handled once: by identity when seen before
+    (the decoder shares one object per distinct stack across requests), else by content (`_stack_keys`);
+    each stack's id is memoized by the bytes of its frame ids (what `stack_id` hashes)."""
+    n = len(stacks)
+    if not n:
+        return _StackIds(np.zeros(0, np.int64), [], [], [])
+    object_ids = np.fromiter(map(id, stacks), np.int64, n)
+    _, first, object_of_sample = np.unique(object_ids, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct stacks in order of first use, as rows are written
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    distinct = [stacks[i] for i in first[order].tolist()]
+    known = cache.stack_objects
+    hits: list[tuple[tuple[Frame, ...], bytes, int] | None] = list(map(known.get, map(id, distinct)))
+    misses = [i for i, hit in enumerate(hits) if hit is None]
+    if misses:
+        learn = cache.learn_identities(len(distinct) - len(misses), len(distinct))
+        missing = [distinct[i] for i in misses]
+        of_bytes = cache.stack_of_bytes
+        for i, st, key in zip(misses, missing, _stack_keys(missing, cache, learn), strict=True):
+            hits[i] = entry = (st, key, of_bytes(key))
+            if learn:
+                known[id(st)] = entry
+    object_sids = np.fromiter(map(operator.itemgetter(2), hits), np.uint64, len(hits))
+    _, first_sid, content_of_object = np.unique(object_sids, return_index=True, return_inverse=True)
+    order_sid = np.argsort(first_sid)
+    rank_sid = np.empty_like(order_sid)
+    rank_sid[order_sid] = np.arange(len(order_sid))
+    picks = first_sid[order_sid].tolist()
+    return _StackIds(
+        rank_sid[content_of_object.reshape(-1)][rank[object_of_sample.reshape(-1)]],
+        object_sids[picks].tolist(),
+        [hits[i][1] for i in picks],
+        [distinct[i] for i in picks],
+    )
 
 
 def _dict_column(values: list[str], rows: np.ndarray) -> pa.DictionaryArray:
@@ -249,13 +324,13 @@ def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
     week = day // 7
     ids = _stack_ids(list(map(operator.attrgetter("stack"), samples)), cache)
     sids = ids.sids
-    written = cache.written
-    new = [i for i, sid in enumerate(sids) if ("s", sid, week) not in written]
-    new = list({sids[i]: i for i in reversed(new)}.values())  # one row per id, first occurrence
+    stack_week = cache.stacks_written.get
+    new = [i for i, w in enumerate(map(stack_week, sids)) if w != week]
     frame_rows: dict[int, Frame] = {}
+    frame_week = cache.frames_written.get
     for i in new:
         for fid, frame in zip(ids.fids(i), ids.objects[i], strict=True):
-            if fid not in frame_rows and ("f", fid, week) not in written:
+            if fid not in frame_rows and frame_week(fid) != week:
                 frame_rows[fid] = frame
     exe_rows: dict[str, tuple[str, str]] = {}
     for frame in frame_rows.values():
@@ -268,7 +343,6 @@ def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
             exe_rows[mapping.file_id] = (mapping.build_id, mapping.path)
     sample_sids = np.asarray(sids, np.uint64)[ids.of_sample] if sids else np.zeros(0, np.uint64)
     per_batch = np.bincount(batch_of[owner], weights=counts, minlength=len(profiles)).astype(np.int64)
-    pending = {("s", sids[i], week) for i in new} | {("f", fid, week) for fid in frame_rows}
     pending_exe = {(f, b, p, week) for f, (b, p) in exe_rows.items()}
     cache.trim()
     resources = [resource_of(p) for p in profiles]
@@ -283,14 +357,11 @@ def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
                 "path": pa.array([v[1] for v in exe_rows.values()], pa.string()),
             }
         ),
-        host=pa.concat_tables(
-            [
-                _host_table(r, p, now_ms, int(n))
-                for r, p, n in zip(resources, profiles, per_batch.tolist(), strict=True)
-            ]
-        ),
+        host=_host_table(resources, profiles, now_ms, per_batch.tolist()),
         sample_count=int(counts.sum()),
-        pending=pending,
+        week=week,
+        pending_stacks=[sids[i] for i in new],
+        pending_frames=list(frame_rows),
         sample_counts=per_batch.tolist(),
         pending_executables=pending_exe,
     )
@@ -376,24 +447,30 @@ def _frames_table(frames: dict[int, Frame], day: int) -> pa.Table:
     )
 
 
-def _host_table(resource: dict[str, str | int], profile: Profile, now_ms: int, samples: int) -> pa.Table:
-    """One hosts row: the host's identity at this report and how many samples it brought."""
+def _host_table(
+    resources: list[dict[str, str | int]], profiles: list[Profile], now_ms: int, samples: list[int]
+) -> pa.Table:
+    """One hosts row per profile: the host's identity at this report and how many samples it brought."""
 
-    def get(key: str) -> str:
-        return str(resource.get(key, "") or "")
+    def get(key: str) -> list[str]:
+        return [str(r.get(key, "") or "") for r in resources]
 
-    cores = resource.get("host.cpu.count", 0)
+    cores = [r.get("host.cpu.count", 0) for r in resources]
     return pa.table(
         {
-            "host_id": [get("host.id")],
-            "host_name": [get("host.name")],
-            "agent_version": [get("fleetprof.agent.version")],
-            "kernel": [get("os.version") or profile.kernel_release],
-            "os": [get("os.description") or get("os.type")],
-            "arch": [get("host.arch")],
-            "cpu_model": [get("host.cpu.model.name")],
-            "cores": pa.array([int(cores) if str(cores).isdigit() else 0], pa.uint32()),
-            "report_time": pa.array([now_ms], pa.timestamp("ms", tz="UTC")),
-            "samples": pa.array([samples], pa.uint64()),
+            "host_id": pa.array(get("host.id"), pa.string()),
+            "host_name": pa.array(get("host.name"), pa.string()),
+            "agent_version": pa.array(get("fleetprof.agent.version"), pa.string()),
+            "kernel": pa.array(
+                [v or p.kernel_release for v, p in zip(get("os.version"), profiles, strict=True)], pa.string()
+            ),
+            "os": pa.array(
+                [d or t for d, t in zip(get("os.description"), get("os.type"), strict=True)], pa.string()
+            ),
+            "arch": pa.array(get("host.arch"), pa.string()),
+            "cpu_model": pa.array(get("host.cpu.model.name"), pa.string()),
+            "cores": pa.array([int(c) if str(c).isdigit() else 0 for c in cores], pa.uint32()),
+            "report_time": pa.array([now_ms] * len(profiles), pa.timestamp("ms", tz="UTC")),
+            "samples": pa.array(samples, pa.uint64()),
         }
     )

@@ -100,8 +100,7 @@ class Store:
                 )
                 for batch_id in ids:
                     self._remember_batch(batch_id)
-            self._cache.written |= rows.pending
-            self._cache.executables |= rows.pending_executables
+            self._cache.commit(rows)
             for i, n in zip(fresh, rows.sample_counts, strict=True):
                 written[i] = n
             return written

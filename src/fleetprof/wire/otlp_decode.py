@@ -53,6 +53,7 @@ from fleetprof.output.otlp import (
 )
 from fleetprof.process.fileid import file_id_from_build_id
 from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
+from fleetprof.wire.intern import SHARED, Interner, mapping_content
 
 Scalar: TypeAlias = str | int
 PROCESS_PREFIXES = (
@@ -147,16 +148,19 @@ class _Named:
 
 
 class _Dictionary:
-    """The request's ProfilesDictionary with bounds-checked, memoized lookups."""
+    """The request's ProfilesDictionary with bounds-checked, memoized lookups; frames and stacks come out
+    as `interner`'s canonical objects (shared with every other request decoded with it)."""
 
-    def __init__(self, d: otlp.ProfilesDictionary) -> None:
+    def __init__(self, d: otlp.ProfilesDictionary, interner: Interner = SHARED) -> None:
         self.d = d
+        self.interner = interner
         self.strings = list(d.string_table)
         self._attributes: dict[int, tuple[str, Scalar | None]] = {}
         self._sets: dict[tuple[int, ...], dict[str, Scalar]] = {}
         self._mappings: dict[int, Mapping | None] = {}
         self._by_location: list[tuple[Frame, ...] | None] = [None] * len(d.location_table)
         self._stacks: dict[int, tuple[Frame, ...]] = {}
+        self._sample_stacks: dict[tuple[str, int], tuple[Frame, ...]] = {}
 
     def string(self, index: int, what: str) -> str:
         """String table entry `index`."""
@@ -251,7 +255,25 @@ class _Dictionary:
             frame_type = str(self.attributes(loc.attribute_indices).get(ATTR_FRAME_TYPE, ""))
             mapping = self.mapping(loc.mapping_index)
             named = [self.named(line) for line in reversed(loc.lines)]
-            found = self._by_location[index] = _frames(frame_type, mapping, loc.address, named)
+            address = loc.address
+            key = (
+                frame_type,
+                mapping_content(mapping),
+                address,
+                *[(n.function, n.system_name, n.file, n.start_line, n.line) for n in named],
+            )
+            found = self._by_location[index] = self.interner.location(
+                key, lambda: _frames(frame_type, mapping, address, named)
+            )
+        return found
+
+    def sample_stack(self, process: str, index: int) -> tuple[Frame, ...]:
+        """A sample's whole stack: the PROCESS frame `process`, then stack table entry `index`."""
+        key = (process, index)
+        found = self._sample_stacks.get(key)
+        if found is None:
+            interner = self.interner
+            found = self._sample_stacks[key] = interner.stack((interner.root(process), *self.stack(index)))
         return found
 
 
@@ -345,18 +367,58 @@ class _HostProfile:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Labels:
+    """What a sample's attributes (with its resource's process attributes) say, worked out once per set."""
+
+    pid: int
+    tid: int
+    process_name: str
+    thread_name: str
+    cpu: int | None
+    container_id: str
+    executable: str
+    pod_uid: str
+
+
+def _labels(labels: dict[str, Scalar], where: str) -> _Labels:
+    """The sample labels of one attribute set (integers checked in the order pid, tid, cpu)."""
+    pid = _int(labels.get(ATTR_PID), f"{where}: {ATTR_PID}")
+    executable = str(labels.get(ATTR_EXE_PATH, ""))
+    name = str(labels.get(ATTR_COMM) or labels.get(ATTR_EXE_NAME) or executable.rsplit("/", 1)[-1])
+    tid = _int(labels.get(ATTR_THREAD_ID), f"{where}: {ATTR_THREAD_ID}")
+    cpu = labels.get(ATTR_CPU)
+    return _Labels(
+        pid=pid,
+        tid=tid,
+        process_name=name,
+        thread_name=str(labels.get(ATTR_THREAD_NAME, "")),
+        cpu=_int(cpu, f"{where}: {ATTR_CPU}") if cpu is not None and cpu != "" else None,
+        container_id=str(labels.get(ATTR_CONTAINER, "")),
+        executable=executable,
+        pod_uid=str(labels.get(ATTR_POD_UID, "")),
+    )
+
+
 def _sample(
-    d: _Dictionary, s: otlp.Sample, process: dict[str, Scalar], scale: int, where: str
+    d: _Dictionary,
+    s: otlp.Sample,
+    process: dict[str, Scalar],
+    scale: int,
+    where: str,
+    memo: dict[tuple[int, ...], _Labels],
 ) -> Sample | None:
-    """One model Sample of an OTLP sample; None when it counts nothing."""
+    """One model Sample of an OTLP sample; None when it counts nothing. `memo` holds the labels of the
+    attribute sets seen in this resource (samples of one thread share one)."""
     _check(s.link_index, max(len(d.d.link_table), 1), f"{where}: link index")
-    frames = d.stack(s.stack_index)
-    labels = d.attributes(s.attribute_indices)
-    if process:
-        labels = {**process, **labels}
+    d.stack(s.stack_index)  # a bad stack index is the first thing reported
+    indices = tuple(s.attribute_indices)
+    found = memo.get(indices)
+    if found is None:
+        d.attributes(indices)  # a bad attribute index comes before a bad value
     timestamps = list(s.timestamps_unix_nano)
     values = list(s.values)
-    if any(v < 0 for v in values):
+    if values and min(values) < 0:
         raise OtlpDecodeError(f"{where}: negative sample value")
     total = sum(values) // scale if scale > 1 else sum(values)
     count = (
@@ -366,28 +428,28 @@ def _sample(
     )
     if count <= 0:
         return None
-    pid = _int(labels.get(ATTR_PID), f"{where}: {ATTR_PID}")
-    executable = str(labels.get(ATTR_EXE_PATH, ""))
-    name = str(labels.get(ATTR_COMM) or labels.get(ATTR_EXE_NAME) or executable.rsplit("/", 1)[-1])
-    cpu = labels.get(ATTR_CPU)
+    if found is None:
+        labels = d.attributes(indices)
+        found = memo[indices] = _labels({**process, **labels} if process else labels, where)
     return Sample(
-        stack=(Frame(FrameKind.PROCESS, name or f"pid {pid}"), *frames),
-        pid=pid,
-        tid=_int(labels.get(ATTR_THREAD_ID), f"{where}: {ATTR_THREAD_ID}"),
-        process_name=name,
-        thread_name=str(labels.get(ATTR_THREAD_NAME, "")),
+        stack=d.sample_stack(found.process_name or f"pid {found.pid}", s.stack_index),
+        pid=found.pid,
+        tid=found.tid,
+        process_name=found.process_name,
+        thread_name=found.thread_name,
         count=count,
-        cpus={_int(cpu, f"{where}: {ATTR_CPU}")} if cpu is not None and cpu != "" else set(),
+        cpus={found.cpu} if found.cpu is not None else set(),
         timestamps_ns=timestamps if len(timestamps) == count else [],
-        container_id=str(labels.get(ATTR_CONTAINER, "")),
-        executable=executable,
-        pod_uid=str(labels.get(ATTR_POD_UID, "")),
+        container_id=found.container_id,
+        executable=found.executable,
+        pod_uid=found.pod_uid,
     )
 
 
-def from_otlp_request(request: _Request) -> list[Profile]:
-    """The Profiles (one per host and frequency) of an ExportProfilesServiceRequest or ProfilesData."""
-    d = _Dictionary(request.dictionary)
+def from_otlp_request(request: _Request, interner: Interner = SHARED) -> list[Profile]:
+    """The Profiles (one per host and frequency) of an ExportProfilesServiceRequest or ProfilesData; equal
+    frames and stacks are one object across every request decoded with `interner` (see wire/intern.py)."""
+    d = _Dictionary(request.dictionary, interner)
     if not d.strings and any(
         p.samples for rp in request.resource_profiles for sp in rp.scope_profiles for p in sp.profiles
     ):
@@ -398,6 +460,7 @@ def from_otlp_request(request: _Request) -> list[Profile]:
         process = {k: v for k, v in attributes.items() if k.startswith(PROCESS_PREFIXES)}
         host = {k: v for k, v in attributes.items() if not k.startswith(PROCESS_PREFIXES)}
         host_key = tuple(sorted(host.items(), key=lambda item: item[0]))
+        memo: dict[tuple[int, ...], _Labels] = {}
         for sp in rp.scope_profiles:
             for p, prof in enumerate(sp.profiles):
                 where = f"resource {r} profile {p}"
@@ -424,7 +487,7 @@ def from_otlp_request(request: _Request) -> list[Profile]:
                         stat = name.removeprefix(STATS_PREFIX)
                         target.stats[stat] = target.stats.get(stat, 0) + _int(value, f"{where}: {name}")
                 for i, s in enumerate(prof.samples):
-                    sample = _sample(d, s, process, scale, f"{where} sample {i}")
+                    sample = _sample(d, s, process, scale, f"{where} sample {i}", memo)
                     if sample is not None:
                         target.samples.append(sample)
     return [host.profile() for host in hosts.values()]
