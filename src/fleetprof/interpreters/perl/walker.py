@@ -1,0 +1,209 @@
+"""Reference walker: a live Perl interpreter's stack read from its memory, the way the BPF walker will.
+
+From an interpreter (`PL_curinterp` or the thread's `PL_current_context`), PL_curstackinfo is the innermost
+runlevel: its context array (si_cxstack[0..si_cxix]) holds one PERL_CONTEXT per sub, format, eval, loop
+and block; si_prev is the runlevel the C code that pushed this one was running (sort blocks, tie, overload,
+DESTROY, signal handlers, MULTICALL). Walked innermost first, sub, format and eval contexts are frames;
+PL_curcop is the innermost frame's statement and each frame's `blk_oldcop` its caller's, so a frame's line
+is the COP of the frame above it. The main program is one more frame at the bottom of PERLSI_MAIN.
+
+Perl subs called from Perl do not recurse in C: pp_entersub returns the sub's first op to the same
+Perl_runops_standard loop. A new runops native frame starts only where C runs Perl code: a stackinfo
+pushed by C (pp_sort's sort block, MULTICALL, call_sv under PUSHSTACKi) or a sub entered by call_sv on the
+current stackinfo (its context's retop is NULL). `PerlStack.segments` counts the frames each runops native
+frame stands for, innermost first. Every loop is bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from fleetprof.interpreters.perl.discovery import PerlUnsupported
+from fleetprof.interpreters.perl.layouts import (
+    CXTYPEMASK,
+    CVf_NAMED,
+    CXp_EVALBLOCK,
+    CXp_SUB_RE_FAKE,
+    CXt_EVAL,
+    CXt_FORMAT,
+    CXt_SUB,
+    PerlLayout,
+)
+from fleetprof.interpreters.perl.process import PerlProcess, find_perl
+from fleetprof.interpreters.perl.symbolizer import PerlNamer
+from fleetprof.process.memory import MemoryReader, ProcessMemory
+from fleetprof.profile.model import Frame, FrameKind
+
+MAX_STACKINFOS = 64  # runlevels followed down si_prev
+MAX_CONTEXTS = 4096  # contexts read in all (loops and blocks count too)
+MAIN = 0  # RawFrame.kind of the main program (no context: the bottom of PERLSI_MAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """One Perl frame as the BPF walker will send it."""
+
+    kind: int  # CXt_SUB, CXt_FORMAT, CXt_EVAL, or MAIN for the main program
+    cx_type: int  # the context's blku_type (type | CXp_* flags; blku_u16 << 8 for evals), 0 for MAIN
+    cv: int  # the sub's CV (blk_sub.cv / blk_eval.cv), 0 for MAIN
+    gv: int  # the sub's GV (GvEGV when set), resolved at sample time; 0 for lexical subs, evals, MAIN
+    cop: int  # the COP this frame is at (PL_curcop for the innermost, else the next frame's blk_oldcop)
+    line: int  # cop_line of `cop`, read at sample time (COPs of eval'd code are freed with it)
+    ends_native_segment: bool  # the last (outermost) Perl frame its runops native frame stands for
+
+    @property
+    def is_named_cv(self) -> bool:
+        """A lexical (`my sub`) or otherwise NAMED sub: named from the CV's HEK and stash, not a GV."""
+        return self.kind in (CXt_SUB, CXt_FORMAT) and self.gv == 0
+
+
+@dataclass(slots=True)
+class PerlStack:
+    """A Perl thread's stack: `raw` innermost first (walk order), `frames` root first (Stack order)."""
+
+    raw: list[RawFrame] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    segments: list[int] = field(default_factory=list)  # frames per runops native frame, innermost first
+    stackinfo_types: list[int] = field(default_factory=list)  # si_type of each runlevel, innermost first
+    error: str = ""  # why the walk stopped early, "" when it reached the main program
+
+
+def _u(data: bytes, offset: int, size: int = 8) -> int:
+    return int.from_bytes(data[offset : offset + size], "little")
+
+
+def _gv_of(mem: MemoryReader, layout: PerlLayout, cv: int) -> tuple[int, int] | str:
+    """(GV or 0 for a NAMED sub, CV flags) of `cv`: xcv_gv_u, and the GP's effective GV when set."""
+    body = mem.u64(cv + layout.sv_any) if cv else None
+    head = mem.read(body + layout.xcv_gv, layout.xcv_flags + 4 - layout.xcv_gv) if body else None
+    if head is None:
+        return f"CV {cv:#x} unreadable"
+    gv, flags = _u(head, 0), _u(head, layout.xcv_flags - layout.xcv_gv, 4)
+    if flags & CVf_NAMED or not gv:
+        return 0, flags
+    gp = mem.u64(gv + layout.sv_u)
+    egv = mem.u64(gp + layout.gp_egv) if gp else None
+    return egv or gv, flags
+
+
+class _Walk:
+    """The state of one walk: frames so far, the COP of the next frame, the open segment."""
+
+    def __init__(self, mem: MemoryReader, layout: PerlLayout, cop: int) -> None:
+        self.mem, self.layout, self.cop = mem, layout, cop
+        self.frames: list[RawFrame] = []
+        self.segments: list[int] = []
+        self.open = 0  # frames of the native segment not closed yet
+
+    def line(self, cop: int) -> int:
+        """cop_line of `cop` (0 for none or unreadable)."""
+        return (self.mem.u32(cop + self.layout.cop_line) or 0) if cop else 0
+
+    def emit(self, kind: int, cx_type: int, cv: int, gv: int, ends: bool) -> None:
+        """Add the frame at the current COP; `ends` closes its native segment."""
+        self.frames.append(RawFrame(kind, cx_type, cv, gv, self.cop, self.line(self.cop), ends))
+        self.open += 1
+        if ends:
+            self.close()
+
+    def close(self) -> None:
+        """End the open native segment at the last frame emitted (flagged as its outermost)."""
+        if self.open and not self.frames[-1].ends_native_segment:
+            self.frames[-1] = replace(self.frames[-1], ends_native_segment=True)
+        self.segments.append(self.open)
+        self.open = 0
+
+    def context(self, cx: bytes) -> str:
+        """Emit the frame of one context (none for loops, blocks, fake regex subs and C's eval scopes)
+        and move the COP to its caller's; returns why the walk must stop, "" to go on."""
+        lay = self.layout
+        cx_type = cx[lay.cx_type]
+        kind = cx_type & CXTYPEMASK
+        if kind in (CXt_SUB, CXt_FORMAT) and not cx_type & CXp_SUB_RE_FAKE:
+            cv, retop = _u(cx, lay.cx_sub_cv), _u(cx, lay.cx_sub_retop)
+            found = _gv_of(self.mem, lay, cv)
+            if isinstance(found, str):
+                return found
+            self.emit(kind, cx_type, cv, found[0], retop == 0)
+        elif kind == CXt_EVAL:
+            retop = _u(cx, lay.cx_eval_retop)
+            if cx_type & CXp_EVALBLOCK and retop == 0:
+                return ""  # call_sv(G_EVAL)'s scope pushed by C: no Perl code of its own
+            u16 = _u(cx, lay.cx_u16, 2)
+            self.emit(kind, cx_type | u16 << 8, _u(cx, lay.cx_eval_cv), 0, retop == 0)
+        else:
+            return ""
+        self.cop = _u(cx, lay.cx_oldcop)
+        return ""
+
+
+def walk_interpreter(
+    mem: MemoryReader, layout: PerlLayout, interp: int, max_contexts: int = MAX_CONTEXTS
+) -> tuple[list[RawFrame], list[int], list[int], str]:
+    """(frames innermost first, frames per runops segment, si types, why it stopped early or "")."""
+    head = mem.read(interp + min(layout.interp_curcop, layout.interp_curstackinfo), layout.interp_read_size)
+    if head is None:
+        return [], [], [], f"interpreter {interp:#x} unreadable"
+    base = min(layout.interp_curcop, layout.interp_curstackinfo)
+    walk = _Walk(mem, layout, _u(head, layout.interp_curcop - base))
+    si, budget, types = _u(head, layout.interp_curstackinfo - base), max_contexts, []
+    for _ in range(MAX_STACKINFOS):
+        info = mem.read(si, layout.si_read_size) if si else None
+        if info is None:
+            return walk.frames, walk.segments, types, f"stackinfo {si:#x} unreadable"
+        cxstack, prev = _u(info, layout.si_cxstack), _u(info, layout.si_prev)
+        cxix = int.from_bytes(info[layout.si_cxix : layout.si_cxix + 4], "little", signed=True)
+        types.append(int.from_bytes(info[layout.si_type : layout.si_type + 4], "little", signed=True))
+        closed_before = len(walk.segments)
+        for index in range(cxix, -1, -1):
+            budget -= 1
+            cx = mem.read(cxstack + index * layout.cx_size, layout.cx_read_size) if budget >= 0 else None
+            if cx is None:
+                why = "context stack deeper than the walk's bound" if budget < 0 else "context unreadable"
+                return walk.frames, walk.segments, types, f"{why} ({cxstack:#x}[{index}])"
+            stop = walk.context(cx)
+            if stop:
+                return walk.frames, walk.segments, types, stop
+        if not prev:
+            walk.emit(MAIN, 0, 0, 0, True)
+            return walk.frames, walk.segments, types, ""
+        if cxix >= 0 and (walk.open or len(walk.segments) == closed_before):
+            walk.close()  # C pushed this runlevel and ran its Perl code in a runops loop of its own
+        si = prev
+    return walk.frames, walk.segments, types, f"more than {MAX_STACKINFOS} stackinfos"
+
+
+def symbolize(namer: PerlNamer, raw: list[RawFrame]) -> tuple[list[Frame], str]:
+    """Frames for `raw` in the same order (an error frame stands for one that cannot be named)."""
+    frames: list[Frame] = []
+    first_error = ""
+    for item in raw:
+        frame = namer.frame(item.kind, item.cx_type, item.cv, item.gv, item.cop, item.line)
+        if isinstance(frame, str):
+            first_error = first_error or frame
+            frame = Frame(kind=FrameKind.ERROR, function=f"[unwind: perl: {frame}]")
+        frames.append(frame)
+    return frames, first_error
+
+
+def walk_process(
+    process: PerlProcess, mem: MemoryReader, interp: int | None = None, max_contexts: int = MAX_CONTEXTS
+) -> PerlStack:
+    """The Perl stack of `interp` (default: PL_curinterp), symbolized."""
+    if interp is None:
+        found = process.interpreter(mem)
+        if isinstance(found, str):
+            return PerlStack(error=found)
+        interp = found
+    raw, segments, types, error = walk_interpreter(mem, process.binary.layout, interp, max_contexts)
+    frames, name_error = symbolize(PerlNamer(mem, process.binary.layout), raw)
+    return PerlStack(raw, frames[::-1], segments, types, error or name_error)
+
+
+def walk_pid(pid: int, max_contexts: int = MAX_CONTEXTS) -> PerlStack | PerlUnsupported:
+    """The Perl stack of process `pid`'s first interpreter, or why it has none fleetprof can walk."""
+    process = find_perl(pid)
+    if isinstance(process, PerlUnsupported):
+        return process
+    with ProcessMemory(process.pid) as mem:
+        return walk_process(process, mem, max_contexts=max_contexts)
