@@ -11,7 +11,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from test_python_common import Recording, Stack, record
+from late_libraries import build_libraries, in_late_library
+from test_python_common import Recording, Stack, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "phpscripts" / "busy.php"
 PHP = shutil.which("php8.2") or shutil.which("php")
@@ -24,11 +25,14 @@ MIN_SHARE = 0.99
 pytestmark = pytest.mark.skipif(PHP is None, reason="php8.2-cli is not installed (make setup installs it)")
 
 
+CALLS = re.compile(r"// calls: (\S+)")
+
+
 def _call_lines() -> dict[str, int]:
     """`// calls: f` markers: callee -> the line its caller shows while it runs."""
     out = {}
     for number, text in enumerate(SCRIPT.read_text(encoding="utf-8").splitlines(), start=1):
-        found = re.search(r"// calls: (\S+)", text)
+        found = CALLS.search(text)
         if found:
             out[found.group(1)] = number
     return out
@@ -129,3 +133,32 @@ def test_unsupported_version_degrades_to_native_frames_and_one_marker(tmp_path: 
         assert names.index(marker) == names.index("execute_ex") + 1, stack.render()
         assert [f.name for f in stack.frames if f.kind == "error"] == [marker], stack.render()
         assert not _php_frames(stack), stack.render()
+
+
+LATE = Path(__file__).resolve().parent / "phpscripts" / "late.php"
+
+
+def test_first_samples_in_a_new_library_keep_their_php_frames() -> None:
+    """PHP calls, through FFI, into libraries it loads mid-run: the samples that waited for a new library's
+    table (finished in userspace) still read <main> > run > Loader::call > spin over the native root."""
+    assert PHP is not None
+    libs = [str(p) for p in build_libraries(work_dir() / "late-php", 5)]
+    run = record(["--", PHP, str(LATE), "0.3", *libs], "php-late")
+    lines = {m.group(1): n for n, t in enumerate(LATE.read_text().splitlines(), 1) if (m := CALLS.search(t))}
+    expected = [("<main>", lines["run"]), ("run", lines["Loader::call"]), ("Loader::call", lines["spin"])]
+    expected.append(("spin", lines["fleetprof_spin"]))
+    late = [s for s in run.stacks if in_late_library(list(s.frames))]
+    bad = [
+        s
+        for s in late
+        if s.has_error or _script_frames(s, "late.php") != expected or s.frames[0].name != "_start"
+    ]
+    judged = sum(s.count for s in late)
+    assert judged >= 100, run.describe()
+    assert sum(s.count for s in bad) <= judged * (1 - MIN_SHARE), "\n".join(s.render() for s in bad[:3])
+    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()
+
+
+def _script_frames(stack: Stack, script: str) -> list[tuple[str, int]]:
+    """(name, line) of the stack's frames of `script`, root first."""
+    return [(f.name, f.line) for f in stack.frames if f.where.endswith(script)]

@@ -11,7 +11,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from test_python_common import Recording, Stack, record
+from late_libraries import build_libraries, in_late_library
+from test_python_common import Recording, Stack, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "rubyscripts" / "busy.rb"
 RUBY = shutil.which("ruby3.1") or shutil.which("ruby")
@@ -20,11 +21,14 @@ MIN_SHARE = 0.99
 pytestmark = pytest.mark.skipif(RUBY is None, reason="ruby3.1 is not installed (make setup installs it)")
 
 
+CALLS = re.compile(r"# calls: (\S+)")
+
+
 def _call_lines() -> dict[str, int]:
     """`# calls: f` markers: callee -> the line its caller shows while it runs."""
     out = {}
     for number, text in enumerate(SCRIPT.read_text(encoding="utf-8").splitlines(), start=1):
-        found = re.search(r"# calls: (\S+)", text)
+        found = CALLS.search(text)
         if found:
             out[found.group(1)] = number
     return out
@@ -101,3 +105,35 @@ def test_ruby_chain_is_whole_with_lines() -> None:
     in_loop = sum(s.count for s in under if not any(f.name == "Array#sort" for f in s.frames))
     assert in_block >= 20 and in_loop >= 100, f"{in_block} samples in the block, {in_loop} in the loop"
     assert run.stats.get("ruby_named", 0) >= len(EXPECTED), run.describe()
+
+
+LATE = Path(__file__).resolve().parent / "rubyscripts" / "late.rb"
+
+
+def test_first_samples_in_a_new_library_keep_their_ruby_frames() -> None:
+    """Ruby calls, through Fiddle, into libraries it loads mid-run: the samples that waited for a new
+    library's table (finished in userspace) still read <main> > Object#run > block > Loader.call >
+    Object#spin over the native root."""
+    assert RUBY is not None
+    libs = [str(p) for p in build_libraries(work_dir() / "late-ruby", 5)]
+    run = record(["--", RUBY, str(LATE), "0.3", *libs], "ruby-late")
+    lines = {m.group(1): n for n, t in enumerate(LATE.read_text().splitlines(), 1) if (m := CALLS.search(t))}
+    expected = [
+        ("<main>", lines["run"]),
+        ("Object#run", lines["Loader.call"]),
+        ("block in Object#run", lines["Loader.call"]),
+        ("Loader.call", lines["spin"]),
+        ("Object#spin", lines["call"]),
+    ]
+    late = [s for s in run.stacks if in_late_library(list(s.frames))]
+    bad = [
+        s
+        for s in late
+        if s.has_error
+        or [(f.name, f.line) for f in s.frames if f.where.endswith("late.rb")] != expected
+        or s.frames[0].name != "_start"
+    ]
+    judged = sum(s.count for s in late)
+    assert judged >= 100, run.describe()
+    assert sum(s.count for s in bad) <= judged * (1 - MIN_SHARE), "\n".join(s.render() for s in bad[:3])
+    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()

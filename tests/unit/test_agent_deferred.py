@@ -209,8 +209,8 @@ def test_unknown_first_file_waits_for_another_process_to_show_it() -> None:
 # ---- the Python tail: frames BPF walked after deferring take the places of their eval-loop frames -------
 
 EVAL = 0xE7A1  # a libpython: its eval loop at ELF [0x100, 0x200)
-TAIL = layout.FRAME_FLAG_PY_TAIL
-END = layout.FRAME_FLAG_PY_TAIL | layout.FRAME_FLAG_CALL_END
+TAIL = layout.FRAME_FLAG_TAIL
+END = layout.FRAME_FLAG_TAIL | layout.FRAME_FLAG_CALL_END
 
 
 def _py(code: int, lasti: int, flags: int) -> bytes:

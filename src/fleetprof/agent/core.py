@@ -29,7 +29,7 @@ from fleetprof.process.tracker import ExecMapping, ProcessTracker
 from fleetprof.profile.model import Frame, FrameKind, Mapping
 from fleetprof.symbolize.native import NativeFile
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import Aggregator, RawFrame, StackKey
+from fleetprof.tracer.aggregate import Aggregator, RawFrame, StackKey, decode_frames
 from fleetprof.tracer.mapsync import InodeMap, MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
@@ -131,9 +131,9 @@ class ProfilerCore:
             want_table=self._tables.ensure_loaded,
             pid_ready=self._pid_ready,
             want_rescan=self._asked_rescans.add,
-            eval_loop=self.python.in_eval_loop,
+            eval_loop=self._in_vm_loop,
         )
-        self.aggregator.on_deferred = self.deferred.add
+        self.aggregator.on_deferred = self._on_deferred
         self.aggregator.fix_failed = self._fix_failed
         self.aggregator.on_new_stack = self._on_new_stack
         # Code records first: a sample's records are written before it, and must be stored before it is read.
@@ -371,6 +371,21 @@ class ProfilerCore:
             file_flags |= runtime.file_flags(key)
         self._inodes.add(m.dev, m.inode, mtime, key, m.start - m.offset - m.bias, file_flags)
 
+    def _on_deferred(self, data: bytes, flags: int) -> None:
+        """A deferred sample or its snapshot: the PHP and Ruby frames walked after the deferral are named
+        now, while the process lives (the sample is counted only once its table is loaded, perhaps after
+        the process exited; CPython's frames travel with their code records instead)."""
+        assert self.deferred is not None
+        if not flags & layout.SAMPLE_FLAG_SNAPSHOT and self.runtimes:
+            header = layout.HEADER_STRUCT.unpack_from(data)
+            pid, nk = header[1], header[4]
+            kinds = {runtime.frame_kind: runtime for runtime in self.runtimes}
+            for raw in decode_frames(data[layout.HEADER_SIZE + nk * layout.FRAME_SIZE :]):
+                runtime = kinds.get(raw.kind)
+                if runtime is not None:
+                    runtime.resolve(pid, raw)
+        self.deferred.add(data, flags)
+
     def _on_new_stack(self, key: StackKey) -> None:
         """A stack seen for the first time: mark its files used (table eviction is LRU), and let the Python
         support name its frames while the process lives."""
@@ -561,6 +576,13 @@ class ProfilerCore:
         if self.python is not None:
             return self.python.resolve(pid, raw)
         return Frame(kind=FrameKind.PYTHON, function="<python frame>")
+
+    def _in_vm_loop(self, key: int, elf_pc: int) -> bool:
+        """Whether a pc is in an interpreter's VM loop (CPython's eval loop, execute_ex, rb_vm_exec): the
+        replay of a deferred sample puts that call's tail frames there."""
+        if self.python is not None and self.python.in_eval_loop(key, elf_pc):
+            return True
+        return any(runtime.in_vm_loop(key, elf_pc) for runtime in self.runtimes)
 
     def runtime_problem(self, pid: int) -> str:
         """The error frame's name when a PHP or Ruby engine of `pid` can't be walked (`[unwind: php: why]`),

@@ -2,7 +2,7 @@
 tables they need are loaded, then finished by the userspace unwinder (nativeunwind/replay.py) and counted
 like every other sample. Nothing is lost: a sample that can't be finished in time is counted as it came,
 ending in its `[unwind: table not ready]` frame. The thread's Python frames BPF walked after deferring
-(FRAME_FLAG_PY_TAIL) take the places of their eval-loop frames in the replayed stack.
+(FRAME_FLAG_TAIL) take the places of their eval-loop frames in the replayed stack.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ InodeResolver = Callable[[int, int, int], "tuple[int, int, int] | None"]
 EvalLoop = Callable[[int, int], bool]
 """(file key, ELF pc) -> whether the pc is in an interpreter's eval loop."""
 _FLAGS_AT = 21  # struct frame's flags byte
-_TAIL_FLAGS = layout.FRAME_FLAG_PY_TAIL | layout.FRAME_FLAG_CALL_END
+_TAIL_FLAGS = layout.FRAME_FLAG_TAIL | layout.FRAME_FLAG_CALL_END
 
 
 @dataclass(slots=True)
@@ -43,7 +43,7 @@ def split_tail(frames: bytes) -> tuple[bytes, list[list[tuple[int, ...]]]]:
     each frame as replay's (kind, id, addr, flags, aux) with the tail flags cleared."""
     end = len(frames)
     while (
-        end >= layout.FRAME_SIZE and frames[end - layout.FRAME_SIZE + _FLAGS_AT] & layout.FRAME_FLAG_PY_TAIL
+        end >= layout.FRAME_SIZE and frames[end - layout.FRAME_SIZE + _FLAGS_AT] & layout.FRAME_FLAG_TAIL
     ):
         end -= layout.FRAME_SIZE
     calls: list[list[tuple[int, ...]]] = []

@@ -135,6 +135,11 @@ class RuntimeSupport(Generic[B]):
         self._ranges.update(struct.pack("<Q", key), bytes(value))
         self._files[key] = binary
 
+    def in_vm_loop(self, key: int, elf_pc: int) -> bool:
+        """Whether an ELF pc of a registered engine file lies in its VM loop (as `interp_ranges` says)."""
+        binary = self._files.get(key)
+        return binary is not None and any(lo <= elf_pc < hi for lo, hi in self.vm_ranges(binary))
+
     def file_flags(self, key: int) -> int:
         """MAPPING_FLAG_INTERPRETER when the file is a registered engine, else 0."""
         return layout.MAPPING_FLAG_INTERPRETER if key in self._files else 0

@@ -314,6 +314,10 @@ static __always_inline __u32 in_interpreter(__u64 file_id, __u64 elf_pc)
 	return 0;
 }
 
+/* The walker that finishes the thread's interpreter frames after a deferral (MODE_*_TAIL), else
+ * MODE_NATIVE (sampler.bpf.c defines it once every walker is known). */
+static __always_inline __u8 tail_mode(struct unwind_state *st);
+
 /* Stop here and hand the agent a copy of the stack from sp up (to the end of the stack's vma, at most
  * MAX_SNAPSHOT_STACK): it finishes the unwinding once the table of the file at pc is loaded. The sample goes
  * out as usual, flagged SAMPLE_FLAG_DEFERRED; submit() sends the snapshot right after it. */
@@ -375,10 +379,11 @@ static __always_inline long defer(struct sample *s, struct unwind_state *st, __u
 	s->hdr.flags |= SAMPLE_FLAG_DEFERRED;
 	st->snapshot = 1;
 	long end = fail(s, st, UNWIND_ERR_NOT_READY);
-	if (st->py_no_info || (st->py_started && !st->py_frame))
+	/* The replay can't read interpreter frames (they live outside the stack copy): walk the rest now. */
+	__u8 mode = tail_mode(st);
+	if (mode == MODE_NATIVE)
 		return end;
-	/* The replay can't read the Python frames (they live outside the stack copy): walk the rest now. */
-	st->mode = MODE_PY_TAIL;
+	st->mode = mode;
 	st->next = NEXT_NATIVE;
 	return 0;
 }

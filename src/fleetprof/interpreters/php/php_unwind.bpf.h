@@ -22,19 +22,26 @@ struct {
 
 static __always_inline long php_fail(struct sample *s, struct unwind_state *st)
 {
+	if (st->mode == MODE_PHP_TAIL) { /* the sample keeps UNWIND_ERR_NOT_READY, with the frames walked */
+		st->next = NEXT_SUBMIT;
+		return 1;
+	}
 	stop(s, st, UNWIND_ERR_PHP);
 	return 1;
 }
 
-/* One step of the PHP walker: emit (at most) one frame, or hand back to the native unwinder. */
+/* One step of the PHP walker: emit (at most) one frame, or hand back to the native unwinder. After a
+ * deferral (MODE_PHP_TAIL) it walks on to the last frame, flagging each TAIL and each execute_ex call's
+ * last CALL_END, for the agent's replay. */
 static __noinline long php_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;
+	bool tail = st->mode == MODE_PHP_TAIL;
 	struct php_proc_info *info = bpf_map_lookup_elem(&php_procs, &st->pid);
 	if (!info) {
 		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
-		return 0;
+		return tail ? stack_complete(st) : 0;
 	}
 	bool ok = true;
 	if (!st->php_started) {
@@ -45,6 +52,10 @@ static __noinline long php_step(struct sample *s, struct unwind_state *st)
 	}
 	__u64 ex = st->php_ex;
 	if (!ex) {
+		if (tail) {
+			tail_call_end(s);
+			return stack_complete(st);
+		}
 		st->mode = MODE_NATIVE; /* no PHP frame left for this execute_ex call */
 		return 0;
 	}
@@ -74,13 +85,20 @@ static __noinline long php_step(struct sample *s, struct unwind_state *st)
 	}
 	if (!ok)
 		return php_fail(s, st);
-	if (!push_frame(s, func, line, php_func_cookie(head[1], head[2], type), FRAME_PHP, 0)) {
+	__u32 cookie = php_func_cookie(head[1], head[2], type);
+	if (!push_frame(s, func, line, cookie, FRAME_PHP, tail ? FRAME_FLAG_TAIL : 0)) {
+		if (tail)
+			return stack_complete(st);
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 		return 1;
 	}
 	st->interp_emitted = 1;
-	if (call_info & PHP_CALL_TOP)
-		st->mode = MODE_NATIVE; /* entered from C: the native frames under this execute_ex come next */
+	if (call_info & PHP_CALL_TOP) {
+		if (tail)
+			tail_call_end(s);
+		else
+			st->mode = MODE_NATIVE; /* entered from C: the native frames under this execute_ex come next */
+	}
 	return 0;
 }
 

@@ -261,7 +261,7 @@ static __always_inline bool emit_py_frame(struct sample *s, struct unwind_state 
 	__u32 csum = py_code_checksum((__u32)ints[0], (__u32)ints[1], filename, name);
 	struct py_code_key key = {.code = code, .pid = st->pid, .checksum = csum, .start = st->start_lo};
 	py_capture_code(info, &key, ints[0], filename);
-	if (!push_frame(s, code, lasti, csum, FRAME_PYTHON, st->mode == MODE_PY_TAIL ? FRAME_FLAG_PY_TAIL : 0)) {
+	if (!push_frame(s, code, lasti, csum, FRAME_PYTHON, st->mode == MODE_PY_TAIL ? FRAME_FLAG_TAIL : 0)) {
 		py_stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 		return false;
 	}
@@ -407,11 +407,12 @@ static __noinline struct py_proc_info *py_tail_info(struct unwind_state *st)
 	return NULL;
 }
 
-/* Mark the sample's last frame, when it is a tail Python frame, as the outermost of its eval-loop call. */
-static __always_inline void py_tail_call_end(struct sample *s)
+/* Mark the sample's last frame, when it is a tail interpreter frame, as the outermost of its VM-loop call
+ * (shared by the PHP and Ruby walkers' tails). */
+static __always_inline void tail_call_end(struct sample *s)
 {
 	__u32 last = (__u32)s->hdr.num_kernel + s->hdr.num_user - 1;
-	if (s->hdr.num_user && last < MAX_FRAMES && (s->frames[last].flags & FRAME_FLAG_PY_TAIL))
+	if (s->hdr.num_user && last < MAX_FRAMES && (s->frames[last].flags & FRAME_FLAG_TAIL))
 		s->frames[last].flags |= FRAME_FLAG_CALL_END;
 }
 
@@ -432,7 +433,7 @@ static __noinline long py_tail_step(struct sample *s, struct unwind_state *st)
 	__u64 prev = f ? read_u64(f + info->frame_previous, &ok) : 0;
 	if (!f || !ok || prev == f) {
 		if (!f)
-			py_tail_call_end(s); /* the thread's outermost frame */
+			tail_call_end(s); /* the thread's outermost frame */
 		st->next = NEXT_SUBMIT;
 		return 1;
 	}
@@ -444,13 +445,13 @@ static __noinline long py_tail_step(struct sample *s, struct unwind_state *st)
 	}
 	st->py_frame = prev;
 	if (info->walk_kind == PY_WALK_SHIM && byte >= info->owner_shim_min) {
-		py_tail_call_end(s); /* a shim starts each eval-loop call; never shown */
+		tail_call_end(s); /* a shim starts each eval-loop call; never shown */
 		return 0;
 	}
 	if (!emit_py_frame(s, st, info, f))
 		return 1;
 	if (info->walk_kind == PY_WALK_FRAMEOBJECT || (info->walk_kind == PY_WALK_IS_ENTRY && byte))
-		py_tail_call_end(s);
+		tail_call_end(s);
 	return 0;
 }
 

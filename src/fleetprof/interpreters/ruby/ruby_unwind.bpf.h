@@ -83,19 +83,24 @@ static __always_inline __u64 rb_current_ec(struct ruby_proc_info *info)
 
 static __always_inline long rb_fail(struct sample *s, struct unwind_state *st)
 {
+	if (st->mode == MODE_RUBY_TAIL) /* the sample keeps UNWIND_ERR_NOT_READY, with the frames walked */
+		return stack_complete(st);
 	stop(s, st, UNWIND_ERR_RUBY);
 	return 1;
 }
 
-/* One step of the Ruby walker: one control frame (emitting at most one frame), or hand back. */
+/* One step of the Ruby walker: one control frame (emitting at most one frame), or hand back. After a
+ * deferral (MODE_RUBY_TAIL) it walks on to the last frame, flagging each TAIL and each rb_vm_exec call's
+ * last CALL_END, for the agent's replay. */
 static __noinline long ruby_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;
+	bool tail = st->mode == MODE_RUBY_TAIL;
 	struct ruby_proc_info *info = bpf_map_lookup_elem(&ruby_procs, &st->pid);
 	if (!info) {
 		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
-		return 0;
+		return tail ? stack_complete(st) : 0;
 	}
 	bool ok = true;
 	if (!st->rb_started) {
@@ -114,6 +119,10 @@ static __noinline long ruby_step(struct sample *s, struct unwind_state *st)
 	}
 	__u64 cfp = st->rb_cfp;
 	if (!cfp || cfp + info->cfp_size > st->rb_end) {
+		if (tail) {
+			tail_call_end(s);
+			return stack_complete(st);
+		}
 		st->mode = MODE_NATIVE; /* no Ruby frame left for this VM loop */
 		return 0;
 	}
@@ -134,22 +143,29 @@ static __noinline long ruby_step(struct sample *s, struct unwind_state *st)
 		type &= 0xf;
 	}
 	bool pushed;
+	__u8 fflags = tail ? FRAME_FLAG_TAIL : 0;
 	if (!(flags & RB_FRAME_CFRAME)) {
 		if (!iseq)
 			return rb_fail(s, st);
-		pushed = push_frame(s, iseq, type == RB_METHOD_ISEQ ? entry : 0, (__u32)pc, FRAME_RUBY, 0);
+		pushed = push_frame(s, iseq, type == RB_METHOD_ISEQ ? entry : 0, (__u32)pc, FRAME_RUBY, fflags);
 	} else if (type == RB_METHOD_CFUNC) {
-		pushed = push_frame(s, 0, entry, 0, FRAME_RUBY, 0);
+		pushed = push_frame(s, 0, entry, 0, FRAME_RUBY, fflags);
 	} else {
 		return 0; /* a C frame with no C method (IFUNC...): not shown */
 	}
 	if (!pushed) {
+		if (tail)
+			return stack_complete(st);
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 		return 1;
 	}
 	st->interp_emitted = 1;
-	if (flags & RB_FRAME_FINISH)
-		st->mode = MODE_NATIVE; /* entered from C: the native frames under this rb_vm_exec come next */
+	if (flags & RB_FRAME_FINISH) {
+		if (tail)
+			tail_call_end(s);
+		else
+			st->mode = MODE_NATIVE; /* entered from C: the native frames under this rb_vm_exec come next */
+	}
 	return 0;
 }
 

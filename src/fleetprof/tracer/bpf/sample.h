@@ -22,10 +22,10 @@
 
 /* Frame flags. */
 #define FRAME_FLAG_RETURN_ADDRESS 1 /* addr is a return address: symbolize at addr - 1 */
-#define FRAME_FLAG_PY_TAIL 2        /* a Python frame walked after the unwinder deferred (the sample's last
-                                     * frames): the agent's replay puts each eval-loop call's frames in place
-                                     * of that call's native eval-loop frame */
-#define FRAME_FLAG_CALL_END 4       /* with PY_TAIL: the outermost Python frame of its eval-loop call */
+#define FRAME_FLAG_TAIL 2           /* an interpreter frame (Python, PHP, Ruby) walked after the unwinder
+                                     * deferred (the sample's last frames): the agent's replay puts each VM
+                                     * loop call's frames in place of that call's native VM-loop frame */
+#define FRAME_FLAG_CALL_END 4       /* with TAIL: the outermost interpreter frame of its VM-loop call */
 
 /* Why user-space unwinding stopped (struct sample_header.error). 0 means the stack is whole. */
 #define UNWIND_COMPLETE 0
@@ -50,7 +50,7 @@
 #define SAMPLE_FLAG_DEFERRED 4       /* stopped at code the agent had not prepared (UNWIND_ERR_NOT_READY): a
                                       * struct stack_snapshot with the same ktime/cpu/tid follows, and the
                                       * agent finishes the unwinding once it has the table; the thread's
-                                      * Python frames not walked yet follow the native ones (PY_TAIL) */
+                                      * interpreter frames not walked yet follow the native ones (TAIL) */
 #define SAMPLE_FLAG_SNAPSHOT 8       /* this record is a struct stack_snapshot, not a struct sample */
 #define SAMPLE_FLAG_EXECING 16       /* the task is inside execve: its old user image is gone, its new one
                                       * has not run yet, so the sample has kernel frames only */

@@ -84,6 +84,8 @@ struct unwind_state {
 #define MODE_PY_TAIL 2 /* after a deferral: the thread's remaining Python frames, for the agent's replay */
 #define MODE_PHP 3
 #define MODE_RUBY 4
+#define MODE_PHP_TAIL 5  /* after a deferral: the thread's remaining PHP frames */
+#define MODE_RUBY_TAIL 6 /* after a deferral: the thread's remaining Ruby frames */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -331,6 +333,17 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 #include "php_unwind.bpf.h"
 #include "ruby_unwind.bpf.h"
 
+static __always_inline __u8 tail_mode(struct unwind_state *st)
+{
+	if (bpf_map_lookup_elem(&php_procs, &st->pid))
+		return st->php_started && !st->php_ex ? MODE_NATIVE : MODE_PHP_TAIL;
+	if (bpf_map_lookup_elem(&ruby_procs, &st->pid))
+		return st->rb_started && !st->rb_cfp ? MODE_NATIVE : MODE_RUBY_TAIL;
+	if (st->py_no_info || (st->py_started && !st->py_frame))
+		return MODE_NATIVE;
+	return MODE_PY_TAIL;
+}
+
 /* One step of the unwind loop: a native frame, or a Python frame. */
 static long unwind_step(__u32 index, void *unused)
 {
@@ -343,9 +356,9 @@ static long unwind_step(__u32 index, void *unused)
 		return python_step(s, st);
 	if (st->mode == MODE_PY_TAIL)
 		return py_tail_step(s, st);
-	if (st->mode == MODE_PHP)
+	if (st->mode == MODE_PHP || st->mode == MODE_PHP_TAIL)
 		return php_step(s, st);
-	if (st->mode == MODE_RUBY)
+	if (st->mode == MODE_RUBY || st->mode == MODE_RUBY_TAIL)
 		return ruby_step(s, st);
 	return native_step(s, st);
 }

@@ -1,0 +1,56 @@
+"""Fresh C libraries for tests of code loaded mid-run (no tests here): each has distinct contents, so the
+profiler has neither a cached table nor a known inode for it, and exports `int fleetprof_spin(long ms)`,
+which spins in its own frames (built without frame pointers) for `ms` milliseconds."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+LIBRARY_C = r"""
+#include <time.h>
+static const char pad[2 << 20] __attribute__((used)) = {UNIQUE & 0x7f}; /* past the in-agent lane's size */
+__attribute__((noinline)) static unsigned long work(unsigned long n) {
+	unsigned long acc = UNIQUE;
+	for (unsigned long i = 0; i < n; i++) acc = acc * 6364136223846793005UL + i;
+	return acc;
+}
+__attribute__((noinline)) static unsigned long loop(long ms) {
+	struct timespec t0, t;
+	unsigned long acc = 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		acc += work(20000);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+	return acc;
+}
+int fleetprof_spin(long ms) { return (int)loop(ms); }
+"""
+
+
+def build_libraries(out: Path, count: int) -> list[Path]:
+    """`count` fresh libraries late_<i>.so in `out` (skips the test without a C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (apt-get install gcc)")
+    out.mkdir(parents=True, exist_ok=True)
+    source = out / "late.c"
+    source.write_text(LIBRARY_C, encoding="utf-8")
+    paths = []
+    for i in range(count):
+        path = out / f"late_{i}.so"
+        unique = f"{random.getrandbits(30)}UL"
+        cmd = [cc, "-O2", "-fomit-frame-pointer", "-fPIC", "-shared", f"-DUNIQUE={unique}", "-o", str(path)]
+        subprocess.run([*cmd, str(source)], check=True, capture_output=True)
+        paths.append(path)
+    return paths
+
+
+def in_late_library(frames: list) -> bool:
+    """Whether a stack's frames (test_python_common.Frame) run code of one of these libraries."""
+    return any(f.kind == "native" and f.where.startswith("late_") for f in frames)
