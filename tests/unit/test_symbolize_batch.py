@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetprof.symbolize import batch as batch_module
 from fleetprof.symbolize.batch import BatchLookup, records
 from fleetprof.symbolize.bundle import build_bundle, load_bundle
 from fleetprof.symbolize.lookup import FileSymbols
@@ -156,3 +157,12 @@ def test_the_batch_path_answers_functions_itself(
     BatchLookup(symbols).resolve(inside)
     assert all(r is not None and r.trusted for r in (p.reader for p in symbols.parts))
     assert len(asked) < len(inside) // 20, (len(asked), len(inside))
+
+
+def test_without_numpy_every_address_takes_the_scalar_path(
+    bins: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bundle_of(bins, "cxxprog")
+    addrs = every_address(bins / "cxxprog")[::7]
+    monkeypatch.setattr(batch_module, "np", None)
+    assert BatchLookup(tables(data)).resolve(addrs) == scalar(data, addrs)
