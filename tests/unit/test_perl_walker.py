@@ -28,6 +28,7 @@ from fleetprof.interpreters.perl.discovery import (
 )
 from fleetprof.interpreters.perl.layouts import (
     PERLSI_MAIN,
+    PERLSI_MULTICALL,
     PERLSI_SORT,
     CVf_ANON,
     CXt_EVAL,
@@ -49,6 +50,7 @@ from fleetprof.profile.model import FrameKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "perl"
 CHAIN, LIB = FIXTURES / "chain.pl", FIXTURES / "lib.pl"
+EVALS, REQUIRED = FIXTURES / "evals.pl", FIXTURES / "required.pl"
 CAPTURE = FIXTURES / "captured_park.json"
 PERL = shutil.which("perl")
 LIBPERL = Path("/usr/lib/x86_64-linux-gnu/libperl.so.5.36")
@@ -60,7 +62,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reading another proce
 def markers(root: Path = FIXTURES) -> dict[str, tuple[str, int]]:
     """`@frame:NAME` marker -> (file under `root`, line) in the fixture scripts."""
     out = {}
-    for path in (CHAIN, LIB):
+    for path in (CHAIN, LIB, EVALS, REQUIRED):
         for number, text in enumerate(path.read_text().splitlines(), 1):
             found = re.search(r"@frame:([\w-]+)", text)
             if found:
@@ -108,11 +110,11 @@ def _wait_blocked_on_stdin(pid: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def running_chain(mode: str) -> Iterator[subprocess.Popen[str]]:
-    """Run chain.pl in `mode` ("park": blocked reading STDIN; "spin": a regex match in a loop) once ready."""
+def running_chain(mode: str, script: Path = CHAIN) -> Iterator[subprocess.Popen[str]]:
+    """Run `script` in `mode` ("park": blocked reading STDIN; "spin": a regex match in a loop) once ready."""
     assert PERL is not None
     process = subprocess.Popen(
-        [PERL, str(CHAIN), mode],
+        [PERL, str(script), mode],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -123,7 +125,7 @@ def running_chain(mode: str) -> Iterator[subprocess.Popen[str]]:
         assert process.stdout is not None
         status = process.stdout.readline().strip()
         if status != "ready":
-            pytest.fail(f"chain.pl exited with {process.wait(timeout=10)}")
+            pytest.fail(f"{script.name} exited with {process.wait(timeout=10)}")
         if mode == "park":
             _wait_blocked_on_stdin(process.pid)
         yield process
@@ -218,6 +220,36 @@ def test_walker_reads_the_parked_chain_exactly() -> None:
     _check_parked_raw(stack)
     if os.environ.get("FLEETPROF_PERL_RECAPTURE") == "1":
         _save_capture(found, interp, recorder)
+
+
+@needs_perl
+@needs_root
+def test_evals_require_and_c_callbacks_split_into_their_runops_frames() -> None:
+    """eval {}, eval '', List::Util::first's MULTICALL block, a named sort sub and a require: names, files
+    and lines exact, and the four runops native frames gdb shows (innermost first: docatch's under the
+    require, sort's, first's, perl_run's) each get their frames."""
+    at = markers()
+    wanted = [
+        ("main", *at["main-evals"]),
+        ("Outer::start", *at["start"]),
+        ("(eval)", *at["eval-block"]),
+        ("(eval)", "(eval 1)", 1),
+        ("Outer::step", *at["step"]),
+        ("Outer::__ANON__", *at["step"]),  # first's block, entered by MULTICALL
+        ("Outer::pick", *at["pick"]),
+        ("Outer::by_value", *at["by-value"]),  # entered by pp_sort
+        ("(require)", *at["require"]),
+        ("Leaf::park", *at["park"]),
+    ]
+    with running_chain("park", EVALS) as process:
+        stack = walk_pid(process.pid)
+    assert isinstance(stack, PerlStack), stack
+    assert stack.error == "" and _triples(stack) == wanted
+    assert stack.segments == [2, 1, 2, 5]
+    assert stack.stackinfo_types == [PERLSI_SORT, PERLSI_MULTICALL, PERLSI_MAIN]
+    assert [i for i, item in enumerate(stack.raw) if item.ends_native_segment] == [1, 2, 4, 9]
+    assert [i for i, item in enumerate(stack.raw) if item.entered_from_c] == [2, 4]
+    assert [item.kind for item in stack.raw].count(CXt_EVAL) == 3
 
 
 def _stopped(pid: int, timeout: float = 5.0) -> None:

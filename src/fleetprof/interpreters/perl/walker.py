@@ -49,6 +49,7 @@ class RawFrame:
     gv: int  # the sub's GV (GvEGV when set), resolved at sample time; 0 for lexical subs, evals, MAIN
     cop: int  # the COP this frame is at (PL_curcop for the innermost, else the next frame's blk_oldcop)
     line: int  # cop_line of `cop`, read at sample time (COPs of eval'd code are freed with it)
+    entered_from_c: bool  # a sub or eval whose retop is NULL: run by call_sv, sort, MULTICALL or eval_sv
     ends_native_segment: bool  # the last (outermost) Perl frame its runops native frame stands for
 
     @property
@@ -86,32 +87,64 @@ def _gv_of(mem: MemoryReader, layout: PerlLayout, cv: int) -> tuple[int, int] | 
     return egv or gv, flags
 
 
+# Walk events, innermost first: a frame (its index), a runlevel C pushed ends, C's own G_EVAL scope.
+_FRAME, _RUNLEVEL, _C_EVAL_SCOPE = 0, 1, 2
+
+
+def native_segments(
+    frames: list[RawFrame], events: list[tuple[int, int]]
+) -> tuple[list[RawFrame], list[int]]:
+    """Which runops native frame each Perl frame belongs to: (frames with `ends_native_segment` set on the
+    outermost frame of each segment, frames per segment innermost first).
+
+    Replays, outermost first, where C started a runops loop: perl_run (the main program); a runlevel C
+    pushed (sort, MULTICALL, call_sv under PUSHSTACKi), which also sets CATCH; a sub or eval_sv eval
+    entered from C (retop NULL; call_sv sets CATCH unless it runs under its own G_EVAL JMPENV); and an
+    eval, try or require entered while CATCH is set, which pp_ctl.c's docatch() runs in a nested runops
+    under a fresh JMPENV (CATCH off again).
+    """
+    sizes, starts = [0], set()
+    catch = fresh_env = opened = False
+    for kind, index in reversed(events):
+        if kind == _RUNLEVEL:
+            sizes.append(0)
+            opened, catch, fresh_env = True, True, False
+            continue
+        if kind == _C_EVAL_SCOPE:
+            fresh_env = True
+            continue
+        frame = frames[index]
+        if frame.entered_from_c:
+            if not opened:
+                sizes.append(0)
+            catch = frame.kind != CXt_EVAL and not fresh_env
+        elif frame.kind == CXt_EVAL and catch:
+            sizes.append(0)
+            catch = False
+        opened = fresh_env = False
+        if sizes[-1] == 0:
+            starts.add(index)
+        sizes[-1] += 1
+    marked = [replace(f, ends_native_segment=i in starts) for i, f in enumerate(frames)]
+    return marked, sizes[::-1]
+
+
 class _Walk:
-    """The state of one walk: frames so far, the COP of the next frame, the open segment."""
+    """The state of one walk: frames and events so far, the COP of the next frame."""
 
     def __init__(self, mem: MemoryReader, layout: PerlLayout, cop: int) -> None:
         self.mem, self.layout, self.cop = mem, layout, cop
         self.frames: list[RawFrame] = []
-        self.segments: list[int] = []
-        self.open = 0  # frames of the native segment not closed yet
+        self.events: list[tuple[int, int]] = []
 
     def line(self, cop: int) -> int:
         """cop_line of `cop` (0 for none or unreadable)."""
         return (self.mem.u32(cop + self.layout.cop_line) or 0) if cop else 0
 
-    def emit(self, kind: int, cx_type: int, cv: int, gv: int, ends: bool) -> None:
-        """Add the frame at the current COP; `ends` closes its native segment."""
-        self.frames.append(RawFrame(kind, cx_type, cv, gv, self.cop, self.line(self.cop), ends))
-        self.open += 1
-        if ends:
-            self.close()
-
-    def close(self) -> None:
-        """End the open native segment at the last frame emitted (flagged as its outermost)."""
-        if self.open and not self.frames[-1].ends_native_segment:
-            self.frames[-1] = replace(self.frames[-1], ends_native_segment=True)
-        self.segments.append(self.open)
-        self.open = 0
+    def emit(self, kind: int, cx_type: int, cv: int, gv: int, from_c: bool) -> None:
+        """Add the frame at the current COP."""
+        self.events.append((_FRAME, len(self.frames)))
+        self.frames.append(RawFrame(kind, cx_type, cv, gv, self.cop, self.line(self.cop), from_c, False))
 
     def context(self, cx: bytes) -> str:
         """Emit the frame of one context (none for loops, blocks, fake regex subs and C's eval scopes)
@@ -128,7 +161,8 @@ class _Walk:
         elif kind == CXt_EVAL:
             retop = _u(cx, lay.cx_eval_retop)
             if cx_type & CXp_EVALBLOCK and retop == 0:
-                return ""  # call_sv(G_EVAL)'s scope pushed by C: no Perl code of its own
+                self.events.append((_C_EVAL_SCOPE, 0))  # call_sv(G_EVAL)'s scope: no Perl code of its own
+                return ""
             u16 = _u(cx, lay.cx_u16, 2)
             self.emit(kind, cx_type | u16 << 8, _u(cx, lay.cx_eval_cv), 0, retop == 0)
         else:
@@ -136,41 +170,45 @@ class _Walk:
         self.cop = _u(cx, lay.cx_oldcop)
         return ""
 
+    def result(self, types: list[int], error: str) -> tuple[list[RawFrame], list[int], list[int], str]:
+        """(frames innermost first, frames per runops segment, si types, why it stopped early or "")."""
+        frames, segments = native_segments(self.frames, self.events)
+        return frames, segments, types, error
+
 
 def walk_interpreter(
     mem: MemoryReader, layout: PerlLayout, interp: int, max_contexts: int = MAX_CONTEXTS
 ) -> tuple[list[RawFrame], list[int], list[int], str]:
     """(frames innermost first, frames per runops segment, si types, why it stopped early or "")."""
-    head = mem.read(interp + min(layout.interp_curcop, layout.interp_curstackinfo), layout.interp_read_size)
+    base = min(layout.interp_curcop, layout.interp_curstackinfo)
+    head = mem.read(interp + base, layout.interp_read_size)
     if head is None:
         return [], [], [], f"interpreter {interp:#x} unreadable"
-    base = min(layout.interp_curcop, layout.interp_curstackinfo)
     walk = _Walk(mem, layout, _u(head, layout.interp_curcop - base))
     si, budget, types = _u(head, layout.interp_curstackinfo - base), max_contexts, []
     for _ in range(MAX_STACKINFOS):
         info = mem.read(si, layout.si_read_size) if si else None
         if info is None:
-            return walk.frames, walk.segments, types, f"stackinfo {si:#x} unreadable"
+            return walk.result(types, f"stackinfo {si:#x} unreadable")
         cxstack, prev = _u(info, layout.si_cxstack), _u(info, layout.si_prev)
         cxix = int.from_bytes(info[layout.si_cxix : layout.si_cxix + 4], "little", signed=True)
         types.append(int.from_bytes(info[layout.si_type : layout.si_type + 4], "little", signed=True))
-        closed_before = len(walk.segments)
         for index in range(cxix, -1, -1):
             budget -= 1
             cx = mem.read(cxstack + index * layout.cx_size, layout.cx_read_size) if budget >= 0 else None
             if cx is None:
                 why = "context stack deeper than the walk's bound" if budget < 0 else "context unreadable"
-                return walk.frames, walk.segments, types, f"{why} ({cxstack:#x}[{index}])"
+                return walk.result(types, f"{why} ({cxstack:#x}[{index}])")
             stop = walk.context(cx)
             if stop:
-                return walk.frames, walk.segments, types, stop
+                return walk.result(types, stop)
         if not prev:
-            walk.emit(MAIN, 0, 0, 0, True)
-            return walk.frames, walk.segments, types, ""
-        if cxix >= 0 and (walk.open or len(walk.segments) == closed_before):
-            walk.close()  # C pushed this runlevel and ran its Perl code in a runops loop of its own
+            walk.emit(MAIN, 0, 0, 0, False)
+            return walk.result(types, "")
+        if cxix >= 0:
+            walk.events.append((_RUNLEVEL, 0))  # pushed by C, which ran its Perl code in a runops of its own
         si = prev
-    return walk.frames, walk.segments, types, f"more than {MAX_STACKINFOS} stackinfos"
+    return walk.result(types, f"more than {MAX_STACKINFOS} stackinfos")
 
 
 def symbolize(namer: PerlNamer, raw: list[RawFrame]) -> tuple[list[Frame], str]:
