@@ -166,3 +166,21 @@ def test_without_numpy_every_address_takes_the_scalar_path(
     addrs = every_address(bins / "cxxprog")[::7]
     monkeypatch.setattr(batch_module, "np", None)
     assert BatchLookup(tables(data)).resolve(addrs) == scalar(data, addrs)
+
+
+def test_a_reader_that_disagrees_mid_batch_hands_the_rest_to_symbolic(bins: Path) -> None:
+    """Once a reader's arrays disagree with symbolic, the batch answers as the scalar path does."""
+    data = bundle_of(bins, "inline_names")
+    addrs = every_address(bins / "inline_names")[::3]
+
+    def corrupted() -> FileSymbols:
+        symbols = tables(data)
+        reader = symbols.parts[0].reader
+        assert reader is not None
+        reader._names = {offset: "wrong" for offset in range(1 << 16)}  # names decoded wrongly from now on
+        reader._paths = {0xFFFFFFFF: ""}  # so a range with a source file asks symbolic, and compares
+        return symbols
+
+    batched, alone = corrupted(), corrupted()
+    assert BatchLookup(batched).resolve(addrs) == [records(alone.resolve(a)) for a in addrs]
+    assert not batched.parts[0].reader.trusted and not alone.parts[0].reader.trusted

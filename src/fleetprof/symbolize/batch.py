@@ -72,6 +72,8 @@ class BatchLookup:
             or min(addrs) < 0
             or max(addrs) >= _HIGHEST
         ):
+            if readers and not all(r is not None and r.trusted for r in readers):
+                self.forget()
             return [records(symbols.resolve(a)) for a in addrs]
         return self._batch(addrs)
 
@@ -115,7 +117,14 @@ class BatchLookup:
                 found_records = self._miss(p, index, addr, c, u, sections, j, words[p])
                 if found_records is None:
                     continue
-                out.append(records(symbols.resolve(addr)) if found_records is False else found_records)
+                if found_records is False:  # symbolic's answer, which may have turned the reader off
+                    out.append(records(symbols.resolve(addr)))
+                    if not all(part.reader.trusted for part in symbols.parts):  # type: ignore[union-attr]
+                        self.forget()  # as the scalar path forgets what a reader it stops trusting said
+                        out += [records(symbols.resolve(a)) for a in addrs[j + 1 :]]
+                        return out
+                else:
+                    out.append(found_records)
                 break
             else:
                 out.append(records(symbols.resolve(addr)))  # no range: a PLT stub, or nothing
