@@ -110,11 +110,14 @@ def _wait_blocked_on_stdin(pid: int, timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def running_chain(mode: str, script: Path = CHAIN) -> Iterator[subprocess.Popen[str]]:
-    """Run `script` in `mode` ("park": blocked reading STDIN; "spin": a regex match in a loop) once ready."""
+def running_chain(
+    mode: str, script: Path = CHAIN, launcher: str | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """Run `script` under `launcher` (default: perl) in `mode` ("park": blocked reading STDIN; "spin": a
+    regex match in a loop) once it is ready."""
     assert PERL is not None
     process = subprocess.Popen(
-        [PERL, str(script), mode],
+        [launcher or PERL, str(script), mode],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -324,6 +327,50 @@ def test_thread_local_interpreter_is_pl_curinterp() -> None:
             assert by_tls == found.interpreter(mem)
             assert isinstance(by_tls, int)
             assert _triples(walk_process(found, mem, by_tls)) == expected_park()
+
+
+@needs_perl
+@needs_root
+@pytest.mark.skipif(not LIBPERL.exists(), reason=f"{LIBPERL} is not installed (apt-get install libperl5.36)")
+def test_embedded_libperl_is_found_and_walked_through_its_module_id(build_dir: Path) -> None:
+    """A program embedding libperl.so (no Perl in its executable): Perl is found in the library, and
+    PL_current_context through the thread pointer's DTV entry for libperl's module id is PL_curinterp."""
+    flags, core = _perl_ccflags()
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is not installed (make setup installs it)")
+    embed = build_dir / "embedperl"
+    source = FIXTURES / "embed.c"
+    built = subprocess.run(
+        ["gcc", *flags, f"-I{core}", "-o", str(embed), str(source), str(LIBPERL), "-lm"],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    with running_chain("park", CHAIN, str(embed)) as process:
+        found = find_perl(process.pid)
+        assert isinstance(found, PerlProcess), found
+        assert Path(found.binary.path).name.startswith("libperl.so")
+        assert found.binary.tls is not None and found.binary.tls.module_got
+        thread_pointer = _fs_base(process.pid)
+        with ProcessMemory(process.pid) as mem:
+            by_tls = found.tls_interpreter(mem, thread_pointer)
+            assert isinstance(by_tls, int) and by_tls == found.interpreter(mem)
+            stack = walk_process(found, mem, by_tls)
+    assert stack.error == "" and _triples(stack) == expected_park()
+    assert stack.segments == [7, 3]
+
+
+def _perl_ccflags() -> tuple[list[str], Path]:
+    """The installed perl's compiler flags and CORE header directory."""
+    assert PERL is not None
+    out = subprocess.run(
+        [PERL, "-MConfig", "-e", "print qq{$Config{ccflags}\\n$Config{archlibexp}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    flags, archlib = out.rsplit("\n", 1)
+    return flags.split(), Path(archlib) / "CORE"
 
 
 def _perl_version() -> tuple[int, int, int]:
