@@ -201,12 +201,39 @@ def _check_parked_raw(stack: PerlStack) -> None:
     assert [item.line for item in raw] == [line for _, _, line in expected_park()[::-1]]
 
 
+def _callers(process: subprocess.Popen[str]) -> list[tuple[str, str, int]]:
+    """What the parked leaf printed from Perl's own `caller` before blocking: (sub, file, line) per level,
+    innermost first (each line is where that sub was called)."""
+    assert process.stdout is not None
+    out = []
+    for text in iter(process.stdout.readline, "parked\n"):
+        _, sub, file, line = text.split()
+        out.append((sub, file, int(line)))
+    return out
+
+
+def _matches_caller(stack: PerlStack, callers: list[tuple[str, str, int]]) -> bool:
+    """Whether the walk agrees with `caller`: innermost first, frame i is caller(i)'s sub and frame i+1
+    sits at caller(i)'s file and line. `caller` names a lexical sub bare (CVf_LEXICAL), the walker
+    qualifies it with its CvSTASH."""
+    inner = stack.frames[::-1]
+    names = [
+        f.function.rsplit("::", 1)[-1] if r.is_named_cv else f.function
+        for f, r in zip(inner, stack.raw, strict=True)
+    ]
+    return len(inner) == len(callers) + 1 and all(
+        names[i] == sub and (inner[i + 1].file, inner[i + 1].line) == (file, line)
+        for i, (sub, file, line) in enumerate(callers)
+    )
+
+
 @needs_perl
 @needs_root
 def test_walker_reads_the_parked_chain_exactly() -> None:
     """Every frame, name, file and line of the chain parked reading STDIN, root first: packages, the
     anonymous sub, the lexical sub, the recursion, the frame below the sort block, the main program."""
     with running_chain("park") as process:
+        own_view = _callers(process)
         found = find_perl(process.pid)
         assert isinstance(found, PerlProcess), found
         with ProcessMemory(process.pid) as mem:
@@ -220,6 +247,7 @@ def test_walker_reads_the_parked_chain_exactly() -> None:
     assert _triples(stack) == expected_park()
     assert all(f.kind is FrameKind.INTERPRETED and f.runtime == RUNTIME for f in stack.frames)
     assert anon_flags is not None and anon_flags & CVf_ANON
+    assert _matches_caller(stack, own_view)
     _check_parked_raw(stack)
     if os.environ.get("FLEETPROF_PERL_RECAPTURE") == "1":
         _save_capture(found, interp, recorder)
