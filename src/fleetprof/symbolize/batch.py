@@ -108,7 +108,8 @@ class BatchLookup:
                 index = part_indexes[j]
                 if index < 0:
                     continue
-                group = groups.get((p, index, c, u))
+                if p:  # the first part's group was asked for above
+                    group = groups.get((p, index, c, u))
                 if group is not None:
                     if group[1] is not None and not _covers(group[1], addr, sections, j):
                         continue
@@ -168,10 +169,20 @@ class BatchLookup:
             callers, cover = held
         if cover is not None and not _covers(cover, addr, sections, j):
             return None
-        own, own_shared = self._record(p, inner, addr, c, u, not callers)
+        outermost = not callers
+        placed = line if not outermost and lang == "cpp" and _BARE_NAME.match(symbol) else -1
+        named = self._names.get((p, function, outermost, c if outermost else -2, u, placed))
+        if named is not None:  # `_record`, inline: most ranges are new lines of known functions
+            own: Record = (named[0], named[1], path, line, not outermost, named[2])
+            own_shared = True
+        else:
+            own, own_shared = self._record(p, inner, addr, c, u, outermost)
         found = (*callers, own)
         if shared and own_shared:
-            _remember(self._groups, (p, index, c, u), (found, cover))
+            groups = self._groups
+            if len(groups) >= _MEMO_LIMIT:
+                groups.clear()
+            groups[p, index, c, u] = (found, cover)
         return found
 
     def _miss_read(
