@@ -78,7 +78,8 @@ class Aggregator:
         self.pids: set[int] = set()
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) to CLOCK_REALTIME
         self.realtime_offset_ns = time.time_ns() - time.monotonic_ns()
-        self._seen: set[StackKey] = set()  # keys of earlier windows (see `cut`)
+        # Hashes of the keys of earlier windows (see `cut`): hashes, so the stacks' frame bytes are not kept.
+        self._seen: set[int] = set()
         self._clock = clock
         self._seen_until = clock() + SEEN_S
 
@@ -95,7 +96,7 @@ class Aggregator:
             self._seen = set()
             self._seen_until = now + SEEN_S
         else:
-            self._seen.update(stacks)
+            self._seen.update(map(hash, stacks))
         return stacks
 
     def add_record(self, address: int, size: int) -> None:
@@ -121,7 +122,7 @@ class Aggregator:
         if entry is None:
             entry = self.stacks[key] = StackCounts()
             self.pids.add(pid)
-            if self.on_new_stack is not None and key not in self._seen:
+            if self.on_new_stack is not None and hash(key) not in self._seen:
                 self.on_new_stack(key)
         entry.count += 1
         entry.cpus.add(cpu)
