@@ -51,6 +51,7 @@ from fleetprof.profile.model import FrameKind
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "perl"
 CHAIN, LIB = FIXTURES / "chain.pl", FIXTURES / "lib.pl"
 EVALS, REQUIRED = FIXTURES / "evals.pl", FIXTURES / "required.pl"
+THREADS = FIXTURES / "threads.pl"
 CAPTURE = FIXTURES / "captured_park.json"
 PERL = shutil.which("perl")
 LIBPERL = Path("/usr/lib/x86_64-linux-gnu/libperl.so.5.36")
@@ -62,7 +63,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="reading another proce
 def markers(root: Path = FIXTURES) -> dict[str, tuple[str, int]]:
     """`@frame:NAME` marker -> (file under `root`, line) in the fixture scripts."""
     out = {}
-    for path in (CHAIN, LIB, EVALS, REQUIRED):
+    for path in (CHAIN, LIB, EVALS, REQUIRED, THREADS):
         for number, text in enumerate(path.read_text().splitlines(), 1):
             found = re.search(r"@frame:([\w-]+)", text)
             if found:
@@ -129,7 +130,7 @@ def running_chain(
         status = process.stdout.readline().strip()
         if status != "ready":
             pytest.fail(f"{script.name} exited with {process.wait(timeout=10)}")
-        if mode == "park":
+        if mode == "park" and script != THREADS:
             _wait_blocked_on_stdin(process.pid)
         yield process
     finally:
@@ -399,6 +400,43 @@ def _perl_ccflags() -> tuple[list[str], Path]:
     ).stdout
     flags, archlib = out.rsplit("\n", 1)
     return flags.split(), Path(archlib) / "CORE"
+
+
+def _thread_stacks(process: PerlProcess) -> list[tuple[list[tuple[str, str, int]], list[int]]]:
+    """(frames, segments) of every thread of `process`, each walked from its own PL_current_context."""
+    stacks = []
+    for tid in sorted(int(name) for name in os.listdir(f"/proc/{process.pid}/task")):
+        thread_pointer = _fs_base(tid)
+        with ProcessMemory(process.pid) as mem:
+            interp = process.tls_interpreter(mem, thread_pointer)
+            assert isinstance(interp, int), interp
+            stack = walk_process(process, mem, interp)
+        assert stack.error == "", stack.error
+        stacks.append((_triples(stack), stack.segments))
+    return stacks
+
+
+@needs_perl
+@needs_root
+def test_each_ithread_walks_its_own_interpreter() -> None:
+    """Three interpreters (use threads): each thread's fs base leads to its own PL_current_context; the
+    main thread's is PL_curinterp (main program at the bottom), the others run their sub from C (no
+    `main` below it, one runops segment)."""
+    at = markers()
+    wanted = [
+        ([("main", *at["join"])], [1]),
+        ([("main::__ANON__", *at["spawn-alpha"]), ("Sleeper::alpha", *at["alpha"])], [2]),
+        ([("main::__ANON__", *at["spawn-beta"]), ("Sleeper::beta", *at["beta"])], [2]),
+    ]
+    with running_chain("park", THREADS) as process:
+        found = find_perl(process.pid)
+        assert isinstance(found, PerlProcess), found
+        for _ in range(100):  # the threads reach their read just after "ready"
+            stacks = _thread_stacks(found)
+            if sorted(stacks) == sorted(wanted):
+                break
+            time.sleep(0.02)
+    assert sorted(stacks) == sorted(wanted)
 
 
 def _perl_version() -> tuple[int, int, int]:

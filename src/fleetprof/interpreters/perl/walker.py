@@ -92,7 +92,7 @@ _FRAME, _RUNLEVEL, _C_EVAL_SCOPE = 0, 1, 2
 
 
 def native_segments(
-    frames: list[RawFrame], events: list[tuple[int, int]]
+    frames: list[RawFrame], events: list[tuple[int, int]], main_program: bool = True
 ) -> tuple[list[RawFrame], list[int]]:
     """Which runops native frame each Perl frame belongs to: (frames with `ends_native_segment` set on the
     outermost frame of each segment, frames per segment innermost first).
@@ -101,10 +101,12 @@ def native_segments(
     pushed (sort, MULTICALL, call_sv under PUSHSTACKi), which also sets CATCH; a sub or eval_sv eval
     entered from C (retop NULL; call_sv sets CATCH unless it runs under its own G_EVAL JMPENV); and an
     eval, try or require entered while CATCH is set, which pp_ctl.c's docatch() runs in a nested runops
-    under a fresh JMPENV (CATCH off again).
+    under a fresh JMPENV (CATCH off again). Without the main program (an ithread's interpreter), the
+    outermost runops is the one C started for the thread's sub.
     """
     sizes, starts = [0], set()
-    catch = fresh_env = opened = False
+    catch = fresh_env = False
+    opened = not main_program
     for kind, index in reversed(events):
         if kind == _RUNLEVEL:
             sizes.append(0)
@@ -132,8 +134,9 @@ def native_segments(
 class _Walk:
     """The state of one walk: frames and events so far, the COP of the next frame."""
 
-    def __init__(self, mem: MemoryReader, layout: PerlLayout, cop: int) -> None:
+    def __init__(self, mem: MemoryReader, layout: PerlLayout, cop: int, main_program: bool) -> None:
         self.mem, self.layout, self.cop = mem, layout, cop
+        self.main_program = main_program
         self.frames: list[RawFrame] = []
         self.events: list[tuple[int, int]] = []
 
@@ -172,19 +175,27 @@ class _Walk:
 
     def result(self, types: list[int], error: str) -> tuple[list[RawFrame], list[int], list[int], str]:
         """(frames innermost first, frames per runops segment, si types, why it stopped early or "")."""
-        frames, segments = native_segments(self.frames, self.events)
+        frames, segments = native_segments(self.frames, self.events, self.main_program)
         return frames, segments, types, error
 
 
 def walk_interpreter(
-    mem: MemoryReader, layout: PerlLayout, interp: int, max_contexts: int = MAX_CONTEXTS
+    mem: MemoryReader,
+    layout: PerlLayout,
+    interp: int,
+    max_contexts: int = MAX_CONTEXTS,
+    main_program: bool = True,
 ) -> tuple[list[RawFrame], list[int], list[int], str]:
-    """(frames innermost first, frames per runops segment, si types, why it stopped early or "")."""
+    """(frames innermost first, frames per runops segment, si types, why it stopped early or "").
+
+    `main_program`: the interpreter is PL_curinterp, whose PERLSI_MAIN bottom is the main program (an
+    ithread's interpreter runs only the thread's sub, called from C: no `main` frame below it).
+    """
     base = min(layout.interp_curcop, layout.interp_curstackinfo)
     head = mem.read(interp + base, layout.interp_read_size)
     if head is None:
         return [], [], [], f"interpreter {interp:#x} unreadable"
-    walk = _Walk(mem, layout, _u(head, layout.interp_curcop - base))
+    walk = _Walk(mem, layout, _u(head, layout.interp_curcop - base), main_program)
     si, budget, types = _u(head, layout.interp_curstackinfo - base), max_contexts, []
     for _ in range(MAX_STACKINFOS):
         info = mem.read(si, layout.si_read_size) if si else None
@@ -203,7 +214,8 @@ def walk_interpreter(
             if stop:
                 return walk.result(types, stop)
         if not prev:
-            walk.emit(MAIN, 0, 0, 0, False)
+            if main_program:
+                walk.emit(MAIN, 0, 0, 0, False)
             return walk.result(types, "")
         if cxix >= 0:
             walk.events.append((_RUNLEVEL, 0))  # pushed by C, which ran its Perl code in a runops of its own
@@ -227,14 +239,16 @@ def symbolize(namer: PerlNamer, raw: list[RawFrame]) -> tuple[list[Frame], str]:
 def walk_process(
     process: PerlProcess, mem: MemoryReader, interp: int | None = None, max_contexts: int = MAX_CONTEXTS
 ) -> PerlStack:
-    """The Perl stack of `interp` (default: PL_curinterp), symbolized."""
+    """The Perl stack of `interp` (default: PL_curinterp), symbolized; the main program is its bottom
+    frame only in PL_curinterp (other interpreters run ithreads)."""
+    first = process.interpreter(mem)
     if interp is None:
-        found = process.interpreter(mem)
-        if isinstance(found, str):
-            return PerlStack(error=found)
-        interp = found
-    raw, segments, types, error = walk_interpreter(mem, process.binary.layout, interp, max_contexts)
-    frames, name_error = symbolize(PerlNamer(mem, process.binary.layout), raw)
+        if isinstance(first, str):
+            return PerlStack(error=first)
+        interp = first
+    layout = process.binary.layout
+    raw, segments, types, error = walk_interpreter(mem, layout, interp, max_contexts, interp == first)
+    frames, name_error = symbolize(PerlNamer(mem, layout), raw)
     return PerlStack(raw, frames[::-1], segments, types, error or name_error)
 
 
