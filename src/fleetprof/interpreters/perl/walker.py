@@ -9,9 +9,10 @@ is the COP of the frame above it. The main program is one more frame at the bott
 
 Perl subs called from Perl do not recurse in C: pp_entersub returns the sub's first op to the same
 Perl_runops_standard loop. A new runops native frame starts only where C runs Perl code: a stackinfo
-pushed by C (pp_sort's sort block, MULTICALL, call_sv under PUSHSTACKi) or a sub entered by call_sv on the
-current stackinfo (its context's retop is NULL). `PerlStack.segments` counts the frames each runops native
-frame stands for, innermost first. Every loop is bounded.
+pushed by C (pp_sort's sort block, MULTICALL, call_sv under PUSHSTACKi), a sub entered by call_sv on the
+current stackinfo (its context's retop is NULL), or an eval/require entered under CATCH (docatch). See
+`native_segments`; `PerlStack.segments` counts the frames each runops native frame stands for, innermost
+first. Every loop is bounded.
 """
 
 from __future__ import annotations
