@@ -10,15 +10,12 @@ ranges (`Perl_runops_standard`, `Perl_runops_debug`) and the struct layout. Resu
 from __future__ import annotations
 
 import re
-import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetprof.elf.reader import read_elf_info
-from fleetprof.elf.view import ElfError, ElfView, Symbol
+from fleetprof.elf.view import ElfView, Symbol
+from fleetprof.interpreters.engine import EngineFiles, ThreadLocal
 from fleetprof.interpreters.perl.layouts import PerlLayout, layout_for, supported_text
-from fleetprof.process.fileid import file_id as compute_file_id
 
 CURRENT_CONTEXT = "PL_current_context"
 _NAMED = (
@@ -54,16 +51,7 @@ class PerlUnsupported:
         return f"[unwind: perl: {self.reason}]"
 
 
-@dataclass(frozen=True, slots=True)
-class PerlTls:
-    """Where `PL_current_context` (the thread's interpreter) lives: `offset` into this file's TLS block,
-    reached through the dynamic thread vector (module id in the GOT slot `module_got`, libperl.so) or a
-    fixed thread-pointer offset (the GOT slot `tpoff_got`, the `perl` executable); 0 marks a slot the
-    file does not have."""
-
-    offset: int  # st_value of PL_current_context: its offset inside the module's TLS block
-    module_got: int  # ELF address of the R_X86_64_DTPMOD64 slot (holds the module id once loaded)
-    tpoff_got: int  # ELF address of the R_X86_64_TPOFF64 slot (the variable's offset from fs base)
+PerlTls = ThreadLocal  # where the engine's thread-local lives (engine.ThreadLocal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,35 +69,11 @@ class PerlBinary:
 
 
 _Result = PerlBinary | PerlUnsupported | None
-_cache: dict[str, _Result] = {}
-_cache_lock = threading.Lock()
 
 
 def inspect_perl_binary(path: str | Path, file_id: str | None = None) -> _Result:
     """Describe the Perl interpreter in `path`: PerlBinary, PerlUnsupported (why not), or None."""
-    spath = str(path)
-    if file_id is None:
-        try:
-            file_id = compute_file_id(spath, read_elf_info(spath).build_id)
-        except (ElfError, OSError):
-            return None
-    with _cache_lock:
-        if file_id in _cache:
-            return _cache[file_id]
-    result = _inspect(spath, file_id)
-    with _cache_lock:
-        _cache[file_id] = result
-    return result
-
-
-def _inspect(path: str, file_id: str) -> _Result:
-    try:
-        with ElfView(path) as image:
-            if image.elf_class != 64 or not image.little_endian:
-                return None
-            return _describe(image, path, file_id)
-    except (ElfError, OSError, struct.error, ValueError):
-        return None
+    return _FILES.inspect(path, file_id)
 
 
 def _describe(image: ElfView, path: str, file_id: str) -> _Result:
@@ -183,3 +147,6 @@ def thread_local(image: ElfView, name: str) -> PerlTls | None:
             elif kind == R_X86_64_TPOFF64:
                 tpoff_got = r_offset
     return PerlTls(offset, module_got, tpoff_got)
+
+
+_FILES: EngineFiles[PerlBinary | PerlUnsupported] = EngineFiles(_describe)

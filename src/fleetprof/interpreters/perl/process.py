@@ -8,24 +8,18 @@ from the task); without one, `PL_curinterp` (the first interpreter: the only one
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from fleetprof.interpreters.engine import EngineMatch, find_engine
 from fleetprof.interpreters.perl.discovery import (
     PerlBinary,
     PerlUnsupported,
     inspect_perl_binary,
     is_perl_name,
 )
-from fleetprof.process.bias import file_bias
-from fleetprof.process.maps import MapKind, parse_maps
 from fleetprof.process.memory import MemoryReader
-from fleetprof.process.procfs import ProcFS
 
 NOT_PERL = PerlUnsupported("no Perl interpreter mapped (perl or libperl.so)", is_perl=False)
-TCB_DTV = 8  # glibc x86-64 tcbhead_t.dtv: the dynamic thread vector, 16-byte entries indexed by module id
-DTV_ENTRY = 16
-MASK64 = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +49,7 @@ class PerlProcess:
         tls = self.binary.tls
         if tls is None:
             return "no PL_current_context thread-local in this build"
-        if tls.tpoff_got:
-            offset = mem.u64(tls.tpoff_got + self.bias)
-            if offset is None:
-                return "PL_current_context TPOFF slot unreadable"
-            address = (thread_pointer + offset) & MASK64
-        else:
-            module = mem.u64(tls.module_got + self.bias) if tls.module_got else None
-            dtv = mem.u64(thread_pointer + TCB_DTV)
-            if not module or not dtv:
-                return "PL_current_context module id or thread vector unreadable"
-            block = mem.u64(dtv + module * DTV_ENTRY)
-            if not block or block == MASK64:  # TLS_DTV_UNALLOCATED: not touched by this thread yet
-                return "libperl's TLS block not allocated in this thread"
-            address = block + tls.offset
-        return mem.u64(address) or "PL_current_context is NULL in this thread (not a Perl thread)"
+        return tls.read(mem, self.bias, thread_pointer, "PL_current_context")
 
 
 def find_perl(pid: int) -> PerlProcess | PerlUnsupported:
@@ -78,28 +58,9 @@ def find_perl(pid: int) -> PerlProcess | PerlUnsupported:
     Candidates: the executable (Debian's `perl` links libperl statically), then mapped files named like
     Perl (libperl.so under a `perl` that NEEDs it, or an embedding program); deleted files are skipped.
     """
-    procfs = ProcFS()
-    try:
-        start_time = procfs.stat(pid).start_time
-        entries, _ = parse_maps(procfs.read_bytes(pid, "maps"))
-        exe = procfs.exe(pid)
-    except OSError as exc:
-        return PerlUnsupported(f"process {pid} unreadable ({exc.strerror or exc})", is_perl=False)
-    mappings = [e for e in entries if e.kind is MapKind.FILE and not e.deleted]
-    names = [exe] + [m.path for m in mappings if is_perl_name(m.path)]
-    unsupported: PerlUnsupported | None = None
-    for path in dict.fromkeys(name for name in names if name):
-        readable = procfs.rooted(pid, path)
-        readable = readable if os.path.exists(readable) else path
-        found = inspect_perl_binary(readable)
-        if isinstance(found, PerlUnsupported):
-            unsupported = unsupported or found
-            continue
-        if found is None:
-            continue
-        bias = file_bias(readable, [m for m in mappings if m.path == path])
-        if bias is None:
-            unsupported = unsupported or PerlUnsupported(f"{path}: no mapping matches its PT_LOADs")
-            continue
-        return PerlProcess(pid, found, bias, start_time)
-    return unsupported or NOT_PERL
+    found = find_engine(pid, is_perl_name, inspect_perl_binary, lambda b: isinstance(b, PerlBinary))
+    if isinstance(found, EngineMatch):
+        return PerlProcess(pid, found.binary, found.bias, found.start_time)
+    if isinstance(found, str):
+        return PerlUnsupported(found, is_perl=not found.startswith("process "))
+    return found or NOT_PERL

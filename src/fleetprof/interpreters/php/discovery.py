@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import re
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetprof.elf.reader import read_elf_info
-from fleetprof.elf.view import ElfError, ElfView, Symbol
+from fleetprof.elf.view import ElfView, Symbol
+from fleetprof.interpreters.engine import EngineFiles
 from fleetprof.interpreters.php.layouts import PhpLayout, layout_for, supported_text
-from fleetprof.process.fileid import file_id as compute_file_id
 
 EXECUTOR_GLOBALS = "executor_globals"
 _ZTS_MARKERS = ("executor_globals_offset", "tsrm_get_ls_cache", "_tsrm_ls_cache")
@@ -67,35 +65,11 @@ class PhpBinary:
 
 
 _Result = PhpBinary | PhpUnsupported | None
-_cache: dict[str, _Result] = {}
-_cache_lock = threading.Lock()
 
 
 def inspect_php_binary(path: str | Path, file_id: str | None = None) -> _Result:
     """Describe the Zend engine in `path`: PhpBinary, PhpUnsupported (why not), or None (not PHP)."""
-    spath = str(path)
-    if file_id is None:
-        try:
-            file_id = compute_file_id(spath, read_elf_info(spath).build_id)
-        except (ElfError, OSError):
-            return None
-    with _cache_lock:
-        if file_id in _cache:
-            return _cache[file_id]
-    result = _inspect(spath, file_id)
-    with _cache_lock:
-        _cache[file_id] = result
-    return result
-
-
-def _inspect(path: str, file_id: str) -> _Result:
-    try:
-        with ElfView(path) as image:
-            if image.elf_class != 64 or not image.little_endian:
-                return None
-            return _describe(image, path, file_id)
-    except (ElfError, OSError, struct.error, ValueError):
-        return None
+    return _FILES.inspect(path, file_id)
 
 
 def _describe(image: ElfView, path: str, file_id: str) -> _Result:
@@ -157,3 +131,6 @@ def _vm_kind(image: ElfView, symbol: Symbol | None) -> int:
     code = image.read_vaddr(symbol.value, 6) if symbol is not None else None
     match = _MOV_EAX_RET.fullmatch(code or b"")
     return struct.unpack("<I", match.group(1))[0] if match else -1
+
+
+_FILES: EngineFiles[PhpBinary | PhpUnsupported] = EngineFiles(_describe)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetprof.elf.reader import read_elf_info
-from fleetprof.elf.view import ElfError, ElfView, Symbol
+from fleetprof.elf.view import ElfView, Symbol
+from fleetprof.interpreters.engine import EngineFiles, ThreadLocal
 from fleetprof.interpreters.ruby.layouts import RubyLayout, layout_for, supported_text
-from fleetprof.process.fileid import file_id as compute_file_id
 
 CURRENT_EC = "ruby_current_ec"
 _NAMED = (
@@ -59,15 +57,7 @@ class RubyUnsupported:
         return f"[unwind: ruby: {self.reason}]"
 
 
-@dataclass(frozen=True, slots=True)
-class RubyTls:
-    """Where `ruby_current_ec` lives in each thread: `offset` into this file's TLS block, found through
-    the dynamic thread vector (module id in the GOT slot `module_got`) or a fixed thread-pointer offset
-    (the GOT slot `tpoff_got`, initial-exec builds); 0 marks a slot the file does not have."""
-
-    offset: int  # st_value of ruby_current_ec: its offset inside the module's TLS block
-    module_got: int  # ELF address of the R_X86_64_DTPMOD64 slot (holds the module id once loaded)
-    tpoff_got: int  # ELF address of the R_X86_64_TPOFF64 slot (holds ec's offset from the thread pointer)
+RubyTls = ThreadLocal  # where the engine's thread-local lives (engine.ThreadLocal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,35 +78,11 @@ class RubyBinary:
 
 
 _Result = RubyBinary | RubyUnsupported | None
-_cache: dict[str, _Result] = {}
-_cache_lock = threading.Lock()
 
 
 def inspect_ruby_binary(path: str | Path, file_id: str | None = None) -> _Result:
     """Describe the CRuby interpreter in `path`: RubyBinary, RubyUnsupported (why not), or None."""
-    spath = str(path)
-    if file_id is None:
-        try:
-            file_id = compute_file_id(spath, read_elf_info(spath).build_id)
-        except (ElfError, OSError):
-            return None
-    with _cache_lock:
-        if file_id in _cache:
-            return _cache[file_id]
-    result = _inspect(spath, file_id)
-    with _cache_lock:
-        _cache[file_id] = result
-    return result
-
-
-def _inspect(path: str, file_id: str) -> _Result:
-    try:
-        with ElfView(path) as image:
-            if image.elf_class != 64 or not image.little_endian:
-                return None
-            return _describe(image, path, file_id)
-    except (ElfError, OSError, struct.error, ValueError):
-        return None
+    return _FILES.inspect(path, file_id)
 
 
 def _describe(image: ElfView, path: str, file_id: str) -> _Result:
@@ -210,3 +176,6 @@ def global_symbols(image: ElfView, symbols: dict[str, Symbol]) -> tuple[int, str
     end_of_insn = function.value + found.start() + 7
     str_sym = end_of_insn + struct.unpack("<i", found.group(1))[0]
     return str_sym - 8, "rb_sym_all_symbols"
+
+
+_FILES: EngineFiles[RubyBinary | RubyUnsupported] = EngineFiles(_describe)

@@ -8,23 +8,18 @@ thread pointer BPF reads from the task); without one, the main ractor's running 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from fleetprof.interpreters.engine import EngineMatch, find_engine
 from fleetprof.interpreters.ruby.discovery import (
     RubyBinary,
     RubyUnsupported,
     inspect_ruby_binary,
     is_ruby_name,
 )
-from fleetprof.process.bias import file_bias
-from fleetprof.process.maps import MapKind, parse_maps
 from fleetprof.process.memory import MemoryReader
-from fleetprof.process.procfs import ProcFS
 
 NOT_RUBY = RubyUnsupported("no CRuby mapped (ruby or libruby*.so)", is_ruby=False)
-TCB_DTV = 8  # glibc x86-64 tcbhead_t.dtv: the dynamic thread vector, 16-byte entries indexed by module id
-DTV_ENTRY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +70,7 @@ class RubyProcess:
         tls = self.binary.tls
         if tls is None:
             return "no ruby_current_ec thread-local in this build"
-        if tls.tpoff_got:
-            offset = mem.u64(tls.tpoff_got + self.bias)
-            if offset is None:
-                return "ruby_current_ec TPOFF slot unreadable"
-            address = (thread_pointer + offset) & (2**64 - 1)
-        else:
-            module = mem.u64(tls.module_got + self.bias) if tls.module_got else None
-            dtv = mem.u64(thread_pointer + TCB_DTV)
-            if not module or not dtv:
-                return "ruby_current_ec module id or thread vector unreadable"
-            block = mem.u64(dtv + module * DTV_ENTRY)
-            if not block or block == 2**64 - 1:  # TLS_DTV_UNALLOCATED: not touched by this thread yet
-                return "libruby's TLS block not allocated in this thread"
-            address = block + tls.offset
-        return mem.u64(address) or "ruby_current_ec is NULL in this thread"
+        return tls.read(mem, self.bias, thread_pointer, "ruby_current_ec")
 
 
 def find_ruby(pid: int) -> RubyProcess | RubyUnsupported:
@@ -98,28 +79,9 @@ def find_ruby(pid: int) -> RubyProcess | RubyUnsupported:
     Candidates: the executable (a static ruby), then mapped files named like CRuby (libruby*.so under
     `ruby` or an embedding program); deleted files are skipped (their path now names another file).
     """
-    procfs = ProcFS()
-    try:
-        start_time = procfs.stat(pid).start_time
-        entries, _ = parse_maps(procfs.read_bytes(pid, "maps"))
-        exe = procfs.exe(pid)
-    except OSError as exc:
-        return RubyUnsupported(f"process {pid} unreadable ({exc.strerror or exc})", is_ruby=False)
-    mappings = [e for e in entries if e.kind is MapKind.FILE and not e.deleted]
-    names = [exe] + [m.path for m in mappings if is_ruby_name(m.path)]
-    unsupported: RubyUnsupported | None = None
-    for path in dict.fromkeys(name for name in names if name):
-        readable = procfs.rooted(pid, path)
-        readable = readable if os.path.exists(readable) else path
-        found = inspect_ruby_binary(readable)
-        if isinstance(found, RubyUnsupported):
-            unsupported = unsupported or found
-            continue
-        if found is None:
-            continue
-        bias = file_bias(readable, [m for m in mappings if m.path == path])
-        if bias is None:
-            unsupported = unsupported or RubyUnsupported(f"{path}: no mapping matches its PT_LOADs")
-            continue
-        return RubyProcess(pid, found, bias, start_time)
-    return unsupported or NOT_RUBY
+    found = find_engine(pid, is_ruby_name, inspect_ruby_binary, lambda b: isinstance(b, RubyBinary))
+    if isinstance(found, EngineMatch):
+        return RubyProcess(pid, found.binary, found.bias, found.start_time)
+    if isinstance(found, str):
+        return RubyUnsupported(found, is_ruby=not found.startswith("process "))
+    return found or NOT_RUBY
