@@ -207,10 +207,6 @@ class _StackIds:
     keys: list[bytes]
     objects: list[tuple[Frame, ...]]
 
-    def fids(self, i: int) -> list[int]:
-        """Frame ids of distinct stack `i`."""
-        return np.frombuffer(self.keys[i], "<u8").tolist()
-
 
 def _stack_keys(stacks: list[tuple[Frame, ...]], cache: IdCache, learn: bool) -> list[bytes]:
     """Frame ids (little-endian u64 bytes, root first) of distinct stack objects not known by identity.
@@ -304,6 +300,26 @@ def _second_rows(samples: list[Sample], default_s: np.ndarray) -> tuple[np.ndarr
     return owner[starts], secs[starts], np.add.reduceat(weights, starts) if len(starts) else weights
 
 
+def _new_frames(
+    keys: list[bytes], stacks: list[tuple[Frame, ...]], cache: IdCache, week: int
+) -> dict[int, Frame]:
+    """Frame id -> frame of the frames in `stacks` (frame ids `keys`) with no row stored this `week`, in
+    order of first appearance."""
+    if not keys:
+        return {}
+    fids = np.frombuffer(b"".join(keys), "<u8")
+    _, first = np.unique(fids, return_index=True)
+    first.sort()
+    distinct = fids[first].tolist()
+    frame_week = cache.frames_written.get
+    flat = list(itertools.chain.from_iterable(stacks))
+    return {
+        fid: flat[at]
+        for fid, at, w in zip(distinct, first.tolist(), map(frame_week, distinct), strict=True)
+        if w != week
+    }
+
+
 def build_rows(profile: Profile, cache: IdCache, now_ms: int) -> Rows:
     """All rows one profile contributes (see `build_group`)."""
     return build_group([profile], cache, now_ms)
@@ -326,12 +342,7 @@ def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
     sids = ids.sids
     stack_week = cache.stacks_written.get
     new = [i for i, w in enumerate(map(stack_week, sids)) if w != week]
-    frame_rows: dict[int, Frame] = {}
-    frame_week = cache.frames_written.get
-    for i in new:
-        for fid, frame in zip(ids.fids(i), ids.objects[i], strict=True):
-            if fid not in frame_rows and frame_week(fid) != week:
-                frame_rows[fid] = frame
+    frame_rows = _new_frames([ids.keys[i] for i in new], [ids.objects[i] for i in new], cache, week)
     exe_rows: dict[str, tuple[str, str]] = {}
     for frame in frame_rows.values():
         mapping = frame.mapping
