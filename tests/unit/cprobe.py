@@ -13,7 +13,7 @@ PRELUDE = "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
 
 
 def run_c(tmp_path: Path, header: Path, body: list[str]) -> list[str]:
-    """The whitespace-separated output of `main() { body }` compiled with `header` included."""
+    """The output lines of `main() { body }` compiled with `header` included."""
     if shutil.which("gcc") is None:
         pytest.fail("gcc is not installed (make setup installs it)")
     src = tmp_path / f"{header.stem}_probe.c"
@@ -23,7 +23,7 @@ def run_c(tmp_path: Path, header: Path, body: list[str]) -> list[str]:
         ["gcc", "-Wall", "-Werror", "-o", str(exe), str(src)], capture_output=True, text=True
     )
     assert built.returncode == 0, built.stderr
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
 
 
 def struct_layout(tmp_path: Path, header: Path, name: str, fields: list[str]) -> list[int]:

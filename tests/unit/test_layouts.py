@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from cprobe import run_c
 
 from fleetprof.interpreters.python import procinfo
 from fleetprof.nativeunwind import table
@@ -21,7 +20,6 @@ SAMPLE_H = SRC / "tracer" / "bpf" / "sample.h"
 UNWIND_H = SRC / "nativeunwind" / "unwind_table.h"
 PYTHON_H = SRC / "interpreters" / "python" / "python_offsets.h"
 MIRRORS: dict[Path, ModuleType] = {SAMPLE_H: layout, UNWIND_H: table, PYTHON_H: procinfo}
-PRELUDE = "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
 
 STRUCTS = {
     "frame": layout.Frame,
@@ -51,25 +49,11 @@ def defined_names(header: Path) -> list[str]:
     return _DEFINE.findall(header.read_text())
 
 
-def _run_c(tmp_path: Path, header: Path, body: list[str]) -> list[str]:
-    """Compile and run `main() { body }` with `header` included; its stdout lines."""
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is not installed (make setup installs it)")
-    src = tmp_path / f"{header.stem}_probe.c"
-    src.write_text(f'{PRELUDE}#include "{header}"\nint main(void) {{\n' + "\n".join(body) + "\nreturn 0; }\n")
-    exe = tmp_path / f"{header.stem}_probe"
-    built = subprocess.run(
-        ["gcc", "-Wall", "-Werror", "-o", str(exe), str(src)], capture_output=True, text=True
-    )
-    assert built.returncode == 0, built.stderr
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
-
-
 def c_defines(tmp_path: Path, header: Path) -> dict[str, int]:
     """Every constant `header` defines, evaluated by the C compiler (expressions, suffixes and all)."""
     names = defined_names(header)
     body = [f'printf("{name} %lld\\n", (long long)({name}));' for name in names]
-    values = dict(line.split() for line in _run_c(tmp_path, header, body))
+    values = dict(line.split() for line in run_c(tmp_path, header, body))
     return {name: int(value) for name, value in values.items()}
 
 
@@ -81,7 +65,7 @@ def c_layout(tmp_path: Path, header: Path, structs: dict[str, type[ctypes.Struct
         for field in cls._fields_:
             body.append(f'printf("{name} {field[0]} %zu\\n", offsetof(struct {name}, {field[0]}));')
     out: dict = {}
-    for line in _run_c(tmp_path, header, body):
+    for line in run_c(tmp_path, header, body):
         struct_name, field, value = line.split()
         out[(struct_name, field)] = int(value)
     return out

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from interp_memory import FakeMemory, RecordingMemory, wait_blocked_on_stdin
 
 from fleetprof.elf.reader import read_elf_info
 from fleetprof.elf.view import ElfView
@@ -45,7 +46,7 @@ from fleetprof.interpreters.perl.walker import (
     walk_pid,
     walk_process,
 )
-from fleetprof.process.memory import MemoryReader, ProcessMemory
+from fleetprof.process.memory import ProcessMemory
 from fleetprof.profile.model import FrameKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "perl"
@@ -97,19 +98,6 @@ def _triples(stack: PerlStack) -> list[tuple[str, str, int]]:
     return [(f.function, f.file, f.line) for f in stack.frames]
 
 
-def _wait_blocked_on_stdin(pid: int, timeout: float = 10.0) -> None:
-    """Wait until `pid` sits in read(0, ...) (x86-64 syscall 0): its stack no longer moves."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/syscall").read_text().startswith("0 0x0 "):
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    pytest.fail(f"pid {pid} did not block reading stdin")
-
-
 @contextmanager
 def running_chain(
     mode: str, script: Path = CHAIN, launcher: str | None = None
@@ -131,7 +119,7 @@ def running_chain(
         if status != "ready":
             pytest.fail(f"{script.name} exited with {process.wait(timeout=10)}")
         if mode == "park" and script != THREADS:
-            _wait_blocked_on_stdin(process.pid)
+            wait_blocked_on_stdin(process.pid)
         yield process
     finally:
         process.kill()
@@ -139,36 +127,6 @@ def running_chain(
         for stream in (process.stdin, process.stdout):
             if stream:
                 stream.close()
-
-
-class RecordingMemory(MemoryReader):
-    """Passes reads through to `inner` and keeps every answered one: the bytes a fixture replays."""
-
-    def __init__(self, inner: MemoryReader) -> None:
-        self.inner = inner
-        self.blocks: dict[int, bytes] = {}
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        data = self.inner.read(addr, size)
-        if data is not None and len(data) > len(self.blocks.get(addr, b"")):
-            self.blocks[addr] = data
-        return data
-
-
-class FakeMemory(MemoryReader):
-    """Sparse memory: byte strings at addresses; a read must fall inside one of them."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, bytes] = {}
-
-    def put(self, addr: int, data: bytes) -> None:
-        self.blocks[addr] = data
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        for start, data in self.blocks.items():
-            if start <= addr and addr + size <= start + len(data):
-                return data[addr - start : addr - start + size]
-        return None
 
 
 def _save_capture(process: PerlProcess, interp: int, memory: RecordingMemory) -> None:

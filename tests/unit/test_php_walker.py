@@ -7,12 +7,12 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from interp_memory import FakeMemory, wait_blocked_on_stdin
 
 from fleetprof.elf.view import Symbol
 from fleetprof.interpreters.php.discovery import (
@@ -34,7 +34,6 @@ from fleetprof.interpreters.php.layouts import (
 from fleetprof.interpreters.php.process import NOT_PHP, find_php
 from fleetprof.interpreters.php.symbolizer import EVAL, MAIN, RUNTIME
 from fleetprof.interpreters.php.walker import PhpStack, symbolize, walk_execute_data, walk_pid
-from fleetprof.process.memory import MemoryReader
 from fleetprof.profile.model import FrameKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "php"
@@ -103,19 +102,6 @@ def _expected() -> list[tuple[str, str, int]]:
     ]
 
 
-def _wait_blocked_on_stdin(pid: int, timeout: float = 10.0) -> None:
-    """Wait until `pid` sits in read(0, ...) (x86-64 syscall 0): its stack no longer moves."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/syscall").read_text().startswith("0 0x0 "):
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    pytest.fail(f"pid {pid} did not block reading stdin")
-
-
 @contextmanager
 def parked_chain(*options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Run chain.php under php with `options` until it blocks in fgets(STDIN); (process, status line)."""
@@ -128,7 +114,7 @@ def parked_chain(*options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         status = process.stdout.readline().strip()
         if process.stdout.readline().strip() != "ready":
             pytest.fail(f"chain.php exited with {process.wait(timeout=10)} ({status!r})")
-        _wait_blocked_on_stdin(process.pid)
+        wait_blocked_on_stdin(process.pid)
         yield process, status
     finally:
         process.kill()
@@ -229,22 +215,6 @@ def test_non_php_files_and_processes() -> None:
     assert NOT_PHP.is_php is False and "\n" not in NOT_PHP.reason
     gone = find_php(2**22 + 1)
     assert isinstance(gone, PhpUnsupported) and not gone.is_php and gone.reason.startswith("process ")
-
-
-class FakeMemory(MemoryReader):
-    """Sparse memory: writes of byte strings at addresses; a read must fall inside one of them."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, bytes] = {}
-
-    def put(self, addr: int, data: bytes) -> None:
-        self.blocks[addr] = data
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        for start, data in self.blocks.items():
-            if start <= addr and addr + size <= start + len(data):
-                return data[addr - start : addr - start + size]
-        return None
 
 
 LAYOUT = layout_for(8, 2)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from interp_memory import FakeMemory, RecordingMemory, wait_blocked_on_stdin
 
 from fleetprof.interpreters.ruby.discovery import (
     RubyBinary,
@@ -33,7 +34,7 @@ from fleetprof.interpreters.ruby.layouts import (
 from fleetprof.interpreters.ruby.process import NOT_RUBY, RubyProcess, find_ruby
 from fleetprof.interpreters.ruby.symbolizer import RUNTIME
 from fleetprof.interpreters.ruby.walker import RubyStack, walk_ec, walk_pid, walk_process
-from fleetprof.process.memory import MemoryReader, ProcessMemory
+from fleetprof.process.memory import ProcessMemory
 from fleetprof.profile.model import FrameKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ruby"
@@ -89,19 +90,6 @@ def _triples(stack: RubyStack) -> list[tuple[str, str, int]]:
     return [(f.function, f.file, f.line) for f in stack.frames]
 
 
-def _wait_blocked_on_stdin(pid: int, timeout: float = 10.0) -> None:
-    """Wait until `pid` sits in read(0, ...) (x86-64 syscall 0): its stack no longer moves."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/syscall").read_text().startswith("0 0x0 "):
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
-    pytest.fail(f"pid {pid} did not block reading stdin")
-
-
 @contextmanager
 def running_chain(mode: str, jit: str = "none") -> Iterator[subprocess.Popen[str]]:
     """Run chain.rb in `mode` ("park": blocked in IO#gets; "spin": String#* in a loop) once it is ready,
@@ -124,7 +112,7 @@ def running_chain(mode: str, jit: str = "none") -> Iterator[subprocess.Popen[str
             pytest.fail(f"chain.rb exited with {process.wait(timeout=10)}")
         assert status == f"ready jit={jit}", status
         if mode == "park":
-            _wait_blocked_on_stdin(process.pid)
+            wait_blocked_on_stdin(process.pid)
         yield process
     finally:
         process.kill()
@@ -132,20 +120,6 @@ def running_chain(mode: str, jit: str = "none") -> Iterator[subprocess.Popen[str
         for stream in (process.stdin, process.stdout):
             if stream:
                 stream.close()
-
-
-class RecordingMemory(MemoryReader):
-    """Passes reads through to `inner` and keeps every answered one: the bytes a fixture replays."""
-
-    def __init__(self, inner: MemoryReader) -> None:
-        self.inner = inner
-        self.blocks: dict[int, bytes] = {}
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        data = self.inner.read(addr, size)
-        if data is not None and len(data) > len(self.blocks.get(addr, b"")):
-            self.blocks[addr] = data
-        return data
 
 
 def _save_capture(process: RubyProcess, ec: int, memory: RecordingMemory) -> None:
@@ -363,22 +337,6 @@ def test_non_ruby_files_and_processes() -> None:
     assert NOT_RUBY.is_ruby is False and "\n" not in NOT_RUBY.reason
     gone = find_ruby(2**22 + 1)
     assert isinstance(gone, RubyUnsupported) and not gone.is_ruby and gone.reason.startswith("process ")
-
-
-class FakeMemory(MemoryReader):
-    """Sparse memory: byte strings at addresses; a read must fall inside one of them."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, bytes] = {}
-
-    def put(self, addr: int, data: bytes) -> None:
-        self.blocks[addr] = data
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        for start, data in self.blocks.items():
-            if start <= addr and addr + size <= start + len(data):
-                return data[addr - start : addr - start + size]
-        return None
 
 
 LAYOUT = layout_for(3, 1)
