@@ -10,12 +10,15 @@ and address alone: symbols for it live in the `symbols` table and apply to every
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import operator
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -210,8 +213,8 @@ class _StackIds:
 
 def _stack_keys(stacks: list[tuple[Frame, ...]], cache: IdCache, learn: bool) -> list[bytes]:
     """Frame ids (little-endian u64 bytes, root first) of distinct stack objects not known by identity.
-    Distinct frame objects are found and their ids gathered in C (dict and numpy); only each distinct
-    frame object costs Python work, once (remembered by identity too when `learn`)."""
+    Distinct frame objects are found and their ids gathered in numpy; only each distinct frame object
+    costs Python work, once (remembered by identity too when `learn`)."""
     if not stacks:
         return []
     flat = list(itertools.chain.from_iterable(stacks))
@@ -250,7 +253,8 @@ def _stack_ids(stacks: list[tuple[Frame, ...]], cache: IdCache) -> _StackIds:
             hits[i] = entry = (st, key, of_bytes(key))
             if learn:
                 known[id(st)] = entry
-    object_sids = np.fromiter(map(operator.itemgetter(2), hits), np.uint64, len(hits))
+    entries = cast(list[tuple[tuple[Frame, ...], bytes, int]], hits)  # every miss filled in above
+    object_sids = np.fromiter(map(operator.itemgetter(2), entries), np.uint64, len(entries))
     _, first_sid, content_of_object = np.unique(object_sids, return_index=True, return_inverse=True)
     order_sid = np.argsort(first_sid)
     rank_sid = np.empty_like(order_sid)
@@ -259,7 +263,7 @@ def _stack_ids(stacks: list[tuple[Frame, ...]], cache: IdCache) -> _StackIds:
     return _StackIds(
         rank_sid[content_of_object.reshape(-1)][rank[object_of_sample.reshape(-1)]],
         object_sids[picks].tolist(),
-        [hits[i][1] for i in picks],
+        [entries[i][1] for i in picks],
         [distinct[i] for i in picks],
     )
 
@@ -325,10 +329,35 @@ def build_rows(profile: Profile, cache: IdCache, now_ms: int) -> Rows:
     return build_group([profile], cache, now_ms)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a group is built: it allocates no cycles, and its tens of
+    thousands of tuples would otherwise start full collections over every memoized object (and the
+    caller's decoded profiles). Afterwards the group's survivors join the oldest generation unscanned (a
+    freeze and unfreeze), unless something else keeps objects frozen."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
+        gc.enable()
+
+
 def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
     """All rows several profiles contribute, built in one pass (per-call costs paid once per group):
     samples counted per (sample, second); stacks, frames and executables only when not yet stored this
     week, each distinct stack hashed once."""
+    with _collector_paused():
+        return _build_group(profiles, cache, now_ms)
+
+
+def _build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
+    """`build_group` with the collector paused."""
     samples = [s for p in profiles for s in p.samples]
     batch_of = np.repeat(np.arange(len(profiles), dtype=np.int64), [len(p.samples) for p in profiles]).astype(
         np.int64
