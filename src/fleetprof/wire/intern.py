@@ -4,7 +4,8 @@ The store recognizes a stack object it has seen before by identity (fleetprof.st
 stack that recurs across requests costs it a dict lookup instead of hashing its frames again; decoding
 itself builds fewer objects. Each table is bounded (cleared whole when full: objects are then merely not
 shared with earlier requests) and safe to use from several threads (single dict operations under the GIL;
-a race at worst makes two equal objects).
+a race at worst makes two equal objects). Sharing rests on the model's rule that a Frame is a value,
+never assigned to (fleetprof.profile.model.Frame).
 """
 
 from __future__ import annotations
