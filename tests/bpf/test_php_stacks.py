@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+from collections import Counter
 from functools import cache
 from pathlib import Path
 
 import pytest
 from late_libraries import build_libraries, in_late_library
-from test_python_common import Recording, Stack, record, work_dir
+from test_python_common import Recording, Stack, assert_share, call_lines, judge, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "phpscripts" / "busy.php"
 PHP = shutil.which("php8.2") or shutil.which("php")
@@ -20,25 +22,11 @@ MODES = {
     "plain": ["-d", "opcache.enable_cli=0"],
     "opcache": ["-d", "opcache.enable_cli=1", "-d", "opcache.jit=off"],
 }
-MIN_SHARE = 0.99
 
 pytestmark = pytest.mark.skipif(PHP is None, reason="php8.2-cli is not installed (make setup installs it)")
 
 
-CALLS = re.compile(r"// calls: (\S+)")
-
-
-def _call_lines() -> dict[str, int]:
-    """`// calls: f` markers: callee -> the line its caller shows while it runs."""
-    out = {}
-    for number, text in enumerate(SCRIPT.read_text(encoding="utf-8").splitlines(), start=1):
-        found = CALLS.search(text)
-        if found:
-            out[found.group(1)] = number
-    return out
-
-
-LINES = _call_lines()
+LINES = call_lines(SCRIPT)
 HOT_BODY = set(range(LINES["preg_match"] - 4, LINES["preg_match"] + 2))
 EXPECTED = [
     ("<main>", {LINES["run"]}),
@@ -95,19 +83,8 @@ def test_php_chain_is_whole_with_lines(mode: str) -> None:
     under_hot = [
         s for s in run.stacks if any(f.name == "hot" and f.where.endswith("busy.php") for f in s.frames)
     ]
+    assert_share(judge(under_hot, _check), run, at_least=300)
     judged = sum(s.count for s in under_hot)
-    bad: dict[str, tuple[int, str]] = {}
-    for stack in under_hot:
-        why = "unwind error" if stack.has_error else _check(stack)
-        if why:
-            n, example = bad.get(why, (0, stack.render()))
-            bad[why] = (n + stack.count, example)
-    failed = sum(n for n, _ in bad.values())
-    worst = "\n".join(
-        f"{n} x {why}\n  e.g. {ex}" for why, (n, ex) in sorted(bad.items(), key=lambda kv: -kv[1][0])
-    )
-    assert judged >= 300, f"{judged} samples under hot\n{run.describe()}"
-    assert (judged - failed) / judged >= MIN_SHARE, f"{judged - failed}/{judged} whole\n{worst}"
     in_regex = sum(s.count for s in under_hot if any(f.name == "php_pcre_match_impl" for f in s.frames))
     assert judged * 0.2 <= in_regex <= judged * 0.8, f"{in_regex} of {judged} samples in preg_match"
     assert run.stats.get("php_processes", 0) + run.stats.get("php_named", 0) >= 1, run.describe()
@@ -144,21 +121,49 @@ def test_first_samples_in_a_new_library_keep_their_php_frames() -> None:
     assert PHP is not None
     libs = [str(p) for p in build_libraries(work_dir() / "late-php", 5)]
     run = record(["--", PHP, str(LATE), "0.3", *libs], "php-late")
-    lines = {m.group(1): n for n, t in enumerate(LATE.read_text().splitlines(), 1) if (m := CALLS.search(t))}
+    lines = call_lines(LATE)
     expected = [("<main>", lines["run"]), ("run", lines["Loader::call"]), ("Loader::call", lines["spin"])]
     expected.append(("spin", lines["fleetprof_spin"]))
-    late = [s for s in run.stacks if in_late_library(list(s.frames))]
-    bad = [
-        s
-        for s in late
-        if s.has_error or _script_frames(s, "late.php") != expected or s.frames[0].name != "_start"
-    ]
-    judged = sum(s.count for s in late)
-    assert judged >= 100, run.describe()
-    assert sum(s.count for s in bad) <= judged * (1 - MIN_SHARE), "\n".join(s.render() for s in bad[:3])
+
+    def check(stack: Stack) -> str:
+        got = _script_frames(stack, "late.php")
+        if got != expected:
+            return "php frames " + " > ".join(f"{n}:{line}" for n, line in got)
+        return "" if stack.frames[0].name == "_start" else "native root " + stack.frames[0].name
+
+    assert_share(judge([s for s in run.stacks if in_late_library(list(s.frames))], check), run, at_least=100)
     assert run.stats.get("deferred_finished", 0) >= 1, run.describe()
 
 
 def _script_frames(stack: Stack, script: str) -> list[tuple[str, int]]:
     """(name, line) of the stack's frames of `script`, root first."""
     return [(f.name, f.line) for f in stack.frames if f.where.endswith(script)]
+
+
+SPLIT = Path(__file__).resolve().parent / "phpscripts" / "split.php"
+
+
+def test_time_split_agrees_with_excimer(tmp_path: Path) -> None:
+    """The same run sampled by fleetprof and by Excimer (PHP's own sampling profiler, in the process):
+    heavy() does three quarters of the work by construction: fleetprof gives it 75 % +-7, and Excimer
+    within 20 points (61 % once here: it takes its samples at the VM's next interrupt check)."""
+    assert PHP is not None
+    if "excimer" not in subprocess.run([PHP, "-m"], capture_output=True, text=True).stdout.lower():
+        pytest.skip("php-excimer is not installed (make setup installs it)")
+    collapsed = tmp_path / "excimer.txt"
+    run = record(["--", PHP, str(SPLIT), "2", str(collapsed)], "php-split")
+    peer: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        peer[stack.rpartition(";")[2]] += int(count)
+    ours: Counter[str] = Counter()
+    for stack in run.stacks:
+        mine = _script_frames(stack, "split.php")
+        if mine:
+            ours[mine[-1][0]] += stack.count
+    assert sum(peer.values()) >= 40 and sum(ours.values()) >= 300, (peer, ours)
+    share = {
+        name: c["heavy"] / (c["heavy"] + c["light"]) for name, c in (("excimer", peer), ("fleetprof", ours))
+    }
+    assert abs(share["fleetprof"] - 0.75) <= 0.07, share  # three loops' worth of four, by construction
+    assert abs(share["fleetprof"] - share["excimer"]) <= 0.2, (share, peer, ours)
