@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetprof.agent.deferred import DeferredStacks
 from fleetprof.agent.execwindow import ExecWindow
+from fleetprof.agent.perl import PerlSupport
 from fleetprof.agent.php import PhpSupport
 from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.python import PythonSupport
@@ -121,6 +122,7 @@ class ProfilerCore:
         self.runtimes = [
             PhpSupport(self.sampler.map("php_procs"), ranges),
             RubySupport(self.sampler.map("ruby_procs"), ranges),
+            PerlSupport(self.sampler.map("perl_procs"), ranges),
         ]
         self._inodes = InodeMap(self.sampler.map("file_inodes"))
         self.deferred = DeferredStacks(
@@ -576,6 +578,17 @@ class ProfilerCore:
         if self.python is not None:
             return self.python.resolve(pid, raw)
         return Frame(kind=FrameKind.PYTHON, function="<python frame>")
+
+    def regroup_frames(self, frames: bytes) -> bytes:
+        """A stack's user frames with interpreter frames BPF sent in one place moved where they belong
+        (Perl's, over its runops frames); the bytes unchanged for every other stack."""
+        kind = layout.FRAME_PERL
+        if not any(frames[i] == kind for i in range(20, len(frames), layout.FRAME_SIZE)):
+            return frames
+        for runtime in self.runtimes:
+            if isinstance(runtime, PerlSupport):
+                return runtime.regroup(frames)
+        return frames
 
     def _in_vm_loop(self, key: int, elf_pc: int) -> bool:
         """Whether a pc is in an interpreter's VM loop (CPython's eval loop, execute_ex, rb_vm_exec): the

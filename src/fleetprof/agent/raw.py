@@ -163,7 +163,7 @@ class ProcessLabels:
         return pod_uid_from_cgroup(_read_text(f"{self._proc}/{pid}/cgroup"))
 
 
-_INTERPRETED = (layout.FRAME_PYTHON, layout.FRAME_PHP, layout.FRAME_RUBY)
+_INTERPRETED = (layout.FRAME_PYTHON, layout.FRAME_PHP, layout.FRAME_RUBY, layout.FRAME_PERL)
 
 
 def _error_frame(code: int) -> Frame:
@@ -288,6 +288,9 @@ class RawProfileBuilder:
         """The user frames of one stack, root first; a frame is decoded into a RawFrame only when `memo`
         (this window's, per pid) does not hold it yet."""
         out: list[Frame] = []
+        regroup = getattr(self.core, "regroup_frames", None)  # Perl's frames, sent in one place by BPF
+        if regroup is not None:
+            user_bytes = regroup(user_bytes)
         for fields in reversed(list(_FRAME.iter_unpack(user_bytes))):
             frame = memo.get((pid, fields))
             if frame is None:

@@ -502,7 +502,10 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		st->cur_flags = m->flags;
 		__u32 interp = st->cur_flags & MAPPING_FLAG_INTERPRETER ? in_interpreter(st->cur_file_id, pc - st->cur_bias) : 0;
 		if (interp) {
-			st->mode = interp == INTERP_PHP ? MODE_PHP : interp == INTERP_RUBY ? MODE_RUBY : MODE_PYTHON;
+			st->mode = interp == INTERP_PHP    ? MODE_PHP
+				   : interp == INTERP_RUBY ? MODE_RUBY
+				   : interp == INTERP_PERL ? MODE_PERL
+							   : MODE_PYTHON;
 			st->resume = 1;
 			st->interp_emitted = 0;
 			return 0;

@@ -19,6 +19,7 @@
 #define FRAME_PYTHON 4      /* id = code object address, addr = instruction offset (code units), aux = checksum */
 #define FRAME_PHP 5         /* id = zend_function address, addr = line (0: internal function), aux = cookie */
 #define FRAME_RUBY 6        /* id = iseq (0: a C function), addr = method entry (0: none), aux = pc's low 32 bits */
+#define FRAME_PERL 7        /* id = GV or CV, addr = COP, aux = line and context fields (perl_offsets.h PL_AUX_*) */
 
 /* Frame flags. */
 #define FRAME_FLAG_RETURN_ADDRESS 1 /* addr is a return address: symbolize at addr - 1 */
@@ -42,7 +43,8 @@
 #define UNWIND_ERR_NOT_READY 11      /* code in a file whose unwind table the agent had not loaded yet */
 #define UNWIND_ERR_PHP 12            /* the PHP walker met an unreadable or implausible frame */
 #define UNWIND_ERR_RUBY 13           /* the Ruby walker met an unreadable or implausible frame */
-#define UNWIND_ERR_COUNT 14
+#define UNWIND_ERR_PERL 14           /* the Perl walker met an unreadable or implausible context */
+#define UNWIND_ERR_COUNT 15
 
 /* Sample flags (struct sample_header.flags). */
 #define SAMPLE_FLAG_KERNEL_THREAD 1  /* no user space at all (kernel worker) */
@@ -183,6 +185,7 @@ struct stack_snapshot {
 #define INTERP_PYTHON 1
 #define INTERP_PHP 2
 #define INTERP_RUBY 3
+#define INTERP_PERL 4
 struct interp_ranges {
 	__u32 kind;             /* INTERP_* */
 	__u32 reserved;
@@ -229,8 +232,8 @@ struct sampler_config {
 #define STAT_SNAPSHOTS 14    /* stack snapshots sent for deferred unwinding */
 #define STAT_SNAPSHOTS_LOST 15 /* snapshots that did not fit the ring buffer */
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
-#define STAT_PY_ERROR_BASE 30 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
-#define STAT_COUNT 38
+#define STAT_PY_ERROR_BASE 31 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
+#define STAT_COUNT 39
 
 /* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
  * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks

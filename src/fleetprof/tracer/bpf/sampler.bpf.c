@@ -6,7 +6,7 @@
  *   on_sample  - filters, fills the per-CPU record header, kernel stack, user registers
  *   PROG_NATIVE - a bounded loop (bpf_loop) of unwind steps: native frames from unwind tables compiled from
  *                .eh_frame (nativeunwind/), frame pointers as the fallback; when the pc is in an interpreter
- *                loop the next steps run that interpreter's walker (interpreters/python/, php/, ruby/)
+ *                loop the next steps run that interpreter's walker (interpreters/python/, php/, ruby/, perl/)
  *                and then hand back;
  *                then it submits the record.
  */
@@ -71,6 +71,18 @@ struct unwind_state {
 	__u64 php_ex;          /* PHP walker: the next zend_execute_data to emit */
 	__u64 rb_cfp;          /* Ruby walker: the next control frame */
 	__u64 rb_end;          /* Ruby walker: the end of the thread's VM stack */
+	__u64 pl_cop;          /* Perl walker: the COP the next frame is at */
+	__u64 pl_cxstack;      /* Perl walker: the current stackinfo's context array */
+	__u64 pl_prev;         /* Perl walker: the stackinfo below */
+	__s32 pl_cx;           /* Perl walker: the next context's index (-1: the stackinfo is done) */
+	__u8 pl_started;       /* the Perl cursor was initialised from the thread's interpreter */
+	__u8 pl_done;          /* every Perl frame is out (at the innermost runops frame) */
+	__u8 pl_main;          /* the interpreter is PL_curinterp: the main program is its bottom frame */
+	__u8 pl_si_had_cx;     /* the current stackinfo has contexts (a runlevel when another lies below) */
+	__u8 pl_runlevels;     /* events met since the last frame emitted */
+	__u8 pl_cevals;
+	__u8 pl_sis;           /* stackinfos walked */
+	__u8 pl_cevals_in;     /* call_sv(G_EVAL) scopes before the first runlevel since the last frame */
 };
 
 /* Processes younger than this wake the agent with every sample (see submit()). */
@@ -86,6 +98,7 @@ struct unwind_state {
 #define MODE_RUBY 4
 #define MODE_PHP_TAIL 5  /* after a deferral: the thread's remaining PHP frames */
 #define MODE_RUBY_TAIL 6 /* after a deferral: the thread's remaining Ruby frames */
+#define MODE_PERL 7
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -332,6 +345,7 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 #include "python_unwind.bpf.h"
 #include "php_unwind.bpf.h"
 #include "ruby_unwind.bpf.h"
+#include "perl_unwind.bpf.h"
 
 static __always_inline __u8 tail_mode(struct unwind_state *st)
 {
@@ -360,6 +374,8 @@ static long unwind_step(__u32 index, void *unused)
 		return php_step(s, st);
 	if (st->mode == MODE_RUBY || st->mode == MODE_RUBY_TAIL)
 		return ruby_step(s, st);
+	if (st->mode == MODE_PERL)
+		return perl_step(s, st);
 	return native_step(s, st);
 }
 

@@ -1,0 +1,73 @@
+"""`fleetprof record -- perl busy.pl`: Perl frames walked in the kernel from the thread's interpreter
+(`PL_current_context`, reached through the thread's fs base), each runops native frame replaced by the
+Perl frames it runs: the main program's chain under perl_run, and the sub a sort block calls under
+pp_sort's own C frames."""
+
+from __future__ import annotations
+
+import shutil
+from functools import cache
+from pathlib import Path
+
+import pytest
+from test_python_common import Recording, Stack, assert_share, call_lines, judge, record
+
+SCRIPT = Path(__file__).resolve().parent / "perlscripts" / "busy.pl"
+PERL = shutil.which("perl")
+
+pytestmark = pytest.mark.skipif(PERL is None, reason="perl is not installed (make setup installs it)")
+
+LINES = call_lines(SCRIPT)
+EXPECTED = [
+    ("main", {LINES["Shop::Cart::total"]}),
+    ("Shop::Cart::total", {LINES["Shop::Cart::line"]}),
+    ("Shop::Cart::line", {LINES["price-first"]}),
+    ("Pricing::price", {LINES["price"]}),
+    ("Pricing::price", {LINES["price"]}),
+    ("Pricing::price", {LINES["hot"]}),
+    ("Pricing::hot", set(range(LINES["by_value"] - 5, LINES["by_value"] + 2))),
+]
+# by_value's body, or the sort block's line while it is being entered (PL_curcop is still the caller's).
+BY_VALUE = ("Pricing::by_value", {LINES["by_value"] - 9, LINES["by_value"] - 8, LINES["by_value"]})
+
+
+@cache
+def _recorded() -> Recording:
+    assert PERL is not None
+    return record(["--", PERL, str(SCRIPT), "2"], "perl-busy")
+
+
+def _check(stack: Stack) -> str:
+    """Why a stack under Pricing::hot is not the whole chain with its lines, "" when it is."""
+    at = [i for i, f in enumerate(stack.frames) if f.where.endswith("busy.pl")]
+    got = [(stack.frames[i].name, stack.frames[i].line) for i in at]
+    sorting = bool(got) and got[-1][0] == BY_VALUE[0]
+    expected = [*EXPECTED, BY_VALUE] if sorting else EXPECTED
+    if [name for name, _ in got] != [name for name, _ in expected]:
+        return "perl frames " + " > ".join(name for name, _ in got)
+    for (name, line), (_, lines) in zip(got, expected, strict=True):
+        if line not in lines:
+            return f"{name} at line {line}, expected one of {sorted(lines)}"
+    if at[: len(EXPECTED)] != list(range(at[0], at[0] + len(EXPECTED))):
+        return "native frames between the Perl frames of one runops loop"
+    root = [f.name for f in stack.frames[: at[0]]]
+    if not root or root[0] != "_start" or root[-1] != "perl_run":
+        return "native root " + " > ".join(root)
+    if sorting:
+        between = [f.name for f in stack.frames[at[-2] + 1 : at[-1]]]
+        if between[:2] != ["Perl_pp_sort", "Perl_sortsv_flags"]:
+            return "between hot and by_value: " + " > ".join(between)
+    return ""
+
+
+def test_perl_chain_is_whole_with_lines() -> None:
+    """>= 99 % of the samples under Pricing::hot read main > Shop::Cart::total > Shop::Cart::line >
+    Pricing::price x3 > Pricing::hot, each caller at the line of its call, right under perl_run; the sub
+    the sort block calls sits above pp_sort's C frames (its own runops loop); both are sampled."""
+    run = _recorded()
+    under = [s for s in run.stacks if any(f.name == "Pricing::hot" for f in s.frames)]
+    assert_share(judge(under, _check), run, at_least=300)
+    sorting = sum(s.count for s in under if any(f.name == BY_VALUE[0] for f in s.frames))
+    looping = sum(s.count for s in under if not any(f.name == "Perl_pp_sort" for f in s.frames))
+    assert sorting >= 10 and looping >= 100, f"{sorting} samples in by_value, {looping} in the loop"
+    assert run.stats.get("perl_named", 0) >= len(EXPECTED), run.describe()
