@@ -264,11 +264,12 @@ def record_script(interp: Interpreter, script: str, *args: str, seconds: float =
 # ---- knowing the scripts ------------------------------------------------------------------------------
 
 
-def call_lines(script: str) -> dict[str, int]:
-    """`# calls: f` markers of a script: callee -> the line its caller shows while it runs."""
+def call_lines(script: str | Path) -> dict[str, int]:
+    """`# calls: f` (or `// calls: f`) markers of a script (a name in pyscripts/, or a path): callee -> the
+    line its caller shows while it runs."""
     out = {}
     for number, text in enumerate((SCRIPTS / script).read_text(encoding="utf-8").splitlines(), start=1):
-        found = re.search(r"# calls: (\S+)", text)
+        found = re.search(r"(?:#|//) calls: (\S+)", text)
         if found:
             out[found.group(1)] = number
     return out
