@@ -42,9 +42,7 @@ def split_tail(frames: bytes) -> tuple[bytes, list[list[tuple[int, ...]]]]:
     """The user frames before the Python tail, and the tail grouped by eval-loop call (innermost first),
     each frame as replay's (kind, id, addr, flags, aux) with the tail flags cleared."""
     end = len(frames)
-    while (
-        end >= layout.FRAME_SIZE and frames[end - layout.FRAME_SIZE + _FLAGS_AT] & layout.FRAME_FLAG_TAIL
-    ):
+    while end >= layout.FRAME_SIZE and frames[end - layout.FRAME_SIZE + _FLAGS_AT] & layout.FRAME_FLAG_TAIL:
         end -= layout.FRAME_SIZE
     calls: list[list[tuple[int, ...]]] = []
     current: list[tuple[int, ...]] = []
