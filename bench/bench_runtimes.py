@@ -1,18 +1,19 @@
-"""PHP, Ruby and Go stacks at 99 Hz: cost per sample and target slowdown, beside each runtime's own sampler
-and `perf record -g`, in the same run.
+"""PHP, Ruby, Perl and Go stacks at 99 Hz: cost per sample and target slowdown, beside each runtime's own
+profiler and `perf record -g`, in the same run.
 
 Each runtime runs the same fixed work: a five-deep recursive chain ending in an arithmetic loop, which
-times itself and prints the seconds (PHP 8.2, Ruby 3.1, Go as installed).
+times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Go as installed).
 
 1. Cost, per runtime: the work profiled by a ProfilerCore in this process at 99 Hz (after a warm-up):
    the sampling BPF programs' own run_time_ns per run and per sample recorded (fdinfo, BPF_ENABLE_STATS),
    the agent's CPU per 1,000 samples of the target, and the share of the target's samples that hold the
    runtime's frames (PHP, Ruby) or reach `main.main` (Go) with no unwind error.
 2. Slowdown, per runtime: the work alone, under `fleetprof record -F 99`, `perf record -F 99 -g` and the
-   runtime's own sampler at the same rate (PHP: Excimer, Ruby: StackProf in cpu mode, Go: runtime/pprof at
-   its fixed 100 Hz); interleaved rounds, order rotated; the median of the paired per-round slowdowns.
+   runtime's own profiler (PHP: Excimer at 99 Hz, Ruby: StackProf in cpu mode at 99 Hz, Go: runtime/pprof at
+   its fixed 100 Hz, Perl: Devel::NYTProf, which is not a sampler and times every statement); interleaved
+   rounds, order rotated; the median of the paired per-round slowdowns.
 
-    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,go]
+    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,go]
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ end
 puts Process.clock_gettime(Process::CLOCK_MONOTONIC) - t
 """
 
+PERL_WORK = r"""
+use Time::HiRes qw(time);
+sub hot { my ($n) = @_; my $a = 0; for my $i (1 .. $n) { $a = ($a * 31 + $i) % 1000003; } return $a; }
+sub chain { my ($d, $n) = @_; return $d > 1 ? chain($d - 1, $n) : hot($n); }
+my $t = time;
+chain(5, 20000) for 1 .. $ARGV[0];
+print time - $t, "\n";
+"""
+
 GO_WORK = """package main
 
 import (
@@ -123,7 +133,8 @@ class Runtime:
     name: str
     command: list[str]  # + iterations
     frame_kind: int  # layout.FRAME_* of its frames, 0 for native code (Go)
-    own: str  # its own sampler, "" when none is installed
+    own: str  # its own profiler, "" when none is installed
+    own_command: list[str] | None = None  # how to run the work under it (default: `command`, OWN=1)
 
 
 @dataclass
@@ -155,6 +166,22 @@ def runtimes(work: Path, wanted: set[str] | None) -> list[Runtime]:
                 [ruby, str(work / "work.rb")],
                 layout.FRAME_RUBY,
                 "" if probe.returncode else "stackprof",
+            )
+        )
+    perl = shutil.which("perl")
+    if perl and (wanted is None or "perl" in wanted):
+        (work / "work.pl").write_text(PERL_WORK)
+        has_nytprof = not subprocess.run(
+            [perl, "-MDevel::NYTProf::Data", "-e", "1"], capture_output=True
+        ).returncode
+        own = [perl, "-d:NYTProf", str(work / "work.pl")]
+        out.append(
+            Runtime(
+                "perl",
+                [perl, str(work / "work.pl")],
+                layout.FRAME_PERL,
+                "nytprof" if has_nytprof else "",
+                own,
             )
         )
     go = shutil.which("go")
@@ -271,14 +298,16 @@ def section_slowdown(
                 base_env,
             )
         if rt.own:
-            configs[rt.own] = ([], dict(base_env, OWN="1"))
+            own_env = dict(base_env, OWN="1", NYTPROF=f"file={work / 'nytprof.out'}")
+            configs[rt.own] = ([], own_env)
         iterations = calibrate(rt, base_env, seconds)
         names = list(configs)
         times: dict[str, list[float]] = {name: [] for name in names}
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 prefix, env = configs[name]
-                times[name].append(timed([*prefix, *rt.command, str(iterations)], env))
+                command = rt.own_command if name == rt.own and rt.own_command else rt.command
+                times[name].append(timed([*prefix, *command, str(iterations)], env))
         out[rt.name] = {}
         cells = [f"none {statistics.median(times['none']):.2f} s"]
         for name in names[1:]:
@@ -293,7 +322,7 @@ def section_slowdown(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", help="comma-separated: php,ruby,go (default: all installed)")
+    parser.add_argument("--runtimes", help="comma-separated: php,ruby,perl,go (default: all installed)")
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
     args = parser.parse_args()
     wanted = set(args.runtimes.split(",")) if args.runtimes else None
@@ -301,7 +330,7 @@ def main() -> None:
         work = Path(tmp)
         rts = runtimes(work, wanted)
         if not rts:
-            print("no runtime installed (php8.2, ruby3.1, go): nothing to measure")
+            print("no runtime installed (php8.2, ruby3.1, perl, go): nothing to measure")
             return
         if not stats_on:
             print("BPF run-time stats unavailable: BPF columns read 0")
