@@ -258,12 +258,12 @@ class Churn:
             if self.rate > 0 and now >= next_short:
                 self._start(kinds[self.short_started % len(kinds)], None)
                 self.short_started += 1
-                next_short += 1.0 / self.rate
+                next_short = max(next_short + 1.0 / self.rate, now - 1.0)  # no catch-up bursts after a stall
             if self.new_rate > 0 and now >= next_new:
                 path = self.new_binary(self.new_started)
                 self._start([str(path), str(self.new_iters)], path)
                 self.new_started += 1
-                next_new += 1.0 / self.new_rate
+                next_new = max(next_new + 1.0 / self.new_rate, now - 1.0)
             self._reap()
             wait = min(next_short if self.rate > 0 else now + 1, next_new if self.new_rate > 0 else now + 1)
             self._stop.wait(max(0.0, min(wait - time.monotonic(), 0.05)))
