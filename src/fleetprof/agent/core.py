@@ -20,7 +20,7 @@ from fleetprof.agent.prewarm import file_identity
 from fleetprof.agent.python import PythonSupport
 from fleetprof.agent.ruby import RubySupport
 from fleetprof.agent.runtime import RuntimeSupport
-from fleetprof.agent.tables import TableManager, TableRequest
+from fleetprof.agent.tables import TableManager, TableRequest, malloc_trim
 from fleetprof.cachedir import default_cache_dir
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.loader import TableLoader
@@ -41,6 +41,7 @@ PY_RESCAN_S = 0.005  # rescans of a process whose Python frames wait for its int
 PY_RESCAN_TRIES = 20
 DEFAULT_UNWIND_ROWS = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
 TABLE_WAIT_S = 60.0  # at the end, how long to wait for tables that deferred samples still need
+TRIM_EVERY_S = 60.0
 INODE_SOFT_LIMIT = 48 << 10  # file_inodes holds 64 Ki: past this, inodes of unmapped files go, oldest first
 
 
@@ -100,6 +101,7 @@ class ProfilerCore:
         self._dead_before: set[int] = set()
         self._unmapped_before: set[str] = set()
         self._unpinned: dict[int, None] = {}  # file keys unpinned, oldest first (their inodes may go)
+        self._next_trim = 0.0  # release_exited: when to hand freed heap back to the kernel next
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -498,6 +500,10 @@ class ProfilerCore:
             self._pinned -= stale
             if self._tables is not None:
                 self._tables.forget(keys)
+        now = time.monotonic()
+        if now >= self._next_trim:  # what was freed goes back to the kernel (RSS levels off lower)
+            self._next_trim = now + TRIM_EVERY_S
+            malloc_trim()
         if self._inodes is not None and len(self._inodes) > INODE_SOFT_LIMIT and self._unpinned:
             excess = len(self._inodes) - INODE_SOFT_LIMIT + (1 << 10)
             victims = list(self._unpinned)[:excess]

@@ -14,6 +14,8 @@ larger than the whole table space; BPF then walks it by frame pointers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -46,9 +48,19 @@ class TableRequest:
 
 
 def _compile_to_cache(cache_dir: str, version: int, path: str, file_id: str) -> None:
-    """In the worker process: compile `path` into the disk cache (its failures are cached there too)."""
+    """In the worker process: compile `path` into the disk cache (its failures are cached there too), then
+    hand the heap the compile grew back to the system: a worker that once compiled node's tables would
+    otherwise keep their peak for the agent's lifetime."""
     with contextlib.suppress(UnwindTableError, OSError):
         UnwindTableCache(cache_dir, version).get(path, file_id)
+    gc.collect()
+    malloc_trim()
+
+
+def malloc_trim() -> None:
+    """glibc's malloc_trim(0): free heap pages back to the kernel (nothing elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 BIG_FILE = 64 << 20
