@@ -31,15 +31,7 @@ static __always_inline __u64 pl_interp(struct perl_proc_info *info)
 		__u64 interp = ok ? read_u64(tp + off, &ok) : 0;
 		return ok ? interp : 0;
 	}
-	__u64 module = read_u64(info->module_got, &ok);
-	__u64 dtv = read_u64(tp + RB_TCB_DTV, &ok);
-	if (!ok || !module || !dtv || module > 4096)
-		return 0;
-	__u64 block = read_u64(dtv + module * RB_DTV_ENTRY, &ok);
-	if (!ok || !block || block == ~0ULL)
-		return 0;
-	__u64 interp = read_u64(block + info->tls_offset, &ok);
-	return ok ? interp : 0;
+	return dtv_tls_value(tp, info->module_got, info->tls_offset);
 }
 
 /* Move the cursor to stackinfo `si`; false on unreadable memory. */

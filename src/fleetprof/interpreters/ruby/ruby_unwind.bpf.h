@@ -65,20 +65,27 @@ static __noinline bool rb_method_entry(struct ruby_proc_info *info, __u64 ep, __
 }
 
 /* The thread's execution context through libruby's TLS block (0: not a Ruby thread, or TLS not set up). */
-static __always_inline __u64 rb_current_ec(struct ruby_proc_info *info)
+/* A pointer-sized `__thread` variable of a shared library, in the thread whose fs base is `tp`: the
+ * library's module id (its DTPMOD64 GOT slot at `module_got`) indexes the thread's DTV, whose entry is the
+ * TLS block the variable sits `offset` into (0: not set up in this thread). Shared with the Perl walker. */
+static __always_inline __u64 dtv_tls_value(__u64 tp, __u64 module_got, __u64 offset)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 tp = BPF_CORE_READ(task, thread.fsbase);
 	bool ok = true;
-	__u64 module = read_u64(info->module_got, &ok);
+	__u64 module = read_u64(module_got, &ok);
 	__u64 dtv = read_u64(tp + RB_TCB_DTV, &ok);
 	if (!ok || !module || !dtv || module > 4096)
 		return 0;
 	__u64 block = read_u64(dtv + module * RB_DTV_ENTRY, &ok);
 	if (!ok || !block || block == ~0ULL)
 		return 0;
-	__u64 ec = read_u64(block + info->tls_offset, &ok);
-	return ok ? ec : 0;
+	__u64 value = read_u64(block + offset, &ok);
+	return ok ? value : 0;
+}
+
+static __always_inline __u64 rb_current_ec(struct ruby_proc_info *info)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return dtv_tls_value(BPF_CORE_READ(task, thread.fsbase), info->module_got, info->tls_offset);
 }
 
 static __always_inline long rb_fail(struct sample *s, struct unwind_state *st)
