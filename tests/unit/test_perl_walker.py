@@ -36,7 +36,7 @@ from fleetprof.interpreters.perl.layouts import (
     CXt_SUB,
     layout_for,
 )
-from fleetprof.interpreters.perl.process import NOT_PERL, PerlProcess, find_perl
+from fleetprof.interpreters.perl.process import PerlProcess, find_perl
 from fleetprof.interpreters.perl.symbolizer import RUNTIME, PerlNamer
 from fleetprof.interpreters.perl.walker import (
     MAIN,
@@ -448,20 +448,6 @@ def test_fake_versions_give_one_line_reasons(tmp_path: Path) -> None:
     assert isinstance(found, PerlUnsupported)
     assert re.fullmatch(r"Perl 5\.99\.\d+ has no struct layout \(covered: 5\.36\)", found.reason)
     assert found.marker == f"[unwind: perl: {found.reason}]" and "\n" not in found.marker
-
-
-def test_non_perl_files_and_processes() -> None:
-    """A non-Perl executable is None; a process without Perl gets NOT_PERL; a gone pid a reason."""
-    assert inspect_perl_binary("/bin/sleep") is None
-    assert inspect_perl_binary("/nonexistent/perl") is None
-    with subprocess.Popen(["sleep", "30"]) as sleeper:
-        try:
-            assert find_perl(sleeper.pid) == NOT_PERL
-        finally:
-            sleeper.kill()
-    assert NOT_PERL.is_perl is False and "\n" not in NOT_PERL.reason
-    gone = find_perl(2**22 + 1)
-    assert isinstance(gone, PerlUnsupported) and not gone.is_perl and gone.reason.startswith("process ")
 
 
 LAYOUT = layout_for(5, 36)

@@ -31,7 +31,6 @@ from fleetprof.interpreters.php.layouts import (
     ZEND_USER_FUNCTION,
     layout_for,
 )
-from fleetprof.interpreters.php.process import NOT_PHP, find_php
 from fleetprof.interpreters.php.symbolizer import EVAL, MAIN, RUNTIME
 from fleetprof.interpreters.php.walker import PhpStack, symbolize, walk_execute_data, walk_pid
 from fleetprof.profile.model import FrameKind
@@ -201,20 +200,6 @@ def test_zts_and_stripped_builds_are_named() -> None:
     zts = engine_globals({"executor_globals_offset": Symbol(0x10, 8, ".dynsym")})
     assert isinstance(zts, str) and zts.startswith("ZTS (thread-safe) build")
     assert engine_globals({}) == "no executor_globals symbol (stripped .dynsym?)"
-
-
-def test_non_php_files_and_processes() -> None:
-    """A non-PHP executable is None; a process without a Zend engine gets NOT_PHP; a gone pid a reason."""
-    assert inspect_php_binary("/bin/sleep") is None
-    assert inspect_php_binary("/nonexistent/php") is None
-    with subprocess.Popen(["sleep", "30"]) as sleeper:
-        try:
-            assert find_php(sleeper.pid) == NOT_PHP
-        finally:
-            sleeper.kill()
-    assert NOT_PHP.is_php is False and "\n" not in NOT_PHP.reason
-    gone = find_php(2**22 + 1)
-    assert isinstance(gone, PhpUnsupported) and not gone.is_php and gone.reason.startswith("process ")
 
 
 LAYOUT = layout_for(8, 2)

@@ -31,7 +31,7 @@ from fleetprof.interpreters.ruby.layouts import (
     VM_FRAME_MAGIC_DUMMY,
     layout_for,
 )
-from fleetprof.interpreters.ruby.process import NOT_RUBY, RubyProcess, find_ruby
+from fleetprof.interpreters.ruby.process import RubyProcess, find_ruby
 from fleetprof.interpreters.ruby.symbolizer import RUNTIME
 from fleetprof.interpreters.ruby.walker import RubyStack, walk_ec, walk_pid, walk_process
 from fleetprof.process.memory import ProcessMemory
@@ -323,20 +323,6 @@ def test_fake_versions_give_one_line_reasons(tmp_path: Path) -> None:
     assert isinstance(found, RubyUnsupported)
     assert found.reason == "Ruby 3.9 has no struct layout (covered: 3.1)"
     assert found.marker == f"[unwind: ruby: {found.reason}]" and "\n" not in found.marker
-
-
-def test_non_ruby_files_and_processes() -> None:
-    """A non-Ruby executable is None; a process without CRuby gets NOT_RUBY; a gone pid a reason."""
-    assert inspect_ruby_binary("/bin/sleep") is None
-    assert inspect_ruby_binary("/nonexistent/ruby") is None
-    with subprocess.Popen(["sleep", "30"]) as sleeper:
-        try:
-            assert find_ruby(sleeper.pid) == NOT_RUBY
-        finally:
-            sleeper.kill()
-    assert NOT_RUBY.is_ruby is False and "\n" not in NOT_RUBY.reason
-    gone = find_ruby(2**22 + 1)
-    assert isinstance(gone, RubyUnsupported) and not gone.is_ruby and gone.reason.startswith("process ")
 
 
 LAYOUT = layout_for(3, 1)
