@@ -5,6 +5,7 @@ NOT_<RUNTIME> (no marker frame is due), a gone pid a one-line reason."""
 from __future__ import annotations
 
 import subprocess
+
 import pytest
 
 from fleetprof.interpreters.perl.discovery import inspect_perl_binary
