@@ -588,12 +588,10 @@ class ProfilerCore:
     def regroup_frames(self, frames: bytes) -> bytes:
         """A stack's user frames with interpreter frames BPF sent in one place moved where they belong
         (Perl's, over its runops frames); the bytes unchanged for every other stack."""
-        kind = layout.FRAME_PERL
-        if not any(frames[i] == kind for i in range(20, len(frames), layout.FRAME_SIZE)):
-            return frames
+        kinds = set(frames[20 :: layout.FRAME_SIZE])  # struct frame.kind of each frame
         for runtime in self.runtimes:
-            if isinstance(runtime, PerlSupport):
-                return runtime.regroup(frames)
+            if runtime.frame_kind in kinds:
+                frames = runtime.regroup(frames)
         return frames
 
     def _in_vm_loop(self, key: int, elf_pc: int) -> bool:

@@ -97,6 +97,11 @@ class RuntimeSupport(Generic[B]):
         """The frame shown for one that could not be named."""
         raise NotImplementedError
 
+    def regroup(self, frames: bytes) -> bytes:
+        """A stack's user frames with this runtime's frames where they belong, when BPF could not put them
+        there itself (Perl); as they are for a runtime whose walker interleaves in the kernel."""
+        return frames
+
     # ---- the core's interface -------------------------------------------------------------------------
 
     def interpreter_flags(self, pid: int, m: ExecMapping) -> int:
