@@ -15,7 +15,16 @@ from symbolic import SymCache
 
 from fleetprof.elf.reader import read_elf_info
 from fleetprof.process.fileid import file_id
-from fleetprof.symbolize.bundle import MAGIC, BundleError, build_bundle, bundle_info, load_bundle, repack
+from fleetprof.symbolize.bundle import (
+    MAGIC,
+    BundleError,
+    _pack,
+    _unpack,
+    build_bundle,
+    bundle_info,
+    load_bundle,
+    repack,
+)
 from fleetprof.symbolize.central import CentralSymbolizer
 from fleetprof.symbolize.lookup import FileSymbols, Part
 from fleetprof.symbolize.symcache_reader import make_reader, symcache_lookup
@@ -50,7 +59,37 @@ def test_identity_and_sections(binary: Path, bundle: bytes) -> None:
     assert [role for role, _, _ in loaded.parts] == ["self"]
     assert loaded.lines is not None and loaded.plt.names and len(loaded.extents.starts) > 10
     header = bundle_info(bundle)
-    assert {s["name"] for s in header["sections"]} == {"symcache.0", "extents", "plt", "lines"}
+    assert {s["name"] for s in header["sections"]} == {"symcache.0", "extents", "plt", "lines", "names"}
+    assert header["version"] == 2 and loaded.outer_names is not None
+
+
+def _version_1(data: bytes) -> bytes:
+    """`data` as an agent of format 1 built it: no `names` section, version 1."""
+    header, sections, _ = _unpack(data)
+    del sections["names"]
+    repacked = _pack(header, list(sections.items()), compress=True)
+    _, _, reserved, length = struct.unpack_from("<4sHHI", repacked)
+    text = json.loads(repacked[12 : 12 + length])
+    text["version"] = 1
+    encoded = json.dumps(text).encode()
+    encoded += b" " * (-(12 + len(encoded)) % 8)
+    out = struct.pack("<4sHHI", MAGIC, 1, reserved, len(encoded)) + encoded + repacked[12 + length : -4]
+    return out + struct.pack("<I", zlib.crc32(out))
+
+
+def test_version_1_uploads_answer_as_version_2(binary: Path, bundle: bytes, tmp_path: Path) -> None:
+    """A bundle from an agent of the previous format (names demangled where looked up) gives the same
+    frames as one that carries them."""
+    old = _version_1(bundle)
+    assert bundle_info(old)["version"] == 1 and load_bundle(old).outer_names is None
+    fid = load_bundle(bundle).file_id
+    addrs = [a for start, size, _ in h.nm_functions(binary) for a in range(start, start + size, 2)]
+    answers = []
+    for data in (old, bundle):
+        central = CentralSymbolizer({fid: data}.get, tmp_path / str(len(answers)), debuginfod=None)
+        answers.append(central.symbolize(fid, "", addrs))
+        central.close()
+    assert answers[0] == answers[1] and len(answers[0]) > len(addrs) // 2
 
 
 def test_compact_against_the_binary(binary: Path, bundle: bytes) -> None:
@@ -105,6 +144,11 @@ def _damage(bundle: bytes) -> dict[str, bytes]:
     def foreign(header: dict) -> None:
         header["parts"] = [{"role": "self"}]
 
+    def short_names(header: dict) -> None:
+        for section in header["sections"]:
+            if section["name"] == "names":
+                section["raw"] -= 4
+
     raw = repack(bundle, compress=False)
     header_len = struct.unpack_from("<I", raw, 8)[0]
     table = json.loads(raw[12 : 12 + header_len])["sections"]
@@ -122,6 +166,7 @@ def _damage(bundle: bytes) -> dict[str, bytes]:
         "section size lies": _resealed(bundle, bad_extents),
         "zip bomb claim": _resealed(bundle, zip_bomb),
         "missing field": _resealed(bundle, foreign),
+        "names size lies": _resealed(raw, short_names),
         "garbage SymCache": _resealed(raw, body=bytes(garbage_symcache)),
         "header not JSON": MAGIC + struct.pack("<HHI", 1, 0, 4) + b"{{{{" + struct.pack("<I", 0),
     }
@@ -129,7 +174,8 @@ def _damage(bundle: bytes) -> dict[str, bytes]:
 
 DAMAGES = [
     "empty", "garbage", "truncated", "one byte short", "flipped byte", "wrong magic", "future version",
-    "section size lies", "zip bomb claim", "missing field", "garbage SymCache", "header not JSON",
+    "section size lies", "zip bomb claim", "missing field", "names size lies", "garbage SymCache",
+    "header not JSON",
 ]  # fmt: skip
 
 

@@ -12,9 +12,10 @@ address no SymCache range answers, PLT stubs) goes through `FileSymbols.resolve`
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fleetprof.symbolize.lookup import _BARE_NAME, FileSymbols, NativeFrame
+from fleetprof.symbolize.outer_names import outer_name
 from fleetprof.symbolize.symcache_reader import NONE, SymcacheReader
 
 try:
@@ -41,10 +42,14 @@ def records(frames: tuple[NativeFrame, ...] | None) -> tuple[Record, ...] | None
 class BatchLookup:
     """Answers many addresses of one `FileSymbols` at once; its memos are dropped by `forget`."""
 
-    __slots__ = ("_arrays", "_callers", "_groups", "_names", "_symbols", "_units")
+    __slots__ = ("_arrays", "_callers", "_display", "_groups", "_names", "_outer", "_symbols", "_units")
 
-    def __init__(self, symbols: FileSymbols) -> None:
+    def __init__(self, symbols: FileSymbols, display: Callable[[int], str | None] | None = None) -> None:
+        """`display(i)`, when given, is the precomputed `_outer_name` of symbol `i` of the extents (None:
+        the symbol's own name), as a bundle carries them."""
         self._symbols = symbols
+        self._display = display
+        self._outer: dict[int, tuple[Record, ...]] = {}  # a plain address's answer by its symbol, () none
         self._arrays: tuple | None = None  # numpy views of the tables searched, made on first use
         self._callers: dict[tuple[int, int, int, int], tuple[tuple[Record, ...], object]] = {}  # and cover
         self._groups: dict[tuple[int, int, int, int], tuple[tuple[Record, ...], object]] = {}  # and cover
@@ -56,6 +61,7 @@ class BatchLookup:
         self._callers.clear()
         self._groups.clear()
         self._names.clear()
+        self._outer.clear()
 
     def resolve(self, addrs: Sequence[int]) -> list[tuple[Record, ...] | None]:
         """Records (outermost first) per address, as `FileSymbols.resolve` gives them; None when the
@@ -81,28 +87,39 @@ class BatchLookup:
         symbols = self._symbols
         arrays = self._tables()
         wanted = np.array(addrs, dtype=np.int64)
-        containing = _back_search(arrays[0], arrays[1], wanted, _CONTAINING_BACK).tolist()
-        sections = _sections(arrays[2], arrays[3], wanted).tolist() if symbols.extents.sections else None
+        containing_np = _back_search(arrays[0], arrays[1], wanted, _CONTAINING_BACK)
+        sections_np = _sections(arrays[2], arrays[3], wanted) if symbols.extents.sections else None
         unit_ranges = self._unit_tables()
         if unit_ranges is not None:
-            units = _back_search(*unit_ranges[:2], wanted, _UNIT_BACK, unit_ranges[2]).tolist()
+            units_np = _back_search(*unit_ranges[:2], wanted, _UNIT_BACK, unit_ranges[2])
         else:
-            units = [-1] * len(addrs)
-        indexes = []
+            units_np = np.full(len(addrs), -1, dtype=np.int64)
+        indexes_np = []
         for part, starts in zip(symbols.parts, arrays[4], strict=True):
             rel = wanted - part.load_address
             found = np.searchsorted(starts, rel, side="right").astype(np.int64) - 1
             found[(rel < 0) | (rel > 0xFFFFFFFF)] = _OUTSIDE
-            indexes.append(found.tolist())
-        words = [self._words(p, index) for p, index in enumerate(indexes)]
-        out: list[tuple[Record, ...] | None] = []
+            indexes_np.append(found)
+        words_np = [self._words(p, index) for p, index in enumerate(indexes_np)]
+        plain = self._plain(wanted, containing_np, units_np, sections_np, indexes_np[0], words_np[0])
+        if plain is None:  # a reader stopped being trusted while languages were learned
+            self.forget()
+            return [records(symbols.resolve(a)) for a in addrs]
+        out, slow = plain
+        if not slow:
+            return out
+        containing, units = containing_np.tolist(), units_np.tolist()
+        sections = sections_np.tolist() if sections_np is not None else None
+        indexes = [index.tolist() for index in indexes_np]
+        words = [tuple(w[:, k].tolist() for k in range(4)) for w in words_np]
         groups = self._groups
         first = indexes[0]
-        for j, addr in enumerate(addrs):
+        for j in slow:
+            addr = addrs[j]
             c, u = containing[j], units[j]
             group = groups.get((0, first[j], c, u))
             if group is not None and (group[1] is None or _covers(group[1], addr, sections, j)):
-                out.append(group[0])
+                out[j] = group[0]
                 continue
             for p, part_indexes in enumerate(indexes):
                 index = part_indexes[j]
@@ -113,23 +130,125 @@ class BatchLookup:
                 if group is not None:
                     if group[1] is not None and not _covers(group[1], addr, sections, j):
                         continue
-                    out.append(group[0])
+                    out[j] = group[0]
                     break
                 found_records = self._miss(p, index, addr, c, u, sections, j, words[p])
                 if found_records is None:
                     continue
                 if found_records is False:  # symbolic's answer, which may have turned the reader off
-                    out.append(records(symbols.resolve(addr)))
+                    out[j] = records(symbols.resolve(addr))
                     if not all(part.reader.trusted for part in symbols.parts):  # type: ignore[union-attr]
                         self.forget()  # as the scalar path forgets what a reader it stops trusting said
-                        out += [records(symbols.resolve(a)) for a in addrs[j + 1 :]]
+                        for rest in slow[slow.index(j) + 1 :]:
+                            out[rest] = records(symbols.resolve(addrs[rest]))
                         return out
                 else:
-                    out.append(found_records)
+                    out[j] = found_records
                 break
             else:
-                out.append(records(symbols.resolve(addr)))  # no range: a PLT stub, or nothing
+                out[j] = records(symbols.resolve(addr))  # no range: a PLT stub, or nothing
         return out
+
+    def _plain(
+        self,
+        wanted: np.ndarray,
+        containing: np.ndarray,
+        units: np.ndarray,
+        sections: np.ndarray | None,
+        index: np.ndarray,
+        words: np.ndarray,
+    ) -> tuple[list[tuple[Record, ...] | None], list[int]] | None:
+        """(answers, positions of the addresses left to the general loop): the first part's plain
+        addresses answered at once. Plain: a symbol-only location (no file, line or inline caller, as
+        a symbol table gives) inside the sized symbol `containing`, outside any compile unit when
+        start lines are wanted, so its one frame is a function of that symbol alone (`_outer`). None
+        when the first part's reader stopped being trusted while its languages were learned."""
+        symbols = self._symbols
+        reader: SymcacheReader = symbols.parts[0].reader  # type: ignore[assignment]
+        file_idx, line, function, parent = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
+        candidate = (
+            (index >= 0)
+            & (containing >= 0)
+            & (line == 0)
+            & (file_idx >= reader.file_count)
+            & (function < reader.function_count)
+            & ((parent == NONE) | (parent >= reader.locations))
+        )
+        if symbols.want_start_lines:
+            candidate &= units == -1
+        out: list[tuple[Record, ...] | None] = [None] * len(wanted)
+        picked = np.flatnonzero(candidate)
+        if len(picked):
+            functions = self._tables()[6][0]
+            codes = functions[function[picked], 3]
+            if not self._learn_languages(codes, picked, index, wanted):
+                return None
+            unknown = [code for code in np.unique(codes).tolist() if reader.language(code) == "unknown"]
+            picked = picked[np.isin(codes, unknown)]
+            picked = picked[
+                self._symbol_covers(wanted[picked], functions[function[picked], 2], sections, picked)
+            ]
+        if not len(picked):
+            return out, list(range(len(wanted)))
+        get = self._outer.get
+        for j, c in zip(picked.tolist(), containing[picked].tolist(), strict=True):
+            found = get(c)
+            if found is None:
+                found = self._outer_record(c)
+            out[j] = found or None
+        return out, [j for j, found in enumerate(out) if found is None]
+
+    def _learn_languages(
+        self, codes: np.ndarray, picked: np.ndarray, index: np.ndarray, wanted: np.ndarray
+    ) -> bool:
+        """Learn the first part's languages `codes` not known yet (symbolic's answer for one address of
+        each teaches it); False when that turned the reader off."""
+        reader: SymcacheReader = self._symbols.parts[0].reader  # type: ignore[assignment]
+        load = self._symbols.parts[0].load_address
+        unique, first = np.unique(codes, return_index=True)
+        for code, at in zip(unique.tolist(), first.tolist(), strict=True):
+            if reader.language(code) is None:
+                j = int(picked[at])
+                reader.chain(int(index[j]), int(wanted[j]) - load)
+                if not reader.trusted:
+                    return False
+        return True
+
+    def _symbol_covers(
+        self, addrs: np.ndarray, sym_addrs: np.ndarray, sections: np.ndarray | None, picked: np.ndarray
+    ) -> np.ndarray:
+        """Per address, whether the first part's symbol-only function entered at `sym_addrs` plausibly
+        holds it: `_cover` then `_covers`, for many at once."""
+        if sections is None:
+            return np.ones(len(addrs), dtype=bool)
+        arrays = self._tables()
+        starts, sizes = arrays[0], arrays[1]
+        sym_start = sym_addrs.astype(np.int64) + self._symbols.parts[0].load_address
+        at = np.searchsorted(starts, sym_start, side="left")
+        safe = np.minimum(at, len(starts) - 1)
+        sized = (at < len(starts)) & (starts[safe] == sym_start) & (sizes[safe] != 0)
+        section = sections[picked]
+        same = _sections(arrays[2], arrays[3], sym_start) == section
+        return (section >= 0) & np.where(sized, addrs < sym_start + sizes[safe], same)
+
+    def _outer_record(self, c: int) -> tuple[Record, ...]:
+        """The one-frame answer of a plain address in symbol `c` (`_record` of an outermost symbol-only
+        location outside compile units, which reads only the symbol); () when the symbol is nameless."""
+        raw = self._symbols.extents.name_at(c).partition("@")[0]
+        function = self._outer_name(c, raw)
+        found: tuple[Record, ...] = (
+            ((function, raw if raw != function else "", "", 0, False, 0),) if function else ()
+        )
+        _remember(self._outer, c, found)
+        return found
+
+    def _outer_name(self, c: int, raw: str) -> str:
+        """`outer_names.outer_name` of symbol `c` (named `raw` without its version), precomputed when
+        the bundle carries it."""
+        if self._display is not None:
+            shown = self._display(c)
+            return raw if shown is None else shown
+        return outer_name(raw)
 
     def _miss(
         self,
@@ -278,16 +397,16 @@ class BatchLookup:
             return (sym_start + extents.sizes[idx], -1)
         return (-1, extents.section_of(sym_start))
 
-    def _words(self, p: int, indexes: list[int]) -> tuple[list[int], ...]:
-        """(file, line, function, parent) of each address's range location in part `p`, all NONE
-        where there is none (outside the part, before its first range, past its locations)."""
+    def _words(self, p: int, indexes: np.ndarray) -> np.ndarray:
+        """(file, line, function, parent) of each address's range location in part `p` (one row each),
+        all NONE where there is none (outside the part, before its first range, past its locations)."""
         reader: SymcacheReader = self._symbols.parts[p].reader  # type: ignore[assignment]
         table = self._tables()[5][p]
-        at = np.array(indexes, dtype=np.int64) + reader.first_location
-        inside = (np.array(indexes, dtype=np.int64) >= 0) & (at < len(table))
+        at = indexes + reader.first_location
+        inside = (indexes >= 0) & (at < len(table))
         picked = table[np.where(inside, at, 0)] if len(table) else np.zeros((len(at), 4), dtype=np.uint32)
         picked[~inside] = NONE
-        return tuple(picked[:, k].tolist() for k in range(4))
+        return picked
 
     def _unit_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """numpy columns (starts, ends, unit offsets) of the compile-unit ranges; None without any."""
@@ -302,7 +421,8 @@ class BatchLookup:
         return self._units if len(self._units[0]) else None
 
     def _tables(self) -> tuple:
-        """numpy views of the symbol starts and sizes, section bounds and each part's range starts."""
+        """numpy views of the symbol starts and sizes, section bounds, and each part's range starts,
+        location words and function words."""
         if self._arrays is None:
             extents = self._symbols.extents
             self._arrays = (
@@ -316,6 +436,10 @@ class BatchLookup:
                 ],
                 [
                     _view(part.reader.location_words, np.uint32).reshape(-1, 4)  # type: ignore[union-attr]
+                    for part in self._symbols.parts
+                ],
+                [
+                    _view(part.reader.function_words, np.uint32).reshape(-1, 4)  # type: ignore[union-attr]
                     for part in self._symbols.parts
                 ],
             )

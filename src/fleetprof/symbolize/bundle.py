@@ -4,13 +4,15 @@ A bundle holds everything `lookup.FileSymbols` reads, so a server that has never
 the frames host-side symbolization gives: the SymCaches (binary, debug file, MiniDebugInfo), the code
 extents (symbol sizes and names), the PLT stub names and, precomputed from DWARF, the start lines and
 scopes of every compile unit (`startline.UnitLines`), and for Go binaries the pclntab and its inline
-trees (`golang.GoSymbols`). It is a fraction of the binary's size.
+trees (`golang.GoSymbols`), and each symbol's demangled name (`outer_names`). It is a fraction of the
+binary's size.
 
-Format (version 1, little-endian): `FPSB`, u16 version, u16 reserved, u32 header length, a JSON header
+Format (version 2, little-endian): `FPSB`, u16 version, u16 reserved, u32 header length, a JSON header
 (identity, parts, and each section's offset, stored size, raw size and compression), the sections
 (each 8-aligned in the file, so a cached uncompressed bundle is read in place through mmap), and a
 CRC-32 of everything before it. `load_bundle` checks all of it and raises `BundleError` with a
-one-line reason for anything wrong; it never crashes on hostile bytes.
+one-line reason for anything wrong; it never crashes on hostile bytes. Version 1 (agents before the
+`names` section) is read too: its names are demangled where they are looked up.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ from fleetprof.symbolize.golang.pclntab import PclntabError
 from fleetprof.symbolize.golang.symbols import GoSymbols, open_go_symbols
 from fleetprof.symbolize.lookup import FileSymbols, Part
 from fleetprof.symbolize.native import NativeFile, collect_symbols
+from fleetprof.symbolize.outer_names import OuterNames, encode_outer_names
 from fleetprof.symbolize.plt import PltNames, read_plt_names
 from fleetprof.symbolize.startline import StartLines, UnitIndex, UnitLines
 from fleetprof.symbolize.symcache_reader import make_reader
 
 MAGIC = b"FPSB"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # versions `load_bundle` reads: 1 has no `names` section
 MAX_SECTION_BYTES = 1 << 30  # a raw section larger than this is refused (a corrupt or hostile bundle)
 _PREFIX = struct.Struct("<4sHHI")
 _CRC = struct.Struct("<I")
@@ -56,6 +60,7 @@ _UNIT_HEAD = struct.Struct("<III")  # entries, names, scoped
 _LEVEL = 6
 _GO_PCLNTAB = "go.pclntab"  # a Go binary's pclntab, verbatim
 _GO_INLINE = "go.inline"  # its inline trees (from go:func.*), by funcdata value
+_NAMES = "names"  # each symbol's shown (demangled) name, `outer_names`
 _ALIGN = 8
 _PARALLEL_BYTES = 4 << 20  # zlib sections inflated in two threads past this many bytes in all
 
@@ -83,6 +88,8 @@ class Bundle:
     lines_raw: bytes | memoryview = b""
     go: GoSymbols | None = None  # a Go binary's pclntab and inline trees
     go_raw: tuple[bytes | memoryview, bytes | memoryview] = (b"", b"")  # (pclntab, inline trees)
+    outer_names: OuterNames | None = None  # the symbols' demangled names (None: version 1)
+    names_raw: bytes | memoryview = b""
 
     def to_bytes(self, compress: bool) -> bytes:
         """This bundle serialized again (e.g. uncompressed for a disk cache), without re-reading it."""
@@ -96,6 +103,8 @@ class Bundle:
         sections += [("extents", self.extents.to_bytes()), ("plt", _encode_plt(self.plt))]
         if self.lines_raw:
             sections.append(("lines", self.lines_raw))
+        if self.names_raw:
+            sections.append((_NAMES, self.names_raw))
         if self.go is not None:
             sections += [(_GO_PCLNTAB, self.go_raw[0]), (_GO_INLINE, self.go_raw[1])]
         header = {k: v for k, v in self.header.items() if k not in ("version", "sections")}
@@ -181,6 +190,7 @@ def build_bundle(
             sections.append((f"symcache.{index}", stream.read()))
         parts.append({"role": info.role, "load_address": info.load_address})
     sections.append(("extents", stored.extents.to_bytes()))
+    sections.append((_NAMES, encode_outer_names(stored.extents)))
     sections.append(("plt", _encode_plt(read_plt_names(read_path))))
     if dwarf and start_lines:
         lines = StartLines(dwarf)
@@ -228,6 +238,8 @@ def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
             caches.append(_symcache(raw, mapped, offsets[f"symcache.{index}"], data))
             parts.append((str(part["role"]), int(part["load_address"]), raw))
         extents = CodeExtents.from_bytes(sections["extents"])
+        names_raw = sections.get(_NAMES, b"")
+        outer_names = OuterNames(names_raw, len(extents.starts)) if _NAMES in sections else None
         plt = _decode_plt(sections["plt"])
         lines = _decode_lines(sections["lines"]) if "lines" in sections else None
         go, go_raw = _decode_go(header, sections)
@@ -247,6 +259,8 @@ def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
             lines_raw=sections.get("lines", b""),
             go=go,
             go_raw=go_raw,
+            outer_names=outer_names,
+            names_raw=names_raw,
         )
     except SymbolicError as exc:
         raise BundleError(f"bad bundle: SymCache does not parse ({_first_line(exc)})") from None
@@ -321,8 +335,9 @@ def _split(data: bytes | memoryview | mmap.mmap) -> tuple[dict[str, Any], memory
     magic, version, _, length = _PREFIX.unpack_from(view, 0)
     if magic != MAGIC:
         raise BundleError("bad bundle: not a fleetprof symbol bundle (wrong magic)")
-    if version != VERSION:
-        raise BundleError(f"bad bundle: format version {version}, this build reads {VERSION}")
+    if version not in READABLE:
+        readable = ", ".join(map(str, READABLE))
+        raise BundleError(f"bad bundle: format version {version}, this build reads {readable}")
     end = len(view) - _CRC.size
     if _PREFIX.size + length > end:
         raise BundleError("bad bundle: truncated header")

@@ -178,7 +178,7 @@ class CentralSymbolizer:
             return None
         symbols = bundle.file_symbols(self._start_lines, self.stats)
         mapping = Mapping(file_id=file_id, path=bundle.path or path, build_id=bundle.build_id or build_id)
-        entry = _Entry(bundle, symbols, mapping, BatchLookup(symbols))
+        entry = _Entry(bundle, symbols, mapping, BatchLookup(symbols, bundle.outer_names))
         if bundle.note:
             self.problems.setdefault(file_id, bundle.note)
         self._files.put(file_id, entry)

@@ -138,6 +138,25 @@ class SymcacheReader:
         return self._nlocs
 
     @property
+    def file_count(self) -> int:
+        """How many files the cache has (a location's file index at or past this names none)."""
+        return self._files
+
+    @property
+    def function_count(self) -> int:
+        """How many functions the cache has."""
+        return self._nfunctions
+
+    @property
+    def function_words(self) -> memoryview:
+        """The functions' u32 fields, four each: name offset, (not read), entry address, language."""
+        return self._functions
+
+    def language(self, code: int) -> str | None:
+        """The name of language `code` of a function; None when not learned yet."""
+        return self._langs.get(code)
+
+    @property
     def location_words(self) -> memoryview:
         """The locations' u32 fields, four each: file, line, function, parent (NONE for none)."""
         return self._locs
