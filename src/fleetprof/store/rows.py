@@ -16,14 +16,15 @@ import hashlib
 import itertools
 import operator
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 import pyarrow as pa
 
-from fleetprof.profile.model import Frame, FrameKind, Profile, Sample
+from fleetprof.profile.columns import ColumnarProfile, as_columns, concat
+from fleetprof.profile.model import Frame, FrameKind, Profile
 
 
 def frame_id(frame: Frame) -> int:
@@ -77,7 +78,7 @@ def stack_id(frame_ids: Iterable[int]) -> int:
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little")
 
 
-def resource_of(profile: Profile) -> dict[str, str | int]:
+def resource_of(profile: Profile | ColumnarProfile) -> dict[str, str | int]:
     """The profile's OTel resource attributes, with the host name filled in from older fields."""
     resource = dict(getattr(profile, "resource", None) or {})
     resource.setdefault("host.name", profile.hostname)
@@ -275,20 +276,21 @@ def _dict_column(values: list[str], rows: np.ndarray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(codes[rows]), encoded.dictionary)
 
 
-def _second_rows(samples: list[Sample], default_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sample index, unix second, count) per row: each sample's timestamps counted per second; a count
-    beyond the timestamps goes to its last second, a sample without timestamps to its `default_s`."""
-    stamp_lists = list(map(operator.attrgetter("timestamps_ns"), samples))
-    lens = np.fromiter(map(len, stamp_lists), np.int64, len(samples))
-    counts = np.fromiter(map(operator.attrgetter("count"), samples), np.int64, len(samples))
-    stamps = np.fromiter(itertools.chain.from_iterable(stamp_lists), np.int64, int(lens.sum()))
+def _second_rows(
+    counts: np.ndarray, bounds: np.ndarray, stamps: np.ndarray, default_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sample index, unix second, count) per row: each sample's timestamps (`stamps[bounds[i]:bounds[i+1]]`)
+    counted per second; a count beyond the timestamps goes to its last second, a sample without timestamps
+    to its `default_s`."""
+    n = len(counts)
+    lens = np.diff(bounds)
     stamped = lens > 0
     # One entry per timestamp, plus one per timestamp-less sample; weights 1 (the leftover count goes to
     # the last timestamp of each sample).
     n_entries = np.where(stamped, lens, 1)
-    owner = np.repeat(np.arange(len(samples), dtype=np.int64), n_entries)
+    owner = np.repeat(np.arange(n, dtype=np.int64), n_entries)
     secs = default_s[owner]
-    entry_start = np.zeros(len(samples) + 1, np.int64)
+    entry_start = np.zeros(n + 1, np.int64)
     np.cumsum(n_entries, out=entry_start[1:])
     stamped_entries = np.repeat(stamped, n_entries)
     secs[stamped_entries] = stamps // 1_000_000_000
@@ -324,7 +326,7 @@ def _new_frames(
     }
 
 
-def build_rows(profile: Profile, cache: IdCache, now_ms: int) -> Rows:
+def build_rows(profile: Profile | ColumnarProfile, cache: IdCache, now_ms: int) -> Rows:
     """All rows one profile contributes (see `build_group`)."""
     return build_group([profile], cache, now_ms)
 
@@ -348,26 +350,24 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
-    """All rows several profiles contribute, built in one pass (per-call costs paid once per group):
-    samples counted per (sample, second); stacks, frames and executables only when not yet stored this
-    week, each distinct stack hashed once."""
+def build_group(profiles: Sequence[Profile | ColumnarProfile], cache: IdCache, now_ms: int) -> Rows:
+    """All rows several profiles (objects or columns, fleetprof.profile.columns) contribute, built in one
+    pass (per-call costs paid once per group): samples counted per (sample, second); stacks, frames and
+    executables only when not yet stored this week, each distinct stack hashed once."""
     with _collector_paused():
-        return _build_group(profiles, cache, now_ms)
+        return _build_group([as_columns(p) for p in profiles], cache, now_ms)
 
 
-def _build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
-    """`build_group` with the collector paused."""
-    samples = [s for p in profiles for s in p.samples]
-    batch_of = np.repeat(np.arange(len(profiles), dtype=np.int64), [len(p.samples) for p in profiles]).astype(
-        np.int64
-    )
+def _build_group(profiles: list[ColumnarProfile], cache: IdCache, now_ms: int) -> Rows:
+    """`build_group` over columns, with the collector paused."""
+    batch_of = np.repeat(np.arange(len(profiles), dtype=np.int64), [len(p) for p in profiles])
     default_s = np.asarray([p.start_time_ns // 1_000_000_000 for p in profiles], np.int64)[batch_of]
-    owner, secs, counts = _second_rows(samples, default_s)
+    group = concat(profiles, profiles[0]) if profiles else ColumnarProfile(0, 0, 0)
+    owner, secs, counts = _second_rows(group.count, group.stamp_bounds, group.stamps, default_s)
     last_s = int(secs.max()) if len(secs) else now_ms // 1000
     day = last_s // 86_400
     week = day // 7
-    ids = _stack_ids(list(map(operator.attrgetter("stack"), samples)), cache)
+    ids = _stack_ids(group.stacks, cache)
     sids = ids.sids
     stack_week = cache.stacks_written.get
     new = [i for i, w in enumerate(map(stack_week, sids)) if w != week]
@@ -381,13 +381,14 @@ def _build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
             and (mapping.file_id, mapping.build_id, mapping.path, week) not in cache.executables
         ):
             exe_rows[mapping.file_id] = (mapping.build_id, mapping.path)
-    sample_sids = np.asarray(sids, np.uint64)[ids.of_sample] if sids else np.zeros(0, np.uint64)
+    of_stack = np.asarray(sids, np.uint64)[ids.of_sample] if sids else np.zeros(0, np.uint64)
+    sample_sids = of_stack[group.stack]
     per_batch = np.bincount(batch_of[owner], weights=counts, minlength=len(profiles)).astype(np.int64)
     pending_exe = {(f, b, p, week) for f, (b, p) in exe_rows.items()}
     cache.trim()
     resources = [resource_of(p) for p in profiles]
     return Rows(
-        samples=_samples_table(samples, profiles, resources, batch_of, owner, secs, counts, sample_sids),
+        samples=_samples_table(group, profiles, resources, batch_of, owner, secs, counts, sample_sids),
         stacks=_stacks_table([sids[i] for i in new], [ids.keys[i] for i in new], day),
         frames=_frames_table(frame_rows, day),
         executables=pa.table(
@@ -408,8 +409,8 @@ def _build_group(profiles: list[Profile], cache: IdCache, now_ms: int) -> Rows:
 
 
 def _samples_table(
-    samples: list[Sample],
-    profiles: list[Profile],
+    group: ColumnarProfile,
+    profiles: list[ColumnarProfile],
     resources: list[dict[str, str | int]],
     batch_of: np.ndarray,
     owner: np.ndarray,
@@ -417,18 +418,20 @@ def _samples_table(
     counts: np.ndarray,
     sids: np.ndarray,
 ) -> pa.Table:
-    """The samples rows as Arrow columns: labels taken per row from their sample (and its profile),
-    strings dictionary-encoded (like LowCardinality), seconds as the `ts` column."""
+    """The samples rows as Arrow columns: labels taken per row from their sample's label set (and its
+    profile), strings dictionary-encoded (like LowCardinality), seconds as the `ts` column."""
     row_batch = batch_of[owner]
+    row_labels = group.label[owner]
+    label_sets = group.labels
 
     def per_batch(values: list[str]) -> pa.DictionaryArray:
         return _dict_column(values, row_batch)
 
     def labels(name: str) -> pa.DictionaryArray:
-        return _dict_column(list(map(operator.attrgetter(name), samples)), owner)
+        return _dict_column(list(map(operator.attrgetter(name), label_sets)), row_labels)
 
-    pids = np.fromiter(map(operator.attrgetter("pid"), samples), np.int64, len(samples))
-    tids = np.fromiter(map(operator.attrgetter("tid"), samples), np.int64, len(samples))
+    pids = np.fromiter(map(operator.attrgetter("pid"), label_sets), np.int64, len(label_sets))
+    tids = np.fromiter(map(operator.attrgetter("tid"), label_sets), np.int64, len(label_sets))
     freqs = np.asarray([max(int(p.frequency_hz), 1) for p in profiles], np.uint32)
     return pa.table(
         {
@@ -436,8 +439,8 @@ def _samples_table(
             "host": per_batch([str(r.get("host.name", "")) for r in resources]),
             "host_id": per_batch([str(r.get("host.id", "")) for r in resources]),
             "process": labels("process_name"),
-            "pid": pa.array((pids[owner] & 0xFFFFFFFF).astype(np.uint32)),
-            "tid": pa.array((tids[owner] & 0xFFFFFFFF).astype(np.uint32)),
+            "pid": pa.array((pids[row_labels] & 0xFFFFFFFF).astype(np.uint32)),
+            "tid": pa.array((tids[row_labels] & 0xFFFFFFFF).astype(np.uint32)),
             "thread": labels("thread_name"),
             "container": labels("container_id"),
             "pod_uid": labels("pod_uid"),
@@ -488,7 +491,7 @@ def _frames_table(frames: dict[int, Frame], day: int) -> pa.Table:
 
 
 def _host_table(
-    resources: list[dict[str, str | int]], profiles: list[Profile], now_ms: int, samples: list[int]
+    resources: list[dict[str, str | int]], profiles: list[ColumnarProfile], now_ms: int, samples: list[int]
 ) -> pa.Table:
     """One hosts row per profile: the host's identity at this report and how many samples it brought."""
 

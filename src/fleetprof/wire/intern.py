@@ -10,7 +10,8 @@ never assigned to (fleetprof.profile.model.Frame).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Hashable
 
 from fleetprof.profile.model import Frame, FrameKind, Mapping
 
@@ -52,6 +53,9 @@ class Interner:
         self._stacks: dict[tuple[int, ...], Stack] = {}
         self._roots: dict[str, Frame] = {}
         self._locations: dict[tuple[object, ...], Stack] = {}
+        self._numbers: dict[Hashable, int] = {}
+        self._next_number = itertools.count(1)
+        self._memos: dict[str, dict[Hashable, object]] = {}
 
     def frame(self, frame: Frame) -> Frame:
         """The canonical object equal to `frame`."""
@@ -98,6 +102,28 @@ class Interner:
                 stacks.clear()
             found = stacks.setdefault(key, frames)
         return found
+
+    def number(self, content: Hashable) -> int:
+        """A number standing for `content` in keys (fleetprof.wire.otlp_columns builds its keys of them):
+        one per content, and never given to other content (numbers are not reused after a clear)."""
+        numbers = self._numbers
+        found = numbers.get(content)
+        if found is None:
+            if len(numbers) >= self.frame_limit:
+                numbers.clear()
+            found = numbers.setdefault(content, next(self._next_number))
+        return found
+
+    def memo(self, name: str) -> dict[Hashable, object]:
+        """Bounded table `name` of fleetprof.wire.otlp_columns (keys made of `number`s; see `remember`)."""
+        return self._memos.setdefault(name, {})
+
+    def remember(self, name: str, key: Hashable, value: object) -> object:
+        """Put `value` under `key` in table `name` (cleared whole when full); the value now held."""
+        table = self.memo(name)
+        if len(table) >= self.frame_limit:
+            table.clear()
+        return table.setdefault(key, value)
 
     def __len__(self) -> int:
         """Canonical stacks held."""

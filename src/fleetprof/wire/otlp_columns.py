@@ -1,0 +1,457 @@
+"""OTLP profiles request bytes → `ColumnarProfile`s, the server's fast decode: the same profiles as
+fleetprof.wire.otlp_decode.from_otlp_request (same host split, labels, counts, timestamps, and the same
+canonical frame and stack objects), without a Python object or call per sample.
+
+The request is parsed with samples, locations and stacks left as bytes (fleetprof.wire.rawmessages) and
+those are read in bulk (fleetprof.wire.protoscan). Python work is per distinct thing: per OTLP profile and
+resource, per attribute set, per location and stack content not met in an earlier request (each
+location and stack of a request costs a dict lookup by a bytes key of interned numbers).
+
+Anything unusual — malformed or truncated bytes, an index out of range, a negative or huge value, a field
+in an unexpected wire type — makes `columns_from_bytes` answer None: the caller then decodes with
+from_otlp_request, which gives the exact profiles or the exact one-line error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from fleetprof.output.otlp import ATTR_FRAME_TYPE, ATTR_HOST_NAME, ATTR_OS_VERSION, STATS_PREFIX
+from fleetprof.profile.columns import ColumnarProfile, Labels, Stack
+from fleetprof.profile.model import Frame
+from fleetprof.wire import protoscan
+from fleetprof.wire.intern import SHARED, Interner, mapping_content
+from fleetprof.wire.otlp_decode import (
+    COUNT_TYPES,
+    CPU_TIME_TYPES,
+    PROCESS_PREFIXES,
+    STAT_SKIPPED,
+    OtlpDecodeError,
+    Scalar,
+    _Dictionary,
+    _frames,
+    _HostProfile,
+    _int,
+    _key_values,
+    _labels,
+    _Named,
+)
+from fleetprof.wire.rawmessages import RawRequest
+
+_MAX_VALUE = 1 << 40  # per sample value; beyond it sums could leave int64 (the exact path takes those)
+_MAX_LIST = 64  # attribute indices per sample or location taken here
+_SAMPLE_FIELDS = {(1, 0), (2, 0), (2, 2), (3, 0), (4, 0), (4, 2), (5, 1), (5, 2)}
+_LOCATION_FIELDS = {(1, 0), (2, 0), (3, 2), (4, 0), (4, 2)}
+_LINE_FIELDS = {(1, 0), (2, 0), (3, 0)}
+_STACK_FIELDS = {(1, 0), (1, 2)}
+
+
+class _Unsupported(Exception):
+    """The request needs the exact decoder (from_otlp_request)."""
+
+
+def columns_from_bytes(data: bytes, interner: Interner = SHARED) -> list[ColumnarProfile] | None:
+    """The profiles (one per host and frequency) of a serialized ExportProfilesServiceRequest (not
+    gzipped), as columns; None when the request is one for from_otlp_request (see the module docstring)."""
+    request = RawRequest()
+    try:
+        request.ParseFromString(data)
+        return _decode(request, interner)
+    except (DecodeError, protoscan.WireError, OtlpDecodeError, _Unsupported, RecursionError):
+        return None
+
+
+def _signed(values: np.ndarray) -> np.ndarray:
+    """uint64 wire values as the int64 (or sign-extended int32) they encode."""
+    return values.view(np.int64)
+
+
+def _in_range(values: np.ndarray, size: int) -> None:
+    """Every index within a table of `size` entries."""
+    if len(values) and (values.min() < 0 or values.max() >= size):
+        raise _Unsupported
+
+
+def _distinct_lists(
+    owner: np.ndarray, values: np.ndarray, n: int, first: np.ndarray
+) -> tuple[list[tuple[int, tuple[int, ...]]], np.ndarray]:
+    """The distinct (first[i], values of message i) over n messages (`owner` sorted), and each message's."""
+    lengths = np.bincount(owner, minlength=n)
+    width = int(lengths.max()) if n else 0
+    if width > _MAX_LIST:
+        raise _Unsupported
+    matrix = np.full((n, width + 2), -1, np.int64)
+    matrix[:, 0] = first
+    matrix[:, 1] = lengths
+    if len(values):
+        matrix[owner, 2 + protoscan.ranks(lengths)] = values
+    order = np.lexsort(matrix.T[::-1])
+    ordered = matrix[order]
+    new = np.ones(n, bool)
+    new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    inverse = np.empty(n, np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    rows = ordered[new].tolist()
+    return [(r[0], tuple(r[2 : 2 + r[1]])) for r in rows], inverse
+
+
+@dataclass(slots=True)
+class _Part:
+    """The samples of one OTLP profile: where they go and how their values count."""
+
+    target: int
+    resource: int
+    scale: int
+    samples: list[bytes]
+
+
+class _Locations:
+    """The request's location table as canonical frames: each location's content key (interned numbers
+    of frame type, mapping, address and lines), looked up across requests, built only when new."""
+
+    def __init__(self, request_dictionary: _Dictionary, raw: list[bytes], interner: Interner) -> None:
+        self.d = request_dictionary
+        self.interner = interner
+        data, starts, ends = protoscan.buffer(raw)
+        fields = protoscan.scan(data, starts, ends)
+        if fields.other_than(_LOCATION_FIELDS):
+            raise _Unsupported
+        n = fields.count
+        d = request_dictionary.d
+        self.mapping = _signed(fields.scalar(1))
+        _in_range(self.mapping, max(len(d.mapping_table), 1))
+        self.address = fields.scalar(2)
+        line_owner, line_start, line_end = fields.spans(3)
+        lines = protoscan.scan(data, line_start, line_end)
+        if lines.other_than(_LINE_FIELDS):
+            raise _Unsupported
+        self.function_index = _signed(lines.scalar(1))
+        _in_range(self.function_index, max(len(d.function_table), 1))
+        self.line = _signed(lines.scalar(2))
+        self.line_owner = line_owner
+        self.line_bounds = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(line_owner, minlength=n), out=self.line_bounds[1:])
+        attr_owner, attrs = fields.repeated_varint(4)
+        attrs = _signed(attrs)
+        _in_range(attrs, len(d.attribute_table))
+        sets, self.attr_set = _distinct_lists(attr_owner, attrs, n, np.zeros(n, np.int64))
+        self.frame_types = [str(self.d.attributes(a).get(ATTR_FRAME_TYPE, "")) for _, a in sets]
+        self.n = n
+        self._keys: list[bytes] | None = None
+        self._functions: dict[int, tuple[str, str, str, int]] = {}
+
+    def function(self, index: int) -> tuple[str, str, str, int]:
+        """(name, system name, file, start line) of function table entry `index` ("" when there is none)."""
+        found = self._functions.get(index)
+        if found is None:
+            table = self.d.d.function_table
+            if not table:
+                found = ("", "", "", 0)
+            else:
+                f = table[index]
+                string = self.d.string
+                found = (
+                    string(f.name_strindex, "function name string index"),
+                    string(f.system_name_strindex, "function system name string index"),
+                    string(f.filename_strindex, "function filename string index"),
+                    f.start_line,
+                )
+            self._functions[index] = found
+        return found
+
+    def keys(self) -> list[bytes]:
+        """Each location's content key: int64 numbers of (frame type, mapping, address, lines, then
+        function and line per Line) as bytes."""
+        if self._keys is None:
+            number = self.interner.number
+            type_ids = np.asarray([number(("type", t)) for t in self.frame_types], np.int64)
+            used_maps = np.unique(self.mapping).tolist()
+            map_ids = np.zeros(max(used_maps, default=0) + 1, np.int64)
+            for m in used_maps:
+                map_ids[m] = number(("mapping", mapping_content(self.d.mapping(m))))
+            used_functions = np.unique(self.function_index).tolist()
+            fn_ids = np.zeros(max(used_functions, default=0) + 1, np.int64)
+            for f in used_functions:
+                fn_ids[f] = number(("function", self.function(f)))
+            n_lines = np.diff(self.line_bounds)
+            sizes = 4 + 2 * n_lines
+            bounds = np.zeros(self.n + 1, np.int64)
+            np.cumsum(sizes, out=bounds[1:])
+            flat = np.zeros(int(bounds[-1]), np.int64)
+            head = bounds[:-1]
+            flat[head] = type_ids[self.attr_set] if self.n else 0
+            flat[head + 1] = map_ids[self.mapping]
+            flat[head + 2] = self.address.view(np.int64)
+            flat[head + 3] = n_lines
+            at = head[self.line_owner] + 4 + 2 * protoscan.ranks(n_lines)
+            flat[at] = fn_ids[self.function_index]
+            flat[at + 1] = self.line
+            raw = flat.tobytes()
+            ends = (8 * bounds).tolist()
+            self._keys = list(map(raw.__getitem__, map(slice, ends[:-1], ends[1:])))
+        return self._keys
+
+    def frames(self, index: int) -> tuple[Frame, ...]:
+        """The canonical frames (outermost first) of location `index`, as from_otlp_request makes them."""
+        frame_type = self.frame_types[int(self.attr_set[index])]
+        mapping = self.d.mapping(int(self.mapping[index]))
+        address = int(self.address[index])
+        a, b = int(self.line_bounds[index]), int(self.line_bounds[index + 1])
+        named = [
+            _Named(*self.function(f), line)
+            for f, line in zip(
+                self.function_index[a:b].tolist()[::-1], self.line[a:b].tolist()[::-1], strict=True
+            )
+        ]
+        key = (
+            frame_type,
+            mapping_content(mapping),
+            address,
+            *[(n.function, n.system_name, n.file, n.start_line, n.line) for n in named],
+        )
+        return self.interner.location(key, lambda: _frames(frame_type, mapping, address, named))
+
+
+class _Stacks:
+    """The request's stack table: per entry, the canonical frames (root first, no PROCESS frame) by a
+    bytes key of its locations' keys' numbers, looked up across requests."""
+
+    def __init__(self, raw: list[bytes], locations: _Locations) -> None:
+        data, starts, ends = protoscan.buffer(raw)
+        fields = protoscan.scan(data, starts, ends)
+        if fields.other_than(_STACK_FIELDS):
+            raise _Unsupported
+        owner, indices = fields.repeated_varint(1)
+        self.indices = _signed(indices)
+        _in_range(self.indices, locations.n)
+        self.bounds = np.zeros(fields.count + 1, np.int64)
+        np.cumsum(np.bincount(owner, minlength=fields.count), out=self.bounds[1:])
+        self.locations = locations
+        self.n = fields.count
+
+    def frames_of(self, used: list[int]) -> list[tuple[Frame, ...]]:
+        """The canonical frames of stack table entries `used`."""
+        locations = self.locations
+        interner = locations.interner
+        loc_keys = locations.keys()
+        memo = interner.memo("location")
+        is_used = np.zeros(self.n, bool)
+        is_used[used] = True
+        entry_used = np.repeat(is_used, np.diff(self.bounds))
+        loc_numbers = np.zeros(locations.n, np.int64)
+        known: dict[int, tuple[int, tuple[Frame, ...]]] = {}
+        for loc in np.unique(self.indices[entry_used]).tolist():
+            entry = memo.get(loc_keys[loc])
+            if entry is None:
+                frames = locations.frames(loc)
+                entry = interner.remember(
+                    "location", loc_keys[loc], (interner.number(("loc", frames)), frames)
+                )
+            known[loc] = entry  # type: ignore[assignment]
+            loc_numbers[loc] = known[loc][0]
+        stacks = interner.memo("stack")
+        raw = loc_numbers[self.indices].tobytes()
+        bounds = self.bounds.tolist()
+        out = []
+        for s in used:
+            key = raw[8 * bounds[s] : 8 * bounds[s + 1]]
+            found = stacks.get(key)
+            if found is None:
+                frames: list[Frame] = []
+                for loc in reversed(self.indices[bounds[s] : bounds[s + 1]].tolist()):
+                    frames += known[loc][1]
+                found = interner.remember("stack", key, tuple(frames))
+            out.append(found)  # type: ignore[arg-type]
+        return out
+
+
+def _decode(request: RawRequest, interner: Interner) -> list[ColumnarProfile]:  # type: ignore[valid-type]
+    """The fast decode of a parsed raw request (raises _Unsupported, WireError or OtlpDecodeError)."""
+    d = _Dictionary(request.dictionary, interner)  # type: ignore[attr-defined]
+    hosts: list[_HostProfile] = []
+    by_key: dict[tuple[object, ...], int] = {}
+    parts: list[_Part] = []
+    processes: list[dict[str, Scalar]] = []
+    for r, rp in enumerate(request.resource_profiles):  # type: ignore[attr-defined]
+        attributes = _key_values(rp.resource.attributes)
+        processes.append({k: v for k, v in attributes.items() if k.startswith(PROCESS_PREFIXES)})
+        host = {k: v for k, v in attributes.items() if not k.startswith(PROCESS_PREFIXES)}
+        host_key = tuple(sorted(host.items(), key=lambda item: item[0]))
+        for sp in rp.scope_profiles:
+            for p, prof in enumerate(sp.profiles):
+                where = f"resource {r} profile {p}"
+                samples = list(prof.samples)
+                if samples and not d.strings:
+                    raise _Unsupported
+                sample_type = (
+                    (
+                        d.string(prof.sample_type.type_strindex, f"{where}: sample type string index"),
+                        d.string(prof.sample_type.unit_strindex, f"{where}: sample unit string index"),
+                    )
+                    if d.strings
+                    else ("", "")
+                )
+                period = max(prof.period, 0)
+                frequency = round(1_000_000_000 / period) if period else 0
+                at = by_key.get((*host_key, frequency))
+                if at is None:
+                    at = by_key[(*host_key, frequency)] = len(hosts)
+                    hosts.append(_HostProfile(dict(host), frequency))
+                target = hosts[at]
+                if sample_type not in COUNT_TYPES and sample_type not in CPU_TIME_TYPES:
+                    target.stats[STAT_SKIPPED] = target.stats.get(STAT_SKIPPED, 0) + 1
+                    continue
+                scale = period if sample_type in CPU_TIME_TYPES and period > 1 else 1
+                target.span(prof.time_unix_nano, prof.duration_nano)
+                for name, value in d.attributes(prof.attribute_indices).items():
+                    if name.startswith(STATS_PREFIX):
+                        stat = name.removeprefix(STATS_PREFIX)
+                        target.stats[stat] = target.stats.get(stat, 0) + _int(value, f"{where}: {name}")
+                if samples:
+                    parts.append(_Part(at, r, scale, samples))
+    columns = _samples(d, parts, processes, len(hosts)) if parts else {}
+    return [_columnar(host, columns.get(i)) for i, host in enumerate(hosts)]
+
+
+def _columnar(host: _HostProfile, columns: ColumnarProfile | None) -> ColumnarProfile:
+    """The finished ColumnarProfile of one host (its window and counters, and its samples if any)."""
+    out = columns if columns is not None else ColumnarProfile(0, 0, 0)
+    out.frequency_hz = host.frequency_hz
+    out.start_time_ns = host.start
+    out.duration_ns = max(host.end - host.start, 0)
+    out.hostname = str(host.resource.get(ATTR_HOST_NAME, ""))
+    out.kernel_release = str(host.resource.get(ATTR_OS_VERSION, ""))
+    out.stats = host.stats
+    out.resource = host.resource
+    return out
+
+
+def _samples(
+    d: _Dictionary, parts: list[_Part], processes: list[dict[str, Scalar]], n_hosts: int
+) -> dict[int, ColumnarProfile]:
+    """The samples of every part, read in bulk, as columns per host index."""
+    raw = [s for part in parts for s in part.samples]
+    sizes = [len(part.samples) for part in parts]
+    data, starts, ends = protoscan.buffer(raw)
+    fields = protoscan.scan(data, starts, ends)
+    if fields.other_than(_SAMPLE_FIELDS):
+        raise _Unsupported
+    n = fields.count
+    dd = d.d
+    stack_index = _signed(fields.scalar(1))
+    _in_range(stack_index, len(dd.stack_table))
+    _in_range(_signed(fields.scalar(3)), max(len(dd.link_table), 1))
+    attr_owner, attrs = fields.repeated_varint(2)
+    attrs = _signed(attrs)
+    _in_range(attrs, len(dd.attribute_table))
+    value_owner, values = fields.repeated_varint(4)
+    values = _signed(values)
+    if len(values) and (values.min() < 0 or values.max() >= _MAX_VALUE):
+        raise _Unsupported
+    stamp_owner, stamps = fields.repeated_fixed64(5)
+    if len(stamps) and stamps.max() >= np.uint64(1 << 63):
+        raise _Unsupported
+    n_values = np.bincount(value_owner, minlength=n)
+    n_stamps = np.bincount(stamp_owner, minlength=n)
+    cumulative = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(values, out=cumulative[1:])
+    value_bounds = np.zeros(n + 1, np.int64)
+    np.cumsum(n_values, out=value_bounds[1:])
+    total = cumulative[value_bounds[1:]] - cumulative[value_bounds[:-1]]
+    scale = np.repeat(np.asarray([part.scale for part in parts], np.int64), sizes)
+    total = np.where(scale > 1, total // scale, total)
+    count = np.where(
+        n_values > 0, np.where(n_values == n_stamps, total, np.maximum(total, n_stamps)), n_stamps
+    )
+    keep = np.flatnonzero(count > 0)
+    part_of = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
+    resource = np.asarray([part.resource for part in parts], np.int64)[part_of]
+    label_sets, label_of = _distinct_lists(attr_owner, attrs, n, resource)
+    used_labels, label_kept = np.unique(label_of[keep], return_inverse=True)
+    labels: list[Labels] = []
+    roots: list[str] = []
+    for i in used_labels.tolist():
+        r, indices = label_sets[i]
+        own = d.attributes(indices)
+        process = processes[r]
+        found = _labels({**process, **own} if process else own, f"resource {r}")
+        labels.append(
+            Labels(
+                pid=found.pid,
+                tid=found.tid,
+                process_name=found.process_name,
+                thread_name=found.thread_name,
+                cpus=frozenset((found.cpu,)) if found.cpu is not None else frozenset(),
+                container_id=found.container_id,
+                executable=found.executable,
+                pod_uid=found.pod_uid,
+            )
+        )
+        roots.append(found.process_name or f"pid {found.pid}")
+    label_kept = label_kept.reshape(-1).astype(np.int64)
+    stacks_used, stack_kept = np.unique(stack_index[keep], return_inverse=True)
+    stack_kept = stack_kept.reshape(-1).astype(np.int64)
+    table = _Stacks(list(dd.stack_table), _Locations(d, list(dd.location_table), d.interner))
+    frames = table.frames_of(stacks_used.tolist())
+    pairs, pair_kept = np.unique(label_kept * len(frames) + stack_kept, return_inverse=True)
+    interner = d.interner
+    full = interner.memo("sample stack")  # (root name, id of a stack body) -> (that body, whole stack)
+    stacks: list[Stack] = []
+    for pair in pairs.tolist():
+        root, body = roots[pair // len(frames)], frames[pair % len(frames)]
+        key = (root, id(body))  # the entry holds `body`, so its id stays its own
+        found = full.get(key)
+        if found is None:
+            found = interner.remember(
+                "sample stack", key, (body, interner.stack((interner.root(root), *body)))
+            )
+        stacks.append(found[1])  # type: ignore[index]
+    timed = n_stamps == count
+    kept_stamps = timed[stamp_owner] & (count[stamp_owner] > 0)
+    stamp_counts = np.where(timed, n_stamps, 0)[keep]
+    host_of = np.asarray([part.target for part in parts], np.int64)[part_of][keep]
+    return _split(
+        ColumnarProfile(
+            0,
+            0,
+            0,
+            stacks=stacks,
+            labels=labels,
+            stack=pair_kept.reshape(-1).astype(np.int64),
+            label=label_kept,
+            count=count[keep],
+            stamp_bounds=np.concatenate([[0], np.cumsum(stamp_counts)]).astype(np.int64),
+            stamps=stamps[kept_stamps].astype(np.int64),
+        ),
+        host_of,
+        n_hosts,
+    )
+
+
+def _split(columns: ColumnarProfile, host_of: np.ndarray, n_hosts: int) -> dict[int, ColumnarProfile]:
+    """The rows of `columns` per host index (each with only the stacks its rows use)."""
+    present = np.unique(host_of).tolist()
+    if len(present) == 1:
+        return {present[0]: columns}
+    out = {}
+    lens = np.diff(columns.stamp_bounds)
+    for host in present:
+        rows = np.flatnonzero(host_of == host)
+        used, stack = np.unique(columns.stack[rows], return_inverse=True)
+        stamp_rows = np.repeat(host_of == host, lens)
+        out[host] = ColumnarProfile(
+            0,
+            0,
+            0,
+            stacks=[columns.stacks[i] for i in used.tolist()],
+            labels=columns.labels,
+            stack=stack.reshape(-1).astype(np.int64),
+            label=columns.label[rows],
+            count=columns.count[rows],
+            stamp_bounds=np.concatenate([[0], np.cumsum(lens[rows])]).astype(np.int64),
+            stamps=columns.stamps[stamp_rows],
+        )
+    return out
