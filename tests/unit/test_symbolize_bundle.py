@@ -15,6 +15,7 @@ from symbolic import SymCache
 
 from fleetprof.elf.reader import read_elf_info
 from fleetprof.process.fileid import file_id
+from fleetprof.symbolize import bundle as bundle_module
 from fleetprof.symbolize.bundle import (
     MAGIC,
     BundleError,
@@ -75,6 +76,22 @@ def _version_1(data: bytes) -> bytes:
     encoded += b" " * (-(12 + len(encoded)) % 8)
     out = struct.pack("<4sHHI", MAGIC, 1, reserved, len(encoded)) + encoded + repacked[12 + length : -4]
     return out + struct.pack("<I", zlib.crc32(out))
+
+
+def test_zlib_where_the_builder_has_no_zstd(
+    binary: Path, bundle: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent without zstd uploads zlib sections, read alike; a server without zstd refuses a zstd
+    bundle in one line."""
+    methods = {s["method"] for s in bundle_info(bundle)["sections"]}
+    monkeypatch.setattr(bundle_module, "_zstd", None)
+    with pytest.raises(BundleError, match="zstd-compressed and this server has no zstd module"):
+        load_bundle(bundle) if "zstd" in methods else pytest.skip("no zstd module here")
+    plain = build_bundle(str(binary))
+    assert {s["method"] for s in bundle_info(plain)["sections"]} <= {"zlib", "none"}
+    loaded = load_bundle(plain)
+    monkeypatch.undo()
+    assert loaded.parts == load_bundle(bundle).parts and loaded.names_raw == load_bundle(bundle).names_raw
 
 
 def test_version_1_uploads_answer_as_version_2(binary: Path, bundle: bytes, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from fleetprof.elf.reader import read_elf_info
 from fleetprof.process.fileid import file_id
 from fleetprof.profile.model import Frame, Mapping
 from fleetprof.symbolize import NativeSymbolizer, symbolize_mapping
-from fleetprof.symbolize.bundle import build_bundle
+from fleetprof.symbolize import bundle as bundle_module
+from fleetprof.symbolize.bundle import build_bundle, bundle_info
 from fleetprof.symbolize.central import CentralSymbolizer
 from fleetprof.symbolize.debuginfod import DebuginfodClient
 from fleetprof.symbolize.plt import read_plt_names
@@ -256,16 +257,29 @@ def test_memory_is_bounded_and_answers_stay_the_same(bins: Path, tmp_path: Path)
     assert tight._memo_size <= 64 and len(tight._files) == 1
 
 
-def test_disk_cache_read_in_place_survives_garbage_cycles(bins: Path, tmp_path: Path) -> None:
-    """Bundles mapped from the disk cache, dropped inside garbage cycles and tracebacks, then collected."""
+@pytest.mark.parametrize("codec", ["zlib", "zstd"])
+def test_disk_cache_read_in_place_survives_garbage_cycles(
+    bins: Path, tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bundles mapped from the disk cache, dropped inside garbage cycles and tracebacks, then collected.
+    A zlib upload (an agent without zstd) is kept uncompressed, read in place; a zstd one as it came."""
     path = bins / "cxxprog"
     fid, build_id = identity(path)
     addrs = h.sample(h.nm_functions(path), step=4)
-    first = central(tmp_path, {fid: build_bundle(str(path))})
+    if codec == "zlib":
+        monkeypatch.setattr(bundle_module, "_zstd", None)
+    upload = build_bundle(str(path))
+    monkeypatch.undo()
+    if codec not in {s["method"] for s in bundle_info(upload)["sections"]}:
+        pytest.skip(f"no {codec} module here")
+    first = central(tmp_path, {fid: upload})
     expected = first.symbolize(fid, build_id, addrs)
     first.flush()  # the disk cache is written in the background
     [cached] = list((tmp_path / "central-cache").rglob("*.fpsb"))
-    assert cached.stat().st_size > len(build_bundle(str(path)))  # kept uncompressed, to be mapped
+    if codec == "zlib":
+        assert cached.stat().st_size > len(upload)  # kept uncompressed, to be mapped
+    else:
+        assert cached.read_bytes() == upload
     for _ in range(3):
         server = central(tmp_path, {})
         try:

@@ -45,7 +45,7 @@ class BatchLookup:
     __slots__ = ("_arrays", "_callers", "_display", "_groups", "_names", "_outer", "_symbols", "_units")
 
     def __init__(self, symbols: FileSymbols, display: Callable[[int], str | None] | None = None) -> None:
-        """`display(i)`, when given, is the precomputed `_outer_name` of symbol `i` of the extents (None:
+        """`display(i)`, when given, is `outer_names.outer_name` of extents symbol `i`, precomputed (None:
         the symbol's own name), as a bundle carries them."""
         self._symbols = symbols
         self._display = display
@@ -190,13 +190,18 @@ class BatchLookup:
             ]
         if not len(picked):
             return out, list(range(len(wanted)))
-        get = self._outer.get
-        for j, c in zip(picked.tolist(), containing[picked].tolist(), strict=True):
-            found = get(c)
-            if found is None:
-                found = self._outer_record(c)
-            out[j] = found or None
-        return out, [j for j, found in enumerate(out) if found is None]
+        symbols_of = containing[picked]
+        unique, inverse = np.unique(symbols_of, return_inverse=True)
+        outer = self._outer
+        self._name_symbols([c for c in unique.tolist() if c not in outer])
+        answers = [outer.get(c) or None for c in unique.tolist()]
+        found = [answers[i] for i in inverse.tolist()]
+        if len(picked) == len(wanted):
+            out = found
+        else:
+            for j, answer in zip(picked.tolist(), found, strict=True):
+                out[j] = answer
+        return out, [j for j, answer in enumerate(out) if answer is None]
 
     def _learn_languages(
         self, codes: np.ndarray, picked: np.ndarray, index: np.ndarray, wanted: np.ndarray
@@ -231,24 +236,28 @@ class BatchLookup:
         same = _sections(arrays[2], arrays[3], sym_start) == section
         return (section >= 0) & np.where(sized, addrs < sym_start + sizes[safe], same)
 
-    def _outer_record(self, c: int) -> tuple[Record, ...]:
-        """The one-frame answer of a plain address in symbol `c` (`_record` of an outermost symbol-only
-        location outside compile units, which reads only the symbol); () when the symbol is nameless."""
-        raw = self._symbols.extents.name_at(c).partition("@")[0]
-        function = self._outer_name(c, raw)
-        found: tuple[Record, ...] = (
-            ((function, raw if raw != function else "", "", 0, False, 0),) if function else ()
-        )
-        _remember(self._outer, c, found)
-        return found
-
-    def _outer_name(self, c: int, raw: str) -> str:
-        """`outer_names.outer_name` of symbol `c` (named `raw` without its version), precomputed when
-        the bundle carries it."""
-        if self._display is not None:
-            shown = self._display(c)
-            return raw if shown is None else shown
-        return outer_name(raw)
+    def _name_symbols(self, symbols: list[int]) -> None:
+        """Memoize the one-frame answer of plain addresses in each of `symbols` (`_record` of an
+        outermost symbol-only location outside compile units, which reads only the symbol): the symbol's
+        name without its version, shown as `outer_names.outer_name` says; () when nothing is left of it."""
+        extents = self._symbols.extents
+        names, offsets, display = extents.names, extents.name_offsets, self._display
+        outer = self._outer
+        if len(outer) + len(symbols) > _MEMO_LIMIT:
+            outer.clear()
+        for c in symbols:
+            at = offsets[c]
+            end = names.find(b"\0", at)
+            raw = names[at : end if end >= 0 else len(names)].decode("utf-8", "replace")
+            if "@" in raw:
+                raw = raw.partition("@")[0]
+            if display is None:
+                shown = outer_name(raw)
+            else:
+                shown = display(c)
+                if shown is None:
+                    shown = raw
+            outer[c] = ((shown, raw if raw != shown else "", "", 0, False, 0),) if shown else ()
 
     def _miss(
         self,

@@ -8,7 +8,9 @@ trees (`golang.GoSymbols`), and each symbol's demangled name (`outer_names`). It
 binary's size.
 
 Format (version 2, little-endian): `FPSB`, u16 version, u16 reserved, u32 header length, a JSON header
-(identity, parts, and each section's offset, stored size, raw size and compression), the sections
+(identity, parts, and each section's offset, stored size, raw size and compression: zstd where the
+builder has the module, which inflates in half zlib's time, else zlib; none in a server's disk cache),
+the sections
 (each 8-aligned in the file, so a cached uncompressed bundle is read in place through mmap), and a
 CRC-32 of everything before it. `load_bundle` checks all of it and raises `BundleError` with a
 one-line reason for anything wrong; it never crashes on hostile bytes. Version 1 (agents before the
@@ -36,6 +38,14 @@ from symbolic._lowlevel import ffi, lib
 from symbolic.exceptions import SymbolicError
 from symbolic.utils import attached_refs, rustcall
 
+try:  # zstd: the standard library's from Python 3.14, else the backport (a server dependency)
+    from compression import zstd as _zstd  # type: ignore[import-not-found]
+except ImportError:
+    try:
+        from backports import zstd as _zstd  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        _zstd = None
+
 from fleetprof.elf.debugfile import DEFAULT_DEBUG_DIRS
 from fleetprof.elf.reader import ElfError, read_elf_info
 from fleetprof.process.fileid import file_id as compute_file_id
@@ -57,12 +67,13 @@ MAX_SECTION_BYTES = 1 << 30  # a raw section larger than this is refused (a corr
 _PREFIX = struct.Struct("<4sHHI")
 _CRC = struct.Struct("<I")
 _UNIT_HEAD = struct.Struct("<III")  # entries, names, scoped
-_LEVEL = 6
+_LEVEL = 6  # zlib's
+_ZSTD_LEVEL = 9  # as small as zlib -9 on SymCaches, compressed faster than zlib -6
 _GO_PCLNTAB = "go.pclntab"  # a Go binary's pclntab, verbatim
 _GO_INLINE = "go.inline"  # its inline trees (from go:func.*), by funcdata value
 _NAMES = "names"  # each symbol's shown (demangled) name, `outer_names`
 _ALIGN = 8
-_PARALLEL_BYTES = 4 << 20  # zlib sections inflated in two threads past this many bytes in all
+_PARALLEL_BYTES = 4 << 20  # compressed sections inflated in two threads past this many bytes in all
 
 
 class BundleError(ValueError):
@@ -90,6 +101,8 @@ class Bundle:
     go_raw: tuple[bytes | memoryview, bytes | memoryview] = (b"", b"")  # (pclntab, inline trees)
     outer_names: OuterNames | None = None  # the symbols' demangled names (None: version 1)
     names_raw: bytes | memoryview = b""
+    extents_raw: bytes | memoryview = b""  # the extents and PLT sections as read (written again as such)
+    plt_raw: bytes | memoryview = b""
 
     def to_bytes(self, compress: bool) -> bytes:
         """This bundle serialized again (e.g. uncompressed for a disk cache), without re-reading it."""
@@ -100,7 +113,10 @@ class Bundle:
         sections: list[tuple[str, bytes | memoryview]] = [
             (f"symcache.{index}", data) for index, (_, _, data) in enumerate(self.parts)
         ]
-        sections += [("extents", self.extents.to_bytes()), ("plt", _encode_plt(self.plt))]
+        sections += [
+            ("extents", self.extents_raw or self.extents.to_bytes()),
+            ("plt", self.plt_raw or _encode_plt(self.plt)),
+        ]
         if self.lines_raw:
             sections.append(("lines", self.lines_raw))
         if self.names_raw:
@@ -109,6 +125,11 @@ class Bundle:
             sections += [(_GO_PCLNTAB, self.go_raw[0]), (_GO_INLINE, self.go_raw[1])]
         header = {k: v for k, v in self.header.items() if k not in ("version", "sections")}
         return header, sections
+
+    @property
+    def inflates_fast(self) -> bool:
+        """Whether every section was stored raw or zstd-compressed (none with zlib)."""
+        return all(entry.get("method") in ("none", "zstd") for entry in self.header["sections"])
 
     def write_uncompressed(self, path: Path) -> None:
         """This bundle, uncompressed (read in place when mapped), written to `path` atomically piece by
@@ -261,6 +282,8 @@ def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
             go_raw=go_raw,
             outer_names=outer_names,
             names_raw=names_raw,
+            extents_raw=sections["extents"],
+            plt_raw=sections["plt"],
         )
     except SymbolicError as exc:
         raise BundleError(f"bad bundle: SymCache does not parse ({_first_line(exc)})") from None
@@ -312,8 +335,7 @@ def _pieces(
     body: list[bytes | memoryview] = []
     size = 0
     for name, raw in sections:
-        stored = zlib.compress(raw, _LEVEL) if compress else raw
-        method = "zlib" if compress else "none"
+        stored, method = _compress(raw) if compress else (raw, "none")
         if compress and len(stored) >= len(raw):
             stored, method = raw, "none"
         if size % _ALIGN:  # sections start 8-aligned: SymCaches are read in place
@@ -363,7 +385,7 @@ def _unpack(
     header, body, body_at = _split(data)
     sections: dict[str, bytes | memoryview] = {}
     offsets: dict[str, int] = {}
-    packed: list[tuple[str, memoryview, int]] = []  # zlib sections: name, stored bytes, raw size
+    packed: list[tuple[str, memoryview, int, str]] = []  # compressed: name, stored bytes, raw size, method
     for entry in header["sections"]:
         try:
             name, offset, size, raw = (
@@ -380,9 +402,9 @@ def _unpack(
         chunk = body[offset : offset + size]
         if method == "none":
             sections[name] = bytes(chunk) if isinstance(data, bytes) else chunk
-        elif method == "zlib":
+        elif method in ("zlib", "zstd"):
             sections[name] = b""
-            packed.append((name, chunk, raw))
+            packed.append((name, chunk, raw, method))
         else:
             raise BundleError(f"bad bundle: section {name}: unknown compression {method!r}")
         offsets[name] = body_at + offset
@@ -397,22 +419,43 @@ def _unpack(
     return header, sections, offsets
 
 
-def _inflate_all(packed: list[tuple[str, memoryview, int]]) -> dict[str, bytes]:
-    """The zlib sections inflated; large ones two at a time (zlib lets the GIL go), largest first."""
-    if len(packed) < 2 or sum(raw for _, _, raw in packed) < _PARALLEL_BYTES:
-        return {name: _inflate(name, chunk, raw) for name, chunk, raw in packed}
+def _inflate_all(packed: list[tuple[str, memoryview, int, str]]) -> dict[str, bytes]:
+    """The compressed sections inflated; large ones two at a time (zlib and zstd let the GIL go),
+    largest first."""
+    if len(packed) < 2 or sum(job[2] for job in packed) < _PARALLEL_BYTES:
+        return {job[0]: _inflate(*job) for job in packed}
     ordered = sorted(packed, key=lambda job: -job[2])
     with ThreadPoolExecutor(2) as pool:
         inflated = pool.map(lambda job: _inflate(*job), ordered)
-        return dict(zip([name for name, _, _ in ordered], inflated, strict=True))
+        return dict(zip([job[0] for job in ordered], inflated, strict=True))
 
 
-def _inflate(name: str, chunk: memoryview, raw: int) -> bytes:
-    inflater = zlib.decompressobj()
+def _compress(raw: bytes | memoryview) -> tuple[bytes | memoryview, str]:
+    """(stored bytes, method) of a section: zstd when this host has it, else zlib; raw when neither
+    makes it smaller."""
+    if _zstd is not None:
+        stored, method = _zstd.compress(raw, _ZSTD_LEVEL), "zstd"
+    else:
+        stored, method = zlib.compress(raw, _LEVEL), "zlib"
+    return (raw, "none") if len(stored) >= len(raw) else (stored, method)
+
+
+def _inflate(name: str, chunk: memoryview, raw: int, method: str = "zlib") -> bytes:
+    """A section's raw bytes; BundleError when they don't decompress to `raw` bytes and end there."""
+    if method == "zstd":
+        if _zstd is None:
+            raise BundleError(
+                f"bad bundle: section {name} is zstd-compressed and this server has no zstd module "
+                "(pip install backports.zstd)"
+            )
+        inflater: Any = _zstd.ZstdDecompressor()
+        errors: tuple[type[Exception], ...] = (_zstd.ZstdError, EOFError)
+    else:
+        inflater, errors = zlib.decompressobj(), (zlib.error,)
     try:
         content = inflater.decompress(chunk, raw + 1)
-    except zlib.error as exc:
-        raise BundleError(f"bad bundle: section {name} does not decompress ({exc})") from None
+    except errors as exc:
+        raise BundleError(f"bad bundle: section {name} does not decompress ({_first_line(exc)})") from None
     if not inflater.eof:
         raise BundleError(f"bad bundle: section {name} is larger than its header says")
     return content
@@ -576,6 +619,6 @@ def _first_line(exc: BaseException) -> str:
 
 def write_bundle(path: Path, data: bytes) -> None:
     """Write bundle bytes to `path` atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

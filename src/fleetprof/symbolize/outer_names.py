@@ -46,7 +46,7 @@ def encode_outer_names(extents: CodeExtents) -> bytes:
 class OuterNames:
     """A decoded section: `names(i)` is symbol `i`'s shown name, None when it is its own."""
 
-    __slots__ = ("_offsets", "_text")
+    __slots__ = ("_base", "_data", "_offsets")
 
     def __init__(self, data: bytes | memoryview, symbols: int) -> None:
         """Check the section against the extents' `symbols` count; ValueError when they disagree."""
@@ -59,13 +59,15 @@ class OuterNames:
             raise ValueError("outer names unterminated")
         self._offsets = array("I")
         self._offsets.frombytes(data[_HEAD.size : _HEAD.size + 4 * count])
-        self._text = bytes(data[_HEAD.size + 4 * count :])
+        self._base = _HEAD.size + 4 * count
+        self._data = data if isinstance(data, bytes) else bytes(data)  # read in place when it can be
 
     def __call__(self, index: int) -> str | None:
         """Symbol `index`'s shown name ("" when nothing is left of it), None when it is its own."""
         offset = self._offsets[index]
         if offset == SAME:
             return None
-        if offset >= len(self._text):
+        at = self._base + offset
+        if at >= len(self._data):
             return ""
-        return self._text[offset : self._text.index(b"\0", offset)].decode("utf-8", "replace")
+        return self._data[at : self._data.index(b"\0", at)].decode("utf-8", "replace")
