@@ -12,10 +12,10 @@ address no SymCache range answers, PLT stubs) goes through `FileSymbols.resolve`
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from fleetprof.symbolize.lookup import _BARE_NAME, FileSymbols, NativeFrame
-from fleetprof.symbolize.outer_names import outer_name
+from fleetprof.symbolize.outer_names import OuterNames, outer_name
 from fleetprof.symbolize.symcache_reader import NONE, SymcacheReader
 
 try:
@@ -44,9 +44,9 @@ class BatchLookup:
 
     __slots__ = ("_arrays", "_callers", "_display", "_groups", "_names", "_outer", "_symbols", "_units")
 
-    def __init__(self, symbols: FileSymbols, display: Callable[[int], str | None] | None = None) -> None:
-        """`display(i)`, when given, is `outer_names.outer_name` of extents symbol `i`, precomputed (None:
-        the symbol's own name), as a bundle carries them."""
+    def __init__(self, symbols: FileSymbols, display: OuterNames | None = None) -> None:
+        """`display`, when given, has `outer_names.outer_name` of each symbol of the extents precomputed,
+        as a bundle carries them."""
         self._symbols = symbols
         self._display = display
         self._outer: dict[int, tuple[Record, ...]] = {}  # a plain address's answer by its symbol, () none
@@ -108,38 +108,40 @@ class BatchLookup:
         out, slow = plain
         if not slow:
             return out
-        containing, units = containing_np.tolist(), units_np.tolist()
-        sections = sections_np.tolist() if sections_np is not None else None
-        indexes = [index.tolist() for index in indexes_np]
-        words = [tuple(w[:, k].tolist() for k in range(4)) for w in words_np]
+        # The general loop, over the rest: their columns at position k (the address's own is j).
+        at = np.array(slow, dtype=np.int64)
+        containing, units = containing_np[at].tolist(), units_np[at].tolist()
+        sections = sections_np[at].tolist() if sections_np is not None else None
+        indexes = [index[at].tolist() for index in indexes_np]
+        words = [tuple(w[at, col].tolist() for col in range(4)) for w in words_np]
         groups = self._groups
         first = indexes[0]
-        for j in slow:
+        for k, j in enumerate(slow):
             addr = addrs[j]
-            c, u = containing[j], units[j]
-            group = groups.get((0, first[j], c, u))
-            if group is not None and (group[1] is None or _covers(group[1], addr, sections, j)):
+            c, u = containing[k], units[k]
+            group = groups.get((0, first[k], c, u))
+            if group is not None and (group[1] is None or _covers(group[1], addr, sections, k)):
                 out[j] = group[0]
                 continue
             for p, part_indexes in enumerate(indexes):
-                index = part_indexes[j]
+                index = part_indexes[k]
                 if index < 0:
                     continue
                 if p:  # the first part's group was asked for above
                     group = groups.get((p, index, c, u))
                 if group is not None:
-                    if group[1] is not None and not _covers(group[1], addr, sections, j):
+                    if group[1] is not None and not _covers(group[1], addr, sections, k):
                         continue
                     out[j] = group[0]
                     break
-                found_records = self._miss(p, index, addr, c, u, sections, j, words[p])
+                found_records = self._miss(p, index, addr, c, u, sections, k, words[p])
                 if found_records is None:
                     continue
                 if found_records is False:  # symbolic's answer, which may have turned the reader off
                     out[j] = records(symbols.resolve(addr))
                     if not all(part.reader.trusted for part in symbols.parts):  # type: ignore[union-attr]
                         self.forget()  # as the scalar path forgets what a reader it stops trusting said
-                        for rest in slow[slow.index(j) + 1 :]:
+                        for rest in slow[k + 1 :]:
                             out[rest] = records(symbols.resolve(addrs[rest]))
                         return out
                 else:
@@ -241,22 +243,24 @@ class BatchLookup:
         outermost symbol-only location outside compile units, which reads only the symbol): the symbol's
         name without its version, shown as `outer_names.outer_name` says; () when nothing is left of it."""
         extents = self._symbols.extents
-        names, offsets, display = extents.names, extents.name_offsets, self._display
+        names, offsets = extents.names, extents.name_offsets
         outer = self._outer
         if len(outer) + len(symbols) > _MEMO_LIMIT:
             outer.clear()
-        for c in symbols:
-            at = offsets[c]
-            end = names.find(b"\0", at)
-            raw = names[at : end if end >= 0 else len(names)].decode("utf-8", "replace")
+        if names.endswith(b"\0"):  # every name ends at a NUL (as `CodeExtents` writes them)
+            find = names.find
+            raws = [
+                names[at : find(b"\0", at)].decode("utf-8", "replace")
+                for at in map(offsets.__getitem__, symbols)
+            ]
+        else:
+            raws = [extents.name_at(c) for c in symbols]
+        shown_names = self._display.names(symbols) if self._display is not None else [None] * len(symbols)
+        for c, raw, shown in zip(symbols, raws, shown_names, strict=True):
             if "@" in raw:
                 raw = raw.partition("@")[0]
-            if display is None:
-                shown = outer_name(raw)
-            else:
-                shown = display(c)
-                if shown is None:
-                    shown = raw
+            if shown is None:
+                shown = raw if self._display is not None else outer_name(raw)
             outer[c] = ((shown, raw if raw != shown else "", "", 0, False, 0),) if shown else ()
 
     def _miss(

@@ -44,7 +44,7 @@ def encode_outer_names(extents: CodeExtents) -> bytes:
 
 
 class OuterNames:
-    """A decoded section: `names(i)` is symbol `i`'s shown name, None when it is its own."""
+    """A decoded section: `names(symbols)` are their shown names, None where it is their own."""
 
     __slots__ = ("_base", "_data", "_offsets")
 
@@ -62,12 +62,28 @@ class OuterNames:
         self._base = _HEAD.size + 4 * count
         self._data = data if isinstance(data, bytes) else bytes(data)  # read in place when it can be
 
-    def __call__(self, index: int) -> str | None:
-        """Symbol `index`'s shown name ("" when nothing is left of it), None when it is its own."""
-        offset = self._offsets[index]
+    def names(self, symbols: list[int]) -> list[str | None]:
+        """The shown name of each of `symbols` (indexes into the extents), None where it is its own, ""
+        where a damaged section has none."""
+        data, base = self._data, self._base
+        find = data.index
+        try:
+            return [
+                None
+                if offset == SAME
+                else data[base + offset : find(b"\0", base + offset)].decode("utf-8", "replace")
+                for offset in map(self._offsets.__getitem__, symbols)
+            ]
+        except ValueError:  # an offset past the text (it ends with a NUL)
+            return [self._name(self._offsets[symbol]) for symbol in symbols]
+
+    def _name(self, offset: int) -> str | None:
+        """The name at `offset` of the text ("" past its end), None for `SAME`."""
         if offset == SAME:
             return None
         at = self._base + offset
-        if at >= len(self._data):
-            return ""
-        return self._data[at : self._data.index(b"\0", at)].decode("utf-8", "replace")
+        return (
+            self._data[at : self._data.index(b"\0", at)].decode("utf-8", "replace")
+            if at < len(self._data)
+            else ""
+        )
