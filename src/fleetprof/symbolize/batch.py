@@ -105,7 +105,8 @@ class BatchLookup:
         if plain is None:  # a reader stopped being trusted while languages were learned
             self.forget()
             return [records(symbols.resolve(a)) for a in addrs]
-        out, slow = plain
+        out, answered = plain
+        slow = self._lined(out, answered, addrs, containing_np, units_np, indexes_np[0], words_np[0])
         if not slow:
             return out
         # The general loop, over the rest: their columns at position k (the address's own is j).
@@ -159,12 +160,12 @@ class BatchLookup:
         sections: np.ndarray | None,
         index: np.ndarray,
         words: np.ndarray,
-    ) -> tuple[list[tuple[Record, ...] | None], list[int]] | None:
-        """(answers, positions of the addresses left to the general loop): the first part's plain
-        addresses answered at once. Plain: a symbol-only location (no file, line or inline caller, as
-        a symbol table gives) inside the sized symbol `containing`, outside any compile unit when
-        start lines are wanted, so its one frame is a function of that symbol alone (`_outer`). None
-        when the first part's reader stopped being trusted while its languages were learned."""
+    ) -> tuple[list[tuple[Record, ...] | None], np.ndarray] | None:
+        """(answers, which addresses they answer): the first part's plain addresses answered at once.
+        Plain: a symbol-only location (no file, line or inline caller, as a symbol table gives) inside
+        the sized symbol `containing`, outside any compile unit when start lines are wanted, so its one
+        frame is a function of that symbol alone (`_outer`). None when the first part's reader stopped
+        being trusted while its languages were learned."""
         symbols = self._symbols
         reader: SymcacheReader = symbols.parts[0].reader  # type: ignore[assignment]
         file_idx, line, function, parent = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
@@ -190,8 +191,9 @@ class BatchLookup:
             picked = picked[
                 self._symbol_covers(wanted[picked], functions[function[picked], 2], sections, picked)
             ]
+        answered = np.zeros(len(wanted), dtype=bool)
         if not len(picked):
-            return out, list(range(len(wanted)))
+            return out, answered
         symbols_of = containing[picked]
         unique, inverse = np.unique(symbols_of, return_inverse=True)
         outer = self._outer
@@ -203,7 +205,76 @@ class BatchLookup:
         else:
             for j, answer in zip(picked.tolist(), found, strict=True):
                 out[j] = answer
-        return out, [j for j, answer in enumerate(out) if answer is None]
+        answered[picked] = np.array([answer is not None for answer in found], dtype=bool)
+        return out, answered
+
+    def _lined(
+        self,
+        out: list[tuple[Record, ...] | None],
+        answered: np.ndarray,
+        addrs: Sequence[int],
+        containing: np.ndarray,
+        units: np.ndarray,
+        index: np.ndarray,
+        words: np.ndarray,
+    ) -> list[int]:
+        """Answer in `out` the first part's addresses whose location is not symbol-only: `_miss` without
+        its range memo (the outermost frame named by function, symbol and unit; inline callers shared by
+        their first caller) for the addresses whose files and languages are learned and whose frames
+        need no cover check; the positions left to the general loop."""
+        reader: SymcacheReader = self._symbols.parts[0].reader  # type: ignore[assignment]
+        file_idx, line, function, parent = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
+        at = np.flatnonzero(~answered & (index >= 0) & (function < reader.function_count))
+        if len(at):
+            names, callers_of, groups = self._names, self._callers, self._groups
+            known_path, known_function, locations = reader.known_path, reader.known_function, reader.locations
+            columns = (index[at], file_idx[at], line[at], function[at], parent[at], containing[at], units[at])
+            for j, k, file, number, fn, up, c, u in zip(
+                at.tolist(), *(col.tolist() for col in columns), strict=True
+            ):
+                group = groups.get((0, k, c, u))
+                if group is not None:
+                    if group[1] is None:
+                        out[j] = group[0]
+                    continue  # a cover to check: the general loop does
+                path = known_path(file)
+                named = known_function(fn) if path is not None else None
+                if named is None:  # a file or language not learned yet: the general loop learns it
+                    continue
+                sym_addr, lang, symbol = named
+                fields = (fn, sym_addr, number, lang, symbol, path)
+                shared = True
+                if up == NONE or up >= locations:
+                    if not number and not path and lang == "unknown":  # symbol-only: its cover decides
+                        continue
+                    name = names.get((0, fn, True, c, u, -1))
+                    if name is None:
+                        own, shared = self._record(0, fields, addrs[j], c, u, True)
+                        found: tuple[Record, ...] = (own,)
+                    else:
+                        found = ((name[0], name[1], path, number, False, name[2]),)
+                else:
+                    held = callers_of.get((0, up, c, u))
+                    if held is None:
+                        chain = reader.caller_indices(up)
+                        if chain is None:
+                            continue
+                        held, shared = self._caller_records(0, chain, addrs[j], c, u)
+                    callers, cover = held
+                    if cover is not None:  # a symbol-only outermost caller: its cover decides
+                        continue
+                    placed = number if lang == "cpp" and _BARE_NAME.match(symbol) else -1
+                    name = names.get((0, fn, False, -2, u, placed))
+                    if name is None:
+                        own, own_shared = self._record(0, fields, addrs[j], c, u, False)
+                        shared = shared and own_shared
+                    else:
+                        own = (name[0], name[1], path, number, True, name[2])
+                    found = (*callers, own)
+                out[j] = found
+                if shared:
+                    _remember(groups, (0, k, c, u), (found, None))
+        return [j for j, answer in enumerate(out) if answer is None]
 
     def _learn_languages(
         self, codes: np.ndarray, picked: np.ndarray, index: np.ndarray, wanted: np.ndarray
