@@ -293,8 +293,9 @@ def load_bundle(data: bytes | memoryview | mmap.mmap) -> Bundle:
         raise BundleError(f"bad bundle: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
-def repack(data: bytes | memoryview, compress: bool) -> bytes:
-    """The same bundle with its sections (re)compressed or stored raw (raw loads faster from a cache)."""
+def repack(data: bytes | memoryview, compress: bool | str) -> bytes:
+    """The same bundle with its sections (re)compressed or stored raw (raw loads faster from a cache);
+    `compress` "zlib" or "zstd" picks the codec (True: zstd when this host has it)."""
     header, sections, _ = _unpack(data)
     return _pack(header, list(sections.items()), compress)
 
@@ -321,13 +322,15 @@ def _native_file(source: NativeFile | str | os.PathLike[str] | int) -> NativeFil
     return NativeFile(fid, name, path, build_id)
 
 
-def _pack(header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool) -> bytes:
+def _pack(
+    header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool | str
+) -> bytes:
     out = b"".join(_pieces(header, sections, compress))
     return out + _CRC.pack(zlib.crc32(out))
 
 
 def _pieces(
-    header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool
+    header: dict[str, Any], sections: list[tuple[str, bytes | memoryview]], compress: bool | str
 ) -> list[bytes | memoryview]:
     """A bundle's bytes before its CRC, in pieces (prefix and header, then each section after its
     padding), so that a disk cache is written without joining them."""
@@ -335,7 +338,7 @@ def _pieces(
     body: list[bytes | memoryview] = []
     size = 0
     for name, raw in sections:
-        stored, method = _compress(raw) if compress else (raw, "none")
+        stored, method = _compress(raw, compress) if compress else (raw, "none")
         if compress and len(stored) >= len(raw):
             stored, method = raw, "none"
         if size % _ALIGN:  # sections start 8-aligned: SymCaches are read in place
@@ -430,10 +433,12 @@ def _inflate_all(packed: list[tuple[str, memoryview, int, str]]) -> dict[str, by
         return dict(zip([job[0] for job in ordered], inflated, strict=True))
 
 
-def _compress(raw: bytes | memoryview) -> tuple[bytes | memoryview, str]:
-    """(stored bytes, method) of a section: zstd when this host has it, else zlib; raw when neither
-    makes it smaller."""
-    if _zstd is not None:
+def _compress(raw: bytes | memoryview, codec: bool | str = True) -> tuple[bytes | memoryview, str]:
+    """(stored bytes, method) of a section: zstd when this host has it (or `codec` says so), else zlib;
+    raw when that doesn't make it smaller."""
+    if codec == "zstd" and _zstd is None:
+        raise BundleError("zstd asked for, and this host has no zstd module (pip install backports.zstd)")
+    if _zstd is not None and codec != "zlib":
         stored, method = _zstd.compress(raw, _ZSTD_LEVEL), "zstd"
     else:
         stored, method = zlib.compress(raw, _LEVEL), "zlib"

@@ -87,16 +87,20 @@ class CentralSymbolizer:
                 return {}
             memo, mapping = entry.memo, entry.mapping
             out: dict[int, tuple[Frame, ...]] = {}
-            new: dict[int, None] = {}  # addresses not answered yet, once each, in order
-            for addr in addresses:
-                frames = memo.get(addr)
-                if frames is None:
-                    new[addr] = None
-                elif frames:
-                    out[addr] = frames
+            asked = dict.fromkeys(addresses)  # once each, in order
+            if memo and not asked.keys().isdisjoint(memo.keys()):
+                new: list[int] = []
+                for addr in asked:
+                    frames = memo.get(addr)
+                    if frames is None:
+                        new.append(addr)
+                    elif frames:
+                        out[addr] = frames
+            else:  # nothing memoized yet: no address is looked at twice
+                new = list(asked)
             looked_up = len(new)
             if new:
-                self._answer(entry, list(new), out)
+                self._answer(entry, new, out)
             self.stats["central.lookups"] += looked_up
             if path and path != mapping.path:  # another process names the file differently
                 named = replace(mapping, path=path)
