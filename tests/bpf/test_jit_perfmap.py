@@ -1,6 +1,8 @@
 """JIT frames named from perf maps: a real Node.js run with `--perf-basic-prof` (interpreted frames given
 native stacks, no inlining) comes out with its JavaScript functions, in their calling order, under node's
-own native start-up frames."""
+own native start-up frames. The node run is a copy whose postmortem metadata lacks an entry fleetprof's V8
+walker needs: its stacks keep the native frames, one `[unwind: v8: …]` frame says why, and the perf map
+names the JIT code (a covered node's frames are named by the walker: tests/bpf/test_node_stacks.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ JIT_MODULE = "jit"
 # V8 names code `JS:<tier><function> <script>:<line>:<column>`; the tier mark is ~ (interpreted), ^ or *.
 JS_NAME = re.compile(r"JS:[~^*+]?(?P<function>\S*) (?P<script>\S+):(?P<line>\d+):(?P<column>\d+)")
 MIN_SHARE = 0.99
+FP_FUNCTION = b"v8dbg_off_fp_function\0"
 
 
 def js_frames(stack: Stack, script: Path) -> list[str]:
@@ -65,6 +68,7 @@ def node_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[St
     if node is None:
         pytest.fail("node is not installed (make setup installs it)")
     work = tmp_path_factory.mktemp("jit")
+    node = str(_uncovered_copy(Path(node).resolve(), work / "node"))
     script = work / "hot.js"
     script.write_text(SCRIPT)
     out = work / "node.pb.gz"
@@ -79,6 +83,29 @@ def node_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[St
         for pid in {s.pid for s in stacks}:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/tmp/perf-{pid}.map")
+
+
+def _uncovered_copy(node: Path, copy: Path) -> Path:
+    """A copy of node whose postmortem metadata lacks `v8dbg_off_fp_function` (renamed in its string
+    tables; V8 itself never reads it): a V8 fleetprof's walker can't lay out."""
+    data = node.read_bytes()
+    assert FP_FUNCTION in data, f"{node} has no {FP_FUNCTION!r}"
+    copy.write_bytes(data.replace(FP_FUNCTION, FP_FUNCTION[:-2] + b"X\0"))
+    copy.chmod(0o755)
+    return copy
+
+
+def test_uncovered_v8_says_why_under_its_entry(node_run: tuple[list[Stack], Path]) -> None:
+    """The copy's stacks carry one `[unwind: v8: … lacks v8dbg_off_fp_function]` frame under V8's entry
+    trampoline, and no frame the V8 walker named."""
+    stacks, script = node_run
+    js = [s for s in stacks if s.process == "node" and js_frames(s, script)]
+    marked = [s for s in js if any(f.name.startswith("[unwind: v8: V8 ") for f in s.user)]
+    assert js and len(marked) == len(js), f"{len(marked)} of {len(js)} JavaScript stacks marked"
+    names = [f.name for f in marked[0].user]
+    marker = next(i for i, n in enumerate(names) if n.startswith("[unwind: v8:"))
+    assert names[marker - 1].startswith("Builtins_JSEntry"), names
+    assert names[marker].endswith(": postmortem metadata lacks v8dbg_off_fp_function]"), names[marker]
 
 
 def test_js_functions_are_named_with_their_source_position(node_run: tuple[list[Stack], Path]) -> None:
@@ -99,14 +126,15 @@ def test_js_functions_are_named_with_their_source_position(node_run: tuple[list[
 def test_js_calls_are_in_order_under_node(node_run: tuple[list[Stack], Path]) -> None:
     """Samples in zooLeaf, the hot loop (1 s of CPU; node's start-up takes a fraction of that), are most of
     the run, and nearly all show the whole JavaScript chain
-    (top level -> zooOuter -> zooMiddle -> zooLeaf) under node's `_start`, with no error frame."""
+    (top level -> zooOuter -> zooMiddle -> zooLeaf) under node's `_start`, with no error frame but the
+    one saying why V8's frames were not walked."""
     stacks, script = node_run
     node = [s for s in stacks if s.process == "node"]
     in_leaf = [s for s in node if js_frames(s, script)[-1:] == ["zooLeaf"]]
     whole = [
         s
         for s in in_leaf
-        if not s.has_error
+        if not any(f.kind == "error" and not f.name.startswith("[unwind: v8: ") for f in s.frames)
         and js_frames(s, script) == ["", "zooOuter", "zooMiddle", "zooLeaf"]
         and (s.user[0].name, s.user[0].module) == ("_start", "node")
     ]

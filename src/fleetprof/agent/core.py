@@ -21,6 +21,7 @@ from fleetprof.agent.python import PythonSupport
 from fleetprof.agent.ruby import RubySupport
 from fleetprof.agent.runtime import RuntimeSupport
 from fleetprof.agent.tables import TableManager, TableRequest, malloc_trim
+from fleetprof.agent.v8 import V8Support
 from fleetprof.cachedir import default_cache_dir
 from fleetprof.nativeunwind.cache import UnwindTableCache
 from fleetprof.nativeunwind.loader import TableLoader
@@ -125,6 +126,7 @@ class ProfilerCore:
             PhpSupport(self.sampler.map("php_procs"), ranges),
             RubySupport(self.sampler.map("ruby_procs"), ranges),
             PerlSupport(self.sampler.map("perl_procs"), ranges),
+            V8Support(self.sampler.map("v8_procs"), ranges),
         ]
         self._inodes = InodeMap(self.sampler.map("file_inodes"))
         self.deferred = DeferredStacks(
@@ -576,11 +578,13 @@ class ProfilerCore:
             out["file_inodes"] = len(self._inodes)
         return out
 
-    def resolve_interpreted(self, pid: int, raw: RawFrame) -> Frame:
-        """The named frame of an interpreted raw frame (Python, PHP, Ruby), by its kind."""
+    def resolve_interpreted(self, pid: int, raw: RawFrame) -> Frame | tuple[Frame, ...]:
+        """The named frame of an interpreted raw frame (Python, PHP, Ruby, Perl), by its kind; the frames,
+        root first, of one that stands for several (V8 code with inlined functions)."""
         for runtime in self.runtimes:
             if raw.kind == runtime.frame_kind:
-                return runtime.resolve(pid, raw)
+                frames = runtime.resolve_frames(pid, raw)
+                return frames[0] if len(frames) == 1 else frames
         if self.python is not None:
             return self.python.resolve(pid, raw)
         return Frame(kind=FrameKind.PYTHON, function="<python frame>")

@@ -30,7 +30,7 @@ from fleetprof.symbolize.profile import PYTHON_MARKER_PREFIX
 from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import RawFrame, StackKey
 
-PythonResolver = Callable[[int, RawFrame], Frame]
+PythonResolver = Callable[[int, RawFrame], "Frame | tuple[Frame, ...]"]
 ThreadNamer = Callable[[int, int, str, str], str]  # (pid, tid, OS thread name, process name) -> label
 KERNEL_MEMO_LIMIT = 1 << 16
 _FRAME = layout.FRAME_STRUCT
@@ -163,7 +163,7 @@ class ProcessLabels:
         return pod_uid_from_cgroup(_read_text(f"{self._proc}/{pid}/cgroup"))
 
 
-_INTERPRETED = (layout.FRAME_PYTHON, layout.FRAME_PHP, layout.FRAME_RUBY, layout.FRAME_PERL)
+_INTERPRETED = (layout.FRAME_PYTHON, layout.FRAME_PHP, layout.FRAME_RUBY, layout.FRAME_PERL, layout.FRAME_V8)
 
 
 def _error_frame(code: int) -> Frame:
@@ -206,7 +206,7 @@ class RawProfileBuilder:
         agg_stacks = core.aggregator.stacks if stacks is None else stacks  # type: ignore[attr-defined]
         # Memos for this window: the same frames (and whole user and kernel stacks) recur in many stacks.
         # Keys are the raw bytes or plain tuples of struct frame: no per-frame object is built for a hit.
-        frame_memo: dict[tuple[int, tuple[int, ...]], Frame] = {}
+        frame_memo: dict[tuple[int, tuple[int, ...]], Frame | tuple[Frame, ...]] = {}
         user_memo: dict[tuple[int, bytes], tuple[Frame, ...]] = {}
         kernel_memo: dict[bytes, tuple[Frame, ...]] = {}
         heads: dict[tuple[int, bytes, int], tuple[Frame, ...]] = {}
@@ -283,7 +283,7 @@ class RawProfileBuilder:
         return tuple(head)
 
     def _user_stack(
-        self, pid: int, user_bytes: bytes, memo: dict[tuple[int, tuple[int, ...]], Frame]
+        self, pid: int, user_bytes: bytes, memo: dict[tuple[int, tuple[int, ...]], Frame | tuple[Frame, ...]]
     ) -> tuple[Frame, ...]:
         """The user frames of one stack, root first; a frame is decoded into a RawFrame only when `memo`
         (this window's, per pid) does not hold it yet."""
@@ -295,14 +295,17 @@ class RawProfileBuilder:
             frame = memo.get((pid, fields))
             if frame is None:
                 frame = memo[(pid, fields)] = self._user_frame(pid, RawFrame._make(fields))
-            out.append(frame)
+            if type(frame) is tuple:  # a frame standing for several (inlined JavaScript functions)
+                out.extend(frame)
+            else:
+                out.append(frame)  # type: ignore[arg-type]
         return tuple(out)
 
     def _thread_name(self, key: StackKey) -> str:
         comm = _name(key.comm)
         return self.thread_names(key.pid, key.tid, comm, _name(key.pcomm)) if self.thread_names else comm
 
-    def _user_frame(self, pid: int, raw: RawFrame) -> Frame:
+    def _user_frame(self, pid: int, raw: RawFrame) -> Frame | tuple[Frame, ...]:
         if raw.kind in _INTERPRETED:
             if self.python is not None:  # the core's resolver of every interpreted kind
                 return self.python(pid, raw)

@@ -186,6 +186,10 @@ class RuntimeSupport(Generic[B]):
         self.frames[fkey] = named
         return named
 
+    def resolve_frames(self, pid: int, raw: RawFrame) -> tuple[Frame, ...]:
+        """Every frame `raw` stands for, root first: one, unless the runtime inlines (V8)."""
+        return (self.resolve(pid, raw),)
+
     def stats(self) -> dict[str, int]:
         """Processes registered and frames named or not."""
         return {

@@ -317,6 +317,9 @@ static __always_inline __u32 in_interpreter(__u64 file_id, __u64 elf_pc)
 /* The walker that finishes the thread's interpreter frames after a deferral (MODE_*_TAIL), else
  * MODE_NATIVE (sampler.bpf.c defines it once every walker is known). */
 static __always_inline __u8 tail_mode(struct unwind_state *st);
+/* interpreters/v8/v8_unwind.bpf.h: one JavaScript frame, or V8_NOT_JS (then the native unwinder goes on). */
+#define V8_NOT_JS 2
+static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 fflags, bool jit);
 
 /* Stop here and hand the agent a copy of the stack from sp up (to the end of the stack's vma, at most
  * MAX_SNAPSHOT_STACK): it finishes the unwinding once the table of the file at pc is loaded. The sample goes
@@ -490,6 +493,10 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 			m = bpf_map_lookup_elem(&mappings, &key);
 		}
 		if (!m) {
+			/* anonymous code of a V8 process: JIT-compiled JavaScript */
+			long js = v8_step(s, st, fflags, true);
+			if (js != V8_NOT_JS)
+				return js;
 			long how = resolve_unknown(s, st, pc, fflags);
 			if (how != RESOLVED)
 				return how == STEP_ON ? 0 : 1;
@@ -500,8 +507,19 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		st->cur_file_id = m->file_id;
 		st->cur_bias = m->bias;
 		st->cur_flags = m->flags;
+		if (!st->cur_file_id) {
+			/* anonymous code (the agent read the maps): JIT-compiled JavaScript in a V8 process */
+			long js = v8_step(s, st, fflags, true);
+			if (js != V8_NOT_JS)
+				return js;
+		}
 		__u32 interp = st->cur_flags & MAPPING_FLAG_INTERPRETER ? in_interpreter(st->cur_file_id, pc - st->cur_bias) : 0;
-		if (interp) {
+		if (interp == INTERP_V8) {
+			/* node's embedded builtins: the interpreter running a JavaScript function, or a builtin */
+			long js = v8_step(s, st, fflags, false);
+			if (js != V8_NOT_JS)
+				return js;
+		} else if (interp) {
 			st->mode = interp == INTERP_PHP    ? MODE_PHP
 				   : interp == INTERP_RUBY ? MODE_RUBY
 				   : interp == INTERP_PERL ? MODE_PERL

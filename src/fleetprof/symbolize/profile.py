@@ -32,6 +32,7 @@ MARKER_LOOPS = {
     PYTHON_MARKER_PREFIX: EVAL_LOOP_FUNCTIONS,
     "[unwind: php: ": frozenset({"execute_ex"}),
     "[unwind: ruby: ": frozenset({"rb_vm_exec"}),
+    "[unwind: v8: ": frozenset({"Builtins_JSEntryTrampoline", "Builtins_JSEntry"}),
 }
 """Error-frame prefix of each runtime whose frames can't be walked -> the native VM loop it belongs under."""
 STAT_FAILED_FILES = "symbolize_failed_files"

@@ -20,6 +20,8 @@
 #define FRAME_PHP 5         /* id = zend_function address, addr = line (0: internal function), aux = cookie */
 #define FRAME_RUBY 6        /* id = iseq (0: a C function), addr = method entry (0: none), aux = pc's low 32 bits */
 #define FRAME_PERL 7        /* id = GV or CV, addr = COP, aux = line and context fields (perl_offsets.h PL_AUX_*) */
+#define FRAME_V8 8          /* id = SharedFunctionInfo, addr = bytecode offset or Code, aux = kind and pc offset
+                             * (v8_offsets.h V8_FRAME_*) */
 
 /* Frame flags. */
 #define FRAME_FLAG_RETURN_ADDRESS 1 /* addr is a return address: symbolize at addr - 1 */
@@ -186,6 +188,7 @@ struct stack_snapshot {
 #define INTERP_PHP 2
 #define INTERP_RUBY 3
 #define INTERP_PERL 4
+#define INTERP_V8 5
 struct interp_ranges {
 	__u32 kind;             /* INTERP_* */
 	__u32 reserved;
@@ -233,7 +236,8 @@ struct sampler_config {
 #define STAT_SNAPSHOTS_LOST 15 /* snapshots that did not fit the ring buffer */
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
 #define STAT_PY_ERROR_BASE 31 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
-#define STAT_COUNT 39
+#define STAT_V8_FRAMES 39  /* JavaScript frames named by the V8 step */
+#define STAT_COUNT 40
 
 /* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
  * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks

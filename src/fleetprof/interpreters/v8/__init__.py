@@ -1,0 +1,1 @@
+"""V8 (Node.js) support: discovery from postmortem metadata, the BPF frame step, naming from memory."""

@@ -1,0 +1,51 @@
+/* V8 (Node.js) frame walking: the per-process layout the BPF V8 step reads, and how its frames travel.
+ *
+ * One source of truth for the kernel side; the Python mirror is fleetprof/interpreters/v8/procinfo.py (same
+ * field names), checked by tests/unit/test_v8_procinfo.py. Userspace fills one `struct v8_proc_info` per
+ * process from the binary's postmortem metadata (interpreters/v8/layouts.py); BPF knows no V8 version.
+ *
+ * Step, at a pc in V8 code (the embedded builtins: `interp_ranges` kind INTERP_V8; or anonymous executable
+ * memory of a process in `v8_procs`: JIT code), with fp the frame's frame pointer (V8 always keeps one):
+ *   the frame-type slot fp[fp_marker] holds a Smi for typed frames (entry, exit, stub, builtin frames): not
+ *   a JavaScript frame, the native frame stays. Else fp[fp_function] is the JSFunction (tagged, its map's
+ *   instance type in [jsfunction_first_type, jsfunction_end_type)), and its SharedFunctionInfo names the
+ *   frame: FRAME_V8 with id = the SharedFunctionInfo (tagged) and by how the pc relates to the function:
+ *     V8_FRAME_CODE: pc inside the JSFunction's current optimized or baseline Code: addr = the Code
+ *       (tagged), aux = V8_FRAME_CODE | (pc - its entry) << V8_AUX_SHIFT;
+ *     V8_FRAME_INTERPRETED: pc in the builtins, fp[fp_bytecode_array] a BytecodeArray and
+ *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1);
+ *     V8_FRAME_FUNCTION: neither (on-stack-replaced code, a builtin's JavaScript frame): addr = the pc,
+ *       where userspace looks for the code object holding it.
+ *   Then the caller by the frame pointer chain.
+ */
+#ifndef FLEETPROF_V8_OFFSETS_H
+#define FLEETPROF_V8_OFFSETS_H
+
+#define V8_FRAME_INTERPRETED 1
+#define V8_FRAME_CODE 2
+#define V8_FRAME_FUNCTION 3
+#define V8_AUX_KIND_MASK 15
+#define V8_AUX_SHIFT 4
+#define V8_HEAP_OBJECT_TAG 1
+#define V8_HEAP_OBJECT_TAG_MASK 3
+#define V8_SMI_SHIFT 32
+
+struct v8_proc_info {
+	__s8 fp_marker;           /* frame slots from the frame pointer */
+	__s8 fp_function;
+	__s8 fp_bytecode_array;
+	__s8 fp_bytecode_offset;
+	__u8 map_instance_type;   /* Map: uint16 instance type */
+	__u8 jsfunction_shared;   /* JSFunction: SharedFunctionInfo */
+	__u8 jsfunction_code;     /* JSFunction: Code */
+	__u8 code_entry;          /* Code: instruction start */
+	__u8 code_size;           /* Code: int32 instruction size */
+	__u8 bytecode_header;     /* BytecodeArray: header size (where bytecodes start) */
+	__u16 jsfunction_first_type;
+	__u16 jsfunction_end_type;
+	__u16 bytecode_array_type;
+	__u16 version;            /* major << 8 | minor, for the agent's own accounting */
+	__u16 reserved;
+};                                /* 20 bytes */
+
+#endif

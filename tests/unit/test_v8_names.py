@@ -1,0 +1,278 @@
+"""The V8 namer on a hand-built heap (the objects node 20 lays out, in fake memory): function names from
+ScopeInfo, V8's inferred names and plain strings; lines from bytecode and optimized code position tables
+(inlined functions expanded), baseline code's bytecode offset table, and the function's first line where
+V8 keeps no positions; the code holding a pc found from its instruction stream's header."""
+
+from __future__ import annotations
+
+import struct
+
+from interp_memory import FakeMemory
+from test_v8_procinfo import node20_layout
+
+from fleetprof.interpreters.v8 import symbolizer as names
+from fleetprof.interpreters.v8.layouts import CODE_KIND_BASELINE, CODE_KIND_TURBOFAN
+from fleetprof.profile.model import FrameKind
+
+LAYOUT = node20_layout()
+T_STRING, T_CONS, T_SCOPE, T_SFI, T_SCRIPT = 8, 41, 261, 262, 167
+T_BYTECODE, T_BYTES, T_FIXED, T_CODE, T_ODDBALL = 191, 190, 175, 245, 131
+SOURCE = "\n".join(
+    [
+        '"use strict";',  # 1
+        "function outer(n) {",  # 2
+        "  const x = n + 1;",  # 3
+        "  return inner(x);",  # 4
+        "}",  # 5
+        "function inner(x) {",  # 6
+        "  return x * 2;",  # 7
+        "}",  # 8
+    ]
+)
+OUTER_START = SOURCE.index("function outer")
+CALL_INNER = SOURCE.index("inner(x);")
+INNER_START = SOURCE.index("function inner")
+INNER_BODY = SOURCE.index("x * 2")
+
+
+def smi(value: int) -> int:
+    return (value << 32) & (2**64 - 1)
+
+
+def zigzag_vlq(value: int) -> bytes:
+    """V8's signed VLQ (source-position-table.cc EncodeInt)."""
+    zz = value << 1 if value >= 0 else ((-value) << 1) - 1
+    return vlq(zz)
+
+
+def vlq(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def position(offset: int, inlining: int = -1) -> int:
+    """A SourcePosition as tables keep it: script offset + 1 from bit 1, inlining id + 1 from bit 31."""
+    return (offset + 1) << 1 | (inlining + 1) << 31
+
+
+def table(entries: list[tuple[int, int]]) -> bytes:
+    """A source position table of (code offset, SourcePosition) entries, all statements."""
+    out, code, pos = bytearray(), 0, 0
+    for at, value in entries:
+        out += zigzag_vlq(at - code) + zigzag_vlq(value - pos)
+        code, pos = at, value
+    return bytes(out)
+
+
+class Heap:
+    """Objects in fake memory, tagged like V8's (address + 1), each with a map of its instance type."""
+
+    def __init__(self) -> None:
+        self.mem = FakeMemory()
+        self.next = 0x10_0000_0000
+        self.maps: dict[int, int] = {}
+
+    def alloc(self, data: bytes) -> int:
+        addr = self.next
+        self.mem.put(addr, data)
+        self.next += (len(data) + 0xFFF) & ~0xFFF
+        return addr + 1
+
+    def map_of(self, kind: int) -> int:
+        if kind not in self.maps:
+            body = bytearray(16)
+            struct.pack_into("<H", body, LAYOUT.map_instance_type, kind)
+            self.maps[kind] = self.alloc(bytes(body))
+        return self.maps[kind]
+
+    def obj(
+        self, kind: int, fields: dict[int, int], size: int = 64, raw: dict[int, bytes] | None = None
+    ) -> int:
+        body = bytearray(size)
+        struct.pack_into("<Q", body, 0, self.map_of(kind))
+        for offset, value in fields.items():
+            struct.pack_into("<Q", body, offset, value)
+        for offset, data in (raw or {}).items():
+            body[offset : offset + len(data)] = data
+        return self.alloc(bytes(body))
+
+    def string(self, text: str) -> int:
+        data = text.encode("latin-1")
+        return self.obj(T_STRING, {}, 16 + len(data), {12: struct.pack("<i", len(data)), 16: data})
+
+    def byte_array(self, data: bytes) -> int:
+        return self.obj(T_BYTES, {8: smi(len(data))}, 16 + len(data), {16: data})
+
+    def fixed_array(self, values: list[int]) -> int:
+        return self.obj(
+            T_FIXED,
+            {8: smi(len(values)), **{16 + 8 * i: v for i, v in enumerate(values)}},
+            16 + 8 * len(values),
+        )
+
+    def scope(self, flags: int, locals_: list[str], tail: list[int]) -> int:
+        """A ScopeInfo: flags, 0 parameters, the context locals' names and infos, then `tail`'s slots."""
+        slots = [smi(flags), smi(0), smi(len(locals_))]
+        slots += [self.string(n) for n in locals_] + [smi(0)] * len(locals_) + tail
+        return self.obj(T_SCOPE, {8 + 8 * i: v for i, v in enumerate(slots)}, 8 + 8 * len(slots))
+
+
+FUNCTION_SCOPE = 2
+FN_VAR = 3 << 12  # the function variable slot is there (unused)
+INFERRED = 1 << 14
+
+
+def build(heap: Heap, *, positions: bool = True) -> dict[str, int]:
+    """outer (interpreted) calling inner; returns the objects by name."""
+    undefined = heap.obj(T_ODDBALL, {})
+    script = heap.obj(T_SCRIPT, {8: heap.string(SOURCE), 16: heap.string("/srv/app.js"), 56: undefined}, 64)
+    bytecode_table = heap.byte_array(
+        table([(0, position(OUTER_START)), (5, position(SOURCE.index("n + 1"))), (9, position(CALL_INNER))])
+    )
+    bytecodes = bytes([0x10] * 20)  # twenty one-byte bytecodes
+    bytecode = heap.obj(
+        T_BYTECODE,
+        {8: smi(len(bytecodes)), 32: bytecode_table if positions else undefined},
+        54 + 20,
+        {54: bytecodes},
+    )
+    outer_scope = heap.scope(
+        FUNCTION_SCOPE | FN_VAR | INFERRED,
+        ["x", "y"],
+        [heap.string("outer"), smi(-1), undefined, smi(OUTER_START), smi(OUTER_START + 60)],
+    )
+    outer = heap.obj(T_SFI, {8: bytecode, 16: outer_scope, 32: script})
+    inner_scope = heap.scope(
+        FUNCTION_SCOPE | INFERRED,
+        [],
+        [heap.string("handlers.inner"), smi(INNER_START), smi(INNER_START + 40)],
+    )
+    inner = heap.obj(T_SFI, {8: undefined, 16: inner_scope, 32: script})
+    return {"outer": outer, "inner": inner, "bytecode": bytecode, "script": script, "undefined": undefined}
+
+
+def test_interpreted_frame_named_with_its_line_from_the_bytecode_positions() -> None:
+    heap = Heap()
+    objs = build(heap)
+    namer = names.V8Namer(heap.mem, LAYOUT)
+    (frame,) = namer.frames(objs["outer"], 9, names.V8_FRAME_INTERPRETED) or ()
+    assert (frame.function, frame.file, frame.line, frame.start_line) == ("outer", "/srv/app.js", 4, 2)
+    assert frame.kind is FrameKind.INTERPRETED and frame.runtime == "v8js" and not frame.inlined
+    (early,) = namer.frames(objs["outer"], 6, names.V8_FRAME_INTERPRETED) or ()
+    assert early.line == 3
+
+
+def test_lazily_missing_positions_give_the_first_line() -> None:
+    heap = Heap()
+    objs = build(heap, positions=False)
+    (frame,) = names.V8Namer(heap.mem, LAYOUT).frames(objs["outer"], 9, names.V8_FRAME_INTERPRETED) or ()
+    assert (frame.function, frame.line, frame.start_line) == ("outer", 2, 2)
+
+
+def test_inferred_and_plain_string_names() -> None:
+    heap = Heap()
+    objs = build(heap)
+    namer = names.V8Namer(heap.mem, LAYOUT)
+    (inner,) = namer.frames(objs["inner"], 0, names.V8_FRAME_FUNCTION) or ()
+    assert (inner.function, inner.line) == ("handlers.inner", 6)
+    cons = heap.obj(
+        T_CONS, {16: heap.string("Module."), 24: heap.string("_load")}, 32, {12: struct.pack("<i", 12)}
+    )
+    plain = heap.obj(T_SFI, {8: objs["undefined"], 16: cons, 32: objs["script"]})
+    (frame,) = namer.frames(plain, 0, names.V8_FRAME_FUNCTION) or ()
+    assert (frame.function, frame.file, frame.line) == ("Module._load", "/srv/app.js", 0)
+    nameless = heap.obj(T_SFI, {8: objs["undefined"], 16: heap.string(""), 32: objs["undefined"]})
+    (anonymous,) = namer.frames(nameless, 0, names.V8_FRAME_FUNCTION) or ()
+    assert (anonymous.function, anonymous.file) == ("(anonymous)", "")
+    assert namer.frames(objs["script"], 0, names.V8_FRAME_FUNCTION) is None  # not a SharedFunctionInfo
+
+
+def optimized_code(heap: Heap, objs: dict[str, int], entry: int) -> int:
+    """TurboFan code for outer with inner inlined: pc 0x40.. runs inner's body, inlined at the call."""
+    positions = heap.byte_array(
+        table([(0, position(SOURCE.index("n + 1"))), (0x40, position(INNER_BODY, inlining=0))])
+    )
+    inlining = heap.byte_array(struct.pack("<qi4x", position(CALL_INNER), 0))
+    weak_inner = objs["inner"] | 2
+    literals = heap.fixed_array([weak_inner])
+    deopt = heap.fixed_array([0, 0, literals, 0, 0, 0, objs["outer"], inlining])
+    return heap.obj(
+        T_CODE,
+        {16: deopt, 24: positions, 40: entry, 48: CODE_KIND_TURBOFAN, 56: 0x100},
+        64,
+    )
+
+
+def test_optimized_frame_expands_its_inlined_functions() -> None:
+    heap = Heap()
+    objs = build(heap)
+    code = optimized_code(heap, objs, 0x7F00_0000_0040)
+    namer = names.V8Namer(heap.mem, LAYOUT)
+    aux = names.V8_FRAME_CODE | 0x48 << names.V8_AUX_SHIFT
+    frames = namer.frames(objs["outer"], code, aux) or ()
+    assert [(f.function, f.line, f.inlined) for f in frames] == [
+        ("outer", 4, False),
+        ("handlers.inner", 7, True),
+    ]
+    aux = names.V8_FRAME_CODE | 0x10 << names.V8_AUX_SHIFT
+    assert [(f.function, f.line) for f in namer.frames(objs["outer"], code, aux) or ()] == [("outer", 3)]
+
+
+def test_code_holding_a_pc_is_found_from_its_stream_header() -> None:
+    """A pc in code the function no longer points at (on-stack replacement): the instruction stream whose
+    header (map, Code) sits just below a 64-byte boundary under the pc, and whose Code spans the pc."""
+    heap = Heap()
+    objs = build(heap)
+    stream_map = heap.map_of(300)
+    entry = 0x7F00_0000_2040
+    code = optimized_code(heap, objs, entry)
+    page = bytearray(0x2000)
+    struct.pack_into("<QQ", page, 0x40 - 16, stream_map, code)
+    struct.pack_into("<QQ", page, 0x1000, stream_map, heap.obj(T_CODE, {40: 0x1234, 56: 8}))  # a decoy
+    heap.mem.put(entry - 0x40, bytes(page))
+    namer = names.V8Namer(heap.mem, LAYOUT)
+    assert namer.code_at(entry + 0x48) == (code, entry)
+    frames = namer.frames(objs["outer"], entry + 0x48, names.V8_FRAME_FUNCTION) or ()
+    assert [(f.function, f.line) for f in frames] == [("outer", 4), ("handlers.inner", 7)]
+    assert namer.code_at(entry + 0x200) is None  # past the code's end
+
+
+def test_baseline_code_maps_pcs_to_bytecode_offsets() -> None:
+    """Sparkplug code: one pc delta per bytecode (the prologue first) walks the bytecodes by their sizes."""
+    # six bytecodes (0-3 are the scaling prefixes) x three operand scales
+    sizes = bytes((1, 1, 1, 1, 3, 2, 1, 1, 1, 1, 5, 3, 1, 1, 1, 1, 9, 5))
+    bytecodes = bytes([4, 9, 9, 0, 5, 9, 9, 4, 9, 9])  # 4 (3 bytes) at 0, Wide 5 (1 + 3) at 3, 4 at 7
+    offsets = vlq(4) + vlq(10) + vlq(6) + vlq(8)  # the prologue ends at pc 4; the bytecodes at 14, 20, 28
+    assert names.baseline_bytecode_offset(offsets, bytecodes, sizes, 2) == -1
+    assert names.baseline_bytecode_offset(offsets, bytecodes, sizes, 12) == 0
+    assert names.baseline_bytecode_offset(offsets, bytecodes, sizes, 17) == 3
+    assert names.baseline_bytecode_offset(offsets, bytecodes, sizes, 27) == 7
+    assert names.baseline_bytecode_offset(offsets, bytecodes, sizes, 99) is None
+
+
+def test_baseline_frame_gets_the_line_of_its_bytecode() -> None:
+    heap = Heap()
+    objs = build(heap)
+    sizes = bytes([1] * 0x11 * 3)  # every bytecode one byte long (0x10, the fake bytecode, included)
+    offsets = heap.byte_array(vlq(4) + vlq(3) * 20)  # prologue to 4, then three bytes per bytecode
+    code = heap.obj(
+        T_CODE, {16: objs["bytecode"], 24: offsets, 40: 0x7F00_0000_1000, 48: CODE_KIND_BASELINE, 56: 0x80}
+    )
+    namer = names.V8Namer(heap.mem, LAYOUT, sizes)
+    at_call = 4 + 3 * 9 + 1  # inside bytecode 9: the call
+    (frame,) = namer.frames(objs["outer"], code, names.V8_FRAME_CODE | at_call << names.V8_AUX_SHIFT) or ()
+    assert (frame.function, frame.line) == ("outer", 4)
+
+
+def test_position_tables_decode_as_v8_writes_them() -> None:
+    entries = [(0, position(10)), (3, position(4)), (300, position(70000, inlining=2))]
+    assert names.position_entries(table(entries)) == entries
+    assert names.split_position(position(70000, inlining=2)) == (70000, 2)
+    assert names.position_at(entries, 299) == position(4) and names.position_at([(5, 1)], 4) is None
+    script = names.ScriptInfo("x.js", (9, 20))
+    assert [script.line(o) for o in (0, 9, 10, 20, -1)] == [1, 1, 2, 2, 0]
