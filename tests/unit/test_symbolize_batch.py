@@ -76,6 +76,15 @@ def test_every_address_at_once(bins: Path, name: str) -> None:
     assert batch.resolve(addrs) == scalar(data, addrs)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_names_from_the_bundle_equal_names_demangled_here(bins: Path, name: str) -> None:
+    """The bundle's precomputed outer names (`outer_names`) give the answers of demangling on the spot."""
+    data = bundle_of(bins, name)
+    addrs = every_address(bins / name)
+    symbols = tables(data)
+    assert BatchLookup(symbols, load_bundle(data).outer_names).resolve(addrs) == scalar(data, addrs)
+
+
 def test_the_split_bundle_has_two_parts(bins: Path) -> None:
     assert len(load_bundle(bundle_of(bins, "split")).parts) == 2
 

@@ -2,11 +2,16 @@
 `FileSymbols.resolve`, with the per-address work done once per batch or once per range.
 
 The binary searches (SymCache range, containing symbol, executable section, compile unit) run over the
-whole batch at once (numpy `searchsorted`). An address then costs a dictionary lookup by (part, range,
-containing symbol, unit): frames are a function of those, so each is built once, from the SymCache's
-location indices (no per-location objects) through the scalar path's own naming code
-(`FileSymbols.name_fields`). Anything unusual (Go tables, a SymCache the direct reader can't read, an
-address no SymCache range answers, PLT stubs) goes through `FileSymbols.resolve` itself.
+whole batch at once (numpy `searchsorted`), and so does the reading of each range's own location. Then,
+in the first SymCache: an address at a symbol-only location (a symbol table's function, no file, line
+or inline caller) outside compile units gets the one frame of its sized symbol, named once per symbol
+(from the bundle's precomputed names when it has them, `outer_names`); an address at a DWARF location
+gets its frames from memos by (function, containing symbol, unit) and by first inline caller, its own
+file and line added. The rest (a file or language not learned yet, a cover to check, other parts) costs
+a dictionary lookup by (part, range, containing symbol, unit): frames are a function of those, so each
+is built once, from the SymCache's location indices (no per-location objects) through the scalar path's
+own naming code (`FileSymbols.name_fields`). Anything unusual (Go tables, a SymCache the direct reader
+can't read, an address no SymCache range answers, PLT stubs) goes through `FileSymbols.resolve` itself.
 """
 
 from __future__ import annotations
@@ -205,7 +210,7 @@ class BatchLookup:
         else:
             for j, answer in zip(picked.tolist(), found, strict=True):
                 out[j] = answer
-        answered[picked] = np.array([answer is not None for answer in found], dtype=bool)
+        answered[picked] = np.array([answer is not None for answer in answers], dtype=bool)[inverse]
         return out, answered
 
     def _lined(
@@ -225,55 +230,56 @@ class BatchLookup:
         reader: SymcacheReader = self._symbols.parts[0].reader  # type: ignore[assignment]
         file_idx, line, function, parent = words[:, 0], words[:, 1], words[:, 2], words[:, 3]
         at = np.flatnonzero(~answered & (index >= 0) & (function < reader.function_count))
-        if len(at):
-            names, callers_of, groups = self._names, self._callers, self._groups
-            known_path, known_function, locations = reader.known_path, reader.known_function, reader.locations
-            columns = (index[at], file_idx[at], line[at], function[at], parent[at], containing[at], units[at])
-            for j, k, file, number, fn, up, c, u in zip(
-                at.tolist(), *(col.tolist() for col in columns), strict=True
-            ):
-                group = groups.get((0, k, c, u))
-                if group is not None:
-                    if group[1] is None:
-                        out[j] = group[0]
-                    continue  # a cover to check: the general loop does
-                path = known_path(file)
-                named = known_function(fn) if path is not None else None
-                if named is None:  # a file or language not learned yet: the general loop learns it
+        if not len(at):
+            return np.flatnonzero(~answered).tolist()
+        names, callers_of, groups = self._names, self._callers, self._groups
+        known_path, known_function, locations = reader.known_path, reader.known_function, reader.locations
+        columns = (index[at], file_idx[at], line[at], function[at], parent[at], containing[at], units[at])
+        for j, k, file, number, fn, up, c, u in zip(
+            at.tolist(), *(col.tolist() for col in columns), strict=True
+        ):
+            group = groups.get((0, k, c, u))
+            if group is not None:
+                if group[1] is None:
+                    out[j] = group[0]
+                continue  # a cover to check: the general loop does
+            path = known_path(file)
+            named = known_function(fn) if path is not None else None
+            if named is None:  # a file or language not learned yet: the general loop learns it
+                continue
+            sym_addr, lang, symbol = named
+            fields = (fn, sym_addr, number, lang, symbol, path)
+            shared = True
+            if up == NONE or up >= locations:
+                if not number and not path and lang == "unknown":  # symbol-only: its cover decides
                     continue
-                sym_addr, lang, symbol = named
-                fields = (fn, sym_addr, number, lang, symbol, path)
-                shared = True
-                if up == NONE or up >= locations:
-                    if not number and not path and lang == "unknown":  # symbol-only: its cover decides
-                        continue
-                    name = names.get((0, fn, True, c, u, -1))
-                    if name is None:
-                        own, shared = self._record(0, fields, addrs[j], c, u, True)
-                        found: tuple[Record, ...] = (own,)
-                    else:
-                        found = ((name[0], name[1], path, number, False, name[2]),)
+                name = names.get((0, fn, True, c, u, -1))
+                if name is None:
+                    own, shared = self._record(0, fields, addrs[j], c, u, True)
+                    found: tuple[Record, ...] = (own,)
                 else:
-                    held = callers_of.get((0, up, c, u))
-                    if held is None:
-                        chain = reader.caller_indices(up)
-                        if chain is None:
-                            continue
-                        held, shared = self._caller_records(0, chain, addrs[j], c, u)
-                    callers, cover = held
-                    if cover is not None:  # a symbol-only outermost caller: its cover decides
+                    found = ((name[0], name[1], path, number, False, name[2]),)
+            else:
+                held = callers_of.get((0, up, c, u))
+                if held is None:
+                    chain = reader.caller_indices(up)
+                    if chain is None:
                         continue
-                    placed = number if lang == "cpp" and _BARE_NAME.match(symbol) else -1
-                    name = names.get((0, fn, False, -2, u, placed))
-                    if name is None:
-                        own, own_shared = self._record(0, fields, addrs[j], c, u, False)
-                        shared = shared and own_shared
-                    else:
-                        own = (name[0], name[1], path, number, True, name[2])
-                    found = (*callers, own)
-                out[j] = found
-                if shared:
-                    _remember(groups, (0, k, c, u), (found, None))
+                    held, shared = self._caller_records(0, chain, addrs[j], c, u)
+                callers, cover = held
+                if cover is not None:  # a symbol-only outermost caller: its cover decides
+                    continue
+                placed = number if lang == "cpp" and _BARE_NAME.match(symbol) else -1
+                name = names.get((0, fn, False, -2, u, placed))
+                if name is None:
+                    own, own_shared = self._record(0, fields, addrs[j], c, u, False)
+                    shared = shared and own_shared
+                else:
+                    own = (name[0], name[1], path, number, True, name[2])
+                found = (*callers, own)
+            out[j] = found
+            if shared:
+                _remember(groups, (0, k, c, u), (found, None))
         return [j for j, answer in enumerate(out) if answer is None]
 
     def _learn_languages(
@@ -568,17 +574,18 @@ def _back_search(
     if not len(starts):
         return out
     top = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
-    pending = np.ones(len(addrs), dtype=bool)
+    pending = np.arange(len(addrs))  # positions not answered yet: fewer at each step back
     for k in range(back):
-        at = top - k
-        ok = pending & (at >= 0)
-        if not ok.any():
-            break
+        at = top[pending] - k
+        wanted = addrs[pending]
+        ok = at >= 0
         safe = np.where(ok, at, 0)
-        inside = addrs - starts[safe] < sizes[safe] if values is None else addrs < sizes[safe]
+        inside = wanted - starts[safe] < sizes[safe] if values is None else wanted < sizes[safe]
         hit = ok & inside
-        out[hit] = at[hit] if values is None else values[safe[hit]]
-        pending &= ~hit
+        out[pending[hit]] = at[hit] if values is None else values[safe[hit]]
+        pending = pending[ok & ~hit]
+        if not len(pending):
+            break
     return out
 
 
