@@ -109,3 +109,35 @@ def test_empty_group():
     assert rows.samples.num_rows == 0 and rows.stacks.num_rows == 0
     assert rows.host.num_rows == 1 and rows.sample_counts == [0]
     assert isinstance(rows.samples, pa.Table)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """`table` with dictionary-encoded columns as plain values (dictionaries may list values in any order)."""
+    return pa.table(
+        {
+            name: col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+            for name, col in zip(table.column_names, table.columns, strict=True)
+        }
+    )
+
+
+def test_columns_give_the_rows_their_profiles_give():
+    """Decoded columns (fleetprof.wire.otlp_columns) and the same profiles as objects: equal rows."""
+    from fleetprof.output.otlp import to_otlp_request
+    from fleetprof.wire.otlp_columns import columns_from_bytes
+
+    requests = [to_otlp_request(p).SerializeToString() for p in _fleet(StackPool.build(300, seed=6))]
+    columns = [c for r in requests for c in columns_from_bytes(r) or []]
+    assert len(columns) == len(requests)
+    as_columns, as_objects = IdCache(), IdCache()
+    for i in (0, 4):
+        a = build_group(columns[i : i + 4], as_columns, 0)
+        b = build_group([c.to_profile() for c in columns[i : i + 4]], as_objects, 0)
+        for name, key in KEYS.items():
+            x, y = _plain(getattr(a, name)), _plain(getattr(b, name))
+            if key:
+                x, y = x.sort_by(key), y.sort_by(key)
+            assert x.equals(y), name
+        assert (a.sample_count, a.sample_counts, a.week) == (b.sample_count, b.sample_counts, b.week)
+        as_columns.commit(a)
+        as_objects.commit(b)

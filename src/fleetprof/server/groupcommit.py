@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetprof.profile.columns import ColumnarProfile
 from fleetprof.profile.model import Profile
 
-Batch = tuple[Profile, str | None]
+Batch = tuple[Profile | ColumnarProfile, str | None]
 
 
 @dataclass

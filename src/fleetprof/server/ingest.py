@@ -18,10 +18,14 @@ from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 i
     ExportProfilesServiceRequest,
 )
 
+from fleetprof.profile.columns import ColumnarProfile, as_columns, concat
 from fleetprof.profile.model import Profile
 from fleetprof.server.groupcommit import GroupCommit
 
+AnyProfile = Profile | ColumnarProfile
+
 MAX_BATCH_ID = 128
+_PROTOBUF_TYPES = ("", "application/x-protobuf", "application/protobuf", "application/octet-stream")
 # Resource attributes that describe one process, not the host: profiles differing only in these merge.
 _PER_PROCESS_PREFIXES = ("process.", "container.", "thread.", "k8s.pod.", "service.")
 
@@ -107,16 +111,35 @@ def decode_profiles(request: ExportProfilesServiceRequest) -> list[Profile]:
     return list(decoded) if isinstance(decoded, list | tuple) else [decoded]
 
 
-def host_key(profile: Profile) -> tuple[Any, ...]:
+def decode_body(data: bytes, content_type: str = "application/x-protobuf") -> list[AnyProfile]:
+    """The request's profiles: protobuf bytes through the columnar decoder (fleetprof.wire.otlp_columns,
+    no object per sample), and what it leaves (JSON, anything unusual or malformed) through `parse_request`
+    and `decode_profiles`, which give the exact profiles or the exact refusal."""
+    if (content_type or "").split(";")[0].strip().lower() in _PROTOBUF_TYPES:
+        from fleetprof.wire.otlp_columns import columns_from_bytes
+
+        columns = columns_from_bytes(data)
+        if columns is not None:
+            return list(columns)
+    return list(decode_profiles(parse_request(data, content_type)))
+
+
+def _has_samples(profile: AnyProfile) -> bool:
+    """Whether a profile (objects or columns) holds any sample."""
+    return bool(profile.samples) if isinstance(profile, Profile) else len(profile) > 0
+
+
+def host_key(profile: AnyProfile) -> tuple[Any, ...]:
     """What profiles of one host share: host identity and sampling frequency."""
     resource = profile.resource or {}
     host = tuple(sorted((k, str(v)) for k, v in resource.items() if not k.startswith(_PER_PROCESS_PREFIXES)))
     return (profile.hostname, profile.kernel_release, profile.frequency_hz, host)
 
 
-def merge_by_host(profiles: list[Profile]) -> list[Profile]:
-    """One profile per host (in first-seen order): samples joined, the window spanning all of them."""
-    groups: dict[tuple[Any, ...], list[Profile]] = {}
+def merge_by_host(profiles: list[AnyProfile]) -> list[AnyProfile]:
+    """One profile per host (in first-seen order): samples joined, the window spanning all of them (as
+    columns when any of them is)."""
+    groups: dict[tuple[Any, ...], list[AnyProfile]] = {}
     for profile in profiles:
         groups.setdefault(host_key(profile), []).append(profile)
     merged = []
@@ -134,9 +157,15 @@ def merge_by_host(profiles: list[Profile]) -> list[Profile]:
         resource = {
             k: v for k, v in (first.resource or {}).items() if not k.startswith(_PER_PROCESS_PREFIXES)
         }
+        if not all(isinstance(p, Profile) for p in group):
+            columns = concat([as_columns(p) for p in group], as_columns(first))
+            columns.start_time_ns, columns.duration_ns = start, end - start
+            columns.stats, columns.resource = stats, resource
+            merged.append(columns)
+            continue
         merged.append(
             Profile(
-                samples=[s for p in group for s in p.samples],
+                samples=[s for p in group if isinstance(p, Profile) for s in p.samples],
                 frequency_hz=first.frequency_hz,
                 start_time_ns=start,
                 duration_ns=end - start,
@@ -174,21 +203,22 @@ class Ingestor:
         batch_id = check_batch_id(batch_id)
         self.group.announce()
         try:
-            request = parse_request(data, content_type)
-            profiles = decode_profiles(request)
+            profiles = decode_body(data, content_type)
         except BaseException:
             self.group.withdraw()
             raise
         base = batch_id or "sha256:" + hashlib.sha256(data).hexdigest()
         return self.store_profiles(profiles, base, announced=True)
 
-    def store_profiles(self, profiles: list[Profile], base_id: str, announced: bool = False) -> IngestResult:
+    def store_profiles(
+        self, profiles: list[AnyProfile], base_id: str, announced: bool = False
+    ) -> IngestResult:
         """Store decoded profiles, one batch per host (`base_id`, then `base_id#N` for further hosts),
         committed with the requests arriving at the same time; returns once they are stored."""
         from fleetprof.store import StoreError
 
         try:
-            hosts = merge_by_host([p for p in profiles if p.samples])
+            hosts = merge_by_host([p for p in profiles if _has_samples(p)])
         except BaseException:
             if announced:
                 self.group.withdraw()

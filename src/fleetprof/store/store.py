@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from fleetprof.profile.columns import ColumnarProfile
 from fleetprof.profile.model import Frame, Profile
 from fleetprof.store import schema
 from fleetprof.store.backend import Backend, ChdbBackend, Params, ServerBackend, StoreError
@@ -57,13 +58,14 @@ class Store:
         return self.backend.query(sql, params)
 
     # -- ingest ---------------------------------------------------------------------------------------
-    def ingest(self, profile: Profile, batch_id: str | None = None) -> int:
+    def ingest(self, profile: Profile | ColumnarProfile, batch_id: str | None = None) -> int:
         """Store one profile; returns samples written (0 for a batch id seen before). All or nothing."""
         return self.ingest_many([(profile, batch_id)])[0]
 
-    def ingest_many(self, batches: Sequence[tuple[Profile, str | None]]) -> list[int]:
-        """Store several profiles with one INSERT per table (group commit), all or nothing together;
-        returns samples written per batch (0 for batch ids seen before or repeated in `batches`)."""
+    def ingest_many(self, batches: Sequence[tuple[Profile | ColumnarProfile, str | None]]) -> list[int]:
+        """Store several profiles (objects or columns, fleetprof.profile.columns) with one INSERT per table
+        (group commit), all or nothing together; returns samples written per batch (0 for batch ids seen
+        before or repeated in `batches`)."""
         with self._ingest_lock:
             now_ms = time.time_ns() // 1_000_000
             written = [0] * len(batches)

@@ -114,6 +114,10 @@ class Interner:
             found = numbers.setdefault(content, next(self._next_number))
         return found
 
+    def fresh(self) -> int:
+        """A number never given before (to content or by `fresh`)."""
+        return next(self._next_number)
+
     def memo(self, name: str) -> dict[Hashable, object]:
         """Bounded table `name` of fleetprof.wire.otlp_columns (keys made of `number`s; see `remember`)."""
         return self._memos.setdefault(name, {})

@@ -14,10 +14,10 @@ from_otlp_request, which gives the exact profiles or the exact one-line error.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from fleetprof.output.otlp import ATTR_FRAME_TYPE, ATTR_HOST_NAME, ATTR_OS_VERSION, STATS_PREFIX
 from fleetprof.profile.columns import ColumnarProfile, Labels, Stack
@@ -29,7 +29,6 @@ from fleetprof.wire.otlp_decode import (
     CPU_TIME_TYPES,
     PROCESS_PREFIXES,
     STAT_SKIPPED,
-    OtlpDecodeError,
     Scalar,
     _Dictionary,
     _frames,
@@ -60,7 +59,7 @@ def columns_from_bytes(data: bytes, interner: Interner = SHARED) -> list[Columna
     try:
         request.ParseFromString(data)
         return _decode(request, interner)
-    except (DecodeError, protoscan.WireError, OtlpDecodeError, _Unsupported, RecursionError):
+    except Exception:  # DecodeError, WireError, _Unsupported, ...: the exact decoder answers those
         return None
 
 
@@ -237,35 +236,35 @@ class _Stacks:
         locations = self.locations
         interner = locations.interner
         loc_keys = locations.keys()
-        memo = interner.memo("location")
         is_used = np.zeros(self.n, bool)
         is_used[used] = True
-        entry_used = np.repeat(is_used, np.diff(self.bounds))
-        loc_numbers = np.zeros(locations.n, np.int64)
-        known: dict[int, tuple[int, tuple[Frame, ...]]] = {}
-        for loc in np.unique(self.indices[entry_used]).tolist():
-            entry = memo.get(loc_keys[loc])
+        is_needed = np.zeros(locations.n, bool)
+        is_needed[self.indices[np.repeat(is_used, np.diff(self.bounds))]] = True
+        needed = np.flatnonzero(is_needed).tolist()
+        entries: list[tuple[int, tuple[Frame, ...]] | None] = list(
+            map(interner.memo("location").get, map(loc_keys.__getitem__, needed))
+        )  # type: ignore[arg-type]
+        for i, entry in enumerate(entries):
             if entry is None:
-                frames = locations.frames(loc)
-                entry = interner.remember(
-                    "location", loc_keys[loc], (interner.number(("loc", frames)), frames)
+                frames = locations.frames(needed[i])
+                entries[i] = interner.remember(  # type: ignore[assignment]
+                    "location", loc_keys[needed[i]], (interner.fresh(), frames)
                 )
-            known[loc] = entry  # type: ignore[assignment]
-            loc_numbers[loc] = known[loc][0]
-        stacks = interner.memo("stack")
+        loc_numbers = np.zeros(locations.n, np.int64)
+        loc_numbers[needed] = np.fromiter(map(operator.itemgetter(0), entries), np.int64, len(entries))  # type: ignore[arg-type]
         raw = loc_numbers[self.indices].tobytes()
-        bounds = self.bounds.tolist()
-        out = []
-        for s in used:
-            key = raw[8 * bounds[s] : 8 * bounds[s + 1]]
-            found = stacks.get(key)
+        ends = (8 * self.bounds).tolist()
+        keys = [raw[ends[s] : ends[s + 1]] for s in used]
+        out: list[tuple[Frame, ...] | None] = list(map(interner.memo("stack").get, keys))  # type: ignore[arg-type]
+        known = dict(zip(needed, entries, strict=True))
+        for i, found in enumerate(out):
             if found is None:
-                frames: list[Frame] = []
-                for loc in reversed(self.indices[bounds[s] : bounds[s + 1]].tolist()):
-                    frames += known[loc][1]
-                found = interner.remember("stack", key, tuple(frames))
-            out.append(found)  # type: ignore[arg-type]
-        return out
+                s = used[i]
+                frames_list: list[Frame] = []
+                for loc in reversed(self.indices[self.bounds[s] : self.bounds[s + 1]].tolist()):
+                    frames_list += known[loc][1]  # type: ignore[index]
+                out[i] = interner.remember("stack", keys[i], tuple(frames_list))  # type: ignore[assignment]
+        return out  # type: ignore[return-value]
 
 
 def _decode(request: RawRequest, interner: Interner) -> list[ColumnarProfile]:  # type: ignore[valid-type]
@@ -398,17 +397,19 @@ def _samples(
     frames = table.frames_of(stacks_used.tolist())
     pairs, pair_kept = np.unique(label_kept * len(frames) + stack_kept, return_inverse=True)
     interner = d.interner
-    full = interner.memo("sample stack")  # (root name, id of a stack body) -> (that body, whole stack)
-    stacks: list[Stack] = []
-    for pair in pairs.tolist():
-        root, body = roots[pair // len(frames)], frames[pair % len(frames)]
-        key = (root, id(body))  # the entry holds `body`, so its id stays its own
-        found = full.get(key)
-        if found is None:
-            found = interner.remember(
-                "sample stack", key, (body, interner.stack((interner.root(root), *body)))
-            )
-        stacks.append(found[1])  # type: ignore[index]
+    # (root name, id of a stack body) -> (that body, whole stack); the entry holds the body, so its id
+    # stays its own
+    full = interner.memo("sample stack")
+    root_of, body_of = np.divmod(pairs, len(frames))
+    roots_used = list(map(roots.__getitem__, root_of.tolist()))
+    bodies = list(map(frames.__getitem__, body_of.tolist()))
+    keys = list(zip(roots_used, map(id, bodies), strict=True))
+    entries = list(map(full.get, keys))
+    for i, entry in enumerate(entries):
+        if entry is None:
+            whole = interner.stack((interner.root(roots_used[i]), *bodies[i]))
+            entries[i] = interner.remember("sample stack", keys[i], (bodies[i], whole))
+    stacks: list[Stack] = list(map(operator.itemgetter(1), entries))  # type: ignore[arg-type]
     timed = n_stamps == count
     kept_stamps = timed[stamp_owner] & (count[stamp_owner] > 0)
     stamp_counts = np.where(timed, n_stamps, 0)[keep]

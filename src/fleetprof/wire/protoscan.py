@@ -3,20 +3,29 @@ in one pass per field position, so a request's thousands of small messages (samp
 cost a few dozen array operations instead of a Python call per field.
 
 Only the wire format is read (tags, varints, fixed64/32, length-delimited spans); what a field means is the
-caller's. Anything that is not well-formed raises `WireError`; the caller then takes its exact path.
+caller's. Anything that is not well-formed raises `WireError`; the caller then takes its exact path. With
+numba installed the two byte loops (`scan`, packed varints) run compiled (fleetprof.wire.protoscan_jit, one
+call each instead of a few dozen array operations per field position); `JIT` says which is used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
+
+_jit: ModuleType | None
+try:
+    from fleetprof.wire import protoscan_jit as _jit
+except ImportError:  # numba not installed: the numpy loops below
+    _jit = None
+
+JIT = _jit is not None
 
 _PAD = 16  # zero bytes after the data, so a 10-byte varint window never reads past the buffer
 _OFFSETS = np.arange(10, dtype=np.int64)
 _SHIFTS = (7 * _OFFSETS).astype(np.uint64)
-_FIXED64 = (8 * np.arange(8, dtype=np.int64)).astype(np.uint64)
-_FIXED32 = _FIXED64[:4]
 _WIDTH = np.array([0, 8, 0, -1, -1, 4, -1, -1], np.int64)  # bytes after the tag by wire type; 0: a varint
 _MAX_STEPS = 256  # fields in one message beyond which the data is not what this reader is for
 
@@ -48,10 +57,10 @@ def varints(data: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.bitwise_or.reduce(low, axis=1), pos + length
 
 
-def _fixed(data: np.ndarray, pos: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Little-endian unsigned integers of len(shifts) bytes at each of `pos`."""
-    window = data[pos[:, None] + np.arange(len(shifts), dtype=np.int64)].astype(np.uint64)
-    return np.bitwise_or.reduce(window << shifts, axis=1)
+def _fixed(data: np.ndarray, pos: np.ndarray, size: int) -> np.ndarray:
+    """Little-endian unsigned integers of `size` (8 or 4) bytes at each of `pos`, as uint64."""
+    window = np.ascontiguousarray(data[pos[:, None] + np.arange(size, dtype=np.int64)])
+    return window.view("<u8" if size == 8 else "<u4").reshape(-1).astype(np.uint64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +71,23 @@ class Fields:
     data: np.ndarray
     count: int  # messages
     message: np.ndarray
-    number: np.ndarray
-    wire_type: np.ndarray
+    tag: np.ndarray  # field number << 3 | wire type
     value: np.ndarray  # uint64
     start: np.ndarray
     end: np.ndarray
 
     def select(self, number: int, wire_type: int) -> np.ndarray:
         """Positions (in wire order) of the occurrences of field `number` with `wire_type`."""
-        return np.flatnonzero((self.number == number) & (self.wire_type == wire_type))
+        return np.flatnonzero(self.tag == (number << 3 | wire_type))
 
     def other_than(self, allowed: set[tuple[int, int]]) -> bool:
         """Whether any field is not one of the (number, wire type) pairs `allowed`."""
-        seen = set(zip(self.number.tolist(), self.wire_type.tolist(), strict=True)) if self.count else set()
-        return bool(seen - allowed)
+        if not len(self.tag):
+            return False
+        if int(self.tag.max()) > 1 << 10:
+            return True
+        seen = np.flatnonzero(np.bincount(self.tag)).tolist()
+        return not {(t >> 3, t & 7) for t in seen} <= allowed
 
     def scalar(self, number: int, default: int = 0) -> np.ndarray:
         """Varint field `number` of each message (the last occurrence wins, as in protobuf), uint64."""
@@ -109,7 +121,7 @@ class Fields:
             raise WireError("packed fixed64 field of a length not a multiple of 8")
         n = sizes // 8
         pos = np.repeat(starts, n) + 8 * ranks(n)
-        packed = _fixed(self.data, pos, _FIXED64) if len(pos) else np.zeros(0, np.uint64)
+        packed = _fixed(self.data, pos, 8) if len(pos) else np.zeros(0, np.uint64)
         return _in_order(
             (self.message[at], np.repeat(owners, n)), (self.value[at], packed), (self.start[at], pos)
         )
@@ -144,8 +156,15 @@ def _packed_varints(
     total = int(sizes.sum())
     if not total:
         return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    if JIT and _jit is not None:
+        status, owner, values, at = _jit.packed_varints(data, owners, starts, ends)
+        if status:
+            raise WireError("bad packed varint")
+        return owner, values, at
     pos = np.repeat(starts, sizes) + ranks(sizes)
     raw = data[pos]
+    if not (raw & 0x80).any():  # every value one byte
+        return np.repeat(owners, sizes), raw.astype(np.uint64), pos
     last = raw < 0x80
     span_end = np.cumsum(sizes) - 1
     if not last[span_end].all():
@@ -168,6 +187,11 @@ def scan(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     limit = len(data) - _PAD
     if count and (ends.max() > limit or (starts > ends).any()):
         raise WireError("message runs past the data")
+    if JIT and _jit is not None:
+        status, *columns = _jit.scan(data, starts, ends)
+        if status:
+            raise WireError("not well-formed protobuf")
+        return Fields(data, count, *columns)
     message = np.arange(count, dtype=np.int64)
     active = starts < ends
     msg, pos, end = message[active], starts[active], ends[active]
@@ -194,16 +218,16 @@ def scan(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
             raise WireError("field runs past its message")
         fixed = wire_type == 1
         if fixed.any():
-            value[fixed] = _fixed(data, pos[fixed], _FIXED64)
+            value[fixed] = _fixed(data, pos[fixed], 8)
         fixed32 = wire_type == 5
         if fixed32.any():
-            value[fixed32] = _fixed(data, pos[fixed32], _FIXED32)
-        parts.append((msg, number, wire_type, value, start, nxt))
+            value[fixed32] = _fixed(data, pos[fixed32], 4)
+        parts.append((msg, tag, value, start, nxt))
         more = nxt < end
         msg, pos, end = msg[more], nxt[more], end[more]
     if not parts:
         empty = np.zeros(0, np.int64)
-        return Fields(data, count, empty, empty, empty, np.zeros(0, np.uint64), empty, empty)
+        return Fields(data, count, empty, empty, np.zeros(0, np.uint64), empty, empty)
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     order = np.argsort(cols[0], kind="stable")  # per message, fields in wire order
     return Fields(data, count, *(c[order] for c in cols))  # type: ignore[arg-type]
