@@ -106,6 +106,18 @@ def test_shuffled_batches_with_memos_warm_and_forgotten(bins: Path, name: str) -
             batch.forget()
 
 
+@pytest.mark.parametrize("name", ["mini", "cxxprog"])
+def test_memos_restarting_when_full_change_no_answer(
+    bins: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bundle_of(bins, name)
+    addrs = every_address(bins / name)
+    expected = scalar(data, addrs)
+    monkeypatch.setattr(batch_module, "_MEMO_LIMIT", 8)
+    batch = BatchLookup(tables(data), load_bundle(data).outer_names)
+    assert [a for at in range(0, len(addrs), 301) for a in batch.resolve(addrs[at : at + 301])] == expected
+
+
 def test_without_start_lines(bins: Path) -> None:
     data = bundle_of(bins, "inline_names")
     addrs = every_address(bins / "inline_names")

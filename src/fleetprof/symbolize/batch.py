@@ -189,10 +189,13 @@ class BatchLookup:
         if len(picked):
             functions = self._tables()[6][0]
             codes = functions[function[picked], 3]
-            if not self._learn_languages(codes, picked, index, wanted):
+            lowest, highest = int(codes.min()), int(codes.max())
+            distinct = [lowest] if lowest == highest else np.unique(codes).tolist()  # one, mostly
+            if not self._learn_languages(distinct, codes, picked, index, wanted):
                 return None
-            unknown = [code for code in np.unique(codes).tolist() if reader.language(code) == "unknown"]
-            picked = picked[np.isin(codes, unknown)]
+            unknown = [code for code in distinct if reader.language(code) == "unknown"]
+            if unknown != distinct:
+                picked = picked[np.isin(codes, unknown)]
             picked = picked[
                 self._symbol_covers(wanted[picked], functions[function[picked], 2], sections, picked)
             ]
@@ -202,7 +205,11 @@ class BatchLookup:
         symbols_of = containing[picked]
         unique, inverse = np.unique(symbols_of, return_inverse=True)
         outer = self._outer
-        self._name_symbols([c for c in unique.tolist() if c not in outer])
+        missing = [c for c in unique.tolist() if c not in outer]
+        if len(outer) + len(missing) > _MEMO_LIMIT:  # the memo restarts: this batch's symbols named anew
+            outer.clear()
+            missing = unique.tolist()
+        self._name_symbols(missing)
         answers = [outer.get(c) or None for c in unique.tolist()]
         found = [answers[i] for i in inverse.tolist()]
         if len(picked) == len(wanted):
@@ -283,16 +290,21 @@ class BatchLookup:
         return [j for j, answer in enumerate(out) if answer is None]
 
     def _learn_languages(
-        self, codes: np.ndarray, picked: np.ndarray, index: np.ndarray, wanted: np.ndarray
+        self,
+        distinct: list[int],
+        codes: np.ndarray,
+        picked: np.ndarray,
+        index: np.ndarray,
+        wanted: np.ndarray,
     ) -> bool:
-        """Learn the first part's languages `codes` not known yet (symbolic's answer for one address of
-        each teaches it); False when that turned the reader off."""
+        """Learn the first part's languages `distinct` (of `codes`, those of the addresses `picked`) not
+        known yet: symbolic's answer for one address of each teaches it. False when that turned the
+        reader off."""
         reader: SymcacheReader = self._symbols.parts[0].reader  # type: ignore[assignment]
         load = self._symbols.parts[0].load_address
-        unique, first = np.unique(codes, return_index=True)
-        for code, at in zip(unique.tolist(), first.tolist(), strict=True):
+        for code in distinct:
             if reader.language(code) is None:
-                j = int(picked[at])
+                j = int(picked[int(np.argmax(codes == code))])
                 reader.chain(int(index[j]), int(wanted[j]) - load)
                 if not reader.trusted:
                     return False
@@ -322,8 +334,6 @@ class BatchLookup:
         extents = self._symbols.extents
         names, offsets = extents.names, extents.name_offsets
         outer = self._outer
-        if len(outer) + len(symbols) > _MEMO_LIMIT:
-            outer.clear()
         if names.endswith(b"\0"):  # every name ends at a NUL (as `CodeExtents` writes them)
             find = names.find
             raws = [
