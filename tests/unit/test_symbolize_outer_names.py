@@ -50,3 +50,10 @@ def test_an_offset_past_the_text_names_nothing() -> None:
     data[16 + 4 : 16 + 8] = (1 << 20).to_bytes(4, "little")  # symbol 1's name far past the text
     names = OuterNames(bytes(data), len(ext.starts))
     assert names.names([1, 2]) == ["", "ns::foo(int)"]
+
+
+def test_bytes_that_are_not_utf8_are_replaced() -> None:
+    ext = extents()
+    data = encode_outer_names(ext).replace(b"ns::foo(int)", b"ns::f\xffo(int)", 1)
+    names = OuterNames(data, len(ext.starts))
+    assert names.names([0, 1]) == [None, "ns::f\ufffdo(int)"]

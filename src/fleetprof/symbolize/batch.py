@@ -334,13 +334,12 @@ class BatchLookup:
         extents = self._symbols.extents
         names, offsets = extents.names, extents.name_offsets
         outer = self._outer
-        if names.endswith(b"\0"):  # every name ends at a NUL (as `CodeExtents` writes them)
+        try:  # every name ends at a NUL (as `CodeExtents` writes them) and is UTF-8, mostly
+            if not names.endswith(b"\0"):
+                raise ValueError("an unterminated name")
             find = names.find
-            raws = [
-                names[at : find(b"\0", at)].decode("utf-8", "replace")
-                for at in map(offsets.__getitem__, symbols)
-            ]
-        else:
+            raws = [names[at : find(b"\0", at)].decode() for at in map(offsets.__getitem__, symbols)]
+        except ValueError:  # UnicodeDecodeError included
             raws = [extents.name_at(c) for c in symbols]
         shown_names = self._display.names(symbols) if self._display is not None else [None] * len(symbols)
         for c, raw, shown in zip(symbols, raws, shown_names, strict=True):

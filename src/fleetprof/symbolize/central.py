@@ -133,7 +133,10 @@ class CentralSymbolizer:
                         ]
                     )
                 )
-        out.update([(addr, frames) for addr, frames in zip(addrs, built, strict=True) if frames])
+        if () in built:
+            out.update([(addr, frames) for addr, frames in zip(addrs, built, strict=True) if frames])
+        else:
+            out.update(zip(addrs, built, strict=True))
         kept = min(len(addrs), self._memo_entries)  # a batch larger than the memo keeps its last answers
         if self._memo_entries - self._memo_size < kept:
             self._forget_answers()

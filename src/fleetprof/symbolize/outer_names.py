@@ -69,12 +69,10 @@ class OuterNames:
         find = data.index
         try:
             return [
-                None
-                if offset == SAME
-                else data[base + offset : find(b"\0", base + offset)].decode("utf-8", "replace")
+                None if offset == SAME else data[base + offset : find(b"\0", base + offset)].decode()
                 for offset in map(self._offsets.__getitem__, symbols)
             ]
-        except ValueError:  # an offset past the text (it ends with a NUL)
+        except ValueError:  # an offset past the text (it ends with a NUL), or not UTF-8
             return [self._name(self._offsets[symbol]) for symbol in symbols]
 
     def _name(self, offset: int) -> str | None:
