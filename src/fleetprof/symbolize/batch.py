@@ -202,22 +202,25 @@ class BatchLookup:
         answered = np.zeros(len(wanted), dtype=bool)
         if not len(picked):
             return out, answered
-        symbols_of = containing[picked]
-        unique, inverse = np.unique(symbols_of, return_inverse=True)
+        symbols_of = containing[picked].tolist()
         outer = self._outer
-        missing = [c for c in unique.tolist() if c not in outer]
-        if len(outer) + len(missing) > _MEMO_LIMIT:  # the memo restarts: this batch's symbols named anew
-            outer.clear()
-            missing = unique.tolist()
-        self._name_symbols(missing)
-        answers = [outer.get(c) or None for c in unique.tolist()]
-        found = [answers[i] for i in inverse.tolist()]
+        get = outer.get
+        found = [get(c) for c in symbols_of]
+        if None in found:
+            missing = [c for c, answer in zip(symbols_of, found, strict=True) if answer is None]
+            missing = list(dict.fromkeys(missing))
+            if len(outer) + len(missing) > _MEMO_LIMIT:  # the memo restarts: this batch's symbols named anew
+                outer.clear()
+                missing = list(dict.fromkeys(symbols_of))
+            self._name_symbols(missing)
+            found = [get(c) for c in symbols_of]
+        found = [answer or None for answer in found]  # () (a nameless symbol): the general loop
         if len(picked) == len(wanted):
             out = found
         else:
             for j, answer in zip(picked.tolist(), found, strict=True):
                 out[j] = answer
-        answered[picked] = np.array([answer is not None for answer in answers], dtype=bool)[inverse]
+        answered[picked] = np.array([answer is not None for answer in found], dtype=bool)
         return out, answered
 
     def _lined(
