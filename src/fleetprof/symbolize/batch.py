@@ -207,12 +207,11 @@ class BatchLookup:
         get = outer.get
         found = [get(c) for c in symbols_of]
         if None in found:
-            missing = [c for c, answer in zip(symbols_of, found, strict=True) if answer is None]
-            missing = list(dict.fromkeys(missing))
+            missing = {c for c, answer in zip(symbols_of, found, strict=True) if answer is None}
             if len(outer) + len(missing) > _MEMO_LIMIT:  # the memo restarts: this batch's symbols named anew
                 outer.clear()
-                missing = list(dict.fromkeys(symbols_of))
-            self._name_symbols(missing)
+                missing = set(symbols_of)
+            self._name_symbols(sorted(missing))  # in address order: their names are read in file order
             found = [get(c) for c in symbols_of]
         found = [answer or None for answer in found]  # () (a nameless symbol): the general loop
         if len(picked) == len(wanted):
