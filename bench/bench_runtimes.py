@@ -1,8 +1,8 @@
-"""PHP, Ruby, Perl and Go stacks at 99 Hz: cost per sample and target slowdown, beside each runtime's own
-profiler and `perf record -g`, in the same run.
+"""PHP, Ruby, Perl, Node.js and Go stacks at 99 Hz: cost per sample and target slowdown, beside each
+runtime's own profiler and `perf record -g`, in the same run.
 
 Each runtime runs the same fixed work: a five-deep recursive chain ending in an arithmetic loop, which
-times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Go as installed).
+times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js and Go as installed).
 
 1. Cost, per runtime: the work profiled by a ProfilerCore in this process at 99 Hz (after a warm-up):
    the sampling BPF programs' own run_time_ns per run and per sample recorded (fdinfo, BPF_ENABLE_STATS),
@@ -10,10 +10,11 @@ times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Go as install
    runtime's frames (PHP, Ruby) or reach `main.main` (Go) with no unwind error.
 2. Slowdown, per runtime: the work alone, under `fleetprof record -F 99`, `perf record -F 99 -g` and the
    runtime's own profiler (PHP: Excimer at 99 Hz, Ruby: StackProf in cpu mode at 99 Hz, Go: runtime/pprof at
-   its fixed 100 Hz, Perl: Devel::NYTProf, which is not a sampler and times every statement); interleaved
-   rounds, order rotated; the median of the paired per-round slowdowns.
+   its fixed 100 Hz, Node.js: --cpu-prof at a 10.1 ms interval, Perl: Devel::NYTProf, which is not a
+   sampler and times every statement); perf runs node with --perf-basic-prof, so its JIT frames have names
+   too; interleaved rounds, order rotated; the median of the paired per-round slowdowns.
 
-    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,go]
+    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,node,go]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from fleetprof.tracer import layout  # noqa: E402
 from fleetprof.tracer.aggregate import decode_frames  # noqa: E402
 
 RATE = 99
+WARM_UP = 3.0  # seconds: the target's unwind tables compiled and loaded (node's take about one)
 
 PHP_WORK = r"""<?php
 function hot(int $n): int {
@@ -79,6 +81,17 @@ sub chain { my ($d, $n) = @_; return $d > 1 ? chain($d - 1, $n) : hot($n); }
 my $t = time;
 chain(5, 20000) for 1 .. $ARGV[0];
 print time - $t, "\n";
+"""
+
+NODE_WORK = r"""
+function hot(n) { let a = 0; for (let i = 0; i < n; i++) a = (a * 31 + i) % 1000003; return a; }
+function chain(d, n) { return d > 1 ? chain(d - 1, n) : hot(n); }
+const iterations = Number(process.argv[2]);
+const t = process.hrtime.bigint();
+let s = 0;
+for (let k = 0; k < iterations; k++) s += chain(5, 200000);
+process.stderr.write(String(s) + "\n");
+console.log(Number(process.hrtime.bigint() - t) / 1e9);
 """
 
 GO_WORK = """package main
@@ -135,6 +148,7 @@ class Runtime:
     frame_kind: int  # layout.FRAME_* of its frames, 0 for native code (Go)
     own: str  # its own profiler, "" when none is installed
     own_command: list[str] | None = None  # how to run the work under it (default: `command`, OWN=1)
+    perf_command: list[str] | None = None  # how perf runs it (default: `command`)
 
 
 @dataclass
@@ -184,6 +198,21 @@ def runtimes(work: Path, wanted: set[str] | None) -> list[Runtime]:
                 own,
             )
         )
+    node = shutil.which("node")
+    if node and (wanted is None or "node" in wanted):
+        script = str(work / "work.js")
+        (work / "work.js").write_text(NODE_WORK)
+        own = [node, "--cpu-prof", "--cpu-prof-dir", str(work / "cpuprof"), "--cpu-prof-interval", "10101"]
+        out.append(
+            Runtime(
+                "node",
+                [node, script],
+                layout.FRAME_V8,
+                "cpu-prof",
+                [*own, script],
+                [node, "--perf-basic-prof", script],
+            )
+        )
     go = shutil.which("go")
     if go and (wanted is None or "go" in wanted):
         src = work / "gowork"
@@ -198,22 +227,29 @@ def runtimes(work: Path, wanted: set[str] | None) -> list[Runtime]:
     return out
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    """The seconds the work took, as it measured itself."""
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=900).stdout
+def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    """The seconds the work took, as it measured itself (run in `cwd`: node leaves its v8 logs there)."""
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, check=True, timeout=900, cwd=cwd
+    ).stdout
     return float(
         next(line for line in reversed(out.splitlines()) if re.fullmatch(r"[0-9.e+-]+", line.strip()))
     )
 
 
 def calibrate(rt: Runtime, env: dict[str, str], seconds: float) -> int:
-    """Iterations that take about `seconds` unprofiled."""
-    probe = timed([*rt.command, "3"], env)
-    return max(3, int(3 * seconds / max(probe, 1e-3)))
+    """Iterations that take about `seconds` unprofiled (probed until a run lasts 0.3 s, so a JIT's
+    warm-up does not stand for its steady speed)."""
+    iterations = 3
+    probe = timed([*rt.command, str(iterations)], env)
+    while probe < 0.3 and iterations < 10**7:
+        iterations *= 10
+        probe = timed([*rt.command, str(iterations)], env)
+    return max(3, int(iterations * seconds / max(probe, 1e-3)))
 
 
 def section_cost(rts: list[Runtime], seconds: float, work: Path) -> dict[str, Cost]:
-    print(f"\n== 1. cost while sampling at {RATE} Hz ({seconds:g} s measured after a 1 s warm-up)")
+    print(f"\n== 1. cost while sampling at {RATE} Hz ({seconds:g} s measured after a {WARM_UP:g} s warm-up)")
     print(f"{'runtime':<8} {'BPF/run':>9} {'BPF/sample':>11} {'agent/1k':>9} {'whole':>7} {'samples':>8}")
     out: dict[str, Cost] = {}
     env = dict(os.environ)
@@ -226,7 +262,7 @@ def section_cost(rts: list[Runtime], seconds: float, work: Path) -> dict[str, Co
             core.load()
             core.scan([target.pid])
             core.start()
-            warm = time.monotonic() + 1.0
+            warm = time.monotonic() + WARM_UP
             while time.monotonic() < warm:
                 core.poll(50)
             before = _target(core, target.pid, rt.frame_kind)
@@ -306,8 +342,12 @@ def section_slowdown(
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 prefix, env = configs[name]
-                command = rt.own_command if name == rt.own and rt.own_command else rt.command
-                times[name].append(timed([*prefix, *command, str(iterations)], env))
+                command = rt.command
+                if name == rt.own and rt.own_command:
+                    command = rt.own_command
+                elif name == "perf -g" and rt.perf_command:
+                    command = rt.perf_command
+                times[name].append(timed([*prefix, *command, str(iterations)], env, work))
         out[rt.name] = {}
         cells = [f"none {statistics.median(times['none']):.2f} s"]
         for name in names[1:]:
@@ -322,20 +362,31 @@ def section_slowdown(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", help="comma-separated: php,ruby,perl,go (default: all installed)")
+    parser.add_argument("--runtimes", help="comma-separated: php,ruby,perl,node,go (default: all installed)")
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
     args = parser.parse_args()
     wanted = set(args.runtimes.split(",")) if args.runtimes else None
+    started = time.time()
+    try:
+        run(args.quick, wanted)
+    finally:  # the perf maps `node --perf-basic-prof` leaves in /tmp
+        for left in Path("/tmp").glob("perf-*.map"):
+            if left.stat().st_mtime >= started:
+                left.unlink(missing_ok=True)
+
+
+def run(quick: bool, wanted: set[str] | None) -> None:
+    """Both sections on the runtimes installed, then the headline."""
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp, bpf_stats() as stats_on:
         work = Path(tmp)
         rts = runtimes(work, wanted)
         if not rts:
-            print("no runtime installed (php8.2, ruby3.1, perl, go): nothing to measure")
+            print("no runtime installed (php8.2, ruby3.1, perl, node, go): nothing to measure")
             return
         if not stats_on:
             print("BPF run-time stats unavailable: BPF columns read 0")
-        costs = section_cost(rts, 2.0 if args.quick else 5.0, work)
-        slow = section_slowdown(rts, 3 if args.quick else 9, 1.0 if args.quick else 2.0, work)
+        costs = section_cost(rts, 2.0 if quick else 5.0, work)
+        slow = section_slowdown(rts, 3 if quick else 9, 1.0 if quick else 2.0, work)
     parts = []
     for rt in rts:
         s, c = slow[rt.name], costs[rt.name]

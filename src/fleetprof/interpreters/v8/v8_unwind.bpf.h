@@ -85,7 +85,11 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 	if (!push_frame(s, shared, addr, aux, FRAME_V8, fflags))
 		return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
 	count(STAT_V8_FRAMES);
-	return frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, true);
+	long done = frame_pointer_step(s, st, UNWIND_ERR_FRAME_POINTER, true);
+	/* V8 keeps a frame record in every frame: the caller's pc is as good as one a table gave, so code whose
+	 * table is not loaded yet waits for it (deferral) instead of being walked by frame pointers */
+	st->via_frame_pointer = 0;
+	return done;
 }
 
 #endif
