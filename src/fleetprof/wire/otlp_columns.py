@@ -2,10 +2,11 @@
 fleetprof.wire.otlp_decode.from_otlp_request (same host split, labels, counts, timestamps, and the same
 canonical frame and stack objects), without a Python object or call per sample.
 
-The request is parsed with samples, locations and stacks left as bytes (fleetprof.wire.rawmessages) and
-those are read in bulk (fleetprof.wire.protoscan). Python work is per distinct thing: per OTLP profile and
-resource, per attribute set, per location and stack content not met in an earlier request (each
-location and stack of a request costs a dict lookup by a bytes key of interned numbers).
+The request is parsed with samples, locations, stacks and functions left as bytes
+(fleetprof.wire.rawmessages) and those are read in bulk (fleetprof.wire.protoscan). Python work is per
+distinct thing: per OTLP profile and resource, per attribute set, per function, per location and stack
+content not met in an earlier request (each location and stack of a request costs a dict lookup by a bytes
+key of interned numbers, each distinct (process, stack) pair one by a pair of them).
 
 Anything unusual — malformed or truncated bytes, an index out of range, a negative or huge value, a field
 in an unexpected wire type — makes `columns_from_bytes` answer None: the caller then decodes with
@@ -46,6 +47,7 @@ _SAMPLE_FIELDS = {(1, 0), (2, 0), (2, 2), (3, 0), (4, 0), (4, 2), (5, 1), (5, 2)
 _LOCATION_FIELDS = {(1, 0), (2, 0), (3, 2), (4, 0), (4, 2)}
 _LINE_FIELDS = {(1, 0), (2, 0), (3, 0)}
 _STACK_FIELDS = {(1, 0), (1, 2)}
+_FUNCTION_FIELDS = {(1, 0), (2, 0), (3, 0), (4, 0)}
 
 
 class _Unsupported(Exception):
@@ -140,26 +142,31 @@ class _Locations:
         self.frame_types = [str(self.d.attributes(a).get(ATTR_FRAME_TYPE, "")) for _, a in sets]
         self.n = n
         self._keys: list[bytes] | None = None
-        self._functions: dict[int, tuple[str, str, str, int]] = {}
+        self._functions: dict[int, tuple[str, str, str, int]] = {}  # filled by `keys`
 
     def function(self, index: int) -> tuple[str, str, str, int]:
         """(name, system name, file, start line) of function table entry `index` ("" when there is none)."""
-        found = self._functions.get(index)
-        if found is None:
-            table = self.d.d.function_table
-            if not table:
-                found = ("", "", "", 0)
-            else:
-                f = table[index]
-                string = self.d.string
-                found = (
-                    string(f.name_strindex, "function name string index"),
-                    string(f.system_name_strindex, "function system name string index"),
-                    string(f.filename_strindex, "function filename string index"),
-                    f.start_line,
-                )
-            self._functions[index] = found
-        return found
+        return self._functions[index]
+
+    def _function_numbers(self, used: list[int]) -> list[int]:
+        """Interned numbers of the contents of function table entries `used` (read in bulk)."""
+        raw = list(self.d.d.function_table)
+        if not raw:
+            self._functions = dict.fromkeys(used, ("", "", "", 0))
+        else:
+            data, starts, ends = protoscan.buffer(raw)
+            fields = protoscan.scan(data, starts, ends)
+            if fields.other_than(_FUNCTION_FIELDS):
+                raise _Unsupported
+            strings = self.d.strings
+            columns = []
+            for number in (1, 2, 3):
+                indices = _signed(fields.scalar(number))[used]
+                _in_range(indices, len(strings))
+                columns.append(map(strings.__getitem__, indices.tolist()))
+            start_lines = _signed(fields.scalar(4))[used].tolist()
+            self._functions = dict(zip(used, zip(*columns, start_lines, strict=True), strict=True))
+        return list(map(self.interner.number, self._functions.values()))
 
     def keys(self) -> list[bytes]:
         """Each location's content key: int64 numbers of (frame type, mapping, address, lines, then
@@ -173,8 +180,7 @@ class _Locations:
                 map_ids[m] = number(("mapping", mapping_content(self.d.mapping(m))))
             used_functions = np.unique(self.function_index).tolist()
             fn_ids = np.zeros(max(used_functions, default=0) + 1, np.int64)
-            for f in used_functions:
-                fn_ids[f] = number(("function", self.function(f)))
+            fn_ids[used_functions] = self._function_numbers(used_functions)
             n_lines = np.diff(self.line_bounds)
             sizes = 4 + 2 * n_lines
             bounds = np.zeros(self.n + 1, np.int64)
@@ -370,26 +376,37 @@ def _samples(
     resource = np.asarray([part.resource for part in parts], np.int64)[part_of]
     label_sets, label_of = _distinct_lists(attr_owner, attrs, n, resource)
     used_labels, label_kept = np.unique(label_of[keep], return_inverse=True)
+    memo = d.interner.memo("labels")  # a sample's attributes (its resource's process ones first) -> labels
     labels: list[Labels] = []
     roots: list[str] = []
     for i in used_labels.tolist():
         r, indices = label_sets[i]
         own = d.attributes(indices)
         process = processes[r]
-        found = _labels({**process, **own} if process else own, f"resource {r}")
-        labels.append(
-            Labels(
-                pid=found.pid,
-                tid=found.tid,
-                process_name=found.process_name,
-                thread_name=found.thread_name,
-                cpus=frozenset((found.cpu,)) if found.cpu is not None else frozenset(),
-                container_id=found.container_id,
-                executable=found.executable,
-                pod_uid=found.pod_uid,
+        merged = {**process, **own} if process else own
+        key = tuple(merged.items())
+        hit = memo.get(key)
+        if hit is None:
+            found = _labels(merged, f"resource {r}")
+            hit = d.interner.remember(
+                "labels",
+                key,
+                (
+                    Labels(
+                        pid=found.pid,
+                        tid=found.tid,
+                        process_name=found.process_name,
+                        thread_name=found.thread_name,
+                        cpus=frozenset((found.cpu,)) if found.cpu is not None else frozenset(),
+                        container_id=found.container_id,
+                        executable=found.executable,
+                        pod_uid=found.pod_uid,
+                    ),
+                    found.process_name or f"pid {found.pid}",
+                ),
             )
-        )
-        roots.append(found.process_name or f"pid {found.pid}")
+        labels.append(hit[0])  # type: ignore[index]
+        roots.append(hit[1])  # type: ignore[index]
     label_kept = label_kept.reshape(-1).astype(np.int64)
     stacks_used, stack_kept = np.unique(stack_index[keep], return_inverse=True)
     stack_kept = stack_kept.reshape(-1).astype(np.int64)

@@ -32,20 +32,18 @@ def _varint(data: np.ndarray, p: int, end: int) -> tuple[np.uint64, int, int]:  
 
 
 @njit(cache=True, nogil=True)
-def scan(
-    data: np.ndarray, starts: np.ndarray, ends: np.ndarray
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
-    """(status, message, tag, value, start, end) of every field of the messages at [starts, ends), in
-    message then wire order; status is OK or why the bytes are not well-formed."""
-    total = 0
-    for m in range(len(starts)):
-        total += ends[m] - starts[m]
-    cap = total // 2 + 1
-    message = np.empty(cap, np.int64)
-    tags = np.empty(cap, np.int64)
-    values = np.empty(cap, np.uint64)
-    begin = np.empty(cap, np.int64)
-    finish = np.empty(cap, np.int64)
+def _walk(
+    data: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    message: np.ndarray,
+    tags: np.ndarray,
+    values: np.ndarray,
+    begin: np.ndarray,
+    finish: np.ndarray,
+    fill: bool,
+) -> tuple[int, int]:  # pragma: no cover
+    """(status, fields) of the messages at [starts, ends), each field stored in the arrays when `fill`."""
     k = 0
     for m in range(len(starts)):
         p = starts[m]
@@ -53,42 +51,60 @@ def scan(
         while p < e:
             tag, p, status = _varint(data, p, e)
             if status != OK:
-                return status, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
+                return status, k
             wire_type = tag & np.uint64(7)
             if tag >= np.uint64(1 << 32) or (tag >> np.uint64(3)) == np.uint64(0):
-                return BAD_TAG, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
+                return BAD_TAG, k
+            start = p
             if wire_type == 0:
-                value, q, status = _varint(data, p, e)
+                value, p, status = _varint(data, p, e)
                 if status != OK:
-                    return status, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
-                start, p = p, q
+                    return status, k
             elif wire_type == 2:
-                size, q, status = _varint(data, p, e)
+                value, start, status = _varint(data, p, e)
                 if status != OK:
-                    return status, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
-                if size > np.uint64(e - q):
-                    return PAST_END, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
-                value = size
-                start = q
-                p = q + np.int64(size)
+                    return status, k
+                if value > np.uint64(e - start):
+                    return PAST_END, k
+                p = start + np.int64(value)
             elif wire_type == 1 or wire_type == 5:
                 width = 8 if wire_type == 1 else 4
                 if p + width > e:
-                    return PAST_END, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
+                    return PAST_END, k
                 value = np.uint64(0)
                 for i in range(width):
                     value |= np.uint64(data[p + i]) << np.uint64(8 * i)
-                start = p
                 p += width
             else:
-                return BAD_TAG, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
-            message[k] = m
-            tags[k] = np.int64(tag)
-            values[k] = value
-            begin[k] = start
-            finish[k] = p
+                return BAD_TAG, k
+            if fill:
+                message[k] = m
+                tags[k] = np.int64(tag)
+                values[k] = value
+                begin[k] = start
+                finish[k] = p
             k += 1
-    return OK, message[:k], tags[:k], values[:k], begin[:k], finish[:k]
+    return OK, k
+
+
+@njit(cache=True, nogil=True)
+def scan(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """(status, message, tag, value, start, end) of every field of the messages at [starts, ends), in
+    message then wire order; status is OK or why the bytes are not well-formed. Two passes: the fields are
+    counted first, so memory is what they need."""
+    none = np.empty(0, np.int64)
+    status, count = _walk(data, starts, ends, none, none, np.empty(0, np.uint64), none, none, False)
+    if status != OK:
+        return status, none, none, np.empty(0, np.uint64), none, none
+    message = np.empty(count, np.int64)
+    tags = np.empty(count, np.int64)
+    values = np.empty(count, np.uint64)
+    begin = np.empty(count, np.int64)
+    finish = np.empty(count, np.int64)
+    _walk(data, starts, ends, message, tags, values, begin, finish, True)
+    return OK, message, tags, values, begin, finish
 
 
 @njit(cache=True, nogil=True)
@@ -98,7 +114,8 @@ def packed_varints(
     """(status, owner, value, byte position) of every varint in the packed spans [starts, ends)."""
     total = 0
     for i in range(len(starts)):
-        total += ends[i] - starts[i]
+        for p in range(starts[i], ends[i]):
+            total += data[p] < 0x80
     owner = np.empty(total, np.int64)
     values = np.empty(total, np.uint64)
     pos = np.empty(total, np.int64)

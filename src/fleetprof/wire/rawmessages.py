@@ -1,6 +1,6 @@
 """ExportProfilesServiceRequest with its bulky repeated messages left as bytes: a copy of the OTLP profiles
-schema, in its own descriptor pool, where `Profile.samples`, `ProfilesDictionary.location_table` and
-`ProfilesDictionary.stack_table` are `repeated bytes`. Parsing a request with it costs what parsing the real
+schema, in its own descriptor pool, where `Profile.samples` and the location, stack and function tables of
+`ProfilesDictionary` are `repeated bytes`. Parsing a request with it costs what parsing the real
 one does, but hands those messages over as raw bytes that fleetprof.wire.protoscan reads in bulk.
 """
 
@@ -11,7 +11,10 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2
 from opentelemetry.proto.profiles.v1development import profiles_pb2
 
-RAW_FIELDS = {"Profile": {"samples"}, "ProfilesDictionary": {"location_table", "stack_table"}}
+RAW_FIELDS = {
+    "Profile": {"samples"},
+    "ProfilesDictionary": {"location_table", "stack_table", "function_table"},
+}
 _REQUEST = "opentelemetry.proto.collector.profiles.v1development.ExportProfilesServiceRequest"
 
 
