@@ -88,6 +88,7 @@ def _values(**overrides: int) -> VMValues:
         "ConstMethod::_code_size": 32,
         "ConstMethod::_name_index": 34,
         "ConstMethod::_signature_index": 36,
+        "ConstMethod::_constMethod_size": 16,
         "ConstantPool::_pool_holder": 24,
         "ConstantPool::_source_file_name_index": 54,
         "Klass::_name": 24,

@@ -80,6 +80,7 @@ class HotSpotLayout:
     blob_data_offset: int  # CodeBlob::_data_offset (int32 from the blob): code end in JDK 23+
     blob_mutable_data: int  # CodeBlob::_mutable_data (address, JDK 25+: relocations then metadata), -1 before
     blob_relocation_size: int  # CodeBlob::_relocation_size (int32, JDK 25+), -1 before
+    blob_mutable_data_size: int  # CodeBlob::_mutable_data_size (int32, JDK 25+): metadata ends there
     kind_nmethod: int  # CodeBlobKind::Nmethod, 0 without kinds
     kind_buffer: int  # CodeBlobKind::Buffer (the interpreter is a BufferBlob named "Interpreter")
     nmethod_method: int  # nmethod::_method (CompiledMethod::_method before JDK 23): Method*
@@ -95,6 +96,7 @@ class HotSpotLayout:
     nmethod_scopes_data_offset: int  # nmethod::_scopes_data_offset (int32 from immutable data, 25+), else -1
     nmethod_metadata_offset: int  # nmethod::_metadata_offset (int32 from the blob, <= 22), -1 after
     nmethod_immutable_data: int  # nmethod::_immutable_data (address, 23+), -1 before
+    nmethod_immutable_data_size: int  # nmethod::_immutable_data_size (int32, 23+): scopes data end by then
     method_const_method: int  # Method::_constMethod
     constmethod_constants: int  # ConstMethod::_constants: its ConstantPool*
     constmethod_flags: int  # ConstMethod::_flags (u2, <= 20) or ConstMethod::_flags._flags (u4)
@@ -103,6 +105,9 @@ class HotSpotLayout:
     constmethod_code_size: int  # ConstMethod::_code_size (u2)
     constmethod_name_index: int  # ConstMethod::_name_index (u2): constant pool index of the name Symbol
     constmethod_signature_index: int
+    constmethod_method_size: (
+        int  # ConstMethod::_constMethod_size (int32, in words): the line table ends there
+    )
     constmethod_size: int  # sizeof(ConstMethod): the bytecodes start here; bci = bcp - (cm + this)
     constantpool_pool_holder: int  # ConstantPool::_pool_holder: InstanceKlass*
     constantpool_source_file_name_index: int  # ConstantPool::_source_file_name_index (u2)
@@ -148,6 +153,7 @@ _FIELDS = {
     "constmethod_signature_index": "ConstMethod::_signature_index",
     "constantpool_pool_holder": "ConstantPool::_pool_holder",
     "constantpool_source_file_name_index": "ConstantPool::_source_file_name_index",
+    "constmethod_method_size": "ConstMethod::_constMethod_size",
     "klass_name": "Klass::_name",
     "symbol_length": "Symbol::_length",
     "symbol_body": "Symbol::_body",
@@ -166,6 +172,8 @@ _OPTIONAL = {  # present in some JDKs only; -1 when absent
     "nmethod_scopes_data": "CompiledMethod::_scopes_data_begin",
     "nmethod_metadata_offset": "nmethod::_metadata_offset",
     "nmethod_immutable_data": "nmethod::_immutable_data",
+    "nmethod_immutable_data_size": "nmethod::_immutable_data_size",
+    "blob_mutable_data_size": "CodeBlob::_mutable_data_size",
 }
 _SIZES = {
     "heapblock_size": "HeapBlock",
@@ -216,7 +224,13 @@ def layout_from(values: VMValues, version: tuple[int, int, int, int]) -> HotSpot
         return f"JDK {major}: VMStructs has neither CodeBlob::_code_begin nor CodeBlob::_code_offset"
     if found["nmethod_immutable_data"] >= 0:
         pcs_end = values.fields.get("nmethod::_scopes_data_offset")
-        if pcs_end is None or found["blob_mutable_data"] < 0 or found["blob_relocation_size"] < 0:
+        mutable = (
+            "blob_mutable_data",
+            "blob_relocation_size",
+            "blob_mutable_data_size",
+            "nmethod_immutable_data_size",
+        )
+        if pcs_end is None or min(found[name] for name in mutable) < 0:
             return f"JDK {major}: nmethod immutable data without _scopes_data_offset or mutable data"
         found["nmethod_scopes_data_offset"] = pcs_end
     else:
