@@ -247,3 +247,17 @@ def test_server_decodes_protobuf_as_columns_and_json_as_objects() -> None:
     (first_json, *_) = decode_body(json_format.MessageToJson(request).encode(), "application/json")
     assert isinstance(first_json, Profile)
     assert first.to_profile() == first_json
+
+
+def test_requests_without_counted_samples(jit: bool) -> None:
+    """Samples that all count nothing, and an idle window (counters only), decode alike."""
+    request = to_otlp_request(raw_profile())
+    for rp in request.resource_profiles:
+        for p in (p for sp in rp.scope_profiles for p in sp.profiles):
+            for s in p.samples:
+                del s.timestamps_unix_nano[:]
+                s.values[:] = [0]
+    assert [len(c) for c in _same(request.SerializeToString())] == [0]
+    idle = Profile([], 20, START, 10**9, hostname="idle", stats={"lost": 2}, resource={"host.name": "idle"})
+    (columns,) = _same(to_otlp_request(idle).SerializeToString())
+    assert (len(columns), columns.stats) == (0, {"lost": 2})
