@@ -169,6 +169,15 @@ class FunctionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeInfo:
+    """What an optimized Code contributes to its frames."""
+
+    entries: list[tuple[int, int]]  # its source position table
+    inlining: bytes  # InliningPosition records: (SourcePosition of the call, inlined function id)
+    literals: tuple[int, ...]  # the deoptimization literals the ids index (weak references)
+
+
+@dataclass(frozen=True, slots=True)
 class ScriptInfo:
     """A script's name and where its lines end."""
 
@@ -193,6 +202,7 @@ class V8Namer:
         self._functions: BoundedLru[int, tuple[FunctionInfo | None]] = BoundedLru(CACHE_SIZE)
         self._scripts: BoundedLru[int, tuple[ScriptInfo | None]] = BoundedLru(1024)
         self._tables: BoundedLru[int, tuple[list[tuple[int, int]] | None]] = BoundedLru(CACHE_SIZE)
+        self._codes: BoundedLru[int, tuple[CodeInfo | None]] = BoundedLru(CACHE_SIZE)
         self._code_spans: dict[int, tuple[int, int]] = {}  # entry -> (end, Code) of JIT code found by pc
         self._code_entries: list[int] = []  # the entries, sorted
         self._stream_map = 0  # the map every instruction stream has, once one was found
@@ -496,36 +506,44 @@ class V8Namer:
             return None
         return baseline_bytecode_offset(table, bytecodes, self.bytecode_sizes, pc_offset)
 
-    def _optimized(self, info: FunctionInfo, code: int, pc_offset: int) -> tuple[Frame, ...] | None:
-        """The frames of an optimized Code at `pc_offset`: the function, then what it inlined there."""
+    def _code(self, code: int) -> CodeInfo | None:
+        """An optimized Code's position table and inlining data, read once (None for other code)."""
+        cached = self._codes.get(code)
+        if cached is not None:
+            return cached[0]
         lay = self.lay
         flags = self._i32(code, lay.code_flags)
-        if flags is None or flags & lay.code_kind_mask not in (CODE_KIND_TURBOFAN, CODE_KIND_MAGLEV):
-            return None
-        entries = self._positions(self._field(code, lay.code_positions))
-        position = position_at(entries, pc_offset) if entries else None
-        if position is None:
+        info = None
+        if flags is not None and flags & lay.code_kind_mask in (CODE_KIND_TURBOFAN, CODE_KIND_MAGLEV):
+            entries = self._positions(self._field(code, lay.code_positions))
+            deopt = self._slots(self._field(code, lay.code_deopt_data), DEOPT_INLINING_POSITIONS + 1)
+            positions = self._byte_array(deopt[DEOPT_INLINING_POSITIONS]) if deopt else None
+            literals = self._fixed_array(deopt[DEOPT_LITERAL_ARRAY]) if deopt else None
+            info = CodeInfo(entries or [], positions or b"", tuple(literals or ()))
+        self._codes.put(code, (info,))
+        return info
+
+    def _optimized(self, info: FunctionInfo, code: int, pc_offset: int) -> tuple[Frame, ...] | None:
+        """The frames of an optimized Code at `pc_offset`: the function, then what it inlined there."""
+        found = self._code(code)
+        position = position_at(found.entries, pc_offset) if found and found.entries else None
+        if found is None or position is None:
             return None
         offset, inlining = split_position(position)
         chain: list[tuple[FunctionInfo, int]] = []  # innermost first
-        if inlining >= 0:
-            deopt = self._slots(self._field(code, lay.code_deopt_data), DEOPT_INLINING_POSITIONS + 1)
-            if deopt is None:
+        positions, literals = found.inlining, found.literals
+        for _ in range(MAX_INLINE_DEPTH):
+            if inlining < 0:
+                break
+            if (inlining + 1) * 16 > len(positions):
                 return None
-            positions = self._byte_array(deopt[DEOPT_INLINING_POSITIONS]) or b""
-            literals = self._fixed_array(deopt[DEOPT_LITERAL_ARRAY])
-            for _ in range(MAX_INLINE_DEPTH):
-                if inlining < 0:
-                    break
-                if (inlining + 1) * 16 > len(positions) or literals is None:
-                    return None
-                parent, function_id = struct.unpack_from("<qi", positions, inlining * 16)
-                literal = literals[function_id] & ~WEAK_TAG if 0 <= function_id < len(literals) else 0
-                callee = self.function(literal) if literal else None
-                if callee is None:
-                    return None
-                chain.append((callee, offset))
-                offset, inlining = split_position(parent)
+            parent, function_id = struct.unpack_from("<qi", positions, inlining * 16)
+            literal = literals[function_id] & ~WEAK_TAG if 0 <= function_id < len(literals) else 0
+            callee = self.function(literal) if literal else None
+            if callee is None:
+                return None
+            chain.append((callee, offset))
+            offset, inlining = split_position(parent)
         out = [self._frame(info, offset)]
         out.extend(self._frame(callee, at, inlined=True) for callee, at in reversed(chain))
         return tuple(out)
