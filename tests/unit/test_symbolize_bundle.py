@@ -94,6 +94,12 @@ def test_zlib_where_the_builder_has_no_zstd(
     assert loaded.parts == load_bundle(bundle).parts and loaded.names_raw == load_bundle(bundle).names_raw
 
 
+def test_repack_picks_the_codec(bundle: bytes) -> None:
+    zlib_only = repack(bundle, compress="zlib")
+    assert {s["method"] for s in bundle_info(zlib_only)["sections"]} <= {"zlib", "none"}
+    assert load_bundle(zlib_only).parts == load_bundle(bundle).parts
+
+
 def test_version_1_uploads_answer_as_version_2(binary: Path, bundle: bytes, tmp_path: Path) -> None:
     """A bundle from an agent of the previous format (names demangled where looked up) gives the same
     frames as one that carries them."""

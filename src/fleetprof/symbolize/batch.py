@@ -213,7 +213,8 @@ class BatchLookup:
                 missing = set(symbols_of)
             self._name_symbols(sorted(missing))  # in address order: their names are read in file order
             found = [get(c) for c in symbols_of]
-        found = [answer or None for answer in found]  # () (a nameless symbol): the general loop
+        if () in found:  # a nameless symbol: the general loop
+            found = [answer or None for answer in found]
         if len(picked) == len(wanted):
             out = found
         else:
