@@ -198,6 +198,8 @@ class CentralSymbolizer:
             bundle = _load_mapped(cached)
             if bundle is not None and bundle.file_id == file_id:
                 self.stats["central.cache_loads"] += 1
+                if not bundle.inflates_fast:  # a zlib upload, kept as it came: uncompressed from now on
+                    self._keep(cached, bundle, None)
                 return bundle
             cached.unlink(missing_ok=True)
         data = self._uploaded(file_id)
@@ -248,19 +250,20 @@ class CentralSymbolizer:
             self.problems[file_id] = f"debuginfod file unusable: {exc}"
             return None
 
-    def _keep(self, cached: Path | None, bundle: Bundle, data: bytes) -> None:
+    def _keep(self, cached: Path | None, bundle: Bundle, data: bytes | None) -> None:
         """Keep the bundle in the disk cache (best effort: without it, only speed is lost), written by a
-        thread of its own while lookups go on; a reader of the file waits for it. A bundle of zstd or
-        raw sections is kept as it came (zstd inflates faster than the uncompressed copy is written
-        and summed: node's 27 MB cost 45 ms of CPU to write, to save 12 ms a restart); zlib ones are
-        kept uncompressed, read in place through mmap."""
+        thread of its own while lookups go on; a reader of the file waits for it. A bundle is kept as
+        it came (`data`): writing and summing node's 27 MB uncompressed costs 45 ms of CPU, more than
+        inflating its zstd sections (30 ms) on a restart. Without `data` (a zlib bundle read back from
+        the cache: zlib inflates at half zstd's speed) it is kept uncompressed, read in place through
+        mmap from then on."""
         if cached is None:
             return
 
         def write() -> None:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                if bundle.inflates_fast:
+                if data is not None:
                     write_bundle(cached, data)
                 else:
                     bundle.write_uncompressed(cached)
