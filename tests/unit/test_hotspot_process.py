@@ -4,13 +4,17 @@ against the program's own methods. Needs root (another process's memory) and a J
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import struct
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,16 +23,28 @@ from fleetprof.interpreters.hotspot.discovery import HotSpotBinary, inspect_hots
 from fleetprof.interpreters.hotspot.layouts import BLOB_NAME_NATIVE_NMETHOD, BLOB_NAME_NMETHOD, HotSpotLayout
 from fleetprof.interpreters.hotspot.process import HotSpotProcess, blocks, code_range, layout_from_process
 from fleetprof.interpreters.hotspot.symbolizer import (
+    JVM_AUX_TOP,
     JVM_FRAME_COMPILED,
     JVM_FRAME_INTERPRETED,
     JVM_FRAME_STUB,
     HotSpotNamer,
 )
 from fleetprof.process.memory import ProcessMemory
+from fleetprof.profile.model import Frame
+
+T = TypeVar("T")
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "java" / "HotLoop.java"
 MAIN = "fleetprof.fixture.HotLoop"
-PROGRAM = {f"{MAIN}.{name}" for name in ("leaf", "middle", "outer", "main", "lambda$main$0")}
+PROGRAM = {
+    f"{MAIN}.{n}"
+    for n in ("leaf", "middle", "outer", "main", "hot", "spin", "lambda$main$0", "lambda$main$1")
+}
+JVM_FLAGS = [  # spin stays interpreted; compiled hot calls compiled outer
+    "-XX:CompileCommand=quiet",
+    f"-XX:CompileCommand=exclude,{MAIN}::spin",
+    f"-XX:CompileCommand=dontinline,{MAIN}::outer",
+]
 CODELIST = re.compile(r"^(\d+) -?\d+ \d+ (\S+?)\(.*\)\S* \[(0x[0-9a-f]+), (0x[0-9a-f]+) - (0x[0-9a-f]+)\]$")
 
 
@@ -72,7 +88,7 @@ def jvm(request: pytest.FixtureRequest, classes: Path) -> Iterator[Jvm]:
     if home is None:
         pytest.skip("no JDK installed")
     proc = subprocess.Popen(
-        [str(home / "bin" / "java"), "-Xss1m", "-cp", str(classes), MAIN],
+        [str(home / "bin" / "java"), *JVM_FLAGS, "-cp", str(classes), MAIN],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -183,3 +199,119 @@ def test_inlined_scopes_name_program_methods(jvm: Jvm) -> None:
         first,
         first,
     )
+
+
+PTRACE_GETREGS, PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 12, 17, 0x4206, 0x4207
+WALL = 0x40000000
+REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi")
+REGS += ("orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
+
+
+def _thread(pid: int, name: str) -> int:
+    """The id of the thread of `pid` called `name` (Java sets its threads' native names)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        if Path(f"/proc/{pid}/task/{task}/comm").read_text().strip() == name:
+            return int(task)
+    raise AssertionError(f"no thread {name}")
+
+
+def _registers(tid: int) -> dict[str, int]:
+    """Stop thread `tid` (PTRACE_SEIZE + INTERRUPT), read its registers, let it go."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    assert libc.ptrace(PTRACE_SEIZE, tid, None, None) == 0, os.strerror(ctypes.get_errno())
+    try:
+        assert libc.ptrace(PTRACE_INTERRUPT, tid, None, None) == 0
+        os.waitpid(tid, WALL)
+        regs = (ctypes.c_ulonglong * len(REGS))()
+        assert libc.ptrace(PTRACE_GETREGS, tid, None, ctypes.addressof(regs)) == 0
+        return dict(zip(REGS, regs, strict=True))
+    finally:
+        libc.ptrace(PTRACE_DETACH, tid, None, None)
+
+
+def _sample(jvm: Jvm, thread: str, accept: Callable[[dict[str, int]], T | None], tries: int = 200) -> T:
+    """Stop `thread` until `accept` takes its registers (a sample landing in the code it wants)."""
+    tid = _thread(jvm.pid, thread)
+    for _ in range(tries):
+        found = accept(_registers(tid))
+        if found is not None:
+            return found
+        time.sleep(0.002)
+    raise AssertionError(f"no usable sample of {thread} in {tries} tries")
+
+
+def test_interpreted_frame_slots(jvm: Jvm) -> None:
+    """fp[-3] is the Method*, r13 (fp[-8] once saved) the bcp; bci = bcp - (ConstMethod* + sizeof)."""
+    proc = HotSpotProcess(jvm.mem, jvm.bias, jvm.layout)
+    namer = HotSpotNamer(jvm.mem, jvm.layout)
+    lay = jvm.layout
+
+    def accept(regs: dict[str, int]) -> tuple[str, int] | None:
+        blob = proc.find_blob(regs["rip"])
+        if blob is None or proc.blob_name(blob) != "Interpreter":
+            return None
+        fp = regs["rbp"]
+        method = jvm.mem.u64(fp + lay.fp_method * 8)
+        const = jvm.mem.u64(method + lay.method_const_method) if method else None
+        bci = regs["r13"] - (const or 0) - lay.constmethod_size
+        frames = namer.frames(method or 0, bci, JVM_FRAME_INTERPRETED) if const and 0 <= bci < 64 else None
+        sender_sp = jvm.mem.u64(fp + lay.fp_sender_sp * 8)
+        if not frames or not sender_sp or sender_sp <= fp:
+            return None
+        return frames[0].function, frames[0].line
+
+    function, line = _sample(jvm, "fp-spin", accept)
+    lines = FIXTURE.read_text().splitlines()
+    body = range(next(i for i, t in enumerate(lines, 1) if "static void spin()" in t), len(lines))
+    assert function == f"{MAIN}.spin" and line in body
+
+
+def test_compiled_frame_and_caller(jvm: Jvm) -> None:
+    """An interrupted pc in an nmethod names its scopes (JVM_AUX_TOP); one step with _frame_size finds
+    the return address, whose PcDesc is exact, in a caller that is the program's too."""
+    proc = HotSpotProcess(jvm.mem, jvm.bias, jvm.layout)
+    namer = HotSpotNamer(jvm.mem, jvm.layout)
+    lay = jvm.layout
+
+    def accept(regs: dict[str, int]) -> tuple[tuple[Frame, ...], tuple[Frame, ...] | str] | None:
+        pc, sp = regs["rip"], regs["rsp"]
+        blob = proc.find_blob(pc)
+        if blob is None or proc.blob_name(blob) != BLOB_NAME_NMETHOD:
+            return None
+        info = namer.nmethod(blob)
+        head = jvm.mem.read(blob, 64)
+        if info is None or head is None:
+            return None
+        width = lay.blob_frame_complete_width
+        complete = int.from_bytes(head[lay.blob_frame_complete_offset :][:width], "little", signed=True)
+        frame_size = struct.unpack_from("<i", head, lay.blob_frame_size)[0]
+        if pc - info.code_begin <= complete:
+            return None  # in the prologue: the frame is not built yet
+        frames = namer.frames(blob, pc, JVM_FRAME_COMPILED | JVM_AUX_TOP)
+        ret = jvm.mem.u64(sp + frame_size * 8 - 8)  # the return address is the frame's last word
+        caller = proc.find_blob(ret or 0)
+        if not frames or caller is None:
+            return None
+        if proc.blob_name(caller) != BLOB_NAME_NMETHOD:
+            return frames, proc.blob_name(caller) or ""
+        cinfo = namer.nmethod(caller)
+        exact = cinfo is not None and any(off == ret - cinfo.code_begin for off, _ in cinfo.pcs)
+        assert exact, "a return address has its own PcDesc"
+        return frames, namer.frames(caller, ret, JVM_FRAME_COMPILED) or ()
+
+    frames, caller = _sample(jvm, "fp-hot", accept)
+    assert frames[0].function in PROGRAM and all(f.inlined for f in frames[1:])
+    assert all(
+        f.function in PROGRAM or "$$Lambda" in f.function or f.function.startswith("java.") for f in frames
+    )
+    if isinstance(caller, str):
+        assert caller in (
+            "Interpreter",
+            "I2C/C2I adapters",
+            "StubRoutines (1)",
+            "StubRoutines (initialstubs)",
+        )
+    else:
+        assert caller and caller[0].function in PROGRAM
