@@ -203,8 +203,9 @@ class Rows:
 
 @dataclass
 class _StackIds:
-    """Stack ids of a group's samples: `of_sample[i]` indexes the distinct stacks, which have `sids`,
-    frame ids `keys` (root first, little-endian u64 bytes) and one representative tuple of frame objects."""
+    """Stack ids of a list of stacks (a group's, one entry per sample or per distinct stack of a profile):
+    `of_sample[i]` indexes the distinct stacks, which have `sids`, frame ids `keys` (root first,
+    little-endian u64 bytes) and one representative tuple of frame objects."""
 
     of_sample: np.ndarray
     sids: list[int]
@@ -370,7 +371,8 @@ def _build_group(profiles: list[ColumnarProfile], cache: IdCache, now_ms: int) -
     ids = _stack_ids(group.stacks, cache)
     sids = ids.sids
     stack_week = cache.stacks_written.get
-    new = [i for i, w in enumerate(map(stack_week, sids)) if w != week]
+    weeks = np.fromiter(map(stack_week, sids, itertools.repeat(-1)), np.int64, len(sids))
+    new = np.flatnonzero(weeks != week).tolist()
     frame_rows = _new_frames([ids.keys[i] for i in new], [ids.objects[i] for i in new], cache, week)
     exe_rows: dict[str, tuple[str, str]] = {}
     for frame in frame_rows.values():
