@@ -133,3 +133,20 @@ def test_unsupported_marker() -> None:
     assert (
         HotSpotUnsupported("JDK 8 is older than JDK 11").marker == "[unwind: jvm: JDK 8 is older than JDK 11]"
     )
+
+
+def test_layout_older_names() -> None:
+    """JDK 11-14 names: GenericGrowableArray::_len, the source file index in InstanceKlass."""
+    values = _values()
+    values.fields["GenericGrowableArray::_len"] = values.fields.pop("GrowableArrayBase::_len")
+    values.fields["InstanceKlass::_source_file_name_index"] = 470
+    del values.fields["ConstantPool::_source_file_name_index"]
+    layout = layout_from(values, (11, 0, 20, 8))
+    assert isinstance(layout, HotSpotLayout)
+    assert layout.growable_len == 0
+    assert (layout.constantpool_source_file_name_index, layout.instanceklass_source_file_name_index) == (
+        -1,
+        470,
+    )
+    del values.fields["InstanceKlass::_source_file_name_index"]
+    assert layout_from(values, (11, 0, 20, 8)) == "JDK 11: VMStructs has no _source_file_name_index"

@@ -55,7 +55,7 @@ class HotSpotLayout:
     codecache_heaps: int
     codecache_low_bound: int
     codecache_high_bound: int
-    growable_len: int  # GrowableArrayBase::_len (int32)
+    growable_len: int  # GrowableArrayBase::_len (GenericGrowableArray::_len before JDK 16; int32)
     growable_data: int  # GrowableArray<int>::_data: the element array (CodeHeap* each)
     codeheap_memory: int  # CodeHeap::_memory: a VirtualSpace (the code)
     codeheap_segmap: int  # CodeHeap::_segmap: a VirtualSpace (one byte per segment)
@@ -110,7 +110,10 @@ class HotSpotLayout:
     )
     constmethod_size: int  # sizeof(ConstMethod): the bytecodes start here; bci = bcp - (cm + this)
     constantpool_pool_holder: int  # ConstantPool::_pool_holder: InstanceKlass*
-    constantpool_source_file_name_index: int  # ConstantPool::_source_file_name_index (u2)
+    constantpool_source_file_name_index: int  # ConstantPool::_source_file_name_index (u2, JDK 15+), else -1
+    instanceklass_source_file_name_index: (
+        int  # InstanceKlass::_source_file_name_index (u2, JDK <= 14), else -1
+    )
     constantpool_size: int  # sizeof(ConstantPool): the slots (Symbol* for names) follow, 8 bytes each
     klass_name: int  # Klass::_name: Symbol*
     symbol_length: int  # Symbol::_length (u2)
@@ -128,7 +131,6 @@ class HotSpotLayout:
 
 
 _FIELDS = {
-    "growable_len": "GrowableArrayBase::_len",
     "growable_data": "GrowableArray<int>::_data",
     "codeheap_memory": "CodeHeap::_memory",
     "codeheap_segmap": "CodeHeap::_segmap",
@@ -152,7 +154,6 @@ _FIELDS = {
     "constmethod_name_index": "ConstMethod::_name_index",
     "constmethod_signature_index": "ConstMethod::_signature_index",
     "constantpool_pool_holder": "ConstantPool::_pool_holder",
-    "constantpool_source_file_name_index": "ConstantPool::_source_file_name_index",
     "constmethod_method_size": "ConstMethod::_constMethod_size",
     "klass_name": "Klass::_name",
     "symbol_length": "Symbol::_length",
@@ -173,6 +174,8 @@ _OPTIONAL = {  # present in some JDKs only; -1 when absent
     "nmethod_metadata_offset": "nmethod::_metadata_offset",
     "nmethod_immutable_data": "nmethod::_immutable_data",
     "nmethod_immutable_data_size": "nmethod::_immutable_data_size",
+    "constantpool_source_file_name_index": "ConstantPool::_source_file_name_index",
+    "instanceklass_source_file_name_index": "InstanceKlass::_source_file_name_index",
     "blob_mutable_data_size": "CodeBlob::_mutable_data_size",
 }
 _SIZES = {
@@ -211,6 +214,11 @@ def layout_from(values: VMValues, version: tuple[int, int, int, int]) -> HotSpot
             return f"JDK {major}: VMTypes lacks {key}"
         found[name] = values.sizes[key]
     method = _either(values, "nmethod::_method", "CompiledMethod::_method")
+    growable_len = _either(values, "GrowableArrayBase::_len", "GenericGrowableArray::_len")
+    if growable_len is None:
+        return f"JDK {major}: VMStructs lacks GrowableArrayBase::_len"
+    if found["constantpool_source_file_name_index"] < 0 and found["instanceklass_source_file_name_index"] < 0:
+        return f"JDK {major}: VMStructs has no _source_file_name_index"
     header = values.fields.get("HeapBlock::_header")
     length = values.fields.get("HeapBlock::Header::_length")
     used = values.fields.get("HeapBlock::Header::_used")
@@ -262,6 +270,7 @@ def layout_from(values: VMValues, version: tuple[int, int, int, int]) -> HotSpot
         kind_nmethod=values.constants.get("CodeBlobKind::Nmethod", 0),
         kind_buffer=values.constants.get("CodeBlobKind::Buffer", 0),
         nmethod_method=method,
+        growable_len=growable_len,
         nmethod_scopes_pcs_end=pcs_end,
         constmethod_flags=flags,
         constmethod_flags_width=width_of.get(flags_type or "", 2),

@@ -108,12 +108,14 @@ def layout_from_process(mem: MemoryReader, bias: int, binary: HotSpotBinary) -> 
 
 @dataclass(frozen=True, slots=True)
 class CodeHeapInfo:
-    """One CodeHeap: its committed code [low, high), its segment map (one byte per 2**log2 bytes)."""
+    """One CodeHeap: its committed code [low, high) inside its reservation [low, reserved_high) (commits
+    grow toward it: put the reservation in the pc lookup), its segment map (a byte per 2**log2 bytes)."""
 
     low: int
     high: int
     segmap: int
     log2_segment_size: int
+    reserved_high: int
 
 
 def code_heaps(mem: MemoryReader, bias: int, layout: HotSpotLayout) -> list[CodeHeapInfo] | None:
@@ -135,10 +137,20 @@ def code_heaps(mem: MemoryReader, bias: int, layout: HotSpotLayout) -> list[Code
     for (heap,) in struct.iter_unpack("<Q", pointers):
         memory, segmap = heap + layout.codeheap_memory, heap + layout.codeheap_segmap
         low, high = mem.u64(memory + layout.vspace_low), mem.u64(memory + layout.vspace_high)
+        reserved = mem.u64(memory + layout.vspace_high_boundary)
         seg, log2 = mem.u64(segmap + layout.vspace_low), mem.u32(heap + layout.codeheap_log2_segment_size)
-        if not low or not high or not seg or log2 is None or not 0 < log2 < 32 or high < low:
+        if (
+            not low
+            or not high
+            or not seg
+            or log2 is None
+            or not 0 < log2 < 32
+            or not low <= high <= (reserved or 0)
+        ):
             return None
-        heaps.append(CodeHeapInfo(low=low, high=high, segmap=seg, log2_segment_size=log2))
+        heaps.append(
+            CodeHeapInfo(low=low, high=high, segmap=seg, log2_segment_size=log2, reserved_high=reserved or 0)
+        )
     return heaps
 
 

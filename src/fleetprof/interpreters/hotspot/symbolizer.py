@@ -226,7 +226,11 @@ class HotSpotNamer:
         if pool_head is None:
             return None
         holder = self._u64(pool_head, lay.constantpool_pool_holder)
-        source = struct.unpack_from("<H", pool_head, lay.constantpool_source_file_name_index)[0]
+        if lay.constantpool_source_file_name_index >= 0:
+            source = struct.unpack_from("<H", pool_head, lay.constantpool_source_file_name_index)[0]
+        else:
+            index = mem.read(holder + lay.instanceklass_source_file_name_index, 2) if holder else None
+            source = struct.unpack("<H", index)[0] if index else 0
         klass_symbol = mem.u64(holder + lay.klass_name) if holder else None
         klass = self.symbol(klass_symbol) if klass_symbol else None
         name = self._cp_symbol(pool, name_index)
