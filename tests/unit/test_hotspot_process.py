@@ -20,7 +20,13 @@ import pytest
 
 from fleetprof.interpreters.engine import EngineMatch, find_engine
 from fleetprof.interpreters.hotspot.discovery import HotSpotBinary, inspect_hotspot_binary, is_hotspot_name
-from fleetprof.interpreters.hotspot.layouts import BLOB_NAME_NATIVE_NMETHOD, BLOB_NAME_NMETHOD, HotSpotLayout
+from fleetprof.interpreters.hotspot.layouts import (
+    BLOB_NAME_NATIVE_NMETHOD,
+    BLOB_NAME_NMETHOD,
+    NAME_WORD_NATIVE_NMETHOD,
+    NAME_WORD_NMETHOD,
+    HotSpotLayout,
+)
 from fleetprof.interpreters.hotspot.process import HotSpotProcess, blocks, code_range, layout_from_process
 from fleetprof.interpreters.hotspot.symbolizer import (
     JVM_AUX_TOP,
@@ -145,6 +151,8 @@ def test_nmethods_match_codelist(jvm: Jvm) -> None:
             kinds.add(name)
             if name not in (BLOB_NAME_NMETHOD, BLOB_NAME_NATIVE_NMETHOD):
                 continue
+            word = jvm.mem.u64(jvm.mem.u64(blob + jvm.layout.blob_name) or 0)
+            assert word == (NAME_WORD_NMETHOD if name == BLOB_NAME_NMETHOD else NAME_WORD_NATIVE_NMETHOD)
             info = namer.nmethod(blob)
             method = namer.method(info.method) if info else None
             assert info is not None and method is not None, hex(blob)
@@ -252,6 +260,8 @@ def test_interpreted_frame_slots(jvm: Jvm) -> None:
         blob = proc.find_blob(regs["rip"])
         if blob is None or proc.blob_name(blob) != "Interpreter":
             return None
+        code = proc.interpreter()
+        assert code is not None and code[0] <= regs["rip"] < code[1]
         fp = regs["rbp"]
         method = jvm.mem.u64(fp + lay.fp_method * 8)
         const = jvm.mem.u64(method + lay.method_const_method) if method else None

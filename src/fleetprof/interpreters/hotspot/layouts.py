@@ -28,6 +28,9 @@ WORD = 8
 BLOB_NAME_NMETHOD = "nmethod"
 BLOB_NAME_NATIVE_NMETHOD = "native nmethod"
 BLOB_NAME_INTERPRETER = "Interpreter"
+# The first 8 bytes of CodeBlob::_name as one little-endian word, for a walker that compares one read.
+NAME_WORD_NMETHOD = int.from_bytes(b"nmethod\0", "little")
+NAME_WORD_NATIVE_NMETHOD = int.from_bytes(b"native n", "little")
 
 SUPPORTED = "JDK 11-22, 25+"
 _REFUSED = {23, 24}

@@ -22,6 +22,7 @@ from fleetprof.interpreters.hotspot.discovery import (
     TYPE_STRIDE,
     HotSpotBinary,
 )
+from fleetprof.interpreters.hotspot.layouts import BLOB_NAME_INTERPRETER as INTERPRETER
 from fleetprof.interpreters.hotspot.layouts import HotSpotLayout, VMValues, layout_from
 from fleetprof.process.memory import MemoryReader
 
@@ -241,6 +242,7 @@ class HotSpotProcess:
         self.bias = bias
         self.layout = layout
         self._heaps: list[CodeHeapInfo] | None = None
+        self._interpreter: tuple[int, int] | None = None
 
     def code_heaps(self, refresh: bool = False) -> list[CodeHeapInfo] | None:
         """The code heaps (read once; `refresh` re-reads their committed bounds)."""
@@ -258,6 +260,19 @@ class HotSpotProcess:
             heaps = self.code_heaps(refresh=True) or []
             found = find_blob(self.mem, heaps, pc, self.layout)
         return found
+
+    def interpreter(self) -> tuple[int, int] | None:
+        """[begin, end) of the template interpreter's code (the BufferBlob "Interpreter", generated at
+        startup and never moved): a pc there is an interpreted frame's (or its entry's)."""
+        if self._interpreter is None:
+            for heap in self.code_heaps() or []:
+                blob = next(
+                    (b for b in blocks(self.mem, heap, self.layout) if self.blob_name(b) == INTERPRETER), 0
+                )
+                if blob:
+                    self._interpreter = code_range(self.mem, blob, self.layout)
+                    break
+        return self._interpreter
 
     def blob_name(self, blob: int) -> str | None:
         """CodeBlob::_name ("nmethod", "Interpreter", a stub's name)."""
