@@ -7,7 +7,18 @@ import struct
 
 import pytest
 
-from fleetprof.interpreters.hotspot.layouts import HotSpotLayout, layout_from
+from fleetprof.interpreters.hotspot.discovery import (
+    META,
+    STRUCT_IS_STATIC,
+    STRUCT_OFFSET,
+    STRUCT_STRIDE,
+    TABLES,
+    HotSpotBinary,
+    StructEntry,
+    VMTables,
+)
+from fleetprof.interpreters.hotspot.layouts import HotSpotLayout, VMValues, layout_from
+from fleetprof.interpreters.hotspot.process import layout_from_process, read_values
 from fleetprof.interpreters.hotspot.symbolizer import (
     JVM_AUX_TOP,
     JVM_FRAME_COMPILED,
@@ -204,3 +215,47 @@ def test_compiled_frames_with_inlining() -> None:
     top = namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | JVM_AUX_TOP) or ()
     assert [(f.function, f.line) for f in top] == [("org.example.Demo.outer", 7)]
     assert namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | 78 << 32) is None  # another compilation
+
+
+def _binary(meta_values: dict[str, int]) -> tuple[FakeMemory, HotSpotBinary]:
+    """A two-entry VMStructs (one field, one static), one type, one int constant, in fake memory."""
+    mem = FakeMemory()
+    names = list(META)
+    meta = {name: 0x1000 + 8 * i for i, name in enumerate(names)}
+    mem.put(0x1000, b"".join(struct.pack("<Q", meta_values.get(n, META[n])) for n in names))
+    structs = bytearray(3 * STRUCT_STRIDE)
+    struct.pack_into("<iQ", structs, STRUCT_IS_STATIC, 0, 0)
+    struct.pack_into("<Q", structs, STRUCT_OFFSET, 24)
+    struct.pack_into("<i", structs, STRUCT_STRIDE + STRUCT_IS_STATIC, 1)
+    mem.put(0x2000, bytes(structs))
+    mem.put(0x3000, struct.pack("<QQiiiiQ", 1, 0, 0, 0, 0, 0, 48) + b"\0" * 40)
+    mem.put(0x4000, struct.pack("<Qi", 1, -1) + b"\0" * 20)
+    mem.put(0x5000, b"\0" * 16)
+    tables = VMTables(
+        structs=(
+            StructEntry("Klass", "_name", "Symbol*", 0),
+            StructEntry("CodeCache", "_heaps", "x", 0x9000),
+        ),
+        types=("ConstMethod",),
+        int_constants=("frame::interpreter_frame_sender_sp_offset",),
+        long_constants=(),
+        arrays=dict(zip(TABLES, (0x2000, 0x3000, 0x4000, 0x5000), strict=True)),
+        meta=meta,
+    )
+    return mem, HotSpotBinary(path="libjvm.so", file_id="f" * 32, version=(17, 0, 1, 1), tables=tables)
+
+
+def test_read_values_from_process() -> None:
+    mem, binary = _binary({})
+    values = read_values(mem, 0, binary)
+    assert isinstance(values, VMValues)
+    assert values.fields == {"Klass::_name": 24} and values.field_types == {"Klass::_name": "Symbol*"}
+    assert values.statics == {"CodeCache::_heaps": 0x9000}
+    assert values.sizes == {"ConstMethod": 48}
+    assert values.constants == {"frame::interpreter_frame_sender_sp_offset": -1}
+    mem, binary = _binary({"gHotSpotVMStructEntryArrayStride": 56})
+    reason = read_values(mem, 0, binary)
+    assert reason == (
+        "gHotSpotVMStructEntryArrayStride is 56 in the process, not 48: unknown VMStructs entry layout"
+    )
+    assert layout_from_process(mem, 0, binary) == reason

@@ -49,13 +49,7 @@ META = {  # the process's own description of the entry structs: (symbol, the val
     "gHotSpotVMLongConstantEntryNameOffset": 0,
     "gHotSpotVMLongConstantEntryValueOffset": CONSTANT_VALUE,
 }
-_VERSION = "_ZN19Abstract_VM_Version{}E"
-_VERSION_PARTS = (
-    "17_vm_major_version",
-    "17_vm_minor_version",
-    "20_vm_security_version",
-    "16_vm_build_number",
-)
+_VERSION_PARTS = ("_vm_major_version", "_vm_minor_version", "_vm_security_version", "_vm_build_number")
 MIN_MAJOR = 11  # below: JDK 8's interpreter frame (no mirror slot) and table names fleetprof does not read
 
 
@@ -209,32 +203,30 @@ def read_tables(image: ElfView) -> VMTables | None:
     )
 
 
-def read_version(image: ElfView) -> tuple[int, int, int, int] | None:
-    """Abstract_VM_Version::_vm_{major,minor,security}_version and _vm_build_number: initialized data
-    (a part in .bss reads as 0, as the minor version does in JDK 17); None without the symbols."""
-    names = [_VERSION.format(part) for part in _VERSION_PARTS]
-    symbols = image.symbols(names)
-    if names[0] not in symbols:
-        return None
+def read_version(image: ElfView, tables: VMTables) -> tuple[int, int, int, int] | None:
+    """Abstract_VM_Version::_vm_{major,minor,security}_version and _vm_build_number, found through the
+    VMStructs statics (so a stripped .symtab does not matter): initialized data, where a part left in
+    .bss (JDK 17's minor version) reads as 0; None without a major version."""
+    statics = {f"{e.type_name}::{e.field_name}": e.address for e in tables.structs if e.address}
     parts = []
-    for name in names:
-        symbol = symbols.get(name)
-        data = image.read_vaddr(symbol.value, 4) if symbol else None
+    for part in _VERSION_PARTS:
+        address = statics.get(f"Abstract_VM_Version::{part}")
+        data = image.read_vaddr(address, 4) if address else None
         parts.append(struct.unpack("<i", data)[0] if data else 0)
-    return parts[0], parts[1], parts[2], parts[3]
+    return (parts[0], parts[1], parts[2], parts[3]) if parts[0] > 0 else None
 
 
 def _describe(image: ElfView, path: str, file_id: str) -> _Result:
     if image.symbols(["gHotSpotVMStructs"]).get("gHotSpotVMStructs") is None:
         return None
-    version = read_version(image)
-    if version is None:
-        return HotSpotUnsupported(f"{Path(path).name}: no Abstract_VM_Version symbols (stripped symtab?)")
-    if version[0] < MIN_MAJOR:
-        return HotSpotUnsupported(f"JDK {version[0]} is older than JDK {MIN_MAJOR}")
     tables = read_tables(image)
     if tables is None:
-        return HotSpotUnsupported(f"JDK {version[0]}: VMStructs tables unreadable in {Path(path).name}")
+        return HotSpotUnsupported(f"VMStructs tables unreadable in {Path(path).name}")
+    version = read_version(image, tables)
+    if version is None:
+        return HotSpotUnsupported(f"{Path(path).name}: no Abstract_VM_Version::_vm_major_version")
+    if version[0] < MIN_MAJOR:
+        return HotSpotUnsupported(f"JDK {version[0]} is older than JDK {MIN_MAJOR}")
     return HotSpotBinary(path=path, file_id=file_id, version=version, tables=tables)
 
 
