@@ -159,6 +159,7 @@ def test_nmethods_match_codelist(jvm: Jvm) -> None:
             seen[info.compile_id] = (method.function, blob)
             code = code_range(jvm.mem, blob, jvm.layout)
             assert code is not None and proc.find_blob(code[0]) == blob == proc.find_blob(code[1] - 1)
+            assert name != BLOB_NAME_NMETHOD or code[0] <= info.deopt_handler < code[1]
     assert "Interpreter" in kinds
     both = set(seen) & set(listed)
     assert len(both) >= 0.9 * len(listed) > 0  # a few may be compiled or flushed between the two reads

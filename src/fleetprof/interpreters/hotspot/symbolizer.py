@@ -165,6 +165,7 @@ class NMethodInfo:
     pcs: tuple[tuple[int, int], ...]  # (pc offset, scope decode offset), sorted by pc offset
     scopes: bytes
     metadata: tuple[int, ...]  # metadata_at(i) is metadata[i - 1]
+    deopt_handler: int  # a deoptimizing frame returns here (its own pc: at sp + orig_pc_offset)
 
 
 class HotSpotNamer:
@@ -299,7 +300,12 @@ class HotSpotNamer:
             )
             for i in range(0, len(pcs_data), lay.pcdesc_size)
         )
+        if lay.nmethod_deopt_handler >= 0:
+            deopt = self._u64(head, lay.nmethod_deopt_handler)
+        else:
+            deopt = nm + self._i32(head, lay.nmethod_deopt_handler_offset)
         return NMethodInfo(
+            deopt_handler=deopt,
             method=self._u64(head, lay.nmethod_method),
             compile_id=self._i32(head, lay.nmethod_compile_id),
             code_begin=code[0],
@@ -356,7 +362,9 @@ class HotSpotNamer:
                 self._nmethods.put(nm, info)
         if info is None or (cookie and info.compile_id != cookie):
             return None
-        decode = pc_desc_at(info.pcs, pc - info.code_begin, bool(aux & JVM_AUX_TOP)) if info.pcs else None
+        deoptimizing = pc == info.deopt_handler  # the walker should have sent the original pc instead
+        top = bool(aux & JVM_AUX_TOP)
+        decode = pc_desc_at(info.pcs, pc - info.code_begin, top) if info.pcs and not deoptimizing else None
         chain = scope_chain(info.scopes, decode, self.layout.unsigned5_excludes_zero) if decode else None
         if not chain:
             outer = self.method(info.method)
