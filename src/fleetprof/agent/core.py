@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetprof.agent.deferred import DeferredStacks
 from fleetprof.agent.execwindow import ExecWindow
+from fleetprof.agent.hotspot import HotSpotSupport
 from fleetprof.agent.perl import PerlSupport
 from fleetprof.agent.php import PhpSupport
 from fleetprof.agent.prewarm import file_identity
@@ -127,6 +128,7 @@ class ProfilerCore:
             RubySupport(self.sampler.map("ruby_procs"), ranges),
             PerlSupport(self.sampler.map("perl_procs"), ranges),
             V8Support(self.sampler.map("v8_procs"), ranges),
+            HotSpotSupport(self.sampler.map("hotspot_procs"), ranges),
         ]
         self._inodes = InodeMap(self.sampler.map("file_inodes"))
         self.deferred = DeferredStacks(

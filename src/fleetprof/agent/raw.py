@@ -163,7 +163,14 @@ class ProcessLabels:
         return pod_uid_from_cgroup(_read_text(f"{self._proc}/{pid}/cgroup"))
 
 
-_INTERPRETED = (layout.FRAME_PYTHON, layout.FRAME_PHP, layout.FRAME_RUBY, layout.FRAME_PERL, layout.FRAME_V8)
+_INTERPRETED = (
+    layout.FRAME_PYTHON,
+    layout.FRAME_PHP,
+    layout.FRAME_RUBY,
+    layout.FRAME_PERL,
+    layout.FRAME_V8,
+    layout.FRAME_JVM,
+)
 
 
 def _error_frame(code: int) -> Frame:

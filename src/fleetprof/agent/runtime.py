@@ -89,6 +89,11 @@ class RuntimeSupport(Generic[B]):
         """The BPF map value for a process running `binary` at `bias`; raises Unsupported."""
         raise NotImplementedError
 
+    def process_info(self, pid: int, binary: B, bias: int) -> bytes | None:
+        """The BPF map value for process `pid`; None while the process is not ready to be walked (a runtime
+        whose layout lives in the process's memory retries later). Raises Unsupported."""
+        return self.proc_info(binary, bias)
+
     def name_frame(self, proc: RuntimeProcess[B], raw: RawFrame) -> Frame | None:
         """The frame `raw` names in the live process, None when it can't be named."""
         raise NotImplementedError
@@ -112,9 +117,11 @@ class RuntimeSupport(Generic[B]):
             binary = self.inspect(m.open_path or m.path, m.file_id)
             if binary is None:
                 return 0
-            info = self.proc_info(binary, m.bias)
+            info = self.process_info(pid, binary, m.bias)
         except Unsupported as exc:
             self.unsupported[pid] = str(exc)
+            return 0
+        if info is None:  # not set up yet (a VM starting): the runtime registers the process later
             return 0
         key = file_id_u64(m.file_id)
         if key not in self._files:

@@ -320,6 +320,17 @@ static __always_inline __u8 tail_mode(struct unwind_state *st);
 /* interpreters/v8/v8_unwind.bpf.h: one JavaScript frame, or V8_NOT_JS (then the native unwinder goes on). */
 #define V8_NOT_JS 2
 static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 fflags, bool jit);
+/* interpreters/hotspot/hotspot_unwind.bpf.h: one Java frame from the JVM's code cache, or HS_NOT_JAVA. */
+#define HS_NOT_JAVA 2
+static __noinline long hotspot_step(struct sample *s, struct unwind_state *st, __u8 fflags);
+
+/* Anonymous code: a JavaScript or Java frame of a V8 or HotSpot process, else JIT_NONE. */
+#define JIT_NONE 2
+static __always_inline long jit_step(struct sample *s, struct unwind_state *st, __u8 fflags)
+{
+	long js = v8_step(s, st, fflags, true);
+	return js != V8_NOT_JS ? js : hotspot_step(s, st, fflags);
+}
 
 /* Stop here and hand the agent a copy of the stack from sp up (to the end of the stack's vma, at most
  * MAX_SNAPSHOT_STACK): it finishes the unwinding once the table of the file at pc is loaded. The sample goes
@@ -493,9 +504,9 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 			m = bpf_map_lookup_elem(&mappings, &key);
 		}
 		if (!m) {
-			/* anonymous code of a V8 process: JIT-compiled JavaScript */
-			long js = v8_step(s, st, fflags, true);
-			if (js != V8_NOT_JS)
+			/* anonymous code of a V8 or HotSpot process: JIT-compiled JavaScript or Java */
+			long js = jit_step(s, st, fflags);
+			if (js != JIT_NONE)
 				return js;
 			long how = resolve_unknown(s, st, pc, fflags);
 			if (how != RESOLVED)
@@ -508,9 +519,9 @@ static __always_inline long native_step(struct sample *s, struct unwind_state *s
 		st->cur_bias = m->bias;
 		st->cur_flags = m->flags;
 		if (!st->cur_file_id) {
-			/* anonymous code (the agent read the maps): JIT-compiled JavaScript in a V8 process */
-			long js = v8_step(s, st, fflags, true);
-			if (js != V8_NOT_JS)
+			/* anonymous code (the agent read the maps): JIT-compiled JavaScript or Java */
+			long js = jit_step(s, st, fflags);
+			if (js != JIT_NONE)
 				return js;
 		}
 		__u32 interp = st->cur_flags & MAPPING_FLAG_INTERPRETER ? in_interpreter(st->cur_file_id, pc - st->cur_bias) : 0;

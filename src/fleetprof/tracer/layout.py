@@ -21,6 +21,7 @@ FRAME_PHP = 5
 FRAME_RUBY = 6
 FRAME_PERL = 7
 FRAME_V8 = 8
+FRAME_JVM = 9
 
 FRAME_FLAG_RETURN_ADDRESS = 1
 FRAME_FLAG_TAIL = 2
@@ -41,7 +42,8 @@ UNWIND_ERR_NOT_READY = 11
 UNWIND_ERR_PHP = 12
 UNWIND_ERR_RUBY = 13
 UNWIND_ERR_PERL = 14
-UNWIND_ERR_COUNT = 15
+UNWIND_ERR_JVM = 15
+UNWIND_ERR_COUNT = 16
 
 PY_ERROR_NAMES: dict[int, str] = {
     0: "no process info",
@@ -66,6 +68,7 @@ UNWIND_ERROR_NAMES: dict[int, str] = {
     UNWIND_ERR_PHP: "php walker",
     UNWIND_ERR_RUBY: "ruby walker",
     UNWIND_ERR_PERL: "perl walker",
+    UNWIND_ERR_JVM: "jvm walker",
 }
 
 SAMPLE_FLAG_KERNEL_THREAD = 1
@@ -113,9 +116,10 @@ STAT_VMA_RESOLVED = 13
 STAT_SNAPSHOTS = 14
 STAT_SNAPSHOTS_LOST = 15
 STAT_ERROR_BASE = 16
-STAT_PY_ERROR_BASE = 31
-STAT_V8_FRAMES = 39
-STAT_COUNT = 40
+STAT_PY_ERROR_BASE = 32
+STAT_V8_FRAMES = 40
+STAT_JVM_FRAMES = 41
+STAT_COUNT = 42
 
 STAT_NAMES: dict[int, str] = {
     STAT_SAMPLES: "samples",
@@ -135,6 +139,7 @@ STAT_NAMES: dict[int, str] = {
     STAT_SNAPSHOTS: "stack_snapshots",
     STAT_SNAPSHOTS_LOST: "stack_snapshots_lost",
     STAT_V8_FRAMES: "v8_frames",
+    STAT_JVM_FRAMES: "jvm_frames",
 }
 
 PROG_NATIVE = 0

@@ -22,6 +22,7 @@
 #define FRAME_PERL 7        /* id = GV or CV, addr = COP, aux = line and context fields (perl_offsets.h PL_AUX_*) */
 #define FRAME_V8 8          /* id = SharedFunctionInfo, addr = bytecode offset or Code, aux = kind and pc offset
                              * (v8_offsets.h V8_FRAME_*) */
+#define FRAME_JVM 9         /* id = Method* or CodeBlob, addr = bci or pc, aux = kind (hotspot_offsets.h) */
 
 /* Frame flags. */
 #define FRAME_FLAG_RETURN_ADDRESS 1 /* addr is a return address: symbolize at addr - 1 */
@@ -46,7 +47,8 @@
 #define UNWIND_ERR_PHP 12            /* the PHP walker met an unreadable or implausible frame */
 #define UNWIND_ERR_RUBY 13           /* the Ruby walker met an unreadable or implausible frame */
 #define UNWIND_ERR_PERL 14           /* the Perl walker met an unreadable or implausible context */
-#define UNWIND_ERR_COUNT 15
+#define UNWIND_ERR_JVM 15            /* the HotSpot step met an unreadable or implausible frame */
+#define UNWIND_ERR_COUNT 16
 
 /* Sample flags (struct sample_header.flags). */
 #define SAMPLE_FLAG_KERNEL_THREAD 1  /* no user space at all (kernel worker) */
@@ -235,9 +237,10 @@ struct sampler_config {
 #define STAT_SNAPSHOTS 14    /* stack snapshots sent for deferred unwinding */
 #define STAT_SNAPSHOTS_LOST 15 /* snapshots that did not fit the ring buffer */
 #define STAT_ERROR_BASE 16  /* STAT_ERROR_BASE + UNWIND_* */
-#define STAT_PY_ERROR_BASE 31 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
-#define STAT_V8_FRAMES 39  /* JavaScript frames named by the V8 step */
-#define STAT_COUNT 40
+#define STAT_PY_ERROR_BASE 32 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
+#define STAT_V8_FRAMES 40  /* JavaScript frames named by the V8 step */
+#define STAT_JVM_FRAMES 41 /* Java frames (and VM stubs) found by the HotSpot step */
+#define STAT_COUNT 42
 
 /* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
  * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks

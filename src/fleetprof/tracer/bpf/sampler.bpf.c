@@ -347,6 +347,7 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 #include "ruby_unwind.bpf.h"
 #include "perl_unwind.bpf.h"
 #include "v8_unwind.bpf.h"
+#include "hotspot_unwind.bpf.h"
 
 static __always_inline __u8 tail_mode(struct unwind_state *st)
 {
