@@ -30,7 +30,6 @@ from fleetprof.server.ingest import decode_body, inflate
 from fleetprof.store import Store, open_store, schema
 from fleetprof.store.rows import IdCache, build_group
 from fleetprof.store.synthetic import StackPool, fleet_profile
-from fleetprof.wire import protoscan
 from fleetprof.wire.otlp_decode import from_otlp_bytes
 
 CORE_DAY_SAMPLES = 20 * 86_400
@@ -105,7 +104,7 @@ def main() -> None:
     assert total == sum(p.total for p, _ in synthetic)
     exact_cpu = _exact_decode(requests)
     print(
-        f"OTLP decode (server, columnar, {'compiled' if protoscan.JIT else 'numpy'} byte loops): "
+        "OTLP decode (server, columnar): "
         f"{total / decode_cpu:,.0f} samples/s per CPU-second "
         f"({len(requests)} requests, {decode_cpu:.2f} s); exact decoder (a Sample object per sample): "
         f"{total / exact_cpu:,.0f} ({exact_cpu / decode_cpu:.1f}x the time)"

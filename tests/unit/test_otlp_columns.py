@@ -1,6 +1,5 @@
 """The columnar decoder (wire/otlp_columns.py) gives what the exact decoder gives — the same profiles, with
-the same canonical frame and stack objects — on every request shape it takes, packed or unpacked, with or
-without numba; it hands everything else (malformed, truncated, corrupted) back to the exact decoder, so the
+the same canonical frame and stack objects — on every request shape it takes, packed or unpacked; it hands everything else (malformed, truncated, corrupted) back to the exact decoder, so the
 server's refusals read as before."""
 
 from __future__ import annotations
@@ -29,18 +28,10 @@ from fleetprof.profile.columns import ColumnarProfile
 from fleetprof.profile.model import Profile
 from fleetprof.server.ingest import IngestError, decode_body
 from fleetprof.store.synthetic import StackPool, fleet_profile
-from fleetprof.wire import protoscan
 from fleetprof.wire.intern import SHARED, Interner
 from fleetprof.wire.otlp_columns import columns_from_bytes
 from fleetprof.wire.otlp_decode import from_otlp_bytes, from_otlp_request
 from fleetprof.wire.rawmessages import RawRequest
-
-
-@pytest.fixture(params=[True, False] if protoscan._jit is not None else [False], ids=["jit", "numpy"])
-def jit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """Run a test with the compiled byte loops and with the numpy ones."""
-    monkeypatch.setattr(protoscan, "JIT", request.param)
-    return bool(request.param)
 
 
 def _same(data: bytes, interner: Interner = SHARED) -> list[ColumnarProfile]:
@@ -115,7 +106,7 @@ REQUESTS = {
 
 
 @pytest.mark.parametrize("name", sorted(REQUESTS))
-def test_columns_equal_the_exact_decoder(name: str, jit: bool) -> None:
+def test_columns_equal_the_exact_decoder(name: str) -> None:
     _same(REQUESTS[name]().SerializeToString())
 
 
@@ -154,7 +145,7 @@ def _unpacked(sample: otlp.Sample) -> bytes:
     return out
 
 
-def test_unpacked_and_reordered_fields_decode_alike(jit: bool) -> None:
+def test_unpacked_and_reordered_fields_decode_alike() -> None:
     """Repeated fields sent unpacked and fields out of order (both valid protobuf) give the same profiles;
     stacks sent unpacked too."""
     request = _mixed_request()
@@ -210,7 +201,7 @@ def test_truncated_and_garbage_bytes_answer_as_before() -> None:
         assert excinfo.value.reason.startswith("body is not an OTLP profiles request (protobuf:")
 
 
-def test_corrupted_bytes_decode_alike_or_go_to_the_exact_decoder(jit: bool) -> None:
+def test_corrupted_bytes_decode_alike_or_go_to_the_exact_decoder() -> None:
     """Flipped bytes: whenever the columnar decoder answers, the exact decoder answers the same."""
     data = bytearray(_mixed_request().SerializeToString())
     rng = random.Random(11)
@@ -249,7 +240,7 @@ def test_server_decodes_protobuf_as_columns_and_json_as_objects() -> None:
     assert first.to_profile() == first_json
 
 
-def test_requests_without_counted_samples(jit: bool) -> None:
+def test_requests_without_counted_samples() -> None:
     """Samples that all count nothing, and an idle window (counters only), decode alike."""
     request = to_otlp_request(raw_profile())
     for rp in request.resource_profiles:

@@ -1,4 +1,4 @@
-"""The bulk protobuf reader (wire/protoscan.py), compiled and numpy alike, reads what upb reads: scalars
+"""The bulk protobuf reader (wire/protoscan.py) reads what upb reads: scalars
 (last occurrence wins), repeated fields packed or not, in order; bytes that are not protobuf raise."""
 
 from __future__ import annotations
@@ -10,12 +10,6 @@ import pytest
 from opentelemetry.proto.profiles.v1development import profiles_pb2 as otlp
 
 from fleetprof.wire import protoscan
-
-
-@pytest.fixture(params=[True, False] if protoscan._jit is not None else [False], ids=["jit", "numpy"])
-def jit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(protoscan, "JIT", request.param)
-    return bool(request.param)
 
 
 def _samples(n: int, seed: int) -> list[otlp.Sample]:
@@ -32,7 +26,7 @@ def _samples(n: int, seed: int) -> list[otlp.Sample]:
     return out
 
 
-def test_samples_read_like_upb(jit: bool) -> None:
+def test_samples_read_like_upb() -> None:
     samples = _samples(300, seed=1)
     data, starts, ends = protoscan.buffer([s.SerializeToString() for s in samples])
     fields = protoscan.scan(data, starts, ends)
@@ -51,7 +45,7 @@ def test_samples_read_like_upb(jit: bool) -> None:
     assert fields.other_than({(1, 0)})
 
 
-def test_unpacked_values_and_repeated_scalars(jit: bool) -> None:
+def test_unpacked_values_and_repeated_scalars() -> None:
     """Field 2 unpacked then packed then unpacked keeps wire order; a repeated scalar's last value wins."""
     message = b"\x08\x05\x10\x07\x12\x02\x01\x02\x10\x09\x08\x06"
     data, starts, ends = protoscan.buffer([message, b""])
@@ -71,20 +65,20 @@ def test_unpacked_values_and_repeated_scalars(jit: bool) -> None:
         b"\x29\x01\x02",  # a fixed64 cut short
     ],
 )
-def test_bytes_that_are_not_protobuf_raise(message: bytes, jit: bool) -> None:
+def test_bytes_that_are_not_protobuf_raise(message: bytes) -> None:
     data, starts, ends = protoscan.buffer([b"\x08\x01", message])
     with pytest.raises(protoscan.WireError):
         protoscan.scan(data, starts, ends)
 
 
-def test_packed_varints_cut_short_raise(jit: bool) -> None:
+def test_packed_varints_cut_short_raise() -> None:
     data, starts, ends = protoscan.buffer([b"\x12\x02\x01\x81"])
     fields = protoscan.scan(data, starts, ends)
     with pytest.raises(protoscan.WireError):
         fields.repeated_varint(2)
 
 
-def test_empty_input(jit: bool) -> None:
+def test_empty_input() -> None:
     data, starts, ends = protoscan.buffer([])
     fields = protoscan.scan(data, starts, ends)
     assert fields.count == 0 and fields.scalar(1).tolist() == []

@@ -3,25 +3,14 @@ in one pass per field position, so a request's thousands of small messages (samp
 cost a few dozen array operations instead of a Python call per field.
 
 Only the wire format is read (tags, varints, fixed64/32, length-delimited spans); what a field means is the
-caller's. Anything that is not well-formed raises `WireError`; the caller then takes its exact path. With
-numba installed the two byte loops (`scan`, packed varints) run compiled (fleetprof.wire.protoscan_jit, one
-call each instead of a few dozen array operations per field position); `JIT` says which is used.
+caller's. Anything that is not well-formed raises `WireError`; the caller then takes its exact path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
-
-_jit: ModuleType | None
-try:
-    from fleetprof.wire import protoscan_jit as _jit
-except ImportError:  # numba not installed: the numpy loops below
-    _jit = None
-
-JIT = _jit is not None
 
 _PAD = 16  # zero bytes after the data, so a 10-byte varint window never reads past the buffer
 _OFFSETS = np.arange(10, dtype=np.int64)
@@ -156,11 +145,6 @@ def _packed_varints(
     total = int(sizes.sum())
     if not total:
         return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    if JIT and _jit is not None:
-        status, owner, values, at = _jit.packed_varints(data, owners, starts, ends)
-        if status:
-            raise WireError("bad packed varint")
-        return owner, values, at
     pos = np.repeat(starts, sizes) + ranks(sizes)
     raw = data[pos]
     if not (raw & 0x80).any():  # every value one byte
@@ -187,11 +171,6 @@ def scan(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     limit = len(data) - _PAD
     if count and (ends.max() > limit or (starts > ends).any()):
         raise WireError("message runs past the data")
-    if JIT and _jit is not None:
-        status, *columns = _jit.scan(data, starts, ends)
-        if status:
-            raise WireError("not well-formed protobuf")
-        return Fields(data, count, *columns)
     message = np.arange(count, dtype=np.int64)
     active = starts < ends
     msg, pos, end = message[active], starts[active], ends[active]
