@@ -1,6 +1,7 @@
 """The columnar decoder (wire/otlp_columns.py) gives what the exact decoder gives — the same profiles, with
-the same canonical frame and stack objects — on every request shape it takes, packed or unpacked; it hands everything else (malformed, truncated, corrupted) back to the exact decoder, so the
-server's refusals read as before."""
+the same canonical frame and stack objects — on every request shape it takes, packed or unpacked; it hands
+everything else (malformed, truncated, corrupted) back to the exact decoder, so the server's refusals read
+as before."""
 
 from __future__ import annotations
 
