@@ -1,8 +1,8 @@
-"""PHP, Ruby, Perl, Node.js and Go stacks at 99 Hz: cost per sample and target slowdown, beside each
-runtime's own profiler and `perf record -g`, in the same run.
+"""PHP, Ruby, Perl, Node.js, Java and Go stacks at 99 Hz: cost per sample and target slowdown, beside
+each runtime's own profiler and `perf record -g`, in the same run.
 
 Each runtime runs the same fixed work: a five-deep recursive chain ending in an arithmetic loop, which
-times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js and Go as installed).
+times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js, Java and Go as installed).
 
 1. Cost, per runtime: the work profiled by a ProfilerCore in this process at 99 Hz (after a warm-up):
    the sampling BPF programs' own run_time_ns per run and per sample recorded (fdinfo, BPF_ENABLE_STATS),
@@ -10,11 +10,12 @@ times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js and G
    runtime's frames (PHP, Ruby) or reach `main.main` (Go) with no unwind error.
 2. Slowdown, per runtime: the work alone, under `fleetprof record -F 99`, `perf record -F 99 -g` and the
    runtime's own profiler (PHP: Excimer at 99 Hz, Ruby: StackProf in cpu mode at 99 Hz, Go: runtime/pprof at
-   its fixed 100 Hz, Node.js: --cpu-prof at a 10.1 ms interval, Perl: Devel::NYTProf, which is not a
-   sampler and times every statement); perf runs node with --perf-basic-prof, so its JIT frames have names
-   too; interleaved rounds, order rotated; the median of the paired per-round slowdowns.
+   its fixed 100 Hz, Node.js: --cpu-prof at a 10.1 ms interval, Java: JFR with its `profile` settings
+   (execution samples every 10 ms), Perl: Devel::NYTProf, which is not a sampler and times every
+   statement); perf runs node with --perf-basic-prof and java with -XX:+DumpPerfMapAtExit, so their JIT
+   frames have names too; interleaved rounds, order rotated; the median of the paired per-round slowdowns.
 
-    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,node,go]
+    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,node,java,go]
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ let s = 0;
 for (let k = 0; k < iterations; k++) s += chain(5, 200000);
 process.stderr.write(String(s) + "\n");
 console.log(Number(process.hrtime.bigint() - t) / 1e9);
+"""
+
+JAVA_WORK = """
+public class Work {
+    static int hot(int n) { int a = 0; for (int i = 0; i < n; i++) a = (a * 31 + i) % 1000003; return a; }
+    static int chain(int d, int n) { return d > 1 ? chain(d - 1, n) : hot(n); }
+    public static void main(String[] args) {
+        int iterations = Integer.parseInt(args[0]);
+        long t = System.nanoTime(), s = 0;
+        for (int k = 0; k < iterations; k++) s += chain(5, 200000);
+        System.err.println(s);
+        System.out.println((System.nanoTime() - t) / 1e9);
+    }
+}
 """
 
 GO_WORK = """package main
@@ -211,6 +226,22 @@ def runtimes(work: Path, wanted: set[str] | None) -> list[Runtime]:
                 "cpu-prof",
                 [*own, script],
                 [node, "--perf-basic-prof", script],
+            )
+        )
+    java, javac = shutil.which("java"), shutil.which("javac")
+    if java and javac and (wanted is None or "java" in wanted):
+        (work / "Work.java").write_text(JAVA_WORK)
+        subprocess.run([javac, "-d", str(work), str(work / "Work.java")], check=True)
+        flight = f"-XX:StartFlightRecording=filename={work / 'work.jfr'},settings=profile"
+        perf_map = ["-XX:+UnlockDiagnosticVMOptions", "-XX:+DumpPerfMapAtExit"]
+        out.append(
+            Runtime(
+                "java",
+                [java, "-cp", str(work), "Work"],
+                layout.FRAME_JVM,
+                "jfr",
+                [java, flight, "-cp", str(work), "Work"],
+                [java, *perf_map, "-cp", str(work), "Work"],
             )
         )
     go = shutil.which("go")
@@ -362,7 +393,9 @@ def section_slowdown(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtimes", help="comma-separated: php,ruby,perl,node,go (default: all installed)")
+    parser.add_argument(
+        "--runtimes", help="comma-separated: php,ruby,perl,node,java,go (default: all installed)"
+    )
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
     args = parser.parse_args()
     wanted = set(args.runtimes.split(",")) if args.runtimes else None
@@ -381,7 +414,7 @@ def run(quick: bool, wanted: set[str] | None) -> None:
         work = Path(tmp)
         rts = runtimes(work, wanted)
         if not rts:
-            print("no runtime installed (php8.2, ruby3.1, perl, node, go): nothing to measure")
+            print("no runtime installed (php8.2, ruby3.1, perl, node, java, go): nothing to measure")
             return
         if not stats_on:
             print("BPF run-time stats unavailable: BPF columns read 0")

@@ -33,6 +33,9 @@ MARKER_LOOPS = {
     "[unwind: php: ": frozenset({"execute_ex"}),
     "[unwind: ruby: ": frozenset({"rb_vm_exec"}),
     "[unwind: v8: ": frozenset({"Builtins_JSEntryTrampoline", "Builtins_JSEntry"}),
+    "[unwind: jvm: ": frozenset(
+        {"JavaCalls::call_helper(JavaValue*, methodHandle const&, JavaCallArguments*, JavaThread*)"}
+    ),
 }
 """Error-frame prefix of each runtime whose frames can't be walked -> the native VM loop it belongs under."""
 STAT_FAILED_FILES = "symbolize_failed_files"
