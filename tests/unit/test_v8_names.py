@@ -242,6 +242,18 @@ def test_code_holding_a_pc_is_found_from_its_stream_header() -> None:
     assert namer.code_at(entry + 0x200) is None  # past the code's end
 
 
+def test_code_starting_on_a_page_boundary_is_found() -> None:
+    """Code whose instructions start a page has its stream header at the end of the page before."""
+    heap = Heap()
+    objs = build(heap)
+    entry = 0x7F00_0000_3000
+    code = optimized_code(heap, objs, entry)
+    pages = bytearray(0x2000)
+    struct.pack_into("<QQ", pages, 0x1000 - 16, heap.map_of(300), code)
+    heap.mem.put(entry - 0x1000, bytes(pages))
+    assert names.V8Namer(heap.mem, LAYOUT).code_at(entry + 0x48) == (code, entry)
+
+
 def test_baseline_code_maps_pcs_to_bytecode_offsets() -> None:
     """Sparkplug code: one pc delta per bytecode (the prologue first) walks the bytecodes by their sizes."""
     # six bytecodes (0-3 are the scaling prefixes) x three operand scales

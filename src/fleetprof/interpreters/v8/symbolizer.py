@@ -202,7 +202,7 @@ class V8Namer:
         self._functions: BoundedLru[int, tuple[FunctionInfo | None]] = BoundedLru(CACHE_SIZE)
         self._scripts: BoundedLru[int, tuple[ScriptInfo | None]] = BoundedLru(1024)
         self._tables: BoundedLru[int, tuple[list[tuple[int, int]] | None]] = BoundedLru(CACHE_SIZE)
-        self._codes: BoundedLru[int, tuple[CodeInfo | None]] = BoundedLru(CACHE_SIZE)
+        self._codes: BoundedLru[int, tuple[CodeInfo | None, int | None]] = BoundedLru(CACHE_SIZE)
         self._code_spans: dict[int, tuple[int, int]] = {}  # entry -> (end, Code) of JIT code found by pc
         self._code_entries: list[int] = []  # the entries, sorted
         self._stream_map = 0  # the map every instruction stream has, once one was found
@@ -476,7 +476,7 @@ class V8Namer:
                 self._code_spans[entry] = (entry + size, code)
                 return (code, entry) if pc < entry + size else None
             page -= PAGE
-            at = page + PAGE - CODE_ALIGNMENT
+            at = page + PAGE  # an entry on the page boundary has its header at the end of this page
         return None
 
     def _bytecode_position(self, bytecode: int, offset: int) -> int:
@@ -507,11 +507,13 @@ class V8Namer:
         return baseline_bytecode_offset(table, bytecodes, self.bytecode_sizes, pc_offset)
 
     def _code(self, code: int) -> CodeInfo | None:
-        """An optimized Code's position table and inlining data, read once (None for other code)."""
-        cached = self._codes.get(code)
-        if cached is not None:
-            return cached[0]
+        """An optimized Code's position table and inlining data, read once per code object (None for other
+        code); the entry it was read with tells the same object from one moved into its address since."""
         lay = self.lay
+        entry = self._field(code, lay.code_entry)
+        cached = self._codes.get(code)
+        if cached is not None and cached[1] == entry:  # the same code: a moved object's address is reused
+            return cached[0]
         flags = self._i32(code, lay.code_flags)
         info = None
         if flags is not None and flags & lay.code_kind_mask in (CODE_KIND_TURBOFAN, CODE_KIND_MAGLEV):
@@ -520,7 +522,7 @@ class V8Namer:
             positions = self._byte_array(deopt[DEOPT_INLINING_POSITIONS]) if deopt else None
             literals = self._fixed_array(deopt[DEOPT_LITERAL_ARRAY]) if deopt else None
             info = CodeInfo(entries or [], positions or b"", tuple(literals or ()))
-        self._codes.put(code, (info,))
+        self._codes.put(code, (info, entry))
         return info
 
     def _optimized(self, info: FunctionInfo, code: int, pc_offset: int) -> tuple[Frame, ...] | None:
