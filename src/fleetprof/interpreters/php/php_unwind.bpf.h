@@ -5,7 +5,8 @@
  * walker emits the PHP frames that execute_ex call runs (down to the frame entered from C, PHP_CALL_TOP) and
  * hands back, so native frames between them (zend_call_function, array_map's C code...) stay in place.
  * Offsets come from userspace (struct php_proc_info, php_offsets.h); nothing is symbolized here: a frame is
- * the zend_function address, the line and a cookie, named by the agent from process memory.
+ * the zend_function address, the line and a cookie, named by the agent from process memory. A forked child
+ * the agent has not scanned (an FPM worker) is walked with its parent's info, as its mappings are.
  * Included by tracer/bpf/sampler.bpf.c after the shared maps and helpers.
  */
 #ifndef FLEETPROF_PHP_UNWIND_BPF_H
@@ -39,6 +40,11 @@ static __noinline long php_step(struct sample *s, struct unwind_state *st)
 		return 1;
 	bool tail = st->mode == MODE_PHP_TAIL;
 	struct php_proc_info *info = bpf_map_lookup_elem(&php_procs, &st->pid);
+	if (!info && st->lpm_pid && st->lpm_pid != st->pid) {
+		/* A forked child not scanned yet (FPM's workers, forked by the master): it unwinds with its
+		 * parent's mappings, and EG lies at the same address in its copy of the parent's memory. */
+		info = bpf_map_lookup_elem(&php_procs, &st->lpm_pid);
+	}
 	if (!info) {
 		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
 		return tail ? stack_complete(st) : 0;
