@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from fleetprof.agent.runtime import FrameKey, RuntimeProcess, RuntimeSupport, Unsupported
+from fleetprof.agent.runtime import InliningRuntimeSupport, RuntimeProcess, Unsupported
 from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.hotspot.discovery import (
     HotSpotBinary,
@@ -30,7 +30,7 @@ RETRY_S = 0.05  # a starting JVM's registration is retried at most this often
 PENDING_FOR_S = 120.0  # and given up after this long
 
 
-class HotSpotSupport(RuntimeSupport[HotSpotBinary]):
+class HotSpotSupport(InliningRuntimeSupport[HotSpotBinary]):
     """JVM processes: `hotspot_procs` (nothing in `interp_ranges`: Java code lives in the code cache);
     FRAME_JVM named."""
 
@@ -40,7 +40,6 @@ class HotSpotSupport(RuntimeSupport[HotSpotBinary]):
 
     def __init__(self, procs: Map, interp_ranges: Map) -> None:
         super().__init__(procs, interp_ranges)
-        self._chains: dict[FrameKey, tuple[Frame, ...]] = {}
         self._layouts: dict[int, HotSpotLayout] = {}  # pid -> layout read from its memory
         self._pending: dict[
             int, tuple[HotSpotBinary, int, float, float]
@@ -122,11 +121,6 @@ class HotSpotSupport(RuntimeSupport[HotSpotBinary]):
                 return
             self._procs[pid] = RuntimeProcess(pid, binary, bias)
 
-    def name_frame(self, proc: RuntimeProcess[HotSpotBinary], raw: RawFrame) -> Frame | None:
-        """The outermost of the frames `name_frames` gives."""
-        frames = self.name_frames(proc, raw)
-        return frames[0] if frames else None
-
     def name_frames(self, proc: RuntimeProcess[HotSpotBinary], raw: RawFrame) -> tuple[Frame, ...] | None:
         """`pkg.Class.method (File.java:LINE)` frames, a compiled frame's inlined methods after it; a VM stub
         as `[jvm: its name]`."""
@@ -149,33 +143,8 @@ class HotSpotSupport(RuntimeSupport[HotSpotBinary]):
         """`<java frame>`."""
         return UNKNOWN_JVM
 
-    def resolve(self, pid: int, raw: RawFrame) -> Frame:
-        """The outermost frame of `resolve_frames`."""
-        return self.resolve_frames(pid, raw)[0]
-
-    def resolve_frames(self, pid: int, raw: RawFrame) -> tuple[Frame, ...]:
-        """Every frame a FRAME_JVM stands for (inlined methods after their caller), named once."""
-        key = (pid, raw.id, raw.addr, raw.aux)
-        chain = self._chains.get(key)
-        if chain is not None:
-            return chain
-        proc = self._procs.get(pid)
-        named = self.name_frames(proc, raw) if proc is not None and proc.memory() is not None else None
-        if not named:
-            self.unnamed += 1
-            return (self.unknown(),)
-        self.named += 1
-        self._chains[key] = named
-        self.frames[key] = named[0]
-        return named
-
     def process_gone(self, pid: int) -> None:
         """Forget a JVM (exit or exec)."""
         self._pending.pop(pid, None)
         self._layouts.pop(pid, None)
         super().process_gone(pid)
-
-    def forget(self, pids: set[int]) -> None:
-        """Drop the frames of processes gone for good."""
-        super().forget(pids)
-        self._chains = {k: c for k, c in self._chains.items() if k[0] not in pids}

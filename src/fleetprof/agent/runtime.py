@@ -204,3 +204,46 @@ class RuntimeSupport(Generic[B]):
             f"{self.name}_named": self.named,
             f"{self.name}_unnamed": self.unnamed,
         }
+
+
+class InliningRuntimeSupport(RuntimeSupport[B]):
+    """A runtime whose one raw frame may stand for several (a JIT's code with the functions it inlined, V8
+    and HotSpot): the frames of each raw frame are named once, root first, as a chain."""
+
+    def __init__(self, procs: Map, interp_ranges: Map) -> None:
+        super().__init__(procs, interp_ranges)
+        self._chains: dict[FrameKey, tuple[Frame, ...]] = {}
+
+    def name_frames(self, proc: RuntimeProcess[B], raw: RawFrame) -> tuple[Frame, ...] | None:
+        """The frames `raw` stands for in the live process, root first; None when they can't be named."""
+        raise NotImplementedError
+
+    def name_frame(self, proc: RuntimeProcess[B], raw: RawFrame) -> Frame | None:
+        """The outermost of the frames `name_frames` gives."""
+        frames = self.name_frames(proc, raw)
+        return frames[0] if frames else None
+
+    def resolve(self, pid: int, raw: RawFrame) -> Frame:
+        """The outermost frame of `resolve_frames`."""
+        return self.resolve_frames(pid, raw)[0]
+
+    def resolve_frames(self, pid: int, raw: RawFrame) -> tuple[Frame, ...]:
+        """Every frame `raw` stands for (inlined functions after their caller), named once."""
+        key = (pid, raw.id, raw.addr, raw.aux)
+        chain = self._chains.get(key)
+        if chain is not None:
+            return chain
+        proc = self._procs.get(pid)
+        named = self.name_frames(proc, raw) if proc is not None and proc.memory() is not None else None
+        if not named:
+            self.unnamed += 1
+            return (self.unknown(),)
+        self.named += 1
+        self._chains[key] = named
+        self.frames[key] = named[0]
+        return named
+
+    def forget(self, pids: set[int]) -> None:
+        """Drop the frames of processes gone for good."""
+        super().forget(pids)
+        self._chains = {k: c for k, c in self._chains.items() if k[0] not in pids}
