@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from fleetprof.elf.reader import read_elf_info
 from fleetprof.elf.view import ElfError, ElfView
@@ -24,6 +24,20 @@ R = TypeVar("R")  # a runtime's inspection result: its binary description or its
 TCB_DTV = 8  # glibc x86-64 tcbhead_t.dtv: the dynamic thread vector, 16-byte entries indexed by module id
 DTV_ENTRY = 16
 MASK64 = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class EngineUnsupported:
+    """Why fleetprof cannot walk a runtime's frames here; `reason` is the one line the error frame
+    `[unwind: <RUNTIME>: reason]` shows. Each runtime subclasses it with its RUNTIME."""
+
+    reason: str
+    RUNTIME: ClassVar[str] = ""
+
+    @property
+    def marker(self) -> str:
+        """The error frame's name for stacks of this process."""
+        return f"[unwind: {self.RUNTIME}: {self.reason}]"
 
 
 class EngineFiles(Generic[R]):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from fleetprof.elf.view import ElfView
-from fleetprof.interpreters.engine import EngineFiles
+from fleetprof.interpreters.engine import EngineFiles, EngineUnsupported
 
 R_X86_64_RELATIVE = 8
 MAX_ENTRIES = 1 << 14  # a table longer than this is not HotSpot's (JDK 17 has 788 structs, 768 types)
@@ -59,15 +60,10 @@ def is_hotspot_name(path: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class HotSpotUnsupported:
-    """Why fleetprof cannot walk this JVM; `reason` is the one line `[unwind: jvm: reason]` shows."""
+class HotSpotUnsupported(EngineUnsupported):
+    """Why fleetprof cannot walk this JVM (`[unwind: jvm: reason]`)."""
 
-    reason: str
-
-    @property
-    def marker(self) -> str:
-        """The error frame's name for stacks of this process."""
-        return f"[unwind: jvm: {self.reason}]"
+    RUNTIME: ClassVar[str] = "jvm"
 
 
 @dataclass(frozen=True, slots=True)

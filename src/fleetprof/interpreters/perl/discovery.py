@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from fleetprof.elf.view import ElfView, Symbol
-from fleetprof.interpreters.engine import EngineFiles, ThreadLocal
+from fleetprof.interpreters.engine import EngineFiles, EngineUnsupported, ThreadLocal
 from fleetprof.interpreters.perl.layouts import PerlLayout, layout_for, supported_text
 
 CURRENT_CONTEXT = "PL_current_context"
@@ -39,16 +40,11 @@ def is_perl_name(path: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class PerlUnsupported:
-    """Why fleetprof cannot walk Perl here; `reason` is the one line `[unwind: perl: reason]` shows."""
+class PerlUnsupported(EngineUnsupported):
+    """Why fleetprof cannot walk Perl here (`[unwind: perl: reason]`)."""
 
-    reason: str
+    RUNTIME: ClassVar[str] = "perl"
     is_perl: bool = True  # False: there is no Perl interpreter at all (no marker frame is due)
-
-    @property
-    def marker(self) -> str:
-        """The error frame's name for stacks of this process."""
-        return f"[unwind: perl: {self.reason}]"
 
 
 PerlTls = ThreadLocal  # where the engine's thread-local lives (engine.ThreadLocal)

@@ -16,9 +16,10 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from fleetprof.elf.view import ElfView, Symbol
-from fleetprof.interpreters.engine import EngineFiles
+from fleetprof.interpreters.engine import EngineFiles, EngineUnsupported
 from fleetprof.interpreters.php.layouts import PhpLayout, layout_for, supported_text
 
 EXECUTOR_GLOBALS = "executor_globals"
@@ -37,16 +38,11 @@ def is_php_name(path: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class PhpUnsupported:
-    """Why fleetprof cannot walk PHP here; `reason` is the one line `[unwind: php: reason]` shows."""
+class PhpUnsupported(EngineUnsupported):
+    """Why fleetprof cannot walk PHP here (`[unwind: php: reason]`)."""
 
-    reason: str
+    RUNTIME: ClassVar[str] = "php"
     is_php: bool = True  # False: there is no Zend engine at all (no marker frame is due)
-
-    @property
-    def marker(self) -> str:
-        """The error frame's name for stacks of this process."""
-        return f"[unwind: php: {self.reason}]"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,10 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from fleetprof.elf.view import ElfView, Symbol
-from fleetprof.interpreters.engine import EngineFiles, ThreadLocal
+from fleetprof.interpreters.engine import EngineFiles, EngineUnsupported, ThreadLocal
 from fleetprof.interpreters.ruby.layouts import RubyLayout, layout_for, supported_text
 
 CURRENT_EC = "ruby_current_ec"
@@ -45,16 +46,11 @@ def is_ruby_name(path: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class RubyUnsupported:
-    """Why fleetprof cannot walk Ruby here; `reason` is the one line `[unwind: ruby: reason]` shows."""
+class RubyUnsupported(EngineUnsupported):
+    """Why fleetprof cannot walk Ruby here (`[unwind: ruby: reason]`)."""
 
-    reason: str
+    RUNTIME: ClassVar[str] = "ruby"
     is_ruby: bool = True  # False: there is no Ruby interpreter at all (no marker frame is due)
-
-    @property
-    def marker(self) -> str:
-        """The error frame's name for stacks of this process."""
-        return f"[unwind: ruby: {self.reason}]"
 
 
 RubyTls = ThreadLocal  # where the engine's thread-local lives (engine.ThreadLocal)

@@ -13,9 +13,10 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from fleetprof.elf.view import ElfView, SymbolEntry, SymbolTable
-from fleetprof.interpreters.engine import EngineFiles
+from fleetprof.interpreters.engine import EngineFiles, EngineUnsupported
 from fleetprof.interpreters.v8.layouts import V8Layout, layout_from
 
 _NAME = re.compile(r"^(node|nodejs|node[0-9]+|libnode\.so(\.[0-9.]+)?)$")
@@ -31,15 +32,10 @@ def is_v8_name(path: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class V8Unsupported:
-    """Why fleetprof cannot walk V8 here; `reason` is the one line `[unwind: v8: reason]` shows."""
+class V8Unsupported(EngineUnsupported):
+    """Why fleetprof cannot walk V8 here (`[unwind: v8: reason]`)."""
 
-    reason: str
-
-    @property
-    def marker(self) -> str:
-        """The error frame's name for stacks of this process."""
-        return f"[unwind: v8: {self.reason}]"
+    RUNTIME: ClassVar[str] = "v8"
 
 
 @dataclass(frozen=True, slots=True)
