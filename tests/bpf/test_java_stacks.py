@@ -18,12 +18,24 @@ from test_python_common import Recording, Stack, assert_share, call_lines, judge
 HERE = Path(__file__).resolve().parent / "java"
 JAVA, JAVAC, JFR = shutil.which("java"), shutil.which("javac"), shutil.which("jfr")
 
+
+def _jdks() -> list[Path]:
+    """Every JDK installed here (its home), the default one first: each runs the chain test."""
+    found = {Path(JAVA).resolve().parents[1]} if JAVA else set()
+    found |= {java.resolve().parents[1] for java in Path("/usr/lib/jvm").glob("*/bin/java")}
+    return sorted(
+        found, key=lambda home: (home != (Path(JAVA).resolve().parents[1] if JAVA else None), str(home))
+    )
+
+
+JDKS = _jdks()
+
 pytestmark = pytest.mark.skipif(
     JAVA is None or JAVAC is None, reason="a JDK is not installed (make setup installs openjdk-17-jdk)"
 )
 
 LINES = call_lines(HERE / "Busy.java")
-LAMBDA = re.compile(r"Busy\$Cart\$\$Lambda\$\d+/0x[0-9a-f]+\.applyAsInt")
+LAMBDA = re.compile(r"Busy\$Cart\$\$Lambda(\$\d+)?/0x[0-9a-f]+\.applyAsInt")  # JDK 21+: no number
 CHAIN = [
     ("Busy.main", {LINES["run"]}),
     ("Busy.run", {LINES["total"]}),
@@ -55,15 +67,18 @@ def _built() -> Path:
     return out
 
 
-@cache
-def _recorded() -> Recording:
-    assert JAVA is not None
+def busy_command(java: str, seconds: str) -> list[str]:
+    """How Busy runs: its JNI library, Cold.step excluded from compilation (so always interpreted)."""
     out = _built()
-    command = [
-        JAVA, f"-Dbusy.lib={out / 'libbusy.so'}", "-XX:CompileCommand=quiet",
-        "-XX:CompileCommand=exclude,Busy$Cold::step", "-cp", str(out), "Busy", "3",
+    return [
+        java, f"-Dbusy.lib={out / 'libbusy.so'}", "-XX:CompileCommand=quiet",
+        "-XX:CompileCommand=exclude,Busy$Cold::step", "-cp", str(out), "Busy", seconds,
     ]  # fmt: skip
-    return record(["--", *command], "java-busy")
+
+
+@cache
+def _recorded(home: Path) -> Recording:
+    return record(["--", *busy_command(str(home / "bin" / "java"), "3")], f"java-busy-{home.name}")
 
 
 def _check(stack: Stack) -> str:
@@ -91,12 +106,13 @@ def _check(stack: Stack) -> str:
     return ""
 
 
-def test_java_chain_is_whole_with_lines() -> None:
+@pytest.mark.parametrize("home", JDKS, ids=[home.name for home in JDKS])
+def test_java_chain_is_whole_with_lines(home: Path) -> None:
     """>= 99 % of the samples in Pricing.hot read main > run > Cart.total > Cold.step (interpreted) > the
     lambda's proxy > the lambda > price x3 > hot, each caller at the line of its call, under
     JavaCalls::call_helper; compiled frames are expanded with what C2 inlined; the JNI function hot calls
-    sits above Busy.spin's native wrapper with its own C frames."""
-    run = _recorded()
+    sits above Busy.spin's native wrapper with its own C frames. On every JDK installed here."""
+    run = _recorded(home)
     under = [s for s in run.stacks if any(f.name == "Busy$Pricing.hot" for f in s.frames)]
     assert_share(judge(under, _check), run, at_least=300)
     in_jni = sum(s.count for s in under if any(f.name == "mix" for f in s.frames))
