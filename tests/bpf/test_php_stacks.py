@@ -1,9 +1,11 @@
 """`fleetprof record -- php8.2 busy.php`: PHP frames walked in the kernel from the Zend engine's own memory,
 in place of the execute_ex frame that runs them, over the engine's native root, with preg_match's C code
-above its PHP frame; with opcache off and on (no JIT: JIT'd code runs outside execute_ex, not walked yet)."""
+above its PHP frame; with opcache off, on, and with its JIT (tracing and function): JIT'd code runs on
+execute_ex's frame from opcache's JIT buffer, unwound as execute_ex."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,12 +20,37 @@ from test_python_common import Recording, Stack, assert_share, call_lines, judge
 
 SCRIPT = Path(__file__).resolve().parent / "phpscripts" / "busy.php"
 PHP = shutil.which("php8.2") or shutil.which("php")
+JIT = ["-d", "opcache.enable_cli=1", "-d", "opcache.jit_buffer_size=64M", "-d"]
 MODES = {
     "plain": ["-d", "opcache.enable_cli=0"],
     "opcache": ["-d", "opcache.enable_cli=1", "-d", "opcache.jit=off"],
+    "jit-tracing": [*JIT, "opcache.jit=tracing"],
+    "jit-function": [*JIT, "opcache.jit=function"],
 }
 
 pytestmark = pytest.mark.skipif(PHP is None, reason="php8.2-cli is not installed (make setup installs it)")
+
+
+@cache
+def _has_opcache() -> bool:
+    """Whether the php executable loads opcache (Debian's php8.2-opcache)."""
+    assert PHP is not None
+    probe = [PHP, "-d", "opcache.enable_cli=1", "-r", "echo function_exists('opcache_get_status') ? 1 : 0;"]
+    return subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip() == "1"
+
+
+def _mode_params() -> list:
+    """The MODES as pytest parameters; the opcache ones skip when opcache.so is not installed."""
+    return [
+        pytest.param(
+            mode,
+            marks=pytest.mark.skipif(
+                mode != "plain" and PHP is not None and not _has_opcache(),
+                reason="opcache.so is not installed (php8.2-opcache)",
+            ),
+        )
+        for mode in MODES
+    ]
 
 
 LINES = call_lines(SCRIPT)
@@ -74,12 +101,20 @@ def _check(stack: Stack) -> str:
     return ""
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", _mode_params())
 def test_php_chain_is_whole_with_lines(mode: str) -> None:
     """>= 99 % of the samples under hot read <main> > run > Cart::total > Cart::line > price x3 > hot, each
     caller at the line of its call, over _start..zend_execute; both the PHP loop and preg_match's C code
-    (under its own PHP frame) are sampled."""
+    (under its own PHP frame) are sampled. Under the JIT, the script says it compiled code, and no more
+    than 2 % of the process's samples are lost in JIT'd code (before the agent saw opcache's JIT buffer)."""
     run = _recorded(mode)
+    if mode.startswith("jit-"):
+        status = json.loads(run.stdout.rpartition("jit=")[2])
+        assert status["on"] and status["buffer_free"] < status["buffer_size"], status
+        comm = Path(PHP or "").name[:15]
+        mine = sum(s.count for s in run.stacks if s.process == comm)
+        broken = sum(s.count for s in run.stacks if s.process == comm and s.has_error)
+        assert broken <= mine * 0.02, f"{broken} of {mine} samples with unwind errors\n{run.describe()}"
     under_hot = [
         s for s in run.stacks if any(f.name == "hot" and f.where.endswith("busy.php") for f in s.frames)
     ]

@@ -3,14 +3,21 @@ execute_ex as its VM loop, `php_procs` per process, frames named from the zend_f
 (checked against the cookie BPF computed, so a reused address is not named after another function).
 
 A forked child the agent has not scanned (PHP-FPM's workers, forked by the master) is walked in BPF with its
-parent's info; its frames are named from its own memory once a stack of it shows up (`_adopt`)."""
+parent's info; once a stack of it shows up it is adopted: registered like its parent, named from its own
+memory. opcache's JIT buffer (found in the maps at registration, and again when a stack of the process has
+anonymous code while it is unknown) goes into the process's info: BPF unwinds JIT'd code as execute_ex."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
+import time
 
 from fleetprof.agent.runtime import RuntimeProcess, RuntimeSupport, Unsupported
+from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.php.discovery import PhpBinary, PhpUnsupported, inspect_php_binary, is_php_name
+from fleetprof.interpreters.php.process import jit_buffer
 from fleetprof.interpreters.php.procinfo import php_func_cookie, php_proc_info
 from fleetprof.interpreters.php.symbolizer import RUNTIME, FunctionReader
 from fleetprof.profile.model import Frame, FrameKind
@@ -19,6 +26,14 @@ from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
 
 UNKNOWN_PHP = Frame(kind=FrameKind.INTERPRETED, function="<php frame>", runtime=RUNTIME)
 ANCESTRY = 4  # how far up a forked child's parents the registered engine process is looked for
+# A process's maps are read again for its JIT buffer (while a stack of it has anonymous code and the buffer
+# is unknown: opcache made it after the process was registered) at most every JIT_RECHECK_S, the first
+# JIT_QUICK_READS times (the JIT compiles hot code within moments), then every JIT_SLOW_RECHECK_S (PCRE's
+# JIT code is anonymous too, in processes that may never have opcache's).
+JIT_RECHECK_S = 0.02
+JIT_QUICK_READS = 50
+JIT_SLOW_RECHECK_S = 5.0
+_NATIVE_KINDS = (layout.FRAME_NATIVE, layout.FRAME_NATIVE_RAW)
 
 
 def parent_pid(pid: int) -> int:
@@ -32,51 +47,114 @@ def parent_pid(pid: int) -> int:
     return int(fields[1]) if len(fields) > 1 else 0
 
 
+def same_executable(a: int, b: int) -> bool:
+    """Whether processes `a` and `b` run the same executable file (a fork that did not exec)."""
+    try:
+        one, two = os.stat(f"/proc/{a}/exe"), os.stat(f"/proc/{b}/exe")
+    except OSError:
+        return False
+    return (one.st_dev, one.st_ino) == (two.st_dev, two.st_ino)
+
+
 class PhpSupport(RuntimeSupport[PhpBinary]):
     """The Zend engine's processes: `php_procs`, execute_ex in `interp_ranges`, FRAME_PHP named."""
 
     name = "php"
     frame_kind = layout.FRAME_PHP
     interp_kind = layout.INTERP_PHP
-    _adopted: set[int] | None = None  # forked children named through a registered ancestor
+
+    def __init__(self, procs: Map, interp_ranges: Map) -> None:
+        super().__init__(procs, interp_ranges)
+        self._adopted: set[int] = set()  # forked children registered through an ancestor
+        self._orphans: set[int] = set()  # pids with PHP-like stacks but no registered ancestor
+        self._jit: dict[int, tuple[int, int]] = {}  # pid -> the JIT buffer its php_procs entry holds
+        self._jit_read: dict[int, tuple[float, int]] = {}  # pid -> when its maps were last read, how often
 
     def on_new_stack(self, key: StackKey) -> None:
-        """Name the PHP frames of a new stack, adopting an unscanned forked child first."""
-        if key.pid not in self._procs:
-            raws = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
-            if not any(raw.kind == self.frame_kind for raw in raws):
-                return
-            self._adopt(key.pid)
+        """Name the PHP frames of a new stack: first adopt an unscanned forked child, and look for the JIT
+        buffer of a process whose stack has anonymous code while its buffer is unknown."""
+        pid = key.pid
+        if pid not in self._procs or pid not in self._jit:
+            raws = list(decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :]))
+            anonymous = any(raw.kind in _NATIVE_KINDS and raw.id == 0 for raw in raws)
+            if pid not in self._procs:
+                php = any(raw.kind == self.frame_kind for raw in raws)
+                if not (php or anonymous) or not self._adopt(pid):
+                    return
+            elif anonymous:
+                self._find_jit(pid)
         super().on_new_stack(key)
 
     def resolve(self, pid: int, raw: RawFrame) -> Frame:
         """The named frame, adopting an unscanned forked child first."""
-        self._adopt(pid)
+        if pid not in self._procs:
+            self._adopt(pid)
         return super().resolve(pid, raw)
 
-    def _adopt(self, pid: int) -> None:
-        """Register `pid` like its nearest registered ancestor when it is an unscanned forked child (BPF
-        walked it with that ancestor's info), so its frames are read from its own memory."""
-        if pid in self._procs or not os.path.exists(f"/proc/{pid}"):
-            return
-        if self._adopted is None:
-            self._adopted = set()
-        ancestor = pid
+    def process_info(self, pid: int, binary: PhpBinary, bias: int) -> bytes:
+        """&EG(current_execute_data), the layout's offsets and the JIT buffer, read from the maps now."""
+        jit = jit_buffer(pid) if binary.jit_dispatch else None
+        self._jit_read[pid] = (time.monotonic(), self._jit_read.get(pid, (0.0, 0))[1] + 1)
+        if jit is None:
+            self._jit.pop(pid, None)
+        else:
+            self._jit[pid] = jit
+        current = binary.executor_globals + bias + binary.layout.eg_current_execute_data
+        dispatch = binary.jit_dispatch + bias if jit else 0
+        return bytes(php_proc_info(binary.layout, current, jit or (0, 0), dispatch))
+
+    def process_gone(self, pid: int) -> None:
+        """Forget a process (exit or exec), adopted or scanned."""
+        super().process_gone(pid)
+        self._adopted.discard(pid)
+        self._orphans.discard(pid)
+        self._jit.pop(pid, None)
+        self._jit_read.pop(pid, None)
+
+    def forget(self, pids: set[int]) -> None:
+        """Drop what is known of processes gone for good."""
+        super().forget(pids)
+        self._orphans -= pids
+
+    def _adopt(self, pid: int) -> bool:
+        """Register `pid` like its nearest registered ancestor when it is a fork of it that did not exec
+        (BPF walked it with the ancestor's info): its own php_procs entry, frames read from its memory."""
+        if pid in self._orphans or not os.path.exists(f"/proc/{pid}"):
+            return False
+        ancestor, source = pid, None
         for _ in range(ANCESTRY):
             ancestor = parent_pid(ancestor)
             source = self._procs.get(ancestor)
-            if source is not None:
+            if source is not None or ancestor <= 1:
                 break
-        else:
-            return
+        if source is None or not same_executable(pid, ancestor):
+            self._orphans.add(pid)
+            return False
+        for gone in [p for p in self._adopted if not os.path.exists(f"/proc/{p}")]:
+            self.process_gone(gone)
+        info = self.process_info(pid, source.binary, source.bias)
         with self._lock:
-            for gone in [p for p in self._adopted if not os.path.exists(f"/proc/{p}")]:
-                self._adopted.discard(gone)
-                proc = self._procs.pop(gone, None)
-                if proc is not None:
-                    proc.close()
+            with contextlib.suppress(BpfError):  # the map is full: BPF goes on with the ancestor's entry
+                self._procs_map.update(struct.pack("<I", pid), info)
             self._procs[pid] = RuntimeProcess(pid, source.binary, source.bias)
             self._adopted.add(pid)
+        return True
+
+    def _find_jit(self, pid: int) -> None:
+        """Read the maps of registered `pid` for its JIT buffer (at most every JIT_RECHECK_S) and, when
+        found, put it in its php_procs entry."""
+        proc = self._procs.get(pid)
+        if proc is None or not proc.binary.jit_dispatch:
+            return
+        last, reads = self._jit_read.get(pid, (0.0, 0))
+        if time.monotonic() - last < (JIT_RECHECK_S if reads < JIT_QUICK_READS else JIT_SLOW_RECHECK_S):
+            return
+        info = self.process_info(pid, proc.binary, proc.bias)
+        if pid in self._jit:
+            try:
+                self._procs_map.update(struct.pack("<I", pid), info)
+            except BpfError:
+                self._jit.pop(pid, None)
 
     def is_candidate(self, path: str) -> bool:
         """php, php-fpm, php-cgi (with a version suffix) or libphp*.so."""
@@ -95,7 +173,8 @@ class PhpSupport(RuntimeSupport[PhpBinary]):
         return [(start, start + size)]
 
     def proc_info(self, binary: PhpBinary, bias: int) -> bytes:
-        """&EG(current_execute_data) in the process and the layout's offsets."""
+        """&EG(current_execute_data) in the process and the layout's offsets (no JIT buffer: the maps of a
+        process are read by `process_info`)."""
         current = binary.executor_globals + bias + binary.layout.eg_current_execute_data
         return bytes(php_proc_info(binary.layout, current))
 

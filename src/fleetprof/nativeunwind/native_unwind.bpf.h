@@ -324,12 +324,18 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 #define HS_NOT_JAVA 2
 static __noinline long hotspot_step(struct sample *s, struct unwind_state *st, __u8 fflags);
 
-/* Anonymous code: a JavaScript or Java frame of a V8 or HotSpot process, else JIT_NONE. */
+/* interpreters/php/php_unwind.bpf.h: a pc in opcache's JIT buffer becomes execute_ex's (0), or JIT_NONE. */
+static __noinline long php_jit_step(struct unwind_state *st);
+
+/* Anonymous code: a JavaScript or Java frame of a V8 or HotSpot process, PHP's JIT'd code, else JIT_NONE. */
 #define JIT_NONE 2
 static __always_inline long jit_step(struct sample *s, struct unwind_state *st, __u8 fflags)
 {
 	long js = v8_step(s, st, fflags, true);
-	return js != V8_NOT_JS ? js : hotspot_step(s, st, fflags);
+	if (js != V8_NOT_JS)
+		return js;
+	js = hotspot_step(s, st, fflags);
+	return js != HS_NOT_JAVA ? js : php_jit_step(st);
 }
 
 /* Stop here and hand the agent a copy of the stack from sp up (to the end of the stack's vma, at most

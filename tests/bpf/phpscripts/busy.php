@@ -2,6 +2,7 @@
 // <main> -> run -> Cart::total -> Cart::line -> price (x3, recursive) -> hot, which spends its time in
 // PHP arithmetic and in preg_match (the C regex engine). argv[1]: seconds (default 2).
 // Profiled by tests/bpf/test_php_stacks.py; `// calls: f` marks the line a function shows while f runs.
+// Prints opcache's JIT status at the end (`jit=null` without opcache), so a JIT run can show it compiled code.
 
 function hot(int $rounds): int
 {
@@ -44,3 +45,5 @@ function run(float $seconds): void
 }
 
 run(isset($argv[1]) ? (float) $argv[1] : 2.0); // calls: run
+$status = function_exists('opcache_get_status') ? opcache_get_status(false) : false;
+echo 'jit=', json_encode($status['jit'] ?? null), "\n";

@@ -30,6 +30,8 @@ _NAME = re.compile(r"^(php(-cgi|-fpm)?[0-9.]*|libphp.*\.so(\.[0-9.]+)?)$")
 _POWERED_BY = re.compile(rb"X-Powered-By: PHP/(\d+)\.(\d+)\.(\d+)[^\x00]*\x00")
 _ZEND_BANNER = re.compile(rb"Zend Engine v(\d+)\.(\d+)\.(\d+)")
 _MOV_EAX_RET = re.compile(rb"\xb8(....)\xc3", re.DOTALL)  # zend_vm_kind: mov $imm32, %eax; ret
+_JMP_R15 = b"\x41\xff\x27"  # jmp *(%r15): the HYBRID VM's dispatch to opline->handler (the JIT's entry)
+ZEND_VM_KIND_HYBRID = 4
 
 
 def is_php_name(path: str) -> bool:
@@ -58,6 +60,7 @@ class PhpBinary:
     zend_execute: tuple[int, int]  # (address, size): entry from C for a script (0, 0 when not found)
     vm_kind: int  # zend_vm_kind() (4 = HYBRID, the JIT's), -1 when it could not be decoded
     layout: PhpLayout
+    jit_dispatch: int = 0  # execute_ex's first `jmp *(%r15)` + 1: JIT'd code is unwound as this pc; 0: none
 
 
 _Result = PhpBinary | PhpUnsupported | None
@@ -87,6 +90,7 @@ def _describe(image: ElfView, path: str, file_id: str) -> _Result:
     if execute_ex is None:
         return PhpUnsupported(f"{name}: no execute_ex symbol (the VM loop) to hang PHP frames off")
     zend_execute = symbols.get("zend_execute")
+    vm_kind = _vm_kind(image, symbols.get("zend_vm_kind"))
     return PhpBinary(
         path=path,
         file_id=file_id,
@@ -95,8 +99,9 @@ def _describe(image: ElfView, path: str, file_id: str) -> _Result:
         executor_globals=engine,
         execute_ex=(execute_ex.value, execute_ex.size),
         zend_execute=(zend_execute.value, zend_execute.size) if zend_execute else (0, 0),
-        vm_kind=_vm_kind(image, symbols.get("zend_vm_kind")),
+        vm_kind=vm_kind,
         layout=layout,
+        jit_dispatch=_jit_dispatch(image, execute_ex) if vm_kind == ZEND_VM_KIND_HYBRID else 0,
     )
 
 
@@ -127,6 +132,15 @@ def _vm_kind(image: ElfView, symbol: Symbol | None) -> int:
     code = image.read_vaddr(symbol.value, 6) if symbol is not None else None
     match = _MOV_EAX_RET.fullmatch(code or b"")
     return struct.unpack("<I", match.group(1))[0] if match else -1
+
+
+def _jit_dispatch(image: ElfView, execute_ex: Symbol) -> int:
+    """ELF pc the opcache JIT's code is unwound as: one byte into execute_ex's first dispatch jump, where the
+    HYBRID VM enters JIT'd code on its own frame (past the prologue, so the body's CFA rule holds there and
+    one byte before); 0 when execute_ex has no such jump (x86-64 only)."""
+    code = image.read_vaddr(execute_ex.value, execute_ex.size) or b""
+    at = code.find(_JMP_R15)
+    return execute_ex.value + at + 1 if at > 0 else 0
 
 
 _FILES: EngineFiles[PhpBinary | PhpUnsupported] = EngineFiles(_describe)

@@ -15,6 +15,9 @@
  *            ex = prev; if the frame's call info (u32 at ex_call_info) has PHP_CALL_TOP: break }
  *   back to native: PHP_CALL_TOP marks a frame entered from C (zend_execute, zend_call_function), the last
  *   one its execute_ex native frame stands for.
+ * JIT (HYBRID VM): opcache's JIT'd code is jumped to from execute_ex's dispatch (`jmp *(%r15)`) and runs on
+ * execute_ex's stack frame, so a pc in [jit_start, jit_end) is unwound as execute_ex at jit_dispatch: the PHP
+ * walker is entered there, and the native unwinder goes on with execute_ex's CFA rule.
  */
 #ifndef FLEETPROF_PHP_OFFSETS_H
 #define FLEETPROF_PHP_OFFSETS_H
@@ -37,7 +40,10 @@ struct php_proc_info {
 	__u16 version;              /* major << 8 | minor, for the agent's own accounting */
 	__u16 reserved0;
 	__u32 reserved1;
-};                                  /* 24 bytes */
+	__u64 jit_start;            /* [jit_start, jit_end): opcache's JIT buffer in the process, 0 when none */
+	__u64 jit_end;
+	__u64 jit_dispatch;         /* execute_ex's dispatch jump (runtime address + 1): JIT'd code stands for it */
+};                                  /* 48 bytes */
 
 /* A frame's aux: its zend_function's name and scope pointers and type folded to 32 bits, so the agent does
  * not name a freed and reused zend_function address after another function. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* The in-kernel PHP (Zend engine) walker: one PHP frame per step of the unwind loop.
  *
- * The native unwinder hands over when its pc is inside execute_ex (`interp_ranges`, kind INTERP_PHP); this
+ * The native unwinder hands over when its pc is inside execute_ex (`interp_ranges`, kind INTERP_PHP), or in
+ * opcache's JIT buffer (php_jit_step: unwound as execute_ex, whose frame JIT'd code runs on); this
  * walker emits the PHP frames that execute_ex call runs (down to the frame entered from C, PHP_CALL_TOP) and
  * hands back, so native frames between them (zend_call_function, array_map's C code...) stay in place.
  * Offsets come from userspace (struct php_proc_info, php_offsets.h); nothing is symbolized here: a frame is
@@ -21,6 +22,30 @@ struct {
 	__type(value, struct php_proc_info);
 } php_procs SEC(".maps");
 
+/* The process's info; a forked child not scanned yet (FPM's workers, forked by the master) unwinds with its
+ * parent's mappings, and EG (and the JIT buffer) lie at the same addresses in its copy of the parent's memory. */
+static __always_inline struct php_proc_info *php_info(struct unwind_state *st)
+{
+	struct php_proc_info *info = bpf_map_lookup_elem(&php_procs, &st->pid);
+	if (!info && st->lpm_pid && st->lpm_pid != st->pid)
+		info = bpf_map_lookup_elem(&php_procs, &st->lpm_pid);
+	return info;
+}
+
+/* A pc in opcache's JIT buffer: JIT'd code runs on execute_ex's frame (HYBRID VM), so unwind it as execute_ex
+ * at its dispatch jump (the PHP walker enters there, then execute_ex's CFA rule applies); the loop goes on
+ * with the new pc (0). JIT_NONE when the pc is not PHP's JIT code. */
+static __noinline long php_jit_step(struct unwind_state *st)
+{
+	if (!st)
+		return JIT_NONE;
+	struct php_proc_info *info = php_info(st);
+	if (!info || !info->jit_dispatch || st->pc < info->jit_start || st->pc >= info->jit_end)
+		return JIT_NONE;
+	st->pc = info->jit_dispatch;
+	return 0;
+}
+
 static __always_inline long php_fail(struct sample *s, struct unwind_state *st)
 {
 	if (st->mode == MODE_PHP_TAIL) { /* the sample keeps UNWIND_ERR_NOT_READY, with the frames walked */
@@ -39,12 +64,7 @@ static __noinline long php_step(struct sample *s, struct unwind_state *st)
 	if (!s || !st)
 		return 1;
 	bool tail = st->mode == MODE_PHP_TAIL;
-	struct php_proc_info *info = bpf_map_lookup_elem(&php_procs, &st->pid);
-	if (!info && st->lpm_pid && st->lpm_pid != st->pid) {
-		/* A forked child not scanned yet (FPM's workers, forked by the master): it unwinds with its
-		 * parent's mappings, and EG lies at the same address in its copy of the parent's memory. */
-		info = bpf_map_lookup_elem(&php_procs, &st->lpm_pid);
-	}
+	struct php_proc_info *info = php_info(st);
 	if (!info) {
 		st->mode = MODE_NATIVE; /* not registered (yet): keep the native frames */
 		return tail ? stack_complete(st) : 0;

@@ -52,3 +52,24 @@ def find_php(pid: int) -> PhpProcess | PhpUnsupported:
     if isinstance(found, str):
         return PhpUnsupported(found, is_php=not found.startswith("process "))
     return found or NOT_PHP
+
+
+def jit_buffer(pid: int) -> tuple[int, int] | None:
+    """[start, end) of opcache's JIT buffer in process `pid`: its executable *shared* mapping (opcache's
+    shared memory: `/dev/zero (deleted)` for mmap, `/SYSV…` or `/dev/shm/…` for the other models, made r-x
+    at its end); None when there is none (no opcache, JIT off) or the maps can't be read."""
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 5 or fields[1][2] != "x" or fields[1][3] != "s":
+            continue
+        path = fields[5] if len(fields) > 5 else ""
+        if path and not path.endswith("(deleted)") and not path.startswith(("/SYSV", "/dev/shm/")):
+            continue
+        start, _, end = fields[0].partition("-")
+        return int(start, 16), int(end, 16)
+    return None
