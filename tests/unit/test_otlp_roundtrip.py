@@ -70,6 +70,23 @@ def raw_profile() -> Profile:
     marker = Frame(FrameKind.ERROR, "[unwind: python: CPython 3.7 is not supported]")
     pyframe = Frame(FrameKind.PYTHON, "handle", file="/app/h.py", line=12, start_line=10)
     jvm = Frame(FrameKind.INTERPRETED, "com.example.Main.run", file="Main.java", line=3, runtime="jvm")
+    # a TurboFan frame with what it inlined (the agent's V8 namer gives them root first, inner ones inlined)
+    node = Frame(FrameKind.PROCESS, "node")
+    js = [
+        Frame(FrameKind.INTERPRETED, "run", file="/srv/a.js", line=9, start_line=6, runtime="v8js"),
+        Frame(
+            FrameKind.INTERPRETED,
+            "total",
+            file="/srv/a.js",
+            line=5,
+            start_line=5,
+            inlined=True,
+            runtime="v8js",
+        ),
+        Frame(
+            FrameKind.INTERPRETED, "hot", file="/srv/b.js", line=2, start_line=1, inlined=True, runtime="v8js"
+        ),
+    ]
     labels = {
         "executable": "/srv/bin/api",
         "container_id": "c" * 64,
@@ -84,6 +101,7 @@ def raw_profile() -> Profile:
             [py, marker, raw("_start", LIBC, 0x2000), pyframe], 20, 20, 5, 1, executable="/usr/bin/python3.12"
         ),
         _sample([py, jvm], 20, 21, 1, 0),
+        _sample([node, raw("main", APP, 0x1000), *js], 30, 30, 2, 0),
     ]
     return Profile(
         samples=samples,
@@ -146,8 +164,17 @@ def test_symbolized_profile_round_trips() -> None:
     assert not any(f.is_raw for s in profile.samples for f in s.stack)
     back = _round_trip(profile)
     assert _canonical(back) == _canonical(profile)
-    inlined = next(f for s in back.samples for f in s.stack if f.inlined)
+    inlined = next(f for s in back.samples for f in s.stack if f.inlined and f.kind is FrameKind.NATIVE)
     assert (inlined.function, inlined.system_name, inlined.mapping) == ("parse<int>", "_Z5parseIiEvv", APP)
+
+
+def test_inlined_interpreted_frames_keep_their_place() -> None:
+    """A JIT frame's inlined functions (V8, HotSpot) travel as one location with a line each, outermost
+    first, and come back inlined under their caller."""
+    back = _round_trip(raw_profile())
+    (sample,) = [s for s in back.samples if s.pid == 30]
+    got = [(f.function, f.line, f.inlined, f.runtime) for f in sample.stack[-3:]]
+    assert got == [("run", 9, False, "v8js"), ("total", 5, True, "v8js"), ("hot", 2, True, "v8js")]
 
 
 def test_decoded_raw_profile_symbolizes_like_the_original() -> None:
@@ -190,7 +217,7 @@ def test_raw_frames_travel_as_mapping_and_address() -> None:
     types = {
         str(_attrs(request, loc.attribute_indices).get("profile.frame.type")) for loc in d.location_table[1:]
     }
-    assert types == {"native", "kernel", "cpython", "jvm", "None"}
+    assert types == {"native", "kernel", "cpython", "jvm", "v8js", "None"}
     resources = [{kv.key: kv.value for kv in rp.resource.attributes} for rp in request.resource_profiles]
     api = next(r for r in resources if r["process.pid"].int_value == 10)
     assert api["process.executable.path"].string_value == "/srv/bin/api"

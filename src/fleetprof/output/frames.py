@@ -25,21 +25,25 @@ def call_frames(stack: Stack) -> Stack:
     return stack[start:]
 
 
+def _same_code(head: Frame, inlined: Frame) -> bool:
+    """Whether an inlined frame belongs to `head`'s code: the same native file, or the same runtime's JIT
+    frame (V8, HotSpot: one compiled frame and the functions it inlined)."""
+    if head.kind is FrameKind.NATIVE:
+        return inlined.kind is FrameKind.NATIVE and inlined.mapping == head.mapping
+    return (
+        head.kind is FrameKind.INTERPRETED and inlined.kind is head.kind and inlined.runtime == head.runtime
+    )
+
+
 def physical_frames(stack: Stack) -> list[tuple[Frame, ...]]:
-    """Group each native frame with the inlined frames that follow it: one group per code address.
+    """Group each native or JIT frame with the inlined frames that follow it: one group per code address.
 
     Groups and the frames inside them stay root first (caller before inlined callee).
     """
     groups: list[list[Frame]] = []
     for frame in stack:
         head = groups[-1][0] if groups else None
-        if (
-            frame.inlined
-            and head is not None
-            and head.kind is FrameKind.NATIVE
-            and frame.kind is FrameKind.NATIVE
-            and frame.mapping == head.mapping
-        ):
+        if frame.inlined and head is not None and _same_code(head, frame):
             groups[-1].append(frame)
         else:
             groups.append([frame])
