@@ -86,6 +86,14 @@ class HotSpotSupport(InliningRuntimeSupport[HotSpotBinary]):
         self._layouts[pid] = found
         return bytes(info)
 
+    def _register_file(self, key: int, binary: HotSpotBinary) -> None:
+        """Remember the file (no `interp_ranges` entry: nothing in libjvm stands for Java frames)."""
+        self._files[key] = binary
+
+    def file_flags(self, key: int) -> int:
+        """0: libjvm's mappings are plain native code, whether or not the process is registered."""
+        return 0
+
     def interpreter_flags(self, pid: int, m: object) -> int:
         """Registers the JVM (no mapping flag: libjvm's own frames are plain native code)."""
         super().interpreter_flags(pid, m)  # type: ignore[arg-type]
