@@ -1,7 +1,7 @@
 <?php
 // One PHP-FPM request: <main> -> run -> Cart::total -> Cart::line -> price (x3, recursive) -> hot, the shape
 // of busy.php; ?seconds=S (default 0.5). Profiled by tests/bpf/test_php_fpm.py; `// calls: f` marks the line
-// a function shows while f runs.
+// a function shows while f runs. Ends with opcache's JIT status (`jit=null` without opcache).
 
 function hot(int $rounds): int
 {
@@ -47,3 +47,5 @@ function run(float $seconds): int
 }
 
 echo 'calls=', run(isset($_GET['seconds']) ? (float) $_GET['seconds'] : 0.5), ' pid=', getmypid(), "\n"; // calls: run
+$status = function_exists('opcache_get_status') ? opcache_get_status(false) : false;
+echo 'jit=', json_encode($status['jit'] ?? null), "\n";
