@@ -4,8 +4,8 @@ execute_ex as its VM loop, `php_procs` per process, frames named from the zend_f
 
 A forked child the agent has not scanned (PHP-FPM's workers, forked by the master) is walked in BPF with its
 parent's info; once a stack of it shows up it is adopted: registered like its parent, named from its own
-memory. opcache's JIT buffer (found in the maps at registration, and again when a stack of the process has
-anonymous code while it is unknown) goes into the process's info: BPF unwinds JIT'd code as execute_ex."""
+memory. opcache's JIT buffer (found in the maps at registration, and again on the process's new stacks while
+it is unknown) goes into the process's info: BPF unwinds JIT'd code as execute_ex."""
 
 from __future__ import annotations
 
@@ -26,10 +26,9 @@ from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
 
 UNKNOWN_PHP = Frame(kind=FrameKind.INTERPRETED, function="<php frame>", runtime=RUNTIME)
 ANCESTRY = 4  # how far up a forked child's parents the registered engine process is looked for
-# A process's maps are read again for its JIT buffer (while a stack of it has anonymous code and the buffer
-# is unknown: opcache made it after the process was registered) at most every JIT_RECHECK_S, the first
-# JIT_QUICK_READS times (the JIT compiles hot code within moments), then every JIT_SLOW_RECHECK_S (PCRE's
-# JIT code is anonymous too, in processes that may never have opcache's).
+# A process's maps are read again for its JIT buffer (on its new stacks while the buffer is unknown: opcache
+# makes it at startup, after the exec the process was registered at) at most every JIT_RECHECK_S, the first
+# JIT_QUICK_READS times, then every JIT_SLOW_RECHECK_S (a process without the JIT keeps making new stacks).
 JIT_RECHECK_S = 0.02
 JIT_QUICK_READS = 50
 JIT_SLOW_RECHECK_S = 5.0
@@ -71,18 +70,17 @@ class PhpSupport(RuntimeSupport[PhpBinary]):
         self._jit_read: dict[int, tuple[float, int]] = {}  # pid -> when its maps were last read, how often
 
     def on_new_stack(self, key: StackKey) -> None:
-        """Name the PHP frames of a new stack: first adopt an unscanned forked child, and look for the JIT
-        buffer of a process whose stack has anonymous code while its buffer is unknown."""
+        """Name the PHP frames of a new stack: first adopt an unscanned forked child (a stack with PHP frames
+        or anonymous code), and look again for the JIT buffer of a process that had none (opcache may have
+        made it since: an FPM master at startup, before it forks its workers)."""
         pid = key.pid
-        if pid not in self._procs or pid not in self._jit:
-            raws = list(decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :]))
-            anonymous = any(raw.kind in _NATIVE_KINDS and raw.id == 0 for raw in raws)
-            if pid not in self._procs:
-                php = any(raw.kind == self.frame_kind for raw in raws)
-                if not (php or anonymous) or not self._adopt(pid):
-                    return
-            elif anonymous:
-                self._find_jit(pid)
+        if pid not in self._procs:
+            raws = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
+            wanted = any(r.kind == self.frame_kind or (r.kind in _NATIVE_KINDS and r.id == 0) for r in raws)
+            if not wanted or not self._adopt(pid):
+                return
+        elif pid not in self._jit:
+            self._find_jit(pid)
         super().on_new_stack(key)
 
     def resolve(self, pid: int, raw: RawFrame) -> Frame:
@@ -100,7 +98,7 @@ class PhpSupport(RuntimeSupport[PhpBinary]):
         else:
             self._jit[pid] = jit
         current = binary.executor_globals + bias + binary.layout.eg_current_execute_data
-        dispatch = binary.jit_dispatch + bias if jit else 0
+        dispatch = binary.jit_dispatch + bias if binary.jit_dispatch else 0
         return bytes(php_proc_info(binary.layout, current, jit or (0, 0), dispatch))
 
     def process_gone(self, pid: int) -> None:
@@ -138,6 +136,8 @@ class PhpSupport(RuntimeSupport[PhpBinary]):
                 self._procs_map.update(struct.pack("<I", pid), info)
             self._procs[pid] = RuntimeProcess(pid, source.binary, source.bias)
             self._adopted.add(pid)
+        if pid in self._jit and ancestor not in self._jit:
+            self._find_jit(ancestor)  # the buffer the child inherited: its next forks start with it
         return True
 
     def _find_jit(self, pid: int) -> None:

@@ -17,7 +17,9 @@
  *   one its execute_ex native frame stands for.
  * JIT (HYBRID VM): opcache's JIT'd code is jumped to from execute_ex's dispatch (`jmp *(%r15)`) and runs on
  * execute_ex's stack frame, so a pc in [jit_start, jit_end) is unwound as execute_ex at jit_dispatch: the PHP
- * walker is entered there, and the native unwinder goes on with execute_ex's CFA rule.
+ * walker is entered there, and the native unwinder goes on with execute_ex's CFA rule. The agent reads the
+ * buffer from the maps; until it has, BPF looks at the vma of an anonymous pc (executable and shared: opcache's
+ * shared memory) and keeps what it found in the process's entry.
  */
 #ifndef FLEETPROF_PHP_OFFSETS_H
 #define FLEETPROF_PHP_OFFSETS_H
@@ -39,10 +41,11 @@ struct php_proc_info {
 	__u8 op_lineno;             /* zend_op.lineno */
 	__u16 version;              /* major << 8 | minor, for the agent's own accounting */
 	__u16 reserved0;
-	__u32 reserved1;
-	__u64 jit_start;            /* [jit_start, jit_end): opcache's JIT buffer in the process, 0 when none */
+	__u32 jit_probed;           /* BPF's own: when (ns >> 20) it last looked for the JIT buffer's vma */
+	__u64 jit_start;            /* [jit_start, jit_end): opcache's JIT buffer in the process, 0 when unknown */
 	__u64 jit_end;
-	__u64 jit_dispatch;         /* execute_ex's dispatch jump (runtime address + 1): JIT'd code stands for it */
+	__u64 jit_dispatch;         /* execute_ex's dispatch jump (runtime address + 1): JIT'd code stands for it;
+	                             * 0 when the engine has none (no HYBRID VM), then JIT'd code isn't walked */
 };                                  /* 48 bytes */
 
 /* A frame's aux: its zend_function's name and scope pointers and type folded to 32 bits, so the agent does

@@ -32,16 +32,55 @@ static __always_inline struct php_proc_info *php_info(struct unwind_state *st)
 	return info;
 }
 
+#define PHP_VM_EXEC 0x4
+#define PHP_VM_SHARED 0x8
+#define PHP_JIT_PROBE_GAP 8 /* ~8 ms (ns >> 20) between one process's vma lookups for its JIT buffer */
+
+struct php_jit_vma {
+	__u64 start;
+	__u64 end;
+	__u64 flags;
+};
+
+static long php_jit_vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct php_jit_vma *out = data;
+	out->start = BPF_CORE_READ(vma, vm_start);
+	out->end = BPF_CORE_READ(vma, vm_end);
+	out->flags = BPF_CORE_READ(vma, vm_flags);
+	return 0;
+}
+
 /* A pc in opcache's JIT buffer: JIT'd code runs on execute_ex's frame (HYBRID VM), so unwind it as execute_ex
  * at its dispatch jump (the PHP walker enters there, then execute_ex's CFA rule applies); the loop goes on
- * with the new pc (0). JIT_NONE when the pc is not PHP's JIT code. */
+ * with the new pc (0). JIT_NONE when the pc is not PHP's JIT code. While the agent has not told where the
+ * buffer is (opcache makes it after the exec the process was registered at), an anonymous pc's vma is looked
+ * at (this sample's one lookup, at most every ~8 ms per process): executable and shared is opcache's. */
 static __noinline long php_jit_step(struct unwind_state *st)
 {
 	if (!st)
 		return JIT_NONE;
 	struct php_proc_info *info = php_info(st);
-	if (!info || !info->jit_dispatch || st->pc < info->jit_start || st->pc >= info->jit_end)
+	if (!info || !info->jit_dispatch)
 		return JIT_NONE;
+	__u64 pc = st->pc;
+	if (pc >= info->jit_start && pc < info->jit_end) {
+		st->pc = info->jit_dispatch;
+		return 0;
+	}
+	__u32 now = (__u32)(bpf_ktime_get_ns() >> 20);
+	if (info->jit_end || st->vma_probed || now - info->jit_probed < PHP_JIT_PROBE_GAP)
+		return JIT_NONE;
+	info->jit_probed = now;
+	st->vma_probed = 1;
+	struct php_jit_vma vma = {0, 0, 0};
+	if (bpf_find_vma(bpf_get_current_task_btf(), pc, php_jit_vma_cb, &vma, 0))
+		return JIT_NONE;
+	if ((vma.flags & (PHP_VM_EXEC | PHP_VM_SHARED)) != (PHP_VM_EXEC | PHP_VM_SHARED) || pc < vma.start ||
+	    pc >= vma.end)
+		return JIT_NONE;
+	info->jit_start = vma.start;
+	info->jit_end = vma.end;
 	st->pc = info->jit_dispatch;
 	return 0;
 }

@@ -33,7 +33,7 @@ class PhpProcInfo(ctypes.Structure):
         ("op_lineno", ctypes.c_uint8),
         ("version", ctypes.c_uint16),
         ("reserved0", ctypes.c_uint16),
-        ("reserved1", ctypes.c_uint32),
+        ("jit_probed", ctypes.c_uint32),
         ("jit_start", ctypes.c_uint64),
         ("jit_end", ctypes.c_uint64),
         ("jit_dispatch", ctypes.c_uint64),
@@ -44,8 +44,8 @@ def php_proc_info(
     layout: PhpLayout, current_execute_data: int, jit: tuple[int, int] = (0, 0), jit_dispatch: int = 0
 ) -> PhpProcInfo:
     """The BPF walker's info for a process whose &EG(current_execute_data) is at `current_execute_data`;
-    `jit` is its opcache JIT buffer [start, end) and `jit_dispatch` the runtime pc JIT'd code is unwound as
-    (execute_ex's dispatch jump + 1), both 0 when there is none."""
+    `jit` is its opcache JIT buffer [start, end) ((0, 0) while unknown: BPF then looks for it itself) and
+    `jit_dispatch` the runtime pc JIT'd code is unwound as (execute_ex's dispatch jump + 1; 0: none)."""
     return PhpProcInfo(
         current_execute_data=current_execute_data,
         ex_opline=layout.ex_opline,
@@ -57,8 +57,8 @@ def php_proc_info(
         fn_scope=layout.fn_scope,
         op_lineno=layout.op_lineno,
         version=layout.version[0] << 8 | layout.version[1],
-        jit_start=jit[0] if jit_dispatch else 0,
-        jit_end=jit[1] if jit_dispatch else 0,
+        jit_start=jit[0],
+        jit_end=jit[1],
         jit_dispatch=jit_dispatch,
     )
 
