@@ -15,7 +15,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-f
 	-Isrc/fleetprof/interpreters/v8 -Isrc/fleetprof/interpreters/hotspot
 DEB_PACKAGES := clang llvm libbpf1 libbpf-dev bpftool gcc g++ make binutils gdb linux-perf procps util-linux \
 	chromium golang-go debuginfod php8.2-cli php8.2-dev php-excimer ruby3.1 ruby3.1-dev ruby-stackprof \
-	libdevel-nytprof-perl openjdk-17-jdk-headless
+	libdevel-nytprof-perl openjdk-17-jdk-headless php8.2-fpm
 # Installed from Debian only when the command is missing (a rustup or NodeSource install serves as well).
 RUSTUP_CARGO := $(HOME)/.cargo/bin/cargo
 NPM_DIR := tools/npm

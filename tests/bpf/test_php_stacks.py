@@ -178,6 +178,20 @@ def _script_frames(stack: Stack, script: str) -> list[tuple[str, int]]:
 SPLIT = Path(__file__).resolve().parent / "phpscripts" / "split.php"
 
 
+EXCIMER_CRASH = "pthread_mutex_lock(): Invalid argument"
+
+
+def _record_past_excimer_crash(target: list[str], name: str) -> Recording:
+    """`record(target)`, once more when PHP died in Excimer's shutdown (its timer's mutex, seen about once in
+    a dozen runs on a loaded machine, after the profile was written): the peer's bug, not fleetprof's."""
+    try:
+        return record(target, name)
+    except AssertionError as exc:
+        if EXCIMER_CRASH not in str(exc):
+            raise
+    return record(target, name)
+
+
 def test_time_split_agrees_with_excimer(tmp_path: Path) -> None:
     """The same run sampled by fleetprof and by Excimer (PHP's own sampling profiler, in the process):
     heavy() does three quarters of the work by construction: fleetprof gives it 75 % +-7, and Excimer
@@ -186,7 +200,7 @@ def test_time_split_agrees_with_excimer(tmp_path: Path) -> None:
     if "excimer" not in subprocess.run([PHP, "-m"], capture_output=True, text=True).stdout.lower():
         pytest.skip("php-excimer is not installed (make setup installs it)")
     collapsed = tmp_path / "excimer.txt"
-    run = record(["--", PHP, str(SPLIT), "2", str(collapsed)], "php-split")
+    run = _record_past_excimer_crash(["--", PHP, str(SPLIT), "2", str(collapsed)], "php-split")
     peer: Counter[str] = Counter()
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
