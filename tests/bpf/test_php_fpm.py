@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_python_common import Recording, Stack, assert_share, call_lines, judge, record
+from test_php_stacks import EXPECTED, SCRIPT
+from test_python_common import Recording, Stack, assert_share, judge, record
 
-SCRIPT = Path(__file__).resolve().parent / "phpscripts" / "fpm_busy.php"
 FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm")
 REQUEST_S = 0.4  # each request's run() time
 SERVE_S = 4.0  # how long the requests go on under `record -- php-fpm`
@@ -35,18 +35,6 @@ MODES = {
 
 pytestmark = pytest.mark.skipif(FPM is None, reason="php8.2-fpm is not installed (make setup installs it)")
 
-LINES = call_lines(SCRIPT)
-HOT_BODY = set(range(LINES["preg_match"] - 4, LINES["preg_match"] + 2))
-EXPECTED = [
-    ("<main>", {LINES["run"]}),
-    ("run", {LINES["Cart::total"]}),
-    ("Cart::total", {LINES["Cart::line"]}),
-    ("Cart::line", {LINES["price-first"]}),
-    ("price", {LINES["price"]}),
-    ("price", {LINES["price"]}),
-    ("price", {LINES["hot"]}),
-    ("hot", HOT_BODY),
-]
 
 # ---- a FastCGI client (the protocol's records: version, type, request id, length, padding) -----------
 
