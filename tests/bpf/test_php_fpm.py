@@ -174,13 +174,15 @@ def _record_launched(tmp: Path, mode: str) -> tuple[Recording, Served]:
     return result[0], served
 
 
-def _record_running(tmp: Path, mode: str) -> tuple[Recording, Served]:
-    """`fleetprof record --all -d 4` while an FPM started before it serves requests."""
+def _record_running(tmp: Path, mode: str, by_pid: bool = False) -> tuple[Recording, Served]:
+    """`fleetprof record --all -d 4` (or `--pid MASTER`: its workers are its children) while an FPM started
+    before it serves requests."""
     fpm = subprocess.Popen(_command(tmp, mode), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(tmp, lambda: fpm.poll() is None)
         result: list[Recording] = []
-        recorder = threading.Thread(target=lambda: result.append(record(["--all", "-d", "4"], "fpm-all")))
+        target = ["--pid", str(fpm.pid)] if by_pid else ["--all"]
+        recorder = threading.Thread(target=lambda: result.append(record([*target, "-d", "4"], "fpm-running")))
         recorder.start()
         served = _drive(tmp / "fpm.sock", recorder.is_alive)
         recorder.join()
@@ -223,15 +225,25 @@ def _check(stack: Stack) -> str:
 
 @pytest.mark.parametrize(
     ("how", "mode"),
-    [("launch", "opcache"), ("launch", "plain"), ("launch", "jit"), ("all", "opcache"), ("all", "jit")],
-    ids=["launch-opcache", "launch-plain", "launch-jit", "all-opcache", "all-jit"],
+    [
+        ("launch", "opcache"),
+        ("launch", "plain"),
+        ("launch", "jit"),
+        ("all", "opcache"),
+        ("all", "jit"),
+        ("pid", "opcache"),
+    ],
+    ids=["launch-opcache", "launch-plain", "launch-jit", "all-opcache", "all-jit", "pid-opcache"],
 )
 def test_fpm_workers_hold_the_php_chain(how: str, mode: str, tmp_path: Path) -> None:
     """>= 99 % of the workers' samples under hot read <main> > run > Cart::total > Cart::line > price x3 >
     hot with the lines of the calls, over _start..php_execute_script..zend_execute in php-fpm; both workers
     are sampled, and both the PHP loop and preg_match's C code; no more than 2 % of their samples have an
     unwind error (JIT'd code before the agent saw the JIT buffer)."""
-    run, served = (_record_launched if how == "launch" else _record_running)(tmp_path, mode)
+    if how == "launch":
+        run, served = _record_launched(tmp_path, mode)
+    else:
+        run, served = _record_running(tmp_path, mode, by_pid=how == "pid")
     pids = served.pids
     assert len(pids) == CLIENTS, pids
     if mode == "jit":

@@ -510,6 +510,18 @@ def test_procfs_stat_parses_awkward_comm(fake):
         ProcFS(str(fake.root)).stat(100)
 
 
+def test_procfs_descendants_walk_the_tree(fake):
+    """A server's workers and their children are found under it; siblings, parents and a process whose stat
+    can't be read are not."""
+    for pid, ppid in ((10, 1), (11, 10), (12, 10), (13, 11), (20, 1), (21, 20)):
+        fake.add(pid, ppid=ppid)
+    (fake.root / "14").mkdir()  # gone between listing and reading
+    procfs = ProcFS(str(fake.root))
+    assert procfs.descendants([10]) == {11, 12, 13}
+    assert procfs.descendants([11, 20]) == {13, 21}
+    assert procfs.descendants([13]) == set()
+
+
 def test_unreadable_mapping_is_retried_on_rescan(fake, tracker, elf):
     fake.add(100, _text_line(TEXT, 0x4000, "/usr/bin/true"))
     first = tracker.rescan(100).added[0]

@@ -30,6 +30,7 @@ from fleetprof.cli.errors import (
 from fleetprof.cli.stopping import StopRequest
 from fleetprof.output.base import OutputFormat
 from fleetprof.output.registry import UnknownFormatError, format_for_path, format_names, get_format
+from fleetprof.process.procfs import ProcFS
 from fleetprof.profile.model import Profile
 from fleetprof.tracer.sampler import SamplerError
 
@@ -54,7 +55,14 @@ class RecordCommand:
         parser.add_argument("--format", "-f", metavar="FMT", help=f"one of {', '.join(format_names())}")
         parser.add_argument("--output", "-o", metavar="FILE", help="where to write the profile")
         target = parser.add_mutually_exclusive_group()
-        target.add_argument("--pid", "-p", type=int, nargs="+", metavar="PID", help="profile these processes")
+        target.add_argument(
+            "--pid",
+            "-p",
+            type=int,
+            nargs="+",
+            metavar="PID",
+            help="profile these processes and their children",
+        )
         target.add_argument("--all", "-a", action="store_true", help="profile every process on the host")
         parser.add_argument(
             "--verbose", "-v", action="store_true", help="print the profiler's counters at the end"
@@ -124,8 +132,8 @@ class Recording:
         pids: tuple[int, ...] | None = None
         if self.cmd:
             pids = ()  # the command joins once it is stopped at its entry point (see _spawn)
-        elif self.args.pid:
-            pids = tuple(self.args.pid)
+        elif self.args.pid:  # and the processes they started before (a server's workers): children too
+            pids = tuple(sorted({*self.args.pid, *ProcFS().descendants(self.args.pid)}))
         core = ProfilerCore(
             CoreOptions(
                 frequency_hz=self.args.frequency,

@@ -21,6 +21,7 @@ from fleetprof.cli.record import MAX_FREQUENCY
 from fleetprof.cli.serverclient import add_selection_options
 from fleetprof.cli.stopping import StopRequest
 from fleetprof.cli.top_server import run_server_top
+from fleetprof.process.procfs import ProcFS
 from fleetprof.profile.model import Frame, FrameKind, Profile
 from fleetprof.tracer.sampler import SamplerError
 
@@ -80,7 +81,9 @@ class TopCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         """Options."""
-        parser.add_argument("--pid", "-p", type=int, nargs="+", metavar="PID", help="only these processes")
+        parser.add_argument(
+            "--pid", "-p", type=int, nargs="+", metavar="PID", help="only these processes and their children"
+        )
         parser.add_argument(
             "--frequency", "-F", type=int, default=99, metavar="HZ", help="samples per second per CPU"
         )
@@ -112,7 +115,7 @@ class TopCommand:
         missing = missing_capabilities()
         if missing:
             raise CapabilityError(missing[0].message)
-        pids = tuple(args.pid) if args.pid else None
+        pids = tuple(sorted({*args.pid, *ProcFS().descendants(args.pid)})) if args.pid else None
         core = ProfilerCore(CoreOptions(frequency_hz=args.frequency, pids=pids, keep_timestamps=False))
         labels = ProcessLabels.attach(core)
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR})
@@ -69,6 +70,24 @@ class ProcFS:
         except OSError:
             return []
         return sorted(int(name) for name in names if name.isdigit())
+
+    def descendants(self, pids: Iterable[int]) -> set[int]:
+        """Every process below `pids` in the process tree now (children, their children, ...), not `pids`
+        themselves; processes gone while the tree is read are left out."""
+        children: dict[int, list[int]] = {}
+        for pid in self.pids():
+            try:
+                children.setdefault(self.stat(pid).ppid, []).append(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+        found: set[int] = set()
+        todo = list(pids)
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found - set(pids)
 
     def tids(self, pid: int) -> list[int]:
         """Thread ids of `pid`, ascending (empty when the process is gone)."""
