@@ -14,8 +14,8 @@
  *       (tagged), aux = V8_FRAME_CODE | (pc - its entry) << V8_AUX_SHIFT;
  *     V8_FRAME_INTERPRETED: pc in the builtins, fp[fp_bytecode_array] a BytecodeArray and
  *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1);
- *     V8_FRAME_FUNCTION: neither (on-stack-replaced code, a builtin's JavaScript frame): addr = the pc,
- *       where userspace looks for the code object holding it.
+ *     V8_FRAME_FUNCTION: neither (on-stack-replaced code, a builtin's JavaScript frame): addr = the pc
+ *       when it is JIT code (userspace looks for the code object holding it), else 0.
  *   Then the caller by the frame pointer chain.
  */
 #ifndef FLEETPROF_V8_OFFSETS_H

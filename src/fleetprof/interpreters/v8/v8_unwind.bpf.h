@@ -61,7 +61,7 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 		return V8_NOT_JS;
 
 	__u64 pc = st->pc - (st->return_address ? 1 : 0);
-	__u64 addr = st->pc; /* V8_FRAME_FUNCTION: the pc, for userspace to find the code it lies in */
+	__u64 addr = jit ? st->pc : 0; /* V8_FRAME_FUNCTION: a JIT pc, for userspace to find the code it lies in */
 	__u32 aux = V8_FRAME_FUNCTION;
 	__u64 entry = 0;
 	__u32 size = 0;
