@@ -20,6 +20,7 @@ from fleetprof.interpreters.hotspot.discovery import (
 from fleetprof.interpreters.hotspot.layouts import HotSpotLayout, VMValues, layout_from
 from fleetprof.interpreters.hotspot.process import layout_from_process, read_values
 from fleetprof.interpreters.hotspot.symbolizer import (
+    JVM_AUX_COOKIE_SHIFT,
     JVM_AUX_TOP,
     JVM_FRAME_COMPILED,
     JVM_FRAME_INTERPRETED,
@@ -207,14 +208,16 @@ def test_compiled_frames_with_inlining() -> None:
     mem.put(0x51000, scopes + b"\0" * (0x10 - len(scopes)))
     mem.put(nm + 0x1010, pcs)
     namer = HotSpotNamer(mem, _layout())
-    frames = namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | 77 << 32) or ()
+    frames = namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | 77 << JVM_AUX_COOKIE_SHIFT) or ()
     assert [(f.function, f.line, f.inlined) for f in frames] == [
         ("org.example.Demo.outer", 7, False),
         ("org.example.Demo.inner", 3, True),
     ]
     top = namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | JVM_AUX_TOP) or ()
     assert [(f.function, f.line) for f in top] == [("org.example.Demo.outer", 7)]
-    assert namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | 78 << 32) is None  # another compilation
+    assert (
+        namer.frames(nm, code + 0x40, JVM_FRAME_COMPILED | 78 << JVM_AUX_COOKIE_SHIFT) is None
+    )  # another compilation
 
 
 def _binary(meta_values: dict[str, int]) -> tuple[FakeMemory, HotSpotBinary]:

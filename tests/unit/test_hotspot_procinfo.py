@@ -23,5 +23,12 @@ def test_constants_match_c_and_the_namer(tmp_path: Path) -> None:
     names = [n for n in dir(procinfo) if n.startswith(("HS_", "JVM_"))]
     got = [int(v) for v in run_c(tmp_path, HEADER, [f'printf("%lld\\n", (long long){n});' for n in names])]
     assert got == [getattr(procinfo, n) for n in names]
-    for name in ("JVM_FRAME_INTERPRETED", "JVM_FRAME_COMPILED", "JVM_AUX_KIND_MASK", "JVM_AUX_TOP"):
+    for name in (
+        "JVM_FRAME_INTERPRETED",
+        "JVM_FRAME_COMPILED",
+        "JVM_AUX_KIND_MASK",
+        "JVM_AUX_TOP",
+        "JVM_AUX_COOKIE_SHIFT",
+        "JVM_AUX_COOKIE_MASK",
+    ):
         assert getattr(symbolizer, name) == getattr(procinfo, name), name

@@ -12,7 +12,8 @@
  *     the top frame); FRAME_JVM (id = Method*, addr = bci = bcp - (ConstMethod* + constmethod_size),
  *     aux = JVM_FRAME_INTERPRETED); the caller: pc = fp[1], fp = fp[0], sp = fp[fp_sender_sp] (unextended);
  *   any other blob (nmethods, stubs, adapters): FRAME_JVM (id = the blob, addr = pc, aux = JVM_FRAME_COMPILED,
- *     | JVM_AUX_TOP for the interrupted frame; userspace tells nmethods from stubs by their name); the caller
+ *     | JVM_AUX_TOP for the interrupted frame, | its compile id << JVM_AUX_COOKIE_SHIFT (read as an nmethod's:
+ *     userspace tells nmethods from stubs by their name, and a reused nmethod address by the id)); the caller
  *     by the blob's frame size (words, from sp: pc = sp[size - 1], fp = sp[size - 2]) when it has one and its
  *     frame is built, by [sp] in a leaf whose frame is not built yet, else by the frame pointer.
  */
@@ -28,6 +29,8 @@
 #define JVM_FRAME_COMPILED 2
 #define JVM_AUX_KIND_MASK 15
 #define JVM_AUX_TOP 16
+#define JVM_AUX_COOKIE_SHIFT 8  /* COMPILED: the blob's compile id (as an nmethod's, low 24 bits) above */
+#define JVM_AUX_COOKIE_MASK 0xffffff
 
 struct hotspot_proc_info {
 	__u64 heap_low[HS_MAX_HEAPS];   /* each code heap's reserved [low, high) */
@@ -46,7 +49,8 @@ struct hotspot_proc_info {
 	__s8 fp_method;                 /* interpreter frame slots, words from fp */
 	__s8 fp_bcp;
 	__s8 fp_sender_sp;
-	__u8 reserved[3];
+	__u8 reserved;
+	__u16 nmethod_compile_id;       /* nmethod::_compile_id (int32): the cookie telling a reused address */
 	__u16 version;                  /* JDK feature version, for the agent's own accounting */
 };                                      /* 104 bytes */
 

@@ -85,7 +85,10 @@ static __noinline long hotspot_step(struct sample *s, struct unwind_state *st, _
 		return st->pc ? 0 : stack_complete(st);
 	}
 
-	__u32 aux = JVM_FRAME_COMPILED | (st->return_address ? 0 : JVM_AUX_TOP);
+	__s32 compile_id = 0;
+	bpf_probe_read_user(&compile_id, sizeof(compile_id), (void *)(blob + info->nmethod_compile_id));
+	__u32 aux = JVM_FRAME_COMPILED | (st->return_address ? 0 : JVM_AUX_TOP) |
+		    ((__u32)compile_id & JVM_AUX_COOKIE_MASK) << JVM_AUX_COOKIE_SHIFT;
 	if (!push_frame(s, blob, pc, aux, FRAME_JVM, fflags))
 		return fail(s, st, UNWIND_ERR_DEPTH_LIMIT);
 	count(STAT_JVM_FRAMES);

@@ -22,6 +22,8 @@ JVM_FRAME_INTERPRETED = 1
 JVM_FRAME_COMPILED = 2
 JVM_AUX_KIND_MASK = 15
 JVM_AUX_TOP = 16
+JVM_AUX_COOKIE_SHIFT = 8
+JVM_AUX_COOKIE_MASK = 0xFFFFFF
 INTERPRETER_SEARCH = 4096  # blocks of the first code heap looked through for the interpreter's blob
 
 
@@ -45,7 +47,8 @@ class HotSpotProcInfo(ctypes.Structure):
         ("fp_method", ctypes.c_int8),
         ("fp_bcp", ctypes.c_int8),
         ("fp_sender_sp", ctypes.c_int8),
-        ("reserved", ctypes.c_uint8 * 3),
+        ("reserved", ctypes.c_uint8),
+        ("nmethod_compile_id", ctypes.c_uint16),
         ("version", ctypes.c_uint16),
     )
 
@@ -83,6 +86,7 @@ def hotspot_proc_info(
         flags=(HS_CODE_AS_OFFSET if as_offset else 0)
         | (HS_COMPLETE_16 if layout.blob_frame_complete_width == 2 else 0),
         constmethod_size=layout.constmethod_size,
+        nmethod_compile_id=layout.nmethod_compile_id,
         fp_method=layout.fp_method,
         fp_bcp=layout.fp_bcp,
         fp_sender_sp=layout.fp_sender_sp,

@@ -25,7 +25,10 @@ JVM_FRAME_COMPILED = 2  # id = nmethod (CodeBlob*), addr = pc: a return address 
 JVM_FRAME_STUB = 3  # id = CodeBlob*, addr = pc: named from CodeBlob::_name
 JVM_AUX_KIND_MASK = 15
 JVM_AUX_TOP = 1 << 4  # COMPILED: addr is the interrupted pc (leaf frame), not a return address
-JVM_AUX_COOKIE_SHIFT = 32  # COMPILED: aux >> 32 = nmethod::_compile_id when BPF read it, 0 when not
+JVM_AUX_COOKIE_SHIFT = (
+    8  # COMPILED: aux >> 8 = nmethod::_compile_id's low 24 bits when BPF read it, 0 when not
+)
+JVM_AUX_COOKIE_MASK = 0xFFFFFF
 # UNSIGNED5 (unsigned5.hpp): bytes below L end a number; each further byte adds 6 bits. JDK 20+ offsets
 # every byte by X = 1 so none is zero (L 191), older streams use L 192 and X 0.
 UNSIGNED5_H_BITS = 6
@@ -356,11 +359,11 @@ class HotSpotNamer:
     def _compiled(self, nm: int, pc: int, aux: int) -> tuple[Frame, ...] | None:
         cookie = aux >> JVM_AUX_COOKIE_SHIFT
         info = self.nmethod(nm)
-        if info is not None and cookie and info.compile_id != cookie:
+        if info is not None and cookie and info.compile_id & JVM_AUX_COOKIE_MASK != cookie:
             info = self._read_nmethod(nm)  # the address was reused by a later compilation
             if info is not None:
                 self._nmethods.put(nm, info)
-        if info is None or (cookie and info.compile_id != cookie):
+        if info is None or (cookie and info.compile_id & JVM_AUX_COOKIE_MASK != cookie):
             return None
         deoptimizing = pc == info.deopt_handler  # the walker should have sent the original pc instead
         top = bool(aux & JVM_AUX_TOP)
