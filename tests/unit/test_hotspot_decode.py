@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from interp_memory import FakeMemory
 
 from fleetprof.interpreters.hotspot.discovery import (
     META,
@@ -33,7 +34,6 @@ from fleetprof.interpreters.hotspot.symbolizer import (
     read_unsigned5,
     scope_chain,
 )
-from fleetprof.process.memory import MemoryReader
 from fleetprof.profile.model import FrameKind
 from tests.unit.test_hotspot_discovery import _values
 
@@ -113,22 +113,6 @@ def test_pc_desc_lookup() -> None:
 def test_external_class_name() -> None:
     assert external_class_name("java/util/HashMap") == "java.util.HashMap"
     assert external_class_name("a/B$$Lambda+0x0000000800c03000") == "a.B$$Lambda/0x0000000800c03000"
-
-
-class FakeMemory(MemoryReader):
-    """Sparse memory: byte strings placed at addresses."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, bytes] = {}
-
-    def put(self, addr: int, data: bytes) -> None:
-        self.blocks[addr] = data
-
-    def read(self, addr: int, size: int) -> bytes | None:
-        for start, data in self.blocks.items():
-            if start <= addr and addr + size <= start + len(data):
-                return data[addr - start : addr - start + size]
-        return None
 
 
 def _layout() -> HotSpotLayout:

@@ -38,6 +38,7 @@ from fleetprof.wire.otlp_decode import (
     _key_values,
     _labels,
     _Named,
+    profile_kind,
 )
 from fleetprof.wire.rawmessages import RawRequest
 
@@ -291,16 +292,8 @@ def _decode(request: RawRequest, interner: Interner) -> list[ColumnarProfile]:  
                 samples = list(prof.samples)
                 if samples and not d.strings:
                     raise _Unsupported
-                sample_type = (
-                    (
-                        d.string(prof.sample_type.type_strindex, f"{where}: sample type string index"),
-                        d.string(prof.sample_type.unit_strindex, f"{where}: sample unit string index"),
-                    )
-                    if d.strings
-                    else ("", "")
-                )
+                sample_type, frequency = profile_kind(d, prof, where)
                 period = max(prof.period, 0)
-                frequency = round(1_000_000_000 / period) if period else 0
                 at = by_key.get((*host_key, frequency))
                 if at is None:
                     at = by_key[(*host_key, frequency)] = len(hosts)

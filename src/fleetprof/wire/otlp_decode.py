@@ -446,6 +446,21 @@ def _sample(
     )
 
 
+def profile_kind(d: _Dictionary, prof: otlp.Profile, where: str) -> tuple[tuple[str, str], int]:
+    """One profile's sample type (type, unit; empty without a string table) and sampling frequency in Hz
+    (from its period in nanoseconds; 0 without one)."""
+    sample_type = (
+        (
+            d.string(prof.sample_type.type_strindex, f"{where}: sample type string index"),
+            d.string(prof.sample_type.unit_strindex, f"{where}: sample unit string index"),
+        )
+        if d.strings
+        else ("", "")
+    )
+    period = max(prof.period, 0)
+    return sample_type, round(1_000_000_000 / period) if period else 0
+
+
 def from_otlp_request(request: _Request, interner: Interner = SHARED) -> list[Profile]:
     """The Profiles (one per host and frequency) of an ExportProfilesServiceRequest or ProfilesData; equal
     frames and stacks are one object across every request decoded with `interner` (see wire/intern.py)."""
@@ -464,16 +479,8 @@ def from_otlp_request(request: _Request, interner: Interner = SHARED) -> list[Pr
         for sp in rp.scope_profiles:
             for p, prof in enumerate(sp.profiles):
                 where = f"resource {r} profile {p}"
-                sample_type = (
-                    (
-                        d.string(prof.sample_type.type_strindex, f"{where}: sample type string index"),
-                        d.string(prof.sample_type.unit_strindex, f"{where}: sample unit string index"),
-                    )
-                    if d.strings
-                    else ("", "")
-                )
+                sample_type, frequency = profile_kind(d, prof, where)
                 period = max(prof.period, 0)
-                frequency = round(1_000_000_000 / period) if period else 0
                 target = hosts.get((*host_key, frequency))
                 if target is None:
                     target = hosts[(*host_key, frequency)] = _HostProfile(dict(host), frequency)
