@@ -116,6 +116,32 @@ def test_node_chain_is_whole_with_lines() -> None:
     assert run.stats.get("v8_named", 0) >= len(CHAIN), run.describe()
 
 
+# Each V8 tier alone (flags of the program under test, to pin its tier; fleetprof needs none), with source
+# positions generated up front so every frame has its exact line: interpreted bytecode (Ignition), baseline
+# code (Sparkplug: pc -> bytecode offset by its offset table), Maglev's optimized code.
+TIERS = {
+    "ignition": ["--no-sparkplug", "--no-maglev", "--no-turbofan"],
+    "sparkplug": ["--sparkplug", "--always-sparkplug", "--no-maglev", "--no-turbofan"],
+    "maglev": ["--maglev", "--no-turbofan"],
+}
+EAGER_POSITIONS = "--no-enable-lazy-source-positions"
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_each_tier_gives_the_chain_with_exact_lines(tier: str) -> None:
+    """With the program held to one tier, >= 99 % of the samples in hot are the whole chain, and every caller
+    is at the exact line of its call (the positions are there: no first-line placement). Only the innermost
+    function may show its first line: V8 places a frame still in its entry sequence there (hot and reviver
+    are entered hundreds of times a second)."""
+    assert NODE is not None
+    run = record(["--", NODE, EAGER_POSITIONS, *TIERS[tier], str(SCRIPT), "2"], f"node-{tier}")
+    under = [s for s in run.stacks if any(f.name == "hot" and f.where.endswith("busy.js") for f in s.frames)]
+    fallbacks: Counter[str] = Counter()
+    assert_share(judge(under, _checker(fallbacks)), run, at_least=150)
+    assert set(fallbacks) <= {"hot", "reviver"}, fallbacks
+    assert sum(fallbacks.values()) <= sum(s.count for s in under) / 3, fallbacks
+
+
 SPLIT = Path(__file__).resolve().parent / "nodescripts" / "split.js"
 
 

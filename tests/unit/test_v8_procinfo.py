@@ -53,6 +53,7 @@ CONSTS = {
     "type_SharedFunctionInfo__SHARED_FUNCTION_INFO_TYPE": 262,
     "type_InterpreterData__INTERPRETER_DATA_TYPE": 159,
     "type_FixedArray__FIXED_ARRAY_TYPE": 175,
+    "type_Code__CODE_TYPE": 245,
 }
 
 
@@ -121,6 +122,7 @@ def test_info_is_filled_from_the_layout() -> None:
         54,
         191,
     )
+    assert info.offset_register == 9  # r9
     assert info.version == 11 << 8 | 3
 
 

@@ -50,6 +50,7 @@ class VersionRow:
     jsfunction_code: int  # JSFunction: its current Code
     bytecode_positions: int  # BytecodeArray: the source position table (ByteArray, or undefined: lazy)
     interpreter_data_bytecode: int  # InterpreterData: its BytecodeArray
+    bytecode_offset_register: int  # the interpreter's bytecode offset register (DWARF number): live in a leaf
     scope_inferred_name_bit: int  # ScopeInfo flags: HasInferredFunctionNameBit
     scope_function_variable_shift: int  # ScopeInfo flags: FunctionVariableBits (2 bits)
     scope_receiver_shift: int  # ScopeInfo flags: ReceiverVariableBits (2 bits); -1: no receiver slot
@@ -66,6 +67,7 @@ _ROWS: dict[tuple[int, int], VersionRow] = {
         jsfunction_code=48,
         bytecode_positions=32,
         interpreter_data_bytecode=8,
+        bytecode_offset_register=9,  # r9 (kInterpreterBytecodeOffsetRegister on x64)
         scope_inferred_name_bit=14,
         scope_function_variable_shift=12,
         scope_receiver_shift=-1,  # 11.3 keeps no receiver info slot
@@ -126,6 +128,7 @@ class V8Layout:
     type_shared_function_info: int
     type_interpreter_data: int
     type_fixed_array: int
+    type_code: int
     scope: VersionRow
 
 
@@ -162,6 +165,7 @@ _REQUIRED = {
     "type_shared_function_info": "type_SharedFunctionInfo__SHARED_FUNCTION_INFO_TYPE",
     "type_interpreter_data": "type_InterpreterData__INTERPRETER_DATA_TYPE",
     "type_fixed_array": "type_FixedArray__FIXED_ARRAY_TYPE",
+    "type_code": "type_Code__CODE_TYPE",
 }
 
 

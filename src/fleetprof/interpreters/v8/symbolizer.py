@@ -328,6 +328,9 @@ class V8Namer:
             script = 0
         data = self._field(shared, lay.sfi_function_data)
         kind = self.type_of(data)
+        if kind == lay.type_code:  # baseline (Sparkplug) code: its bytecode or interpreter data
+            data = self._field(data or 0, lay.code_deopt_data)
+            kind = self.type_of(data)
         if kind == lay.type_interpreter_data:
             data = self._field(data or 0, lay.interpreter_data_bytecode)
             kind = self.type_of(data)

@@ -13,7 +13,9 @@
  *     V8_FRAME_CODE: pc inside the JSFunction's current optimized or baseline Code: addr = the Code
  *       (tagged), aux = V8_FRAME_CODE | (pc - its entry) << V8_AUX_SHIFT;
  *     V8_FRAME_INTERPRETED: pc in the builtins, fp[fp_bytecode_array] a BytecodeArray and
- *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1);
+ *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1;
+ *       in the interrupted frame the offset register's, when it lies inside the bytecode: the slot is only
+ *       written at calls);
  *     V8_FRAME_FUNCTION: neither (on-stack-replaced code, a builtin's JavaScript frame): addr = the pc
  *       when it is JIT code (userspace looks for the code object holding it), else 0.
  *   Then the caller by the frame pointer chain.
@@ -41,11 +43,13 @@ struct v8_proc_info {
 	__u8 code_entry;          /* Code: instruction start */
 	__u8 code_size;           /* Code: int32 instruction size */
 	__u8 bytecode_header;     /* BytecodeArray: header size (where bytecodes start) */
+	__u8 offset_register;     /* DWARF number of the interpreter's bytecode offset register (live in a leaf) */
+	__u8 reserved0;
 	__u16 jsfunction_first_type;
 	__u16 jsfunction_end_type;
 	__u16 bytecode_array_type;
 	__u16 version;            /* major << 8 | minor, for the agent's own accounting */
 	__u16 reserved;
-};                                /* 20 bytes */
+};                                /* 22 bytes */
 
 #endif

@@ -72,6 +72,12 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 		/* the interpreter (baseline frames keep the feedback vector in the offset slot; code replacing an
 		 * interpreted frame on the stack keeps its slots, so JIT code is never taken for it) */
 		__s64 offset = (__s64)slots[0] >> V8_SMI_SHIFT;
+		__u64 live = 0, length = 0;
+		if (!st->return_address && st->regs_live && live_gpr(st, info->offset_register, &live) &&
+		    !bpf_probe_read_user(&length, sizeof(length), (void *)(slots[1] - 1 + 8)) &&
+		    live >= info->bytecode_header - V8_HEAP_OBJECT_TAG &&
+		    live - (info->bytecode_header - V8_HEAP_OBJECT_TAG) < (length >> V8_SMI_SHIFT))
+			offset = (__s64)live; /* the interrupted frame: the slot is written only at calls */
 		addr = (__u64)(offset - (info->bytecode_header - V8_HEAP_OBJECT_TAG));
 		aux = V8_FRAME_INTERPRETED;
 	} else if (!bpf_probe_read_user(&code, sizeof(code), (void *)(function - 1 + info->jsfunction_code)) &&
