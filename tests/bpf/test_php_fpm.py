@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_php_stacks import EXPECTED, SCRIPT
+from test_php_stacks import SCRIPT, chain_problem
 from test_python_common import Recording, Stack, assert_share, judge, record
 
 FPM = shutil.which("php-fpm8.2") or shutil.which("php-fpm")
@@ -203,14 +203,9 @@ def _record_running(tmp: Path, mode: str, by_pid: bool = False) -> tuple[Recordi
 def _check(stack: Stack) -> str:
     """Why a worker's stack under `hot` is not the whole chain with its lines over FPM's native root."""
     at = [i for i, f in enumerate(stack.frames) if f.where.endswith(SCRIPT.name)]
-    got = [(stack.frames[i].name, stack.frames[i].line) for i in at]
-    if [name for name, _ in got] != [name for name, _ in EXPECTED]:
-        return "php frames " + " > ".join(name for name, _ in got)
-    for (name, line), (_, lines) in zip(got, EXPECTED, strict=True):
-        if line not in lines:
-            return f"{name} at line {line}, expected one of {sorted(lines)}"
-    if at != list(range(at[0], at[0] + len(at))):
-        return "native frames between PHP frames of one execute_ex call"
+    problem = chain_problem(stack, at)
+    if problem:
+        return problem
     root = stack.frames[: at[0]]
     names = [f.name for f in root]
     if not names or names[0] != "_start" or "php_execute_script" not in names or names[-1] != "zend_execute":

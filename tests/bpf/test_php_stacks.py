@@ -78,9 +78,8 @@ def _php_frames(stack: Stack) -> list[int]:
     return [i for i, f in enumerate(stack.frames) if f.where.endswith("busy.php")]
 
 
-def _check(stack: Stack) -> str:
-    """Why a stack under `hot` is not the whole chain with its lines, "" when it is."""
-    at = _php_frames(stack)
+def chain_problem(stack: Stack, at: list[int]) -> str:
+    """Why the PHP frames at `at` (indices into the stack) are not EXPECTED, in one run, with their lines."""
     got = [(stack.frames[i].name, stack.frames[i].line) for i in at]
     if [name for name, _ in got] != [name for name, _ in EXPECTED]:
         return "php frames " + " > ".join(name for name, _ in got)
@@ -89,6 +88,15 @@ def _check(stack: Stack) -> str:
             return f"{name} at line {line}, expected one of {sorted(lines)}"
     if at != list(range(at[0], at[0] + len(at))):
         return "native frames between PHP frames of one execute_ex call"
+    return ""
+
+
+def _check(stack: Stack) -> str:
+    """Why a stack under `hot` is not the whole chain with its lines, "" when it is."""
+    at = _php_frames(stack)
+    problem = chain_problem(stack, at)
+    if problem:
+        return problem
     root = [f.name for f in stack.frames[: at[0]]]
     if not root or root[0] != "_start" or "zend_execute" not in root:
         return "native root " + " > ".join(root)

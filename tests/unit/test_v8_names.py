@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 
+from go_pclntab_fixture import _uvarint as vlq  # V8's unsigned VLQ is the same encoding
 from interp_memory import FakeMemory
 from test_v8_procinfo import node20_layout
 
@@ -43,16 +44,6 @@ def zigzag_vlq(value: int) -> bytes:
     """V8's signed VLQ (source-position-table.cc EncodeInt)."""
     zz = value << 1 if value >= 0 else ((-value) << 1) - 1
     return vlq(zz)
-
-
-def vlq(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def position(offset: int, inlining: int = -1) -> int:

@@ -20,25 +20,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleetprof.output.otlp import ATTR_FRAME_TYPE, ATTR_HOST_NAME, ATTR_OS_VERSION, STATS_PREFIX
+from fleetprof.output.otlp import ATTR_FRAME_TYPE, ATTR_HOST_NAME, ATTR_OS_VERSION
 from fleetprof.profile.columns import ColumnarProfile, Labels, Stack
 from fleetprof.profile.model import Frame
 from fleetprof.wire import protoscan
 from fleetprof.wire.intern import SHARED, Interner, mapping_content
 from fleetprof.wire.otlp_decode import (
-    COUNT_TYPES,
-    CPU_TIME_TYPES,
     PROCESS_PREFIXES,
-    STAT_SKIPPED,
     Scalar,
     _Dictionary,
     _frames,
     _HostProfile,
-    _int,
     _key_values,
     _labels,
     _Named,
     profile_kind,
+    take_profile,
 )
 from fleetprof.wire.rawmessages import RawRequest
 
@@ -293,21 +290,14 @@ def _decode(request: RawRequest, interner: Interner) -> list[ColumnarProfile]:  
                 if samples and not d.strings:
                     raise _Unsupported
                 sample_type, frequency = profile_kind(d, prof, where)
-                period = max(prof.period, 0)
                 at = by_key.get((*host_key, frequency))
                 if at is None:
                     at = by_key[(*host_key, frequency)] = len(hosts)
                     hosts.append(_HostProfile(dict(host), frequency))
                 target = hosts[at]
-                if sample_type not in COUNT_TYPES and sample_type not in CPU_TIME_TYPES:
-                    target.stats[STAT_SKIPPED] = target.stats.get(STAT_SKIPPED, 0) + 1
+                scale = take_profile(target, d, prof, sample_type, where)
+                if scale is None:
                     continue
-                scale = period if sample_type in CPU_TIME_TYPES and period > 1 else 1
-                target.span(prof.time_unix_nano, prof.duration_nano)
-                for name, value in d.attributes(prof.attribute_indices).items():
-                    if name.startswith(STATS_PREFIX):
-                        stat = name.removeprefix(STATS_PREFIX)
-                        target.stats[stat] = target.stats.get(stat, 0) + _int(value, f"{where}: {name}")
                 if samples:
                     parts.append(_Part(at, r, scale, samples))
     columns = _samples(d, parts, processes, len(hosts)) if parts else {}

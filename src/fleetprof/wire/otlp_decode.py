@@ -461,6 +461,23 @@ def profile_kind(d: _Dictionary, prof: otlp.Profile, where: str) -> tuple[tuple[
     return sample_type, round(1_000_000_000 / period) if period else 0
 
 
+def take_profile(
+    target: _HostProfile, d: _Dictionary, prof: otlp.Profile, sample_type: tuple[str, str], where: str
+) -> int | None:
+    """Account one profile to its host's: its time span and fleetprof stats; the factor its sample values
+    are scaled by (CPU nanoseconds per sample), None when its sample type is skipped (counted)."""
+    if sample_type not in COUNT_TYPES and sample_type not in CPU_TIME_TYPES:
+        target.stats[STAT_SKIPPED] = target.stats.get(STAT_SKIPPED, 0) + 1
+        return None
+    period = max(prof.period, 0)
+    target.span(prof.time_unix_nano, prof.duration_nano)
+    for name, value in d.attributes(prof.attribute_indices).items():
+        if name.startswith(STATS_PREFIX):
+            stat = name.removeprefix(STATS_PREFIX)
+            target.stats[stat] = target.stats.get(stat, 0) + _int(value, f"{where}: {name}")
+    return period if sample_type in CPU_TIME_TYPES and period > 1 else 1
+
+
 def from_otlp_request(request: _Request, interner: Interner = SHARED) -> list[Profile]:
     """The Profiles (one per host and frequency) of an ExportProfilesServiceRequest or ProfilesData; equal
     frames and stacks are one object across every request decoded with `interner` (see wire/intern.py)."""
@@ -480,19 +497,12 @@ def from_otlp_request(request: _Request, interner: Interner = SHARED) -> list[Pr
             for p, prof in enumerate(sp.profiles):
                 where = f"resource {r} profile {p}"
                 sample_type, frequency = profile_kind(d, prof, where)
-                period = max(prof.period, 0)
                 target = hosts.get((*host_key, frequency))
                 if target is None:
                     target = hosts[(*host_key, frequency)] = _HostProfile(dict(host), frequency)
-                if sample_type not in COUNT_TYPES and sample_type not in CPU_TIME_TYPES:
-                    target.stats[STAT_SKIPPED] = target.stats.get(STAT_SKIPPED, 0) + 1
+                scale = take_profile(target, d, prof, sample_type, where)
+                if scale is None:
                     continue
-                scale = period if sample_type in CPU_TIME_TYPES and period > 1 else 1
-                target.span(prof.time_unix_nano, prof.duration_nano)
-                for name, value in d.attributes(prof.attribute_indices).items():
-                    if name.startswith(STATS_PREFIX):
-                        stat = name.removeprefix(STATS_PREFIX)
-                        target.stats[stat] = target.stats.get(stat, 0) + _int(value, f"{where}: {name}")
                 for i, s in enumerate(prof.samples):
                     sample = _sample(d, s, process, scale, f"{where} sample {i}", memo)
                     if sample is not None:
