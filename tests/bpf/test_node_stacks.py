@@ -1,11 +1,14 @@
 """`fleetprof record -- node busy.js`: JavaScript frames named in the kernel's walk of V8's frames (the
 JSFunction in each frame, its SharedFunctionInfo, bytecode offset or code and pc), interpreted, baseline and
 TurboFan-compiled alike, with the functions TurboFan inlined expanded, over node's native root; JSON.parse's
-C++ parser sits between the function calling it and the reviver it calls back. No flag, no restart."""
+C++ parser sits between the function calling it and the reviver it calls back. No flag, no restart. The chain
+and tier tests run on every node here: the system's (/usr/bin/node, Node.js 20) and nodejs.org's builds
+`make setup` installs with npm (tools/npm: Node.js 18 and 22); a node whose V8 has no layout fails them."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -15,10 +18,26 @@ from pathlib import Path
 import pytest
 from test_python_common import Recording, Stack, assert_share, call_lines, judge, record
 
+from fleetprof.interpreters.v8.discovery import V8Binary, inspect_v8_binary
+
 SCRIPT = Path(__file__).resolve().parent / "nodescripts" / "busy.js"
 NODE = shutil.which("node")
+NPM_NODES = Path(__file__).resolve().parents[2] / "tools" / "npm" / "node_modules"
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (make setup installs it)")
+
+def _nodes() -> list[Path]:
+    """Every node here: the one on PATH first, then tools/npm's (node18, node22: nodejs.org's builds)."""
+    found = [Path(NODE)] if NODE else []
+    return found + sorted(NPM_NODES.glob("node[0-9]*/bin/node"))
+
+
+def _node_id(node: Path) -> str:
+    return node.parents[1].name if node.parents[1].parent == NPM_NODES else "system"
+
+
+NODES = _nodes()
+
+pytestmark = pytest.mark.skipif(not NODES, reason="node is not installed (make setup installs it)")
 
 LINES = call_lines(SCRIPT)
 CHAIN = [
@@ -35,9 +54,22 @@ REVIVER_LINES = {LINES["reviver-body"]}
 
 
 @cache
-def _recorded() -> Recording:
-    assert NODE is not None
-    return record(["--", NODE, str(SCRIPT), "3"], "node-busy")
+def _v8_options(node: Path) -> frozenset[str]:
+    """The V8 flags `node` takes (`--v8-options`): the tiers' flags differ by version."""
+    out = subprocess.run([str(node), "--v8-options"], capture_output=True, text=True, timeout=30).stdout
+    return frozenset(re.findall(r"^\s+--([a-z0-9-]+)", out, re.M))
+
+
+def _covered(node: Path) -> V8Binary:
+    """The node's V8 as discovery describes it: a V8 without a layout fails the test, it does not skip."""
+    found = inspect_v8_binary(node.resolve())
+    assert isinstance(found, V8Binary), f"{node}: {found}"
+    return found
+
+
+@cache
+def _recorded(node: Path) -> Recording:
+    return record(["--", str(node), str(SCRIPT), "3"], f"node-busy-{_node_id(node)}")
 
 
 def _starts() -> dict[str, int]:
@@ -99,15 +131,20 @@ def _checker(fallbacks: Counter[str]):
     return check
 
 
-def test_node_chain_is_whole_with_lines() -> None:
+@pytest.mark.parametrize("node", NODES, ids=[_node_id(node) for node in NODES])
+def test_node_chain_is_whole_with_lines(node: Path) -> None:
     """>= 99 % of the samples in hot read (module) > run > total > line > pricing.price x3 > hot over
     _start..node::Start, each caller at the line of its call (or, while V8 has no positions for a
     function's bytecode yet, its first line: at most a fifth of them); the reviver JSON.parse calls back
-    sits above V8's C++ JSON code; the inlined functions of optimized code are expanded."""
-    run = _recorded()
+    sits above V8's C++ JSON code; the inlined functions of optimized code are expanded. On every node."""
+    binary = _covered(node)
+    run = _recorded(node)
     under = [s for s in run.stacks if any(f.name == "hot" and f.where.endswith("busy.js") for f in s.frames)]
     fallbacks: Counter[str] = Counter()
-    assert_share(judge(under, _checker(fallbacks)), run, at_least=200)
+    verdict = judge(under, _checker(fallbacks))
+    version = ".".join(map(str, binary.version))
+    print(f"{_node_id(node)} (V8 {version}): whole chain {verdict.summary().splitlines()[0]}")
+    assert_share(verdict, run, at_least=200)
     total = sum(s.count for s in under)
     placed = sum(fallbacks.values())
     assert placed <= total * len(CHAIN) / 5, (fallbacks, total)
@@ -127,17 +164,33 @@ TIERS = {
 EAGER_POSITIONS = "--no-enable-lazy-source-positions"
 
 
+def _tier_flags(node: Path, tier: str) -> list[str]:
+    """The tier's flags as `node`'s V8 spells them: before 11.x TurboFan is `--opt` and there is no Maglev
+    (V8 10.2: a Maglev tier is skipped, the others run)."""
+    options = _v8_options(node)
+    if tier == "maglev" and "maglev" not in options:
+        pytest.skip(f"{_node_id(node)}: this V8 has no Maglev")
+    flags = [flag for flag in TIERS[tier] if flag != "--no-maglev" or "maglev" in options]
+    return [("--no-opt" if flag == "--no-turbofan" and "turbofan" not in options else flag) for flag in flags]
+
+
+@pytest.mark.parametrize("node", NODES, ids=[_node_id(node) for node in NODES])
 @pytest.mark.parametrize("tier", TIERS)
-def test_each_tier_gives_the_chain_with_exact_lines(tier: str) -> None:
+def test_each_tier_gives_the_chain_with_exact_lines(tier: str, node: Path) -> None:
     """With the program held to one tier, >= 99 % of the samples in hot are the whole chain, and every caller
     is at the exact line of its call (the positions are there: no first-line placement). Only the innermost
     function may show its first line: V8 places a frame still in its entry sequence there (hot and reviver
-    are entered hundreds of times a second)."""
-    assert NODE is not None
-    run = record(["--", NODE, EAGER_POSITIONS, *TIERS[tier], str(SCRIPT), "2"], f"node-{tier}")
+    are entered hundreds of times a second). On every node."""
+    _covered(node)
+    flags = _tier_flags(node, tier)
+    run = record(
+        ["--", str(node), EAGER_POSITIONS, *flags, str(SCRIPT), "2"], f"node-{tier}-{_node_id(node)}"
+    )
     under = [s for s in run.stacks if any(f.name == "hot" and f.where.endswith("busy.js") for f in s.frames)]
     fallbacks: Counter[str] = Counter()
-    assert_share(judge(under, _checker(fallbacks)), run, at_least=150)
+    verdict = judge(under, _checker(fallbacks))
+    print(f"{_node_id(node)} {tier}: whole chain {verdict.summary().splitlines()[0]}")
+    assert_share(verdict, run, at_least=150)
     assert set(fallbacks) <= {"hot", "reviver"}, fallbacks
     assert sum(fallbacks.values()) <= sum(s.count for s in under) / 3, fallbacks
 
@@ -154,8 +207,9 @@ def _shares(counts: Counter[str]) -> float:
 def test_time_split_agrees_with_cpu_prof(tmp_path: Path) -> None:
     """The same program under fleetprof and under node's own --cpu-prof: heavy (through spinHeavy) does
     three quarters of the loop work by construction; fleetprof gives it 75 % +-7, --cpu-prof within 15
-    points of fleetprof."""
-    assert NODE is not None
+    points of fleetprof. (The system's node only.)"""
+    if NODE is None:
+        pytest.skip("node is not on PATH (make setup installs it)")
     subprocess.run(
         [NODE, "--cpu-prof", "--cpu-prof-dir", str(tmp_path), str(SPLIT), "2"],
         check=True, capture_output=True, timeout=60,

@@ -93,7 +93,7 @@ def test_layout_from_metadata_and_the_version_row() -> None:
 
 
 def test_unknown_versions_and_missing_metadata_say_why() -> None:
-    assert layout_from(CONSTS, (12, 4, 254)) == "V8 12.4 has no object layout (covered: 11.3)"
+    assert layout_from(CONSTS, (13, 6, 233)) == "V8 13.6 has no object layout (covered: 10.2, 11.3, 12.4)"
     partial = {k: v for k, v in CONSTS.items() if k != "off_fp_function"}
     assert layout_from(partial, (11, 3, 0)) == "V8 11.3: postmortem metadata lacks v8dbg_off_fp_function"
     compressed = dict(CONSTS, TaggedSize=4)

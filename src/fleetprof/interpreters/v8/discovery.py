@@ -24,6 +24,7 @@ _VERSION = ("major_", "minor_", "build_")
 _VERSION_SYMBOL = "_ZN2v88internal7Version{}E"
 STT_FUNC = 2
 _BYTECODE_SIZES = "_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE"
+_TRAMPOLINE = "Builtins_InterpreterEntryTrampoline"
 
 
 def is_v8_name(path: str) -> bool:
@@ -48,6 +49,7 @@ class V8Binary:
     layout: V8Layout
     builtins: tuple[int, int]  # [start, end) of the embedded builtins' code
     bytecode_sizes: bytes  # Bytecodes::kBytecodeSizes (3 operand scales x bytecodes), b"" when absent
+    trampoline: int = 0  # Builtins_InterpreterEntryTrampoline, 0 when absent: finds a remapped builtins copy
 
 
 _Result = V8Binary | V8Unsupported | None
@@ -111,8 +113,10 @@ def _describe(image: ElfView, path: str, file_id: str) -> _Result:
     builtins = builtins_range(image)
     if builtins is None:
         return V8Unsupported(f"V8 {version[0]}.{version[1]}: no Builtins_* symbols in {Path(path).name}")
-    sizes = image.symbols([_BYTECODE_SIZES]).get(_BYTECODE_SIZES)
+    found = image.symbols([_BYTECODE_SIZES, _TRAMPOLINE])
+    sizes, trampoline = found.get(_BYTECODE_SIZES), found.get(_TRAMPOLINE)
     table = image.read_vaddr(sizes.value, sizes.size) if sizes and sizes.size % 3 == 0 else None
+    inside = trampoline is not None and builtins[0] <= trampoline.value < builtins[1]
     return V8Binary(
         path=path,
         file_id=file_id,
@@ -120,6 +124,7 @@ def _describe(image: ElfView, path: str, file_id: str) -> _Result:
         layout=layout,
         builtins=builtins,
         bytecode_sizes=table or b"",
+        trampoline=trampoline.value if trampoline is not None and inside else 0,
     )
 
 

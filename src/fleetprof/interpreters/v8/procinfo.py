@@ -18,6 +18,8 @@ V8_AUX_SHIFT = 4
 V8_HEAP_OBJECT_TAG = 1
 V8_HEAP_OBJECT_TAG_MASK = 3
 V8_SMI_SHIFT = 32
+V8_CODE_KIND_MASK = 15
+V8_CODE_KIND_BUILTIN = 2
 
 
 class V8ProcInfo(ctypes.Structure):
@@ -35,12 +37,15 @@ class V8ProcInfo(ctypes.Structure):
         ("code_size", ctypes.c_uint8),
         ("bytecode_header", ctypes.c_uint8),
         ("offset_register", ctypes.c_uint8),
-        ("reserved0", ctypes.c_uint8),
+        ("code_header", ctypes.c_uint8),
         ("jsfunction_first_type", ctypes.c_uint16),
         ("jsfunction_end_type", ctypes.c_uint16),
         ("bytecode_array_type", ctypes.c_uint16),
         ("version", ctypes.c_uint16),
-        ("reserved", ctypes.c_uint16),
+        ("code_flags", ctypes.c_uint8),
+        ("reserved", ctypes.c_uint8 * 3),
+        ("trampoline_offset", ctypes.c_uint32),
+        ("builtins_size", ctypes.c_uint32),
     )
 
 
@@ -58,9 +63,13 @@ def v8_proc_info(binary: V8Binary) -> V8ProcInfo:
         code_entry=lay.code_entry,
         code_size=lay.code_size,
         bytecode_header=lay.bytecode_header,
-        offset_register=lay.scope.bytecode_offset_register,
+        code_header=lay.code_header,
+        offset_register=lay.bytecode_offset_register,
         jsfunction_first_type=lay.jsfunction_first_type,
         jsfunction_end_type=lay.jsfunction_end_type,
         bytecode_array_type=lay.type_bytecode_array,
         version=binary.version[0] << 8 | binary.version[1],
+        code_flags=lay.code_flags,
+        trampoline_offset=binary.trampoline - binary.builtins[0] if binary.trampoline else 0,
+        builtins_size=binary.builtins[1] - binary.builtins[0] if binary.trampoline else 0,
     )

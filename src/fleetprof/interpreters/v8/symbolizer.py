@@ -17,11 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fleetprof.interpreters.v8.layouts import (
-    CODE_KIND_BASELINE,
-    CODE_KIND_MAGLEV,
-    CODE_KIND_TURBOFAN,
-    DEOPT_INLINING_POSITIONS,
-    DEOPT_LITERAL_ARRAY,
     FIRST_NONSTRING_TYPE,
     HEAP_OBJECT_TAG,
     HEAP_OBJECT_TAG_MASK,
@@ -51,7 +46,6 @@ MAX_TABLE = 1 << 20  # bytes of a position table
 MAX_INLINE_DEPTH = 32
 CACHE_SIZE = 16384
 CODE_ALIGNMENT = 64  # x64: where instructions of a JIT code object start
-STREAM_HEADER = 16  # an instruction stream's map and Code pointer, just before its instructions
 CODE_SEARCH = 256 << 10  # how far below a pc its code's start is looked for
 PAGE = 4096
 CHUNK = 1 << 20  # the most one read may ask (process.memory.MAX_READ)
@@ -293,8 +287,8 @@ class V8Namer:
         return None if data is None else list(struct.unpack(f"<{count}Q", data))
 
     def _byte_array(self, obj: int | None) -> bytes | None:
-        """A ByteArray's bytes (the same header as a FixedArray)."""
-        if self.type_of(obj) != self.lay.type_byte_array:
+        """A ByteArray's (or TrustedByteArray's) bytes (the same header as a FixedArray)."""
+        if self.type_of(obj) not in (self.lay.type_byte_array, self.lay.type_trusted_byte_array):
             return None
         assert obj is not None
         length = _smi(self._field(obj, self.lay.fixed_array_length))
@@ -438,39 +432,66 @@ class V8Namer:
                     return inline
         return (self._frame(info, -1),)
 
+    def code_entry(self, code: int) -> int | None:
+        """Where a Code's instructions start: its entry field, or just after it when they follow it inline."""
+        if self.lay.code_header:
+            return code - HEAP_OBJECT_TAG + self.lay.code_header
+        return self._field(code, self.lay.code_entry)
+
+    def _code_before(self, entry: int, header: tuple[int, int]) -> int | None:
+        """The Code whose instructions start at `entry`, given the two words at the start of the object
+        before them (an instruction stream's map and Code; or, inline, a Code's map): None when not one."""
+        heap_map, second = header
+        if not _is_object(heap_map) or (self._stream_map and heap_map != self._stream_map):
+            return None
+        if self.lay.code_header:
+            code = entry - self.lay.code_header + HEAP_OBJECT_TAG
+            if not self._stream_map and self.type_of(code) != self.lay.type_code:
+                return None
+            return code
+        if not _is_object(second) or self._field(second, self.lay.code_entry) != entry:
+            return None
+        return second
+
+    def _still_there(self, entry: int, code: int) -> bool:
+        """Whether the code found at `entry` still is (JIT memory is reused for new code)."""
+        if self.lay.code_header:
+            return self._field(code, 0) == self._stream_map
+        return self.mem.u64(entry - self.lay.stream_header + 8) == code
+
     def code_at(self, pc: int) -> tuple[int, int] | None:
-        """(Code, its entry) of the JIT code holding `pc`: the instruction stream starting at or below it
-        (code starts CODE_ALIGNMENT-aligned, its stream's map and Code pointer just before) whose Code says
-        it spans `pc`."""
+        """(Code, its entry) of the JIT code holding `pc`: the code starting at or below it (instructions
+        start CODE_ALIGNMENT-aligned, after their instruction stream's header, map and Code, or inline after
+        their Code's header) that says it spans `pc`."""
         index = bisect.bisect_right(self._code_entries, pc) - 1
         if index >= 0:
             entry = self._code_entries[index]
             end, code = self._code_spans[entry]
             if pc < end:
-                if self.mem.u64(entry - 8) == code:  # still there: JIT memory is reused for new code
+                if self._still_there(entry, code):
                     return code, entry
                 del self._code_entries[index], self._code_spans[entry]
         lay = self.lay
+        header = lay.code_header or lay.stream_header
+        if not header:
+            return None
         page = pc & ~(PAGE - 1)
         at = pc & ~(CODE_ALIGNMENT - 1)
         while at > pc - CODE_SEARCH:
             data = self.mem.read(page, PAGE)
             if data is None:
                 return None
-            for entry in range(at, max(page, STREAM_HEADER + page) - 1, -CODE_ALIGNMENT):
-                if entry - STREAM_HEADER < page:
+            for entry in range(at, page - 1, -CODE_ALIGNMENT):
+                if entry - header < page:
                     break
-                heap_map, code = struct.unpack_from("<QQ", data, entry - STREAM_HEADER - page)
-                if not (_is_object(heap_map) and _is_object(code)):
-                    continue
-                if self._stream_map and heap_map != self._stream_map:
-                    continue
-                if self._field(code, lay.code_entry) != entry:
+                words = struct.unpack_from("<QQ", data, entry - header - page)
+                code = self._code_before(entry, words)
+                if code is None:
                     continue
                 size = self._i32(code, lay.code_size)
                 if size is None:
                     return None
-                self._stream_map = heap_map
+                self._stream_map = words[0]
                 if len(self._code_spans) >= CACHE_SIZE:
                     self._code_spans.clear()
                     self._code_entries.clear()
@@ -478,8 +499,10 @@ class V8Namer:
                     bisect.insort(self._code_entries, entry)
                 self._code_spans[entry] = (entry + size, code)
                 return (code, entry) if pc < entry + size else None
-            page -= PAGE
-            at = page + PAGE  # an entry on the page boundary has its header at the end of this page
+            page -= PAGE  # entries just above the page boundary have their header on the page before
+            at = min(
+                page + PAGE + (header - 1) // CODE_ALIGNMENT * CODE_ALIGNMENT, pc & ~(CODE_ALIGNMENT - 1)
+            )
         return None
 
     def _bytecode_position(self, bytecode: int, offset: int) -> int:
@@ -492,7 +515,7 @@ class V8Namer:
         """The bytecode offset baseline Code runs at `pc_offset`, None for other code."""
         lay = self.lay
         flags = self._i32(code, lay.code_flags)
-        if flags is None or flags & lay.code_kind_mask != CODE_KIND_BASELINE or not self.bytecode_sizes:
+        if flags is None or flags & lay.code_kind_mask != lay.code_kind_baseline or not self.bytecode_sizes:
             return None
         bytecode = self._field(code, lay.code_deopt_data)  # bytecode_or_interpreter_data
         if self.type_of(bytecode) == lay.type_interpreter_data:
@@ -513,17 +536,18 @@ class V8Namer:
         """An optimized Code's position table and inlining data, read once per code object (None for other
         code); the entry it was read with tells the same object from one moved into its address since."""
         lay = self.lay
-        entry = self._field(code, lay.code_entry)
+        entry = self.code_entry(code)
         cached = self._codes.get(code)
         if cached is not None and cached[1] == entry:  # the same code: a moved object's address is reused
             return cached[0]
         flags = self._i32(code, lay.code_flags)
         info = None
-        if flags is not None and flags & lay.code_kind_mask in (CODE_KIND_TURBOFAN, CODE_KIND_MAGLEV):
+        if flags is not None and flags & lay.code_kind_mask in (lay.code_kind_turbofan, lay.code_kind_maglev):
             entries = self._positions(self._field(code, lay.code_positions))
-            deopt = self._slots(self._field(code, lay.code_deopt_data), DEOPT_INLINING_POSITIONS + 1)
-            positions = self._byte_array(deopt[DEOPT_INLINING_POSITIONS]) if deopt else None
-            literals = self._fixed_array(deopt[DEOPT_LITERAL_ARRAY]) if deopt else None
+            slots = max(lay.deopt_inlining_positions, lay.deopt_literal_array) + 1
+            deopt = self._slots(self._field(code, lay.code_deopt_data), slots)
+            positions = self._byte_array(deopt[lay.deopt_inlining_positions]) if deopt else None
+            literals = self._fixed_array(deopt[lay.deopt_literal_array]) if deopt else None
             info = CodeInfo(entries or [], positions or b"", tuple(literals or ()))
         self._codes.put(code, (info, entry))
         return info

@@ -11,8 +11,11 @@
  *   instance type in [jsfunction_first_type, jsfunction_end_type)), and its SharedFunctionInfo names the
  *   frame: FRAME_V8 with id = the SharedFunctionInfo (tagged) and by how the pc relates to the function:
  *     V8_FRAME_CODE: pc inside the JSFunction's current optimized or baseline Code: addr = the Code
- *       (tagged), aux = V8_FRAME_CODE | (pc - its entry) << V8_AUX_SHIFT;
- *     V8_FRAME_INTERPRETED: pc in the builtins, fp[fp_bytecode_array] a BytecodeArray and
+ *       (tagged), aux = V8_FRAME_CODE | (pc - its entry) << V8_AUX_SHIFT; the entry is the Code's
+ *       code_entry field, or the Code plus code_header where its instructions follow it (V8 10.x);
+ *     V8_FRAME_INTERPRETED: pc in the builtins (the binary's, or the copy V8 12.x remaps into its code
+ *       range: a pc within builtins_size of the JSFunction's builtin Code entry minus trampoline_offset),
+ *       fp[fp_bytecode_array] a BytecodeArray and
  *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1;
  *       in the interrupted frame the offset register's, when it lies inside the bytecode: the slot is only
  *       written at calls);
@@ -31,6 +34,8 @@
 #define V8_HEAP_OBJECT_TAG 1
 #define V8_HEAP_OBJECT_TAG_MASK 3
 #define V8_SMI_SHIFT 32
+#define V8_CODE_KIND_MASK 15
+#define V8_CODE_KIND_BUILTIN 2 /* CodeKind::BUILTIN, the same from V8 10.2 to 12.4 */
 
 struct v8_proc_info {
 	__s8 fp_marker;           /* frame slots from the frame pointer */
@@ -40,16 +45,19 @@ struct v8_proc_info {
 	__u8 map_instance_type;   /* Map: uint16 instance type */
 	__u8 jsfunction_shared;   /* JSFunction: SharedFunctionInfo */
 	__u8 jsfunction_code;     /* JSFunction: Code */
-	__u8 code_entry;          /* Code: instruction start */
+	__u8 code_entry;          /* Code: instruction start (a raw address; V8 11.x on: the InstructionStream's) */
 	__u8 code_size;           /* Code: int32 instruction size */
 	__u8 bytecode_header;     /* BytecodeArray: header size (where bytecodes start) */
 	__u8 offset_register;     /* DWARF number of the interpreter's bytecode offset register (live in a leaf) */
-	__u8 reserved0;
+	__u8 code_header;         /* Code: instructions inline this far from its start (V8 10.x), 0: read code_entry */
 	__u16 jsfunction_first_type;
 	__u16 jsfunction_end_type;
 	__u16 bytecode_array_type;
 	__u16 version;            /* major << 8 | minor, for the agent's own accounting */
-	__u16 reserved;
-};                                /* 22 bytes */
+	__u8 code_flags;          /* Code: uint32 flags, the CodeKind in V8_CODE_KIND_MASK */
+	__u8 reserved[3];
+	__u32 trampoline_offset;  /* InterpreterEntryTrampoline from the embedded builtins' start */
+	__u32 builtins_size;      /* the embedded builtins' size; 0: never look for a remapped copy */
+};                                /* 32 bytes */
 
 #endif

@@ -61,12 +61,28 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 		return V8_NOT_JS;
 
 	__u64 pc = st->pc - (st->return_address ? 1 : 0);
-	__u64 addr = jit ? st->pc : 0; /* V8_FRAME_FUNCTION: a JIT pc, for userspace to find the code it lies in */
-	__u32 aux = V8_FRAME_FUNCTION;
 	__u64 entry = 0;
-	__u32 size = 0;
+	__u32 size = 0, flags = 0;
+	bool have_code =
+		!bpf_probe_read_user(&code, sizeof(code), (void *)(function - 1 + info->jsfunction_code)) &&
+		v8_heap_object(code) &&
+		(info->code_header ? (entry = code - 1 + info->code_header, true)
+				   : !bpf_probe_read_user(&entry, sizeof(entry), (void *)(code - 1 + info->code_entry))) &&
+		!bpf_probe_read_user(&size, sizeof(size), (void *)(code - 1 + info->code_size));
+	bool builtins = !jit;
+	/* V8 (12.x) remaps the embedded builtins into its code range: a pc there is seen as JIT code until the
+	 * agent maps that copy. An interpreted function's Code is the builtin InterpreterEntryTrampoline, whose
+	 * entry sits trampoline_offset into the copy: a pc within builtins_size of the copy's start is the
+	 * builtins' (the interpreter's handlers, its trampoline) */
+	if (jit && have_code && info->builtins_size && !info->code_header &&
+	    !bpf_probe_read_user(&flags, sizeof(flags), (void *)(code - 1 + info->code_flags)) &&
+	    (flags & V8_CODE_KIND_MASK) == V8_CODE_KIND_BUILTIN &&
+	    pc - (entry - info->trampoline_offset) < info->builtins_size)
+		builtins = true;
+	__u64 addr = builtins ? 0 : st->pc; /* V8_FRAME_FUNCTION: a JIT pc, for userspace to find its code */
+	__u32 aux = V8_FRAME_FUNCTION;
 	__u64 slots[2] = {}; /* fp_bytecode_offset, fp_bytecode_array: adjacent, offset below */
-	if (!jit && info->fp_bytecode_array == info->fp_bytecode_offset + 8 &&
+	if (builtins && info->fp_bytecode_array == info->fp_bytecode_offset + 8 &&
 	    !bpf_probe_read_user(slots, sizeof(slots), (void *)(fp + info->fp_bytecode_offset)) &&
 	    !(slots[0] & 1) && v8_type(info, slots[1]) == info->bytecode_array_type) {
 		/* the interpreter (baseline frames keep the feedback vector in the offset slot; code replacing an
@@ -80,11 +96,7 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 			offset = (__s64)live; /* the interrupted frame: the slot is written only at calls */
 		addr = (__u64)(offset - (info->bytecode_header - V8_HEAP_OBJECT_TAG));
 		aux = V8_FRAME_INTERPRETED;
-	} else if (!bpf_probe_read_user(&code, sizeof(code), (void *)(function - 1 + info->jsfunction_code)) &&
-		   v8_heap_object(code) &&
-		   !bpf_probe_read_user(&entry, sizeof(entry), (void *)(code - 1 + info->code_entry)) &&
-		   !bpf_probe_read_user(&size, sizeof(size), (void *)(code - 1 + info->code_size)) &&
-		   pc >= entry && pc < entry + size) {
+	} else if (have_code && pc >= entry && pc < entry + size) {
 		addr = code;
 		aux = V8_FRAME_CODE | (__u32)(pc - entry) << V8_AUX_SHIFT;
 	}
