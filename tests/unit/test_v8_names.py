@@ -1,11 +1,13 @@
 """The V8 namer on a hand-built heap (the objects node 20 lays out, in fake memory): function names from
 ScopeInfo, V8's inferred names and plain strings; lines from bytecode and optimized code position tables
 (inlined functions expanded), baseline code's bytecode offset table, and the function's first line where
-V8 keeps no positions; the code holding a pc found from its instruction stream's header."""
+V8 keeps no positions; the code holding a pc found from its instruction stream's header (node 22's is
+32 bytes, its code tables trusted) or, in node 18, from the Code that holds its instructions inline."""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 from go_pclntab_fixture import _uvarint as vlq  # V8's unsigned VLQ is the same encoding
 from interp_memory import FakeMemory
@@ -279,3 +281,61 @@ def test_position_tables_decode_as_v8_writes_them() -> None:
     assert names.position_at(entries, 299) == position(4) and names.position_at([(5, 1)], 4) is None
     script = names.ScriptInfo("x.js", (9, 20))
     assert [script.line(o) for o in (0, 9, 10, 20, -1)] == [1, 1, 2, 2, 0]
+
+
+def test_v10_code_holds_its_instructions_and_is_found_by_its_map() -> None:
+    """V8 10.2 (Node.js 18): a Code's instructions follow its 128-byte header; a pc in code the function no
+    longer points at finds the Code itself, 64-byte aligned below the pc, by its map."""
+    layout = replace(LAYOUT, code_header=128, code_entry=0, stream_header=0, code_size=40)
+    heap = Heap()
+    objs = build(heap)
+    positions = heap.byte_array(
+        table([(0, position(SOURCE.index("n + 1"))), (0x40, position(INNER_BODY, inlining=0))])
+    )
+    inlining = heap.byte_array(struct.pack("<qi4x", position(CALL_INNER), 0))
+    deopt = heap.fixed_array([0, 0, heap.fixed_array([objs["inner"] | 2]), 0, 0, 0, objs["outer"], inlining])
+    code = heap.obj(T_CODE, {16: deopt, 24: positions, 40: 0x100, 48: CODE_KIND_TURBOFAN}, 0x1000)
+    entry = code - 1 + 128
+    namer = names.V8Namer(heap.mem, layout)
+    assert namer.code_entry(code) == entry
+    aux = names.V8_FRAME_CODE | 0x48 << names.V8_AUX_SHIFT
+    expanded = [("outer", 4), ("handlers.inner", 7)]
+    assert [(f.function, f.line) for f in namer.frames(objs["outer"], code, aux) or ()] == expanded
+    assert namer.code_at(entry + 0x48) == (code, entry)
+    frames = namer.frames(objs["outer"], entry + 0x48, names.V8_FRAME_FUNCTION) or ()
+    assert [(f.function, f.line) for f in frames] == expanded
+    assert namer.code_at(entry + 0x180) is None  # past the code's end
+
+
+def test_v12_trusted_code_tables_and_a_32_byte_stream_header() -> None:
+    """V8 12.4 (Node.js 22): Code keeps its deoptimization data and position table one slot lower, the
+    table is a TrustedByteArray, CodeKind::TURBOFAN is 12 and the instruction stream's header is 32 bytes."""
+    layout = replace(
+        LAYOUT,
+        stream_header=32,
+        code_positions=16,
+        code_deopt_data=8,
+        code_size=52,
+        code_kind_baseline=10,
+        code_kind_maglev=11,
+        code_kind_turbofan=12,
+        type_trusted_byte_array=212,
+    )
+    heap = Heap()
+    objs = build(heap)
+    data = table([(0, position(SOURCE.index("n + 1"))), (0x40, position(INNER_BODY, inlining=0))])
+    positions = heap.obj(212, {8: smi(len(data))}, 16 + len(data), {16: data})
+    inlining = heap.byte_array(struct.pack("<qi4x", position(CALL_INNER), 0))
+    deopt = heap.fixed_array([0, 0, heap.fixed_array([objs["inner"] | 2]), 0, 0, 0, objs["outer"], inlining])
+    entry = 0x7F00_0000_2040
+    code = heap.obj(T_CODE, {8: deopt, 16: positions, 40: entry, 48: 0x100 << 32 | 12}, 64)
+    page = bytearray(0x1000)
+    struct.pack_into("<QQ", page, 0x40 - 32, heap.map_of(300), code)
+    heap.mem.put(entry - 0x40, bytes(page))
+    namer = names.V8Namer(heap.mem, layout)
+    assert namer.code_at(entry + 0x48) == (code, entry)
+    frames = namer.frames(objs["outer"], entry + 0x48, names.V8_FRAME_FUNCTION) or ()
+    assert [(f.function, f.line, f.inlined) for f in frames] == [
+        ("outer", 4, False),
+        ("handlers.inner", 7, True),
+    ]

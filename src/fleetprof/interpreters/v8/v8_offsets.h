@@ -13,7 +13,7 @@
  *     V8_FRAME_CODE: pc inside the JSFunction's current optimized or baseline Code: addr = the Code
  *       (tagged), aux = V8_FRAME_CODE | (pc - its entry) << V8_AUX_SHIFT; the entry is the Code's
  *       code_entry field, or the Code plus code_header where its instructions follow it (V8 10.x);
- *     V8_FRAME_INTERPRETED: pc in the builtins (the binary's, or the copy V8 12.x remaps into its code
+ *     V8_FRAME_INTERPRETED: pc in the builtins (the binary's, or the copy V8 11.x/12.x remaps into its code
  *       range: a pc within builtins_size of the JSFunction's builtin Code entry minus trampoline_offset),
  *       fp[fp_bytecode_array] a BytecodeArray and
  *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1;

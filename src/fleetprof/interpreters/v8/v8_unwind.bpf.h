@@ -70,7 +70,7 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 				   : !bpf_probe_read_user(&entry, sizeof(entry), (void *)(code - 1 + info->code_entry))) &&
 		!bpf_probe_read_user(&size, sizeof(size), (void *)(code - 1 + info->code_size));
 	bool builtins = !jit;
-	/* V8 (12.x) remaps the embedded builtins into its code range: a pc there is seen as JIT code until the
+	/* V8 (11.x, 12.x) remaps the embedded builtins into its code range: a pc there is seen as JIT code until the
 	 * agent maps that copy. An interpreted function's Code is the builtin InterpreterEntryTrampoline, whose
 	 * entry sits trampoline_offset into the copy: a pc within builtins_size of the copy's start is the
 	 * builtins' (the interpreter's handlers, its trampoline) */
