@@ -8,11 +8,13 @@ BPF_OBJ := $(BPF_DIR)/sampler.bpf.o
 BPF_SRC := $(BPF_DIR)/sampler.bpf.c $(wildcard $(BPF_DIR)/*.h) $(wildcard src/fleetprof/nativeunwind/*.h) \
 	$(wildcard src/fleetprof/interpreters/python/*.h) $(wildcard src/fleetprof/interpreters/php/*.h) \
 	$(wildcard src/fleetprof/interpreters/ruby/*.h) $(wildcard src/fleetprof/interpreters/perl/*.h) \
-	$(wildcard src/fleetprof/interpreters/v8/*.h) $(wildcard src/fleetprof/interpreters/hotspot/*.h)
+	$(wildcard src/fleetprof/interpreters/v8/*.h) $(wildcard src/fleetprof/interpreters/hotspot/*.h) \
+	$(wildcard src/fleetprof/interpreters/go/*.h)
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
 	-I$(BPF_DIR) -Isrc/fleetprof/nativeunwind -Isrc/fleetprof/interpreters/python \
 	-Isrc/fleetprof/interpreters/php -Isrc/fleetprof/interpreters/ruby -Isrc/fleetprof/interpreters/perl \
-	-Isrc/fleetprof/interpreters/v8 -Isrc/fleetprof/interpreters/hotspot
+	-Isrc/fleetprof/interpreters/v8 -Isrc/fleetprof/interpreters/hotspot \
+	-Isrc/fleetprof/interpreters/go
 DEB_PACKAGES := clang llvm libbpf1 libbpf-dev bpftool gcc g++ make binutils gdb linux-perf procps util-linux \
 	chromium golang-go debuginfod php8.2-cli php8.2-dev php-excimer ruby3.1 ruby3.1-dev ruby-stackprof \
 	libdevel-nytprof-perl openjdk-17-jdk-headless php8.2-fpm

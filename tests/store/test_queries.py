@@ -156,3 +156,39 @@ def test_flame_graph_node_budget_keeps_the_largest_nodes_connected(loaded):
     assert len(list(walk(small))) <= 4 < len(list(walk(full)))
     assert small["total"] == full["total"] == 100
     assert [c["name"] for c in small["children"]] == [c["name"] for c in full["children"]]
+
+
+def test_program_labels_filter_group_and_export(store):
+    """Go pprof labels stored per sample: a `label.KEY` filter, a timeline grouped by one, the keys and
+    values suggested, and an export that gives them back."""
+    from fleetprof.server.api import suggest
+
+    def labelled(labels: tuple[tuple[str, str], ...], n: int) -> Sample:
+        stack = (Frame(FrameKind.PROCESS, "svc"), _py("main"), _py("spin"))
+        stamps = [NOW + i * 10**6 for i in range(n)]
+        return Sample(stack, 7, 7, "svc", "svc", n, timestamps_ns=stamps, custom_labels=labels)
+
+    samples = [
+        labelled((("job", "resize"), ("tenant", "acme")), 30),
+        labelled((("job", "thumb"), ("tenant", "acme")), 10),
+        labelled((), 5),
+    ]
+    assert store.ingest(Profile(samples, 20, NOW, 10**9, hostname="q-labels"), "ql") == 45
+    window = (NOW - 10**9, NOW + 10**9)
+
+    def select(**filters: list[str]) -> Selection:
+        return Selection(*window, {"host": ["q-labels"], **filters})
+
+    resize = export_profile(store, select(**{"label.job": ["resize"]}))
+    assert [(s.count, s.custom_labels) for s in resize.samples] == [
+        (30, (("job", "resize"), ("tenant", "acme")))
+    ]
+    assert export_profile(store, select(**{"label.tenant": ["acme"]})).total == 40
+    assert export_profile(store, select(**{"label.job": ["resize", "thumb"]})).total == 40
+    assert export_profile(store, select(**{"label.job": ["x' OR 1=1 --"]})).total == 0
+    series = timeline(store, select(), "label.job", step_s=1)["series"]
+    assert {s["group"]: s["total"] for s in series} == {"resize": 30, "thumb": 10, "": 5}
+    assert [r["value"] for r in suggest(store, "label", select(), "", 10)] == ["job", "tenant"]
+    assert [r["value"] for r in suggest(store, "label.job", select(), "", 10)] == ["resize", "thumb"]
+    with pytest.raises(QueryError, match="unknown filter"):
+        export_profile(store, select(**{"label.": ["x"]}))

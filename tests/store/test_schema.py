@@ -58,8 +58,15 @@ def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
     old = open_db(schema_version=1)
     assert old.version == 1
     old.ingest(fleet_profile(pool, "mig", NOW, 20_000), "mig-1")
+    old.backend.execute(f"ALTER TABLE {old.t('samples')} DROP COLUMN labels")  # as before v5
     new = open_db(old.layout.database)
-    assert new.version == latest_version() == 4
+    assert new.version == latest_version() == 5
+    columns = new.query(
+        "SELECT table FROM system.columns WHERE database = {d:String} AND name = 'labels' "
+        "AND table NOT LIKE '%_mv' ORDER BY table",
+        {"d": new.layout.database},
+    )
+    assert columns.column("table").to_pylist() == ["samples", "samples_sampled"]
     raw = new.query(f"SELECT sum(count) AS n FROM {new.t('samples')}").column("n")[0].as_py()
     assert raw == 20_000
     sampled = (
@@ -76,7 +83,7 @@ def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
     )
     assert sampled > 0 and sampled % 25 == 0 and _level_is_a_scaled_subset(new, 2) > 0
     versions = new.query(f"SELECT version FROM {new.t('schema_version')} ORDER BY version")
-    assert versions.column("version").to_pylist() == [1, 2, 3, 4]
+    assert versions.column("version").to_pylist() == [1, 2, 3, 4, 5]
 
 
 def test_retention_drops_expired_partitions(open_db, pool):

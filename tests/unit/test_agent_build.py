@@ -90,10 +90,10 @@ def test_builder_symbolizes_recorded_samples(build_dir: Path, tmp_path: Path) ->
         (key, ret_in_caller, 0, layout.FRAME_NATIVE, layout.FRAME_FLAG_RETURN_ADDRESS),
     ]
     agg = Aggregator()
-    hdr = layout.HEADER_STRUCT.pack(5, 42, 43, 0, 1, 2, 0, 0, 0, b"worker", b"rec")
+    hdr = layout.HEADER_STRUCT.pack(5, 42, 43, 0, 1, 2, 0, 0, 0, 0, b"worker", b"rec")
     agg.add_bytes(hdr + b"".join(layout.FRAME_STRUCT.pack(f, a, x, k, fl, 0) for f, a, x, k, fl in frames))
     err_hdr = layout.HEADER_STRUCT.pack(
-        6, 42, 43, 0, 0, 1, layout.UNWIND_ERR_NO_TABLE_ENTRY, 0, 0, b"worker", b"rec"
+        6, 42, 43, 0, 0, 1, layout.UNWIND_ERR_NO_TABLE_ENTRY, 0, 0, 0, b"worker", b"rec"
     )
     agg.add_bytes(err_hdr + layout.FRAME_STRUCT.pack(key, sym["leaf"], 0, layout.FRAME_NATIVE, 0, 0))
     core = FakeCore(agg, {key: NativeFile(fid, str(exe), str(exe), "")})

@@ -19,7 +19,7 @@ RSP8 = (UW_CFA_RSP, UW_RBP_SAME, 8, 0, 0, *STOP_RULE[5:])  # CFA = rsp + 8, the 
 
 
 def _header(nk: int, nu: int, error: int, flags: int) -> bytes:
-    return layout.HEADER_STRUCT.pack(KTIME, PID, TID, CPU, nk, nu, error, flags, 0, b"prog", b"prog")
+    return layout.HEADER_STRUCT.pack(KTIME, PID, TID, CPU, nk, nu, error, flags, 0, 0, b"prog", b"prog")
 
 
 def _frame(kind: int, fid: int, addr: int, flags: int = 0) -> bytes:

@@ -22,7 +22,7 @@ def _record(pid: int, frames: list[tuple[int, int, int]], tid: int = 0, comm: by
     """One sample record: frames are (file key, address, kind), kernel frames first."""
     nk = sum(1 for f in frames if f[2] == layout.FRAME_KERNEL)
     hdr = layout.HEADER_STRUCT.pack(
-        5, pid, tid or pid, 0, nk, len(frames) - nk, layout.UNWIND_COMPLETE, 0, 0, comm, b"srv"
+        5, pid, tid or pid, 0, nk, len(frames) - nk, layout.UNWIND_COMPLETE, 0, 0, 0, comm, b"srv"
     )
     return hdr + b"".join(layout.FRAME_STRUCT.pack(k, a, 0, kind, 0, 0) for k, a, kind in frames)
 

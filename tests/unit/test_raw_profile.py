@@ -82,7 +82,7 @@ def _record(agg: Aggregator, pid: int, frames: list[tuple[int, int, int, int]], 
     nk = sum(1 for f in frames if f[2] == layout.FRAME_KERNEL)
     complete = layout.UNWIND_COMPLETE if error == 0 else error
     hdr = layout.HEADER_STRUCT.pack(
-        5, pid, pid + 1, 0, nk, len(frames) - nk, complete, 0, 0, b"worker", b"srv"
+        5, pid, pid + 1, 0, nk, len(frames) - nk, complete, 0, 0, 0, b"worker", b"srv"
     )
     agg.add_bytes(hdr + b"".join(layout.FRAME_STRUCT.pack(k, a, 0, kind, fl, 0) for k, a, kind, fl in frames))
 

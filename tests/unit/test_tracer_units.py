@@ -61,7 +61,7 @@ def _record(
     pid: int, tid: int, frames: list[tuple[int, int, int, int, int]], nk: int, error: int = 0
 ) -> bytes:
     hdr = layout.HEADER_STRUCT.pack(
-        123_456_789, pid, tid, 1, nk, len(frames) - nk, error, 0, 0, b"thr\0junk", b"proc\0old"
+        123_456_789, pid, tid, 1, nk, len(frames) - nk, error, 0, 0, 0, b"thr\0junk", b"proc\0old"
     )
     body = b"".join(
         layout.FRAME_STRUCT.pack(fid, addr, aux, kind, flags, 0) for fid, addr, aux, kind, flags in frames

@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fleetprof.agent.core import ProfilerCore
-from fleetprof.agent.raw import ProcessLabels, PythonResolver, RawCore, RawProfileBuilder, ThreadNamer
+from fleetprof.agent.raw import (
+    GoroutineLabels,
+    ProcessLabels,
+    PythonResolver,
+    RawCore,
+    RawProfileBuilder,
+    ThreadNamer,
+)
 from fleetprof.profile.model import Mapping, Profile
 from fleetprof.symbolize.kernel import KernelSymbols
 from fleetprof.symbolize.native import NativeSymbolizer
@@ -33,6 +40,7 @@ class ProfileBuilder:
         thread_names: ThreadNamer | None = None,
         python_problem: Callable[[int], str] | None = None,
         labels: ProcessLabels | None = None,
+        goroutine_labels: GoroutineLabels | None = None,
     ) -> None:
         self.raw = RawProfileBuilder(
             core,
@@ -41,6 +49,7 @@ class ProfileBuilder:
             thread_names=thread_names,
             python_problem=python_problem,
             labels=labels,
+            goroutine_labels=goroutine_labels,
         )
         self.lookup = host_lookup(core, native)
         self.native = self.lookup.native
@@ -58,6 +67,7 @@ def builder_for(core: ProfilerCore, labels: ProcessLabels | None = None) -> Prof
         python=core.resolve_interpreted if py is not None else None,
         thread_names=py.thread_name if py is not None else None,
         python_problem=py.unsupported.get if py is not None else None,
+        goroutine_labels=core.goroutine_labels,
         labels=labels,
     )
 

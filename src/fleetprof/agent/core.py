@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fleetprof.agent.deferred import DeferredStacks
 from fleetprof.agent.execwindow import ExecWindow
+from fleetprof.agent.golabels import GoLabelSupport
 from fleetprof.agent.hotspot import HotSpotSupport
 from fleetprof.agent.perl import PerlSupport
 from fleetprof.agent.php import PhpSupport
@@ -89,6 +90,7 @@ class ProfilerCore:
         self._exec_window: ExecWindow | None = None
         self.python: PythonSupport | None = None
         self.runtimes: list[RuntimeSupport] = []  # interpreters walked in BPF beside CPython
+        self.go: GoLabelSupport | None = None  # Go processes' goroutine labels
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
@@ -130,6 +132,7 @@ class ProfilerCore:
             V8Support(self.sampler.map("v8_procs"), ranges),
             HotSpotSupport(self.sampler.map("hotspot_procs"), ranges),
         ]
+        self.go = GoLabelSupport(self.sampler.map("go_procs"))
         self._inodes = InodeMap(self.sampler.map("file_inodes"))
         self.deferred = DeferredStacks(
             emit=self.aggregator.add_bytes,
@@ -262,6 +265,8 @@ class ProfilerCore:
                     self.python.process_gone(pid)
                 for runtime in self.runtimes:
                     runtime.process_gone(pid)
+                if self.go is not None:
+                    self.go.process_gone(pid)
                 if not self.options.scan_on_exec:
                     del rescan[pid]  # a NEW_PID event after this one asks again
                     self.tracker.on_exit(pid)  # the old image's mappings go now
@@ -358,6 +363,8 @@ class ProfilerCore:
                 flags |= self.python.interpreter_flags(pid, m)
             for runtime in self.runtimes:
                 flags |= runtime.interpreter_flags(pid, m)
+            if self.go is not None:
+                self.go.interpreter_flags(pid, m)
             self._mapsync.add(pid, m.start, m.end, MappingValue(key, m.bias, flags))
             self._tables.acquire(TableRequest(key, m.file_id, m.open_path, m.path))
             self._register_inode(m, key, flags)
@@ -404,6 +411,8 @@ class ProfilerCore:
         self.python.on_new_stack(key)
         for runtime in self.runtimes:
             runtime.on_new_stack(key)
+        if self.go is not None:
+            self.go.on_new_stack(key)
 
     def _mapping_for_replay(self, pid: int, pc: int) -> tuple[int, int, int] | None:
         """(file key, bias, flags) of the mapping holding `pc` for the userspace unwinder."""
@@ -461,6 +470,8 @@ class ProfilerCore:
             self.python.symbolizer.forget(pid)
         for runtime in self.runtimes:
             runtime.process_gone(pid)
+        if self.go is not None:
+            self.go.process_gone(pid)
 
     # ---- long-running upkeep (the agent) ------------------------------------------------------------
 
@@ -485,6 +496,8 @@ class ProfilerCore:
                 self.python.forget(freed)
             for runtime in self.runtimes:
                 runtime.forget(freed)
+            if self.go is not None:
+                self.go.forget(freed)
         for small in (self._quiet_until, self._py_rescans, self._followups):
             for pid in [p for p in small if p not in live]:
                 del small[pid]
@@ -574,11 +587,17 @@ class ProfilerCore:
             out.update(self.python.stats())
         for runtime in self.runtimes:
             out.update(runtime.stats())
+        if self.go is not None:
+            out.update(self.go.stats())
         if self.deferred is not None:
             out.update(self.deferred.stats())
         if self._inodes is not None:
             out["file_inodes"] = len(self._inodes)
         return out
+
+    def goroutine_labels(self, pid: int, labels: int, tag: int) -> tuple[tuple[str, str], ...]:
+        """The pprof labels of a sample's goroutine (its label set's address and tag), () when none."""
+        return self.go.label_set(pid, labels, tag) if self.go is not None and labels else ()
 
     def resolve_interpreted(self, pid: int, raw: RawFrame) -> Frame | tuple[Frame, ...]:
         """The named frame of an interpreted raw frame (Python, PHP, Ruby, Perl), by its kind; the frames,

@@ -147,7 +147,7 @@ class DeferredStacks:
 
     def _finish(self, sample: bytes, snapshot: bytes) -> bytes:
         """The sample record with the replayed frames appended and its error replaced."""
-        ktime, pid, tid, cpu, nk, nu, _, flags, res, comm, pcomm = _HDR.unpack_from(sample)
+        ktime, pid, tid, cpu, nk, nu, _, flags, tag, labels, comm, pcomm = _HDR.unpack_from(sample)
         regs = layout.SnapshotRegs.from_buffer_copy(snapshot, _REGS_OFF)
         stack = StackCopy(regs.sp, snapshot[_STACK_OFF : _STACK_OFF + regs.stack_size])
         first = None
@@ -184,13 +184,13 @@ class DeferredStacks:
         frames = b"".join(pack(f[1], f[2], f[4] if len(f) > 4 else 0, f[0], f[3], 0) for f in result.frames)
         flags &= ~layout.SAMPLE_FLAG_DEFERRED
         header = _HDR.pack(
-            ktime, pid, tid, cpu, nk, nu + len(result.frames), result.error, flags, res, comm, pcomm
+            ktime, pid, tid, cpu, nk, nu + len(result.frames), result.error, flags, tag, labels, comm, pcomm
         )
         return header + sample[layout.HEADER_SIZE : start] + before + frames
 
     def _as_is(self, sample: bytes, error: int, snapshot: bytes | None = None) -> bytes:
         """The sample as BPF left it, plus the frame it stopped at (so the leaf is never lost)."""
-        ktime, pid, tid, cpu, nk, nu, _, flags, res, comm, pcomm = _HDR.unpack_from(sample)
+        ktime, pid, tid, cpu, nk, nu, _, flags, tag, labels, comm, pcomm = _HDR.unpack_from(sample)
         start = layout.HEADER_SIZE + nk * layout.FRAME_SIZE
         before, _calls = split_tail(sample[start : start + nu * layout.FRAME_SIZE])
         nu = len(before) // layout.FRAME_SIZE  # the Python tail has no place without the native frames
@@ -208,7 +208,18 @@ class DeferredStacks:
                     extra = layout.FRAME_STRUCT.pack(0, regs.pc, 0, layout.FRAME_NATIVE_RAW, fflags, 0)
         nu += len(extra) // layout.FRAME_SIZE
         header = _HDR.pack(
-            ktime, pid, tid, cpu, nk, nu, error, flags & ~layout.SAMPLE_FLAG_DEFERRED, res, comm, pcomm
+            ktime,
+            pid,
+            tid,
+            cpu,
+            nk,
+            nu,
+            error,
+            flags & ~layout.SAMPLE_FLAG_DEFERRED,
+            tag,
+            labels,
+            comm,
+            pcomm,
         )
         return header + sample[layout.HEADER_SIZE : end] + extra
 

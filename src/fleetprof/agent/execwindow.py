@@ -37,7 +37,7 @@ class ExecWindow:
 
     def rewrite(self, data: bytes) -> bytes | None:
         """The kernel-only record for a failed sample taken in the exec window, else None."""
-        ktime, pid, tid, cpu, nk, _, error, flags, res, comm, pcomm = _HDR.unpack_from(data)
+        ktime, pid, tid, cpu, nk, _, error, flags, tag, labels, comm, pcomm = _HDR.unpack_from(data)
         if not error or not nk or not self._starts:
             return None
         base = layout.HEADER_SIZE
@@ -56,7 +56,8 @@ class ExecWindow:
             0,
             layout.UNWIND_COMPLETE,
             flags | layout.SAMPLE_FLAG_EXECING,
-            res,
+            tag,
+            labels,
             comm,
             pcomm,
         )

@@ -30,6 +30,7 @@ from fleetprof.symbolize.profile import PYTHON_MARKER_PREFIX
 from fleetprof.tracer import layout
 from fleetprof.tracer.aggregate import RawFrame, StackKey
 
+GoroutineLabels = Callable[[int, int, int], tuple[tuple[str, str], ...]]
 PythonResolver = Callable[[int, RawFrame], "Frame | tuple[Frame, ...]"]
 ThreadNamer = Callable[[int, int, str, str], str]  # (pid, tid, OS thread name, process name) -> label
 KERNEL_MEMO_LIMIT = 1 << 16
@@ -194,8 +195,10 @@ class RawProfileBuilder:
         python_problem: Callable[[int], str] | None = None,
         labels: ProcessLabels | None = None,
         resource: dict[str, str | int] | None = None,
+        goroutine_labels: GoroutineLabels | None = None,
     ) -> None:
         self.core = core
+        self.goroutine_labels = goroutine_labels  # (pid, label set, tag) -> a Go sample's pprof labels
         self.kernel = kernel or KernelSymbols.load()
         self.python = python
         self.thread_names = thread_names
@@ -258,6 +261,9 @@ class RawProfileBuilder:
                     container_id=labels[2],
                     executable=labels[0],
                     pod_uid=labels[1],
+                    custom_labels=self.goroutine_labels(pid, key.labels, key.labels_tag)
+                    if key.labels and self.goroutine_labels is not None
+                    else (),
                 )
             )
         self.labels.end_window()
@@ -387,4 +393,5 @@ def raw_builder_for(
         python_problem=py.unsupported.get if py is not None else None,
         labels=labels,
         resource=resource,
+        goroutine_labels=getattr(core, "goroutine_labels", None),
     )

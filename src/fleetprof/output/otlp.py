@@ -160,11 +160,43 @@ class _Dictionary:
         return out
 
 
+LABEL_PREFIX = "label."  # before a program label whose key would read as a semantic-convention attribute
+RESERVED_PREFIXES = (
+    "process.",
+    "thread.",
+    "host.",
+    "container.",
+    "k8s.",
+    "os.",
+    "cpu.",
+    "service.",
+    "profile.",
+    "telemetry.",
+    "fleetprof.",
+    LABEL_PREFIX,
+)
+
+
+def label_attribute(key: str) -> str:
+    """The sample attribute key of a program label (a Go pprof label): its own key, unless it would read
+    as one of OTel's semantic-convention attributes (or ours)."""
+    return LABEL_PREFIX + key if key.startswith(RESERVED_PREFIXES) else key
+
+
+def attribute_label(key: str) -> str | None:
+    """The program label a sample attribute key stands for, None for a semantic-convention attribute."""
+    if key.startswith(LABEL_PREFIX):
+        return key[len(LABEL_PREFIX) :]
+    return None if key.startswith(RESERVED_PREFIXES) else key
+
+
 def _sample_attributes(sample: Sample) -> list[tuple[str, _Scalar]]:
-    """thread.id, thread.name and, when the samples ran on a single CPU, cpu.logical_number."""
+    """thread.id, thread.name, cpu.logical_number when the samples ran on a single CPU, and the program's
+    labels (Go pprof labels) under their own keys."""
     pairs: list[tuple[str, _Scalar]] = [(ATTR_THREAD_ID, sample.tid), (ATTR_THREAD_NAME, sample.thread_name)]
     if len(sample.cpus) == 1:
         pairs.append((ATTR_CPU, next(iter(sample.cpus))))
+    pairs += [(label_attribute(key), value) for key, value in sample.custom_labels]
     return pairs
 
 

@@ -47,6 +47,11 @@ class _PprofBuilder:
         ):
             if text:  # pprof reads a string label pointing at "" as no label at all
                 out.label.add(key=self.strings.add(key), str=self.strings.add(text))
+        for (
+            key,
+            text,
+        ) in sample.custom_labels:  # the program's own (Go pprof labels), as Go's profiler writes them
+            out.label.add(key=self.strings.add(key), str=self.strings.add(text))
 
     def finish(self) -> pb.Profile:
         """Emit the mapping, location and function tables and the string table."""

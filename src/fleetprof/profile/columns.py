@@ -32,6 +32,7 @@ class Labels:
     container_id: str = ""
     executable: str = ""
     pod_uid: str = ""
+    custom_labels: tuple[tuple[str, str], ...] = ()  # the program's own (Go pprof labels)
 
 
 _EMPTY = np.zeros(0, np.int64)
@@ -88,6 +89,7 @@ class ColumnarProfile:
                     container_id=labels.container_id,
                     executable=labels.executable,
                     pod_uid=labels.pod_uid,
+                    custom_labels=labels.custom_labels,
                 )
             )
         return Profile(
@@ -115,6 +117,7 @@ class ColumnarProfile:
             map(operator.attrgetter("container_id"), samples),
             map(operator.attrgetter("executable"), samples),
             map(operator.attrgetter("pod_uid"), samples),
+            map(operator.attrgetter("custom_labels"), samples),
             strict=True,
         )
         index: dict[tuple[object, ...], int] = {}

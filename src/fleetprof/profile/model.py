@@ -107,6 +107,7 @@ class Sample:
     container_id: str = ""
     executable: str = ""  # real executable path (/proc/PID/exe), "" when unknown; not the 15-char comm
     pod_uid: str = ""  # Kubernetes pod uid when the process's cgroup names one
+    custom_labels: tuple[tuple[str, str], ...] = ()  # the program's own labels (Go pprof labels), by key
 
 
 @dataclass(slots=True)

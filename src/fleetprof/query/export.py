@@ -61,11 +61,11 @@ def export_profile(store: Any, sel: Selection, max_rows: int = 5_000_000) -> Pro
     params["max_rows"] = max(int(max_rows), 1)
     samples = store.t("samples")
     groups = store.query(
-        "SELECT stack_id, host, process, pid, tid, thread, container, executable, pod_uid, "
+        "SELECT stack_id, host, process, pid, tid, thread, container, executable, pod_uid, labels, "
         "sum(count) AS c, groupArray(toUnixTimestamp64Milli(ts)) AS ts_ms, groupArray(count) AS counts, "
         "max(frequency) AS freq "
         f"FROM {samples} WHERE {where} "
-        "GROUP BY stack_id, host, process, pid, tid, thread, container, executable, pod_uid "
+        "GROUP BY stack_id, host, process, pid, tid, thread, container, executable, pod_uid, labels "
         "LIMIT {max_rows:UInt64}",
         params,
     )
@@ -105,6 +105,7 @@ def export_profile(store: Any, sel: Selection, max_rows: int = 5_000_000) -> Pro
                 count=row["c"],
                 timestamps_ns=stamps,
                 container_id=row["container"],
+                custom_labels=tuple(sorted(row["labels"])),
                 **extra,
             )
         )

@@ -19,8 +19,27 @@ FILTER_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
+LABEL_FILTER = "label."  # `label.KEY`: a program label (Go pprof label) of the samples
+
+
 class QueryError(ValueError):
     """A query was asked with bad input; the message is one line meant for the user."""
+
+
+def is_filter_key(key: str) -> bool:
+    """Whether `key` names a filter: a fixed column, or `label.KEY` for a program label."""
+    return key in FILTER_COLUMNS or (key.startswith(LABEL_FILTER) and len(key) > len(LABEL_FILTER))
+
+
+def known_filters() -> str:
+    """The filter keys, for error messages."""
+    return ", ".join([*FILTER_COLUMNS, f"{LABEL_FILTER}KEY"])
+
+
+def label_column(key: str, param: str, params: dict[str, Any]) -> str:
+    """The SQL of program label `key` (its name passed as parameter `param`, added to `params`)."""
+    params[param] = key
+    return f"labels[{{{param}:String}}]"
 
 
 @dataclass(frozen=True)
@@ -44,11 +63,17 @@ class Selection:
             f"ts >= fromUnixTimestamp64Milli({{{prefix}start:Int64}}, 'UTC')",
             f"ts < fromUnixTimestamp64Milli({{{prefix}end:Int64}}, 'UTC')",
         ]
-        for key in sorted(self.filters):
+        for number, key in enumerate(sorted(self.filters)):
             values = self.filters[key]
-            if key not in FILTER_COLUMNS:
-                raise QueryError(f"unknown filter {key!r} (known: {', '.join(FILTER_COLUMNS)})")
+            if not is_filter_key(key):
+                raise QueryError(f"unknown filter {key!r} (known: {known_filters()})")
             if not values:
+                continue
+            if key.startswith(LABEL_FILTER):
+                name = f"{prefix}f_label{number}"
+                params[name] = [str(v) for v in values]
+                column = label_column(key[len(LABEL_FILTER) :], f"{name}_key", params)
+                conds.append(f"{column} IN {{{name}:Array(String)}}")
                 continue
             column, kind = FILTER_COLUMNS[key]
             name = f"{prefix}f_{key}"

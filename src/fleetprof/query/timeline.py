@@ -1,10 +1,11 @@
-"""Sample counts over time, one series per host, process, thread, container, executable or pid."""
+"""Sample counts over time, one series per host, process, thread, container, executable, pid or program
+label (`label.KEY`: a Go pprof label)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fleetprof.query.selection import QueryError, Selection
+from fleetprof.query.selection import LABEL_FILTER, QueryError, Selection, label_column
 
 GROUP_COLUMNS = {
     "host": "host",
@@ -21,12 +22,15 @@ def timeline(
     store: Any, sel: Selection, group_by: str = "host", step_s: int = 0, max_series: int = 50
 ) -> dict[str, Any]:
     """Counts per `step_s` bucket (chosen for ~200 buckets when 0) for the `max_series` largest groups."""
+    where, params = sel.where(store)
     column = GROUP_COLUMNS.get(group_by)
+    if column is None and group_by.startswith(LABEL_FILTER) and len(group_by) > len(LABEL_FILTER):
+        column = label_column(group_by[len(LABEL_FILTER) :], "group_label", params)
     if column is None:
-        raise QueryError(f"cannot group by {group_by!r} (choose one of {', '.join(GROUP_COLUMNS)})")
+        choices = ", ".join([*GROUP_COLUMNS, f"{LABEL_FILTER}KEY"])
+        raise QueryError(f"cannot group by {group_by!r} (choose one of {choices})")
     span_ms = max((sel.end_ns - sel.start_ns) // 1_000_000, 1)
     step_ms = int(step_s * 1000) if step_s > 0 else max(1000, -(-span_ms // 200))
-    where, params = sel.where(store)
     params.update({"step": step_ms, "max_series": max(int(max_series), 1)})
     table = store.query(
         f"SELECT {column} AS g, intDiv(toUnixTimestamp64Milli(ts), {{step:Int64}}) * {{step:Int64}} AS t, "

@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse, Response
 
 from fleetprof.query import CostModel, Selection, diff, export_profile, flame_graph, sandwich, timeline
 from fleetprof.query import top_functions as query_top
-from fleetprof.query.selection import FILTER_COLUMNS, QueryError
+from fleetprof.query.selection import (
+    FILTER_COLUMNS,
+    LABEL_FILTER,
+    QueryError,
+    is_filter_key,
+    known_filters,
+    label_column,
+)
 from fleetprof.server.timerange import InputError, parse_filters, resolve_range
 
 EXPORT_TYPES = {
@@ -68,9 +75,9 @@ def selection_params(
     for key, values in given.items():
         if values:
             filters.setdefault(key, []).extend(values)
-    unknown = sorted(set(filters) - set(FILTER_COLUMNS))
+    unknown = sorted(key for key in filters if not is_filter_key(key))
     if unknown:
-        raise InputError(f"unknown filter {unknown[0]!r} (known: {', '.join(FILTER_COLUMNS)})")
+        raise InputError(f"unknown filter {unknown[0]!r} (known: {known_filters()})")
     return SelectionParams(since, start, end, filters, function)
 
 
@@ -214,8 +221,8 @@ def _side(
     """One side of a diff: its own range when given (else the common one), common filters plus its own."""
     filters = {k: list(v) for k, v in common.filters.items()}
     for key, values in parse_filters(extra).items():
-        if key not in FILTER_COLUMNS:
-            raise InputError(f"unknown filter {key!r} (known: {', '.join(FILTER_COLUMNS)})")
+        if not is_filter_key(key):
+            raise InputError(f"unknown filter {key!r} (known: {known_filters()})")
         filters.setdefault(key, []).extend(values)
     if since or start or end:
         start_ns, end_ns = resolve_range(since, start, end)
@@ -225,13 +232,27 @@ def _side(
 
 
 def suggest(store: Any, key: str, sel: Selection, prefix: str, limit: int) -> list[dict[str, Any]]:
-    """Values of a filter column in `sel` starting with `prefix` (function names: containing it)."""
+    """Values of a filter column in `sel` starting with `prefix` (function names: containing it; `label`:
+    the program labels' keys)."""
     if key == "function":
         return _suggest_functions(store, prefix, limit)
-    if key not in FILTER_COLUMNS:
-        raise QueryError(f"unknown filter {key!r} (known: function, {', '.join(FILTER_COLUMNS)})")
-    column = FILTER_COLUMNS[key][0]  # from the fixed table, never from the request
+    if key == "label":
+        where, params = sel.where(store)
+        params |= {"sugg_prefix": prefix, "sugg_limit": limit}
+        return store.query(
+            f"SELECT arrayJoin(mapKeys(labels)) AS value, sum(count) AS samples FROM {store.t('samples')} "
+            f"WHERE {where} AND startsWith(value, {{sugg_prefix:String}}) "
+            "GROUP BY value ORDER BY samples DESC, value LIMIT {sugg_limit:UInt32}",
+            params,
+        ).to_pylist()
+    if not is_filter_key(key):
+        raise QueryError(f"unknown filter {key!r} (known: function, {known_filters()})")
     where, params = sel.where(store)
+    if key.startswith(LABEL_FILTER):  # the label's name travels as a parameter; samples without it: no value
+        column = label_column(key[len(LABEL_FILTER) :], "sugg_label", params)
+        where += " AND mapContains(labels, {sugg_label:String})"
+    else:
+        column = FILTER_COLUMNS[key][0]  # from the fixed table, never from the request
     params |= {"sugg_prefix": prefix, "sugg_limit": limit}
     table = store.query(
         f"SELECT toString({column}) AS value, sum(count) AS samples FROM {store.t('samples')} "

@@ -36,7 +36,10 @@ def _v2(layout: Layout) -> list[str]:
     for factor in schema.PYRAMID_LEVELS:
         out += schema.create_table(layout, schema.pyramid_table(factor))
         out += schema.create_view(
-            layout, f"samples_{factor}_mv", f"samples_{factor}", schema.pyramid_select(layout, factor)
+            layout,
+            f"samples_{factor}_mv",
+            f"samples_{factor}",
+            schema.pyramid_select(layout, factor, schema.SAMPLE_COLUMNS_V1),
         )
     return out
 
@@ -44,8 +47,8 @@ def _v2(layout: Layout) -> list[str]:
 def _v2_backfill(layout: Layout) -> list[str]:
     """Sample the samples stored before v2 into every pyramid level."""
     return [
-        f"INSERT INTO {layout.local(f'samples_{factor}')} ({schema.SAMPLE_COLUMNS}) "
-        f"{schema.pyramid_select(layout, factor)}"
+        f"INSERT INTO {layout.local(f'samples_{factor}')} ({schema.SAMPLE_COLUMNS_V1}) "
+        f"{schema.pyramid_select(layout, factor, schema.SAMPLE_COLUMNS_V1)}"
         for factor in schema.PYRAMID_LEVELS
     ]
 
@@ -61,7 +64,7 @@ def _v3_rebuild(layout: Layout) -> list[str]:
     if layout.cluster:
         return []
     new = replace(schema.SAMPLES, name="samples_v3")
-    cols = schema.SAMPLE_COLUMNS
+    cols = schema.SAMPLE_COLUMNS_V1
     views = [f"samples_{factor}_mv" for factor in schema.PYRAMID_LEVELS]
     out = [f"DROP TABLE IF EXISTS {layout.local('samples_v3')}", *schema.create_table(layout, new)]
     out.append(
@@ -75,7 +78,10 @@ def _v3_rebuild(layout: Layout) -> list[str]:
     out.append(f"DROP TABLE {layout.local('samples_v3')}")
     for factor in schema.PYRAMID_LEVELS:
         out += schema.create_view(
-            layout, f"samples_{factor}_mv", f"samples_{factor}", schema.pyramid_select(layout, factor)
+            layout,
+            f"samples_{factor}_mv",
+            f"samples_{factor}",
+            schema.pyramid_select(layout, factor, schema.SAMPLE_COLUMNS_V1),
         )
     return out
 
@@ -84,7 +90,8 @@ def _v4(layout: Layout) -> list[str]:
     """One sampled table (levels 5^1..5^8) with one view replaces the per-level pyramid tables; stacks'
     frame ids compressed harder (written once a week per stack, read through a cache)."""
     out = schema.create_table(layout, schema.SAMPLED)
-    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout))
+    select = schema.sampled_select(layout, schema.SAMPLE_COLUMNS_V1)
+    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", select)
     for factor in schema.PYRAMID_LEVELS:
         out.append(f"DROP VIEW IF EXISTS {layout.local(f'samples_{factor}_mv')}{layout.on_cluster}")
         out.append(f"DROP TABLE IF EXISTS {layout.local(f'samples_{factor}')}{layout.on_cluster}")
@@ -99,8 +106,23 @@ def _v4(layout: Layout) -> list[str]:
 
 def _v4_backfill(layout: Layout) -> list[str]:
     """Sample the samples stored before v4 into every level."""
-    select = schema.sampled_select(layout)
-    return [f"INSERT INTO {layout.local('samples_sampled')} ({schema.SAMPLE_COLUMNS}, level) {select}"]
+    select = schema.sampled_select(layout, schema.SAMPLE_COLUMNS_V1)
+    return [f"INSERT INTO {layout.local('samples_sampled')} ({schema.SAMPLE_COLUMNS_V1}, level) {select}"]
+
+
+def _v5(layout: Layout) -> list[str]:
+    """The program's own labels (Go pprof labels) on samples and their sampled copies; the sampled
+    table's view carries them."""
+    out = []
+    for name in ("samples", "samples_sampled"):
+        tables = [layout.local(name)] + ([layout.table(name)] if layout.cluster else [])
+        out += [
+            f"ALTER TABLE {table}{layout.on_cluster} ADD COLUMN IF NOT EXISTS labels {schema.LABELS_TYPE}"
+            for table in tables
+        ]
+    out.append(f"DROP VIEW IF EXISTS {layout.local('samples_sampled_mv')}{layout.on_cluster}")
+    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout))
+    return out
 
 
 MIGRATIONS: list[Migration] = [
@@ -108,6 +130,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "random-sampling pyramid for long ranges", _v2, _v2_backfill, superseded_by=4),
     Migration(3, "samples counted per second, thread before stack in the key", _v3, _v3_rebuild),
     Migration(4, "one sampled table for long ranges, stacks compressed harder", _v4, _v4_backfill),
+    Migration(5, "program labels (Go pprof labels) on samples", _v5),
 ]
 
 

@@ -450,8 +450,20 @@ def _samples_table(
             "stack_id": pa.array(sids[owner]),
             "count": pa.array(counts.astype(np.uint32)),
             "frequency": pa.array(freqs[row_batch]),
+            "labels": _custom_labels(label_sets, row_labels),
         }
     )
+
+
+_LABELS_ARROW = pa.map_(pa.string(), pa.string())
+
+
+def _custom_labels(label_sets: list, rows: np.ndarray) -> pa.Array:
+    """The `labels` map column: each row's program labels (Go pprof labels), from its label set."""
+    per_set = [list(ls.custom_labels) for ls in label_sets]
+    if not any(per_set):
+        return pa.array([[]] * len(rows), _LABELS_ARROW)
+    return pa.array(per_set, _LABELS_ARROW).take(pa.array(rows))
 
 
 def _stacks_table(sids: list[int], keys: list[bytes], day: int) -> pa.Table:

@@ -135,6 +135,8 @@ META = Table(
     order_by="key",
     shard_key="cityHash64(key)",
 )
+# The program's own labels of a sample (Go pprof labels): key -> value, empty for most samples.
+LABELS_TYPE = "Map(LowCardinality(String), String)"
 # One row per (host, process, thread, stack, second) and labels: a batch's samples are counted per second
 # (`count`), so time keeps one-second resolution while repeated samples cost one row. Thread before stack
 # in the sort key keeps the label columns nearly free (bench/bench_ingest.py measures the alternatives).
@@ -146,7 +148,8 @@ SAMPLES = Table(
         "process LowCardinality(String), pid UInt32 CODEC(T64, ZSTD(1)), tid UInt32 CODEC(T64, ZSTD(1)), "
         "thread LowCardinality(String), container LowCardinality(String), pod_uid LowCardinality(String), "
         "executable LowCardinality(String), stack_id UInt64 CODEC(ZSTD(1)), "
-        "count UInt32 CODEC(T64, ZSTD(1)), frequency UInt32 CODEC(T64, ZSTD(1))"
+        "count UInt32 CODEC(T64, ZSTD(1)), frequency UInt32 CODEC(T64, ZSTD(1)), "
+        f"labels {LABELS_TYPE}"
     ),
     engine="MergeTree",
     partition_by="toDate(ts)",
@@ -248,9 +251,11 @@ BASE_TABLES = (
 # Long-range scheme (schema v2): Elastic-style random-sampling pyramid. Level k keeps each sample row with
 # probability 1/5^k and stores its count multiplied by 5^k, so sums over any level estimate the raw sums.
 PYRAMID_LEVELS = (5, 25, 125, 625)
-SAMPLE_COLUMNS = (
+# The samples columns before schema v5 (older migrations copy rows with these) and since.
+SAMPLE_COLUMNS_V1 = (
     "ts, host, host_id, process, pid, tid, thread, container, pod_uid, executable, stack_id, count, frequency"
 )
+SAMPLE_COLUMNS = SAMPLE_COLUMNS_V1 + ", labels"
 
 
 def pyramid_table(factor: int) -> Table:
@@ -266,9 +271,9 @@ def pyramid_table(factor: int) -> Table:
     )
 
 
-def pyramid_select(layout: Layout, factor: int) -> str:
+def pyramid_select(layout: Layout, factor: int, columns: str = SAMPLE_COLUMNS) -> str:
     """Rows of the raw samples table sampled at 1/factor, counts scaled up by factor."""
-    cols = SAMPLE_COLUMNS.replace("count,", f"count * {int(factor)} AS count,")
+    cols = columns.replace("count,", f"count * {int(factor)} AS count,")
     return f"SELECT {cols} FROM {layout.local('samples')} WHERE rand() % {int(factor)} = 0"
 
 
@@ -289,9 +294,9 @@ SAMPLED = Table(
 )
 
 
-def sampled_select(layout: Layout) -> str:
+def sampled_select(layout: Layout, columns: str = SAMPLE_COLUMNS) -> str:
     """Rows of the raw samples table into every level of the sampled table (1/5^k each, counts x 5^k)."""
-    cols = SAMPLE_COLUMNS.replace("count,", "toUInt64(count) * toUInt64(pow(5, level)) AS count,")
+    cols = columns.replace("count,", "toUInt64(count) * toUInt64(pow(5, level)) AS count,")
     levels = ", ".join(str(k) for k in SAMPLED_LEVELS)
     return (
         f"SELECT {cols}, level FROM {layout.local('samples')} ARRAY JOIN [{levels}] AS level "

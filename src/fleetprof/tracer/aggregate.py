@@ -1,4 +1,5 @@
-"""Aggregate raw sample records by (process, thread, stack) without decoding frames: the hot path.
+"""Aggregate raw sample records by (process, thread, stack, label set) without decoding frames: the hot
+path.
 
 Each record's frame bytes are the aggregation key as they come; frames are decoded once per unique stack.
 """
@@ -45,6 +46,8 @@ class StackKey(NamedTuple):
     flags: int
     num_kernel: int
     frames: bytes
+    labels: int = 0  # a Go goroutine's label set (address), 0 when none: samples split by label set
+    labels_tag: int = 0  # tells that set from a later one at the same address
 
 
 @dataclass(slots=True)
@@ -105,7 +108,7 @@ class Aggregator:
 
     def add_bytes(self, data: bytes) -> None:
         """Count one sample record (header + frames)."""
-        ktime, pid, tid, cpu, nk, nu, error, flags, _, comm, pcomm = _HDR.unpack_from(data)
+        ktime, pid, tid, cpu, nk, nu, error, flags, tag, labels, comm, pcomm = _HDR.unpack_from(data)
         if flags & _HELD and self.on_deferred is not None:
             self.on_deferred(data, flags)
             return
@@ -113,10 +116,19 @@ class Aggregator:
             fixed = self.fix_failed(data)
             if fixed is not None:
                 data = fixed
-                ktime, pid, tid, cpu, nk, nu, error, flags, _, comm, pcomm = _HDR.unpack_from(data)
+                ktime, pid, tid, cpu, nk, nu, error, flags, tag, labels, comm, pcomm = _HDR.unpack_from(data)
         end = _HDR_SIZE + (nk + nu) * layout.FRAME_SIZE
         key = StackKey(
-            pid, tid, comm.split(b"\0", 1)[0], pcomm.split(b"\0", 1)[0], error, flags, nk, data[_HDR_SIZE:end]
+            pid,
+            tid,
+            comm.split(b"\0", 1)[0],
+            pcomm.split(b"\0", 1)[0],
+            error,
+            flags,
+            nk,
+            data[_HDR_SIZE:end],
+            labels,
+            tag if labels else 0,
         )
         entry = self.stacks.get(key)
         if entry is None:

@@ -119,7 +119,8 @@ STAT_ERROR_BASE = 16
 STAT_PY_ERROR_BASE = 32
 STAT_V8_FRAMES = 40
 STAT_JVM_FRAMES = 41
-STAT_COUNT = 42
+STAT_GO_LABELS = 42
+STAT_COUNT = 43
 
 STAT_NAMES: dict[int, str] = {
     STAT_SAMPLES: "samples",
@@ -140,6 +141,7 @@ STAT_NAMES: dict[int, str] = {
     STAT_SNAPSHOTS_LOST: "stack_snapshots_lost",
     STAT_V8_FRAMES: "v8_frames",
     STAT_JVM_FRAMES: "jvm_frames",
+    STAT_GO_LABELS: "go_labelled_samples",
 }
 
 PROG_NATIVE = 0
@@ -171,7 +173,8 @@ class SampleHeader(ctypes.Structure):
         ("num_user", ctypes.c_uint16),
         ("error", ctypes.c_uint16),
         ("flags", ctypes.c_uint16),
-        ("reserved", ctypes.c_uint32),
+        ("labels_tag", ctypes.c_uint32),
+        ("labels", ctypes.c_uint64),
         ("comm", ctypes.c_char * COMM_LEN),
         ("pcomm", ctypes.c_char * COMM_LEN),
     ]
@@ -301,7 +304,7 @@ class SamplerConfig(ctypes.Structure):
 
 
 # Fast-path decoders (struct is much faster than ctypes for per-sample work).
-HEADER_STRUCT = struct.Struct("<QIIIHHHHI16s16s")
+HEADER_STRUCT = struct.Struct("<QIIIHHHHIQ16s16s")
 FRAME_STRUCT = struct.Struct("<QQIBBH")
 HEADER_SIZE = HEADER_STRUCT.size
 FRAME_SIZE = FRAME_STRUCT.size

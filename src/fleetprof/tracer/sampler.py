@@ -189,6 +189,8 @@ class Sampler:
 
 def _stat_name(idx: int) -> str:
     """The name of stats slot `idx`, "" for an unused slot."""
+    if idx in layout.STAT_NAMES:  # named slots above the error ranges (v8_frames, ...) come first
+        return layout.STAT_NAMES[idx]
     if idx >= layout.STAT_PY_ERROR_BASE:
         name = layout.PY_ERROR_NAMES.get(idx - layout.STAT_PY_ERROR_BASE)
         return "python_error: " + name if name is not None else ""

@@ -370,7 +370,7 @@ def _samples(
         key = tuple(merged.items())
         hit = memo.get(key)
         if hit is None:
-            found = _labels(merged, f"resource {r}")
+            found = _labels(merged, f"resource {r}", own)
             hit = d.interner.remember(
                 "labels",
                 key,
@@ -384,6 +384,7 @@ def _samples(
                         container_id=found.container_id,
                         executable=found.executable,
                         pod_uid=found.pod_uid,
+                        custom_labels=found.custom_labels,
                     ),
                     found.process_name or f"pid {found.pid}",
                 ),

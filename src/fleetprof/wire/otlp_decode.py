@@ -50,6 +50,7 @@ from fleetprof.output.otlp import (
     ATTR_THREAD_ID,
     ATTR_THREAD_NAME,
     STATS_PREFIX,
+    attribute_label,
 )
 from fleetprof.process.fileid import file_id_from_build_id
 from fleetprof.profile.model import Frame, FrameKind, Mapping, Profile, Sample
@@ -379,10 +380,19 @@ class _Labels:
     container_id: str
     executable: str
     pod_uid: str
+    custom_labels: tuple[tuple[str, str], ...] = ()
 
 
-def _labels(labels: dict[str, Scalar], where: str) -> _Labels:
-    """The sample labels of one attribute set (integers checked in the order pid, tid, cpu)."""
+def custom_labels(own: dict[str, Scalar]) -> tuple[tuple[str, str], ...]:
+    """The program's labels among a sample's own attributes (Go pprof labels): every key that is not a
+    semantic-convention attribute, sorted."""
+    found = ((attribute_label(key), value) for key, value in own.items())
+    return tuple(sorted((key, str(value)) for key, value in found if key is not None))
+
+
+def _labels(labels: dict[str, Scalar], where: str, own: dict[str, Scalar] | None = None) -> _Labels:
+    """The sample labels of one attribute set (integers checked in the order pid, tid, cpu); `own`, the
+    sample's own attributes, gives the program's labels."""
     pid = _int(labels.get(ATTR_PID), f"{where}: {ATTR_PID}")
     executable = str(labels.get(ATTR_EXE_PATH, ""))
     name = str(labels.get(ATTR_COMM) or labels.get(ATTR_EXE_NAME) or executable.rsplit("/", 1)[-1])
@@ -397,6 +407,7 @@ def _labels(labels: dict[str, Scalar], where: str) -> _Labels:
         container_id=str(labels.get(ATTR_CONTAINER, "")),
         executable=executable,
         pod_uid=str(labels.get(ATTR_POD_UID, "")),
+        custom_labels=custom_labels(own) if own else (),
     )
 
 
@@ -430,7 +441,7 @@ def _sample(
         return None
     if found is None:
         labels = d.attributes(indices)
-        found = memo[indices] = _labels({**process, **labels} if process else labels, where)
+        found = memo[indices] = _labels({**process, **labels} if process else labels, where, labels)
     return Sample(
         stack=d.sample_stack(found.process_name or f"pid {found.pid}", s.stack_index),
         pid=found.pid,
@@ -443,6 +454,7 @@ def _sample(
         container_id=found.container_id,
         executable=found.executable,
         pod_uid=found.pod_uid,
+        custom_labels=found.custom_labels,
     )
 
 

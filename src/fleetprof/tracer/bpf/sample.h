@@ -79,10 +79,11 @@ struct sample_header {
 	__u16 num_user;         /* frames[num_kernel, num_kernel + num_user): user frames, leaf first */
 	__u16 error;            /* UNWIND_* */
 	__u16 flags;            /* SAMPLE_FLAG_* */
-	__u32 reserved;
+	__u32 labels_tag;       /* with `labels`: tells the label set from a later one at the same address */
+	__u64 labels;           /* a Go goroutine's pprof label set (go_offsets.h), 0 when none */
 	char comm[COMM_LEN];    /* thread name */
 	char pcomm[COMM_LEN];   /* process name (the thread group leader's comm) */
-};                          /* 64 bytes */
+};                          /* 72 bytes */
 
 struct sample {
 	struct sample_header hdr;
@@ -240,7 +241,8 @@ struct sampler_config {
 #define STAT_PY_ERROR_BASE 32 /* STAT_PY_ERROR_BASE + PY_ERR_* (interpreters/python/python_unwind.bpf.h) */
 #define STAT_V8_FRAMES 40  /* JavaScript frames named by the V8 step */
 #define STAT_JVM_FRAMES 41 /* Java frames (and VM stubs) found by the HotSpot step */
-#define STAT_COUNT 42
+#define STAT_GO_LABELS 42  /* samples of a goroutine with pprof labels */
+#define STAT_COUNT 43
 
 /* Programs in the `progs` tail-call array. The unwinder is one program whose bounded loop runs a step
  * machine (native frame | Python frame | ...), so switching runtimes costs no tail call and deep mixed stacks

@@ -348,6 +348,7 @@ static __always_inline int submit(struct sample *s, struct unwind_state *st)
 #include "perl_unwind.bpf.h"
 #include "v8_unwind.bpf.h"
 #include "hotspot_unwind.bpf.h"
+#include "go_labels.bpf.h"
 
 static __always_inline __u8 tail_mode(struct unwind_state *st)
 {
@@ -426,11 +427,13 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	s->hdr.num_user = 0;
 	s->hdr.error = UNWIND_COMPLETE;
 	s->hdr.flags = 0;
-	s->hdr.reserved = 0;
+	s->hdr.labels_tag = 0;
+	s->hdr.labels = 0;
 	bpf_get_current_comm(s->hdr.comm, sizeof(s->hdr.comm));
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	BPF_CORE_READ_STR_INTO(&s->hdr.pcomm, task, group_leader, comm);
+	go_labels(s, task, pid);
 
 	__builtin_memset(st, 0, sizeof(*st));
 	st->pid = pid;

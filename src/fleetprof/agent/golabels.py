@@ -1,0 +1,109 @@
+"""Go support for the profiler core: a Go process is registered in `go_procs` (where its g and the
+goroutine's labels live) when its binary is mapped, and the label sets BPF points samples at are read from
+process memory when a stack is first seen, while the process lives."""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+from fleetprof.bpf.libbpf import BpfError, Map
+from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary
+from fleetprof.interpreters.go.labels import Labels, LabelsError, read_label_set
+from fleetprof.interpreters.go.procinfo import go_proc_info
+from fleetprof.process.memory import ProcessMemory
+from fleetprof.process.tracker import ExecMapping
+from fleetprof.tracer.aggregate import StackKey
+
+SETS_LIMIT = 1 << 14  # label sets remembered (per pid, address and tag); the oldest half goes beyond
+
+
+class GoLabelSupport:
+    """Registers Go processes for the BPF label reader and names the label sets their samples carry."""
+
+    def __init__(self, procs: Map) -> None:
+        self._procs_map = procs
+        self._lock = threading.Lock()
+        self._procs: dict[int, tuple[GoBinary, ProcessMemory | None]] = {}
+        self._sets: dict[tuple[int, int, int], Labels] = {}
+        self.problems: dict[int, str] = {}  # pid -> why its labels can't be read (its stacks are fine)
+        self.read = 0
+        self.unreadable = 0
+
+    def interpreter_flags(self, pid: int, m: ExecMapping) -> int:
+        """Register `pid` when `m` maps a Go binary; no mapping flag (nothing to unwind differently)."""
+        binary = inspect_go_binary(m.open_path or m.path, m.file_id)
+        if binary is None:
+            return 0
+        if isinstance(binary, GoUnsupported):
+            self.problems[pid] = binary.reason
+            return 0
+        with self._lock:
+            known = self._procs.get(pid)
+            if known is not None and known[0] is binary:
+                return 0
+            try:
+                self._procs_map.update(struct.pack("<I", pid), bytes(go_proc_info(binary)))
+            except BpfError as exc:
+                self.problems[pid] = f"go: per-process map full ({exc})"
+                return 0
+            self._close(known)
+            self._procs[pid] = (binary, None)
+        return 0
+
+    def on_new_stack(self, key: StackKey) -> None:
+        """Read a new stack's label set now, while the process lives."""
+        if key.labels:
+            self.label_set(key.pid, key.labels, key.labels_tag)
+
+    def label_set(self, pid: int, labels: int, tag: int) -> Labels:
+        """The (key, value) pairs of a sample's label set; () when it can't be read."""
+        if not labels:
+            return ()
+        found = self._sets.get((pid, labels, tag))
+        if found is not None:
+            return found
+        with self._lock:
+            known = self._procs.get(pid)
+            if known is None:
+                return ()
+            binary, mem = known
+            if mem is None:
+                try:
+                    mem = ProcessMemory(pid)
+                except OSError:
+                    return ()
+                self._procs[pid] = (binary, mem)
+        try:
+            found = read_label_set(mem, labels, tag, binary.offsets.form)
+        except LabelsError:
+            self.unreadable += 1
+            return ()
+        self.read += 1
+        if len(self._sets) >= SETS_LIMIT:
+            self._sets = dict(list(self._sets.items())[SETS_LIMIT // 2 :])
+        self._sets[(pid, labels, tag)] = found
+        return found
+
+    def process_gone(self, pid: int) -> None:
+        """Forget a process's registration (exit or exec); its label sets already read stay."""
+        with self._lock:
+            known = self._procs.pop(pid, None)
+            if known is not None:
+                self._close(known)
+                self._procs_map.delete(struct.pack("<I", pid))
+
+    def forget(self, pids: set[int]) -> None:
+        """Drop the label sets and notes of processes gone for good (the agent, between windows)."""
+        self._sets = {k: v for k, v in self._sets.items() if k[0] not in pids}
+        for pid in pids:
+            self.problems.pop(pid, None)
+
+    def stats(self) -> dict[str, int]:
+        """Label sets read and unreadable (freed before the agent got to them)."""
+        return {"go_label_sets_read": self.read, "go_label_sets_unreadable": self.unreadable}
+
+    @staticmethod
+    def _close(known: tuple[GoBinary, ProcessMemory | None] | None) -> None:
+        if known is not None and known[1] is not None:
+            known[1].close()
