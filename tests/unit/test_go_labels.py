@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cprobe import struct_layout
 
+from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.go import layouts, procinfo
 from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary, parse_version
 from fleetprof.interpreters.go.labels import LabelsError, read_label_set
@@ -65,6 +66,21 @@ def test_dwarf_and_the_table_agree_for_the_installed_go(built: tuple[Path, Path]
     assert from_dwarf.offsets == from_table.offsets
     assert from_dwarf.tls_g == from_table.tls_g == -8  # a static, internally linked program
     assert from_dwarf.version_text.startswith(f"go{from_dwarf.version[0]}.{from_dwarf.version[1]}")
+
+
+def test_cgo_binary_finds_g_in_its_tls_block(tmp_path: Path) -> None:
+    """With cgo, g is runtime.tlsg in the executable's PT_TLS block, below libc's thread pointer."""
+    exe = tmp_path / "labels-cgo"
+    try:
+        gobuild.build(exe, tmp_path, "-ldflags=-s -w", source=gobuild.LABELS, cgo=True)
+    except gobuild.GoBuildError as exc:
+        pytest.fail(str(exc))
+    found = inspect_go_binary(str(exe), "e" * 32)
+    assert isinstance(found, GoBinary) and found.how == "table", found
+    with ElfView(str(exe)) as elf:
+        tls = elf.segment(7)
+    assert tls is not None and tls.memsz == 8
+    assert found.tls_g == -8
 
 
 def test_not_go_and_unknown_releases() -> None:

@@ -44,13 +44,16 @@ def label_counts(path: Path) -> tuple[dict[str, Counter[str]], int]:
     return counts, total
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[dict, int], tuple[dict, int], str]:
-    """(go's own counts, fleetprof's counts, record's stderr) of one 2 s run of the stripped program."""
+@pytest.fixture(scope="module", params=["static", "cgo"])
+def recorded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[tuple[dict, int], tuple[dict, int], str]:
+    """(go's own counts, fleetprof's counts, record's stderr) of one 2 s run of the stripped program, built
+    static (g in Go's own TLS slot) or with cgo (g in the executable's PT_TLS block, below libc's TP)."""
     work = tmp_path_factory.mktemp("golabels")
     exe = work / "golabels"
     try:
-        gobuild.build(exe, work, "-ldflags=-s -w", source=gobuild.LABELS)
+        gobuild.build(exe, work, "-ldflags=-s -w", source=gobuild.LABELS, cgo=request.param == "cgo")
     except gobuild.GoBuildError as exc:
         pytest.fail(str(exc))
     own, out = work / "own.pprof", work / "fleetprof.pprof"
