@@ -21,6 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 XSS = "<img src=x onerror=alert(1)>"
 XSS_THREAD = f"evil {XSS}"
 XSS_HOST = "xss-host"
+LABEL_XSS = "<b onclick=alert(2)>thumb</b>"
 PROGRAMS = {"fp_alpha": "alpha_hot_spin", "fp_beta": "beta_hot_spin"}
 SOURCE = """
 #include <stdlib.h>
@@ -49,10 +50,16 @@ def record(exe: Path, out: Path, seconds: int = 2) -> bytes:
 
 
 def renamed(otlp: bytes, host: str, thread: str) -> bytes:
-    """The same samples as another host, every thread renamed: how an untrusted name reaches the server."""
+    """The same samples as another host, every thread renamed, and labelled (a Go program's pprof labels):
+    job=resize or, for every third sample, job=LABEL_XSS: how untrusted names reach the server."""
     out = []
     for profile in from_otlp_bytes(otlp):
-        samples = [dataclasses.replace(s, thread_name=thread) for s in profile.samples]
+        samples = [
+            dataclasses.replace(
+                s, thread_name=thread, custom_labels=(("job", LABEL_XSS if i % 3 else "resize"),)
+            )
+            for i, s in enumerate(profile.samples)
+        ]
         resource = dict(profile.resource) | {"host.name": host, "host.id": f"id-{host}"}
         out.append(dataclasses.replace(profile, samples=samples, hostname=host, resource=resource))
     assert len(out) == 1, "one resource per recording"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleetprof.bpf.caps import missing_capabilities
-from tests.web.browser import CHROMIUM, PROGRAMS, XSS_HOST, XSS_THREAD, start_dataset
+from tests.web.browser import CHROMIUM, LABEL_XSS, PROGRAMS, XSS_HOST, XSS_THREAD, start_dataset
 from tests.web.conftest import ARTIFACTS, built_ui
 
 pytestmark = [pytest.mark.bpf, pytest.mark.slow]
@@ -174,6 +174,27 @@ def test_thread_name_with_html_is_shown_as_text_and_runs_nothing(page: object):
     assert page.evaluate("() => document.querySelectorAll('img').length") == 0
     assert page.dialogs == []
     _shot(page, "xss-thread-name")
+
+
+def test_program_labels_group_the_timeline_and_filter_as_text(page: object):
+    """Go pprof labels: the timeline stacked by `label.job`, the key offered among the filters, a label
+    value with HTML shown as text."""
+    page.goto(f"{page.base}/?since=1h&group=label.job&f=host%3D{XSS_HOST}")
+    page.wait_for_function(
+        "(t) => ['resize', t].every(v => document.querySelector('.u-legend')?.textContent.includes(v))",
+        arg=LABEL_XSS,
+        timeout=30_000,
+    )
+    page.wait_for_selector(".add-filter select option[value='label.job']", state="attached", timeout=30_000)
+    page.locator(".add-filter select").select_option("label.job")
+    page.locator(".add-filter input").fill("resize")
+    page.locator(".add-filter button").click()
+    page.wait_for_function("() => location.search.includes('label.job')")
+    page.wait_for_selector(".flame-canvas[data-zoom=root]", timeout=30_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => document.querySelectorAll('b[onclick]').length") == 0
+    assert page.dialogs == []
+    _shot(page, "labels-timeline")
 
 
 def test_hosts_view_lists_reporting_hosts(page: object):

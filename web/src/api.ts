@@ -160,3 +160,15 @@ export interface Sandwich {
   callers: FlameNode;
   callees: FlameNode;
 }
+
+/** The program label keys (Go pprof labels) seen in a selection, as `label.KEY` filter keys; [] on failure. */
+export async function labelKeys(params: URLSearchParams): Promise<string[]> {
+  const q = new URLSearchParams(params);
+  q.set("limit", "50");
+  try {
+    const data = await getJson<{ values: { value: string }[] }>("api/v1/values/label", q);
+    return data.values.map((v) => `label.${v.value}`);
+  } catch {
+    return [];
+  }
+}

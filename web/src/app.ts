@@ -2,7 +2,7 @@
 // the shared empty/error states; views update when the state changes.
 
 import type { ApiError } from "./api";
-import { getJson } from "./api";
+import { getJson, labelKeys } from "./api";
 import { h, replace, status } from "./dom";
 import { clock, localInput } from "./format";
 import { FILTER_KEYS, PRESETS, type State, type View, VIEWS, fromQuery, selectionParams, toQuery } from "./state";
@@ -176,6 +176,9 @@ export class App {
       ),
     );
     const keySelect = h("select", { "aria-label": "filter key" }, ...FILTER_KEYS.map((k) => h("option", { value: k }, k)));
+    void labelKeys(selectionParams({ ...s, filters: [] })).then((keys) =>
+      keySelect.append(...keys.map((k) => h("option", { value: k }, k))),
+    );
     const list = h("datalist", { id: "filter-values" });
     const input = h("input", { type: "text", list: "filter-values", placeholder: "value", "aria-label": "filter value" });
     let timer = 0;

@@ -37,6 +37,15 @@ describe("URL state", () => {
     expect(parseFilter("function=x")).toBeNull();
   });
 
+  it("takes program labels (label.KEY) as filters and timeline groups", () => {
+    expect(parseFilter("label.job=resize")).toEqual(["label.job", "resize"]);
+    expect(parseFilter("label.=x")).toBeNull();
+    const s = fromQuery("?group=label.job&f=label.tenant=acme");
+    expect(s.group).toBe("label.job");
+    expect(selectionParams(s).getAll("filter")).toEqual(["label.tenant=acme"]);
+    expect(fromQuery("?group=label.").group).toBe(defaultState().group);
+  });
+
   it("builds API parameters for selections and diffs", () => {
     const s = fromQuery("?since=1h&f=host=a&bf=process=x&cs=10&ce=20");
     expect(selectionParams(s).toString()).toBe("since=1h&filter=host%3Da");

@@ -4,6 +4,13 @@ export type View = "flame" | "top" | "diff" | "hosts";
 export const VIEWS: View[] = ["flame", "top", "diff", "hosts"];
 export const FILTER_KEYS = ["host", "process", "pid", "thread", "container", "executable"] as const;
 export const GROUP_KEYS = ["host", "process", "thread", "container", "executable"] as const;
+/** `label.KEY`: a program label of the samples (a Go pprof label), as a filter key or timeline group. */
+export const LABEL_PREFIX = "label.";
+
+/** Whether `key` names a program label (`label.KEY`). */
+export function isLabelKey(key: string): boolean {
+  return key.startsWith(LABEL_PREFIX) && key.length > LABEL_PREFIX.length;
+}
 export const PRESETS: [string, string][] = [
   ["15m", "Last 15 minutes"],
   ["1h", "Last hour"],
@@ -63,7 +70,7 @@ export function parseFilter(text: string): [string, string] | null {
   const at = text.indexOf("=");
   if (at <= 0) return null;
   const key = text.slice(0, at).trim();
-  if (!(FILTER_KEYS as readonly string[]).includes(key)) return null;
+  if (!(FILTER_KEYS as readonly string[]).includes(key) && !isLabelKey(key)) return null;
   return [key, text.slice(at + 1)];
 }
 
@@ -89,7 +96,7 @@ export function fromQuery(search: string): State {
   s.search = q.get("q") ?? "";
   s.zoom = q.getAll("z");
   const group = q.get("group");
-  if (group && (GROUP_KEYS as readonly string[]).includes(group)) s.group = group;
+  if (group && ((GROUP_KEYS as readonly string[]).includes(group) || isLabelKey(group))) s.group = group;
   s.sandwich = q.get("sw") ?? "";
   for (const [side, p] of [
     [s.base, "b"],

@@ -1,9 +1,10 @@
-// The timeline: samples over the range stacked by host, process, thread, container or executable (uPlot);
+// The timeline: samples over the range stacked by host, process, thread, container, executable or a program
+// label (`label.KEY`, a Go pprof label) (uPlot);
 // dragging across it (brushing) narrows the time range of every view.
 
 import type uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { ApiError, type Timeline, getJson } from "../api";
+import { ApiError, type Timeline, getJson, labelKeys } from "../api";
 import { h, replace, status } from "../dom";
 import { clock } from "../format";
 import { GROUP_KEYS, type State, selectionParams } from "../state";
@@ -47,17 +48,30 @@ export class TimelineView {
     }
   }
 
+  /** Adds the selection's program labels (`label.KEY`) to the groups offered. */
+  private offerLabels(params: URLSearchParams): void {
+    void labelKeys(params).then((keys) => {
+      const known = new Set(Array.from(this.groupSelect.options, (o) => o.value));
+      this.groupSelect.append(...keys.filter((k) => !known.has(k)).map((k) => h("option", { value: k }, k)));
+      this.groupSelect.value = this.app.state.group;
+    });
+  }
+
   private width(): number {
     return Math.max(this.chartBox.clientWidth, 300);
   }
 
   update(s: State): void {
-    this.groupSelect.value = s.group;
     const params = selectionParams(s);
+    if (!Array.from(this.groupSelect.options, (o) => o.value).includes(s.group)) {
+      this.groupSelect.append(h("option", { value: s.group }, s.group));
+    }
+    this.groupSelect.value = s.group;
     params.set("group_by", s.group);
     params.set("max_series", "10");
     const key = params.toString();
     if (key === this.key && !this.app.refreshing) return;
+    this.offerLabels(selectionParams(s));
     this.key = key;
     void this.load(params, key);
   }
