@@ -461,8 +461,9 @@ _LABELS_ARROW = pa.map_(pa.string(), pa.string())
 def _custom_labels(label_sets: list, rows: np.ndarray) -> pa.Array:
     """The `labels` map column: each row's program labels (Go pprof labels), from its label set."""
     per_set = [list(ls.custom_labels) for ls in label_sets]
-    if not any(per_set):
-        return pa.array([[]] * len(rows), _LABELS_ARROW)
+    if not any(per_set):  # the usual case: empty maps from offsets alone
+        empty = pa.array([], pa.string())
+        return pa.MapArray.from_arrays(pa.array(np.zeros(len(rows) + 1, np.int32)), empty, empty)
     return pa.array(per_set, _LABELS_ARROW).take(pa.array(rows))
 
 
