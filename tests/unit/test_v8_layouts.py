@@ -1,6 +1,7 @@
-"""The per-version rows: each V8 node ships (10.2: Node.js 18, 11.3: 20, 12.4: 22) gets a layout from its own
-metadata with the row filling the rest; where the metadata says what a row says, they agree (checked on every
-node installed here); 12.x's renamed fields and 10.x's inline code are read right."""
+"""The per-version rows: each V8 a node ships (10.2: Node.js 18, 11.3: 20, 12.4: 22, 13.6: 24) gets a layout
+from its own metadata with the row filling the rest; where the metadata says what a row says, they agree
+(checked on every node installed here); 12.x's renamed fields, 10.x's inline code and 13.x's missing code
+slot and new ScopeInfo are read right."""
 
 from __future__ import annotations
 
@@ -122,3 +123,31 @@ def test_rows_agree_with_each_installed_nodes_metadata(node: Path) -> None:
     assert checked >= 2, found.version
     if "InterpreterBytecodeOffsetRegister" in consts:
         assert found.layout.bytecode_offset_register == row.bytecode_offset_register
+
+
+# Node 24's: no JSFunction code slot (leaptiering), the name-or-ScopeInfo field retyped, SharedFunctionInfo's
+# script one slot later, Code's flags after its dispatch handle, deoptimization literals one slot later.
+NODE24 = {
+    **{k: v for k, v in NODE22.items() if not k.startswith("class_JSFunction__code")},
+    "class_SharedFunctionInfo__name_or_scope_info__Tagged_NameOrScopeInfoT_": 24,
+    "class_SharedFunctionInfo__script__Tagged_HeapObject_": 40,
+    "class_Code__flags__uint32_t": 52,
+    "class_Code__instruction_size__int": 56,
+    "DeoptimizationDataLiteralArrayIndex": 3,
+    "DeoptimizationDataInliningPositionsIndex": 8,
+    "type_SharedFunctionInfoWrapper__SHARED_FUNCTION_INFO_WRAPPER_TYPE": 195,
+    "scopeinfo_idx_first_vars": 5,
+}
+del NODE24["class_SharedFunctionInfo__name_or_scope_info__Tagged_Object_"]
+
+
+def test_node24_has_no_code_slot_and_a_new_scope_info() -> None:
+    """V8 13.6: BPF gets no JSFunction code slot (0), Code's flags and size move, the deoptimization data's
+    indices come from the metadata, and ScopeInfo keeps raw flags with its positions before the locals."""
+    lay = _layout(NODE24, (13, 6, 233))
+    assert (lay.jsfunction_code, lay.sfi_name_or_scope_info, lay.sfi_script_or_debug_info) == (0, 24, 40)
+    assert (lay.code_flags, lay.code_size, lay.code_entry, lay.stream_header) == (52, 56, 40, 32)
+    assert (lay.deopt_literal_array, lay.deopt_inlining_positions, lay.type_sfi_wrapper) == (3, 8, 195)
+    assert lay.scope_variable_part == 48 and lay.scope.scope_flags_raw and lay.scope.scope_positions_first
+    info = procinfo.v8_proc_info(V8Binary("/n24", "0" * 32, (13, 6, 233), lay, (1, 2), b""))
+    assert (info.jsfunction_code, info.code_flags) == (0, 52)

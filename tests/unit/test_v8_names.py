@@ -2,7 +2,8 @@
 ScopeInfo, V8's inferred names and plain strings; lines from bytecode and optimized code position tables
 (inlined functions expanded), baseline code's bytecode offset table, and the function's first line where
 V8 keeps no positions; the code holding a pc found from its instruction stream's header (node 22's is
-32 bytes, its code tables trusted) or, in node 18, from the Code that holds its instructions inline."""
+32 bytes, its code tables trusted) or, in node 18, from the Code that holds its instructions inline; node
+24's ScopeInfo and the frames its BPF step sends without the function's Code."""
 
 from __future__ import annotations
 
@@ -339,3 +340,59 @@ def test_v12_trusted_code_tables_and_a_32_byte_stream_header() -> None:
         ("outer", 4, False),
         ("handlers.inner", 7, True),
     ]
+
+
+def test_v13_scope_info_keeps_raw_flags_and_its_positions_first() -> None:
+    """V8 13.6 (Node.js 24): ScopeInfo's flags are a uint32 (no Smi), start and end follow the counts, and the
+    context locals, function variable and inferred name come after them."""
+    layout = replace(
+        LAYOUT,
+        scope_variable_part=48,
+        scope=replace(LAYOUT.scope, scope_flags_raw=True, scope_positions_first=True),
+    )
+    heap = Heap()
+    objs = build(heap)
+
+    def scope13(flags: int, locals_: list[str], start: int, tail: list[int]) -> int:
+        slots = [flags, smi(0), smi(len(locals_)), smi(start), smi(start + 40)]
+        slots += [heap.string(n) for n in locals_] + [smi(0)] * len(locals_) + tail
+        return heap.obj(T_SCOPE, {8 + 8 * i: v for i, v in enumerate(slots)}, 8 + 8 * len(slots))
+
+    named = scope13(4 | FN_VAR | INFERRED, ["x", "y"], OUTER_START, [heap.string("outer"), smi(-1), 0])
+    inferred = scope13(4 | INFERRED, [], INNER_START, [heap.string("handlers.inner")])
+    namer = names.V8Namer(heap.mem, layout)
+    for scope, expected in ((named, ("outer", 2)), (inferred, ("handlers.inner", 6))):
+        shared = heap.obj(T_SFI, {8: objs["undefined"], 16: scope, 32: objs["script"]})
+        (frame,) = namer.frames(shared, 0, names.V8_FRAME_FUNCTION) or ()
+        assert (frame.function, frame.line) == expected
+
+
+def test_jit_interpreted_frames_are_code_where_there_is_some_else_bytecode() -> None:
+    """V8_FRAME_JIT_INTERPRETED (13.x: BPF cannot read the function's Code): a pc in JIT code found from its
+    stream header is that code's frame (on-stack replacement); a pc elsewhere (the remapped builtins) is the
+    interpreter's, at the bytecode offset the frame carries."""
+    heap = Heap()
+    objs = build(heap)
+    entry = 0x7F00_0000_2040
+    code = optimized_code(heap, objs, entry)
+    page = bytearray(0x1000)
+    struct.pack_into("<QQ", page, 0x40 - 16, heap.map_of(300), code)
+    heap.mem.put(entry - 0x40, bytes(page))
+    namer = names.V8Namer(heap.mem, LAYOUT)
+    aux = names.V8_FRAME_JIT_INTERPRETED | 9 << names.V8_AUX_SHIFT
+    compiled = namer.frames(objs["outer"], entry + 0x48, aux) or ()
+    assert [(f.function, f.line) for f in compiled] == [("outer", 4), ("handlers.inner", 7)]
+    (interpreted,) = namer.frames(objs["outer"], 0x7F00_0010_0000, aux) or ()
+    assert (interpreted.function, interpreted.line) == ("outer", 4)
+
+
+def test_inlined_functions_wrapped_in_deoptimization_literals() -> None:
+    """V8 13.6 may keep an inlined function's SharedFunctionInfo in a SharedFunctionInfoWrapper."""
+    heap = Heap()
+    objs = build(heap)
+    layout = replace(LAYOUT, type_sfi_wrapper=195)
+    wrapped = dict(objs, inner=heap.obj(195, {8: objs["inner"]}))
+    code = optimized_code(heap, wrapped, 0x7F00_0000_0040)
+    aux = names.V8_FRAME_CODE | 0x48 << names.V8_AUX_SHIFT
+    frames = names.V8Namer(heap.mem, layout).frames(objs["outer"], code, aux) or ()
+    assert [(f.function, f.line) for f in frames] == [("outer", 4), ("handlers.inner", 7)]

@@ -78,6 +78,7 @@ def test_constants_match_c_and_the_namer(tmp_path: Path) -> None:
         "V8_FRAME_INTERPRETED",
         "V8_FRAME_CODE",
         "V8_FRAME_FUNCTION",
+        "V8_FRAME_JIT_INTERPRETED",
         "V8_AUX_KIND_MASK",
         "V8_AUX_SHIFT",
     ):
@@ -93,7 +94,7 @@ def test_layout_from_metadata_and_the_version_row() -> None:
 
 
 def test_unknown_versions_and_missing_metadata_say_why() -> None:
-    assert layout_from(CONSTS, (13, 6, 233)) == "V8 13.6 has no object layout (covered: 10.2, 11.3, 12.4)"
+    assert layout_from(CONSTS, (14, 1, 0)) == "V8 14.1 has no object layout (covered: 10.2, 11.3, 12.4, 13.6)"
     partial = {k: v for k, v in CONSTS.items() if k != "off_fp_function"}
     assert layout_from(partial, (11, 3, 0)) == "V8 11.3: postmortem metadata lacks v8dbg_off_fp_function"
     compressed = dict(CONSTS, TaggedSize=4)

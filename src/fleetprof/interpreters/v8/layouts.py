@@ -57,7 +57,7 @@ class VersionRow:
     code_positions: int  # Code: source positions (optimized) or bytecode offsets (baseline)
     code_deopt_data: int  # Code: deoptimization data (optimized) or bytecode / interpreter data (baseline)
     code_kind_baseline: int  # CodeKind::BASELINE (MAGLEV, TURBOFAN follow)
-    jsfunction_code: int  # JSFunction: its current Code
+    jsfunction_code: int  # JSFunction: its current Code; 0: none (13.x reaches it through a dispatch table)
     sfi_function_data: int  # SharedFunctionInfo: its BytecodeArray, baseline Code or InterpreterData
     bytecode_positions: int  # BytecodeArray: the source position table (ByteArray, or undefined: lazy)
     interpreter_data_bytecode: int  # InterpreterData: its BytecodeArray
@@ -67,6 +67,8 @@ class VersionRow:
     scope_receiver_shift: int  # ScopeInfo flags: ReceiverVariableBits (2 bits); -1: no receiver slot
     scope_saved_class_bit: int  # ScopeInfo flags: HasSavedClassVariableBit
     scope_max_inlined_locals: int  # ScopeInfo: more context locals than this keep their names in a table
+    scope_flags_raw: bool = False  # ScopeInfo: flags a uint32 (13.x), not a Smi
+    scope_positions_first: bool = False  # ScopeInfo: start and end right after the counts, always (13.x)
 
 
 _ROWS: dict[tuple[int, int], VersionRow] = {
@@ -130,6 +132,31 @@ _ROWS: dict[tuple[int, int], VersionRow] = {
         scope_saved_class_bit=10,
         scope_max_inlined_locals=75,
     ),
+    (
+        13,
+        6,
+    ): VersionRow(  # Node.js 24: JSFunctions call through the dispatch table (leaptiering), no code slot
+        code_entry=40,
+        code_header=0,
+        stream_header=32,
+        code_flags=52,  # after the dispatch handle
+        code_size=56,
+        code_positions=16,
+        code_deopt_data=8,
+        code_kind_baseline=10,
+        jsfunction_code=0,
+        sfi_function_data=8,
+        bytecode_positions=24,
+        interpreter_data_bytecode=8,
+        bytecode_offset_register=9,
+        scope_inferred_name_bit=14,
+        scope_function_variable_shift=12,
+        scope_receiver_shift=-1,
+        scope_saved_class_bit=10,
+        scope_max_inlined_locals=75,
+        scope_flags_raw=True,
+        scope_positions_first=True,
+    ),
 }
 
 
@@ -188,6 +215,8 @@ class V8Layout:
     type_interpreter_data: int
     type_fixed_array: int
     type_code: int
+    type_sfi_wrapper: int  # SharedFunctionInfoWrapper (13.x: deoptimization literals hold SFIs in one), -1
+    scope_variable_part: int  # ScopeInfo: where the context locals' names start
     scope: VersionRow
 
 
@@ -203,6 +232,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "sfi_name_or_scope_info": (
         "class_SharedFunctionInfo__name_or_scope_info__Object",
         "class_SharedFunctionInfo__name_or_scope_info__Tagged_Object_",
+        "class_SharedFunctionInfo__name_or_scope_info__Tagged_NameOrScopeInfoT_",
     ),
     "sfi_script_or_debug_info": (
         "class_SharedFunctionInfo__script_or_debug_info__HeapObject",
@@ -315,6 +345,9 @@ def layout_from(consts: dict[str, int], version: tuple[int, int, int]) -> V8Layo
             else row.bytecode_offset_register
         ),
         interpreter_data_bytecode=row.interpreter_data_bytecode,
+        type_sfi_wrapper=consts.get("type_SharedFunctionInfoWrapper__SHARED_FUNCTION_INFO_WRAPPER_TYPE", -1),
+        scope_variable_part=8
+        + 8 * consts.get("scopeinfo_idx_first_vars", 5 if row.scope_positions_first else 3),
         type_trusted_byte_array=consts.get(
             "type_TrustedByteArray__TRUSTED_BYTE_ARRAY_TYPE", fields["type_byte_array"]
         ),

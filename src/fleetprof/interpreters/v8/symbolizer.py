@@ -38,6 +38,7 @@ RUNTIME = "v8js"  # Frame.runtime: OTel's profile.frame.type for V8 JavaScript f
 V8_FRAME_INTERPRETED = 1
 V8_FRAME_CODE = 2
 V8_FRAME_FUNCTION = 3
+V8_FRAME_JIT_INTERPRETED = 4
 V8_AUX_KIND_MASK = 15
 V8_AUX_SHIFT = 4
 MAX_STRING = 4096  # characters of a name or file name
@@ -49,17 +50,19 @@ CODE_ALIGNMENT = 64  # x64: where instructions of a JIT code object start
 CODE_SEARCH = 256 << 10  # how far below a pc its code's start is looked for
 PAGE = 4096
 CHUNK = 1 << 20  # the most one read may ask (process.memory.MAX_READ)
-# ScopeInfo (scope-info.tq): flags, parameter count and context local count, then the variable part.
+# ScopeInfo (scope-info.tq): flags, parameter count and context local count (13.x: then start and end),
+# then the variable part (the layout says where).
 SCOPE_FLAGS = 8
 SCOPE_LOCAL_COUNT = 24
-SCOPE_VARIABLE_PART = 32
-SCOPE_TYPES_WITH_POSITIONS = {1, 2, 3, 4}  # eval, function, module, script
+SCOPE_START_FIRST = 32  # 13.x: the start position, right after the counts
+SCOPE_TYPES_WITH_POSITIONS = {1, 2, 3, 4}  # before 13.x: eval, function, module, script
 VAR_ALLOCATION_STACK = 1
 VAR_ALLOCATION_CONTEXT = 2
 ANONYMOUS = "(anonymous)"
 PREFIX_SCALES = {0: 1, 1: 2, 2: 1, 3: 2}  # Wide, ExtraWide, DebugBreakWide, DebugBreakExtraWide -> scale
 _NEWLINE = re.compile("\n")
 WEAK_TAG = 2  # a weak reference is a heap object pointer with this bit set too
+SFI_WRAPPER_SHARED = 8  # SharedFunctionInfoWrapper: its SharedFunctionInfo
 
 
 def _smi(value: int | None) -> int | None:
@@ -335,11 +338,17 @@ class V8Namer:
         """(name, start offset) from a function's ScopeInfo: its function name slot, else the inferred
         name; the start from its position info."""
         row = self.lay.scope
-        flags = _smi(self._field(scope, SCOPE_FLAGS))
+        if row.scope_flags_raw:
+            raw = self.mem.read(scope - HEAP_OBJECT_TAG + SCOPE_FLAGS, 4)
+            flags = None if raw is None else struct.unpack("<I", raw)[0]
+        else:
+            flags = _smi(self._field(scope, SCOPE_FLAGS))
         count = _smi(self._field(scope, SCOPE_LOCAL_COUNT))
         if flags is None or count is None or not 0 <= count < 1 << 16:
             return "", -1
-        slot = SCOPE_VARIABLE_PART // 8 + (count if count < row.scope_max_inlined_locals else 1) + count
+        slot = (
+            self.lay.scope_variable_part // 8 + (count if count < row.scope_max_inlined_locals else 1) + count
+        )
         if flags >> row.scope_saved_class_bit & 1:
             slot += 1
         receiver = flags >> row.scope_receiver_shift & 3 if row.scope_receiver_shift >= 0 else 0
@@ -353,11 +362,12 @@ class V8Namer:
             if not name:
                 name = self.string(self._field(scope, 8 * slot)) or ""
             slot += 1
-        start = -1
-        if flags & 0xF in SCOPE_TYPES_WITH_POSITIONS:
+        start = None
+        if row.scope_positions_first:
+            start = _smi(self._field(scope, SCOPE_START_FIRST))
+        elif flags & 0xF in SCOPE_TYPES_WITH_POSITIONS:
             start = _smi(self._field(scope, 8 * slot))
-            start = -1 if start is None else start
-        return name, start
+        return name, -1 if start is None else start
 
     def script(self, script: int) -> ScriptInfo | None:
         """A script's name and line ends (from V8's cache of them, else from its source)."""
@@ -417,20 +427,30 @@ class V8Namer:
         if kind == V8_FRAME_INTERPRETED and info.bytecode:
             return (self._frame(info, self._bytecode_position(info.bytecode, addr)),)
         if kind == V8_FRAME_CODE and addr:
-            inline = self._optimized(info, addr, aux >> V8_AUX_SHIFT)
-            if inline is not None:
-                return inline
-            offset = self._baseline(addr, aux >> V8_AUX_SHIFT)
-            if offset is not None and info.bytecode:
-                return (self._frame(info, self._bytecode_position(info.bytecode, offset)),)
-        if kind == V8_FRAME_FUNCTION and addr:  # a pc in code the function no longer points at (OSR)
+            compiled = self._compiled(info, addr, aux >> V8_AUX_SHIFT)
+            if compiled is not None:
+                return compiled
+        if kind in (V8_FRAME_FUNCTION, V8_FRAME_JIT_INTERPRETED) and addr:
+            # a pc in code the function does not point at (OSR), or whose Code BPF cannot see (13.x)
             found = self.code_at(addr)
             if found is not None:
                 code, entry = found
-                inline = self._optimized(info, code, addr - entry)
-                if inline is not None:
-                    return inline
+                compiled = self._compiled(info, code, addr - entry)
+                if compiled is not None:
+                    return compiled
+            elif kind == V8_FRAME_JIT_INTERPRETED and info.bytecode:  # not JIT code: remapped builtins
+                return (self._frame(info, self._bytecode_position(info.bytecode, aux >> V8_AUX_SHIFT)),)
         return (self._frame(info, -1),)
+
+    def _compiled(self, info: FunctionInfo, code: int, pc_offset: int) -> tuple[Frame, ...] | None:
+        """The frames of optimized or baseline Code at `pc_offset`, None for other code."""
+        inline = self._optimized(info, code, pc_offset)
+        if inline is not None:
+            return inline
+        offset = self._baseline(code, pc_offset)
+        if offset is not None and info.bytecode:
+            return (self._frame(info, self._bytecode_position(info.bytecode, offset)),)
+        return None
 
     def code_entry(self, code: int) -> int | None:
         """Where a Code's instructions start: its entry field, or just after it when they follow it inline."""
@@ -568,6 +588,8 @@ class V8Namer:
                 return None
             parent, function_id = struct.unpack_from("<qi", positions, inlining * 16)
             literal = literals[function_id] & ~WEAK_TAG if 0 <= function_id < len(literals) else 0
+            if literal and self.type_of(literal) == self.lay.type_sfi_wrapper:
+                literal = self._field(literal, SFI_WRAPPER_SHARED) or 0
             callee = self.function(literal) if literal else None
             if callee is None:
                 return None

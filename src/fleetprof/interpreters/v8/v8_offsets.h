@@ -19,8 +19,12 @@
  *       fp[fp_bytecode_offset] a Smi: addr = the bytecode offset (the slot's value minus bytecode_header - 1;
  *       in the interrupted frame the offset register's, when it lies inside the bytecode: the slot is only
  *       written at calls);
- *     V8_FRAME_FUNCTION: neither (on-stack-replaced code, a builtin's JavaScript frame): addr = the pc
- *       when it is JIT code (userspace looks for the code object holding it), else 0.
+ *     V8_FRAME_JIT_INTERPRETED: a JIT pc in a frame with the interpreter's slots where BPF cannot read the
+ *       function's Code (jsfunction_code 0: V8 13.x keeps it in a dispatch table): on-stack-replaced code or
+ *       the builtins V8 remapped: addr = the pc, aux = the kind | the bytecode offset << V8_AUX_SHIFT; userspace
+ *       looks for JIT code holding the pc, else takes the offset;
+ *     V8_FRAME_FUNCTION: none of these (on-stack-replaced code, a builtin's JavaScript frame, 13.x's compiled
+ *       code): addr = the pc when it is JIT code (userspace looks for the code object holding it), else 0.
  *   Then the caller by the frame pointer chain.
  */
 #ifndef FLEETPROF_V8_OFFSETS_H
@@ -29,6 +33,7 @@
 #define V8_FRAME_INTERPRETED 1
 #define V8_FRAME_CODE 2
 #define V8_FRAME_FUNCTION 3
+#define V8_FRAME_JIT_INTERPRETED 4
 #define V8_AUX_KIND_MASK 15
 #define V8_AUX_SHIFT 4
 #define V8_HEAP_OBJECT_TAG 1
@@ -44,7 +49,7 @@ struct v8_proc_info {
 	__s8 fp_bytecode_offset;
 	__u8 map_instance_type;   /* Map: uint16 instance type */
 	__u8 jsfunction_shared;   /* JSFunction: SharedFunctionInfo */
-	__u8 jsfunction_code;     /* JSFunction: Code */
+	__u8 jsfunction_code;     /* JSFunction: Code; 0: none (V8 13.x: through the dispatch table) */
 	__u8 code_entry;          /* Code: instruction start (a raw address; V8 11.x on: the InstructionStream's) */
 	__u8 code_size;           /* Code: int32 instruction size */
 	__u8 bytecode_header;     /* BytecodeArray: header size (where bytecodes start) */

@@ -64,15 +64,16 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 	__u64 entry = 0;
 	__u32 size = 0, flags = 0;
 	bool have_code =
+		info->jsfunction_code &&
 		!bpf_probe_read_user(&code, sizeof(code), (void *)(function - 1 + info->jsfunction_code)) &&
 		v8_heap_object(code) &&
 		(info->code_header ? (entry = code - 1 + info->code_header, true)
 				   : !bpf_probe_read_user(&entry, sizeof(entry), (void *)(code - 1 + info->code_entry))) &&
 		!bpf_probe_read_user(&size, sizeof(size), (void *)(code - 1 + info->code_size));
 	bool builtins = !jit;
-	/* V8 (11.x, 12.x) remaps the embedded builtins into its code range: a pc there is seen as JIT code until the
-	 * agent maps that copy. An interpreted function's Code is the builtin InterpreterEntryTrampoline, whose
-	 * entry sits trampoline_offset into the copy: a pc within builtins_size of the copy's start is the
+	/* V8 (11.x on) remaps the embedded builtins into its code range: a pc there is seen as JIT code until
+	 * the agent maps that copy. An interpreted function's Code is the builtin InterpreterEntryTrampoline,
+	 * whose entry sits trampoline_offset into the copy: a pc within builtins_size of the copy's start is the
 	 * builtins' (the interpreter's handlers, its trampoline) */
 	if (jit && have_code && info->builtins_size && !info->code_header &&
 	    !bpf_probe_read_user(&flags, sizeof(flags), (void *)(code - 1 + info->code_flags)) &&
@@ -82,20 +83,27 @@ static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 f
 	__u64 addr = builtins ? 0 : st->pc; /* V8_FRAME_FUNCTION: a JIT pc, for userspace to find its code */
 	__u32 aux = V8_FRAME_FUNCTION;
 	__u64 slots[2] = {}; /* fp_bytecode_offset, fp_bytecode_array: adjacent, offset below */
-	if (builtins && info->fp_bytecode_array == info->fp_bytecode_offset + 8 &&
+	__s64 offset = -1;
+	if (info->fp_bytecode_array == info->fp_bytecode_offset + 8 &&
 	    !bpf_probe_read_user(slots, sizeof(slots), (void *)(fp + info->fp_bytecode_offset)) &&
 	    !(slots[0] & 1) && v8_type(info, slots[1]) == info->bytecode_array_type) {
-		/* the interpreter (baseline frames keep the feedback vector in the offset slot; code replacing an
-		 * interpreted frame on the stack keeps its slots, so JIT code is never taken for it) */
-		__s64 offset = (__s64)slots[0] >> V8_SMI_SHIFT;
+		/* the interpreter's slots (baseline frames keep the feedback vector in the offset slot; code
+		 * replacing an interpreted frame on the stack keeps them: a JIT pc is taken for the interpreter only
+		 * where it is in the builtins, or userspace finds no JIT code there) */
+		offset = (__s64)slots[0] >> V8_SMI_SHIFT;
 		__u64 live = 0, length = 0;
 		if (!st->return_address && st->regs_live && live_gpr(st, info->offset_register, &live) &&
 		    !bpf_probe_read_user(&length, sizeof(length), (void *)(slots[1] - 1 + 8)) &&
 		    live >= info->bytecode_header - V8_HEAP_OBJECT_TAG &&
 		    live - (info->bytecode_header - V8_HEAP_OBJECT_TAG) < (length >> V8_SMI_SHIFT))
 			offset = (__s64)live; /* the interrupted frame: the slot is written only at calls */
-		addr = (__u64)(offset - (info->bytecode_header - V8_HEAP_OBJECT_TAG));
+		offset -= info->bytecode_header - V8_HEAP_OBJECT_TAG;
+	}
+	if (offset >= 0 && builtins) {
+		addr = (__u64)offset;
 		aux = V8_FRAME_INTERPRETED;
+	} else if (offset >= 0 && !info->jsfunction_code && offset < (1 << 27)) {
+		aux = V8_FRAME_JIT_INTERPRETED | (__u32)offset << V8_AUX_SHIFT; /* addr: the pc */
 	} else if (have_code && pc >= entry && pc < entry + size) {
 		addr = code;
 		aux = V8_FRAME_CODE | (__u32)(pc - entry) << V8_AUX_SHIFT;
