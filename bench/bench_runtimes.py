@@ -2,12 +2,13 @@
 each runtime's own profiler and `perf record -g`, in the same run.
 
 Each runtime runs the same fixed work: a five-deep recursive chain ending in an arithmetic loop, which
-times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js, Java and Go as installed).
+times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js, Java and Go as installed; Go's
+sets a new goroutine label set every round, which fleetprof and runtime/pprof both record).
 
 1. Cost, per runtime: the work profiled by a ProfilerCore in this process at 99 Hz (after a warm-up):
    the sampling BPF programs' own run_time_ns per run and per sample recorded (fdinfo, BPF_ENABLE_STATS),
    the agent's CPU per 1,000 samples of the target, and the share of the target's samples that hold the
-   runtime's frames (PHP, Ruby) or reach `main.main` (Go) with no unwind error.
+   runtime's frames (PHP, Ruby), or that carry the goroutine's labels (Go), with no unwind error.
 2. Slowdown, per runtime: the work alone, under `fleetprof record -F 99`, `perf record -F 99 -g` and the
    runtime's own profiler (PHP: Excimer at 99 Hz, Ruby: StackProf in cpu mode at 99 Hz, Go: runtime/pprof at
    its fixed 100 Hz, Node.js: --cpu-prof at a 10.1 ms interval, Java: JFR with its `profile` settings
@@ -112,6 +113,7 @@ public class Work {
 GO_WORK = """package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -145,7 +147,9 @@ func main() {
 	}
 	t := time.Now()
 	s := 0
+	base := context.Background()
 	for k := 0; k < iterations; k++ {
+		pprof.SetGoroutineLabels(pprof.WithLabels(base, pprof.Labels("round", strconv.Itoa(k%4))))
 		s += chain(5, 200000)
 	}
 	fmt.Fprintln(os.Stderr, s)
@@ -329,13 +333,16 @@ def _all(core: ProfilerCore) -> int:
 
 
 def _target(core: ProfilerCore, pid: int, kind: int) -> tuple[int, int]:
-    """(samples of `pid`, those whole with the runtime's frames) so far."""
+    """(samples of `pid`, those whole with the runtime's frames — for native code (Go), whole and carrying
+    the goroutine's labels) so far."""
     n = good = 0
     for key, c in core.aggregator.stacks.items():
         if key.pid != pid:
             continue
         n += c.count
         if key.error != layout.UNWIND_COMPLETE:
+            continue
+        if kind == 0 and not core.goroutine_labels(pid, key.labels, key.labels_tag):
             continue
         frames = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
         if kind == 0 or any(f.kind == kind for f in frames):

@@ -18,7 +18,7 @@ from cprobe import struct_layout
 from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.go import layouts, procinfo
 from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary, parse_version
-from fleetprof.interpreters.go.labels import LabelsError, read_label_set
+from fleetprof.interpreters.go.labels import ConstStrings, LabelsError, read_label_set
 from fleetprof.output.otlp import attribute_label, label_attribute, to_otlp_request
 from fleetprof.output.pprof import PprofFormat
 from fleetprof.output.proto import profile_pb2
@@ -139,8 +139,8 @@ def _bucket(mem: _Memory, entries: list[tuple[str, str]], overflow: int = 0, top
 
 
 def _map(mem: _Memory, count: int, log2: int, hash0: int, buckets: int, old: int = 0) -> int:
-    hmap = mem.put(struct.pack("<QBBHIQQQQ", count, 0, log2, 0, hash0, buckets, old, 0, 0))
-    return mem.put(struct.pack("<QQQ", hmap, 0, 0))  # the goroutine's *labelMap: the map variable
+    """A runtime.hmap: what BPF sends for the map form (the *labelMap's first word)."""
+    return mem.put(struct.pack("<QBBHIQQQQ", count, 0, log2, 0, hash0, buckets, old, 0, 0))
 
 
 def test_map_form_with_overflow_and_growth() -> None:
@@ -167,6 +167,32 @@ def test_map_form_refuses_what_does_not_add_up() -> None:
     with pytest.raises(LabelsError, match="unreadable"):
         read_label_set(mem, 0xDEAD0000, 7, layouts.MAP)
     assert read_label_set(mem, _map(mem, 0, 0, 7, 0), 7, layouts.MAP) == ()
+
+
+def test_literal_strings_are_read_once() -> None:
+    """Keys and values in the binary's read-only segments are kept: a second set of the same literals costs
+    the map and its bucket only; a string outside them (heap: may be freed and reused) is read each time."""
+    mem = _Memory()
+    calls: list[int] = []
+    reader = mem.read_many
+    mem.read_many = lambda requests: calls.append(len(requests)) or reader(requests)  # type: ignore[method-assign]
+    literals = ConstStrings([(mem.next, mem.next + 0x1000)])
+    job, resize = mem.string("job"), mem.string("resize")
+    mem.next = literals.ranges[0][1]
+    heap = mem.string("tenant-42")
+
+    def labelled_set(hash0: int) -> int:
+        slots = struct.pack("<QQQQ", *job, *resize) + struct.pack("<QQQQ", *mem.string("tenant"), *heap)
+        bucket = bytes([9, 9] + [0] * 6) + slots[:16] + slots[32:48] + b"\0" * 96
+        bucket += slots[16:32] + slots[48:64] + b"\0" * 96 + struct.pack("<Q", 0)
+        return _map(mem, 2, 0, hash0, mem.put(bucket))
+
+    want = (("job", "resize"), ("tenant", "tenant-42"))
+    assert read_label_set(mem, labelled_set(1), 1, layouts.MAP, literals) == want
+    assert calls == [4]
+    calls.clear()
+    assert read_label_set(mem, labelled_set(2), 2, layouts.MAP, literals) == want
+    assert calls == [2]  # "tenant" and "tenant-42" are not in the read-only range
 
 
 def test_slice_form() -> None:

@@ -9,7 +9,7 @@ import threading
 
 from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary
-from fleetprof.interpreters.go.labels import Labels, LabelsError, read_label_set
+from fleetprof.interpreters.go.labels import ConstStrings, Labels, LabelsError, read_label_set
 from fleetprof.interpreters.go.procinfo import go_proc_info
 from fleetprof.process.memory import ProcessMemory
 from fleetprof.process.tracker import ExecMapping
@@ -18,13 +18,29 @@ from fleetprof.tracer.aggregate import StackKey
 SETS_LIMIT = 1 << 14  # label sets remembered (per pid, address and tag); the oldest half goes beyond
 
 
+class _GoProcess:
+    """One registered Go process: its binary, load bias, memory (opened on first use) and literals read."""
+
+    def __init__(self, binary: GoBinary, bias: int) -> None:
+        self.binary = binary
+        self.bias = bias
+        self.mem: ProcessMemory | None = None
+        self.constants = ConstStrings([(lo + bias, hi + bias) for lo, hi in binary.read_only])
+
+    def close(self) -> None:
+        """Close the memory file (the process is gone, or exec'd another image)."""
+        if self.mem is not None:
+            self.mem.close()
+            self.mem = None
+
+
 class GoLabelSupport:
     """Registers Go processes for the BPF label reader and names the label sets their samples carry."""
 
     def __init__(self, procs: Map) -> None:
         self._procs_map = procs
         self._lock = threading.Lock()
-        self._procs: dict[int, tuple[GoBinary, ProcessMemory | None]] = {}
+        self._procs: dict[int, _GoProcess] = {}
         self._sets: dict[tuple[int, int, int], Labels] = {}
         self.problems: dict[int, str] = {}  # pid -> why its labels can't be read (its stacks are fine)
         self.read = 0
@@ -40,15 +56,16 @@ class GoLabelSupport:
             return 0
         with self._lock:
             known = self._procs.get(pid)
-            if known is not None and known[0] is binary:
+            if known is not None and known.binary is binary and known.bias == m.bias:
                 return 0
             try:
                 self._procs_map.update(struct.pack("<I", pid), bytes(go_proc_info(binary)))
             except BpfError as exc:
                 self.problems[pid] = f"go: per-process map full ({exc})"
                 return 0
-            self._close(known)
-            self._procs[pid] = (binary, None)
+            if known is not None:
+                known.close()
+            self._procs[pid] = _GoProcess(binary, m.bias)
         return 0
 
     def on_new_stack(self, key: StackKey) -> None:
@@ -64,18 +81,16 @@ class GoLabelSupport:
         if found is not None:
             return found
         with self._lock:
-            known = self._procs.get(pid)
-            if known is None:
+            proc = self._procs.get(pid)
+            if proc is None:
                 return ()
-            binary, mem = known
-            if mem is None:
+            if proc.mem is None:
                 try:
-                    mem = ProcessMemory(pid)
+                    proc.mem = ProcessMemory(pid)
                 except OSError:
                     return ()
-                self._procs[pid] = (binary, mem)
         try:
-            found = read_label_set(mem, labels, tag, binary.offsets.form)
+            found = read_label_set(proc.mem, labels, tag, proc.binary.offsets.form, proc.constants)
         except LabelsError:
             self.unreadable += 1
             return ()
@@ -90,7 +105,7 @@ class GoLabelSupport:
         with self._lock:
             known = self._procs.pop(pid, None)
             if known is not None:
-                self._close(known)
+                known.close()
                 self._procs_map.delete(struct.pack("<I", pid))
 
     def forget(self, pids: set[int]) -> None:
@@ -102,8 +117,3 @@ class GoLabelSupport:
     def stats(self) -> dict[str, int]:
         """Label sets read and unreadable (freed before the agent got to them)."""
         return {"go_label_sets_read": self.read, "go_label_sets_unreadable": self.unreadable}
-
-    @staticmethod
-    def _close(known: tuple[GoBinary, ProcessMemory | None] | None) -> None:
-        if known is not None and known[1] is not None:
-            known[1].close()

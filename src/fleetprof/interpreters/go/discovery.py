@@ -14,6 +14,7 @@ from fleetprof.symbolize.golang.elffile import is_go_file
 
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 _PT_TLS = 7
+_PF_W = 2
 _EM_X86_64 = 62
 _STT_TLS = 6
 _FLAG_INLINE_STRINGS = 2  # buildinfo flags: 1.18+ writes the version inline, not through pointers
@@ -30,6 +31,7 @@ class GoBinary:
     tls_g: int  # g's address minus the thread pointer
     offsets: layouts.GoOffsets
     how: str  # "dwarf" or "table"
+    read_only: tuple[tuple[int, int], ...] = ()  # ELF [start, end) of the non-writable segments (literals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ def _inspect(path: str) -> GoBinary | GoUnsupported | None:
             offsets = layouts.offsets_for(version)
         if offsets is None:
             return GoUnsupported(f"{text}: no runtime.g offsets for this release and no DWARF in the binary")
-        return GoBinary(path, version, text, tls_g_offset(elf), offsets, how)
+        read_only = tuple((s.vaddr, s.vaddr + s.filesz) for s in elf.loads() if not s.flags & _PF_W)
+        return GoBinary(path, version, text, tls_g_offset(elf), offsets, how, read_only)
 
 
 def parse_version(text: str) -> tuple[int, int] | None:

@@ -43,7 +43,7 @@ static __always_inline void go_labels(struct sample *s, struct task_struct *task
 	__u32 tag = 0;
 	if (bpf_probe_read_user(&tag, sizeof(tag), (void *)(first + info->tag_offset)))
 		return;
-	s->hdr.labels = labels;
+	s->hdr.labels = info->send_first ? first : labels;
 	s->hdr.labels_tag = tag;
 	count(STAT_GO_LABELS);
 }

@@ -16,6 +16,9 @@ struct go_proc_info {
 	__u32 g_labels;     /* runtime.g.labels */
 	__u32 tag_offset;   /* a u32 read at the label set's first word + this: tells a reused address from
 	                     * the set first seen there (the map's random hash0; the first key's pointer) */
-};                      /* 24 bytes */
+	__u32 send_first;   /* 1: the header gets the set's first word (the map: one read less for the agent);
+	                     * 0: the set's address (the slice form's length sits beside its array) */
+	__u32 reserved;
+};                      /* 32 bytes */
 
 #endif

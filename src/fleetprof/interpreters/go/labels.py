@@ -35,17 +35,42 @@ class LabelsError(Exception):
     """The label set could not be read (freed and reused, or implausible); the message says why."""
 
 
-def read_label_set(mem: Memory, labels: int, tag: int, form: str) -> Labels:
-    """The (key, value) pairs of the label set at `labels` (the goroutine's *labelMap), sorted by key."""
-    head = mem.read(labels, 24)
+class ConstStrings:
+    """Strings in a binary's read-only segments (label keys and values that are literals), read once: the
+    label reader's syscalls per set drop from three to two. Strings elsewhere may be freed and reused, so
+    only these are kept."""
+
+    LIMIT = 4096
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        self.ranges = ranges  # [start, end) runtime addresses of the binary's non-writable segments
+        self.known: dict[tuple[int, int], str] = {}
+
+    def covers(self, ptr: int, length: int) -> bool:
+        """Whether [ptr, ptr + length) lies in one read-only segment."""
+        return any(lo <= ptr and ptr + length <= hi for lo, hi in self.ranges)
+
+    def remember(self, ptr: int, length: int, text: str) -> None:
+        """Keep a string read from a read-only segment."""
+        if len(self.known) < self.LIMIT:
+            self.known[(ptr, length)] = text
+
+
+def read_label_set(
+    mem: Memory, address: int, tag: int, form: str, constants: ConstStrings | None = None
+) -> Labels:
+    """The (key, value) pairs of a label set, sorted by key: `address` is what BPF sent (the map itself for
+    the map form, the goroutine's *labelMap for the slice form; go_offsets.h `send_first`)."""
+    if form == layouts.MAP:
+        return tuple(sorted(_read_map(mem, address, tag, constants)))
+    head = mem.read(address, 24)
     if head is None:
         raise LabelsError("label set unreadable")
     first, length = struct.unpack_from("<QQ", head)
-    pairs = _read_map(mem, first, tag) if form == layouts.MAP else _read_slice(mem, first, length, tag)
-    return tuple(sorted(pairs))
+    return tuple(sorted(_read_slice(mem, first, length, tag, constants)))
 
 
-def _read_map(mem: Memory, hmap: int, tag: int) -> list[tuple[str, str]]:
+def _read_map(mem: Memory, hmap: int, tag: int, constants: ConstStrings | None) -> list[tuple[str, str]]:
     raw = mem.read(hmap, _HMAP.size)
     if raw is None:
         raise LabelsError("label map unreadable")
@@ -75,13 +100,15 @@ def _read_map(mem: Memory, hmap: int, tag: int) -> list[tuple[str, str]]:
                     )
             bucket = int.from_bytes(data[-8:], "little")
             hops += 1
-    pairs = dict(_strings(mem, slots))
+    pairs = dict(_strings(mem, slots, constants))
     if len(pairs) != count:
         raise LabelsError(f"label map holds {len(pairs)} entries, not {count}")
     return list(pairs.items())
 
 
-def _read_slice(mem: Memory, array: int, length: int, tag: int) -> list[tuple[str, str]]:
+def _read_slice(
+    mem: Memory, array: int, length: int, tag: int, constants: ConstStrings | None
+) -> list[tuple[str, str]]:
     if length > MAX_LABELS:
         raise LabelsError(f"implausible label slice ({length} entries)")
     data = mem.read(array, length * 2 * _STRING) if length else b""
@@ -90,18 +117,28 @@ def _read_slice(mem: Memory, array: int, length: int, tag: int) -> list[tuple[st
     slots = [struct.unpack_from("<QQQQ", data, i * 2 * _STRING) for i in range(length)]
     if slots and slots[0][0] & 0xFFFFFFFF != tag:
         raise LabelsError("label slice replaced since the sample")
-    return _strings(mem, slots)
+    return _strings(mem, slots, constants)
 
 
-def _strings(mem: Memory, slots: list[tuple[int, int, int, int]]) -> list[tuple[str, str]]:
-    """Each (key pointer, key length, value pointer, value length) read as a pair of strings."""
-    requests = []
+def _strings(
+    mem: Memory, slots: list[tuple[int, int, int, int]], constants: ConstStrings | None
+) -> list[tuple[str, str]]:
+    """Each (key pointer, key length, value pointer, value length) read as a pair of strings (literals
+    already read come from `constants`)."""
+    wanted: list[tuple[int, int]] = []
     for key_ptr, key_len, value_ptr, value_len in slots:
         if key_len > 1 << 20 or value_len > 1 << 20:
             raise LabelsError("implausible label string length")
-        requests += [(key_ptr, min(key_len, MAX_STRING)), (value_ptr, min(value_len, MAX_STRING))]
-    found = mem.read_many(requests)
+        wanted += [(key_ptr, min(key_len, MAX_STRING)), (value_ptr, min(value_len, MAX_STRING))]
+    known = constants.known if constants is not None else {}
+    missing = [w for w in dict.fromkeys(wanted) if w not in known and w[1]]
+    found = mem.read_many(missing) if missing else []
     if any(part is None for part in found):
         raise LabelsError("label string unreadable")
-    text = [part.decode("utf-8", "replace") for part in found if part is not None]
+    read = {w: part.decode("utf-8", "replace") for w, part in zip(missing, found, strict=True) if part}
+    if constants is not None:
+        for (ptr, length), text in read.items():
+            if constants.covers(ptr, length):
+                constants.remember(ptr, length, text)
+    text = [read[w] if w in read else known.get(w, "") for w in wanted]
     return list(zip(text[::2], text[1::2], strict=True))

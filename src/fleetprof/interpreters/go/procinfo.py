@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 
+from fleetprof.interpreters.go import layouts
 from fleetprof.interpreters.go.discovery import GoBinary
 
 
@@ -17,6 +18,8 @@ class GoProcInfo(ctypes.Structure):
         ("m_curg", ctypes.c_uint32),
         ("g_labels", ctypes.c_uint32),
         ("tag_offset", ctypes.c_uint32),
+        ("send_first", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
     )
 
 
@@ -28,4 +31,5 @@ def go_proc_info(binary: GoBinary) -> GoProcInfo:
     info.m_curg = binary.offsets.m_curg
     info.g_labels = binary.offsets.g_labels
     info.tag_offset = binary.offsets.tag_offset
+    info.send_first = int(binary.offsets.form == layouts.MAP)
     return info
