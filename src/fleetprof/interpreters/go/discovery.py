@@ -11,6 +11,7 @@ from typing import Any
 from fleetprof.elf.view import ElfError, ElfView
 from fleetprof.interpreters.go import layouts
 from fleetprof.symbolize.golang.elffile import is_go_file
+from fleetprof.symbolize.golang.pclntab import PclntabError, uvarint
 
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 _PT_TLS = 7
@@ -104,7 +105,10 @@ def build_version(elf: ElfView) -> str | None:
         return None
     ptr_size, flags = data[14], data[15]
     if flags & _FLAG_INLINE_STRINGS:
-        length, at = _uvarint(data, 32)
+        try:
+            length, at = uvarint(data, 32, len(data))
+        except PclntabError:
+            return None
         text = data[at : at + length]
         return text.decode("utf-8", "replace") if length and len(text) == length else None
     if ptr_size != 8:
@@ -131,18 +135,6 @@ def _buildinfo_bytes(elf: ElfView) -> bytes | None:
         if at >= 0:
             return data[at : at + 4096]
     return None
-
-
-def _uvarint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while at < len(data):
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-    return 0, at
 
 
 def tls_g_offset(elf: ElfView) -> int:

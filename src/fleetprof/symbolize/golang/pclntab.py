@@ -424,7 +424,7 @@ class Pclntab:
             uv = buf[pos]
             pos += 1
             if uv & 0x80:
-                uv, pos = _varint(buf, pos - 1, limit)
+                uv, pos = uvarint(buf, pos - 1, limit)
             if uv == 0 and step:
                 return
             if pos >= limit:
@@ -432,7 +432,7 @@ class Pclntab:
             pd = buf[pos]
             pos += 1
             if pd & 0x80:
-                pd, pos = _varint(buf, pos - 1, limit)
+                pd, pos = uvarint(buf, pos - 1, limit)
             value += -((uv + 1) >> 1) if uv & 1 else uv >> 1
             pc += pd * quantum
             yield pc, value
@@ -454,7 +454,7 @@ class Pclntab:
         return pcs, values
 
 
-def _varint(buf: Buffer, pos: int, limit: int) -> tuple[int, int]:
+def uvarint(buf: Buffer, pos: int, limit: int) -> tuple[int, int]:
     """Unsigned LEB128 at `pos` -> (value, next position)."""
     value = shift = 0
     while True:
