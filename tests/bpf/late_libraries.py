@@ -1,6 +1,7 @@
 """Fresh C libraries for tests of code loaded mid-run (no tests here): each has distinct contents, so the
 profiler has neither a cached table nor a known inode for it, and exports `int fleetprof_spin(long ms)`,
-which spins in its own frames (built without frame pointers) for `ms` milliseconds."""
+which spins in its own frames (built without frame pointers) for `ms` milliseconds (and, for Perl, an XSUB
+calling it)."""
 
 from __future__ import annotations
 
@@ -31,21 +32,52 @@ __attribute__((noinline)) static unsigned long loop(long ms) {
 }
 int fleetprof_spin(long ms) { return (int)loop(ms); }
 """
+# With `xs=True`: a Perl XSUB too, `fleetprof_spin_xs(ms)`, for Perl to install with DynaLoader.
+PERL_XS_C = r"""
+#include "EXTERN.h"
+#include "perl.h"
+#include "XSUB.h"
+XS(fleetprof_spin_xs) {
+	dXSARGS;
+	if (items != 1) croak("fleetprof_spin_xs(ms)");
+	fleetprof_spin((long)SvIV(ST(0)));
+	XSRETURN_EMPTY;
+}
+"""
 
 
-def build_libraries(out: Path, count: int) -> list[Path]:
-    """`count` fresh libraries late_<i>.so in `out` (skips the test without a C compiler)."""
+def build_libraries(out: Path, count: int, xs: bool = False) -> list[Path]:
+    """`count` fresh libraries late_<i>.so in `out`, with the Perl XSUB when `xs` (fails the test without a
+    C compiler, or without Perl's headers for `xs`)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        pytest.skip("no C compiler (apt-get install gcc)")
+        pytest.fail("no C compiler (make setup installs gcc)")
     out.mkdir(parents=True, exist_ok=True)
     source = out / "late.c"
-    source.write_text(LIBRARY_C, encoding="utf-8")
+    source.write_text(LIBRARY_C + (PERL_XS_C if xs else ""), encoding="utf-8")
+    flags: list[str] = []
+    if xs:
+        found = subprocess.run(["perl", "-MExtUtils::Embed", "-e", "ccopts"], capture_output=True, text=True)
+        if found.returncode:
+            pytest.fail(
+                f"Perl's headers are missing (perl -MExtUtils::Embed -e ccopts: {found.stderr.strip()})"
+            )
+        flags = found.stdout.split()
     paths = []
     for i in range(count):
         path = out / f"late_{i}.so"
         unique = f"{random.getrandbits(30)}UL"
-        cmd = [cc, "-O2", "-fomit-frame-pointer", "-fPIC", "-shared", f"-DUNIQUE={unique}", "-o", str(path)]
+        cmd = [
+            cc,
+            "-O2",
+            "-fomit-frame-pointer",
+            "-fPIC",
+            "-shared",
+            *flags,
+            f"-DUNIQUE={unique}",
+            "-o",
+            str(path),
+        ]
         subprocess.run([*cmd, str(source)], check=True, capture_output=True)
         paths.append(path)
     return paths

@@ -13,7 +13,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from test_python_common import Recording, Stack, assert_share, call_lines, judge, record
+from late_libraries import build_libraries, in_late_library
+from test_python_common import Recording, Stack, assert_share, call_lines, judge, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "perlscripts" / "busy.pl"
 PERL = shutil.which("perl")
@@ -82,6 +83,34 @@ NYTPROF_TIMES = (
     "my $p = Devel::NYTProf::Data->new({filename => shift, quiet => 1}); my $m = $p->subname_subinfo_map;"
     ' printf "%s %.6f\\n", $_, $m->{$_}->excl_time for grep { $m->{$_}->calls } keys %$m'
 )
+
+
+LATE = Path(__file__).resolve().parent / "perlscripts" / "late.pl"
+
+
+def test_first_samples_in_a_new_library_keep_their_perl_frames() -> None:
+    """Perl installs, through DynaLoader, an XSUB from each library it loads mid-run: the samples that waited
+    for a new library's table (finished in userspace) still read main > run > Loader::call > spin over
+    perl_run, the Perl frames walked in the kernel after the deferral and put over their runops frame."""
+    assert PERL is not None
+    libs = [str(p) for p in build_libraries(work_dir() / "late-perl", 5, xs=True)]
+    run = record(["--", PERL, str(LATE), "0.3", *libs], "perl-late")
+    lines = call_lines(LATE)
+    expected = [
+        ("main", lines["run"]),
+        ("main::run", lines["Loader::call"]),
+        ("Loader::call", lines["spin"]),
+        ("main::spin", lines["call"]),
+    ]
+
+    def check(stack: Stack) -> str:
+        got = [(f.name, f.line) for f in stack.frames if f.where.endswith("late.pl")]
+        if got != expected:
+            return "perl frames " + " > ".join(f"{n}:{line}" for n, line in got)
+        return "" if stack.frames[0].name == "_start" else "native root " + stack.frames[0].name
+
+    assert_share(judge([s for s in run.stacks if in_late_library(list(s.frames))], check), run, at_least=100)
+    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()
 
 
 def test_time_split_agrees_with_nytprof(tmp_path: Path) -> None:

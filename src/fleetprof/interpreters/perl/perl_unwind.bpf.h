@@ -48,10 +48,12 @@ static __always_inline bool pl_load_si(struct perl_proc_info *info, struct unwin
 	return true;
 }
 
-/* Append one Perl frame at the cursor's COP, with the events met since the previous frame. */
+/* Append one Perl frame at the cursor's COP, with the events met since the previous frame (flagged TAIL
+ * after a deferral). */
 static __always_inline bool pl_emit(struct sample *s, struct unwind_state *st, struct perl_proc_info *info,
 				    __u64 id, __u32 flags)
 {
+	__u8 fflags = st->mode == MODE_PERL_TAIL ? FRAME_FLAG_TAIL : 0;
 	__u32 line = 0;
 	if (st->pl_cop)
 		bpf_probe_read_user(&line, sizeof(line), (void *)(st->pl_cop + info->cop_line));
@@ -66,33 +68,45 @@ static __always_inline bool pl_emit(struct sample *s, struct unwind_state *st, s
 	st->pl_cevals_in = 0;
 	st->pl_cevals = 0;
 	st->interp_emitted = 1;
-	return push_frame(s, id, st->pl_cop, aux, FRAME_PERL, 0);
+	return push_frame(s, id, st->pl_cop, aux, FRAME_PERL, fflags);
 }
 
 static __always_inline long pl_fail(struct sample *s, struct unwind_state *st)
 {
+	if (st->mode == MODE_PERL_TAIL) /* the sample keeps UNWIND_ERR_NOT_READY, with the frames walked */
+		return stack_complete(st);
 	stop(s, st, UNWIND_ERR_PERL);
 	return 1;
 }
 
-/* One step of the Perl walker: one context (emitting at most one frame), or hand back. */
+/* Every Perl frame is out: back to the native frames, or, after a deferral, the end of the sample (its
+ * frames are one call for the agent's replay, which puts them at the innermost runops frame). */
+static __always_inline long pl_finished(struct sample *s, struct unwind_state *st)
+{
+	if (st->mode == MODE_PERL_TAIL) {
+		tail_call_end(s);
+		return stack_complete(st);
+	}
+	st->mode = MODE_NATIVE;
+	return 0;
+}
+
+/* One step of the Perl walker: one context (emitting at most one frame), or hand back. After a deferral
+ * (MODE_PERL_TAIL) the frames are flagged TAIL and the last CALL_END, and the sample ends with them. */
 static __noinline long perl_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;
 	struct perl_proc_info *info = bpf_map_lookup_elem(&perl_procs, &st->pid);
-	if (!info || st->pl_done) {
-		st->mode = MODE_NATIVE; /* not registered, or every frame is out: keep the native frame */
-		return 0;
-	}
+	if (!info || st->pl_done)
+		return pl_finished(s, st); /* not registered, or every frame is out: keep the native frame */
 	bool ok = true;
 	if (!st->pl_started) {
 		st->pl_started = 1;
 		__u64 interp = pl_interp(info);
 		if (!interp) {
 			st->pl_done = 1;
-			st->mode = MODE_NATIVE; /* not a Perl thread */
-			return 0;
+			return pl_finished(s, st); /* not a Perl thread */
 		}
 		st->pl_main = interp == read_u64(info->curinterp, &ok);
 		st->pl_cop = read_u64(interp + info->interp_curcop, &ok);
@@ -105,12 +119,13 @@ static __noinline long perl_step(struct sample *s, struct unwind_state *st)
 	if (st->pl_cx < 0) { /* this stackinfo is done: the one below, or the main program */
 		if (!st->pl_prev) {
 			st->pl_done = 1;
-			st->mode = MODE_NATIVE;
 			if (st->pl_main && !pl_emit(s, st, info, 0, PL_AUX_MAIN)) {
+				if (st->mode == MODE_PERL_TAIL)
+					return stack_complete(st);
 				stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 				return 1;
 			}
-			return 0;
+			return pl_finished(s, st);
 		}
 		if (st->pl_si_had_cx)
 			st->pl_runlevels++; /* pushed by C, which ran its Perl code in a runops of its own */
@@ -165,6 +180,8 @@ static __noinline long perl_step(struct sample *s, struct unwind_state *st)
 		return 0; /* loops, blocks, a sort block's CXt_NULL: no frame */
 	}
 	if (!pl_emit(s, st, info, id, flags)) {
+		if (st->mode == MODE_PERL_TAIL)
+			return stack_complete(st);
 		stop(s, st, UNWIND_ERR_DEPTH_LIMIT);
 		return 1;
 	}

@@ -99,6 +99,7 @@ struct unwind_state {
 #define MODE_PHP_TAIL 5  /* after a deferral: the thread's remaining PHP frames */
 #define MODE_RUBY_TAIL 6 /* after a deferral: the thread's remaining Ruby frames */
 #define MODE_PERL 7
+#define MODE_PERL_TAIL 8 /* after a deferral: the thread's Perl frames (all of them: none was walked yet) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -356,6 +357,8 @@ static __always_inline __u8 tail_mode(struct unwind_state *st)
 		return st->php_started && !st->php_ex ? MODE_NATIVE : MODE_PHP_TAIL;
 	if (bpf_map_lookup_elem(&ruby_procs, &st->pid))
 		return st->rb_started && !st->rb_cfp ? MODE_NATIVE : MODE_RUBY_TAIL;
+	if (bpf_map_lookup_elem(&perl_procs, &st->pid))
+		return st->pl_started ? MODE_NATIVE : MODE_PERL_TAIL; /* Perl emits all its frames at once */
 	if (st->py_no_info || (st->py_started && !st->py_frame))
 		return MODE_NATIVE;
 	return MODE_PY_TAIL;
@@ -377,7 +380,7 @@ static long unwind_step(__u32 index, void *unused)
 		return php_step(s, st);
 	if (st->mode == MODE_RUBY || st->mode == MODE_RUBY_TAIL)
 		return ruby_step(s, st);
-	if (st->mode == MODE_PERL)
+	if (st->mode == MODE_PERL || st->mode == MODE_PERL_TAIL)
 		return perl_step(s, st);
 	return native_step(s, st);
 }
