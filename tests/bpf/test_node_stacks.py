@@ -3,7 +3,8 @@ JSFunction in each frame, its SharedFunctionInfo, bytecode offset or code and pc
 TurboFan-compiled alike, with the functions TurboFan inlined expanded, over node's native root; JSON.parse's
 C++ parser sits between the function calling it and the reviver it calls back. No flag, no restart. The chain
 and tier tests run on every node here: the system's (/usr/bin/node, Node.js 20) and nodejs.org's builds
-`make setup` installs with npm (tools/npm: Node.js 18 and 22); a node whose V8 has no layout fails them."""
+`make setup` installs with npm (tools/npm: Node.js 18, 22 and 24); a node whose V8 has no layout fails
+them."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ NPM_NODES = Path(__file__).resolve().parents[2] / "tools" / "npm" / "node_module
 
 
 def _nodes() -> list[Path]:
-    """Every node here: the one on PATH first, then tools/npm's (node18, node22: nodejs.org's builds)."""
+    """Every node here: the one on PATH first, then tools/npm's (node18, node22, node24: nodejs.org's)."""
     found = [Path(NODE)] if NODE else []
     return found + sorted(NPM_NODES.glob("node[0-9]*/bin/node"))
 

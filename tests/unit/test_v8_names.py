@@ -396,3 +396,19 @@ def test_inlined_functions_wrapped_in_deoptimization_literals() -> None:
     aux = names.V8_FRAME_CODE | 0x48 << names.V8_AUX_SHIFT
     frames = names.V8Namer(heap.mem, layout).frames(objs["outer"], code, aux) or ()
     assert [(f.function, f.line) for f in frames] == [("outer", 4), ("handlers.inner", 7)]
+
+
+def test_a_span_without_code_is_searched_once() -> None:
+    """Readable memory with no code header below a pc (the builtins V8 remapped, before the agent maps them):
+    the search gives None, and a pc in the span searched gives None again without reading memory."""
+    heap = Heap()
+    start = 0x7F00_0100_0000
+    heap.mem.put(start, bytes(names.CODE_SEARCH + 0x2000))
+    namer = names.V8Namer(heap.mem, LAYOUT)
+    pc = start + names.CODE_SEARCH + 0x1000
+    assert namer.code_at(pc) is None
+    reads: list[int] = []
+    read = heap.mem.read
+    heap.mem.read = lambda addr, size: reads.append(addr) or read(addr, size)  # type: ignore[method-assign]
+    assert namer.code_at(pc - 0x800) is None and namer.code_at(pc) is None
+    assert reads == []

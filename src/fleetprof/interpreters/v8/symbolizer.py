@@ -202,6 +202,9 @@ class V8Namer:
         self._codes: BoundedLru[int, tuple[CodeInfo | None, int | None]] = BoundedLru(CACHE_SIZE)
         self._code_spans: dict[int, tuple[int, int]] = {}  # entry -> (end, Code) of JIT code found by pc
         self._code_entries: list[int] = []  # the entries, sorted
+        # spans searched in vain, start -> end (the builtins V8 remapped, seen as JIT memory): searched once
+        self._no_code: dict[int, int] = {}
+        self._no_code_starts: list[int] = []
         self._stream_map = 0  # the map every instruction stream has, once one was found
 
     # ---- memory ------------------------------------------------------------------------------------
@@ -493,7 +496,7 @@ class V8Namer:
                 del self._code_entries[index], self._code_spans[entry]
         lay = self.lay
         header = lay.code_header or lay.stream_header
-        if not header:
+        if not header or self._searched_in_vain(pc):
             return None
         page = pc & ~(PAGE - 1)
         at = pc & ~(CODE_ALIGNMENT - 1)
@@ -523,7 +526,20 @@ class V8Namer:
             at = min(
                 page + PAGE + (header - 1) // CODE_ALIGNMENT * CODE_ALIGNMENT, pc & ~(CODE_ALIGNMENT - 1)
             )
+        if len(self._no_code) >= CACHE_SIZE:
+            self._no_code.clear()
+            self._no_code_starts.clear()
+        start = pc - CODE_SEARCH
+        if start not in self._no_code:
+            bisect.insort(self._no_code_starts, start)
+        self._no_code[start] = pc + 1
         return None
+
+    def _searched_in_vain(self, pc: int) -> bool:
+        """Whether a search for the code below `pc` found none before (the span below a pc in code without
+        a header: the builtins' copy, where every leaf pc of the interpreter would search again)."""
+        index = bisect.bisect_right(self._no_code_starts, pc) - 1
+        return index >= 0 and pc < self._no_code[self._no_code_starts[index]]
 
     def _bytecode_position(self, bytecode: int, offset: int) -> int:
         """The script offset of a bytecode offset (-1 without positions: Node.js collects them lazily)."""
