@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -156,9 +157,15 @@ def test_library_loaded_later_is_named(build_dir: Path, cache_dir: Path, tmp_pat
 def test_threads_keep_their_stacks_and_names(build_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     """Two named threads (pthread_setname_np): each thread's samples carry its own chain and name."""
     exe = _build("zoo_fp_threads", ["threads.c"], build_dir, libs=("-lpthread",))
-    stacks = _record([str(exe), SECONDS], tmp_path / "threads.pb.gz", cache_dir)
-    mine = [s for s in stacks if s.process == "zoo_fp_threads"]
     name = "zoo_fp_threads"
+    for _attempt in range(2):  # a thread starved of CPU by something else on the machine: once more
+        stacks = _record([str(exe), SECONDS], tmp_path / "threads.pb.gz", cache_dir)
+        mine = [s for s in stacks if s.process == name]
+        per_thread: Counter[str] = Counter()
+        for stack in mine:
+            per_thread[stack.thread] += stack.count
+        if min(per_thread["zoo-alpha"], per_thread["zoo-beta"]) > 200:
+            break
     for thread, own, other in (("zoo-alpha", "alpha", "beta"), ("zoo-beta", "beta", "alpha")):
         samples = [s for s in mine if s.thread == thread]
         root = (*thread_root(), fn(f"{own}_main", name))
