@@ -2,7 +2,8 @@
 each runtime's own profiler and `perf record -g`, in the same run.
 
 Each runtime runs the same fixed work: a five-deep recursive chain ending in an arithmetic loop, which
-times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js, Java and Go as installed; Go's
+times itself and prints the seconds (PHP 8.2, Ruby 3.1, Perl 5.36, Node.js — the system's and the npm builds
+make setup installs: node18, node22, node24 —, Java and Go as installed; Go's
 sets a new goroutine label set every round, which fleetprof and runtime/pprof both record).
 
 1. Cost, per runtime: the work profiled by a ProfilerCore in this process at 99 Hz (after a warm-up):
@@ -16,7 +17,7 @@ sets a new goroutine label set every round, which fleetprof and runtime/pprof bo
    statement); perf runs node with --perf-basic-prof and java with -XX:+DumpPerfMapAtExit, so their JIT
    frames have names too; interleaved rounds, order rotated; the median of the paired per-round slowdowns.
 
-    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,node,java,go]
+    .venv/bin/python bench/bench_runtimes.py [--quick] [--runtimes php,ruby,perl,node,node24,java,go]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NPM_NODES = ROOT / "tools" / "npm" / "node_modules"  # nodejs.org builds of other Node.js lines (make setup)
 sys.path.insert(0, str(ROOT / "tests" / "bpf"))
 
 from _common import bpf_stats, sampling_run_time, spread  # noqa: E402
@@ -217,14 +219,17 @@ def runtimes(work: Path, wanted: set[str] | None) -> list[Runtime]:
                 own,
             )
         )
-    node = shutil.which("node")
-    if node and (wanted is None or "node" in wanted):
+    nodes = [("node", shutil.which("node"))]
+    nodes += [(p.parents[1].name, str(p)) for p in sorted(NPM_NODES.glob("node*/bin/node"))]
+    for name, node in nodes:
+        if not node or (wanted is not None and name not in wanted):
+            continue
         script = str(work / "work.js")
         (work / "work.js").write_text(NODE_WORK)
         own = [node, "--cpu-prof", "--cpu-prof-dir", str(work / "cpuprof"), "--cpu-prof-interval", "10101"]
         out.append(
             Runtime(
-                "node",
+                name,
                 [node, script],
                 layout.FRAME_V8,
                 "cpu-prof",
@@ -401,7 +406,8 @@ def section_slowdown(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--runtimes", help="comma-separated: php,ruby,perl,node,java,go (default: all installed)"
+        "--runtimes",
+        help="comma-separated: php,ruby,perl,node,node18,node22,node24,java,go (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer rounds")
     args = parser.parse_args()
