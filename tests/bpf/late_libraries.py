@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_python_common import Recording, Stack, assert_share, judge
 
 LIBRARY_C = r"""
 #include <time.h>
@@ -86,3 +87,17 @@ def build_libraries(out: Path, count: int, xs: bool = False) -> list[Path]:
 def in_late_library(frames: list) -> bool:
     """Whether a stack's frames (test_python_common.Frame) run code of one of these libraries."""
     return any(f.kind == "native" and f.where.startswith("late_") for f in frames)
+
+
+def assert_late_chain(run: Recording, script: Path, expected: list[tuple[str, int]], runtime: str) -> None:
+    """The samples in the late libraries read `expected` ((name, line) of `script`'s frames, root first) over
+    the native root `_start`, and some of them were deferred (so the replayed ones are among those judged)."""
+
+    def check(stack: Stack) -> str:
+        got = [(f.name, f.line) for f in stack.frames if f.where.endswith(script.name)]
+        if got != expected:
+            return f"{runtime} frames " + " > ".join(f"{n}:{line}" for n, line in got)
+        return "" if stack.frames[0].name == "_start" else "native root " + stack.frames[0].name
+
+    assert_share(judge([s for s in run.stacks if in_late_library(list(s.frames))], check), run, at_least=100)
+    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from late_libraries import build_libraries, in_late_library
+from late_libraries import assert_late_chain, build_libraries
 from test_python_common import Recording, Stack, assert_share, call_lines, judge, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "perlscripts" / "busy.pl"
@@ -103,14 +103,7 @@ def test_first_samples_in_a_new_library_keep_their_perl_frames() -> None:
         ("main::spin", lines["call"]),
     ]
 
-    def check(stack: Stack) -> str:
-        got = [(f.name, f.line) for f in stack.frames if f.where.endswith("late.pl")]
-        if got != expected:
-            return "perl frames " + " > ".join(f"{n}:{line}" for n, line in got)
-        return "" if stack.frames[0].name == "_start" else "native root " + stack.frames[0].name
-
-    assert_share(judge([s for s in run.stacks if in_late_library(list(s.frames))], check), run, at_least=100)
-    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()
+    assert_late_chain(run, LATE, expected, "perl")
 
 
 def test_time_split_agrees_with_nytprof(tmp_path: Path) -> None:

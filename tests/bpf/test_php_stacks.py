@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from late_libraries import build_libraries, in_late_library
+from late_libraries import assert_late_chain, build_libraries
 from test_python_common import Recording, Stack, assert_share, call_lines, judge, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "phpscripts" / "busy.php"
@@ -168,14 +168,7 @@ def test_first_samples_in_a_new_library_keep_their_php_frames() -> None:
     expected = [("<main>", lines["run"]), ("run", lines["Loader::call"]), ("Loader::call", lines["spin"])]
     expected.append(("spin", lines["fleetprof_spin"]))
 
-    def check(stack: Stack) -> str:
-        got = _script_frames(stack, "late.php")
-        if got != expected:
-            return "php frames " + " > ".join(f"{n}:{line}" for n, line in got)
-        return "" if stack.frames[0].name == "_start" else "native root " + stack.frames[0].name
-
-    assert_share(judge([s for s in run.stacks if in_late_library(list(s.frames))], check), run, at_least=100)
-    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()
+    assert_late_chain(run, LATE, expected, "php")
 
 
 def _script_frames(stack: Stack, script: str) -> list[tuple[str, int]]:

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from late_libraries import build_libraries, in_late_library
+from late_libraries import assert_late_chain, build_libraries
 from test_python_common import Recording, Stack, assert_share, call_lines, judge, record, work_dir
 
 SCRIPT = Path(__file__).resolve().parent / "rubyscripts" / "busy.rb"
@@ -101,14 +101,7 @@ def test_first_samples_in_a_new_library_keep_their_ruby_frames() -> None:
         ("Object#spin", lines["call"]),
     ]
 
-    def check(stack: Stack) -> str:
-        got = [(f.name, f.line) for f in stack.frames if f.where.endswith("late.rb")]
-        if got != expected:
-            return "ruby frames " + " > ".join(f"{n}:{line}" for n, line in got)
-        return "" if stack.frames[0].name == "_start" else "native root " + stack.frames[0].name
-
-    assert_share(judge([s for s in run.stacks if in_late_library(list(s.frames))], check), run, at_least=100)
-    assert run.stats.get("deferred_finished", 0) >= 1, run.describe()
+    assert_late_chain(run, LATE, expected, "ruby")
 
 
 SPLIT = Path(__file__).resolve().parent / "rubyscripts" / "split.rb"
