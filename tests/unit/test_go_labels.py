@@ -18,7 +18,7 @@ from cprobe import struct_layout
 from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.go import layouts, procinfo
 from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary, parse_version
-from fleetprof.interpreters.go.labels import ConstStrings, LabelsError, read_label_set
+from fleetprof.interpreters.go.labels import ConstStrings, LabelsError, read_label_set, read_label_sets
 from fleetprof.output.otlp import attribute_label, label_attribute, to_otlp_request
 from fleetprof.output.pprof import PprofFormat
 from fleetprof.output.proto import profile_pb2
@@ -169,9 +169,10 @@ def test_map_form_refuses_what_does_not_add_up() -> None:
     assert read_label_set(mem, _map(mem, 0, 0, 7, 0), 7, layouts.MAP) == ()
 
 
-def test_literal_strings_are_read_once() -> None:
+def test_literal_strings_are_read_once_and_sets_together() -> None:
     """Keys and values in the binary's read-only segments are kept: a second set of the same literals costs
-    the map and its bucket only; a string outside them (heap: may be freed and reused) is read each time."""
+    the map and its bucket only; a string outside them (heap: may be freed and reused) is read each time.
+    Several sets are read stage by stage, one batch each."""
     mem = _Memory()
     calls: list[int] = []
     reader = mem.read_many
@@ -189,10 +190,15 @@ def test_literal_strings_are_read_once() -> None:
 
     want = (("job", "resize"), ("tenant", "tenant-42"))
     assert read_label_set(mem, labelled_set(1), 1, layouts.MAP, literals) == want
-    assert calls == [4]
+    assert calls == [1, 1, 4]  # the map, its bucket, the four strings
     calls.clear()
     assert read_label_set(mem, labelled_set(2), 2, layouts.MAP, literals) == want
-    assert calls == [2]  # "tenant" and "tenant-42" are not in the read-only range
+    assert calls == [1, 1, 2]  # "tenant" and "tenant-42" are not in the read-only range
+    calls.clear()
+    sets = [(labelled_set(3), 3), (labelled_set(4), 99), (labelled_set(5), 5)]
+    found = read_label_sets(mem, sets, layouts.MAP, literals)
+    assert found[0] == found[2] == want and isinstance(found[1], LabelsError), found
+    assert calls == [3, 2, 3]  # heads, buckets (the replaced set skipped), strings: two "tenant", one value
 
 
 def test_slice_form() -> None:

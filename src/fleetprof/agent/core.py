@@ -33,7 +33,7 @@ from fleetprof.process.tracker import ExecMapping, ProcessTracker
 from fleetprof.profile.model import Frame, FrameKind, Mapping
 from fleetprof.symbolize.native import NativeFile
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import Aggregator, RawFrame, StackKey, decode_frames
+from fleetprof.tracer.aggregate import SEEN_S, Aggregator, RawFrame, StackKey, decode_frames
 from fleetprof.tracer.mapsync import InodeMap, MappingsMap, MappingValue
 from fleetprof.tracer.sampler import Sampler, SamplerOptions
 
@@ -45,6 +45,7 @@ PY_RESCAN_TRIES = 20
 DEFAULT_UNWIND_ROWS = 1 << 22  # 32 MiB of kernel memory; a busy build host needs ~2M rows
 TABLE_WAIT_S = 60.0  # at the end, how long to wait for tables that deferred samples still need
 TRIM_EVERY_S = 60.0
+LABELLED_FRAMES_LIMIT = 1 << 15  # Go stacks remembered without their label set (see _on_new_stack)
 INODE_SOFT_LIMIT = 48 << 10  # file_inodes holds 64 Ki: past this, inodes of unmapped files go, oldest first
 
 
@@ -91,6 +92,8 @@ class ProfilerCore:
         self.python: PythonSupport | None = None
         self.runtimes: list[RuntimeSupport] = []  # interpreters walked in BPF beside CPython
         self.go: GoLabelSupport | None = None  # Go processes' goroutine labels
+        self._labelled_frames: set[int] = set()  # hashes of labelled stacks' keys without their label set
+        self._labelled_until = 0.0
         self._tables: TableManager | None = None
         self._events: list[tuple[int, int, int]] = []
         self._quiet_until: dict[int, tuple[float, float]] = {}
@@ -177,6 +180,8 @@ class ProfilerCore:
         self.process_events()
         if self.deferred is not None and len(self.deferred):
             self.deferred.resolve()
+        if self.go is not None:
+            self.go.flush()  # the new stacks' goroutine label sets, read together
 
     def stop(self) -> None:
         """Detach and drain what is left in the ring buffers."""
@@ -185,6 +190,8 @@ class ProfilerCore:
         self.sampler.drain()
         self.process_events()
         self.finish_deferred()
+        if self.go is not None:
+            self.go.flush()
 
     def finish_deferred(self, timeout: float = TABLE_WAIT_S) -> None:
         """Finish the deferred samples: wait (bounded) for the tables they need, then count them all."""
@@ -403,16 +410,27 @@ class ProfilerCore:
 
     def _on_new_stack(self, key: StackKey) -> None:
         """A stack seen for the first time: mark its files used (table eviction is LRU), and let the Python
-        support name its frames while the process lives."""
+        support name its frames while the process lives. A Go stack new only by its label set (a program
+        setting labels per request makes every sample one) just has the set read."""
         assert self._tables is not None and self.python is not None
+        if key.labels and self.go is not None:
+            self.go.on_new_stack(key)
+            frames_only = hash(key._replace(labels=0, labels_tag=0))
+            if frames_only in self._labelled_frames:
+                return
+            if (
+                len(self._labelled_frames) >= LABELLED_FRAMES_LIMIT
+                or time.monotonic() >= self._labelled_until
+            ):
+                self._labelled_frames.clear()  # as the aggregator's seen stacks: tables touched once a while
+                self._labelled_until = time.monotonic() + SEEN_S
+            self._labelled_frames.add(frames_only)
         for fid, _, _, kind, _, _ in FRAME_IDS.iter_unpack(key.frames[key.num_kernel * layout.FRAME_SIZE :]):
             if kind == layout.FRAME_NATIVE and fid:
                 self._tables.touch(fid)
         self.python.on_new_stack(key)
         for runtime in self.runtimes:
             runtime.on_new_stack(key)
-        if self.go is not None:
-            self.go.on_new_stack(key)
 
     def _mapping_for_replay(self, pid: int, pc: int) -> tuple[int, int, int] | None:
         """(file key, bias, flags) of the mapping holding `pc` for the userspace unwinder."""

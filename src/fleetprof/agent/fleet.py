@@ -147,6 +147,8 @@ class FleetAgent:
                 core.process_events()
                 if core.deferred is not None and len(core.deferred):
                     core.deferred.resolve()
+                if core.go is not None:
+                    core.go.flush()  # the new stacks' goroutine label sets, while their processes live
             finally:
                 self._state_lock.release()
         rest = self.options.poll_s - (time.monotonic() - began)

@@ -9,7 +9,7 @@ import threading
 
 from fleetprof.bpf.libbpf import BpfError, Map
 from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary
-from fleetprof.interpreters.go.labels import ConstStrings, Labels, LabelsError, read_label_set
+from fleetprof.interpreters.go.labels import ConstStrings, Labels, LabelsError, read_label_sets
 from fleetprof.interpreters.go.procinfo import go_proc_info
 from fleetprof.process.memory import ProcessMemory
 from fleetprof.process.tracker import ExecMapping
@@ -41,7 +41,8 @@ class GoLabelSupport:
         self._procs_map = procs
         self._lock = threading.Lock()
         self._procs: dict[int, _GoProcess] = {}
-        self._sets: dict[tuple[int, int, int], Labels] = {}
+        self._sets: dict[tuple[int, int, int], Labels] = {}  # () for a set that could not be read
+        self._pending: dict[tuple[int, int, int], None] = {}  # new stacks' sets, read at the next flush
         self.problems: dict[int, str] = {}  # pid -> why its labels can't be read (its stacks are fine)
         self.read = 0
         self.unreadable = 0
@@ -69,36 +70,64 @@ class GoLabelSupport:
         return 0
 
     def on_new_stack(self, key: StackKey) -> None:
-        """Read a new stack's label set now, while the process lives."""
-        if key.labels:
-            self.label_set(key.pid, key.labels, key.labels_tag)
+        """Queue a new stack's label set, read at the end of this poll while the process lives."""
+        if key.labels and (key.pid, key.labels, key.labels_tag) not in self._sets:
+            self._pending[(key.pid, key.labels, key.labels_tag)] = None
+
+    def flush(self) -> None:
+        """Read the label sets queued since the last call: each process's together, one batch of reads per
+        stage (a poll's new stacks cost a few syscalls, not a few per set)."""
+        pending, self._pending = self._pending, {}
+        by_pid: dict[int, list[tuple[int, int]]] = {}
+        for pid, labels, tag in pending:
+            by_pid.setdefault(pid, []).append((labels, tag))
+        for pid, sets in by_pid.items():
+            proc = self._memory(pid)
+            if proc is None or proc.mem is None:
+                continue
+            found = read_label_sets(proc.mem, sets, proc.binary.offsets.form, proc.constants)
+            for (labels, tag), result in zip(sets, found, strict=True):
+                self._keep((pid, labels, tag), result)
 
     def label_set(self, pid: int, labels: int, tag: int) -> Labels:
         """The (key, value) pairs of a sample's label set; () when it can't be read."""
         if not labels:
             return ()
-        found = self._sets.get((pid, labels, tag))
+        key = (pid, labels, tag)
+        if key in self._pending:
+            self.flush()
+        found = self._sets.get(key)
         if found is not None:
             return found
+        proc = self._memory(pid)
+        if proc is None or proc.mem is None:
+            return ()
+        return self._keep(
+            key, read_label_sets(proc.mem, [(labels, tag)], proc.binary.offsets.form, proc.constants)[0]
+        )
+
+    def _memory(self, pid: int) -> _GoProcess | None:
+        """A registered process with its memory open, None when it is not (or no longer) readable."""
         with self._lock:
             proc = self._procs.get(pid)
-            if proc is None:
-                return ()
-            if proc.mem is None:
+            if proc is not None and proc.mem is None:
                 try:
                     proc.mem = ProcessMemory(pid)
                 except OSError:
-                    return ()
-        try:
-            found = read_label_set(proc.mem, labels, tag, proc.binary.offsets.form, proc.constants)
-        except LabelsError:
+                    return None
+            return proc
+
+    def _keep(self, key: tuple[int, int, int], result: Labels | LabelsError) -> Labels:
+        """Remember a set read (or () for one that could not be: it is not read again)."""
+        if isinstance(result, LabelsError):
             self.unreadable += 1
-            return ()
-        self.read += 1
+            result = ()
+        else:
+            self.read += 1
         if len(self._sets) >= SETS_LIMIT:
             self._sets = dict(list(self._sets.items())[SETS_LIMIT // 2 :])
-        self._sets[(pid, labels, tag)] = found
-        return found
+        self._sets[key] = result
+        return result
 
     def process_gone(self, pid: int) -> None:
         """Forget a process's registration (exit or exec); its label sets already read stay."""
@@ -111,6 +140,7 @@ class GoLabelSupport:
     def forget(self, pids: set[int]) -> None:
         """Drop the label sets and notes of processes gone for good (the agent, between windows)."""
         self._sets = {k: v for k, v in self._sets.items() if k[0] not in pids}
+        self._pending = {k: None for k in self._pending if k[0] not in pids}
         for pid in pids:
             self.problems.pop(pid, None)
 
