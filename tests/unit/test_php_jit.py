@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from fleetprof.agent.php import PhpSupport
+from fleetprof.agent.php import PhpSupport, _php_like
 from fleetprof.agent.runtime import RuntimeProcess
 from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.php.discovery import PhpBinary, inspect_php_binary
@@ -129,3 +129,16 @@ def test_a_forked_child_is_adopted_and_another_executable_is_not() -> None:
         other.wait()
     support.process_gone(child)
     assert procs.lookup(struct.pack("<I", child)) is None
+
+
+def test_stacks_worth_adopting_are_told_from_the_raw_frames() -> None:
+    """A stack with a PHP frame, a raw pc or code outside any file (an FPM worker not scanned yet, or JIT
+    code) sends its process for adoption; file-backed native frames alone do not."""
+    native = b"".join(
+        layout.FRAME_STRUCT.pack(0x1234 + i, 0x400000, 0, layout.FRAME_NATIVE, 1, 0) for i in range(9)
+    )
+    anonymous = layout.FRAME_STRUCT.pack(0, 0x7F00_0000, 0, layout.FRAME_NATIVE, 1, 0)
+    raw = layout.FRAME_STRUCT.pack(0, 0x7F00_0000, 0, layout.FRAME_NATIVE_RAW, 1, 0)
+    php = layout.FRAME_STRUCT.pack(0x5555, 12, 7, layout.FRAME_PHP, 0, 0)
+    assert not _php_like(native) and not _php_like(b"")
+    assert _php_like(native + anonymous) and _php_like(raw + native) and _php_like(native + php)

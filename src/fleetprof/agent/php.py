@@ -22,7 +22,7 @@ from fleetprof.interpreters.php.procinfo import php_func_cookie, php_proc_info
 from fleetprof.interpreters.php.symbolizer import RUNTIME, FunctionReader
 from fleetprof.profile.model import Frame, FrameKind
 from fleetprof.tracer import layout
-from fleetprof.tracer.aggregate import RawFrame, StackKey, decode_frames
+from fleetprof.tracer.aggregate import RawFrame, StackKey
 
 UNKNOWN_PHP = Frame(kind=FrameKind.INTERPRETED, function="<php frame>", runtime=RUNTIME)
 ANCESTRY = 4  # how far up a forked child's parents the registered engine process is looked for
@@ -32,7 +32,8 @@ ANCESTRY = 4  # how far up a forked child's parents the registered engine proces
 JIT_RECHECK_S = 0.02
 JIT_QUICK_READS = 50
 JIT_SLOW_RECHECK_S = 5.0
-_NATIVE_KINDS = (layout.FRAME_NATIVE, layout.FRAME_NATIVE_RAW)
+_KIND_AT = 20  # struct frame.kind
+_NO_ID = bytes(8)  # struct frame.id of code outside any file
 
 
 def parent_pid(pid: int) -> int:
@@ -55,6 +56,20 @@ def same_executable(a: int, b: int) -> bool:
     return (one.st_dev, one.st_ino) == (two.st_dev, two.st_ino)
 
 
+def _php_like(user: bytes) -> bool:
+    """Whether a stack's user frames hold a PHP frame or anonymous code (an unscanned FPM worker's, or JIT
+    code), read from the raw bytes: this runs for every new stack of every process on the host."""
+    size = layout.FRAME_SIZE
+    kinds = user[_KIND_AT::size]
+    if layout.FRAME_PHP in kinds or layout.FRAME_NATIVE_RAW in kinds:
+        return True
+    return layout.FRAME_NATIVE in kinds and any(
+        user[at : at + 8] == _NO_ID
+        for at in range(0, len(user), size)
+        if user[at + _KIND_AT] == layout.FRAME_NATIVE
+    )
+
+
 class PhpSupport(RuntimeSupport[PhpBinary]):
     """The Zend engine's processes: `php_procs`, execute_ex in `interp_ranges`, FRAME_PHP named."""
 
@@ -75,9 +90,7 @@ class PhpSupport(RuntimeSupport[PhpBinary]):
         made it since: an FPM master at startup, before it forks its workers)."""
         pid = key.pid
         if pid not in self._procs:
-            raws = decode_frames(key.frames[key.num_kernel * layout.FRAME_SIZE :])
-            wanted = any(r.kind == self.frame_kind or (r.kind in _NATIVE_KINDS and r.id == 0) for r in raws)
-            if not wanted or not self._adopt(pid):
+            if not _php_like(key.frames[key.num_kernel * layout.FRAME_SIZE :]) or not self._adopt(pid):
                 return
         elif pid not in self._jit:
             self._find_jit(pid)
