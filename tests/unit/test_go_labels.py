@@ -18,7 +18,7 @@ from cprobe import struct_layout
 from fleetprof.elf.view import ElfView
 from fleetprof.interpreters.go import layouts, procinfo
 from fleetprof.interpreters.go.discovery import GoBinary, GoUnsupported, inspect_go_binary, parse_version
-from fleetprof.interpreters.go.labels import ConstStrings, LabelsError, read_label_set, read_label_sets
+from fleetprof.interpreters.go.labels import ConstStrings, Labels, LabelsError, Memory, read_label_sets
 from fleetprof.output.otlp import attribute_label, label_attribute, to_otlp_request
 from fleetprof.output.pprof import PprofFormat
 from fleetprof.output.proto import profile_pb2
@@ -33,6 +33,16 @@ sys.modules["gobuild"] = gobuild
 _spec.loader.exec_module(gobuild)
 
 HEADER = Path(procinfo.__file__).with_name("go_offsets.h")
+
+
+def read_label_set(
+    mem: Memory, address: int, tag: int, form: str, constants: ConstStrings | None = None
+) -> Labels:
+    """One set read alone, its LabelsError raised."""
+    found = read_label_sets(mem, [(address, tag)], form, constants)[0]
+    if isinstance(found, LabelsError):
+        raise found
+    return found
 
 
 def test_struct_matches_c(tmp_path: Path) -> None:

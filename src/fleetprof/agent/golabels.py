@@ -145,5 +145,11 @@ class GoLabelSupport:
             self.problems.pop(pid, None)
 
     def stats(self) -> dict[str, int]:
-        """Label sets read and unreadable (freed before the agent got to them)."""
-        return {"go_label_sets_read": self.read, "go_label_sets_unreadable": self.unreadable}
+        """Label sets read and unreadable (freed before the agent got to them); Go processes registered, and
+        those whose labels can't be read (`problems` says why, per pid)."""
+        return {
+            "go_label_sets_read": self.read,
+            "go_label_sets_unreadable": self.unreadable,
+            "go_processes": len(self._procs),
+            "go_processes_without_labels": len(self.problems),  # a release with no offsets, not x86-64, ...
+        }

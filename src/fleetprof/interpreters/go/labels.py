@@ -56,17 +56,6 @@ class ConstStrings:
             self.known[(ptr, length)] = text
 
 
-def read_label_set(
-    mem: Memory, address: int, tag: int, form: str, constants: ConstStrings | None = None
-) -> Labels:
-    """The (key, value) pairs of a label set, sorted by key: `address` is what BPF sent (the map itself for
-    the map form, the goroutine's *labelMap for the slice form; go_offsets.h `send_first`)."""
-    found = read_label_sets(mem, [(address, tag)], form, constants)[0]
-    if isinstance(found, LabelsError):
-        raise found
-    return found
-
-
 def read_label_sets(
     mem: Memory, sets: list[tuple[int, int]], form: str, constants: ConstStrings | None = None
 ) -> list[Labels | LabelsError]:
