@@ -87,3 +87,61 @@ def test_a_withdrawn_request_does_not_hold_the_next_group():
     t = time.monotonic()
     group.submit([(_profile(1), "next")])
     assert time.monotonic() - t < 1.0
+
+
+def _prepare_counting(calls: list[list[str]]):
+    """A `prepare` that records each call's raw requests; 'bad...' requests are refused."""
+
+    def prepare(raws):
+        calls.append(list(raws))
+        return [
+            ValueError(f"cannot decode {r}") if r.startswith("bad") else ([(_profile(len(r)), r)], r.upper())
+            for r in raws
+        ]
+
+    return prepare
+
+
+def test_raw_requests_are_prepared_together_and_a_refused_one_fails_alone():
+    store = FakeStore()
+    prepared: list[list[str]] = []
+    group = GroupCommit(store, prepare=_prepare_counting(prepared))
+    results: dict[str, object] = {}
+
+    def request(name: str) -> None:
+        try:
+            written, info = group.submit_raw(name, len(name))
+            assert name in store.stored  # acknowledged only once stored
+            results[name] = (written, info)
+        except ValueError as exc:
+            results[name] = str(exc)
+
+    names = [f"good{i:02d}" if i % 5 else f"bad{i:02d}" for i in range(20)]
+    threads = [threading.Thread(target=request, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in names:
+        if name.startswith("bad"):
+            assert results[name] == f"cannot decode {name}"
+        else:
+            assert results[name] == ([len(name)], name.upper())
+    assert store.stored == {n for n in names if n.startswith("good")}
+    assert len(prepared) < 20 and sorted(r for call in prepared for r in call) == sorted(names)
+    assert 0 < len(store.calls) <= len(prepared)
+
+
+def test_a_failed_store_fails_every_raw_member_and_a_failed_prepare_stores_nothing():
+    group = GroupCommit(FakeStore(fail=True), prepare=_prepare_counting([]))
+    with pytest.raises(RuntimeError, match="disk full"):
+        group.submit_raw("good", 4)
+
+    def broken(raws):
+        raise MemoryError("out of memory while decoding")
+
+    store = FakeStore()
+    group = GroupCommit(store, prepare=broken)
+    with pytest.raises(MemoryError):
+        group.submit_raw("good", 4)
+    assert store.calls == [] and group.submit([(_profile(2), "later")]) == [2]

@@ -30,7 +30,7 @@ from fleetprof.profile.model import Profile
 from fleetprof.server.ingest import IngestError, decode_body
 from fleetprof.store.synthetic import StackPool, fleet_profile
 from fleetprof.wire.intern import SHARED, Interner
-from fleetprof.wire.otlp_columns import columns_from_bytes
+from fleetprof.wire.otlp_columns import columns_from_bytes, columns_from_many
 from fleetprof.wire.otlp_decode import from_otlp_bytes, from_otlp_request
 from fleetprof.wire.rawmessages import RawRequest
 
@@ -253,3 +253,55 @@ def test_requests_without_counted_samples() -> None:
     idle = Profile([], 20, START, 10**9, hostname="idle", stats={"lost": 2}, resource={"host.name": "idle"})
     (columns,) = _same(to_otlp_request(idle).SerializeToString())
     assert (len(columns), columns.stats) == (0, {"lost": 2})
+
+
+def _exact_or_none(data: bytes) -> list[Profile] | None:
+    """The exact decoder's profiles of `data`, None where it refuses them."""
+    try:
+        return from_otlp_bytes(data)
+    except Exception:
+        return None
+
+
+def test_a_group_decodes_as_its_requests_one_by_one() -> None:
+    """Requests decoded together (the server's group commit) give each request's own profiles, tables
+    rebased per request (every request's indices start at 0), the idle one included."""
+    idle = Profile([], 20, START, 10**9, hostname="idle", stats={"lost": 2}, resource={"host.name": "idle"})
+    bodies = [REQUESTS[name]().SerializeToString() for name in sorted(REQUESTS)]
+    bodies.insert(2, to_otlp_request(idle).SerializeToString())
+    answers = columns_from_many(bodies)
+    for data, columns in zip(bodies, answers, strict=True):
+        assert columns is not None
+        assert [c.to_profile() for c in columns] == from_otlp_bytes(data)
+
+
+def test_a_bad_request_in_a_group_costs_the_others_nothing() -> None:
+    """A malformed, a truncated and an index-out-of-its-own-table request are each handed back (None);
+    the group's other requests still decode."""
+    good = _mixed_request().SerializeToString()
+    beyond = to_otlp_request(raw_profile())
+    _first_sample(beyond).stack_index = len(beyond.dictionary.stack_table)  # inside the group's, not its own
+    answers = columns_from_many([good, beyond.SerializeToString(), good[:-7], b"\xff\xff", good])
+    assert [a is None for a in answers] == [False, True, True, True, False]
+    assert [c.to_profile() for c in answers[0]] == [c.to_profile() for c in answers[4]]  # type: ignore[union-attr]
+    assert [c.to_profile() for c in answers[0]] == from_otlp_bytes(good)  # type: ignore[union-attr]
+
+
+def test_corrupted_requests_in_a_group_decode_alike_or_are_handed_back() -> None:
+    """Flipped bytes in one request of a group: its answer is the exact decoder's or None (never another
+    request's entries), and the clean request beside it decodes as alone."""
+    clean = to_otlp_request(raw_profile()).SerializeToString()
+    data = bytearray(_mixed_request().SerializeToString())
+    rng = random.Random(12)
+    answered = 0
+    for _ in range(150):
+        corrupt = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
+        first, second = columns_from_many([clean, bytes(corrupt)], Interner())
+        assert first is not None and [c.to_profile() for c in first] == from_otlp_bytes(clean)
+        if second is None:
+            continue
+        answered += 1
+        assert [c.to_profile() for c in second] == _exact_or_none(bytes(corrupt))
+    assert answered > 0

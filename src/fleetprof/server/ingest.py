@@ -20,11 +20,13 @@ from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 i
 
 from fleetprof.profile.columns import ColumnarProfile, as_columns, concat
 from fleetprof.profile.model import Profile
-from fleetprof.server.groupcommit import GroupCommit
+from fleetprof.server.groupcommit import Batch, GroupCommit
 
 AnyProfile = Profile | ColumnarProfile
 
 MAX_BATCH_ID = 128
+# A decoded request: its batches, and its (profiles, hosts) counts.
+_Prepared = tuple[list[Batch], tuple[int, int]]
 _PROTOBUF_TYPES = ("", "application/x-protobuf", "application/protobuf", "application/octet-stream")
 # Resource attributes that describe one process, not the host: profiles differing only in these merge.
 _PER_PROCESS_PREFIXES = ("process.", "container.", "thread.", "k8s.pod.", "service.")
@@ -115,13 +117,35 @@ def decode_body(data: bytes, content_type: str = "application/x-protobuf") -> li
     """The request's profiles: protobuf bytes through the columnar decoder (fleetprof.wire.otlp_columns,
     no object per sample), and what it leaves (JSON, anything unusual or malformed) through `parse_request`
     and `decode_profiles`, which give the exact profiles or the exact refusal."""
-    if (content_type or "").split(";")[0].strip().lower() in _PROTOBUF_TYPES:
-        from fleetprof.wire.otlp_columns import columns_from_bytes
+    (result,) = decode_bodies([(data, content_type)])
+    if isinstance(result, IngestError):
+        raise result
+    return result
 
-        columns = columns_from_bytes(data)
+
+def decode_bodies(bodies: list[tuple[bytes, str]]) -> list[list[AnyProfile] | IngestError]:
+    """`decode_body` of each (bytes, content type), the protobuf ones decoded together (one scan of their
+    tables: fleetprof.wire.otlp_columns.columns_from_many); a refused body gets its IngestError in its
+    place and costs the others nothing."""
+    from fleetprof.wire.otlp_columns import columns_from_many
+
+    protobuf = [i for i, (_, kind) in enumerate(bodies) if _is_protobuf(kind)]
+    out: list[list[AnyProfile] | IngestError | None] = [None] * len(bodies)
+    for i, columns in zip(protobuf, columns_from_many([bodies[i][0] for i in protobuf]), strict=True):
         if columns is not None:
-            return list(columns)
-    return list(decode_profiles(parse_request(data, content_type)))
+            out[i] = list(columns)
+    for i, (data, kind) in enumerate(bodies):
+        if out[i] is None:
+            try:
+                out[i] = list(decode_profiles(parse_request(data, kind)))
+            except IngestError as exc:
+                out[i] = exc
+    return out  # type: ignore[return-value]
+
+
+def _is_protobuf(content_type: str) -> bool:
+    """Whether a Content-Type names protobuf (or nothing, which means protobuf)."""
+    return (content_type or "").split(";")[0].strip().lower() in _PROTOBUF_TYPES
 
 
 def _has_samples(profile: AnyProfile) -> bool:
@@ -189,45 +213,46 @@ def check_batch_id(batch_id: str | None) -> str | None:
 
 class Ingestor:
     """Decodes and stores OTLP requests into a store; calls `on_ingest` after each stored request.
-    Requests arriving together are stored by one group commit (fleetprof.server.groupcommit)."""
+    Requests arriving together are decoded together and stored by one group commit
+    (fleetprof.server.groupcommit)."""
 
     def __init__(self, store: Any, on_ingest: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_ingest = on_ingest
-        self.group = GroupCommit(store)
+        self.group = GroupCommit(store, prepare=self._prepare)
 
     def ingest_bytes(
         self, data: bytes, batch_id: str | None, content_type: str = "application/x-protobuf"
     ) -> IngestResult:
-        """Parse, decode, merge per host and store; bad input raises IngestError and writes nothing."""
-        batch_id = check_batch_id(batch_id)
-        self.group.announce()
-        try:
-            profiles = decode_body(data, content_type)
-        except BaseException:
-            self.group.withdraw()
-            raise
-        base = batch_id or "sha256:" + hashlib.sha256(data).hexdigest()
-        return self.store_profiles(profiles, base, announced=True)
-
-    def store_profiles(
-        self, profiles: list[AnyProfile], base_id: str, announced: bool = False
-    ) -> IngestResult:
-        """Store decoded profiles, one batch per host (`base_id`, then `base_id#N` for further hosts),
-        committed with the requests arriving at the same time; returns once they are stored."""
+        """Decode, merge per host and store, with the requests arriving at the same time; returns once
+        stored. Bad input raises IngestError and writes nothing. One batch per host: the client's batch id
+        (or, without one, the body's hash), then `#N` after it for further hosts."""
         from fleetprof.store import StoreError
 
+        batch_id = check_batch_id(batch_id)
+        base = batch_id or "sha256:" + hashlib.sha256(data).hexdigest()
         try:
-            hosts = merge_by_host([p for p in profiles if _has_samples(p)])
-        except BaseException:
-            if announced:
-                self.group.withdraw()
-            raise
-        batches = [(p, base_id if i == 0 else f"{base_id}#{i}") for i, p in enumerate(hosts)]
-        try:
-            written = sum(self.group.submit(batches, announced))
+            written, (profiles, hosts) = self.group.submit_raw((data, content_type, base), len(data))
         except StoreError as exc:
             raise IngestError(503, f"the store could not take the batch: {exc}") from None
-        if written and self.on_ingest is not None:
+        total = sum(written)
+        if total and self.on_ingest is not None:
             self.on_ingest()
-        return IngestResult(written, len(profiles), len(hosts))
+        return IngestResult(total, profiles, hosts)
+
+    def _prepare(self, raws: list[tuple[bytes, str, str]]) -> list[_Prepared | BaseException]:
+        """A group's requests decoded together, each merged per host into its batches (with its profile
+        and host counts), or the error that refuses it."""
+        out: list[_Prepared | BaseException] = []
+        for (_, _, base), profiles in zip(raws, decode_bodies([(d, k) for d, k, _ in raws]), strict=True):
+            if isinstance(profiles, BaseException):
+                out.append(profiles)
+                continue
+            try:
+                hosts = merge_by_host([p for p in profiles if _has_samples(p)])
+            except Exception as exc:  # one request's failure is its own, not its group's
+                out.append(exc)
+                continue
+            batches = [(p, base if i == 0 else f"{base}#{i}") for i, p in enumerate(hosts)]
+            out.append((batches, (len(profiles), len(hosts))))
+        return out

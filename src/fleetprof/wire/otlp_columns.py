@@ -8,14 +8,21 @@ distinct thing: per OTLP profile and resource, per attribute set, per function, 
 content not met in an earlier request (each location and stack of a request costs a dict lookup by a bytes
 key of interned numbers, each distinct (process, stack) pair one by a pair of them).
 
+Several requests decode together (`columns_from_many`, what the server's group commit does): their tables
+are read as one, each entry's indices rebased to the concatenation, so the per-call numpy costs are paid
+once per group rather than once per request.
+
 Anything unusual — malformed or truncated bytes, an index out of range, a negative or huge value, a field
 in an unexpected wire type — makes `columns_from_bytes` answer None: the caller then decodes with
-from_otlp_request, which gives the exact profiles or the exact one-line error.
+from_otlp_request, which gives the exact profiles or the exact one-line error. In a group, such a request
+is found by decoding the group's requests one by one.
 """
 
 from __future__ import annotations
 
+import bisect
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,23 +62,41 @@ class _Unsupported(Exception):
 def columns_from_bytes(data: bytes, interner: Interner = SHARED) -> list[ColumnarProfile] | None:
     """The profiles (one per host and frequency) of a serialized ExportProfilesServiceRequest (not
     gzipped), as columns; None when the request is one for from_otlp_request (see the module docstring)."""
-    request = RawRequest()
+    return columns_from_many([data], interner)[0]
+
+
+def columns_from_many(
+    bodies: Sequence[bytes], interner: Interner = SHARED
+) -> list[list[ColumnarProfile] | None]:
+    """`columns_from_bytes` of each body, decoded together; a group the joint decode refuses is decoded
+    one body at a time, so one unusual request costs the others nothing but time."""
+    parsed: list[object | None] = []
+    for data in bodies:
+        request = RawRequest()
+        try:
+            request.ParseFromString(data)
+        except Exception:  # DecodeError and the like: the exact decoder gives the reason
+            request = None
+        parsed.append(request)
+    out: list[list[ColumnarProfile] | None] = [None] * len(bodies)
+    good = [i for i, r in enumerate(parsed) if r is not None]
     try:
-        request.ParseFromString(data)
-        return _decode(request, interner)
-    except Exception:  # DecodeError, WireError, _Unsupported, ...: the exact decoder answers those
-        return None
+        for i, profiles in zip(good, _decode([parsed[i] for i in good], interner), strict=True):
+            out[i] = profiles
+    except Exception:  # _Unsupported, WireError, OtlpDecodeError, ...: find which request it was
+        if len(good) == 1:
+            return out
+        for i in good:
+            try:
+                out[i] = _decode([parsed[i]], interner)[0]
+            except Exception:
+                out[i] = None
+    return out
 
 
 def _signed(values: np.ndarray) -> np.ndarray:
     """uint64 wire values as the int64 (or sign-extended int32) they encode."""
     return values.view(np.int64)
-
-
-def _in_range(values: np.ndarray, size: int) -> None:
-    """Every index within a table of `size` entries."""
-    if len(values) and (values.min() < 0 or values.max() >= size):
-        raise _Unsupported
 
 
 def _distinct_lists(
@@ -101,43 +126,116 @@ def _distinct_lists(
 class _Part:
     """The samples of one OTLP profile: where they go and how their values count."""
 
-    target: int
-    resource: int
+    target: int  # host index over the group
+    resource: int  # resource index over the group
     scale: int
     samples: list[bytes]
+    request: int
+
+
+class _Tables:
+    """The dictionaries of a group's requests read as one: each table the concatenation of theirs, an index
+    of request k's entry i being i plus k's base. Where OTLP lets index 0 stand for "none" in an empty
+    table (mappings, functions, links), each request keeps one slot for it."""
+
+    def __init__(self, dictionaries: list[_Dictionary], interner: Interner) -> None:
+        self.parts = dictionaries
+        self.interner = interner
+        self.strings = [s for d in dictionaries for s in d.strings]
+        sizes = {
+            "string": [len(d.strings) for d in dictionaries],
+            "attribute": [len(d.d.attribute_table) for d in dictionaries],
+            "mapping": [max(len(d.d.mapping_table), 1) for d in dictionaries],
+            "function": [max(len(d.d.function_table), 1) for d in dictionaries],
+            "location": [len(d.d.location_table) for d in dictionaries],
+            "stack": [len(d.d.stack_table) for d in dictionaries],
+            "link": [max(len(d.d.link_table), 1) for d in dictionaries],
+        }
+        self.size = {k: np.asarray(v, np.int64) for k, v in sizes.items()}
+        self.base = {k: np.concatenate([[0], np.cumsum(v)]).astype(np.int64) for k, v in self.size.items()}
+        self._bases = {k: v.tolist() for k, v in self.base.items()}
+
+    def rebase(self, table: str, local: np.ndarray, request: np.ndarray) -> np.ndarray:
+        """Indices `local` into `table` of the requests `request` (one each), checked against their own
+        request's table and rebased onto the group's."""
+        if len(local) and ((local < 0).any() or (local >= self.size[table][request]).any()):
+            raise _Unsupported
+        return local + self.base[table][request]
+
+    def _find(self, table: str, index: int) -> tuple[_Dictionary, int]:
+        """The request holding group index `index` of `table`, and the index in its own table."""
+        bases = self._bases[table]
+        k = bisect.bisect_right(bases, index) - 1
+        return self.parts[k], index - bases[k]
+
+    def attributes(self, indices: Sequence[int]) -> dict[str, Scalar]:
+        """The attributes at group indices `indices` (all of one request) as a dict."""
+        if not indices:
+            return {}
+        d, first = self._find("attribute", indices[0])
+        return d.attributes([i - indices[0] + first for i in indices])
+
+    def mapping(self, index: int) -> object:
+        """The Mapping at group index `index` (None for a request's zero mapping)."""
+        d, local = self._find("mapping", index)
+        return d.mapping(local)
+
+    def functions(self, used: list[int]) -> dict[int, tuple[str, str, str, int]]:
+        """(name, system name, file, start line) of the function table entries `used` (group indices), read
+        in bulk; ("", "", "", 0) for a request's zero slot of an empty table."""
+        raw: list[bytes] = []
+        empty = np.zeros(len(self.parts), bool)
+        for k, d in enumerate(self.parts):
+            if d.d.function_table:
+                raw += d.d.function_table
+            else:
+                raw.append(b"")
+                empty[k] = True
+        data, starts, ends = protoscan.buffer(raw)
+        fields = protoscan.scan(data, starts, ends)
+        if fields.other_than(_FUNCTION_FIELDS):
+            raise _Unsupported
+        at = np.asarray(used, np.int64)
+        request = np.searchsorted(self.base["function"], at, side="right") - 1
+        real = ~empty[request]
+        strings = [*self.strings, ""]  # the last one for the zero slot of an empty table
+        columns = []
+        for number in (1, 2, 3):
+            indices = np.full(len(at), len(strings) - 1, np.int64)
+            indices[real] = self.rebase("string", _signed(fields.scalar(number))[at[real]], request[real])
+            columns.append(map(strings.__getitem__, indices.tolist()))
+        start_lines = np.where(real, _signed(fields.scalar(4))[at], 0).tolist()
+        return dict(zip(used, zip(*columns, start_lines, strict=True), strict=True))
 
 
 class _Locations:
-    """The request's location table as canonical frames: each location's content key (interned numbers
+    """The group's location table as canonical frames: each location's content key (interned numbers
     of frame type, mapping, address and lines), looked up across requests, built only when new."""
 
-    def __init__(self, request_dictionary: _Dictionary, raw: list[bytes], interner: Interner) -> None:
-        self.d = request_dictionary
-        self.interner = interner
+    def __init__(self, tables: _Tables, raw: list[bytes], request: np.ndarray) -> None:
+        """`raw`: the group's location messages, `request`: the request of each."""
+        self.d = tables
+        self.interner = tables.interner
         data, starts, ends = protoscan.buffer(raw)
         fields = protoscan.scan(data, starts, ends)
         if fields.other_than(_LOCATION_FIELDS):
             raise _Unsupported
         n = fields.count
-        d = request_dictionary.d
-        self.mapping = _signed(fields.scalar(1))
-        _in_range(self.mapping, max(len(d.mapping_table), 1))
+        self.mapping = tables.rebase("mapping", _signed(fields.scalar(1)), request)
         self.address = fields.scalar(2)
         line_owner, line_start, line_end = fields.spans(3)
         lines = protoscan.scan(data, line_start, line_end)
         if lines.other_than(_LINE_FIELDS):
             raise _Unsupported
-        self.function_index = _signed(lines.scalar(1))
-        _in_range(self.function_index, max(len(d.function_table), 1))
+        self.function_index = tables.rebase("function", _signed(lines.scalar(1)), request[line_owner])
         self.line = _signed(lines.scalar(2))
         self.line_owner = line_owner
         self.line_bounds = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(line_owner, minlength=n), out=self.line_bounds[1:])
         attr_owner, attrs = fields.repeated_varint(4)
-        attrs = _signed(attrs)
-        _in_range(attrs, len(d.attribute_table))
+        attrs = tables.rebase("attribute", _signed(attrs), request[attr_owner])
         sets, self.attr_set = _distinct_lists(attr_owner, attrs, n, np.zeros(n, np.int64))
-        self.frame_types = [str(self.d.attributes(a).get(ATTR_FRAME_TYPE, "")) for _, a in sets]
+        self.frame_types = [str(tables.attributes(a).get(ATTR_FRAME_TYPE, "")) for _, a in sets]
         self.n = n
         self._keys: list[bytes] | None = None
         self._functions: dict[int, tuple[str, str, str, int]] = {}  # filled by `keys`
@@ -148,22 +246,7 @@ class _Locations:
 
     def _function_numbers(self, used: list[int]) -> list[int]:
         """Interned numbers of the contents of function table entries `used` (read in bulk)."""
-        raw = list(self.d.d.function_table)
-        if not raw:
-            self._functions = dict.fromkeys(used, ("", "", "", 0))
-        else:
-            data, starts, ends = protoscan.buffer(raw)
-            fields = protoscan.scan(data, starts, ends)
-            if fields.other_than(_FUNCTION_FIELDS):
-                raise _Unsupported
-            strings = self.d.strings
-            columns = []
-            for number in (1, 2, 3):
-                indices = _signed(fields.scalar(number))[used]
-                _in_range(indices, len(strings))
-                columns.append(map(strings.__getitem__, indices.tolist()))
-            start_lines = _signed(fields.scalar(4))[used].tolist()
-            self._functions = dict(zip(used, zip(*columns, start_lines, strict=True), strict=True))
+        self._functions = self.d.functions(used)
         return list(map(self.interner.number, self._functions.values()))
 
     def keys(self) -> list[bytes]:
@@ -219,17 +302,17 @@ class _Locations:
 
 
 class _Stacks:
-    """The request's stack table: per entry, the canonical frames (root first, no PROCESS frame) by a
+    """The group's stack table: per entry, the canonical frames (root first, no PROCESS frame) by a
     bytes key of its locations' keys' numbers, looked up across requests."""
 
-    def __init__(self, raw: list[bytes], locations: _Locations) -> None:
+    def __init__(self, tables: _Tables, raw: list[bytes], request: np.ndarray, locations: _Locations) -> None:
+        """`raw`: the group's stack messages, `request`: the request of each."""
         data, starts, ends = protoscan.buffer(raw)
         fields = protoscan.scan(data, starts, ends)
         if fields.other_than(_STACK_FIELDS):
             raise _Unsupported
         owner, indices = fields.repeated_varint(1)
-        self.indices = _signed(indices)
-        _in_range(self.indices, locations.n)
+        self.indices = tables.rebase("location", _signed(indices), request[owner])
         self.bounds = np.zeros(fields.count + 1, np.int64)
         np.cumsum(np.bincount(owner, minlength=fields.count), out=self.bounds[1:])
         self.locations = locations
@@ -271,37 +354,65 @@ class _Stacks:
         return out  # type: ignore[return-value]
 
 
-def _decode(request: RawRequest, interner: Interner) -> list[ColumnarProfile]:  # type: ignore[valid-type]
-    """The fast decode of a parsed raw request (raises _Unsupported, WireError or OtlpDecodeError)."""
-    d = _Dictionary(request.dictionary, interner)  # type: ignore[attr-defined]
+def _decode(requests: list[object], interner: Interner) -> list[list[ColumnarProfile]]:
+    """The fast decode of parsed raw requests, each one's profiles (raises _Unsupported, WireError or
+    OtlpDecodeError for the group)."""
+    dictionaries = [_Dictionary(request.dictionary, interner) for request in requests]  # type: ignore[attr-defined]
     hosts: list[_HostProfile] = []
-    by_key: dict[tuple[object, ...], int] = {}
     parts: list[_Part] = []
     processes: list[dict[str, Scalar]] = []
-    for r, rp in enumerate(request.resource_profiles):  # type: ignore[attr-defined]
-        attributes = _key_values(rp.resource.attributes)
-        processes.append({k: v for k, v in attributes.items() if k.startswith(PROCESS_PREFIXES)})
-        host = {k: v for k, v in attributes.items() if not k.startswith(PROCESS_PREFIXES)}
-        host_key = tuple(sorted(host.items(), key=lambda item: item[0]))
-        for sp in rp.scope_profiles:
-            for p, prof in enumerate(sp.profiles):
-                where = f"resource {r} profile {p}"
-                samples = list(prof.samples)
-                if samples and not d.strings:
-                    raise _Unsupported
-                sample_type, frequency = profile_kind(d, prof, where)
-                at = by_key.get((*host_key, frequency))
-                if at is None:
-                    at = by_key[(*host_key, frequency)] = len(hosts)
-                    hosts.append(_HostProfile(dict(host), frequency))
-                target = hosts[at]
-                scale = take_profile(target, d, prof, sample_type, where)
-                if scale is None:
-                    continue
-                if samples:
-                    parts.append(_Part(at, r, scale, samples))
-    columns = _samples(d, parts, processes, len(hosts)) if parts else {}
-    return [_columnar(host, columns.get(i)) for i, host in enumerate(hosts)]
+    spans: list[tuple[int, int]] = []  # each request's hosts
+    skipped: list[bytes] = []
+    for k, (request, d) in enumerate(zip(requests, dictionaries, strict=True)):
+        first_host = len(hosts)
+        by_key: dict[tuple[object, ...], int] = {}
+        for r, rp in enumerate(request.resource_profiles):  # type: ignore[attr-defined]
+            resource = len(processes)
+            attributes = _key_values(rp.resource.attributes)
+            processes.append({k: v for k, v in attributes.items() if k.startswith(PROCESS_PREFIXES)})
+            host = {k: v for k, v in attributes.items() if not k.startswith(PROCESS_PREFIXES)}
+            host_key = tuple(sorted(host.items(), key=lambda item: item[0]))
+            for sp in rp.scope_profiles:
+                for p, prof in enumerate(sp.profiles):
+                    where = f"resource {r} profile {p}"
+                    samples = list(prof.samples)
+                    if samples and not d.strings:
+                        raise _Unsupported
+                    sample_type, frequency = profile_kind(d, prof, where)
+                    at = by_key.get((*host_key, frequency))
+                    if at is None:
+                        at = by_key[(*host_key, frequency)] = len(hosts)
+                        hosts.append(_HostProfile(dict(host), frequency))
+                    target = hosts[at]
+                    scale = take_profile(target, d, prof, sample_type, where)
+                    if scale is None:
+                        skipped += samples  # not counted, but well-formed, as the exact parse requires
+                        continue
+                    if samples:
+                        parts.append(_Part(at, resource, scale, samples, k))
+        spans.append((first_host, len(hosts)))
+    if skipped and protoscan.scan(*protoscan.buffer(skipped)).other_than(_SAMPLE_FIELDS):
+        raise _Unsupported
+    tables = _Tables(dictionaries, interner)
+    if not parts:  # nothing counted: the tables must still be well-formed, as the exact parse requires
+        _stack_table(tables)
+        tables.functions([])
+    columns = _samples(tables, parts, processes) if parts else {}
+    profiles = [_columnar(host, columns.get(i)) for i, host in enumerate(hosts)]
+    return [profiles[a:b] for a, b in spans]
+
+
+def _stack_table(tables: _Tables) -> _Stacks:
+    """The group's stack and location tables, read."""
+    dictionaries = [t.d for t in tables.parts]
+    location_request = np.repeat(np.arange(len(dictionaries), dtype=np.int64), tables.size["location"])
+    stack_request = np.repeat(np.arange(len(dictionaries), dtype=np.int64), tables.size["stack"])
+    return _Stacks(
+        tables,
+        [st for dd in dictionaries for st in dd.stack_table],
+        stack_request,
+        _Locations(tables, [loc for dd in dictionaries for loc in dd.location_table], location_request),
+    )
 
 
 def _columnar(host: _HostProfile, columns: ColumnarProfile | None) -> ColumnarProfile:
@@ -318,7 +429,7 @@ def _columnar(host: _HostProfile, columns: ColumnarProfile | None) -> ColumnarPr
 
 
 def _samples(
-    d: _Dictionary, parts: list[_Part], processes: list[dict[str, Scalar]], n_hosts: int
+    tables: _Tables, parts: list[_Part], processes: list[dict[str, Scalar]]
 ) -> dict[int, ColumnarProfile]:
     """The samples of every part, read in bulk, as columns per host index."""
     raw = [s for part in parts for s in part.samples]
@@ -328,13 +439,11 @@ def _samples(
     if fields.other_than(_SAMPLE_FIELDS):
         raise _Unsupported
     n = fields.count
-    dd = d.d
-    stack_index = _signed(fields.scalar(1))
-    _in_range(stack_index, len(dd.stack_table))
-    _in_range(_signed(fields.scalar(3)), max(len(dd.link_table), 1))
+    request = np.repeat(np.asarray([part.request for part in parts], np.int64), sizes)
+    stack_index = tables.rebase("stack", _signed(fields.scalar(1)), request)
+    tables.rebase("link", _signed(fields.scalar(3)), request)
     attr_owner, attrs = fields.repeated_varint(2)
-    attrs = _signed(attrs)
-    _in_range(attrs, len(dd.attribute_table))
+    attrs = tables.rebase("attribute", _signed(attrs), request[attr_owner])
     value_owner, values = fields.repeated_varint(4)
     values = _signed(values)
     if len(values) and (values.min() < 0 or values.max() >= _MAX_VALUE):
@@ -358,20 +467,22 @@ def _samples(
     part_of = np.repeat(np.arange(len(parts), dtype=np.int64), sizes)
     resource = np.asarray([part.resource for part in parts], np.int64)[part_of]
     label_sets, label_of = _distinct_lists(attr_owner, attrs, n, resource)
+    for _, indices in label_sets:  # every sample's, counted or not: the exact decoder reads them all
+        tables.attributes(indices)
     used_labels, label_kept = np.unique(label_of[keep], return_inverse=True)
-    memo = d.interner.memo("labels")  # a sample's attributes (its resource's process ones first) -> labels
+    memo = tables.interner.memo("labels")  # a sample's attributes (its process ones first) -> labels
     labels: list[Labels] = []
     roots: list[str] = []
     for i in used_labels.tolist():
         r, indices = label_sets[i]
-        own = d.attributes(indices)
+        own = tables.attributes(indices)
         process = processes[r]
         merged = {**process, **own} if process else own
         key = tuple(merged.items())
         hit = memo.get(key)
         if hit is None:
             found = _labels(merged, f"resource {r}", own)
-            hit = d.interner.remember(
+            hit = tables.interner.remember(
                 "labels",
                 key,
                 (
@@ -394,10 +505,10 @@ def _samples(
     label_kept = label_kept.reshape(-1).astype(np.int64)
     stacks_used, stack_kept = np.unique(stack_index[keep], return_inverse=True)
     stack_kept = stack_kept.reshape(-1).astype(np.int64)
-    table = _Stacks(list(dd.stack_table), _Locations(d, list(dd.location_table), d.interner))
+    table = _stack_table(tables)
     frames = table.frames_of(stacks_used.tolist())
     pairs, pair_kept = np.unique(label_kept * len(frames) + stack_kept, return_inverse=True)
-    interner = d.interner
+    interner = tables.interner
     # (root name, id of a stack body) -> (that body, whole stack); the entry holds the body, so its id
     # stays its own
     full = interner.memo("sample stack")
@@ -429,21 +540,23 @@ def _samples(
             stamps=stamps[kept_stamps].astype(np.int64),
         ),
         host_of,
-        n_hosts,
     )
 
 
-def _split(columns: ColumnarProfile, host_of: np.ndarray, n_hosts: int) -> dict[int, ColumnarProfile]:
+def _split(columns: ColumnarProfile, host_of: np.ndarray) -> dict[int, ColumnarProfile]:
     """The rows of `columns` per host index (each with only the stacks its rows use)."""
     present = np.unique(host_of).tolist()
-    if len(present) == 1:
-        return {present[0]: columns}
+    if len(present) <= 1:
+        return {present[0]: columns} if present else {}
     out = {}
+    order = np.argsort(host_of, kind="stable")  # each host's rows in their order
+    cuts = np.searchsorted(host_of[order], [*present, present[-1] + 1]).tolist()
     lens = np.diff(columns.stamp_bounds)
-    for host in present:
-        rows = np.flatnonzero(host_of == host)
+    for h, host in enumerate(present):
+        rows = order[cuts[h] : cuts[h + 1]]
         used, stack = np.unique(columns.stack[rows], return_inverse=True)
-        stamp_rows = np.repeat(host_of == host, lens)
+        row_lens = lens[rows]
+        stamp_at = np.repeat(columns.stamp_bounds[rows], row_lens) + protoscan.ranks(row_lens)
         out[host] = ColumnarProfile(
             0,
             0,
@@ -453,7 +566,7 @@ def _split(columns: ColumnarProfile, host_of: np.ndarray, n_hosts: int) -> dict[
             stack=stack.reshape(-1).astype(np.int64),
             label=columns.label[rows],
             count=columns.count[rows],
-            stamp_bounds=np.concatenate([[0], np.cumsum(lens[rows])]).astype(np.int64),
-            stamps=columns.stamps[stamp_rows],
+            stamp_bounds=np.concatenate([[0], np.cumsum(row_lens)]).astype(np.int64),
+            stamps=columns.stamps[stamp_at],
         )
     return out
