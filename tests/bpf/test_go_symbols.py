@@ -88,10 +88,13 @@ def test_hot_functions_and_lines_match_go_pprof(recorded) -> None:
     for key in hot:
         assert abs(mine.get(key, 0) - theirs.get(key, 0)) <= 0.15, f"{key}: go {theirs}, fleetprof {mine}"
     assert max(theirs, key=theirs.get) == max(mine, key=mine.get)
-    ordered = sum(
-        n for chain, n in chains.items() if _in_order(chain, ["main.main", "main.leaf", "main.mix"])
-    )
-    assert ordered / sum(chains.values()) >= 0.8, chains.most_common(5)
+    # How the hot loop's samples split between leaf's line and the inlined mix depends on the CPU (where a
+    # sample's pc lands in the loop); go's profile splits them the same way (checked above). Wherever mix
+    # is the innermost frame, it sits under leaf under main.
+    in_mix = {chain: n for chain, n in chains.items() if chain[-1] == "main.mix"}
+    assert sum(in_mix.values()) / sum(chains.values()) >= MIN_SHARE, chains.most_common(5)
+    ordered = sum(n for chain, n in in_mix.items() if _in_order(chain, ["main.main", "main.leaf"]))
+    assert ordered / sum(in_mix.values()) >= 0.99, in_mix
 
 
 def test_whole_chain_through_the_inlined_closure(recorded) -> None:

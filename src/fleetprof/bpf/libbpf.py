@@ -75,6 +75,7 @@ def lib() -> ctypes.CDLL:
         "bpf_object__find_map_by_name": (vp, [vp, cp]),
         "bpf_object__find_program_by_name": (vp, [vp, cp]),
         "bpf_program__fd": (ip, [vp]),
+        "bpf_obj_get_info_by_fd": (ip, [ip, vp, ctypes.POINTER(u32)]),
         "bpf_program__attach": (vp, [vp]),
         "bpf_program__attach_perf_event": (vp, [vp, ip]),
         "bpf_link__destroy": (ip, [vp]),
@@ -177,6 +178,11 @@ class Link:
             self._h = None
 
 
+# struct bpf_prog_info (linux/bpf.h): its size up to verified_insns' neighbours, and that field's offset.
+_PROG_INFO_SIZE = 232
+_PROG_INFO_VERIFIED_INSNS = 216
+
+
 class Program:
     """A BPF program of a loaded object."""
 
@@ -188,6 +194,16 @@ class Program:
     def fd(self) -> int:
         """The program's file descriptor (for tail-call arrays)."""
         return lib().bpf_program__fd(self._h)
+
+    @property
+    def verified_insns(self) -> int:
+        """Instructions the verifier walked to accept the program (0 before kernel 5.16); the limit is 1M."""
+        info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+        size = ctypes.c_uint32(_PROG_INFO_SIZE)
+        _check_rc(lib().bpf_obj_get_info_by_fd(self.fd, info, ctypes.byref(size)), f"info of {self.name}")
+        if size.value < _PROG_INFO_VERIFIED_INSNS + 4:
+            return 0
+        return int.from_bytes(info.raw[_PROG_INFO_VERIFIED_INSNS : _PROG_INFO_VERIFIED_INSNS + 4], "little")
 
     def attach(self) -> Link:
         """Attach by section name (tp_btf/..., raw_tp/...)."""

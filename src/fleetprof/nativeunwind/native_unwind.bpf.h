@@ -277,7 +277,10 @@ static __always_inline long frame_pointer_step(struct sample *s, struct unwind_s
 	return 0;
 }
 
-/* Index of the last row whose pc <= target in rows[start, start + count), or -1. */
+/* Index of the last row whose pc <= target in rows[start, start + count), or -1.
+ * Branch-free inside the loop: each comparison only moves lo and n by arithmetic, so the verifier walks one
+ * path per step instead of forking at every comparison (with the bounds it learns from each fork, those
+ * paths stop looking alike and can't be pruned: 2^BSEARCH_STEPS of them). */
 static __always_inline long find_row(__u32 start, __u32 count, __u32 target)
 {
 	__u32 lo = start, n = count;
@@ -289,12 +292,11 @@ static __always_inline long find_row(__u32 start, __u32 count, __u32 target)
 		struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &mid);
 		if (!row)
 			return -1;
-		if (row->pc <= target) {
-			lo = mid + 1;
-			n -= half + 1;
-		} else {
-			n = half;
-		}
+		/* le: 1 when row->pc <= target (the difference of two u32s is negative otherwise) */
+		__u64 le = (((__u64)target - (__u64)row->pc) >> 63) ^ 1;
+		asm volatile("" : "+r"(le)); /* an opaque 0 or 1: no select for clang to turn back into a branch */
+		lo += (half + 1) & (__u32)-le;
+		n = half - (__u32)(le & ~n & 1); /* n - half - 1 when le, else half */
 	}
 	if (n != 0 || lo == start)
 		return -1;
@@ -319,13 +321,13 @@ static __always_inline __u32 in_interpreter(__u64 file_id, __u64 elf_pc)
 static __always_inline __u8 tail_mode(struct unwind_state *st);
 /* interpreters/v8/v8_unwind.bpf.h: one JavaScript frame, or V8_NOT_JS (then the native unwinder goes on). */
 #define V8_NOT_JS 2
-static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 fflags, bool jit);
+__noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 fflags, bool jit);
 /* interpreters/hotspot/hotspot_unwind.bpf.h: one Java frame from the JVM's code cache, or HS_NOT_JAVA. */
 #define HS_NOT_JAVA 2
-static __noinline long hotspot_step(struct sample *s, struct unwind_state *st, __u8 fflags);
+__noinline long hotspot_step(struct sample *s, struct unwind_state *st, __u8 fflags);
 
 /* interpreters/php/php_unwind.bpf.h: a pc in opcache's JIT buffer becomes execute_ex's (0), or JIT_NONE. */
-static __noinline long php_jit_step(struct unwind_state *st);
+__noinline long php_jit_step(struct unwind_state *st);
 
 /* Anonymous code: a JavaScript or Java frame of a V8 or HotSpot process, PHP's JIT'd code, else JIT_NONE. */
 #define JIT_NONE 2
@@ -447,7 +449,7 @@ static __always_inline struct mapping_info *vma_mapping(void)
 
 /* A pc outside the process's known mappings (maps not read yet: new process, exec, dlopen): ask the kernel
  * which file holds it. Not inlined, so its stack is not added to the loop step's. */
-static __noinline long resolve_unknown(struct sample *s, struct unwind_state *st, __u64 pc, __u8 fflags)
+__noinline long resolve_unknown(struct sample *s, struct unwind_state *st, __u64 pc, __u8 fflags)
 {
 	struct vma_probe *vp = vma_slot(VMA_SLOT_SAMPLE);
 	struct mapping_info *out = vma_mapping();
@@ -487,8 +489,10 @@ static __noinline long resolve_unknown(struct sample *s, struct unwind_state *st
 	return frame_pointer_step(s, st, UNWIND_ERR_NO_MAPPING, st->via_frame_pointer);
 }
 
-static __always_inline long native_step(struct sample *s, struct unwind_state *st)
+__noinline long native_step(struct sample *s, struct unwind_state *st)
 {
+	if (!s || !st)
+		return 1;
 	__u64 pc = st->pc;
 	if (pc == 0)
 		return stack_complete(st);

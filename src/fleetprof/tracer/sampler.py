@@ -26,6 +26,7 @@ def object_path() -> Path:
     return Path(str(resources.files("fleetprof.tracer").joinpath("bpf", OBJECT_NAME)))
 
 
+PROGRAMS = ("on_sample", "unwind_native", "on_fork", "on_exec", "on_exit")
 SNAPSHOT_ROOM = 256 * (layout.MAX_SNAPSHOT_STACK + 256)
 
 
@@ -166,6 +167,11 @@ class Sampler:
                 values = m.lookup_percpu(struct.pack("<I", idx), self.ncpus_possible)
                 out[name] = sum(struct.unpack("<Q", v)[0] for v in values)
         return out
+
+    def verified_insns(self) -> dict[str, int]:
+        """Instructions the verifier walked per program: how far each is from the kernel's 1M budget."""
+        obj = self._require()
+        return {name: obj.program(name).verified_insns for name in PROGRAMS}
 
     def detach(self) -> None:
         """Stop sampling (perf events first, then tracepoints)."""

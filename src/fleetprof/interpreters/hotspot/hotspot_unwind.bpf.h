@@ -42,7 +42,7 @@ static __always_inline __u64 hs_find_blob(struct hotspot_proc_info *info, __u64 
 }
 
 /* One Java frame at st->pc, or HS_NOT_JAVA. Returns as a loop step does (0: go on, 1: the stack ended). */
-static __noinline long hotspot_step(struct sample *s, struct unwind_state *st, __u8 fflags)
+__noinline long hotspot_step(struct sample *s, struct unwind_state *st, __u8 fflags)
 {
 	if (!s || !st)
 		return 1;

@@ -93,7 +93,7 @@ static __always_inline long pl_finished(struct sample *s, struct unwind_state *s
 
 /* One step of the Perl walker: one context (emitting at most one frame), or hand back. After a deferral
  * (MODE_PERL_TAIL) the frames are flagged TAIL and the last CALL_END, and the sample ends with them. */
-static __noinline long perl_step(struct sample *s, struct unwind_state *st)
+__noinline long perl_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;

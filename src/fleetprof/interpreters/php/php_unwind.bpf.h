@@ -56,7 +56,7 @@ static long php_jit_vma_cb(struct task_struct *task, struct vm_area_struct *vma,
  * with the new pc (0). JIT_NONE when the pc is not PHP's JIT code. While the agent has not told where the
  * buffer is (opcache makes it after the exec the process was registered at), an anonymous pc's vma is looked
  * at (this sample's one lookup, at most every ~8 ms per process): executable and shared is opcache's. */
-static __noinline long php_jit_step(struct unwind_state *st)
+__noinline long php_jit_step(struct unwind_state *st)
 {
 	if (!st)
 		return JIT_NONE;
@@ -98,7 +98,7 @@ static __always_inline long php_fail(struct sample *s, struct unwind_state *st)
 /* One step of the PHP walker: emit (at most) one frame, or hand back to the native unwinder. After a
  * deferral (MODE_PHP_TAIL) it walks on to the last frame, flagging each TAIL and each execute_ex call's
  * last CALL_END, for the agent's replay. */
-static __noinline long php_step(struct sample *s, struct unwind_state *st)
+__noinline long php_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;

@@ -313,8 +313,10 @@ static __always_inline struct py_proc_info *py_info(struct unwind_state *st)
 }
 
 /* One step of the Python walker: emit (at most) one frame, or hand back to the native unwinder. */
-static __always_inline long python_step(struct sample *s, struct unwind_state *st)
+__noinline long python_step(struct sample *s, struct unwind_state *st)
 {
+	if (!s || !st)
+		return 1;
 	struct py_proc_info *info = py_info(st);
 	if (!info) {
 		count(STAT_PY_ERROR_BASE + PY_ERR_NO_PROC);
@@ -419,7 +421,7 @@ static __always_inline void tail_call_end(struct sample *s)
 /* One step of the walk after a deferral (MODE_PY_TAIL): the thread's next Python frame, flagged PY_TAIL and,
  * at the end of each eval-loop call, CALL_END, so the agent's replay puts it where the eval-loop frame is.
  * The sample keeps UNWIND_ERR_NOT_READY; a failed read ends the walk with what it has. */
-static __noinline long py_tail_step(struct sample *s, struct unwind_state *st)
+__noinline long py_tail_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;

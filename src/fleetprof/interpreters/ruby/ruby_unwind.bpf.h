@@ -99,7 +99,7 @@ static __always_inline long rb_fail(struct sample *s, struct unwind_state *st)
 /* One step of the Ruby walker: one control frame (emitting at most one frame), or hand back. After a
  * deferral (MODE_RUBY_TAIL) it walks on to the last frame, flagging each TAIL and each rb_vm_exec call's
  * last CALL_END, for the agent's replay. */
-static __noinline long ruby_step(struct sample *s, struct unwind_state *st)
+__noinline long ruby_step(struct sample *s, struct unwind_state *st)
 {
 	if (!s || !st)
 		return 1;

@@ -39,7 +39,7 @@ static __always_inline int v8_type(struct v8_proc_info *info, __u64 object)
 /* One frame at st->pc (V8 code: `jit` anonymous memory, else the builtins) with frame pointer st->fp:
  * FRAME_V8 and the caller, or V8_NOT_JS. Returns as a loop step does (0: go on, 1: the stack ended)
  * otherwise. */
-static __noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 fflags, bool jit)
+__noinline long v8_step(struct sample *s, struct unwind_state *st, __u8 fflags, bool jit)
 {
 	if (!s || !st)
 		return 1;

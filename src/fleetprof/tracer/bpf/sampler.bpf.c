@@ -364,14 +364,10 @@ static __always_inline __u8 tail_mode(struct unwind_state *st)
 	return MODE_PY_TAIL;
 }
 
-/* One step of the unwind loop: a native frame, or a Python frame. */
-static long unwind_step(__u32 index, void *unused)
+/* One step of the unwind loop, by mode. 0 goes on, 1 ends the loop (bpf_loop accepts nothing else, and the
+ * walkers, checked on their own, may return any value as far as the verifier knows). */
+static __always_inline long step_by_mode(struct sample *s, struct unwind_state *st)
 {
-	struct sample *s = get_sample();
-	struct unwind_state *st = get_state();
-	if (!s || !st)
-		return 1;
-	st->next = NEXT_NATIVE;
 	if (st->mode == MODE_PYTHON)
 		return python_step(s, st);
 	if (st->mode == MODE_PY_TAIL)
@@ -383,6 +379,16 @@ static long unwind_step(__u32 index, void *unused)
 	if (st->mode == MODE_PERL || st->mode == MODE_PERL_TAIL)
 		return perl_step(s, st);
 	return native_step(s, st);
+}
+
+static long unwind_step(__u32 index, void *unused)
+{
+	struct sample *s = get_sample();
+	struct unwind_state *st = get_state();
+	if (!s || !st)
+		return 1;
+	st->next = NEXT_NATIVE;
+	return step_by_mode(s, st) != 0;
 }
 
 /* ---- programs ------------------------------------------------------------------------------------ */
