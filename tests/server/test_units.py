@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from fleetprof.cli.errors import UsageError
-from fleetprof.cli.server import parse_retention
+from fleetprof.cli.server import parse_commit_interval, parse_retention
 from fleetprof.profile.model import Frame, FrameKind
 from fleetprof.server.auth import TokenCheck
 from fleetprof.server.ingest import IngestError, check_batch_id, inflate
@@ -90,6 +90,17 @@ def test_retention_option():
     for bad in ("0d", "forever", "99999d"):
         with pytest.raises(UsageError):
             parse_retention(bad)
+
+
+def test_commit_interval_option_reaches_the_group_commit():
+    from fleetprof.server.app import ServerConfig, create_app
+
+    assert parse_commit_interval("1") == 1.0 and parse_commit_interval("0.25") == 0.25
+    for bad in ("-1", "61", "nan", "inf", "soon"):
+        with pytest.raises(UsageError):
+            parse_commit_interval(bad)
+    app = create_app(_Store([]), None, config=ServerConfig(commit_interval_s=1.5), start_worker=False)
+    assert app.state.ingestor.group.min_interval_s == 1.5
 
 
 class _Store:

@@ -35,6 +35,17 @@ def parse_retention(text: str) -> int:
     return days
 
 
+def parse_commit_interval(text: str) -> float:
+    """Seconds of a `--commit-interval` value (0 to 60)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise UsageError(f"--commit-interval {text!r}: give seconds like 1 or 0.5") from None
+    if not 0 <= seconds <= 60:  # also refuses nan and inf
+        raise UsageError("--commit-interval must be between 0 and 60 seconds")
+    return seconds
+
+
 def check_port(value: int, option: str) -> int:
     """A TCP port number (0 = any free port)."""
     if not 0 <= value <= 65535:
@@ -84,6 +95,13 @@ class ServerCommand:
             help=f"token agents must send to write (default ${TOKEN_ENV}; none = open writes)",
         )
         parser.add_argument("--retention", default="30d", help="how long samples are kept (default 30d)")
+        parser.add_argument(
+            "--commit-interval",
+            default="0",
+            metavar="SECONDS",
+            help="start group commits at most this often: fewer, larger INSERTs for a collector in front "
+            "of a ClickHouse cluster (default 0: as soon as requests arrive)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         """Serve until stopped."""
@@ -100,6 +118,7 @@ class ServerCommand:
             grpc_port=grpc_port,
             ingest_token=token,
             retention_days=parse_retention(args.retention),
+            commit_interval_s=parse_commit_interval(args.commit_interval),
         )
         server = start_server(options)
         where = options.clickhouse_url or str(options.data_dir)

@@ -42,6 +42,7 @@ class ServerConfig:
     max_decompressed_bytes: int = 256 << 20
     max_symbol_bytes: int = 512 << 20
     ui_dir: Path | None = None  # None: the built UI if one is found (see fleetprof.server.ui)
+    commit_interval_s: float = 0.0  # group commits start at least this far apart (fewer, larger INSERTs)
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -119,7 +120,9 @@ def create_app(
     app.state.config = config
     app.state.auth = TokenCheck(ingest_token)
     app.state.worker = worker
-    app.state.ingestor = Ingestor(store, worker.wake if worker is not None else None)
+    app.state.ingestor = Ingestor(
+        store, worker.wake if worker is not None else None, commit_interval_s=config.commit_interval_s
+    )
     _install_error_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL)
 

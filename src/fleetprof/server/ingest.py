@@ -216,10 +216,12 @@ class Ingestor:
     Requests arriving together are decoded together and stored by one group commit
     (fleetprof.server.groupcommit)."""
 
-    def __init__(self, store: Any, on_ingest: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, store: Any, on_ingest: Callable[[], None] | None = None, commit_interval_s: float = 0.0
+    ) -> None:
         self.store = store
         self.on_ingest = on_ingest
-        self.group = GroupCommit(store, prepare=self._prepare)
+        self.group = GroupCommit(store, prepare=self._prepare, min_interval_s=commit_interval_s)
 
     def ingest_bytes(
         self, data: bytes, batch_id: str | None, content_type: str = "application/x-protobuf"

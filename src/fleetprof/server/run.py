@@ -33,6 +33,7 @@ class ServerOptions:
     grpc_port: int | None = 4317  # None: no gRPC listener
     ingest_token: str | None = None
     retention_days: int = 30
+    commit_interval_s: float = 0.0  # see ServerConfig.commit_interval_s
     cache_dir: Path | None = None  # central symbol cache; default: under the data dir or the user cache
     ui_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -82,7 +83,10 @@ class RunningServer:
             )
         self.symbolizer = CentralSymbolizer(self.store.get_symbol_file, cache)
         self.app = create_app(
-            self.store, self.symbolizer, options.ingest_token, ServerConfig(ui_dir=options.ui_dir)
+            self.store,
+            self.symbolizer,
+            options.ingest_token,
+            ServerConfig(ui_dir=options.ui_dir, commit_interval_s=options.commit_interval_s),
         )
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(
