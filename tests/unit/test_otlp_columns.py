@@ -202,20 +202,26 @@ def test_truncated_and_garbage_bytes_answer_as_before() -> None:
         assert excinfo.value.reason.startswith("body is not an OTLP profiles request (protobuf:")
 
 
+def _corrupted(data: bytes | bytearray, rng: random.Random) -> bytes:
+    """`data` with one to three bytes set to random values."""
+    corrupt = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
+    return bytes(corrupt)
+
+
 def test_corrupted_bytes_decode_alike_or_go_to_the_exact_decoder() -> None:
     """Flipped bytes: whenever the columnar decoder answers, the exact decoder answers the same."""
     data = bytearray(_mixed_request().SerializeToString())
     rng = random.Random(11)
     answered = 0
     for _ in range(300):
-        corrupt = bytearray(data)
-        for _ in range(rng.randint(1, 3)):
-            corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
-        columns = columns_from_bytes(bytes(corrupt), Interner())
+        corrupt = _corrupted(data, rng)
+        columns = columns_from_bytes(corrupt, Interner())
         if columns is None:
             continue
         answered += 1
-        assert [c.to_profile() for c in columns] == from_otlp_bytes(bytes(corrupt))
+        assert [c.to_profile() for c in columns] == from_otlp_bytes(corrupt)
     assert answered > 0
 
 
@@ -295,13 +301,11 @@ def test_corrupted_requests_in_a_group_decode_alike_or_are_handed_back() -> None
     rng = random.Random(12)
     answered = 0
     for _ in range(150):
-        corrupt = bytearray(data)
-        for _ in range(rng.randint(1, 3)):
-            corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
-        first, second = columns_from_many([clean, bytes(corrupt)], Interner())
+        corrupt = _corrupted(data, rng)
+        first, second = columns_from_many([clean, corrupt], Interner())
         assert first is not None and [c.to_profile() for c in first] == from_otlp_bytes(clean)
         if second is None:
             continue
         answered += 1
-        assert [c.to_profile() for c in second] == _exact_or_none(bytes(corrupt))
+        assert [c.to_profile() for c in second] == _exact_or_none(corrupt)
     assert answered > 0
