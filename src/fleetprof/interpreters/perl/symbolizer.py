@@ -29,13 +29,16 @@ CACHE_SIZE = 16384
 
 
 class PerlNamer:
-    """Reads GVs, CVs, stashes and COP file names of one process, cached by address."""
+    """Reads GVs, CVs, stashes and COP file names of one process; names of GVs and CVs cached by address.
+
+    File names are not: a threaded perl gives each COP its own copy of its file name and frees it with
+    the COP, so the address of a freed name (a BEGIN block's, a required module's) comes back holding
+    another file's (the agent once named late.pl's subs after DynaLoader.pm that way)."""
 
     def __init__(self, mem: MemoryReader, layout: PerlLayout) -> None:
         self.mem = mem
         self.layout = layout
         self._names: BoundedLru[int, str] = BoundedLru(CACHE_SIZE)  # GV or CV -> qualified name
-        self._files: BoundedLru[int, str] = BoundedLru(CACHE_SIZE)  # char * -> text
 
     def c_string(self, address: int) -> str | None:
         """The NUL-terminated string at `address` (up to MAX_STRING bytes), None when unreadable."""
@@ -118,15 +121,7 @@ class PerlNamer:
     def file(self, cop: int) -> str:
         """CopFILE of `cop` (the file its statement was compiled from), "" when unreadable."""
         pointer = self.mem.u64(cop + self.layout.cop_file) if cop else None
-        if not pointer:
-            return ""
-        found = self._files.get(pointer)
-        if found is None:
-            found = self.c_string(pointer)
-            if found is None:
-                return ""
-            self._files.put(pointer, found)
-        return found
+        return (self.c_string(pointer) or "") if pointer else ""
 
     def function(self, kind: int, cx_type: int, cv: int, gv: int) -> str | None:
         """The frame's function name, None when its glob or CV is unreadable."""
