@@ -120,17 +120,21 @@ def _v5(layout: Layout) -> list[str]:
             f"ALTER TABLE {table}{layout.on_cluster} ADD COLUMN IF NOT EXISTS labels {schema.LABELS_TYPE}"
             for table in tables
         ]
-    out.append(f"DROP VIEW IF EXISTS {layout.local('samples_sampled_mv')}{layout.on_cluster}")
-    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout))
-    return out
+    return out + _replace_sampled_view(layout)
 
 
 def _v6(layout: Layout) -> list[str]:
     """The sampled table's view picks a row's levels from one random number (nested levels), dropping
     the rows that reach none before expanding the rest: a quarter of the insert time it took."""
+    return _replace_sampled_view(layout)
+
+
+def _replace_sampled_view(layout: Layout) -> list[str]:
+    """The sampled table's view dropped and made again with today's select."""
     out = [f"DROP VIEW IF EXISTS {layout.local('samples_sampled_mv')}{layout.on_cluster}"]
-    out += schema.create_view(layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout))
-    return out
+    return out + schema.create_view(
+        layout, "samples_sampled_mv", "samples_sampled", schema.sampled_select(layout)
+    )
 
 
 MIGRATIONS: list[Migration] = [
