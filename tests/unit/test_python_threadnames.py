@@ -197,6 +197,27 @@ def test_thread_names_follow_renames_after_the_refresh(executable: Path) -> None
     assert names.python_name(pid, worker) == "worker-2", "names outlive the process for later profiles"
 
 
+def test_one_read_refreshes_every_thread_it_names() -> None:
+    """Threads sampled at different moments share the process's reads: a thread first seen after a read
+    that named it costs no read, and one read at the refresh renews them all (not one read per thread)."""
+    clock = Clock()
+    names = ThreadNames(refresh_seconds=2.0, retry_seconds=0.02, clock=clock)
+    with child(PYENV_ROOT / "3.12.1" / "bin" / "python3.12") as kid:
+        pid = kid.proc.pid
+        names.register(kid.process)
+        tids = sorted(kid.names)
+        names.observe(pid, tids[0])
+        clock.now += 1.0
+        for tid in tids[1:]:
+            names.observe(pid, tid)
+        assert names.reads == 1
+        assert {tid: names.python_name(pid, tid) for tid in tids} == kid.names
+        for i in range(45):  # 4.5 s of samples, on each thread in turn
+            clock.now += 0.1
+            names.observe(pid, tids[i % len(tids)])
+        assert names.reads == 3, "one read per refresh interval, whichever thread comes due first"
+
+
 @pytest.mark.parametrize("executable", _interpreters())
 def test_thread_name_prefers_a_name_the_application_set(executable: Path) -> None:
     """thread_name: the OS name when it differs from the process name, else the Python name."""

@@ -417,9 +417,11 @@ class _Process:
 class ThreadNames:
     """Python thread names per (pid, tid): read from process memory on demand, cached, refreshed.
 
-    One read names every thread of a process. A tid is re-checked every `refresh_seconds` (renames); a tid
-    not found (a thread that is not in `_active` yet, or a C thread that never will be) after
-    `retry_seconds`, doubling up to `refresh_seconds`. A process is read at most once per `retry_seconds`.
+    One read names every thread of a process and counts as a check of each one it found, so a process is
+    read about once per `refresh_seconds` however many of its threads are sampled. A tid is re-checked
+    every `refresh_seconds` (renames); a tid not found (a thread that is not in `_active` yet, or a C
+    thread that never will be) after `retry_seconds`, doubling up to `refresh_seconds`. A process is read
+    at most once per `retry_seconds`.
     """
 
     def __init__(
@@ -475,6 +477,9 @@ class ThreadNames:
                     self._tids[old_pid].pop(old_tid, None)
                     if not self._tids[old_pid]:
                         del self._tids[old_pid]
+                if state.ns_tid in entry.names and now - entry.read_at < self.refresh_seconds:
+                    state.name, state.checked_at = entry.names[state.ns_tid], entry.read_at
+                    return  # the last read of the process named it already
             elif now - state.checked_at < self._wait(state):
                 return
             self._lru.move_to_end((pid, tid))
@@ -485,7 +490,10 @@ class ThreadNames:
                 if names is not None:
                     entry.names = names
                     for other in tids.values():
-                        other.name = names.get(other.ns_tid, other.name)
+                        if other.ns_tid in names:  # this read refreshed it: not due again for a while
+                            other.name = names[other.ns_tid]
+                            other.checked_at = now
+                            other.misses = 0
             state.checked_at = now
             state.name = entry.names.get(state.ns_tid, state.name)
             state.misses = 0 if state.ns_tid in entry.names else state.misses + 1
