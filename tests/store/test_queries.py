@@ -142,6 +142,27 @@ def test_stack_cache_gives_the_same_answers_cold_and_warm(loaded):
         stacks_module._caches.pop(loaded, None)
 
 
+def test_a_stack_stored_twice_reads_as_one(loaded):
+    """Stack rows written again (a restarted server's first batches, parts not merged yet) change no
+    answer, cold or warm: a stack's frames are read once whatever its number of rows."""
+    from fleetprof.query import flame_graph
+    from fleetprof.query.stacks import stack_cache
+
+    stack_cache(loaded).stacks.clear()
+    before = (flame_graph(loaded, sel("q-cmp")), top_functions(loaded, sel("q-cmp")))
+    stacks = loaded.t("stacks")
+    loaded.backend.execute(f"SYSTEM STOP MERGES {stacks}")  # the copies stay until this test ends
+    try:
+        loaded.backend.execute(f"INSERT INTO {stacks} SELECT * FROM {stacks}")
+        rows = loaded.query(f"SELECT count() AS n, uniqExact(stack_id) AS u FROM {stacks}").to_pylist()[0]
+        assert rows["n"] >= 2 * rows["u"] > 0
+        stack_cache(loaded).stacks.clear()
+        assert (flame_graph(loaded, sel("q-cmp")), top_functions(loaded, sel("q-cmp"))) == before
+        assert (flame_graph(loaded, sel("q-cmp")), top_functions(loaded, sel("q-cmp"))) == before
+    finally:
+        loaded.backend.execute(f"SYSTEM START MERGES {stacks}")
+
+
 def test_flame_graph_node_budget_keeps_the_largest_nodes_connected(loaded):
     from fleetprof.query import flame_graph
 
