@@ -35,7 +35,7 @@ def _profile(n: int) -> Profile:
 
 def test_concurrent_requests_are_grouped_and_acknowledged_after_their_commit():
     store = FakeStore()
-    group = GroupCommit(store, window_s=1.0)
+    group = GroupCommit(store, window_s=1.0, linger_s=0.2)
     results: dict[str, list[int]] = {}
 
     def request(i: int) -> None:
@@ -52,6 +52,29 @@ def test_concurrent_requests_are_grouped_and_acknowledged_after_their_commit():
         t.join()
     assert results == {f"b{i}": [i + 1] for i in range(20)}
     assert len(store.calls) < 20 and sum(len(c) for c in store.calls) == 20
+
+
+def test_a_steady_load_keeps_whole_groups():
+    """Hosts that send their next batch once the last is acknowledged stay in one group per round: the
+    next group is gathered after the last one is stored (lingering for the hosts it acknowledged), not
+    while it is, which would split them into two alternating half-size groups."""
+    store = FakeStore()
+    group = GroupCommit(store, window_s=1.0, linger_s=0.2)
+    hosts, rounds = 8, 6
+
+    def host(h: int) -> None:
+        for r in range(rounds):
+            group.submit([(_profile(1), f"h{h}-r{r}")])
+
+    threads = [threading.Thread(target=host, args=(h,)) for h in range(hosts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.stored) == hosts * rounds
+    sizes = [len(c) for c in store.calls]
+    assert len(sizes) <= rounds + 2, sizes
+    assert max(sizes[2:]) == hosts, sizes
 
 
 def test_a_lone_request_is_not_delayed():

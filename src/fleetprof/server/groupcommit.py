@@ -3,14 +3,20 @@
 
 Each INSERT has a fixed cost (a part per table, and the sampled table's view), and so has each decode (a
 request's tables are scanned once per call), so one of each per request caps the server at a few hundred
-requests a second. Here the first request to arrive becomes the group's leader: it takes every request
-pending (waiting, at most `window_s`, for announced ones still being decoded by their own threads), hands
-the raw ones to `prepare` in one call (the server's: decode every body together), then stores the group in
-one call and wakes every member. Each request still returns only after its own rows are committed, and the
-store fails or succeeds for the group as a whole, so acknowledgement means what it meant before; a request
-`prepare` refuses (a malformed body) gets its own error at once and costs the others nothing. Preparing the
-next group overlaps storing the previous one; groups are stored in arrival order. A lone request (nothing
-else in flight) is handled at once: no added latency when the server is quiet.
+requests a second. Here the first request to arrive becomes the group's leader: once the previous group is
+stored it takes every request pending (waiting, at most `window_s`, for announced ones still being decoded
+by their own threads, and lingering, at most `linger_s`, until the group is as large as the previous one),
+hands the raw ones to `prepare` in one call (the server's: decode every body together), then stores the
+group in one call and wakes every member. Each request still returns only after its own rows are committed,
+and the store fails or succeeds for the group as a whole, so acknowledgement means what it meant before; a
+request `prepare` refuses (a malformed body) gets its own error at once and costs the others nothing.
+
+Groups are gathered only once the previous one is stored, not while it is: the requests it acknowledges
+come back (their hosts' next batches) in time to join the next group, where gathering early split a steady
+load into two alternating half-size groups and paid the fixed costs twice (one core, 20 hosts: 114 k
+samples/s against 69 k; two cores 148 k against 121 k). The linger is what lets them come back; it is
+spent only when the previous group was larger than what is pending, so a lone request on a quiet server
+is handled at once.
 """
 
 from __future__ import annotations
@@ -60,15 +66,19 @@ class GroupCommit:
         min_interval_s: float = 0.0,
         prepare: Prepare | None = None,
         max_raw_bytes: int = 64 << 20,
+        linger_s: float = 0.02,
     ) -> None:
-        """Wait at most `window_s` for requests in flight; a group closes early past `max_samples` decoded
-        samples or `max_raw_bytes` of raw requests; groups start at least `min_interval_s` apart (fewer,
-        larger inserts for a busy cluster collector); `prepare` turns raw requests into batches."""
+        """Wait at most `window_s` for requests in flight and `linger_s` for a group as large as the last
+        one; a group closes early past `max_samples` decoded samples or `max_raw_bytes` of raw requests;
+        groups start at least `min_interval_s` apart (fewer, larger inserts for a busy cluster collector);
+        `prepare` turns raw requests into batches."""
         self.store = store
         self.window_s = window_s
         self.max_samples = max_samples
         self.max_raw_bytes = max_raw_bytes
         self.min_interval_s = min_interval_s
+        self.linger_s = linger_s
+        self._last_size = 0  # members of the last group gathered
         self.prepare = prepare
         self._last_commit = 0.0
         self._cond = threading.Condition()
@@ -77,8 +87,7 @@ class GroupCommit:
         self._pending_bytes = 0
         self._in_flight = 0  # requests announced (being decoded) but not yet submitted
         self._leading = False
-        self._gather = threading.Lock()  # one group is gathered and prepared at a time
-        self._commit = threading.Lock()  # one group is stored at a time, in arrival order
+        self._commit = threading.Lock()  # one group is gathered, prepared and stored at a time, in order
         self.groups = 0
         self.requests = 0
 
@@ -133,29 +142,29 @@ class GroupCommit:
         return self._pending_samples >= self.max_samples or self._pending_bytes >= self.max_raw_bytes
 
     def _lead(self) -> None:
-        """Gather a group (waiting for requests in flight, up to the window), prepare its raw members, store
-        it and wake its members; the next leader gathers and prepares while this one stores."""
-        with self._gather:
+        """Once the previous group is stored: gather a group (waiting for requests in flight up to the
+        window, lingering for the previous group's size), prepare its raw members, store it and wake them."""
+        with self._commit:
             pause = self._last_commit + self.min_interval_s - time.monotonic()
             if pause > 0:
                 time.sleep(pause)  # requests arriving meanwhile join this group
-            deadline = time.monotonic() + self.window_s
+            now = time.monotonic()
+            deadline, linger_until = now + self.window_s, now + self.linger_s
             with self._cond:
-                while self._in_flight > 0 and not self._full():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+                while not self._full():
+                    now = time.monotonic()
+                    if self._in_flight > 0 and now < deadline:
+                        self._cond.wait(deadline - now)
+                    elif len(self._pending) < self._last_size and now < linger_until:
+                        self._cond.wait(linger_until - now)
+                    else:
                         break
-                    self._cond.wait(left)
                 group, self._pending = self._pending, []
                 self._pending_samples = self._pending_bytes = 0
+                self._last_size = len(group)
                 self._leading = False
             self._last_commit = time.monotonic()
-            group = self._prepare(group)
-            self._commit.acquire()
-        try:
-            self._store(group)
-        finally:
-            self._commit.release()
+            self._store(self._prepare(group))
 
     def _prepare(self, group: list[_Member]) -> list[_Member]:
         """Turn the group's raw members into batches with one `prepare` call; members it refuses end now
