@@ -109,6 +109,7 @@ class DeferredStacks:
     def resolve(self, final: bool = False) -> None:
         """Finish every held sample whose tables are loaded; with `final`, count the rest as they came."""
         now = time.monotonic()
+        ready: dict[int, bool] = {}  # pid -> _pid_ready, asked once per pass (it may stat /proc)
         for key in list(self._pending):
             entry = self._pending[key]
             if entry.sample is None:
@@ -120,7 +121,9 @@ class DeferredStacks:
                     self._give_up(key)
                 continue
             pid = _HDR.unpack_from(entry.sample)[1]
-            if not final and not self._pid_ready(pid) and now - entry.since < MAX_WAIT_S:
+            if pid not in ready:
+                ready[pid] = final or self._pid_ready(pid)
+            if not ready[pid] and now - entry.since < MAX_WAIT_S:
                 continue  # its maps are about to be read
             try:
                 data = self._finish(entry.sample, entry.snapshot)

@@ -38,7 +38,7 @@ MAX_INTERPRETERS = 8
 MAX_ENTRIES = 1 << 16  # entries of one dict (sys.modules of a big application has a few thousand)
 MAX_THREADS = 4096  # Thread objects read per refresh
 MAX_DIGITS = 3  # a tid fits in two 30-bit digits
-REFRESH_SECONDS = 2.0  # a thread's name is re-checked this often (threads are renamed)
+REFRESH_SECONDS = 10.0  # a thread's name is re-checked this often (renames are rare; a read costs 1-4 ms)
 RETRY_SECONDS = 0.02  # first re-check of a tid not named yet (it may not be in `_active` yet); doubles
 NAMES_KEPT = 1 << 16  # (pid, tid) entries kept, also for processes that exited (profiles are built later)
 
