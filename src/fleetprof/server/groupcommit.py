@@ -13,10 +13,11 @@ request `prepare` refuses (a malformed body) gets its own error at once and cost
 
 Groups are gathered only once the previous one is stored, not while it is: the requests it acknowledges
 come back (their hosts' next batches) in time to join the next group, where gathering early split a steady
-load into two alternating half-size groups and paid the fixed costs twice (one core, 20 hosts: 114 k
-samples/s against 69 k; two cores 148 k against 121 k). The linger is what lets them come back; it is
-spent only when the previous group was larger than what is pending, so a lone request on a quiet server
-is handled at once.
+load into two alternating half-size groups and paid the fixed costs twice (bench_ingest, one core, 20
+hosts: 113 k samples/s against 69 k; bench_fleet_sim, two cores: the same wall rate at 16 % less CPU,
+since there the old overlap of decoding with storing bought back what the small groups cost). The linger
+is what lets them come back; it is spent only when the previous group was larger than what is pending,
+so a lone request on a quiet server is handled at once.
 """
 
 from __future__ import annotations
